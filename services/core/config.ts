@@ -1,0 +1,381 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ClusterError } from './errors.js';
+import { parseDurationMs, parseSizeBytes } from './units.js';
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((value, ctx) => {
+      const ms = parseDurationMs(value);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const size = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((value, ctx) => {
+      const bytes = parseSizeBytes(value);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write e.g. 512kb, 1mb or 1gb` });
+        return z.NEVER;
+      }
+      return bytes;
+    });
+
+const port = z.number().int().min(0).max(65535);
+const name = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_", starting with a letter');
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+
+/** Tool templates: each fixes the tool's argument schema and the adapter that runs it. */
+export const TOOL_TEMPLATES = ['generate_text', 'embed'] as const;
+export type ToolTemplate = (typeof TOOL_TEMPLATES)[number];
+
+/** Backend protocols a pool can speak. */
+export const BACKEND_KINDS = ['openai-chat', 'openai-embeddings'] as const;
+export type BackendKind = (typeof BACKEND_KINDS)[number];
+
+const TEMPLATE_BACKEND: Record<ToolTemplate, BackendKind> = {
+  generate_text: 'openai-chat',
+  embed: 'openai-embeddings',
+};
+
+const endpointSchema = z.strictObject({
+  url: httpUrl,
+  /** Requests this endpoint runs at once (vLLM `--max-num-seqs`). */
+  maxConcurrency: z.number().int().min(1).max(4096).default(16),
+});
+
+const poolSchema = z.strictObject({
+  backend: z.enum(BACKEND_KINDS),
+  /** GPU backend endpoints; empty means simulated backends under `mcp-cluster up`. */
+  endpoints: z.array(endpointSchema).default([]),
+  /** Calls one worker holds at once; default the sum of its endpoints' concurrency. */
+  maxInFlight: z.number().int().min(1).max(100_000).optional(),
+  /** Interval of the backend health probe. */
+  healthInterval: duration('5s'),
+  /** Timeout of one backend request's connection and first byte. */
+  backendTimeout: duration('30s'),
+});
+
+const toolSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'tool names are 1-64 of A-Z a-z 0-9 _ . -'),
+  template: z.enum(TOOL_TEMPLATES),
+  description: z.string().min(1).optional(),
+  pool: name,
+  /** Model name sent to the backend. */
+  model: z.string().min(1),
+  /** Deadline of a call that gives none. */
+  deadline: duration('60s'),
+  /** Largest `max_tokens` a caller may ask for (generate_text). */
+  maxTokens: z.number().int().min(1).max(1_000_000).default(4096),
+  /** Most texts in one call (embed). */
+  maxTexts: z.number().int().min(1).max(100_000).default(256),
+});
+
+const configSchema = z.strictObject({
+  cluster: z.strictObject({ namespace: name.default('mcp') }).prefault({}),
+  broker: z
+    .strictObject({
+      /** `memory:`, `nats://host:port` or `redis://host:port`. */
+      url: z.string().min(1).default('memory:'),
+    })
+    .prefault({}),
+  ingress: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: port.default(3000),
+      /** Delivery (gRPC) server of this replica; workers dial `advertise` (default host:bound port). */
+      delivery: z
+        .strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(0), advertise: z.string().default('') })
+        .prefault({}),
+      /** Host header values accepted (DNS-rebinding protection); hostnames, without port. */
+      allowedHosts: z.array(z.string().min(1)).default(['localhost', '127.0.0.1', '[::1]']),
+      /** Origin header values accepted, e.g. `https://app.example.com`; requests without Origin are allowed. */
+      allowedOrigins: z.array(z.string().min(1)).default(['http://localhost', 'http://127.0.0.1']),
+      maxBodySize: size('1mb'),
+      /** HMAC key for session ids; every replica needs the same. Empty: random per process. */
+      sessionSecret: z.string().default(''),
+      /** Upper bound on a caller-given deadline. */
+      maxDeadline: duration('10m'),
+      /** How long SIGTERM waits for open calls before closing. */
+      drainGrace: duration('30s'),
+    })
+    .prefault({}),
+  worker: z
+    .strictObject({
+      /** Health and metrics HTTP port of a worker process (0: any free port). */
+      port: port.default(0),
+      host: z.string().min(1).default('127.0.0.1'),
+      /** Time without heartbeat after which the broker redelivers a call. */
+      ackWait: duration('30s'),
+      /** Deliveries before a call is dead-lettered. */
+      maxDeliveries: z.number().int().min(1).max(100).default(5),
+      /** How long SIGTERM waits for running calls before handing them back. */
+      drainGrace: duration('30s'),
+      /** How long a worker tries to reach an ingress replica before calling the call undeliverable. */
+      deliveryConnectTimeout: duration('5s'),
+      /** How long a worker waits for the ingress to confirm a final chunk. */
+      deliveryAckTimeout: duration('10s'),
+    })
+    .prefault({}),
+  pools: z.record(name, poolSchema).default({
+    inference: poolSchema.parse({ backend: 'openai-chat' }),
+    embeddings: poolSchema.parse({ backend: 'openai-embeddings' }),
+  }),
+  tools: z
+    .array(toolSchema)
+    .min(1)
+    .default([
+      toolSchema.parse({
+        name: 'generate_text',
+        template: 'generate_text',
+        pool: 'inference',
+        model: 'sim-llm',
+        deadline: '120s',
+      }),
+      toolSchema.parse({ name: 'embed', template: 'embed', pool: 'embeddings', model: 'sim-embed', deadline: '60s' }),
+    ]),
+});
+
+type Parsed = z.output<typeof configSchema>;
+
+/** The configuration after parsing: every default applied, durations in `Ms`, sizes in `Bytes`. */
+export interface ResolvedConfig {
+  namespace: string;
+  brokerUrl: string;
+  ingress: {
+    host: string;
+    port: number;
+    deliveryHost: string;
+    deliveryPort: number;
+    deliveryAdvertise: string;
+    allowedHosts: string[];
+    allowedOrigins: string[];
+    maxBodyBytes: number;
+    sessionSecret: string;
+    maxDeadlineMs: number;
+    drainGraceMs: number;
+  };
+  worker: {
+    host: string;
+    port: number;
+    ackWaitMs: number;
+    maxDeliveries: number;
+    drainGraceMs: number;
+    deliveryConnectTimeoutMs: number;
+    deliveryAckTimeoutMs: number;
+  };
+  pools: Record<string, PoolConfig>;
+  tools: ToolConfig[];
+}
+
+export interface PoolConfig {
+  name: string;
+  backend: BackendKind;
+  endpoints: { url: string; maxConcurrency: number }[];
+  maxInFlight: number | undefined;
+  healthIntervalMs: number;
+  backendTimeoutMs: number;
+}
+
+export interface ToolConfig {
+  name: string;
+  template: ToolTemplate;
+  description: string | undefined;
+  pool: string;
+  model: string;
+  deadlineMs: number;
+  maxTokens: number;
+  maxTexts: number;
+}
+
+/**
+ * Environment variables that override the file, each naming the setting it replaces.
+ * `MCP_CLUSTER_BACKENDS_<POOL>` takes a comma-separated list of endpoint URLs.
+ */
+export const ENV_OVERRIDES: Record<string, string[]> = {
+  MCP_CLUSTER_NAMESPACE: ['cluster', 'namespace'],
+  MCP_CLUSTER_BROKER_URL: ['broker', 'url'],
+  MCP_CLUSTER_INGRESS_HOST: ['ingress', 'host'],
+  MCP_CLUSTER_INGRESS_PORT: ['ingress', 'port'],
+  MCP_CLUSTER_DELIVERY_HOST: ['ingress', 'delivery', 'host'],
+  MCP_CLUSTER_DELIVERY_PORT: ['ingress', 'delivery', 'port'],
+  MCP_CLUSTER_DELIVERY_ADVERTISE: ['ingress', 'delivery', 'advertise'],
+  MCP_CLUSTER_SESSION_SECRET: ['ingress', 'sessionSecret'],
+  MCP_CLUSTER_WORKER_PORT: ['worker', 'port'],
+  MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],
+};
+
+const NUMERIC_LEAVES = new Set(['port']);
+
+/**
+ * Reads, overrides and validates a configuration. `source` is the YAML text (empty for all
+ * defaults), `env` the environment. Throws `ClusterError('INVALID_CONFIG')` whose message lists
+ * every offending setting by path with the value found.
+ */
+export function resolveConfig(source: string, env: Record<string, string | undefined> = {}, origin = 'config'): ResolvedConfig {
+  let raw: unknown;
+  try {
+    raw = source.trim() === '' ? {} : parseYaml(source);
+  } catch (err) {
+    throw new ClusterError('INVALID_CONFIG', `${origin}: not valid YAML: ${(err as Error).message}`, { cause: err });
+  }
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ClusterError('INVALID_CONFIG', `${origin}: the top level must be a mapping of settings`);
+  }
+  const doc = raw as Record<string, unknown>;
+  applyEnv(doc, env);
+
+  const result = configSchema.safeParse(doc);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const path = issue.path.join('.') || '(top level)';
+      const found = valueAt(doc, issue.path);
+      const shown = found === undefined ? '' : ` (found ${JSON.stringify(found)})`;
+      return `  ${path}: ${issue.message}${shown}`;
+    });
+    throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${lines.join('\n')}`);
+  }
+  return finish(result.data, origin);
+}
+
+/** Reads the file at `path` (or none) and resolves it with `env`. */
+export function loadConfig(path: string | undefined, env: Record<string, string | undefined> = process.env): ResolvedConfig {
+  if (!path) return resolveConfig('', env, 'defaults');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ClusterError('INVALID_CONFIG', `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return resolveConfig(text, env, path);
+}
+
+function applyEnv(doc: Record<string, unknown>, env: Record<string, string | undefined>): void {
+  for (const [variable, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[variable];
+    if (value === undefined || value === '') continue;
+    const leaf = path[path.length - 1] ?? '';
+    setAt(doc, path, NUMERIC_LEAVES.has(leaf) && /^\d+$/.test(value) ? Number(value) : value);
+  }
+  for (const [variable, value] of Object.entries(env)) {
+    const m = /^MCP_CLUSTER_BACKENDS_([A-Z0-9_]+)$/.exec(variable);
+    if (!m?.[1] || !value) continue;
+    const pool = m[1].toLowerCase();
+    const pools = (doc.pools ?? defaultPoolsDoc()) as Record<string, Record<string, unknown>>;
+    doc.pools = pools;
+    const existing = pools[pool] ?? { backend: pool === 'embeddings' ? 'openai-embeddings' : 'openai-chat' };
+    existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
+    pools[pool] = existing;
+  }
+}
+
+function defaultPoolsDoc(): Record<string, Record<string, unknown>> {
+  return { inference: { backend: 'openai-chat' }, embeddings: { backend: 'openai-embeddings' } };
+}
+
+function setAt(doc: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = doc;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] ?? ''] = value;
+}
+
+function valueAt(doc: unknown, path: PropertyKey[]): unknown {
+  let node: unknown = doc;
+  for (const key of path) {
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+function finish(c: Parsed, origin: string): ResolvedConfig {
+  const problems: string[] = [];
+  const toolNames = new Set<string>();
+  c.tools.forEach((tool, i) => {
+    if (toolNames.has(tool.name)) problems.push(`  tools.${i}.name: tool "${tool.name}" is declared twice`);
+    toolNames.add(tool.name);
+    const pool = c.pools[tool.pool];
+    if (!pool) {
+      problems.push(`  tools.${i}.pool: no pool "${tool.pool}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`);
+    } else if (pool.backend !== TEMPLATE_BACKEND[tool.template]) {
+      problems.push(
+        `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${TEMPLATE_BACKEND[tool.template]}, but pool "${tool.pool}" has backend ${pool.backend}`,
+      );
+    }
+  });
+  // Checked here so a bad URL is reported with the other settings, not at first connect.
+  if (!/^(memory:|nats:\/\/|tls:\/\/|redis:\/\/|rediss:\/\/)/.test(c.broker.url)) {
+    problems.push(`  broker.url: "${c.broker.url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`);
+  }
+  if (problems.length > 0) throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${problems.join('\n')}`);
+
+  return {
+    namespace: c.cluster.namespace,
+    brokerUrl: c.broker.url,
+    ingress: {
+      host: c.ingress.host,
+      port: c.ingress.port,
+      deliveryHost: c.ingress.delivery.host,
+      deliveryPort: c.ingress.delivery.port,
+      deliveryAdvertise: c.ingress.delivery.advertise,
+      allowedHosts: c.ingress.allowedHosts,
+      allowedOrigins: c.ingress.allowedOrigins,
+      maxBodyBytes: c.ingress.maxBodySize,
+      sessionSecret: c.ingress.sessionSecret,
+      maxDeadlineMs: c.ingress.maxDeadline,
+      drainGraceMs: c.ingress.drainGrace,
+    },
+    worker: {
+      host: c.worker.host,
+      port: c.worker.port,
+      ackWaitMs: c.worker.ackWait,
+      maxDeliveries: c.worker.maxDeliveries,
+      drainGraceMs: c.worker.drainGrace,
+      deliveryConnectTimeoutMs: c.worker.deliveryConnectTimeout,
+      deliveryAckTimeoutMs: c.worker.deliveryAckTimeout,
+    },
+    pools: Object.fromEntries(
+      Object.entries(c.pools).map(([poolName, p]) => [
+        poolName,
+        {
+          name: poolName,
+          backend: p.backend,
+          endpoints: p.endpoints,
+          maxInFlight: p.maxInFlight,
+          healthIntervalMs: p.healthInterval,
+          backendTimeoutMs: p.backendTimeout,
+        },
+      ]),
+    ),
+    tools: c.tools.map((t) => ({
+      name: t.name,
+      template: t.template,
+      description: t.description,
+      pool: t.pool,
+      model: t.model,
+      deadlineMs: t.deadline,
+      maxTokens: t.maxTokens,
+      maxTexts: t.maxTexts,
+    })),
+  };
+}
+
+/** A stable id for this process, for logs and delivery (`<host>-<pid>`). */
+export function processId(): string {
+  return `${hostname()}-${process.pid}`;
+}

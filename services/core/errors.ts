@@ -1,0 +1,121 @@
+/**
+ * Every failure mcp-cluster reports carries one of these codes. Branch on the code, never on
+ * the message text. The mapping to JSON-RPC, MCP tool results and gRPC status lives here alone.
+ */
+export type ClusterErrorCode =
+  /** The request or its arguments are malformed; the caller must change it. */
+  | 'INVALID_ARGUMENTS'
+  /** No tool of that name in the catalog. */
+  | 'UNKNOWN_TOOL'
+  /** The configuration file or an override is invalid; names the setting. */
+  | 'INVALID_CONFIG'
+  /** The broker (NATS, Redis) cannot be reached or refused the operation. */
+  | 'QUEUE_UNAVAILABLE'
+  /** The call's absolute deadline passed before it finished. */
+  | 'DEADLINE_EXCEEDED'
+  /** The caller (or an operator) cancelled the call. */
+  | 'CANCELLED'
+  /** No healthy backend could take the call, or the backend failed. */
+  | 'BACKEND_UNAVAILABLE'
+  /** The backend answered, but not in its protocol (bad JSON, missing fields). */
+  | 'BACKEND_PROTOCOL'
+  /** The owning ingress replica is gone; the answer has nowhere to go. */
+  | 'UNDELIVERABLE'
+  /** A queued envelope could not be decoded. */
+  | 'BAD_ENVELOPE'
+  /** The process is draining and takes no new work. */
+  | 'SHUTTING_DOWN'
+  /** A bug: an invariant did not hold. */
+  | 'INTERNAL';
+
+/** A failure with a code, a message a person can act on, and the underlying cause. */
+export class ClusterError extends Error {
+  override readonly name = 'ClusterError';
+  constructor(
+    readonly code: ClusterErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Wraps any thrown value as a ClusterError, keeping ClusterErrors as they are. */
+export function toClusterError(err: unknown, fallback: ClusterErrorCode = 'INTERNAL'): ClusterError {
+  if (err instanceof ClusterError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new ClusterError(fallback, message, { cause: err });
+}
+
+/** JSON-RPC error codes used on the MCP wire. */
+export const JSON_RPC = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+} as const;
+
+/**
+ * Whether the error is reported as a JSON-RPC protocol error (the request itself was wrong)
+ * rather than as a tool result with `isError: true` (the tool ran, or tried to, and failed).
+ * Per MCP: unknown tools are protocol errors; everything a model could react to is a tool error.
+ */
+export function isProtocolError(code: ClusterErrorCode): boolean {
+  return code === 'UNKNOWN_TOOL';
+}
+
+/** The JSON-RPC error object for a ClusterError. */
+export function toJsonRpcError(err: ClusterError): { code: number; message: string; data: { code: string } } {
+  const rpcCode =
+    err.code === 'UNKNOWN_TOOL' || err.code === 'INVALID_ARGUMENTS'
+      ? JSON_RPC.INVALID_PARAMS
+      : JSON_RPC.INTERNAL_ERROR;
+  return { code: rpcCode, message: err.message, data: { code: err.code } };
+}
+
+/** An MCP `CallToolResult` with `isError: true` that tells the caller (often a model) what happened. */
+export function toToolErrorResult(err: ClusterError): {
+  content: { type: 'text'; text: string }[];
+  isError: true;
+  _meta: { 'mcp-cluster/error-code': ClusterErrorCode };
+} {
+  return {
+    content: [{ type: 'text', text: `${err.code}: ${err.message}` }],
+    isError: true,
+    _meta: { 'mcp-cluster/error-code': err.code },
+  };
+}
+
+/** gRPC status codes (numeric values of `@grpc/grpc-js` `status`), kept here so core stays transport-free. */
+const GRPC_STATUS: Record<ClusterErrorCode, number> = {
+  INVALID_ARGUMENTS: 3, // INVALID_ARGUMENT
+  UNKNOWN_TOOL: 5, // NOT_FOUND
+  INVALID_CONFIG: 9, // FAILED_PRECONDITION
+  QUEUE_UNAVAILABLE: 14, // UNAVAILABLE
+  DEADLINE_EXCEEDED: 4, // DEADLINE_EXCEEDED
+  CANCELLED: 1, // CANCELLED
+  BACKEND_UNAVAILABLE: 14, // UNAVAILABLE
+  BACKEND_PROTOCOL: 13, // INTERNAL
+  UNDELIVERABLE: 14, // UNAVAILABLE
+  BAD_ENVELOPE: 3, // INVALID_ARGUMENT
+  SHUTTING_DOWN: 14, // UNAVAILABLE
+  INTERNAL: 13, // INTERNAL
+};
+
+/** The gRPC status code for a ClusterError. */
+export function toGrpcStatus(code: ClusterErrorCode): number {
+  return GRPC_STATUS[code];
+}
+
+const CODES = new Set<string>(Object.keys(GRPC_STATUS));
+
+/** Reads a code sent over the wire (e.g. in a delivery error chunk); unknown codes become INTERNAL. */
+export function parseErrorCode(value: string): ClusterErrorCode {
+  return CODES.has(value) ? (value as ClusterErrorCode) : 'INTERNAL';
+}
+
+/** Whether a failure is worth retrying on another delivery (another worker or backend may succeed). */
+export function isRetryable(code: ClusterErrorCode): boolean {
+  return code === 'BACKEND_UNAVAILABLE' || code === 'QUEUE_UNAVAILABLE' || code === 'SHUTTING_DOWN';
+}

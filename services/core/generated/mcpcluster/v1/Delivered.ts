@@ -1,0 +1,10 @@
+// Original file: proto/mcp_cluster.proto
+
+
+export interface Delivered {
+  'known'?: (boolean);
+}
+
+export interface Delivered__Output {
+  'known': (boolean);
+}

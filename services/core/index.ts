@@ -1,0 +1,49 @@
+/**
+ * The shared kernel of mcp-cluster: the call envelope, configuration, errors, the queue and
+ * delivery contracts with their implementations, metrics, logging and lifecycle.
+ * Ingress, workers, autoscaler and CLI import from here and nowhere deeper.
+ */
+export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
+export type { JsonSchema, ToolDefinition } from './catalog.js';
+export { BACKEND_KINDS, ENV_OVERRIDES, TOOL_TEMPLATES, loadConfig, processId, resolveConfig } from './config.js';
+export type { BackendKind, PoolConfig, ResolvedConfig, ToolConfig, ToolTemplate } from './config.js';
+export { DeliveryClient } from './delivery/delivery-client.js';
+export type { CallSignal, DeliveryChannel } from './delivery/delivery-client.js';
+export { startDeliveryServer } from './delivery/delivery-server.js';
+export type { ChunkHandler, DeliveryServer, WorkerLink } from './delivery/delivery-server.js';
+export { PRIORITIES, decodeToolCall, encodeToolCall, isExpired, newCallId } from './envelope.js';
+export type { Priority, ToolCall } from './envelope.js';
+export {
+  ClusterError,
+  JSON_RPC,
+  isProtocolError,
+  isRetryable,
+  parseErrorCode,
+  toClusterError,
+  toGrpcStatus,
+  toJsonRpcError,
+  toToolErrorResult,
+} from './errors.js';
+export type { ClusterErrorCode } from './errors.js';
+export type { Chunk } from './generated/mcpcluster/v1/Chunk.js';
+export type { Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
+export type { Order } from './generated/mcpcluster/v1/Order.js';
+export { exitOnSignals } from './lifecycle.js';
+export type { LifecycleState, Stoppable } from './lifecycle.js';
+export { createLogger } from './logger.js';
+export type { LogFields, Logger, LogLevel } from './logger.js';
+export { clusterMetrics } from './metrics.js';
+export type { ClusterMetrics } from './metrics.js';
+export type {
+  Broker,
+  BrokerOptions,
+  CallConsumer,
+  CallQueue,
+  CancelBus,
+  CancelOrder,
+  ConsumeOptions,
+  QueuedCall,
+  QueueStats,
+} from './queue/call-queue.js';
+export { brokerScheme, openBroker } from './queue/open-broker.js';
+export { parseDurationMs, parseSizeBytes } from './units.js';

@@ -1,0 +1,78 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every Prometheus metric mcp-cluster exports, on one registry per process (the embedded mode
+ * runs ingress and workers in one process, so they share it). Names follow
+ * `mcp_cluster_<component>_<what>_<unit>`; labels are bounded: pool, tool, priority, outcome,
+ * reason, backend (an endpoint index, not a URL).
+ */
+export interface ClusterMetrics {
+  readonly registry: Registry;
+  /** Calls answered by the ingress, by tool and outcome (ok, tool_error, timeout, cancelled, rejected). */
+  ingressCalls: Counter<'tool' | 'outcome'>;
+  /** Wall time from request arrival to answer at the ingress, in seconds. */
+  callDuration: Histogram<'tool' | 'outcome'>;
+  /** Calls this ingress replica is waiting on. */
+  ingressInFlight: Gauge;
+  /** HTTP requests refused before reaching the MCP layer (host, origin, body_size, parse, method). */
+  ingressRejected: Counter<'reason'>;
+  /** Cancels handled, by how they arrived (disconnect, notification, bus, deadline). */
+  ingressCancels: Counter<'source'>;
+  /** Calls finished by workers, by pool, tool and outcome. */
+  workerCalls: Counter<'pool' | 'tool' | 'outcome'>;
+  /** Calls dropped because their deadline passed before dispatch; never run. */
+  workerShed: Counter<'pool'>;
+  /** Calls whose owning ingress could not be reached; stopped and acked. */
+  workerUndeliverable: Counter<'pool'>;
+  /** Deliveries with attempt > 1 (the call ran before, on a worker that died or gave it back). */
+  workerRedelivered: Counter<'pool'>;
+  /** Time a call waited in the queue before a worker took it, in seconds. */
+  queueWait: Histogram<'pool'>;
+  /** Time spent in the backend request, in seconds. */
+  backendDuration: Histogram<'pool' | 'tool'>;
+  /** Requests running on one backend endpoint. */
+  backendInFlight: Gauge<'pool' | 'backend'>;
+  /** 1 when the endpoint's health probe passes, else 0. */
+  backendHealthy: Gauge<'pool' | 'backend'>;
+  /** Calls held by this worker (delivered by the queue, not yet settled). */
+  workerInFlight: Gauge<'pool'>;
+  /** Open delivery streams (on a worker: to ingress replicas; on an ingress: from workers). */
+  deliveryStreams: Gauge<'side'>;
+  /** Queue figures, refreshed at scrape time by the processes that hold a queue. */
+  queueDepth: Gauge<'pool' | 'priority'>;
+  queueInFlight: Gauge<'pool' | 'priority'>;
+  queueOldestAge: Gauge<'pool' | 'priority'>;
+}
+
+let shared: ClusterMetrics | undefined;
+
+/** The process's metrics, created on first use with Node's default process metrics. */
+export function clusterMetrics(): ClusterMetrics {
+  if (shared) return shared;
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'mcp_cluster_process_' });
+  const registers = [registry];
+  const latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+  shared = {
+    registry,
+    ingressCalls: new Counter({ name: 'mcp_cluster_ingress_calls_total', help: 'Calls answered by the ingress.', labelNames: ['tool', 'outcome'], registers }),
+    callDuration: new Histogram({ name: 'mcp_cluster_call_duration_seconds', help: 'Call time at the ingress, arrival to answer.', labelNames: ['tool', 'outcome'], buckets: latency, registers }),
+    ingressInFlight: new Gauge({ name: 'mcp_cluster_ingress_inflight_calls', help: 'Calls this ingress replica waits on.', registers }),
+    ingressRejected: new Counter({ name: 'mcp_cluster_ingress_rejected_total', help: 'HTTP requests refused before the MCP layer.', labelNames: ['reason'], registers }),
+    ingressCancels: new Counter({ name: 'mcp_cluster_ingress_cancels_total', help: 'Cancels handled by the ingress.', labelNames: ['source'], registers }),
+    workerCalls: new Counter({ name: 'mcp_cluster_worker_calls_total', help: 'Calls finished by workers.', labelNames: ['pool', 'tool', 'outcome'], registers }),
+    workerShed: new Counter({ name: 'mcp_cluster_worker_shed_total', help: 'Calls dropped unrun because their deadline passed before dispatch.', labelNames: ['pool'], registers }),
+    workerUndeliverable: new Counter({ name: 'mcp_cluster_worker_undeliverable_total', help: 'Calls whose owning ingress replica could not be reached.', labelNames: ['pool'], registers }),
+    workerRedelivered: new Counter({ name: 'mcp_cluster_worker_redelivered_total', help: 'Calls delivered more than once.', labelNames: ['pool'], registers }),
+    queueWait: new Histogram({ name: 'mcp_cluster_queue_wait_seconds', help: 'Time from enqueue to a worker taking the call.', labelNames: ['pool'], buckets: latency, registers }),
+    backendDuration: new Histogram({ name: 'mcp_cluster_backend_duration_seconds', help: 'Time spent in the backend request.', labelNames: ['pool', 'tool'], buckets: latency, registers }),
+    backendInFlight: new Gauge({ name: 'mcp_cluster_backend_inflight_requests', help: 'Requests running on a backend endpoint.', labelNames: ['pool', 'backend'], registers }),
+    backendHealthy: new Gauge({ name: 'mcp_cluster_backend_healthy', help: '1 when the endpoint passes its health probe.', labelNames: ['pool', 'backend'], registers }),
+    workerInFlight: new Gauge({ name: 'mcp_cluster_worker_inflight_calls', help: 'Calls held by this worker.', labelNames: ['pool'], registers }),
+    deliveryStreams: new Gauge({ name: 'mcp_cluster_delivery_streams', help: 'Open delivery streams.', labelNames: ['side'], registers }),
+    queueDepth: new Gauge({ name: 'mcp_cluster_queue_depth', help: 'Calls waiting in the queue.', labelNames: ['pool', 'priority'], registers }),
+    queueInFlight: new Gauge({ name: 'mcp_cluster_queue_inflight', help: 'Calls delivered to workers and not yet settled.', labelNames: ['pool', 'priority'], registers }),
+    queueOldestAge: new Gauge({ name: 'mcp_cluster_queue_oldest_age_seconds', help: 'Age of the oldest waiting call.', labelNames: ['pool', 'priority'], registers }),
+  };
+  return shared;
+}

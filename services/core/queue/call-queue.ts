@@ -1,0 +1,135 @@
+import type { Priority, ToolCall } from '../envelope.js';
+
+/**
+ * The queue of calls, partitioned by pool and priority. One contract, three implementations
+ * (`nats://` JetStream, `redis://` BullMQ, `memory:` in-process), chosen by the broker URL.
+ * The contract suite in `test/queue-contract.test.ts` runs unchanged against all three.
+ *
+ * Delivery is at-least-once: a message is redelivered until the consumer acks or terminates it,
+ * or until `maxDeliveries` is reached (then it is dead-lettered). A consumer acks only after the
+ * owning ingress confirmed the final chunk, or when the call is known dead.
+ */
+export interface CallQueue {
+  /** Which implementation this is. */
+  readonly kind: 'nats' | 'bullmq' | 'memory';
+
+  /**
+   * Puts a call on `mcp.calls.<pool>.<priority>`. Idempotent by `call.callId`: enqueuing the
+   * same id again while the first is queued or running is a no-op (de-duplication).
+   * Rejects with `ClusterError('QUEUE_UNAVAILABLE')` when the broker cannot take it.
+   */
+  enqueue(call: ToolCall): Promise<void>;
+
+  /**
+   * Starts pulling calls of one pool, highest priority first, with at most
+   * `options.maxInFlight` messages delivered to `handler` and not yet settled.
+   * The handler must settle every message exactly once (ack, nack or term).
+   */
+  consume(pool: string, options: ConsumeOptions, handler: (message: QueuedCall) => void): CallConsumer;
+
+  /**
+   * Removes a call that is still waiting in the queue, so no worker will run it.
+   * Resolves `true` when it was removed, `false` when it was not queued (already delivered,
+   * finished or unknown). Called by the replica that enqueued the call.
+   */
+  cancel(callId: string, pool: string): Promise<boolean>;
+
+  /** Depth, in-flight and oldest age per pool and priority, for metrics and the autoscaler. */
+  stats(pool: string): Promise<QueueStats[]>;
+
+  /** Resolves once the broker connection is usable (used by `/readyz`). */
+  ready(): Promise<boolean>;
+
+  /** Closes the connection. Consumers stop; unsettled messages return to the queue. */
+  close(): Promise<void>;
+}
+
+/** Options of one consumer. */
+export interface ConsumeOptions {
+  /** Most messages delivered and not yet settled at once (a positive integer). */
+  maxInFlight: number;
+  /**
+   * How long a delivered message may go without ack, nack, term or `inProgress()` before the
+   * broker redelivers it to another consumer, in milliseconds. Default 30 000.
+   */
+  ackWaitMs?: number;
+  /** Deliveries after which a message is dead-lettered instead of redelivered. Default 5. */
+  maxDeliveries?: number;
+}
+
+/** A handle on a running consumer. */
+export interface CallConsumer {
+  /**
+   * Stops pulling new messages. Messages already delivered stay with the handler, which
+   * still settles them (drain). Resolves once no more messages will be delivered.
+   */
+  stop(): Promise<void>;
+}
+
+/** A call delivered to a consumer, with the operations that settle it. */
+export interface QueuedCall {
+  /** The decoded call; `call.attempt` is the delivery count (1 on first delivery). */
+  readonly call: ToolCall;
+  /** Done: remove the message for good. */
+  ack(): Promise<void>;
+  /** Give the message back to be redelivered after `delayMs` (default 0). Counts as a delivery. */
+  nack(delayMs?: number): Promise<void>;
+  /** Still working: extend the ack deadline by another `ackWaitMs`. */
+  inProgress(): Promise<void>;
+  /** Never redeliver: the call is dead (expired, cancelled, undeliverable, bad envelope). */
+  term(reason: string): Promise<void>;
+}
+
+/** Queue figures of one pool at one priority. */
+export interface QueueStats {
+  pool: string;
+  priority: Priority;
+  /** Messages waiting to be delivered. */
+  depth: number;
+  /** Messages delivered and not yet settled. */
+  inFlight: number;
+  /** Age of the oldest waiting message in milliseconds, 0 when none waits. */
+  oldestAgeMs: number;
+}
+
+/**
+ * Cancel orders broadcast to every ingress replica: a 2025-era `notifications/cancelled` may
+ * land on any replica, and only the replica that holds the request can act on it.
+ * Best-effort, at-most-once (core NATS, Redis pub/sub, in-process events).
+ */
+export interface CancelBus {
+  /** Sends the order to every subscribed replica (including this one). */
+  publish(order: CancelOrder): Promise<void>;
+  /** Registers a listener; returns a function that removes it. */
+  subscribe(listener: (order: CancelOrder) => void): Promise<() => void>;
+  close(): Promise<void>;
+}
+
+/** Identifies a call by who asked for it: the signed MCP session id and the JSON-RPC request id. */
+export interface CancelOrder {
+  sessionId: string;
+  /** The JSON-RPC request id in its JSON form (`1` and `"1"` are different ids). */
+  requestId: string;
+  reason: string;
+}
+
+/** What a broker URL opens: the call queue and the cancel bus on the same connection(s). */
+export interface Broker {
+  readonly url: string;
+  readonly queue: CallQueue;
+  readonly cancels: CancelBus;
+  close(): Promise<void>;
+}
+
+/** Broker settings resolved from config. */
+export interface BrokerOptions {
+  /** `nats://host:port`, `redis://host:port[/db]` or `memory:`. */
+  url: string;
+  /**
+   * Prefix of every stream, subject, queue and key this cluster creates, so several clusters
+   * (or test runs) can share one broker. Default `mcp`.
+   */
+  namespace: string;
+  /** Pools this process may consume or enqueue for (used to create streams/consumers up front). */
+  pools: string[];
+}

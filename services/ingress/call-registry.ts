@@ -1,0 +1,218 @@
+import {
+  type CallQueue,
+  type ChunkReceived,
+  ClusterError,
+  clusterMetrics,
+  type Logger,
+  parseErrorCode,
+  type ToolCall,
+  type WorkerLink,
+} from '../core/index.js';
+
+/** Progress of a running call as the ingress forwards it to the caller. */
+export interface CallProgress {
+  progress: number;
+  total?: number;
+  message?: string;
+}
+
+/** A successful call's MCP `CallToolResult`, as the worker produced it. */
+export type CallToolResultJson = Record<string, unknown> & { content: unknown[] };
+
+/** How a call the ingress waited on ended. */
+export type CallOutcome =
+  | { kind: 'result'; result: CallToolResultJson }
+  | { kind: 'error'; error: ClusterError };
+
+interface PendingCall {
+  call: ToolCall;
+  /** The worker stream that accepted the call; set once a worker took it. */
+  link: WorkerLink | undefined;
+  /** Attempt number of the accepting delivery (a redelivery replaces the link). */
+  attempt: number;
+  cancelKey: string | undefined;
+  onProgress: ((p: CallProgress) => void) | undefined;
+  settle: (outcome: CallOutcome) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The calls this ingress replica waits on, keyed by call id. It turns delivery chunks into
+ * progress and answers, answers each call exactly once (duplicate finals from redeliveries
+ * are acknowledged and ignored), enforces deadlines, and carries cancels to the queue or to
+ * the worker running the call.
+ */
+export class CallRegistry {
+  private readonly pending = new Map<string, PendingCall>();
+  /** `(session id, request id)` of 2025-era callers → call id, for `notifications/cancelled`. */
+  private readonly byCancelKey = new Map<string, string>();
+  private readonly metrics = clusterMetrics();
+
+  constructor(
+    private readonly queue: CallQueue,
+    private readonly log: Logger,
+  ) {}
+
+  /** Calls waited on right now. */
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Enqueues `call` and resolves with its outcome: the worker's result or error, a
+   * DEADLINE_EXCEEDED error at `call.deadlineUnixMs`, or CANCELLED when `signal` aborts.
+   * Never rejects.
+   */
+  run(
+    call: ToolCall,
+    options: { signal?: AbortSignal; onProgress?: (p: CallProgress) => void; cancelKey?: string },
+  ): Promise<CallOutcome> {
+    return new Promise<CallOutcome>((resolve) => {
+      const onAbort = () => this.cancel(call.callId, 'client', 'disconnect');
+      const entry: PendingCall = {
+        call,
+        link: undefined,
+        attempt: 0,
+        cancelKey: options.cancelKey,
+        onProgress: options.onProgress,
+        settle: (outcome) => {
+          clearTimeout(entry.timer);
+          options.signal?.removeEventListener('abort', onAbort);
+          this.pending.delete(call.callId);
+          if (entry.cancelKey) this.byCancelKey.delete(entry.cancelKey);
+          this.metrics.ingressInFlight.dec();
+          resolve(outcome);
+        },
+        timer: setTimeout(() => this.expire(call.callId), Math.max(0, call.deadlineUnixMs - Date.now())),
+      };
+      this.pending.set(call.callId, entry);
+      this.metrics.ingressInFlight.inc();
+      if (options.cancelKey) this.byCancelKey.set(options.cancelKey, call.callId);
+      if (options.signal?.aborted) {
+        onAbort();
+        return;
+      }
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.queue.enqueue(call).catch((err: unknown) => {
+        const error =
+          err instanceof ClusterError
+            ? err
+            : new ClusterError('QUEUE_UNAVAILABLE', `could not enqueue the call: ${(err as Error).message}`, { cause: err });
+        this.log.warn('enqueue failed', { callId: call.callId, err: error });
+        this.pending.get(call.callId)?.settle({ kind: 'error', error });
+      });
+    });
+  }
+
+  /** Handles one chunk from a worker stream. */
+  onChunk(chunk: ChunkReceived, link: WorkerLink): void {
+    const entry = this.pending.get(chunk.callId);
+    switch (chunk.body) {
+      case 'accepted':
+        if (!entry) {
+          // Nobody waits for this call any more (answered, timed out, cancelled, or this
+          // replica restarted): stop the work instead of letting it run to completion.
+          link.send({ callId: chunk.callId, cancel: { reason: 'caller gone' } });
+          return;
+        }
+        entry.link = link;
+        entry.attempt = chunk.attempt;
+        return;
+      case 'progress':
+        if (entry?.onProgress && chunk.progress) {
+          const p = chunk.progress;
+          entry.onProgress({ progress: p.progress, ...(p.total > 0 ? { total: p.total } : {}), ...(p.message ? { message: p.message } : {}) });
+        }
+        return;
+      case 'partial':
+        return;
+      case 'final':
+      case 'error': {
+        link.send({ callId: chunk.callId, delivered: { known: entry !== undefined } });
+        if (!entry) return;
+        if (chunk.body === 'final') {
+          const result = parseResult(chunk.final?.resultJson ?? '');
+          if (result) entry.settle({ kind: 'result', result });
+          else entry.settle({ kind: 'error', error: new ClusterError('INTERNAL', 'the worker sent a result that is not a CallToolResult') });
+        } else {
+          const code = parseErrorCode(chunk.error?.code ?? '');
+          entry.settle({ kind: 'error', error: new ClusterError(code, chunk.error?.message || code) });
+        }
+        return;
+      }
+      default:
+        this.log.warn('delivery chunk without body', { callId: chunk.callId });
+    }
+  }
+
+  /** A worker stream closed: calls it ran will be redelivered to another worker by the queue. */
+  onLinkClosed(link: WorkerLink): void {
+    for (const entry of this.pending.values()) if (entry.link === link) entry.link = undefined;
+  }
+
+  /**
+   * Cancels a call this replica owns: removes it from the queue when still waiting, or orders
+   * the worker that runs it to abort the backend request. Resolves the caller with CANCELLED.
+   */
+  cancel(callId: string, reason: string, source: string): boolean {
+    const entry = this.pending.get(callId);
+    if (!entry) return false;
+    this.metrics.ingressCancels.inc({ source });
+    this.stopWork(entry, reason);
+    entry.settle({ kind: 'error', error: new ClusterError('CANCELLED', `the call was cancelled (${reason})`) });
+    return true;
+  }
+
+  /** Cancels the call a 2025-era caller identified by `(session id, request id)`; false if not here. */
+  cancelByKey(cancelKey: string, reason: string, source: string): boolean {
+    const callId = this.byCancelKey.get(cancelKey);
+    return callId ? this.cancel(callId, reason, source) : false;
+  }
+
+  private expire(callId: string): void {
+    const entry = this.pending.get(callId);
+    if (!entry) return;
+    this.metrics.ingressCancels.inc({ source: 'deadline' });
+    this.stopWork(entry, 'deadline');
+    const waitedMs = Date.now() - entry.call.enqueuedUnixMs;
+    const where = entry.link ? 'while running' : 'while queued (no worker took it in time)';
+    entry.settle({
+      kind: 'error',
+      error: new ClusterError(
+        'DEADLINE_EXCEEDED',
+        `the call did not finish within its deadline (${waitedMs} ms, ${where}); retry later or with a longer deadline`,
+      ),
+    });
+  }
+
+  private stopWork(entry: PendingCall, reason: string): void {
+    const { callId, pool } = entry.call;
+    if (entry.link && !entry.link.closed) {
+      entry.link.send({ callId, cancel: { reason } });
+      return;
+    }
+    // Not taken yet: remove it from the queue. If a worker takes it meanwhile, its `accepted`
+    // chunk finds no pending entry and is answered with a cancel.
+    this.queue.cancel(callId, pool).catch((err: unknown) => this.log.warn('queue cancel failed', { callId, err }));
+  }
+
+  /** Settles every call with SHUTTING_DOWN (used when the grace period ran out). */
+  abortAll(): void {
+    for (const entry of [...this.pending.values()]) {
+      this.stopWork(entry, 'shutdown');
+      entry.settle({ kind: 'error', error: new ClusterError('SHUTTING_DOWN', 'the ingress replica is shutting down; retry the call') });
+    }
+  }
+}
+
+function parseResult(json: string): CallToolResultJson | undefined {
+  try {
+    const value: unknown = JSON.parse(json);
+    if (typeof value === 'object' && value !== null && Array.isArray((value as { content?: unknown }).content)) {
+      return value as CallToolResultJson;
+    }
+  } catch {
+    // Reported by the caller as INTERNAL.
+  }
+  return undefined;
+}

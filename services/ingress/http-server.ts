@@ -1,0 +1,247 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { toWebRequest } from '@modelcontextprotocol/node';
+import type { McpHttpHandler } from '@modelcontextprotocol/server';
+import { clusterMetrics, JSON_RPC, type Logger } from '../core/index.js';
+import { type RequestScope, requestScope } from './mcp-server.js';
+import type { SessionIds } from './session-id.js';
+
+/** Settings of the MCP front door. */
+export interface FrontDoorOptions {
+  /** Hostnames accepted in the Host header (DNS-rebinding protection). */
+  allowedHosts: string[];
+  /** Origins accepted in the Origin header; `http://localhost` without a port allows any port. */
+  allowedOrigins: string[];
+  /** Largest request body, in bytes; larger ones get 413. */
+  maxBodyBytes: number;
+  sessions: SessionIds;
+  handler: McpHttpHandler;
+  /** Called for a 2025-era `notifications/cancelled`, with the verified session id. */
+  onCancelNotification: (sessionId: string, requestId: string | number, reason: string) => void;
+  /** False while draining: new MCP requests get 503. */
+  accepting: () => boolean;
+  log: Logger;
+}
+
+const SESSION_HEADER = 'mcp-session-id';
+
+/**
+ * Serves `/mcp`: checks Host and Origin, bounds and parses the body so malformed input gets a
+ * JSON-RPC error before any MCP machinery runs, handles 2025-era cancels itself (they may name
+ * a call owned by another replica), mints signed session ids on `initialize`, and hands the
+ * rest to the SDK's stateless handler.
+ */
+export function createMcpFrontDoor(options: FrontDoorOptions): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  const metrics = clusterMetrics();
+  const reject = (res: ServerResponse, status: number, reason: string, code: number, message: string, headers: Record<string, string> = {}) => {
+    metrics.ingressRejected.inc({ reason });
+    sendJson(res, status, { jsonrpc: '2.0', error: { code, message }, id: null }, headers);
+  };
+
+  return async (req, res) => {
+    const host = hostnameOf(req.headers.host);
+    if (!host || !options.allowedHosts.includes(host)) {
+      return reject(res, 403, 'host', JSON_RPC.INVALID_REQUEST, `Host "${req.headers.host ?? ''}" is not allowed; allowed hosts: ${options.allowedHosts.join(', ')} (setting ingress.allowedHosts)`);
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && !originAllowed(origin, options.allowedOrigins)) {
+      return reject(res, 403, 'origin', JSON_RPC.INVALID_REQUEST, `Origin "${origin}" is not allowed (setting ingress.allowedOrigins)`);
+    }
+    if (!options.accepting()) {
+      return reject(res, 503, 'draining', JSON_RPC.INTERNAL_ERROR, 'this replica is shutting down; retry on another', { 'retry-after': '1' });
+    }
+
+    let sessionId: string | undefined;
+    const given = req.headers[SESSION_HEADER];
+    if (typeof given === 'string' && given !== '') {
+      if (!options.sessions.verify(given)) {
+        return reject(res, 404, 'session', -32001, 'unknown or forged Mcp-Session-Id; start a new session with initialize');
+      }
+      sessionId = given;
+    }
+
+    let parsed: unknown;
+    if (req.method === 'POST') {
+      const type = req.headers['content-type'] ?? '';
+      if (!/^application\/json\b/i.test(type)) {
+        return reject(res, 415, 'content_type', JSON_RPC.INVALID_REQUEST, `Content-Type must be application/json, got "${type}"`);
+      }
+      const body = await readBody(req, options.maxBodyBytes);
+      if (body === 'too_large') {
+        res.setHeader('connection', 'close');
+        return reject(res, 413, 'body_size', JSON_RPC.INVALID_REQUEST, `request body exceeds ${options.maxBodyBytes} bytes (setting ingress.maxBodySize)`);
+      }
+      if (body === 'aborted') return;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch (err) {
+        return reject(res, 400, 'parse', JSON_RPC.PARSE_ERROR, `Parse error: the body is not valid JSON (${(err as Error).message})`);
+      }
+      if (typeof parsed !== 'object' || parsed === null) {
+        return reject(res, 400, 'invalid_request', JSON_RPC.INVALID_REQUEST, 'Invalid Request: the body must be a JSON-RPC message object');
+      }
+      if (handleCancels(parsed, sessionId, options)) {
+        res.writeHead(202).end();
+        return;
+      }
+    }
+
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    const mintedSession = isInitialize(parsed) ? options.sessions.mint() : undefined;
+    const scope: RequestScope = {
+      sessionId: sessionId ?? mintedSession,
+      signal: abort.signal,
+      sessionKeyHeader: headerValue(req, 'mcp-cluster-session-key')?.slice(0, 256),
+      tenant: tenantOf(headerValue(req, 'mcp-cluster-tenant')),
+      traceparent: headerValue(req, 'traceparent'),
+    };
+    try {
+      const request = await toWebRequest(req, parsed, { signal: abort.signal });
+      const response = await requestScope.run(scope, () =>
+        options.handler.fetch(request, parsed === undefined ? {} : { parsedBody: parsed }),
+      );
+      await writeResponse(res, response, mintedSession && response.ok ? { [SESSION_HEADER]: mintedSession } : {});
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      options.log.error('mcp request failed', { err });
+      if (!res.headersSent) sendJson(res, 500, { jsonrpc: '2.0', error: { code: JSON_RPC.INTERNAL_ERROR, message: 'internal error' }, id: null });
+      else res.end();
+    }
+  };
+}
+
+/** Handles `notifications/cancelled` (alone or in a batch of only notifications); true if it did. */
+function handleCancels(parsed: object, sessionId: string | undefined, options: FrontDoorOptions): boolean {
+  const messages = Array.isArray(parsed) ? parsed : [parsed];
+  if (messages.length === 0) return false;
+  const cancels = messages.filter((m) => isObject(m) && m.method === 'notifications/cancelled' && !('id' in m));
+  if (cancels.length !== messages.length) return false;
+  for (const m of cancels as { params?: { requestId?: unknown; reason?: unknown } }[]) {
+    const requestId = m.params?.requestId;
+    if (sessionId && (typeof requestId === 'string' || typeof requestId === 'number')) {
+      options.onCancelNotification(sessionId, requestId, typeof m.params?.reason === 'string' ? m.params.reason.slice(0, 200) : 'client');
+    }
+    // Without a session id the request id alone matches many agents' calls: ignoring is the only safe answer.
+  }
+  return true;
+}
+
+function isInitialize(parsed: unknown): boolean {
+  return isObject(parsed) && parsed.method === 'initialize';
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+/** Tenant names become label values and keys: only short, plain names pass. */
+function tenantOf(value: string | undefined): string {
+  return value && /^[A-Za-z0-9_.-]{1,64}$/.test(value) ? value : 'default';
+}
+
+function hostnameOf(host: string | undefined): string | undefined {
+  if (!host) return undefined;
+  if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1);
+  return host.split(':')[0];
+}
+
+function originAllowed(origin: string, allowed: string[]): boolean {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return false;
+  }
+  return allowed.some((entry) => {
+    let a: URL;
+    try {
+      a = new URL(entry);
+    } catch {
+      return false;
+    }
+    if (a.protocol !== url.protocol || a.hostname !== url.hostname) return false;
+    return a.port === '' || a.port === url.port;
+  });
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    return Promise.resolve('too_large');
+  }
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (part: Buffer) => {
+      if (done) return;
+      size += part.length;
+      if (size > limit) {
+        done = true;
+        req.resume();
+        resolve('too_large');
+        return;
+      }
+      parts.push(part);
+    });
+    req.on('end', () => {
+      if (!done) {
+        done = true;
+        resolve(Buffer.concat(parts));
+      }
+    });
+    req.on('error', () => {
+      if (!done) {
+        done = true;
+        resolve('aborted');
+      }
+    });
+  });
+}
+
+async function writeResponse(res: ServerResponse, response: Response, extra: Record<string, string>): Promise<void> {
+  const headers: Record<string, string> = { ...extra };
+  response.headers.forEach((value, key) => {
+    headers[key] = value;
+  });
+  res.writeHead(response.status, headers);
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  const reader = response.body.getReader();
+  const onClose = () => reader.cancel().catch(() => undefined);
+  res.on('close', onClose);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (!res.write(value)) {
+        await new Promise<void>((resolve) => {
+          res.once('drain', resolve);
+          res.once('close', resolve);
+        });
+      }
+    }
+  } catch {
+    // The client went away mid-stream; the close handler already cancelled the body.
+  } finally {
+    res.off('close', onClose);
+    res.end();
+  }
+}
+
+/** Writes a JSON body with a status. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}

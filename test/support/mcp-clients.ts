@@ -1,0 +1,54 @@
+import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
+import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+/** The calls the tests make, the same for the v1 and the v2 client. */
+export interface TestClient {
+  readonly label: string;
+  listTools(): Promise<{ name: string; inputSchema: unknown; outputSchema?: unknown }[]>;
+  callTool(
+    name: string,
+    args: Record<string, unknown>,
+    options?: { onProgress?: (p: { progress: number; total?: number; message?: string }) => void; signal?: AbortSignal; timeoutMs?: number; meta?: Record<string, unknown> },
+  ): Promise<{ content: unknown[]; structuredContent?: unknown; isError?: boolean; _meta?: Record<string, unknown> }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects an MCP client to `url`: `v2` speaks the 2026-07-28 revision with the v2 client
+ * package, `v1` speaks the 2025 revisions with `@modelcontextprotocol/sdk` (it sends initialize
+ * and gets a session id).
+ */
+export async function connectClient(kind: 'v1' | 'v2', url: string): Promise<TestClient> {
+  if (kind === 'v2') {
+    const client = new ClientV2({ name: 'mcp-cluster-test', version: '1.0.0' }, { versionNegotiation: { mode: { pin: '2026-07-28' } } });
+    await client.connect(new TransportV2(new URL(url)));
+    return {
+      label: 'v2 client (2026-07-28)',
+      listTools: async () => (await client.listTools()).tools,
+      callTool: async (name, args, options = {}) =>
+        (await client.callTool(
+          { name, arguments: args, ...(options.meta ? { _meta: options.meta } : {}) },
+          {
+            ...(options.onProgress ? { onprogress: options.onProgress } : {}),
+            ...(options.signal ? { signal: options.signal } : {}),
+            timeout: options.timeoutMs ?? 60_000,
+          },
+        )) as never,
+      close: () => client.close(),
+    };
+  }
+  const client = new ClientV1({ name: 'mcp-cluster-test-v1', version: '1.0.0' });
+  await client.connect(new TransportV1(new URL(url)));
+  return {
+    label: 'v1 client (2025)',
+    listTools: async () => (await client.listTools()).tools,
+    callTool: async (name, args, options = {}) =>
+      (await client.callTool({ name, arguments: args, ...(options.meta ? { _meta: options.meta } : {}) }, undefined, {
+        ...(options.onProgress ? { onprogress: options.onProgress } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        timeout: options.timeoutMs ?? 60_000,
+      })) as never,
+    close: () => client.close(),
+  };
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // End-to-end suites spawn brokers and several node processes; on a 2-core machine
+    // running them side by side only makes them slower and flakier.
+    fileParallelism: false,
+    pool: 'forks',
+  },
+});

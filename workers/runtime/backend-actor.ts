@@ -1,0 +1,124 @@
+import {
+  BrokenCircuitError,
+  CircuitState,
+  ConsecutiveBreaker,
+  type CircuitBreakerPolicy,
+  circuitBreaker,
+  handleWhen,
+} from 'cockatiel';
+import { ClusterError, clusterMetrics, type Logger, toClusterError } from '../../services/core/index.js';
+import type { BackendView } from './router.js';
+
+/** Settings of one backend endpoint (one GPU server). */
+export interface BackendActorOptions {
+  pool: string;
+  /** Index of the endpoint in the pool's list; the metrics label (URLs would be unbounded). */
+  index: number;
+  url: string;
+  /** Requests it runs at once (vLLM `--max-num-seqs`, ComfyUI 1). */
+  maxConcurrency: number;
+  /** Health probe interval in milliseconds. */
+  healthIntervalMs: number;
+  /** Consecutive backend failures that open the breaker. Default 5. */
+  breakerFailures?: number;
+  /** How long an open breaker waits before letting one call through, in milliseconds. Default 5000. */
+  breakerHalfOpenMs?: number;
+}
+
+/**
+ * One backend endpoint as an actor: it owns the endpoint's concurrency limit, a health probe
+ * and a circuit breaker. Calls reach the backend only through `run`, so the in-flight count the
+ * router reads is exact. A backend whose probe fails or whose breaker is open gets no work.
+ */
+export class BackendActor {
+  private running = 0;
+  private healthy = true;
+  private readonly breaker: CircuitBreakerPolicy;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private readonly metrics = clusterMetrics();
+  private readonly labels: { pool: string; backend: string };
+
+  constructor(
+    readonly options: BackendActorOptions,
+    private readonly log: Logger,
+  ) {
+    this.labels = { pool: options.pool, backend: String(options.index) };
+    this.breaker = circuitBreaker(
+      // Only backend failures count; a cancelled call or a caller's bad input says nothing about its health.
+      handleWhen((err) => err instanceof ClusterError && (err.code === 'BACKEND_UNAVAILABLE' || err.code === 'BACKEND_PROTOCOL')),
+      {
+        halfOpenAfter: options.breakerHalfOpenMs ?? 5000,
+        breaker: new ConsecutiveBreaker(options.breakerFailures ?? 5),
+      },
+    );
+    this.breaker.onStateChange((state) => log.warn('backend breaker', { backend: options.url, state: CircuitState[state] }));
+    this.metrics.backendHealthy.set(this.labels, 1);
+    this.metrics.backendInFlight.set(this.labels, 0);
+  }
+
+  /** The router's view of this actor. */
+  view(): BackendView {
+    return {
+      id: this.options.url,
+      inFlight: this.running,
+      maxConcurrency: this.options.maxConcurrency,
+      available: this.healthy && this.breaker.state !== CircuitState.Open && this.breaker.state !== CircuitState.Isolated,
+    };
+  }
+
+  get isHealthy(): boolean {
+    return this.healthy;
+  }
+
+  /**
+   * Runs one backend request through the breaker, counting it against the concurrency limit.
+   * Rejects with BACKEND_UNAVAILABLE when the breaker is open.
+   */
+  async run<T>(work: (url: string) => Promise<T>): Promise<T> {
+    this.running += 1;
+    this.metrics.backendInFlight.set(this.labels, this.running);
+    try {
+      return await this.breaker.execute(() => work(this.options.url));
+    } catch (err) {
+      if (err instanceof BrokenCircuitError) {
+        throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${this.options.url} is failing; its circuit breaker is open`, { cause: err });
+      }
+      throw toClusterError(err);
+    } finally {
+      this.running -= 1;
+      this.metrics.backendInFlight.set(this.labels, this.running);
+    }
+  }
+
+  /** Starts the periodic health probe (`GET <url>/health`, as vLLM and TEI serve it). */
+  startProbe(): void {
+    const probe = async () => {
+      let ok = false;
+      try {
+        const res = await fetch(new URL('/health', this.options.url), { signal: AbortSignal.timeout(Math.max(1000, this.options.healthIntervalMs)) });
+        ok = res.ok;
+        await res.body?.cancel();
+      } catch {
+        ok = false;
+      }
+      if (ok !== this.healthy) this.log.warn(ok ? 'backend healthy again' : 'backend unhealthy', { backend: this.options.url });
+      this.healthy = ok;
+      this.metrics.backendHealthy.set(this.labels, ok ? 1 : 0);
+    };
+    const loop = () => {
+      probe().finally(() => {
+        if (this.probeTimer !== undefined) {
+          this.probeTimer = setTimeout(loop, this.options.healthIntervalMs);
+          this.probeTimer.unref();
+        }
+      });
+    };
+    this.probeTimer = setTimeout(loop, 0);
+    this.probeTimer.unref();
+  }
+
+  stop(): void {
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
+  }
+}

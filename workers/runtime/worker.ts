@@ -1,0 +1,372 @@
+import { createServer, type Server as HttpServer } from 'node:http';
+import {
+  type Broker,
+  type CallConsumer,
+  ClusterError,
+  type ClusterErrorCode,
+  clusterMetrics,
+  createLogger,
+  DeliveryClient,
+  type DeliveryChannel,
+  isExpired,
+  isRetryable,
+  type LifecycleState,
+  type Logger,
+  type QueuedCall,
+  type ResolvedConfig,
+  type Stoppable,
+  type ToolCall,
+  type ToolConfig,
+  type ToolTemplate,
+  toClusterError,
+} from '../../services/core/index.js';
+import { BackendActor } from './backend-actor.js';
+import { pickBackend } from './router.js';
+
+/** A tool call's result as MCP's `CallToolResult`. */
+export interface ToolResult {
+  content: unknown[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+}
+
+/** Progress a tool reports while it runs. */
+export interface ToolProgress {
+  progress: number;
+  /** Omitted when unknown. */
+  total?: number;
+  message?: string;
+}
+
+/** What an adapter gets for one call. */
+export interface AdapterContext {
+  call: ToolCall;
+  tool: ToolConfig;
+  /** Base URL of the backend endpoint the router chose. */
+  endpointUrl: string;
+  /** Aborts on cancel, deadline, lost caller or shutdown; the adapter must abort its backend request. */
+  signal: AbortSignal;
+  /** Time allowed until the backend's response headers, in milliseconds. */
+  backendTimeoutMs: number;
+  /** Reports progress; rate-limiting is the adapter's job. */
+  progress(update: ToolProgress): void;
+}
+
+/**
+ * Runs one tool template against one backend protocol. Resolves with the result or rejects with
+ * a ClusterError (BACKEND_UNAVAILABLE is retried on another delivery; others go to the caller).
+ */
+export interface ToolAdapter {
+  run(ctx: AdapterContext): Promise<ToolResult>;
+}
+
+/** Options of one worker process serving one pool. */
+export interface WorkerOptions {
+  config: ResolvedConfig;
+  pool: string;
+  broker: Broker;
+  adapters: Partial<Record<ToolTemplate, ToolAdapter>>;
+  /** Stable id of this worker in logs and `accepted` chunks. */
+  workerId: string;
+  /** Serve `/healthz`, `/readyz`, `/metrics` on `config.worker.port`. Default true. */
+  serveHttp?: boolean;
+}
+
+/** A running worker. */
+export interface Worker extends Stoppable {
+  readonly pool: string;
+  /** Port of the health/metrics server, or 0 when not serving. */
+  readonly port: number;
+  /** Calls held right now. */
+  readonly inFlight: number;
+}
+
+/** What the owning ingress said about a final chunk. */
+type DeliveryAnswer = 'confirmed' | 'unknown' | 'lost' | 'timeout';
+
+/** Why a running call was stopped. */
+type StopReason = 'cancelled' | 'deadline' | 'lost' | 'shutdown';
+
+interface RunningCall {
+  abort: AbortController;
+  reason: StopReason | undefined;
+}
+
+/** Back-off before a call that found no free backend is offered again, in milliseconds. */
+const NO_BACKEND_RETRY_MS = 1000;
+
+/**
+ * Starts a worker of one pool: pulls calls with bounded in-flight, drops expired ones unrun,
+ * routes each to a backend actor, streams progress and the result to the owning ingress over
+ * gRPC, and acks only once the ingress confirmed the final chunk (or the call is known dead).
+ */
+export async function startWorker(options: WorkerOptions): Promise<Worker> {
+  const { config, pool, broker, workerId } = options;
+  const poolConfig = config.pools[pool];
+  if (!poolConfig) {
+    throw new ClusterError('INVALID_CONFIG', `no pool "${pool}" in the configuration (have: ${Object.keys(config.pools).join(', ')})`);
+  }
+  if (poolConfig.endpoints.length === 0) {
+    throw new ClusterError('INVALID_CONFIG', `pool "${pool}" has no backend endpoints (set pools.${pool}.endpoints or MCP_CLUSTER_BACKENDS_${pool.toUpperCase()})`);
+  }
+  const tools = new Map(config.tools.filter((t) => t.pool === pool).map((t) => [t.name, t]));
+  for (const tool of tools.values()) {
+    if (!options.adapters[tool.template]) throw new ClusterError('INVALID_CONFIG', `no adapter for template ${tool.template} (tool ${tool.name})`);
+  }
+  const log = createLogger('worker', { pool, worker: workerId });
+  const metrics = clusterMetrics();
+  const delivery = new DeliveryClient(config.worker.deliveryConnectTimeoutMs);
+  const actors = poolConfig.endpoints.map(
+    (endpoint, index) =>
+      new BackendActor(
+        { pool, index, url: endpoint.url, maxConcurrency: endpoint.maxConcurrency, healthIntervalMs: poolConfig.healthIntervalMs },
+        log,
+      ),
+  );
+  for (const actor of actors) actor.startProbe();
+  const maxInFlight = poolConfig.maxInFlight ?? poolConfig.endpoints.reduce((sum, e) => sum + e.maxConcurrency, 0);
+  const running = new Map<string, RunningCall>();
+  const settling = new Set<Promise<void>>();
+  let state: LifecycleState = 'starting';
+
+  const handle = async (message: QueuedCall): Promise<void> => {
+    const { call } = message;
+    const clog = log.child({ callId: call.callId, tool: call.tool, attempt: call.attempt });
+    metrics.workerInFlight.inc({ pool });
+    if (call.attempt > 1) metrics.workerRedelivered.inc({ pool });
+    try {
+      await runCall(message, clog);
+    } catch (err) {
+      clog.error('call handling failed', { err });
+      await message.nack(NO_BACKEND_RETRY_MS).catch(() => undefined);
+    } finally {
+      metrics.workerInFlight.dec({ pool });
+    }
+  };
+
+  const runCall = async (message: QueuedCall, clog: Logger): Promise<void> => {
+    const { call } = message;
+    const tool = tools.get(call.tool);
+    if (!tool) {
+      clog.error('call for a tool this pool does not serve');
+      await sendTerminalError(call, 'INVALID_ARGUMENTS', `pool ${pool} does not serve tool ${call.tool}`, clog);
+      await message.term('unknown tool');
+      return;
+    }
+    if (isExpired(call)) {
+      // Shed: the caller has already been answered with a timeout; running it would waste a GPU.
+      metrics.workerShed.inc({ pool });
+      clog.info('shed: deadline passed before dispatch');
+      await message.term('expired');
+      return;
+    }
+    metrics.queueWait.observe({ pool }, Math.max(0, Date.now() - call.enqueuedUnixMs) / 1000);
+
+    let channel: DeliveryChannel;
+    try {
+      channel = await delivery.channel(call.replyTo);
+    } catch (err) {
+      metrics.workerUndeliverable.inc({ pool });
+      clog.warn('owning ingress unreachable; dropping the call', { err, replyTo: call.replyTo });
+      await message.term('undeliverable');
+      return;
+    }
+
+    const index = pickBackend(actors.map((a) => a.view()), call.sessionKey);
+    const actor = index === undefined ? undefined : actors[index];
+    if (!actor) {
+      // Every backend is down or full: hand the call back so it waits in the queue, not here.
+      await message.nack(NO_BACKEND_RETRY_MS);
+      return;
+    }
+
+    const entry: RunningCall = { abort: new AbortController(), reason: undefined };
+    const stop = (reason: StopReason) => {
+      if (entry.reason) return;
+      entry.reason = reason;
+      entry.abort.abort(new ClusterError('CANCELLED', `stopped: ${reason}`));
+    };
+    running.set(call.callId, entry);
+    let delivered: ((answer: DeliveryAnswer) => void) | undefined;
+    const unwatch = channel.watch(call.callId, (signal) => {
+      if (signal.kind === 'lost') {
+        stop('lost');
+        delivered?.('lost');
+      } else if (signal.order.body === 'cancel') {
+        stop('cancelled');
+      } else if (signal.order.body === 'delivered') {
+        delivered?.(signal.order.delivered?.known ? 'confirmed' : 'unknown');
+      }
+    });
+    const deadlineTimer = setTimeout(() => stop('deadline'), Math.max(0, call.deadlineUnixMs - Date.now()));
+    const heartbeat = setInterval(() => message.inProgress().catch(() => undefined), Math.max(250, config.worker.ackWaitMs / 3));
+    const awaitDelivered = () =>
+      new Promise<DeliveryAnswer>((resolve) => {
+        const timer = setTimeout(() => resolve('timeout'), config.worker.deliveryAckTimeoutMs);
+        delivered = (answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        };
+      });
+
+    try {
+      channel.send({ callId: call.callId, attempt: call.attempt, accepted: { workerId } });
+      const started = performance.now();
+      let outcome: { result: ToolResult } | { error: ClusterError };
+      try {
+        const adapter = options.adapters[tool.template] as ToolAdapter;
+        const result = await actor.run((endpointUrl) =>
+          adapter.run({
+            call,
+            tool,
+            endpointUrl,
+            signal: entry.abort.signal,
+            backendTimeoutMs: poolConfig.backendTimeoutMs,
+            progress: (p) => {
+              if (call.wantsProgress) {
+                channel.send({ callId: call.callId, attempt: call.attempt, progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' } });
+              }
+            },
+          }),
+        );
+        outcome = { result };
+      } catch (err) {
+        outcome = { error: toClusterError(err) };
+      }
+      const backendMs = performance.now() - started;
+      metrics.backendDuration.observe({ pool, tool: tool.name }, backendMs / 1000);
+
+      if (entry.reason) {
+        // The work was stopped from outside; the caller has its answer or is gone.
+        metrics.workerCalls.inc({ pool, tool: tool.name, outcome: entry.reason });
+        if (entry.reason === 'lost') metrics.workerUndeliverable.inc({ pool });
+        if (entry.reason === 'shutdown') await message.nack(0);
+        else await message.term(entry.reason);
+        return;
+      }
+      if ('error' in outcome && isRetryable(outcome.error.code) && call.attempt < config.worker.maxDeliveries && !isExpired(call)) {
+        // Another worker (or this one, once the backend recovers) may succeed: give it back.
+        clog.warn('backend failed; handing the call back', { err: outcome.error });
+        metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'retried' });
+        await message.nack(NO_BACKEND_RETRY_MS);
+        return;
+      }
+      const timing = { queueWaitMs: Math.max(0, Date.now() - call.enqueuedUnixMs - backendMs), backendMs };
+      const wait = awaitDelivered();
+      if ('result' in outcome) {
+        channel.send({ callId: call.callId, attempt: call.attempt, final: { resultJson: JSON.stringify(outcome.result) }, timing });
+      } else {
+        channel.send({ callId: call.callId, attempt: call.attempt, error: { code: outcome.error.code, message: outcome.error.message }, timing });
+      }
+      const answer = await wait;
+      metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'result' in outcome ? 'ok' : 'tool_error' });
+      switch (answer) {
+        case 'confirmed':
+        case 'unknown':
+          // Delivered, or nobody waits any more: either way the call is finished.
+          await message.ack();
+          break;
+        case 'lost':
+          metrics.workerUndeliverable.inc({ pool });
+          await message.term('undeliverable');
+          break;
+        case 'timeout':
+          // No confirmation: the answer may not have arrived, so let the call run again.
+          clog.warn('ingress did not confirm the final chunk; handing the call back');
+          await message.nack(0);
+          break;
+      }
+    } finally {
+      clearTimeout(deadlineTimer);
+      clearInterval(heartbeat);
+      unwatch();
+      running.delete(call.callId);
+    }
+  };
+
+  const sendTerminalError = async (call: ToolCall, code: ClusterErrorCode, text: string, clog: Logger) => {
+    try {
+      const channel = await delivery.channel(call.replyTo);
+      channel.send({ callId: call.callId, attempt: call.attempt, error: { code, message: text } });
+    } catch (err) {
+      clog.warn('could not report the error to the ingress', { err });
+    }
+  };
+
+  let consumer: CallConsumer | undefined = broker.queue.consume(
+    pool,
+    { maxInFlight, ackWaitMs: config.worker.ackWaitMs, maxDeliveries: config.worker.maxDeliveries },
+    (message) => {
+      const work = handle(message);
+      settling.add(work);
+      work.finally(() => settling.delete(work));
+    },
+  );
+  state = 'running';
+
+  let http: HttpServer | undefined;
+  let port = 0;
+  if (options.serveHttp !== false) {
+    http = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path === '/healthz') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+      } else if (path === '/readyz') {
+        broker.queue
+          .ready()
+          .catch(() => false)
+          .then((brokerReady) => {
+            const healthyBackends = actors.filter((a) => a.isHealthy).length;
+            const ready = state === 'running' && brokerReady && healthyBackends > 0;
+            res
+              .writeHead(ready ? 200 : 503, { 'content-type': 'application/json' })
+              .end(JSON.stringify({ status: ready ? 'ready' : 'not ready', state, broker: brokerReady, healthyBackends }));
+          });
+      } else if (path === '/metrics') {
+        metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
+      } else {
+        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: `no route ${path}` }));
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      http?.once('error', reject);
+      http?.listen(config.worker.port, config.worker.host, () => resolve());
+    });
+    const address = http.address();
+    port = typeof address === 'object' && address ? address.port : 0;
+  }
+  log.info('worker started', { maxInFlight, backends: poolConfig.endpoints.map((e) => e.url), port });
+
+  return {
+    pool,
+    port,
+    get state() {
+      return state;
+    },
+    get inFlight() {
+      return running.size;
+    },
+    async shutdown() {
+      if (state === 'draining' || state === 'stopped') return;
+      state = 'draining';
+      log.info('draining', { inFlight: running.size });
+      await consumer?.stop();
+      consumer = undefined;
+      // Running calls get the grace period to finish; the rest are handed back to the queue.
+      const grace = new Promise((resolve) => setTimeout(resolve, config.worker.drainGraceMs).unref());
+      await Promise.race([Promise.allSettled([...settling]), grace]);
+      for (const entry of running.values()) {
+        if (!entry.reason) {
+          entry.reason = 'shutdown';
+          entry.abort.abort(new ClusterError('SHUTTING_DOWN', 'worker shutting down'));
+        }
+      }
+      await Promise.allSettled([...settling]);
+      for (const actor of actors) actor.stop();
+      await delivery.close();
+      if (http) await new Promise<void>((resolve) => http?.close(() => resolve()));
+      state = 'stopped';
+      log.info('worker stopped');
+    },
+  };
+}
