@@ -27,11 +27,17 @@ pools:
 `,
       {},
     );
-    broker = await openBroker({ url: 'memory:', namespace: 'embedded-test', pools: ['inference', 'embeddings'] });
+    broker = await openBroker({
+      url: 'memory:',
+      namespace: 'embedded-test',
+      pools: ['inference', 'embeddings'],
+    });
     ingress = await startIngress(config, broker);
     const adapters = { generate_text: generateTextAdapter, embed: embedAdapter };
     workers = await Promise.all(
-      ['inference', 'embeddings'].map((pool) => startWorker({ config, pool, broker, adapters, workerId: `w-${pool}`, serveHttp: false })),
+      ['inference', 'embeddings'].map((pool) =>
+        startWorker({ config, pool, broker, adapters, workerId: `w-${pool}`, serveHttp: false }),
+      ),
     );
   });
 
@@ -50,7 +56,11 @@ pools:
         expect(tools.map((t) => t.name).sort()).toEqual(['embed', 'generate_text']);
 
         const progress: { progress: number; message?: string }[] = [];
-        const result = await client.callTool('generate_text', { prompt: 'hello cluster', max_tokens: 40 }, { onProgress: (p) => progress.push(p) });
+        const result = await client.callTool(
+          'generate_text',
+          { prompt: 'hello cluster', max_tokens: 40 },
+          { onProgress: (p) => progress.push(p) },
+        );
         expect(result.isError).toBeFalsy();
         const text = (result.content[0] as { text: string }).text;
         expect(text.length).toBeGreaterThan(0);

@@ -1,5 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { embedAdapter } from '../../workers/embeddings/index.js';
+import { generateTextAdapter } from '../../workers/inference/index.js';
+import { startWorker, type ToolAdapter } from '../../workers/runtime/index.js';
+import { parseSimArgs, type SimBackend, startSimBackend } from '../../workers/sim/index.js';
 import {
   type Broker,
   ClusterError,
@@ -12,10 +16,6 @@ import {
   type Stoppable,
 } from '../core/index.js';
 import { startIngress } from '../ingress/index.js';
-import { embedAdapter } from '../../workers/embeddings/index.js';
-import { generateTextAdapter } from '../../workers/inference/index.js';
-import { startWorker, type ToolAdapter } from '../../workers/runtime/index.js';
-import { parseSimArgs, type SimBackend, startSimBackend } from '../../workers/sim/index.js';
 
 const USAGE = `mcp-cluster: serve GPU-backed MCP tools to AI agents at scale
 
@@ -68,11 +68,16 @@ const COMMON = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], options: T) {
+function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(
+  args: string[],
+  options: T,
+) {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: true });
   } catch (err) {
-    throw new ClusterError('INVALID_CONFIG', `${(err as Error).message} (see mcp-cluster --help)`, { cause: err });
+    throw new ClusterError('INVALID_CONFIG', `${(err as Error).message} (see mcp-cluster --help)`, {
+      cause: err,
+    });
   }
 }
 
@@ -84,7 +89,10 @@ function portFlag(value: string | undefined, flag: string): string | undefined {
   return value;
 }
 
-function configFrom(values: { config?: string | undefined; broker?: string | undefined }, env: Record<string, string | undefined>): ResolvedConfig {
+function configFrom(
+  values: { config?: string | undefined; broker?: string | undefined },
+  env: Record<string, string | undefined>,
+): ResolvedConfig {
   const merged = { ...process.env, ...env };
   if (values.broker !== undefined) merged.MCP_CLUSTER_BROKER_URL = values.broker;
   return loadConfig(values.config ?? process.env.MCP_CLUSTER_CONFIG, merged);
@@ -116,7 +124,14 @@ async function up(args: string[]): Promise<number> {
   const front = await startIngress(config, broker);
   const workers = await Promise.all(
     Object.keys(config.pools).map((pool) =>
-      startWorker({ config, pool, broker, adapters: ADAPTERS, workerId: `${processId()}-${pool}`, serveHttp: false }),
+      startWorker({
+        config,
+        pool,
+        broker,
+        adapters: ADAPTERS,
+        workerId: `${processId()}-${pool}`,
+        serveHttp: false,
+      }),
     ),
   );
   const roles: Stoppable[] = [
@@ -177,21 +192,33 @@ async function ingress(args: string[]): Promise<number> {
     ],
     (err) => log.error('shutdown failed', { err }),
   );
-  process.stdout.write(`${JSON.stringify({ role: 'ingress', url: front.url, delivery: front.deliveryAddress })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ role: 'ingress', url: front.url, delivery: front.deliveryAddress })}\n`,
+  );
   return -1;
 }
 
 async function worker(args: string[]): Promise<number> {
   const { values } = parse(args, { ...COMMON, pool: { type: 'string' } });
   if (values.help) return help();
-  if (!values.pool) throw new ClusterError('INVALID_CONFIG', 'mcp-cluster worker needs --pool NAME (e.g. --pool inference)');
+  if (!values.pool)
+    throw new ClusterError('INVALID_CONFIG', 'mcp-cluster worker needs --pool NAME (e.g. --pool inference)');
   const port = portFlag(values.port, '--port');
   const config = configFrom(values, port ? { MCP_CLUSTER_WORKER_PORT: port } : {});
   if (!config.pools[values.pool]) {
-    throw new ClusterError('INVALID_CONFIG', `--pool "${values.pool}" is not a pool in the configuration (have: ${Object.keys(config.pools).join(', ')})`);
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `--pool "${values.pool}" is not a pool in the configuration (have: ${Object.keys(config.pools).join(', ')})`,
+    );
   }
   const broker = await brokerFor(config);
-  const running = await startWorker({ config, pool: values.pool, broker, adapters: ADAPTERS, workerId: `${processId()}-${values.pool}` });
+  const running = await startWorker({
+    config,
+    pool: values.pool,
+    broker,
+    adapters: ADAPTERS,
+    workerId: `${processId()}-${values.pool}`,
+  });
   exitOnSignals(
     [
       {
@@ -219,7 +246,9 @@ async function sim(args: string[]): Promise<number> {
     throw new ClusterError('INVALID_CONFIG', (err as Error).message, { cause: err });
   }
   const backend = await startSimBackend(options);
-  exitOnSignals([{ state: 'running', shutdown: () => backend.close() }], (err) => log.error('shutdown failed', { err }));
+  exitOnSignals([{ state: 'running', shutdown: () => backend.close() }], (err) =>
+    log.error('shutdown failed', { err }),
+  );
   process.stdout.write(`${JSON.stringify({ role: 'sim', url: backend.url })}\n`);
   return -1;
 }
@@ -238,8 +267,18 @@ async function configCheck(args: string[]): Promise<number> {
         ok: true,
         broker: config.brokerUrl,
         namespace: config.namespace,
-        pools: Object.fromEntries(Object.values(config.pools).map((p) => [p.name, { backend: p.backend, endpoints: p.endpoints.map((e) => e.url) }])),
-        tools: config.tools.map((t) => ({ name: t.name, pool: t.pool, model: t.model, deadlineMs: t.deadlineMs })),
+        pools: Object.fromEntries(
+          Object.values(config.pools).map((p) => [
+            p.name,
+            { backend: p.backend, endpoints: p.endpoints.map((e) => e.url) },
+          ]),
+        ),
+        tools: config.tools.map((t) => ({
+          name: t.name,
+          pool: t.pool,
+          model: t.model,
+          deadlineMs: t.deadlineMs,
+        })),
       },
       null,
       2,

@@ -18,7 +18,8 @@ export interface ToolDefinition {
 const DESCRIPTIONS: Record<ToolTemplate, string> = {
   generate_text:
     'Generate text from a prompt with a large language model. Tokens stream as progress notifications when a progress token is given.',
-  embed: 'Embed texts as vectors with an embedding model. Returns one vector per text, in order, in structuredContent.vectors.',
+  embed:
+    'Embed texts as vectors with an embedding model. Returns one vector per text, in order, in structuredContent.vectors.',
 };
 
 /** The input schema a tool of `template` accepts, with the limits of `tool`. */
@@ -28,7 +29,12 @@ export function inputSchemaFor(tool: ToolConfig): JsonSchema {
       return {
         type: 'object',
         properties: {
-          prompt: { type: 'string', minLength: 1, maxLength: 200_000, description: 'The prompt to complete.' },
+          prompt: {
+            type: 'string',
+            minLength: 1,
+            maxLength: 200_000,
+            description: 'The prompt to complete.',
+          },
           max_tokens: {
             type: 'integer',
             minimum: 1,
@@ -36,7 +42,13 @@ export function inputSchemaFor(tool: ToolConfig): JsonSchema {
             default: 256,
             description: `Most tokens to generate (1-${tool.maxTokens}).`,
           },
-          temperature: { type: 'number', minimum: 0, maximum: 2, default: 0.7, description: 'Sampling temperature (0-2).' },
+          temperature: {
+            type: 'number',
+            minimum: 0,
+            maximum: 2,
+            default: 0.7,
+            description: 'Sampling temperature (0-2).',
+          },
           system: { type: 'string', maxLength: 50_000, description: 'Optional system prompt.' },
         },
         required: ['prompt'],

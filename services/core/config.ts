@@ -12,7 +12,10 @@ const duration = (fallback: string) =>
     .transform((value, ctx) => {
       const ms = parseDurationMs(value);
       if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h` });
+        ctx.addIssue({
+          code: 'custom',
+          message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h`,
+        });
         return z.NEVER;
       }
       return ms;
@@ -32,7 +35,9 @@ const size = (fallback: string) =>
     });
 
 const port = z.number().int().min(0).max(65535);
-const name = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_", starting with a letter');
+const name = z
+  .string()
+  .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_", starting with a letter');
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
 
 /** Tool templates: each fixes the tool's argument schema and the adapter that runs it. */
@@ -95,7 +100,11 @@ const configSchema = z.strictObject({
       port: port.default(3000),
       /** Delivery (gRPC) server of this replica; workers dial `advertise` (default host:bound port). */
       delivery: z
-        .strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(0), advertise: z.string().default('') })
+        .strictObject({
+          host: z.string().min(1).default('127.0.0.1'),
+          port: port.default(0),
+          advertise: z.string().default(''),
+        })
         .prefault({}),
       /** Host header values accepted (DNS-rebinding protection); hostnames, without port. */
       allowedHosts: z.array(z.string().min(1)).default(['localhost', '127.0.0.1', '[::1]']),
@@ -142,7 +151,13 @@ const configSchema = z.strictObject({
         model: 'sim-llm',
         deadline: '120s',
       }),
-      toolSchema.parse({ name: 'embed', template: 'embed', pool: 'embeddings', model: 'sim-embed', deadline: '60s' }),
+      toolSchema.parse({
+        name: 'embed',
+        template: 'embed',
+        pool: 'embeddings',
+        model: 'sim-embed',
+        deadline: '60s',
+      }),
     ]),
 });
 
@@ -222,12 +237,18 @@ const NUMERIC_LEAVES = new Set(['port']);
  * defaults), `env` the environment. Throws `ClusterError('INVALID_CONFIG')` whose message lists
  * every offending setting by path with the value found.
  */
-export function resolveConfig(source: string, env: Record<string, string | undefined> = {}, origin = 'config'): ResolvedConfig {
+export function resolveConfig(
+  source: string,
+  env: Record<string, string | undefined> = {},
+  origin = 'config',
+): ResolvedConfig {
   let raw: unknown;
   try {
     raw = source.trim() === '' ? {} : parseYaml(source);
   } catch (err) {
-    throw new ClusterError('INVALID_CONFIG', `${origin}: not valid YAML: ${(err as Error).message}`, { cause: err });
+    throw new ClusterError('INVALID_CONFIG', `${origin}: not valid YAML: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   if (raw === null || raw === undefined) raw = {};
   if (typeof raw !== 'object' || Array.isArray(raw)) {
@@ -241,7 +262,7 @@ export function resolveConfig(source: string, env: Record<string, string | undef
     const lines = result.error.issues.map((issue) => {
       const path = issue.path.join('.') || '(top level)';
       const found = valueAt(doc, issue.path);
-      const shown = found === undefined ? '' : ` (found ${JSON.stringify(found)})`;
+      const shown = found === undefined ? '' : ` (found ${show(found)})`;
       return `  ${path}: ${issue.message}${shown}`;
     });
     throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${lines.join('\n')}`);
@@ -250,13 +271,18 @@ export function resolveConfig(source: string, env: Record<string, string | undef
 }
 
 /** Reads the file at `path` (or none) and resolves it with `env`. */
-export function loadConfig(path: string | undefined, env: Record<string, string | undefined> = process.env): ResolvedConfig {
+export function loadConfig(
+  path: string | undefined,
+  env: Record<string, string | undefined> = process.env,
+): ResolvedConfig {
   if (!path) return resolveConfig('', env, 'defaults');
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new ClusterError('INVALID_CONFIG', `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
+    throw new ClusterError('INVALID_CONFIG', `cannot read config file ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   return resolveConfig(text, env, path);
 }
@@ -273,10 +299,26 @@ function applyEnv(doc: Record<string, unknown>, env: Record<string, string | und
     if (!m?.[1] || !value) continue;
     const pool = m[1].toLowerCase();
     const pools = (doc.pools ?? defaultPoolsDoc()) as Record<string, Record<string, unknown>>;
+    // A `pools` or pool entry that is not a mapping is left for validation to report by path.
+    if (!isMapping(pools) || (pools[pool] != null && !isMapping(pools[pool]))) continue;
     doc.pools = pools;
     const existing = pools[pool] ?? { backend: pool === 'embeddings' ? 'openai-embeddings' : 'openai-chat' };
     existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
     pools[pool] = existing;
+  }
+}
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A found value for an error message; YAML aliases can make it circular (JSON.stringify throws). */
+function show(value: unknown): string {
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
   }
 }
 
@@ -311,7 +353,9 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
     toolNames.add(tool.name);
     const pool = c.pools[tool.pool];
     if (!pool) {
-      problems.push(`  tools.${i}.pool: no pool "${tool.pool}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`);
+      problems.push(
+        `  tools.${i}.pool: no pool "${tool.pool}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`,
+      );
     } else if (pool.backend !== TEMPLATE_BACKEND[tool.template]) {
       problems.push(
         `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${TEMPLATE_BACKEND[tool.template]}, but pool "${tool.pool}" has backend ${pool.backend}`,
@@ -320,9 +364,12 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
   });
   // Checked here so a bad URL is reported with the other settings, not at first connect.
   if (!/^(memory:|nats:\/\/|tls:\/\/|redis:\/\/|rediss:\/\/)/.test(c.broker.url)) {
-    problems.push(`  broker.url: "${c.broker.url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`);
+    problems.push(
+      `  broker.url: "${c.broker.url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
+    );
   }
-  if (problems.length > 0) throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${problems.join('\n')}`);
+  if (problems.length > 0)
+    throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${problems.join('\n')}`);
 
   return {
     namespace: c.cluster.namespace,
@@ -355,7 +402,8 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
         {
           name: poolName,
           backend: p.backend,
-          endpoints: p.endpoints,
+          // Copied: the default pools are parsed once, and callers must not share their arrays.
+          endpoints: p.endpoints.map((e) => ({ ...e })),
           maxInFlight: p.maxInFlight,
           healthIntervalMs: p.healthInterval,
           backendTimeoutMs: p.backendTimeout,

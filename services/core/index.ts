@@ -3,37 +3,44 @@
  * delivery contracts with their implementations, metrics, logging and lifecycle.
  * Ingress, workers, autoscaler and CLI import from here and nowhere deeper.
  */
-export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
+
 export type { JsonSchema, ToolDefinition } from './catalog.js';
-export { BACKEND_KINDS, ENV_OVERRIDES, TOOL_TEMPLATES, loadConfig, processId, resolveConfig } from './config.js';
+export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
 export type { BackendKind, PoolConfig, ResolvedConfig, ToolConfig, ToolTemplate } from './config.js';
-export { DeliveryClient } from './delivery/delivery-client.js';
+export {
+  BACKEND_KINDS,
+  ENV_OVERRIDES,
+  loadConfig,
+  processId,
+  resolveConfig,
+  TOOL_TEMPLATES,
+} from './config.js';
 export type { CallSignal, DeliveryChannel } from './delivery/delivery-client.js';
-export { startDeliveryServer } from './delivery/delivery-server.js';
+export { DeliveryClient } from './delivery/delivery-client.js';
 export type { ChunkHandler, DeliveryServer, WorkerLink } from './delivery/delivery-server.js';
-export { PRIORITIES, decodeToolCall, encodeToolCall, isExpired, newCallId } from './envelope.js';
+export { startDeliveryServer } from './delivery/delivery-server.js';
 export type { Priority, ToolCall } from './envelope.js';
+export { decodeToolCall, encodeToolCall, isExpired, newCallId, PRIORITIES } from './envelope.js';
+export type { ClusterErrorCode } from './errors.js';
 export {
   ClusterError,
-  JSON_RPC,
   isProtocolError,
   isRetryable,
+  JSON_RPC,
   parseErrorCode,
   toClusterError,
   toGrpcStatus,
   toJsonRpcError,
   toToolErrorResult,
 } from './errors.js';
-export type { ClusterErrorCode } from './errors.js';
-export type { Chunk } from './generated/mcpcluster/v1/Chunk.js';
-export type { Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
+export type { Chunk, Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
 export type { Order } from './generated/mcpcluster/v1/Order.js';
-export { exitOnSignals } from './lifecycle.js';
 export type { LifecycleState, Stoppable } from './lifecycle.js';
-export { createLogger } from './logger.js';
+export { exitOnSignals } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';
-export { clusterMetrics } from './metrics.js';
+export { createLogger } from './logger.js';
 export type { ClusterMetrics } from './metrics.js';
+export { clusterMetrics } from './metrics.js';
 export type {
   Broker,
   BrokerOptions,

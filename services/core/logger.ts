@@ -25,9 +25,17 @@ export function createLogger(component: string, base: LogFields = {}): Logger {
   const min = RANK[envLevel && envLevel in RANK ? envLevel : 'info'];
   const write = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (RANK[level] < min) return;
-    const line: Record<string, unknown> = { time: new Date().toISOString(), level, component, msg, ...base, ...fields };
+    const line: Record<string, unknown> = {
+      time: new Date().toISOString(),
+      level,
+      component,
+      msg,
+      ...base,
+      ...fields,
+    };
     const err = line.err;
-    if (err instanceof Error) line.err = { message: err.message, name: err.name, code: (err as { code?: unknown }).code };
+    if (err instanceof Error)
+      line.err = { message: err.message, name: err.name, code: (err as { code?: unknown }).code };
     process.stderr.write(`${JSON.stringify(line)}\n`);
   };
   return {

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
  * Every Prometheus metric mcp-cluster exports, on one registry per process (the embedded mode
@@ -52,27 +52,121 @@ export function clusterMetrics(): ClusterMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'mcp_cluster_process_' });
   const registers = [registry];
-  const latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+  const latency = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+  ];
   shared = {
     registry,
-    ingressCalls: new Counter({ name: 'mcp_cluster_ingress_calls_total', help: 'Calls answered by the ingress.', labelNames: ['tool', 'outcome'], registers }),
-    callDuration: new Histogram({ name: 'mcp_cluster_call_duration_seconds', help: 'Call time at the ingress, arrival to answer.', labelNames: ['tool', 'outcome'], buckets: latency, registers }),
-    ingressInFlight: new Gauge({ name: 'mcp_cluster_ingress_inflight_calls', help: 'Calls this ingress replica waits on.', registers }),
-    ingressRejected: new Counter({ name: 'mcp_cluster_ingress_rejected_total', help: 'HTTP requests refused before the MCP layer.', labelNames: ['reason'], registers }),
-    ingressCancels: new Counter({ name: 'mcp_cluster_ingress_cancels_total', help: 'Cancels handled by the ingress.', labelNames: ['source'], registers }),
-    workerCalls: new Counter({ name: 'mcp_cluster_worker_calls_total', help: 'Calls finished by workers.', labelNames: ['pool', 'tool', 'outcome'], registers }),
-    workerShed: new Counter({ name: 'mcp_cluster_worker_shed_total', help: 'Calls dropped unrun because their deadline passed before dispatch.', labelNames: ['pool'], registers }),
-    workerUndeliverable: new Counter({ name: 'mcp_cluster_worker_undeliverable_total', help: 'Calls whose owning ingress replica could not be reached.', labelNames: ['pool'], registers }),
-    workerRedelivered: new Counter({ name: 'mcp_cluster_worker_redelivered_total', help: 'Calls delivered more than once.', labelNames: ['pool'], registers }),
-    queueWait: new Histogram({ name: 'mcp_cluster_queue_wait_seconds', help: 'Time from enqueue to a worker taking the call.', labelNames: ['pool'], buckets: latency, registers }),
-    backendDuration: new Histogram({ name: 'mcp_cluster_backend_duration_seconds', help: 'Time spent in the backend request.', labelNames: ['pool', 'tool'], buckets: latency, registers }),
-    backendInFlight: new Gauge({ name: 'mcp_cluster_backend_inflight_requests', help: 'Requests running on a backend endpoint.', labelNames: ['pool', 'backend'], registers }),
-    backendHealthy: new Gauge({ name: 'mcp_cluster_backend_healthy', help: '1 when the endpoint passes its health probe.', labelNames: ['pool', 'backend'], registers }),
-    workerInFlight: new Gauge({ name: 'mcp_cluster_worker_inflight_calls', help: 'Calls held by this worker.', labelNames: ['pool'], registers }),
-    deliveryStreams: new Gauge({ name: 'mcp_cluster_delivery_streams', help: 'Open delivery streams.', labelNames: ['side'], registers }),
-    queueDepth: new Gauge({ name: 'mcp_cluster_queue_depth', help: 'Calls waiting in the queue.', labelNames: ['pool', 'priority'], registers }),
-    queueInFlight: new Gauge({ name: 'mcp_cluster_queue_inflight', help: 'Calls delivered to workers and not yet settled.', labelNames: ['pool', 'priority'], registers }),
-    queueOldestAge: new Gauge({ name: 'mcp_cluster_queue_oldest_age_seconds', help: 'Age of the oldest waiting call.', labelNames: ['pool', 'priority'], registers }),
+    ingressCalls: new Counter({
+      name: 'mcp_cluster_ingress_calls_total',
+      help: 'Calls answered by the ingress.',
+      labelNames: ['tool', 'outcome'],
+      registers,
+    }),
+    callDuration: new Histogram({
+      name: 'mcp_cluster_call_duration_seconds',
+      help: 'Call time at the ingress, arrival to answer.',
+      labelNames: ['tool', 'outcome'],
+      buckets: latency,
+      registers,
+    }),
+    ingressInFlight: new Gauge({
+      name: 'mcp_cluster_ingress_inflight_calls',
+      help: 'Calls this ingress replica waits on.',
+      registers,
+    }),
+    ingressRejected: new Counter({
+      name: 'mcp_cluster_ingress_rejected_total',
+      help: 'HTTP requests refused before the MCP layer.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    ingressCancels: new Counter({
+      name: 'mcp_cluster_ingress_cancels_total',
+      help: 'Cancels handled by the ingress.',
+      labelNames: ['source'],
+      registers,
+    }),
+    workerCalls: new Counter({
+      name: 'mcp_cluster_worker_calls_total',
+      help: 'Calls finished by workers.',
+      labelNames: ['pool', 'tool', 'outcome'],
+      registers,
+    }),
+    workerShed: new Counter({
+      name: 'mcp_cluster_worker_shed_total',
+      help: 'Calls dropped unrun because their deadline passed before dispatch.',
+      labelNames: ['pool'],
+      registers,
+    }),
+    workerUndeliverable: new Counter({
+      name: 'mcp_cluster_worker_undeliverable_total',
+      help: 'Calls whose owning ingress replica could not be reached.',
+      labelNames: ['pool'],
+      registers,
+    }),
+    workerRedelivered: new Counter({
+      name: 'mcp_cluster_worker_redelivered_total',
+      help: 'Calls delivered more than once.',
+      labelNames: ['pool'],
+      registers,
+    }),
+    queueWait: new Histogram({
+      name: 'mcp_cluster_queue_wait_seconds',
+      help: 'Time from enqueue to a worker taking the call.',
+      labelNames: ['pool'],
+      buckets: latency,
+      registers,
+    }),
+    backendDuration: new Histogram({
+      name: 'mcp_cluster_backend_duration_seconds',
+      help: 'Time spent in the backend request.',
+      labelNames: ['pool', 'tool'],
+      buckets: latency,
+      registers,
+    }),
+    backendInFlight: new Gauge({
+      name: 'mcp_cluster_backend_inflight_requests',
+      help: 'Requests running on a backend endpoint.',
+      labelNames: ['pool', 'backend'],
+      registers,
+    }),
+    backendHealthy: new Gauge({
+      name: 'mcp_cluster_backend_healthy',
+      help: '1 when the endpoint passes its health probe.',
+      labelNames: ['pool', 'backend'],
+      registers,
+    }),
+    workerInFlight: new Gauge({
+      name: 'mcp_cluster_worker_inflight_calls',
+      help: 'Calls held by this worker.',
+      labelNames: ['pool'],
+      registers,
+    }),
+    deliveryStreams: new Gauge({
+      name: 'mcp_cluster_delivery_streams',
+      help: 'Open delivery streams.',
+      labelNames: ['side'],
+      registers,
+    }),
+    queueDepth: new Gauge({
+      name: 'mcp_cluster_queue_depth',
+      help: 'Calls waiting in the queue.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
+    queueInFlight: new Gauge({
+      name: 'mcp_cluster_queue_inflight',
+      help: 'Calls delivered to workers and not yet settled.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
+    queueOldestAge: new Gauge({
+      name: 'mcp_cluster_queue_oldest_age_seconds',
+      help: 'Age of the oldest waiting call.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
   };
   return shared;
 }

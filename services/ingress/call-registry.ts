@@ -97,7 +97,9 @@ export class CallRegistry {
         const error =
           err instanceof ClusterError
             ? err
-            : new ClusterError('QUEUE_UNAVAILABLE', `could not enqueue the call: ${(err as Error).message}`, { cause: err });
+            : new ClusterError('QUEUE_UNAVAILABLE', `could not enqueue the call: ${(err as Error).message}`, {
+                cause: err,
+              });
         this.log.warn('enqueue failed', { callId: call.callId, err: error });
         this.pending.get(call.callId)?.settle({ kind: 'error', error });
       });
@@ -121,7 +123,11 @@ export class CallRegistry {
       case 'progress':
         if (entry?.onProgress && chunk.progress) {
           const p = chunk.progress;
-          entry.onProgress({ progress: p.progress, ...(p.total > 0 ? { total: p.total } : {}), ...(p.message ? { message: p.message } : {}) });
+          entry.onProgress({
+            progress: p.progress,
+            ...(p.total > 0 ? { total: p.total } : {}),
+            ...(p.message ? { message: p.message } : {}),
+          });
         }
         return;
       case 'partial':
@@ -133,7 +139,11 @@ export class CallRegistry {
         if (chunk.body === 'final') {
           const result = parseResult(chunk.final?.resultJson ?? '');
           if (result) entry.settle({ kind: 'result', result });
-          else entry.settle({ kind: 'error', error: new ClusterError('INTERNAL', 'the worker sent a result that is not a CallToolResult') });
+          else
+            entry.settle({
+              kind: 'error',
+              error: new ClusterError('INTERNAL', 'the worker sent a result that is not a CallToolResult'),
+            });
         } else {
           const code = parseErrorCode(chunk.error?.code ?? '');
           entry.settle({ kind: 'error', error: new ClusterError(code, chunk.error?.message || code) });
@@ -159,7 +169,10 @@ export class CallRegistry {
     if (!entry) return false;
     this.metrics.ingressCancels.inc({ source });
     this.stopWork(entry, reason);
-    entry.settle({ kind: 'error', error: new ClusterError('CANCELLED', `the call was cancelled (${reason})`) });
+    entry.settle({
+      kind: 'error',
+      error: new ClusterError('CANCELLED', `the call was cancelled (${reason})`),
+    });
     return true;
   }
 
@@ -193,14 +206,19 @@ export class CallRegistry {
     }
     // Not taken yet: remove it from the queue. If a worker takes it meanwhile, its `accepted`
     // chunk finds no pending entry and is answered with a cancel.
-    this.queue.cancel(callId, pool).catch((err: unknown) => this.log.warn('queue cancel failed', { callId, err }));
+    this.queue
+      .cancel(callId, pool)
+      .catch((err: unknown) => this.log.warn('queue cancel failed', { callId, err }));
   }
 
   /** Settles every call with SHUTTING_DOWN (used when the grace period ran out). */
   abortAll(): void {
     for (const entry of [...this.pending.values()]) {
       this.stopWork(entry, 'shutdown');
-      entry.settle({ kind: 'error', error: new ClusterError('SHUTTING_DOWN', 'the ingress replica is shutting down; retry the call') });
+      entry.settle({
+        kind: 'error',
+        error: new ClusterError('SHUTTING_DOWN', 'the ingress replica is shutting down; retry the call'),
+      });
     }
   }
 }
@@ -208,7 +226,11 @@ export class CallRegistry {
 function parseResult(json: string): CallToolResultJson | undefined {
   try {
     const value: unknown = JSON.parse(json);
-    if (typeof value === 'object' && value !== null && Array.isArray((value as { content?: unknown }).content)) {
+    if (
+      typeof value === 'object' &&
+      value !== null &&
+      Array.isArray((value as { content?: unknown }).content)
+    ) {
       return value as CallToolResultJson;
     }
   } catch {

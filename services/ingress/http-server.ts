@@ -30,9 +30,18 @@ const SESSION_HEADER = 'mcp-session-id';
  * a call owned by another replica), mints signed session ids on `initialize`, and hands the
  * rest to the SDK's stateless handler.
  */
-export function createMcpFrontDoor(options: FrontDoorOptions): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+export function createMcpFrontDoor(
+  options: FrontDoorOptions,
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   const metrics = clusterMetrics();
-  const reject = (res: ServerResponse, status: number, reason: string, code: number, message: string, headers: Record<string, string> = {}) => {
+  const reject = (
+    res: ServerResponse,
+    status: number,
+    reason: string,
+    code: number,
+    message: string,
+    headers: Record<string, string> = {},
+  ) => {
     metrics.ingressRejected.inc({ reason });
     sendJson(res, status, { jsonrpc: '2.0', error: { code, message }, id: null }, headers);
   };
@@ -40,21 +49,46 @@ export function createMcpFrontDoor(options: FrontDoorOptions): (req: IncomingMes
   return async (req, res) => {
     const host = hostnameOf(req.headers.host);
     if (!host || !options.allowedHosts.includes(host)) {
-      return reject(res, 403, 'host', JSON_RPC.INVALID_REQUEST, `Host "${req.headers.host ?? ''}" is not allowed; allowed hosts: ${options.allowedHosts.join(', ')} (setting ingress.allowedHosts)`);
+      return reject(
+        res,
+        403,
+        'host',
+        JSON_RPC.INVALID_REQUEST,
+        `Host "${req.headers.host ?? ''}" is not allowed; allowed hosts: ${options.allowedHosts.join(', ')} (setting ingress.allowedHosts)`,
+      );
     }
     const origin = req.headers.origin;
     if (origin !== undefined && !originAllowed(origin, options.allowedOrigins)) {
-      return reject(res, 403, 'origin', JSON_RPC.INVALID_REQUEST, `Origin "${origin}" is not allowed (setting ingress.allowedOrigins)`);
+      return reject(
+        res,
+        403,
+        'origin',
+        JSON_RPC.INVALID_REQUEST,
+        `Origin "${origin}" is not allowed (setting ingress.allowedOrigins)`,
+      );
     }
     if (!options.accepting()) {
-      return reject(res, 503, 'draining', JSON_RPC.INTERNAL_ERROR, 'this replica is shutting down; retry on another', { 'retry-after': '1' });
+      return reject(
+        res,
+        503,
+        'draining',
+        JSON_RPC.INTERNAL_ERROR,
+        'this replica is shutting down; retry on another',
+        { 'retry-after': '1' },
+      );
     }
 
     let sessionId: string | undefined;
     const given = req.headers[SESSION_HEADER];
     if (typeof given === 'string' && given !== '') {
       if (!options.sessions.verify(given)) {
-        return reject(res, 404, 'session', -32001, 'unknown or forged Mcp-Session-Id; start a new session with initialize');
+        return reject(
+          res,
+          404,
+          'session',
+          -32001,
+          'unknown or forged Mcp-Session-Id; start a new session with initialize',
+        );
       }
       sessionId = given;
     }
@@ -63,21 +97,45 @@ export function createMcpFrontDoor(options: FrontDoorOptions): (req: IncomingMes
     if (req.method === 'POST') {
       const type = req.headers['content-type'] ?? '';
       if (!/^application\/json\b/i.test(type)) {
-        return reject(res, 415, 'content_type', JSON_RPC.INVALID_REQUEST, `Content-Type must be application/json, got "${type}"`);
+        return reject(
+          res,
+          415,
+          'content_type',
+          JSON_RPC.INVALID_REQUEST,
+          `Content-Type must be application/json, got "${type}"`,
+        );
       }
       const body = await readBody(req, options.maxBodyBytes);
       if (body === 'too_large') {
         res.setHeader('connection', 'close');
-        return reject(res, 413, 'body_size', JSON_RPC.INVALID_REQUEST, `request body exceeds ${options.maxBodyBytes} bytes (setting ingress.maxBodySize)`);
+        return reject(
+          res,
+          413,
+          'body_size',
+          JSON_RPC.INVALID_REQUEST,
+          `request body exceeds ${options.maxBodyBytes} bytes (setting ingress.maxBodySize)`,
+        );
       }
       if (body === 'aborted') return;
       try {
         parsed = JSON.parse(body.toString('utf8'));
       } catch (err) {
-        return reject(res, 400, 'parse', JSON_RPC.PARSE_ERROR, `Parse error: the body is not valid JSON (${(err as Error).message})`);
+        return reject(
+          res,
+          400,
+          'parse',
+          JSON_RPC.PARSE_ERROR,
+          `Parse error: the body is not valid JSON (${(err as Error).message})`,
+        );
       }
       if (typeof parsed !== 'object' || parsed === null) {
-        return reject(res, 400, 'invalid_request', JSON_RPC.INVALID_REQUEST, 'Invalid Request: the body must be a JSON-RPC message object');
+        return reject(
+          res,
+          400,
+          'invalid_request',
+          JSON_RPC.INVALID_REQUEST,
+          'Invalid Request: the body must be a JSON-RPC message object',
+        );
       }
       if (handleCancels(parsed, sessionId, options)) {
         res.writeHead(202).end();
@@ -102,11 +160,20 @@ export function createMcpFrontDoor(options: FrontDoorOptions): (req: IncomingMes
       const response = await requestScope.run(scope, () =>
         options.handler.fetch(request, parsed === undefined ? {} : { parsedBody: parsed }),
       );
-      await writeResponse(res, response, mintedSession && response.ok ? { [SESSION_HEADER]: mintedSession } : {});
+      await writeResponse(
+        res,
+        response,
+        mintedSession && response.ok ? { [SESSION_HEADER]: mintedSession } : {},
+      );
     } catch (err) {
       if (abort.signal.aborted) return;
       options.log.error('mcp request failed', { err });
-      if (!res.headersSent) sendJson(res, 500, { jsonrpc: '2.0', error: { code: JSON_RPC.INTERNAL_ERROR, message: 'internal error' }, id: null });
+      if (!res.headersSent)
+        sendJson(res, 500, {
+          jsonrpc: '2.0',
+          error: { code: JSON_RPC.INTERNAL_ERROR, message: 'internal error' },
+          id: null,
+        });
       else res.end();
     }
   };
@@ -116,12 +183,18 @@ export function createMcpFrontDoor(options: FrontDoorOptions): (req: IncomingMes
 function handleCancels(parsed: object, sessionId: string | undefined, options: FrontDoorOptions): boolean {
   const messages = Array.isArray(parsed) ? parsed : [parsed];
   if (messages.length === 0) return false;
-  const cancels = messages.filter((m) => isObject(m) && m.method === 'notifications/cancelled' && !('id' in m));
+  const cancels = messages.filter(
+    (m) => isObject(m) && m.method === 'notifications/cancelled' && !('id' in m),
+  );
   if (cancels.length !== messages.length) return false;
   for (const m of cancels as { params?: { requestId?: unknown; reason?: unknown } }[]) {
     const requestId = m.params?.requestId;
     if (sessionId && (typeof requestId === 'string' || typeof requestId === 'number')) {
-      options.onCancelNotification(sessionId, requestId, typeof m.params?.reason === 'string' ? m.params.reason.slice(0, 200) : 'client');
+      options.onCancelNotification(
+        sessionId,
+        requestId,
+        typeof m.params?.reason === 'string' ? m.params.reason.slice(0, 200) : 'client',
+      );
     }
     // Without a session id the request id alone matches many agents' calls: ignoring is the only safe answer.
   }
@@ -207,7 +280,11 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_la
   });
 }
 
-async function writeResponse(res: ServerResponse, response: Response, extra: Record<string, string>): Promise<void> {
+async function writeResponse(
+  res: ServerResponse,
+  response: Response,
+  extra: Record<string, string>,
+): Promise<void> {
   const headers: Record<string, string> = { ...extra };
   response.headers.forEach((value, key) => {
     headers[key] = value;
@@ -240,8 +317,17 @@ async function writeResponse(res: ServerResponse, response: Response, extra: Rec
 }
 
 /** Writes a JSON body with a status. */
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }

@@ -1,5 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type Server as HttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import { createMcpHandler } from '@modelcontextprotocol/server';
 import {
   type Broker,
@@ -51,7 +56,9 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
   const deliveryAddress = config.ingress.deliveryAdvertise || delivery.address;
 
   if (!config.ingress.sessionSecret) {
-    log.warn('ingress.sessionSecret is empty: using a random secret, so session ids are valid on this replica only; set MCP_CLUSTER_SESSION_SECRET when running several replicas');
+    log.warn(
+      'ingress.sessionSecret is empty: using a random secret, so session ids are valid on this replica only; set MCP_CLUSTER_SESSION_SECRET when running several replicas',
+    );
   }
   const sessions = new SessionIds(config.ingress.sessionSecret || randomBytes(32).toString('hex'));
   const unsubscribeCancels = await broker.cancels.subscribe((order) => {
@@ -101,7 +108,12 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
       case '/readyz': {
         const brokerReady = await broker.queue.ready().catch(() => false);
         const ready = state === 'running' && brokerReady;
-        return sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', state, broker: brokerReady, delivery: deliveryAddress });
+        return sendJson(res, ready ? 200 : 503, {
+          status: ready ? 'ready' : 'not ready',
+          state,
+          broker: brokerReady,
+          delivery: deliveryAddress,
+        });
       }
       case '/metrics':
         return serveMetrics(res, broker, [...new Set(tools.map((t) => t.pool))]);
@@ -124,7 +136,11 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
   const port = typeof address === 'object' && address ? address.port : config.ingress.port;
   state = 'running';
   const displayHost = config.ingress.host === '0.0.0.0' ? '127.0.0.1' : config.ingress.host;
-  log.info('ingress listening', { url: `http://${displayHost}:${port}/mcp`, delivery: deliveryAddress, broker: broker.url });
+  log.info('ingress listening', {
+    url: `http://${displayHost}:${port}/mcp`,
+    delivery: deliveryAddress,
+    broker: broker.url,
+  });
 
   return {
     url: `http://${displayHost}:${port}/mcp`,

@@ -90,13 +90,20 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
 
       const args = { ...(request.params.arguments ?? {}) } as Record<string, unknown>;
       const problem = deps.validator.check(tool.name, args);
-      if (problem) return finish(toToolErrorResult(new ClusterError('INVALID_ARGUMENTS', problem)) as CallToolResult, 'rejected');
+      if (problem)
+        return finish(
+          toToolErrorResult(new ClusterError('INVALID_ARGUMENTS', problem)) as CallToolResult,
+          'rejected',
+        );
 
       const scope = requestScope.getStore();
       const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
       const deadline = deadlineOf(meta, tool.deadlineMs, deps.maxDeadlineMs);
       if (typeof deadline === 'string') {
-        return finish(toToolErrorResult(new ClusterError('INVALID_ARGUMENTS', deadline)) as CallToolResult, 'rejected');
+        return finish(
+          toToolErrorResult(new ClusterError('INVALID_ARGUMENTS', deadline)) as CallToolResult,
+          'rejected',
+        );
       }
       const progressToken = meta.progressToken as string | number | undefined;
       const now = Date.now();
@@ -118,7 +125,9 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
       const signal = scope ? AbortSignal.any([scope.signal, ctx.mcpReq.signal]) : ctx.mcpReq.signal;
       const outcome = await deps.registry.run(call, {
         signal,
-        ...(scope?.sessionId ? { cancelKey: cancelKeyOf(scope.sessionId, JSON.stringify(ctx.mcpReq.id)) } : {}),
+        ...(scope?.sessionId
+          ? { cancelKey: cancelKeyOf(scope.sessionId, JSON.stringify(ctx.mcpReq.id)) }
+          : {}),
         ...(progressToken !== undefined
           ? {
               onProgress: (p) => {
@@ -133,7 +142,8 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
         return finish(outcome.result as CallToolResult, outcome.result.isError ? 'tool_error' : 'ok');
       }
       const code = outcome.error.code;
-      const label = code === 'DEADLINE_EXCEEDED' ? 'timeout' : code === 'CANCELLED' ? 'cancelled' : 'tool_error';
+      const label =
+        code === 'DEADLINE_EXCEEDED' ? 'timeout' : code === 'CANCELLED' ? 'cancelled' : 'tool_error';
       return finish(toToolErrorResult(outcome.error) as CallToolResult, label);
     });
     return server;
@@ -146,7 +156,8 @@ function deadlineOf(meta: Record<string, unknown>, toolDefaultMs: number, maxMs:
   if (typeof asked !== 'number' || !Number.isFinite(asked) || asked <= 0) {
     return `_meta["${TIMEOUT_META_KEY}"] must be a positive number of milliseconds, got ${JSON.stringify(asked)}`;
   }
-  if (asked > maxMs) return `_meta["${TIMEOUT_META_KEY}"] is ${asked} ms, above this cluster's limit of ${maxMs} ms`;
+  if (asked > maxMs)
+    return `_meta["${TIMEOUT_META_KEY}"] is ${asked} ms, above this cluster's limit of ${maxMs} ms`;
   return asked;
 }
 

@@ -28,6 +28,7 @@ function describe(error: ErrorObject): string {
   if (error.keyword === 'additionalProperties') {
     return `${where} has unknown property "${String(error.params.additionalProperty)}"`;
   }
-  if (error.keyword === 'required') return `${where} is missing required property "${String(error.params.missingProperty)}"`;
+  if (error.keyword === 'required')
+    return `${where} is missing required property "${String(error.params.missingProperty)}"`;
   return `${where} ${error.message ?? 'is invalid'}`;
 }

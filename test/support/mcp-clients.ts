@@ -1,4 +1,7 @@
-import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client';
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as TransportV2,
+} from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
@@ -9,8 +12,18 @@ export interface TestClient {
   callTool(
     name: string,
     args: Record<string, unknown>,
-    options?: { onProgress?: (p: { progress: number; total?: number; message?: string }) => void; signal?: AbortSignal; timeoutMs?: number; meta?: Record<string, unknown> },
-  ): Promise<{ content: unknown[]; structuredContent?: unknown; isError?: boolean; _meta?: Record<string, unknown> }>;
+    options?: {
+      onProgress?: (p: { progress: number; total?: number; message?: string }) => void;
+      signal?: AbortSignal;
+      timeoutMs?: number;
+      meta?: Record<string, unknown>;
+    },
+  ): Promise<{
+    content: unknown[];
+    structuredContent?: unknown;
+    isError?: boolean;
+    _meta?: Record<string, unknown>;
+  }>;
   close(): Promise<void>;
 }
 
@@ -21,7 +34,10 @@ export interface TestClient {
  */
 export async function connectClient(kind: 'v1' | 'v2', url: string): Promise<TestClient> {
   if (kind === 'v2') {
-    const client = new ClientV2({ name: 'mcp-cluster-test', version: '1.0.0' }, { versionNegotiation: { mode: { pin: '2026-07-28' } } });
+    const client = new ClientV2(
+      { name: 'mcp-cluster-test', version: '1.0.0' },
+      { versionNegotiation: { mode: { pin: '2026-07-28' } } },
+    );
     await client.connect(new TransportV2(new URL(url)));
     return {
       label: 'v2 client (2026-07-28)',
@@ -44,11 +60,15 @@ export async function connectClient(kind: 'v1' | 'v2', url: string): Promise<Tes
     label: 'v1 client (2025)',
     listTools: async () => (await client.listTools()).tools,
     callTool: async (name, args, options = {}) =>
-      (await client.callTool({ name, arguments: args, ...(options.meta ? { _meta: options.meta } : {}) }, undefined, {
-        ...(options.onProgress ? { onprogress: options.onProgress } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
-        timeout: options.timeoutMs ?? 60_000,
-      })) as never,
+      (await client.callTool(
+        { name, arguments: args, ...(options.meta ? { _meta: options.meta } : {}) },
+        undefined,
+        {
+          ...(options.onProgress ? { onprogress: options.onProgress } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+          timeout: options.timeoutMs ?? 60_000,
+        },
+      )) as never,
     close: () => client.close(),
   };
 }

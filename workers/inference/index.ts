@@ -1,5 +1,11 @@
 import { ClusterError } from '../../services/core/index.js';
-import { type AdapterContext, postJson, readSse, type ToolAdapter, type ToolResult } from '../runtime/index.js';
+import {
+  type AdapterContext,
+  postJson,
+  readSse,
+  type ToolAdapter,
+  type ToolResult,
+} from '../runtime/index.js';
 
 /** Least time between two progress notifications of one call, in milliseconds. */
 export const PROGRESS_INTERVAL_MS = 100;
@@ -16,7 +22,12 @@ interface ChatChunk {
  */
 export const generateTextAdapter: ToolAdapter = {
   async run(ctx: AdapterContext): Promise<ToolResult> {
-    const args = ctx.call.arguments as { prompt: string; max_tokens?: number; temperature?: number; system?: string };
+    const args = ctx.call.arguments as {
+      prompt: string;
+      max_tokens?: number;
+      temperature?: number;
+      system?: string;
+    };
     const messages = [
       ...(args.system ? [{ role: 'system', content: args.system }] : []),
       { role: 'user', content: args.prompt },
@@ -51,7 +62,11 @@ export const generateTextAdapter: ToolAdapter = {
       try {
         chunk = JSON.parse(data) as ChatChunk;
       } catch (err) {
-        throw new ClusterError('BACKEND_PROTOCOL', `backend ${url} sent a stream chunk that is not JSON: ${data.slice(0, 80)}`, { cause: err });
+        throw new ClusterError(
+          'BACKEND_PROTOCOL',
+          `backend ${url} sent a stream chunk that is not JSON: ${data.slice(0, 80)}`,
+          { cause: err },
+        );
       }
       const delta = chunk.choices?.[0]?.delta?.content;
       if (typeof delta === 'string' && delta.length > 0) {

@@ -1,8 +1,8 @@
 import {
   BrokenCircuitError,
+  type CircuitBreakerPolicy,
   CircuitState,
   ConsecutiveBreaker,
-  type CircuitBreakerPolicy,
   circuitBreaker,
   handleWhen,
 } from 'cockatiel';
@@ -45,13 +45,19 @@ export class BackendActor {
     this.labels = { pool: options.pool, backend: String(options.index) };
     this.breaker = circuitBreaker(
       // Only backend failures count; a cancelled call or a caller's bad input says nothing about its health.
-      handleWhen((err) => err instanceof ClusterError && (err.code === 'BACKEND_UNAVAILABLE' || err.code === 'BACKEND_PROTOCOL')),
+      handleWhen(
+        (err) =>
+          err instanceof ClusterError &&
+          (err.code === 'BACKEND_UNAVAILABLE' || err.code === 'BACKEND_PROTOCOL'),
+      ),
       {
         halfOpenAfter: options.breakerHalfOpenMs ?? 5000,
         breaker: new ConsecutiveBreaker(options.breakerFailures ?? 5),
       },
     );
-    this.breaker.onStateChange((state) => log.warn('backend breaker', { backend: options.url, state: CircuitState[state] }));
+    this.breaker.onStateChange((state) =>
+      log.warn('backend breaker', { backend: options.url, state: CircuitState[state] }),
+    );
     this.metrics.backendHealthy.set(this.labels, 1);
     this.metrics.backendInFlight.set(this.labels, 0);
   }
@@ -62,7 +68,10 @@ export class BackendActor {
       id: this.options.url,
       inFlight: this.running,
       maxConcurrency: this.options.maxConcurrency,
-      available: this.healthy && this.breaker.state !== CircuitState.Open && this.breaker.state !== CircuitState.Isolated,
+      available:
+        this.healthy &&
+        this.breaker.state !== CircuitState.Open &&
+        this.breaker.state !== CircuitState.Isolated,
     };
   }
 
@@ -81,7 +90,11 @@ export class BackendActor {
       return await this.breaker.execute(() => work(this.options.url));
     } catch (err) {
       if (err instanceof BrokenCircuitError) {
-        throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${this.options.url} is failing; its circuit breaker is open`, { cause: err });
+        throw new ClusterError(
+          'BACKEND_UNAVAILABLE',
+          `backend ${this.options.url} is failing; its circuit breaker is open`,
+          { cause: err },
+        );
       }
       throw toClusterError(err);
     } finally {
@@ -95,13 +108,16 @@ export class BackendActor {
     const probe = async () => {
       let ok = false;
       try {
-        const res = await fetch(new URL('/health', this.options.url), { signal: AbortSignal.timeout(Math.max(1000, this.options.healthIntervalMs)) });
+        const res = await fetch(new URL('/health', this.options.url), {
+          signal: AbortSignal.timeout(Math.max(1000, this.options.healthIntervalMs)),
+        });
         ok = res.ok;
         await res.body?.cancel();
       } catch {
         ok = false;
       }
-      if (ok !== this.healthy) this.log.warn(ok ? 'backend healthy again' : 'backend unhealthy', { backend: this.options.url });
+      if (ok !== this.healthy)
+        this.log.warn(ok ? 'backend healthy again' : 'backend unhealthy', { backend: this.options.url });
       this.healthy = ok;
       this.metrics.backendHealthy.set(this.labels, ok ? 1 : 0);
     };

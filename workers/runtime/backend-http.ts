@@ -8,7 +8,12 @@ import { ClusterError } from '../../services/core/index.js';
  *
  * @param timeoutMs time allowed until the response headers arrive, in milliseconds.
  */
-export async function postJson(url: string, body: unknown, signal: AbortSignal, timeoutMs: number): Promise<Response> {
+export async function postJson(
+  url: string,
+  body: unknown,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<Response> {
   const timeout = AbortSignal.timeout(timeoutMs);
   let res: Response;
   try {
@@ -20,16 +25,27 @@ export async function postJson(url: string, body: unknown, signal: AbortSignal, 
     });
   } catch (err) {
     if (signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled', { cause: err });
-    if (timeout.aborted) throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} did not answer within ${timeoutMs} ms`, { cause: err });
-    throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} is unreachable: ${causeMessage(err)}`, { cause: err });
+    if (timeout.aborted)
+      throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} did not answer within ${timeoutMs} ms`, {
+        cause: err,
+      });
+    throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} is unreachable: ${causeMessage(err)}`, {
+      cause: err,
+    });
   }
   if (res.ok) return res;
   const text = await res.text().catch(() => '');
   const detail = backendMessage(text);
   if (res.status >= 500 || res.status === 429) {
-    throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} answered ${res.status}${detail ? `: ${detail}` : ''}`);
+    throw new ClusterError(
+      'BACKEND_UNAVAILABLE',
+      `backend ${url} answered ${res.status}${detail ? `: ${detail}` : ''}`,
+    );
   }
-  throw new ClusterError('BACKEND_PROTOCOL', `backend ${url} refused the request with ${res.status}${detail ? `: ${detail}` : ''}`);
+  throw new ClusterError(
+    'BACKEND_PROTOCOL',
+    `backend ${url} refused the request with ${res.status}${detail ? `: ${detail}` : ''}`,
+  );
 }
 
 /** Parses a JSON body, mapping malformed JSON to BACKEND_PROTOCOL. */
@@ -39,12 +55,18 @@ export async function readJson(res: Response, url: string, signal: AbortSignal):
     text = await res.text();
   } catch (err) {
     if (signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled', { cause: err });
-    throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} broke off its answer: ${causeMessage(err)}`, { cause: err });
+    throw new ClusterError(
+      'BACKEND_UNAVAILABLE',
+      `backend ${url} broke off its answer: ${causeMessage(err)}`,
+      { cause: err },
+    );
   }
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ClusterError('BACKEND_PROTOCOL', `backend ${url} sent malformed JSON (${text.slice(0, 80)})`, { cause: err });
+    throw new ClusterError('BACKEND_PROTOCOL', `backend ${url} sent malformed JSON (${text.slice(0, 80)})`, {
+      cause: err,
+    });
   }
 }
 
@@ -64,7 +86,11 @@ export async function* readSse(res: Response, url: string, signal: AbortSignal):
         chunk = await reader.read();
       } catch (err) {
         if (signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled', { cause: err });
-        throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} broke off its stream: ${causeMessage(err)}`, { cause: err });
+        throw new ClusterError(
+          'BACKEND_UNAVAILABLE',
+          `backend ${url} broke off its stream: ${causeMessage(err)}`,
+          { cause: err },
+        );
       }
       if (chunk.done) break;
       buffer += decoder.decode(chunk.value, { stream: true });

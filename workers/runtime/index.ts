@@ -2,10 +2,18 @@
  * The pool runtime: consumer loop, backend actors, router and delivery to the ingress.
  * Tool families (inference, embeddings) plug in as adapters.
  */
-export { BackendActor } from './backend-actor.js';
+
 export type { BackendActorOptions } from './backend-actor.js';
+export { BackendActor } from './backend-actor.js';
 export { postJson, readJson, readSse } from './backend-http.js';
-export { AFFINITY_LOAD_FACTOR, pickBackend, rendezvousOrder } from './router.js';
 export type { BackendView } from './router.js';
+export { AFFINITY_LOAD_FACTOR, pickBackend, rendezvousOrder } from './router.js';
+export type {
+  AdapterContext,
+  ToolAdapter,
+  ToolProgress,
+  ToolResult,
+  Worker,
+  WorkerOptions,
+} from './worker.js';
 export { startWorker } from './worker.js';
-export type { AdapterContext, ToolAdapter, ToolProgress, ToolResult, Worker, WorkerOptions } from './worker.js';

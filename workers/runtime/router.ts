@@ -37,7 +37,10 @@ export function pickBackend(backends: readonly BackendView[], sessionKey: string
   if (sessionKey) {
     const availableCount = backends.filter((b) => b.available).length;
     const bound = Math.ceil(((total + 1) / availableCount) * AFFINITY_LOAD_FACTOR);
-    for (const id of rendezvousOrder(backends.filter((b) => b.available).map((b) => b.id), sessionKey)) {
+    for (const id of rendezvousOrder(
+      backends.filter((b) => b.available).map((b) => b.id),
+      sessionKey,
+    )) {
       const index = open.find((i) => backends[i]?.id === id);
       // The preferred backend is full or over the bound: try the key's next choice.
       if (index !== undefined && (backends[index]?.inFlight ?? 0) + 1 <= bound) return index;

@@ -6,8 +6,8 @@ import {
   type ClusterErrorCode,
   clusterMetrics,
   createLogger,
-  DeliveryClient,
   type DeliveryChannel,
+  DeliveryClient,
   isExpired,
   isRetryable,
   type LifecycleState,
@@ -104,14 +104,24 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const { config, pool, broker, workerId } = options;
   const poolConfig = config.pools[pool];
   if (!poolConfig) {
-    throw new ClusterError('INVALID_CONFIG', `no pool "${pool}" in the configuration (have: ${Object.keys(config.pools).join(', ')})`);
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `no pool "${pool}" in the configuration (have: ${Object.keys(config.pools).join(', ')})`,
+    );
   }
   if (poolConfig.endpoints.length === 0) {
-    throw new ClusterError('INVALID_CONFIG', `pool "${pool}" has no backend endpoints (set pools.${pool}.endpoints or MCP_CLUSTER_BACKENDS_${pool.toUpperCase()})`);
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `pool "${pool}" has no backend endpoints (set pools.${pool}.endpoints or MCP_CLUSTER_BACKENDS_${pool.toUpperCase()})`,
+    );
   }
   const tools = new Map(config.tools.filter((t) => t.pool === pool).map((t) => [t.name, t]));
   for (const tool of tools.values()) {
-    if (!options.adapters[tool.template]) throw new ClusterError('INVALID_CONFIG', `no adapter for template ${tool.template} (tool ${tool.name})`);
+    if (!options.adapters[tool.template])
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `no adapter for template ${tool.template} (tool ${tool.name})`,
+      );
   }
   const log = createLogger('worker', { pool, worker: workerId });
   const metrics = clusterMetrics();
@@ -119,12 +129,19 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const actors = poolConfig.endpoints.map(
     (endpoint, index) =>
       new BackendActor(
-        { pool, index, url: endpoint.url, maxConcurrency: endpoint.maxConcurrency, healthIntervalMs: poolConfig.healthIntervalMs },
+        {
+          pool,
+          index,
+          url: endpoint.url,
+          maxConcurrency: endpoint.maxConcurrency,
+          healthIntervalMs: poolConfig.healthIntervalMs,
+        },
         log,
       ),
   );
   for (const actor of actors) actor.startProbe();
-  const maxInFlight = poolConfig.maxInFlight ?? poolConfig.endpoints.reduce((sum, e) => sum + e.maxConcurrency, 0);
+  const maxInFlight =
+    poolConfig.maxInFlight ?? poolConfig.endpoints.reduce((sum, e) => sum + e.maxConcurrency, 0);
   const running = new Map<string, RunningCall>();
   const settling = new Set<Promise<void>>();
   let state: LifecycleState = 'starting';
@@ -149,7 +166,12 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     const tool = tools.get(call.tool);
     if (!tool) {
       clog.error('call for a tool this pool does not serve');
-      await sendTerminalError(call, 'INVALID_ARGUMENTS', `pool ${pool} does not serve tool ${call.tool}`, clog);
+      await sendTerminalError(
+        call,
+        'INVALID_ARGUMENTS',
+        `pool ${pool} does not serve tool ${call.tool}`,
+        clog,
+      );
       await message.term('unknown tool');
       return;
     }
@@ -172,7 +194,10 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       return;
     }
 
-    const index = pickBackend(actors.map((a) => a.view()), call.sessionKey);
+    const index = pickBackend(
+      actors.map((a) => a.view()),
+      call.sessionKey,
+    );
     const actor = index === undefined ? undefined : actors[index];
     if (!actor) {
       // Every backend is down or full: hand the call back so it waits in the queue, not here.
@@ -199,7 +224,10 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       }
     });
     const deadlineTimer = setTimeout(() => stop('deadline'), Math.max(0, call.deadlineUnixMs - Date.now()));
-    const heartbeat = setInterval(() => message.inProgress().catch(() => undefined), Math.max(250, config.worker.ackWaitMs / 3));
+    const heartbeat = setInterval(
+      () => message.inProgress().catch(() => undefined),
+      Math.max(250, config.worker.ackWaitMs / 3),
+    );
     const awaitDelivered = () =>
       new Promise<DeliveryAnswer>((resolve) => {
         const timer = setTimeout(() => resolve('timeout'), config.worker.deliveryAckTimeoutMs);
@@ -224,7 +252,11 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
             backendTimeoutMs: poolConfig.backendTimeoutMs,
             progress: (p) => {
               if (call.wantsProgress) {
-                channel.send({ callId: call.callId, attempt: call.attempt, progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' } });
+                channel.send({
+                  callId: call.callId,
+                  attempt: call.attempt,
+                  progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
+                });
               }
             },
           }),
@@ -244,7 +276,12 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         else await message.term(entry.reason);
         return;
       }
-      if ('error' in outcome && isRetryable(outcome.error.code) && call.attempt < config.worker.maxDeliveries && !isExpired(call)) {
+      if (
+        'error' in outcome &&
+        isRetryable(outcome.error.code) &&
+        call.attempt < config.worker.maxDeliveries &&
+        !isExpired(call)
+      ) {
         // Another worker (or this one, once the backend recovers) may succeed: give it back.
         clog.warn('backend failed; handing the call back', { err: outcome.error });
         metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'retried' });
@@ -254,9 +291,19 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       const timing = { queueWaitMs: Math.max(0, Date.now() - call.enqueuedUnixMs - backendMs), backendMs };
       const wait = awaitDelivered();
       if ('result' in outcome) {
-        channel.send({ callId: call.callId, attempt: call.attempt, final: { resultJson: JSON.stringify(outcome.result) }, timing });
+        channel.send({
+          callId: call.callId,
+          attempt: call.attempt,
+          final: { resultJson: JSON.stringify(outcome.result) },
+          timing,
+        });
       } else {
-        channel.send({ callId: call.callId, attempt: call.attempt, error: { code: outcome.error.code, message: outcome.error.message }, timing });
+        channel.send({
+          callId: call.callId,
+          attempt: call.attempt,
+          error: { code: outcome.error.code, message: outcome.error.message },
+          timing,
+        });
       }
       const answer = await wait;
       metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'result' in outcome ? 'ok' : 'tool_error' });
@@ -318,14 +365,23 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           .then((brokerReady) => {
             const healthyBackends = actors.filter((a) => a.isHealthy).length;
             const ready = state === 'running' && brokerReady && healthyBackends > 0;
-            res
-              .writeHead(ready ? 200 : 503, { 'content-type': 'application/json' })
-              .end(JSON.stringify({ status: ready ? 'ready' : 'not ready', state, broker: brokerReady, healthyBackends }));
+            res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(
+              JSON.stringify({
+                status: ready ? 'ready' : 'not ready',
+                state,
+                broker: brokerReady,
+                healthyBackends,
+              }),
+            );
           });
       } else if (path === '/metrics') {
-        metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
+        metrics.registry
+          .metrics()
+          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
       } else {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: `no route ${path}` }));
+        res
+          .writeHead(404, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ error: `no route ${path}` }));
       }
     });
     await new Promise<void>((resolve, reject) => {

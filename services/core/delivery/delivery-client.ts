@@ -88,9 +88,13 @@ class Channel implements DeliveryChannel {
         if (err) {
           client.close();
           reject(
-            new ClusterError('UNDELIVERABLE', `ingress replica ${address} unreachable for ${connectTimeoutMs} ms: ${err.message}`, {
-              cause: err,
-            }),
+            new ClusterError(
+              'UNDELIVERABLE',
+              `ingress replica ${address} unreachable for ${connectTimeoutMs} ms: ${err.message}`,
+              {
+                cause: err,
+              },
+            ),
           );
         } else {
           resolve();

@@ -65,13 +65,23 @@ export async function startDeliveryServer(options: {
     },
   });
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${options.host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
-      if (err) {
-        reject(new ClusterError('INVALID_CONFIG', `cannot bind delivery server on ${options.host}:${options.port}: ${err.message}`, { cause: err }));
-      } else {
-        resolve(bound);
-      }
-    });
+    server.bindAsync(
+      `${options.host}:${options.port}`,
+      grpc.ServerCredentials.createInsecure(),
+      (err, bound) => {
+        if (err) {
+          reject(
+            new ClusterError(
+              'INVALID_CONFIG',
+              `cannot bind delivery server on ${options.host}:${options.port}: ${err.message}`,
+              { cause: err },
+            ),
+          );
+        } else {
+          resolve(bound);
+        }
+      },
+    );
   });
   return {
     address: `${options.host}:${port}`,

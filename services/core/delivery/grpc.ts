@@ -15,7 +15,9 @@ let loaded: ProtoGrpcType | undefined;
 
 /** The Delivery service definition and client constructor, loaded once per process. */
 export function deliveryProto(): ProtoGrpcType['mcpcluster']['v1'] {
-  loaded ??= grpc.loadPackageDefinition(protoLoader.loadSync(protoPath(), LOADER_OPTIONS)) as unknown as ProtoGrpcType;
+  loaded ??= grpc.loadPackageDefinition(
+    protoLoader.loadSync(protoPath(), LOADER_OPTIONS),
+  ) as unknown as ProtoGrpcType;
   return loaded.mcpcluster.v1;
 }
 

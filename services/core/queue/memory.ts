@@ -80,7 +80,12 @@ export class MemoryCallQueue implements CallQueue {
   }
 
   /** @internal settles an entry held by a consumer. */
-  settle(state: PoolState, entry: Entry, outcome: 'ack' | 'term' | { redeliverAfterMs: number }, maxDeliveries: number): void {
+  settle(
+    state: PoolState,
+    entry: Entry,
+    outcome: 'ack' | 'term' | { redeliverAfterMs: number },
+    maxDeliveries: number,
+  ): void {
     state.inFlight.delete(entry.call.callId);
     if (outcome === 'ack' || outcome === 'term') {
       this.known.delete(entry.call.callId);

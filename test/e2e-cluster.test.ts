@@ -1,0 +1,293 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
+import { connectClient } from './support/mcp-clients.js';
+import { eventually, metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
+
+interface SimStats {
+  requests: number;
+  aborted: number;
+  running: number;
+  chatRequests: number;
+  embedRequests: number;
+}
+
+// The whole distributed path across separate OS processes: two ingress replicas, two workers
+// per pool, a simulated vLLM backend and a real broker spawned for the test.
+describe.each([
+  ['NATS JetStream', startNatsServer],
+  ['BullMQ on Redis', startRedisServer],
+] as const)('cluster across processes on %s', (_label, startBroker) => {
+  let broker: SpawnedBroker;
+  let sim: RoleProcess;
+  let simUrl = '';
+  let configPath = '';
+  const ingresses: RoleProcess[] = [];
+  const workers: RoleProcess[] = [];
+  const extra: RoleProcess[] = [];
+
+  const simStats = async (): Promise<SimStats> =>
+    (await fetch(`${simUrl}/sim/stats`)).json() as Promise<SimStats>;
+  const ingressUrl = (i: number) => String(ingresses[i]?.ready.url);
+  const workerMetrics = async (w: RoleProcess) =>
+    (await fetch(`http://127.0.0.1:${String(w.ready.port)}/metrics`)).text();
+
+  beforeAll(async () => {
+    broker = await startBroker();
+    // 40 tokens/s per sequence: a 120-token answer streams for about 3 s, long enough to
+    // cancel it or kill its worker mid-call.
+    sim = await startRole('sim', [
+      'sim',
+      '--port',
+      '0',
+      '--ttft-ms',
+      '20',
+      '--tokens-per-second',
+      '40',
+      '--max-num-seqs',
+      '16',
+    ]);
+    simUrl = String(sim.ready.url);
+    configPath = writeConfig(`
+cluster: { namespace: e2e${randomUUID().slice(0, 8)} }
+broker: { url: "${broker.url}" }
+ingress: { port: 0, sessionSecret: "e2e-${randomUUID()}" }
+worker: { ackWait: 2s, deliveryConnectTimeout: 2s }
+pools:
+  inference: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
+  embeddings: { backend: openai-embeddings, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
+  idle: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
+tools:
+  - { name: generate_text, template: generate_text, pool: inference, model: sim-llm }
+  - { name: embed, template: embed, pool: embeddings, model: sim-embed }
+  - { name: generate_text_idle, template: generate_text, pool: idle, model: sim-llm, description: "A pool with no workers running." }
+`);
+    const started = await Promise.all([
+      startRole('ingress-a', ['ingress', '--config', configPath]),
+      startRole('ingress-b', ['ingress', '--config', configPath]),
+      startRole('worker-inference-1', ['worker', '--pool', 'inference', '--config', configPath]),
+      startRole('worker-inference-2', ['worker', '--pool', 'inference', '--config', configPath]),
+      startRole('worker-embeddings-1', ['worker', '--pool', 'embeddings', '--config', configPath]),
+      startRole('worker-embeddings-2', ['worker', '--pool', 'embeddings', '--config', configPath]),
+    ]);
+    ingresses.push(...started.slice(0, 2));
+    workers.push(...started.slice(2));
+  }, 90_000);
+
+  afterAll(async () => {
+    await Promise.all([...ingresses, ...workers, ...extra].map((p) => p.stop()));
+    await sim?.stop();
+    await broker?.stop();
+  }, 60_000);
+
+  it('serves tools/list, generate_text with progress and embed to the v2 and the v1 client', async () => {
+    for (const [kind, replica] of [
+      ['v2', 0],
+      ['v1', 1],
+    ] as const) {
+      const client = await connectClient(kind, ingressUrl(replica));
+      try {
+        expect((await client.listTools()).map((t) => t.name).sort()).toEqual([
+          'embed',
+          'generate_text',
+          'generate_text_idle',
+        ]);
+        const progress: { progress: number; message?: string }[] = [];
+        const result = await client.callTool(
+          'generate_text',
+          { prompt: `hello from ${kind}`, max_tokens: 24 },
+          { onProgress: (p) => progress.push(p) },
+        );
+        expect(result.isError).toBeFalsy();
+        const text = (result.content[0] as { text: string }).text;
+        expect(text.split(' ').length).toBeGreaterThanOrEqual(20);
+        expect(progress.length).toBeGreaterThan(1);
+        expect(progress.every((p, i) => i === 0 || p.progress >= (progress[i - 1]?.progress ?? 0))).toBe(
+          true,
+        );
+
+        const embedded = await client.callTool('embed', { texts: ['first', 'second'] });
+        expect(embedded.isError).toBeFalsy();
+        const vectors = (embedded.structuredContent as { vectors: number[][] }).vectors;
+        expect(vectors).toHaveLength(2);
+        expect(Math.hypot(...(vectors[0] ?? []))).toBeCloseTo(1, 5);
+      } finally {
+        await client.close();
+      }
+    }
+  });
+
+  it('a call cancelled mid-stream by closing the request is aborted at the backend', async () => {
+    const before = await simStats();
+    const client = await connectClient('v2', ingressUrl(0));
+    const abort = new AbortController();
+    try {
+      const call = client.callTool(
+        'generate_text',
+        { prompt: 'a long story', max_tokens: 400 },
+        {
+          signal: abort.signal,
+          onProgress: () => abort.abort(),
+        },
+      );
+      await expect(call).rejects.toThrow();
+      await eventually(
+        async () => (await simStats()).aborted > before.aborted,
+        15_000,
+        'the sim to see the abort',
+      );
+      await eventually(async () => (await simStats()).running === 0, 15_000, 'the sim to go idle');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a 2025-era notifications/cancelled sent to the other replica reaches the worker', async () => {
+    const before = await simStats();
+    const headers = {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+    };
+    const init = await fetch(ingressUrl(0), {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-06-18',
+          capabilities: {},
+          clientInfo: { name: 'raw', version: '1' },
+        },
+      }),
+    });
+    const session = init.headers.get('mcp-session-id') ?? '';
+    expect(session).not.toBe('');
+    await init.text();
+    const withSession = { ...headers, 'mcp-session-id': session };
+    const running = fetch(ingressUrl(0), {
+      method: 'POST',
+      headers: withSession,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 42,
+        method: 'tools/call',
+        params: { name: 'generate_text', arguments: { prompt: 'cancel me', max_tokens: 400 } },
+      }),
+    }).then((r) => r.text());
+    await eventually(
+      async () => (await simStats()).chatRequests > before.chatRequests,
+      15_000,
+      'the call to reach the backend',
+    );
+    // Same request id from another session must not cancel it: ids are small per-client counters.
+    const other = await fetch(ingressUrl(1), {
+      method: 'POST',
+      headers: { ...headers },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-06-18',
+          capabilities: {},
+          clientInfo: { name: 'raw2', version: '1' },
+        },
+      }),
+    });
+    const otherSession = other.headers.get('mcp-session-id') ?? '';
+    await other.text();
+    const wrong = await fetch(ingressUrl(1), {
+      method: 'POST',
+      headers: { ...headers, 'mcp-session-id': otherSession },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        method: 'notifications/cancelled',
+        params: { requestId: 42, reason: 'not yours' },
+      }),
+    });
+    expect(wrong.status).toBe(202);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await simStats()).aborted).toBe(before.aborted);
+
+    const cancel = await fetch(ingressUrl(1), {
+      method: 'POST',
+      headers: withSession,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        method: 'notifications/cancelled',
+        params: { requestId: 42, reason: 'user pressed stop' },
+      }),
+    });
+    expect(cancel.status).toBe(202);
+    await eventually(
+      async () => (await simStats()).aborted > before.aborted,
+      15_000,
+      'the sim to see the abort',
+    );
+    expect(await running).toMatch(/CANCELLED/);
+  });
+
+  it('a call whose deadline passes while queued is never run and gets a clear timeout error', async () => {
+    const before = await simStats();
+    const client = await connectClient('v2', ingressUrl(1));
+    try {
+      const result = await client.callTool(
+        'generate_text_idle',
+        { prompt: 'nobody serves me' },
+        { meta: { 'mcp-cluster/timeout-ms': 800 } },
+      );
+      expect(result.isError).toBe(true);
+      const text = (result.content[0] as { text: string }).text;
+      expect(text).toMatch(/^DEADLINE_EXCEEDED: .*while queued/);
+    } finally {
+      await client.close();
+    }
+    // A worker for the pool appears only now: the expired call must not run.
+    const late = await startRole('worker-idle', ['worker', '--pool', 'idle', '--config', configPath]);
+    extra.push(late);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await simStats()).chatRequests).toBe(before.chatRequests);
+  });
+
+  it('a worker killed with SIGKILL mid-call: the call completes on the other worker', async () => {
+    const client = await connectClient('v2', ingressUrl(0));
+    try {
+      const call = client.callTool(
+        'generate_text',
+        { prompt: 'survive a crash', max_tokens: 80 },
+        { timeoutMs: 60_000 },
+      );
+      const inference = workers.filter((w) => w.name.startsWith('worker-inference'));
+      const busy = await eventually(
+        async () => {
+          for (const w of inference) {
+            if (
+              metricValue(await workerMetrics(w), 'mcp_cluster_worker_inflight_calls', {
+                pool: 'inference',
+              }) > 0
+            )
+              return w;
+          }
+          return undefined;
+        },
+        15_000,
+        'a worker to take the call',
+      );
+      await busy.kill();
+      const survivor = inference.find((w) => w !== busy) as RoleProcess;
+      const result = await call;
+      expect(result.isError).toBeFalsy();
+      expect((result.content[0] as { text: string }).text.split(' ').length).toBeGreaterThanOrEqual(70);
+      expect(
+        metricValue(await workerMetrics(survivor), 'mcp_cluster_worker_redelivered_total', {
+          pool: 'inference',
+        }),
+      ).toBeGreaterThanOrEqual(1);
+    } finally {
+      await client.close();
+    }
+  });
+});

@@ -1,0 +1,131 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The built CLI; `npm test` builds it before running the suites. */
+export const CLI = fileURLToPath(new URL('../../dist/services/cli/main.js', import.meta.url));
+
+/** A cluster role running as its own OS process. */
+export interface RoleProcess {
+  readonly name: string;
+  readonly child: ChildProcess;
+  /** The JSON line the role printed on stdout once it was ready. */
+  readonly ready: Record<string, unknown>;
+  /** Everything it wrote to stderr so far (its JSON logs). */
+  logs(): string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves on exit. */
+  stop(graceMs?: number): Promise<void>;
+  /** SIGKILL at once, as a crash or a spot preemption would. */
+  kill(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/**
+ * Starts `mcp-cluster <args>` and resolves once it printed its ready line (a JSON object on
+ * stdout). Rejects with its stderr when it exits first or takes longer than `timeoutMs`.
+ */
+export function startRole(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 20_000,
+): Promise<RoleProcess> {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, MCP_CLUSTER_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  let stderr = '';
+  let stdout = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (stderr.length > 2_000_000) stderr = stderr.slice(-1_000_000);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  exited.then(() => running.delete(child));
+
+  return new Promise<RoleProcess>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${name} not ready within ${timeoutMs} ms; stderr:\n${stderr.slice(-4000)}`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code} before it was ready; stderr:\n${stderr.slice(-4000)}`));
+    });
+    child.stdout?.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      const line = stdout.split('\n').find((l) => l.startsWith('{'));
+      if (!line) return;
+      clearTimeout(timer);
+      child.removeAllListeners('exit');
+      child.stdout?.removeAllListeners('data');
+      child.stdout?.resume();
+      const role: RoleProcess = {
+        name,
+        child,
+        ready: JSON.parse(line) as Record<string, unknown>,
+        logs: () => stderr,
+        stop: async (graceMs = 10_000) => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill('SIGTERM');
+          const force = setTimeout(() => child.kill('SIGKILL'), graceMs);
+          await exited;
+          clearTimeout(force);
+        },
+        kill: async () => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill('SIGKILL');
+          await exited;
+        },
+      };
+      resolve(role);
+    });
+  });
+}
+
+/** Writes `yaml` to a config file in a fresh temp dir and returns its path. */
+export function writeConfig(yaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mcp-cluster-test-'));
+  const path = join(dir, 'cluster.yaml');
+  writeFileSync(path, yaml);
+  return path;
+}
+
+/** Polls `probe` every 50 ms until it returns a truthy value; rejects after `timeoutMs`. */
+export async function eventually<T>(
+  probe: () => Promise<T> | T,
+  timeoutMs = 15_000,
+  what = 'condition',
+): Promise<NonNullable<T>> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value) return value as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Reads one sample of a Prometheus metric from a `/metrics` text (sum over matching series). */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
