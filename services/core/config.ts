@@ -299,12 +299,19 @@ function applyEnv(doc: Record<string, unknown>, env: Record<string, string | und
     if (!m?.[1] || !value) continue;
     const pool = m[1].toLowerCase();
     const pools = (doc.pools ?? defaultPoolsDoc()) as Record<string, Record<string, unknown>>;
+    // Own keys only, so a pool named like `__proto__` is validated, not written onto Object.prototype.
+    const found = isMapping(pools) && Object.hasOwn(pools, pool) ? pools[pool] : undefined;
     // A `pools` or pool entry that is not a mapping is left for validation to report by path.
-    if (!isMapping(pools) || (pools[pool] != null && !isMapping(pools[pool]))) continue;
+    if (!isMapping(pools) || (found != null && !isMapping(found))) continue;
     doc.pools = pools;
-    const existing = pools[pool] ?? { backend: pool === 'embeddings' ? 'openai-embeddings' : 'openai-chat' };
+    const existing = found ?? { backend: pool === 'embeddings' ? 'openai-embeddings' : 'openai-chat' };
     existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
-    pools[pool] = existing;
+    Object.defineProperty(pools, pool, {
+      value: existing,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
 }
 

@@ -1,0 +1,590 @@
+import { describe, expect, it } from 'vitest';
+import { ClusterError, parseDurationMs, parseSizeBytes, resolveConfig } from '../services/core/index.js';
+
+/** Runs `fn`, expecting a ClusterError INVALID_CONFIG, and returns its message. */
+function configError(fn: () => unknown): string {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (err) {
+    thrown = err;
+  }
+  expect(thrown, 'expected resolveConfig to throw').toBeInstanceOf(ClusterError);
+  expect((thrown as ClusterError).code).toBe('INVALID_CONFIG');
+  return (thrown as ClusterError).message;
+}
+
+const yaml = (lines: string[]) => `${lines.join('\n')}\n`;
+
+describe('parseDurationMs', () => {
+  it.each([
+    ['250ms', 250],
+    ['30s', 30_000],
+    ['2m', 120_000],
+    ['1h', 3_600_000],
+    ['1.5s', 1500],
+    ['0s', 0],
+    [' 30s ', 30_000],
+    ['30 s', 30_000],
+    ['0.5h', 1_800_000],
+  ])('parses %j as %d ms', (text, ms) => {
+    expect(parseDurationMs(text)).toBe(ms);
+  });
+
+  it('takes plain non-negative numbers as milliseconds', () => {
+    expect(parseDurationMs(0)).toBe(0);
+    expect(parseDurationMs(1234)).toBe(1234);
+    expect(parseDurationMs(1.5)).toBe(1.5);
+  });
+
+  it.each([
+    '',
+    ' ',
+    's',
+    '30',
+    '30sec',
+    '1d',
+    '-1s',
+    '+1s',
+    '1e3s',
+    '1.s',
+    '.5s',
+    'ms30',
+    '30 m s',
+    '30s30s',
+    'NaN',
+  ])('rejects malformed %j', (text) => {
+    expect(parseDurationMs(text)).toBeUndefined();
+  });
+
+  it.each([-1, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY])(
+    'rejects the number %d',
+    (n) => {
+      expect(parseDurationMs(n)).toBeUndefined();
+    },
+  );
+});
+
+describe('parseSizeBytes', () => {
+  it.each([
+    ['512b', 512],
+    ['64kb', 65_536],
+    ['1mb', 1_048_576],
+    ['1gb', 1_073_741_824],
+    ['1MB', 1_048_576],
+    ['1MiB', 1_048_576],
+    ['2kib', 2048],
+    ['1gib', 1_073_741_824],
+    ['1.5kb', 1536],
+    [' 1 mb ', 1_048_576],
+  ])('parses %j as %d bytes', (text, bytes) => {
+    expect(parseSizeBytes(text)).toBe(bytes);
+  });
+
+  it('takes plain non-negative integers as bytes', () => {
+    expect(parseSizeBytes(0)).toBe(0);
+    expect(parseSizeBytes(2048)).toBe(2048);
+  });
+
+  it.each(['', 'mb', '1', '1tb', '1k', '-1mb', '1 m b', 'one mb', '1mb1', '1e3kb'])(
+    'rejects malformed %j',
+    (text) => {
+      expect(parseSizeBytes(text)).toBeUndefined();
+    },
+  );
+
+  it.each([-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY])('rejects the number %d', (n) => {
+    expect(parseSizeBytes(n)).toBeUndefined();
+  });
+});
+
+describe('resolveConfig defaults', () => {
+  it('resolves an empty source to the documented defaults', () => {
+    const c = resolveConfig('');
+    expect(c.namespace).toBe('mcp');
+    expect(c.brokerUrl).toBe('memory:');
+    expect(c.ingress).toEqual({
+      host: '127.0.0.1',
+      port: 3000,
+      deliveryHost: '127.0.0.1',
+      deliveryPort: 0,
+      deliveryAdvertise: '',
+      allowedHosts: ['localhost', '127.0.0.1', '[::1]'],
+      allowedOrigins: ['http://localhost', 'http://127.0.0.1'],
+      maxBodyBytes: 1_048_576,
+      sessionSecret: '',
+      maxDeadlineMs: 600_000,
+      drainGraceMs: 30_000,
+    });
+    expect(c.worker).toEqual({
+      host: '127.0.0.1',
+      port: 0,
+      ackWaitMs: 30_000,
+      maxDeliveries: 5,
+      drainGraceMs: 30_000,
+      deliveryConnectTimeoutMs: 5000,
+      deliveryAckTimeoutMs: 10_000,
+    });
+  });
+
+  it('has two pools, inference (openai-chat) and embeddings (openai-embeddings), without endpoints', () => {
+    const { pools } = resolveConfig('');
+    expect(Object.keys(pools).sort()).toEqual(['embeddings', 'inference']);
+    expect(pools.inference).toEqual({
+      name: 'inference',
+      backend: 'openai-chat',
+      endpoints: [],
+      maxInFlight: undefined,
+      healthIntervalMs: 5000,
+      backendTimeoutMs: 30_000,
+    });
+    expect(pools.embeddings).toMatchObject({
+      name: 'embeddings',
+      backend: 'openai-embeddings',
+      endpoints: [],
+    });
+  });
+
+  it('has the tools generate_text and embed, with deadlines in ms', () => {
+    const { tools } = resolveConfig('');
+    expect(tools).toEqual([
+      {
+        name: 'generate_text',
+        template: 'generate_text',
+        description: undefined,
+        pool: 'inference',
+        model: 'sim-llm',
+        deadlineMs: 120_000,
+        maxTokens: 4096,
+        maxTexts: 256,
+      },
+      {
+        name: 'embed',
+        template: 'embed',
+        description: undefined,
+        pool: 'embeddings',
+        model: 'sim-embed',
+        deadlineMs: 60_000,
+        maxTokens: 4096,
+        maxTexts: 256,
+      },
+    ]);
+  });
+
+  it('treats whitespace, comments and an empty document as all defaults', () => {
+    const defaults = resolveConfig('');
+    expect(resolveConfig('   \n\t\n')).toEqual(defaults);
+    expect(resolveConfig('# nothing here\n')).toEqual(defaults);
+    expect(resolveConfig('---\n')).toEqual(defaults);
+    expect(resolveConfig('~\n')).toEqual(defaults);
+  });
+
+  it('hands out independent objects on each call', () => {
+    const first = resolveConfig('');
+    first.pools.inference?.endpoints.push({ url: 'http://leak:1', maxConcurrency: 1 });
+    first.ingress.allowedHosts.push('leak');
+    first.tools.pop();
+    const second = resolveConfig('');
+    expect(second.pools.inference?.endpoints).toEqual([]);
+    expect(second.ingress.allowedHosts).not.toContain('leak');
+    expect(second.tools).toHaveLength(2);
+  });
+});
+
+describe('resolveConfig of a file', () => {
+  it('converts durations and sizes in several forms', () => {
+    const c = resolveConfig(
+      yaml([
+        'ingress:',
+        '  maxBodySize: 512kb',
+        '  maxDeadline: 2m',
+        '  drainGrace: 1500',
+        'worker:',
+        '  ackWait: 1.5s',
+        '  deliveryConnectTimeout: 250ms',
+        '  deliveryAckTimeout: 1h',
+        'pools:',
+        '  inference:',
+        '    backend: openai-chat',
+        '    healthInterval: 10s',
+        '    backendTimeout: 45000',
+        '  embeddings:',
+        '    backend: openai-embeddings',
+      ]),
+    );
+    expect(c.ingress.maxBodyBytes).toBe(524_288);
+    expect(c.ingress.maxDeadlineMs).toBe(120_000);
+    expect(c.ingress.drainGraceMs).toBe(1500);
+    expect(c.worker.ackWaitMs).toBe(1500);
+    expect(c.worker.deliveryConnectTimeoutMs).toBe(250);
+    expect(c.worker.deliveryAckTimeoutMs).toBe(3_600_000);
+    expect(c.pools.inference?.healthIntervalMs).toBe(10_000);
+    expect(c.pools.inference?.backendTimeoutMs).toBe(45_000);
+    expect(c.pools.embeddings?.healthIntervalMs).toBe(5000);
+  });
+
+  it('takes pools with endpoints and tools with their own limits', () => {
+    const c = resolveConfig(
+      yaml([
+        'pools:',
+        '  gpu:',
+        '    backend: openai-chat',
+        '    maxInFlight: 40',
+        '    endpoints:',
+        '      - url: http://10.0.0.1:8000',
+        '        maxConcurrency: 32',
+        '      - url: https://gpu-2.example.com',
+        'tools:',
+        '  - name: chat.v2',
+        '    template: generate_text',
+        '    description: Chat with the big model',
+        '    pool: gpu',
+        '    model: llama',
+        '    deadline: 90s',
+        '    maxTokens: 100',
+      ]),
+    );
+    expect(Object.keys(c.pools)).toEqual(['gpu']);
+    expect(c.pools.gpu).toEqual({
+      name: 'gpu',
+      backend: 'openai-chat',
+      endpoints: [
+        { url: 'http://10.0.0.1:8000', maxConcurrency: 32 },
+        { url: 'https://gpu-2.example.com', maxConcurrency: 16 },
+      ],
+      maxInFlight: 40,
+      healthIntervalMs: 5000,
+      backendTimeoutMs: 30_000,
+    });
+    expect(c.tools).toEqual([
+      {
+        name: 'chat.v2',
+        template: 'generate_text',
+        description: 'Chat with the big model',
+        pool: 'gpu',
+        model: 'llama',
+        deadlineMs: 90_000,
+        maxTokens: 100,
+        maxTexts: 256,
+      },
+    ]);
+  });
+
+  it('accepts every documented broker scheme', () => {
+    for (const url of [
+      'memory:',
+      'nats://nats:4222',
+      'tls://nats:4222',
+      'redis://redis:6379',
+      'rediss://r:6380',
+    ]) {
+      expect(resolveConfig(yaml(['broker:', `  url: "${url}"`])).brokerUrl).toBe(url);
+    }
+  });
+});
+
+describe('resolveConfig rejections', () => {
+  it('reports a YAML syntax error with the origin', () => {
+    const message = configError(() => resolveConfig('ingress:\n  port: [1, 2\n', {}, 'cluster.yaml'));
+    expect(message).toContain('cluster.yaml');
+    expect(message).toContain('not valid YAML');
+  });
+
+  it('names the default origin "config" when none is given', () => {
+    expect(configError(() => resolveConfig('a: [\n'))).toMatch(/^config: /);
+  });
+
+  it('rejects duplicate YAML keys and multiple documents', () => {
+    configError(() => resolveConfig('ingress: {}\ningress: {}\n'));
+    configError(() => resolveConfig('ingress: {}\n---\nworker: {}\n'));
+  });
+
+  it('rejects an unknown key, naming its path', () => {
+    const nested = configError(() => resolveConfig(yaml(['ingress:', '  prot: 8080'])));
+    expect(nested).toMatch(/ingress: .*"prot"/);
+    const top = configError(() => resolveConfig(yaml(['ingres:', '  port: 8080'])));
+    expect(top).toMatch(/\(top level\): .*"ingres"/);
+    const inTool = configError(() =>
+      resolveConfig(
+        yaml([
+          'tools:',
+          '  - name: t',
+          '    template: embed',
+          '    pool: embeddings',
+          '    model: m',
+          '    colour: red',
+        ]),
+      ),
+    );
+    expect(inTool).toMatch(/tools\.0: .*"colour"/);
+  });
+
+  it('names the path and the value found for a wrong value', () => {
+    const message = configError(() => resolveConfig(yaml(['ingress:', '  port: "abc"']), {}, 'my.yaml'));
+    expect(message).toContain('my.yaml');
+    expect(message).toMatch(/ingress\.port: .*\(found "abc"\)/);
+  });
+
+  it.each([
+    [['ingress:', '  port: 70000'], 'ingress.port', '70000'],
+    [['ingress:', '  port: -1'], 'ingress.port', '-1'],
+    [['ingress:', '  port: 80.5'], 'ingress.port', '80.5'],
+    [['worker:', '  maxDeliveries: 0'], 'worker.maxDeliveries', '0'],
+    [['worker:', '  ackWait: soon'], 'worker.ackWait', '"soon"'],
+    [['ingress:', '  maxBodySize: lots'], 'ingress.maxBodySize', '"lots"'],
+    [['ingress:', '  maxBodySize: 1tb'], 'ingress.maxBodySize', '"1tb"'],
+    [['cluster:', '  namespace: Has Spaces'], 'cluster.namespace', '"Has Spaces"'],
+    [['ingress:', '  allowedHosts: localhost'], 'ingress.allowedHosts', '"localhost"'],
+    [
+      ['pools:', '  inference:', '    backend: openai-chat', '    endpoints:', '      - url: ftp://x'],
+      'pools.inference.endpoints.0.url',
+      '"ftp://x"',
+    ],
+    [['pools:', '  inference:', '    backend: grpc'], 'pools.inference.backend', '"grpc"'],
+  ])('reports %j by path %s with the value %s', (lines, path, found) => {
+    const message = configError(() => resolveConfig(yaml(lines)));
+    expect(message).toContain(`${path}: `);
+    expect(message).toContain(`(found ${found})`);
+  });
+
+  it('lists every offending setting at once', () => {
+    const message = configError(() =>
+      resolveConfig(yaml(['ingress:', '  port: "abc"', 'worker:', '  maxDeliveries: 0', '  ackWait: soon'])),
+    );
+    expect(message).toContain('ingress.port');
+    expect(message).toContain('worker.maxDeliveries');
+    expect(message).toContain('worker.ackWait');
+  });
+
+  it('rejects an empty tool list', () => {
+    expect(configError(() => resolveConfig('tools: []\n'))).toContain('tools');
+  });
+
+  it('rejects a tool naming a missing pool', () => {
+    const message = configError(() =>
+      resolveConfig(
+        yaml(['tools:', '  - name: t', '    template: generate_text', '    pool: gpu', '    model: m']),
+      ),
+    );
+    expect(message).toContain('tools.0.pool');
+    expect(message).toContain('no pool "gpu"');
+    expect(message).toContain('inference, embeddings');
+  });
+
+  it('rejects a tool whose template needs another backend kind', () => {
+    const message = configError(() =>
+      resolveConfig(
+        yaml([
+          'tools:',
+          '  - name: t',
+          '    template: generate_text',
+          '    pool: embeddings',
+          '    model: m',
+        ]),
+      ),
+    );
+    expect(message).toContain('tools.0.template');
+    expect(message).toContain('openai-chat');
+    expect(message).toContain('openai-embeddings');
+  });
+
+  it('rejects a duplicate tool name', () => {
+    const message = configError(() =>
+      resolveConfig(
+        yaml([
+          'tools:',
+          '  - { name: gen, template: generate_text, pool: inference, model: a }',
+          '  - { name: emb, template: embed, pool: embeddings, model: b }',
+          '  - { name: gen, template: generate_text, pool: inference, model: c }',
+        ]),
+      ),
+    );
+    expect(message).toContain('tools.2.name');
+    expect(message).toContain('"gen" is declared twice');
+  });
+
+  it.each(['amqp://rabbit:5672', 'http://nats:4222', 'nats:4222', 'memory'])(
+    'rejects the broker URL %j',
+    (url) => {
+      const message = configError(() => resolveConfig(yaml(['broker:', `  url: "${url}"`])));
+      expect(message).toContain('broker.url');
+      expect(message).toContain('unknown scheme');
+    },
+  );
+});
+
+describe('resolveConfig environment overrides', () => {
+  it('overrides the broker URL', () => {
+    const c = resolveConfig(yaml(['broker:', '  url: "redis://r:6379"']), {
+      MCP_CLUSTER_BROKER_URL: 'nats://n:4222',
+    });
+    expect(c.brokerUrl).toBe('nats://n:4222');
+  });
+
+  it('takes the ingress port as a number, over the file', () => {
+    const c = resolveConfig(yaml(['ingress:', '  port: 4000']), { MCP_CLUSTER_INGRESS_PORT: '8080' });
+    expect(c.ingress.port).toBe(8080);
+  });
+
+  it('reports a non-numeric port override by path and value', () => {
+    const message = configError(() => resolveConfig('', { MCP_CLUSTER_INGRESS_PORT: 'abc' }));
+    expect(message).toMatch(/ingress\.port: .*\(found "abc"\)/);
+  });
+
+  it('applies the other documented overrides', () => {
+    const c = resolveConfig('', {
+      MCP_CLUSTER_NAMESPACE: 'prod',
+      MCP_CLUSTER_INGRESS_HOST: '0.0.0.0',
+      MCP_CLUSTER_DELIVERY_HOST: '10.0.0.5',
+      MCP_CLUSTER_DELIVERY_PORT: '50051',
+      MCP_CLUSTER_DELIVERY_ADVERTISE: 'ingress-0:50051',
+      MCP_CLUSTER_SESSION_SECRET: 's3cret',
+      MCP_CLUSTER_WORKER_PORT: '9100',
+      MCP_CLUSTER_ACK_WAIT: '45s',
+    });
+    expect(c.namespace).toBe('prod');
+    expect(c.ingress.host).toBe('0.0.0.0');
+    expect(c.ingress.deliveryHost).toBe('10.0.0.5');
+    expect(c.ingress.deliveryPort).toBe(50_051);
+    expect(c.ingress.deliveryAdvertise).toBe('ingress-0:50051');
+    expect(c.ingress.sessionSecret).toBe('s3cret');
+    expect(c.worker.port).toBe(9100);
+    expect(c.worker.ackWaitMs).toBe(45_000);
+  });
+
+  it('ignores empty and unrelated variables', () => {
+    const c = resolveConfig('', {
+      MCP_CLUSTER_BROKER_URL: '',
+      MCP_CLUSTER_BACKENDS_INFERENCE: '',
+      HOME: '/root',
+    });
+    expect(c).toEqual(resolveConfig(''));
+  });
+
+  it('sets a default pool’s endpoints from MCP_CLUSTER_BACKENDS_<POOL>', () => {
+    const c = resolveConfig('', { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://a:8000, http://b:8000' });
+    expect(c.pools.inference).toMatchObject({
+      backend: 'openai-chat',
+      endpoints: [
+        { url: 'http://a:8000', maxConcurrency: 16 },
+        { url: 'http://b:8000', maxConcurrency: 16 },
+      ],
+    });
+    expect(c.pools.embeddings).toMatchObject({ backend: 'openai-embeddings', endpoints: [] });
+    expect(c.tools.map((t) => t.name)).toEqual(['generate_text', 'embed']);
+  });
+
+  it('gives the embeddings pool its embeddings backend', () => {
+    const c = resolveConfig('', { MCP_CLUSTER_BACKENDS_EMBEDDINGS: 'http://e:8001' });
+    expect(c.pools.embeddings).toMatchObject({
+      backend: 'openai-embeddings',
+      endpoints: [{ url: 'http://e:8001' }],
+    });
+  });
+
+  it('replaces the endpoints of a pool in the file, keeping its other settings', () => {
+    const c = resolveConfig(
+      yaml([
+        'pools:',
+        '  inference:',
+        '    backend: openai-chat',
+        '    maxInFlight: 7',
+        '    endpoints:',
+        '      - url: http://old:1',
+        '  embeddings:',
+        '    backend: openai-embeddings',
+      ]),
+      { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://new:1' },
+    );
+    expect(c.pools.inference?.endpoints).toEqual([{ url: 'http://new:1', maxConcurrency: 16 }]);
+    expect(c.pools.inference?.maxInFlight).toBe(7);
+  });
+
+  it('reports a bad endpoint URL from the environment by path', () => {
+    const message = configError(() =>
+      resolveConfig('', { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://ok:1,ftp://bad' }),
+    );
+    expect(message).toContain('pools.inference.endpoints.1.url');
+    expect(message).toContain('"ftp://bad"');
+  });
+});
+
+describe('resolveConfig of hostile input', () => {
+  const deepBlock = `ingress:\n${Array.from({ length: 1500 }, (_, i) => `${'  '.repeat(i + 1)}a:`).join('\n')} 1\n`;
+  const hostile: [string, string, Record<string, string>?][] = [
+    ['a top-level list', '- a\n- b\n'],
+    ['a top-level scalar', '42\n'],
+    ['a top-level string', '"just text"\n'],
+    ['a top-level boolean', 'true\n'],
+    ['a huge number', 'ingress:\n  port: 1e400\n'],
+    ['a huge integer', 'ingress:\n  port: 99999999999999999999999999999\n'],
+    ['a huge duration', 'worker:\n  ackWait: 1e400\n'],
+    ['deeply nested flow junk', `junk: ${'['.repeat(5000)}${']'.repeat(5000)}\n`],
+    ['deeply nested mapping junk', `ingress: ${'{a: '.repeat(3000)}1${'}'.repeat(3000)}\n`],
+    ['deeply nested block junk', deepBlock],
+    ['moderately nested junk under a known key', `pools: ${'{a: '.repeat(200)}1${'}'.repeat(200)}\n`],
+    ['a recursive alias', 'a: &x [*x]\n'],
+    ['a recursive alias in a known setting', 'broker: &x\n  url: *x\n'],
+    [
+      'an alias bomb',
+      `a: &a [x, x]\n${Array.from({ length: 30 }, (_, i) => `b${i}: &b${i} [*${i === 0 ? 'a' : `b${i - 1}`}, *${i === 0 ? 'a' : `b${i - 1}`}]`).join('\n')}\n`,
+    ],
+    ['binary and set tags', 'ingress:\n  port: !!binary aGVsbG8=\n  host: !!set {a, b}\n'],
+    ['a prototype key', '__proto__:\n  polluted: true\n'],
+    ['a constructor key', 'constructor:\n  prototype:\n    polluted: true\n'],
+    ['tabs and stray brackets', '\t\t: :: ][\n'],
+    ['control characters', '\u0000\u0001\u0002: \u0007\n'],
+    [
+      'pools as a number with a backends override',
+      'pools: 5\n',
+      { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://a:1' },
+    ],
+    [
+      'a pool as a number with a backends override',
+      'pools:\n  inference: 5\n',
+      { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://a:1' },
+    ],
+    [
+      'pools as a list with a backends override',
+      'pools: [1, 2]\n',
+      { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://a:1' },
+    ],
+    ['ingress as a list with a port override', 'ingress: [1]\n', { MCP_CLUSTER_INGRESS_PORT: '80' }],
+  ];
+
+  it.each(hostile)('%s throws only a ClusterError INVALID_CONFIG', (_label, source, env) => {
+    configError(() => resolveConfig(source, env ?? {}));
+  });
+
+  it('leaves Object.prototype alone', () => {
+    configError(() => resolveConfig('__proto__:\n  polluted: true\n'));
+    configError(() => resolveConfig('pools:\n  __proto__:\n    endpoints: [x]\n'));
+    try {
+      const c = resolveConfig('', { MCP_CLUSTER_BACKENDS___PROTO__: 'http://a:1' });
+      expect(Object.keys(c.pools).sort()).toEqual(['embeddings', 'inference']);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ClusterError);
+    }
+    const plain: Record<string, unknown> = {};
+    expect(plain.polluted).toBeUndefined();
+    expect(plain.endpoints).toBeUndefined();
+  });
+
+  it('survives random bytes as YAML', () => {
+    let seed = 12345;
+    const next = () => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed;
+    };
+    for (let n = 0; n < 300; n++) {
+      const length = next() % 200;
+      const text = String.fromCharCode(...Array.from({ length }, () => next() % 128));
+      try {
+        resolveConfig(text);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ClusterError);
+        expect((err as ClusterError).code).toBe('INVALID_CONFIG');
+      }
+    }
+  });
+});

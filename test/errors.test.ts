@@ -1,0 +1,169 @@
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { describe, expect, it } from 'vitest';
+import {
+  ClusterError,
+  type ClusterErrorCode,
+  isProtocolError,
+  isRetryable,
+  JSON_RPC,
+  parseErrorCode,
+  toClusterError,
+  toGrpcStatus,
+  toJsonRpcError,
+  toToolErrorResult,
+} from '../services/core/index.js';
+
+/** Every code with the gRPC status it documents; a Record so a new code fails to compile here. */
+const EXPECTED_GRPC: Record<ClusterErrorCode, grpcStatus> = {
+  INVALID_ARGUMENTS: grpcStatus.INVALID_ARGUMENT,
+  UNKNOWN_TOOL: grpcStatus.NOT_FOUND,
+  INVALID_CONFIG: grpcStatus.FAILED_PRECONDITION,
+  QUEUE_UNAVAILABLE: grpcStatus.UNAVAILABLE,
+  DEADLINE_EXCEEDED: grpcStatus.DEADLINE_EXCEEDED,
+  CANCELLED: grpcStatus.CANCELLED,
+  BACKEND_UNAVAILABLE: grpcStatus.UNAVAILABLE,
+  BACKEND_PROTOCOL: grpcStatus.INTERNAL,
+  UNDELIVERABLE: grpcStatus.UNAVAILABLE,
+  BAD_ENVELOPE: grpcStatus.INVALID_ARGUMENT,
+  SHUTTING_DOWN: grpcStatus.UNAVAILABLE,
+  INTERNAL: grpcStatus.INTERNAL,
+};
+const CODES = Object.keys(EXPECTED_GRPC) as ClusterErrorCode[];
+
+describe('ClusterError', () => {
+  it('is an Error with a code, message, name and cause', () => {
+    const cause = new Error('root');
+    const err = new ClusterError('QUEUE_UNAVAILABLE', 'broker down', { cause });
+    expect(err).toBeInstanceOf(Error);
+    expect(err.name).toBe('ClusterError');
+    expect(err.code).toBe('QUEUE_UNAVAILABLE');
+    expect(err.message).toBe('broker down');
+    expect(err.cause).toBe(cause);
+    expect(err.stack).toContain('broker down');
+  });
+});
+
+describe.each(CODES)('code %s', (code) => {
+  const err = new ClusterError(code, `something about ${code}`);
+
+  it('maps to a JSON-RPC error carrying the code', () => {
+    const rpc = toJsonRpcError(err);
+    expect(Object.values(JSON_RPC)).toContain(rpc.code);
+    expect(rpc.code).toBe(
+      code === 'UNKNOWN_TOOL' || code === 'INVALID_ARGUMENTS'
+        ? JSON_RPC.INVALID_PARAMS
+        : JSON_RPC.INTERNAL_ERROR,
+    );
+    expect(rpc.message).toBe(err.message);
+    expect(rpc.data).toEqual({ code });
+  });
+
+  it('maps to the documented gRPC status number', () => {
+    expect(toGrpcStatus(code)).toBe(EXPECTED_GRPC[code]);
+    expect(Number.isInteger(toGrpcStatus(code))).toBe(true);
+    expect(toGrpcStatus(code)).not.toBe(grpcStatus.OK);
+  });
+
+  it('maps to an isError tool result with the code in _meta', () => {
+    const result = toToolErrorResult(err);
+    expect(result.isError).toBe(true);
+    expect(result._meta).toEqual({ 'mcp-cluster/error-code': code });
+    expect(result.content).toEqual([{ type: 'text', text: `${code}: something about ${code}` }]);
+  });
+
+  it('survives the wire as itself', () => {
+    expect(parseErrorCode(code)).toBe(code);
+  });
+});
+
+describe('JSON_RPC', () => {
+  it('has the standard JSON-RPC 2.0 codes', () => {
+    expect(JSON_RPC).toEqual({
+      PARSE_ERROR: -32700,
+      INVALID_REQUEST: -32600,
+      METHOD_NOT_FOUND: -32601,
+      INVALID_PARAMS: -32602,
+      INTERNAL_ERROR: -32603,
+    });
+  });
+});
+
+describe('isProtocolError', () => {
+  it('is true only for unknown tools', () => {
+    expect(CODES.filter(isProtocolError)).toEqual(['UNKNOWN_TOOL']);
+  });
+});
+
+describe('parseErrorCode', () => {
+  it.each([
+    '',
+    'bogus',
+    'internal',
+    'Invalid_Arguments',
+    ' CANCELLED',
+    'CANCELLED ',
+    '__proto__',
+    'constructor',
+    'toString',
+  ])('reads unknown %j as INTERNAL', (value) => {
+    expect(parseErrorCode(value)).toBe('INTERNAL');
+  });
+});
+
+describe('toClusterError', () => {
+  it('keeps a ClusterError as it is', () => {
+    const err = new ClusterError('CANCELLED', 'stop');
+    expect(toClusterError(err)).toBe(err);
+    expect(toClusterError(err, 'BACKEND_UNAVAILABLE')).toBe(err);
+  });
+
+  it('wraps an Error as INTERNAL with its message and the error as cause', () => {
+    const original = new TypeError('x is undefined');
+    const wrapped = toClusterError(original);
+    expect(wrapped).toBeInstanceOf(ClusterError);
+    expect(wrapped.code).toBe('INTERNAL');
+    expect(wrapped.message).toBe('x is undefined');
+    expect(wrapped.cause).toBe(original);
+  });
+
+  it('uses the fallback code for foreign errors', () => {
+    const original = new Error('ECONNREFUSED');
+    const wrapped = toClusterError(original, 'BACKEND_UNAVAILABLE');
+    expect(wrapped.code).toBe('BACKEND_UNAVAILABLE');
+    expect(wrapped.cause).toBe(original);
+  });
+
+  it('wraps thrown non-errors, keeping them as cause', () => {
+    expect(toClusterError('plain string')).toMatchObject({
+      code: 'INTERNAL',
+      message: 'plain string',
+      cause: 'plain string',
+    });
+    expect(toClusterError(42).message).toBe('42');
+    expect(toClusterError(undefined).message).toBe('undefined');
+    const obj = { reason: 'odd' };
+    expect(toClusterError(obj).cause).toBe(obj);
+  });
+});
+
+describe('isRetryable', () => {
+  it('is true exactly for failures another delivery may get past', () => {
+    expect(CODES.filter(isRetryable).sort()).toEqual([
+      'BACKEND_UNAVAILABLE',
+      'QUEUE_UNAVAILABLE',
+      'SHUTTING_DOWN',
+    ]);
+  });
+
+  it('is false for caller mistakes and terminal outcomes', () => {
+    for (const code of [
+      'INVALID_ARGUMENTS',
+      'UNKNOWN_TOOL',
+      'DEADLINE_EXCEEDED',
+      'CANCELLED',
+      'BAD_ENVELOPE',
+    ] as const) {
+      expect(isRetryable(code)).toBe(false);
+    }
+  });
+});
