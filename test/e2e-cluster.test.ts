@@ -258,7 +258,7 @@ tools:
       const call = client.callTool(
         'generate_text',
         { prompt: 'survive a crash', max_tokens: 80 },
-        { timeoutMs: 60_000 },
+        { timeoutMs: 20_000 },
       );
       const inference = workers.filter((w) => w.name.startsWith('worker-inference'));
       const busy = await eventually(
@@ -278,7 +278,11 @@ tools:
       );
       await busy.kill();
       const survivor = inference.find((w) => w !== busy) as RoleProcess;
-      const result = await call;
+      const result = await call.catch((err) => {
+        for (const p of [...ingresses, ...workers])
+          process.stderr.write(`==== ${p.name}\n${p.logs().slice(-3000)}\n`);
+        throw err;
+      });
       expect(result.isError).toBeFalsy();
       expect((result.content[0] as { text: string }).text.split(' ').length).toBeGreaterThanOrEqual(70);
       expect(

@@ -55,16 +55,17 @@ export function startRole(
       child.kill('SIGKILL');
       reject(new Error(`${name} not ready within ${timeoutMs} ms; stderr:\n${stderr.slice(-4000)}`));
     }, timeoutMs);
-    child.once('exit', (code) => {
+    const onEarlyExit = (code: number | null) => {
       clearTimeout(timer);
       reject(new Error(`${name} exited with ${code} before it was ready; stderr:\n${stderr.slice(-4000)}`));
-    });
+    };
+    child.once('exit', onEarlyExit);
     child.stdout?.on('data', (d: Buffer) => {
       stdout += d.toString();
       const line = stdout.split('\n').find((l) => l.startsWith('{'));
       if (!line) return;
       clearTimeout(timer);
-      child.removeAllListeners('exit');
+      child.off('exit', onEarlyExit);
       child.stdout?.removeAllListeners('data');
       child.stdout?.resume();
       const role: RoleProcess = {

@@ -1,0 +1,576 @@
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { newCallId, PRIORITIES, type Priority, type ToolCall } from '../services/core/envelope.js';
+import { ClusterError } from '../services/core/errors.js';
+import type { Broker, CancelOrder, QueuedCall, QueueStats } from '../services/core/queue/call-queue.js';
+import { openBroker } from '../services/core/queue/open-broker.js';
+import {
+  freePort,
+  type SpawnedBroker,
+  startNatsServer,
+  startRedisServer,
+  uniqueNamespace,
+} from './support/brokers.js';
+
+/**
+ * The one contract suite of `CallQueue` and `CancelBus`, run unchanged against every
+ * implementation. The networked ones run against brokers this file spawns (never the
+ * machine's own), each test in a namespace of its own.
+ */
+
+interface Backend {
+  name: 'memory' | 'nats' | 'bullmq';
+  /** Starts the shared broker process, if any. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  url(): string;
+  /** Spawns a private broker (for restart tests); networked backends only. */
+  spawn?: () => Promise<SpawnedBroker>;
+  /** A URL of this scheme where nothing listens. */
+  deadUrl?: (port: number) => string;
+  /** Puts a message that is not a ToolCall envelope on pool `pool`, priority normal, behind the queue's back. */
+  injectBadEnvelope?: (url: string, namespace: string) => Promise<void>;
+}
+
+function networked(
+  name: 'nats' | 'bullmq',
+  spawn: () => Promise<SpawnedBroker>,
+  scheme: string,
+  injectBadEnvelope: (url: string, namespace: string) => Promise<void>,
+): Backend {
+  let server: SpawnedBroker | undefined;
+  return {
+    name,
+    start: async () => {
+      server = await spawn();
+    },
+    stop: async () => {
+      await server?.stop();
+    },
+    url: () => {
+      if (!server) throw new Error(`${name} broker not started`);
+      return server.url;
+    },
+    spawn,
+    deadUrl: (port) => `${scheme}://127.0.0.1:${port}`,
+    injectBadEnvelope,
+  };
+}
+
+/** 0xff is never a valid start of a protobuf field, so the envelope cannot decode. */
+const GARBAGE = Uint8Array.from([0xff, 0xff, 0xff, 0x01, 0x02]);
+
+async function natsGarbage(url: string, namespace: string): Promise<void> {
+  const nc = await connect({ servers: url });
+  try {
+    await jetstream(nc).publish(`${namespace}.calls.${POOL}.normal`, GARBAGE);
+  } finally {
+    await nc.close();
+  }
+}
+
+async function redisGarbage(url: string, namespace: string): Promise<void> {
+  const connection = new Redis(url, { maxRetriesPerRequest: 1 });
+  const queue = new Queue(`calls-${POOL}`, { connection, prefix: namespace });
+  try {
+    await queue.add(
+      'garbage',
+      { envelope: Buffer.from(GARBAGE).toString('base64') },
+      { jobId: 'garbage-1', priority: 2 },
+    );
+  } finally {
+    await queue.close();
+    connection.disconnect();
+  }
+}
+
+const backends: Backend[] = [
+  { name: 'memory', start: async () => undefined, stop: async () => undefined, url: () => 'memory:' },
+  networked('nats', startNatsServer, 'nats', natsGarbage),
+  networked('bullmq', startRedisServer, 'redis', redisGarbage),
+];
+
+const POOL = 'pool';
+
+function makeCall(priority: Priority = 'normal', pool = POOL): ToolCall {
+  const now = Date.now();
+  return {
+    callId: newCallId(),
+    tool: 'echo',
+    pool,
+    arguments: { text: 'hello', n: 3, nested: { ok: true, list: [1, 'two'] } },
+    tenant: 'tenant-a',
+    sessionKey: 'session-1',
+    priority,
+    deadlineUnixMs: now + 120_000,
+    attempt: 0,
+    replyTo: '127.0.0.1:7001',
+    traceContext: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+    enqueuedUnixMs: now,
+    wantsProgress: true,
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `probe` every 20 ms until it returns something truthy; fails after `timeoutMs`. */
+async function waitFor<T>(probe: () => T | Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+interface Delivery {
+  message: QueuedCall;
+  atMs: number;
+}
+
+/** A handler that records every delivery and its time. */
+function recorder() {
+  const got: Delivery[] = [];
+  const handler = (message: QueuedCall) => {
+    got.push({ message, atMs: Date.now() });
+  };
+  const at = (i: number): QueuedCall => {
+    const delivery = got[i];
+    if (!delivery) throw new Error(`no delivery #${i}`);
+    return delivery.message;
+  };
+  return { got, handler, at };
+}
+
+function byPriority(stats: QueueStats[]): Record<Priority, QueueStats> {
+  const find = (p: Priority) => {
+    const row = stats.find((s) => s.priority === p);
+    if (!row) throw new Error(`stats lack priority ${p}`);
+    return row;
+  };
+  return { high: find('high'), normal: find('normal'), low: find('low') };
+}
+
+describe.each(backends)('CallQueue contract: $name', (backend) => {
+  const opened: Broker[] = [];
+
+  beforeAll(async () => {
+    await backend.start();
+  });
+
+  afterEach(async () => {
+    await Promise.allSettled(opened.splice(0).map((b) => b.close()));
+  });
+
+  afterAll(async () => {
+    await backend.stop();
+  });
+
+  async function open(namespace: string): Promise<Broker> {
+    const broker = await openBroker({ url: backend.url(), namespace, pools: [POOL] });
+    opened.push(broker);
+    return broker;
+  }
+
+  it('delivers an enqueued call decoded as it was enqueued, with attempt 1', async () => {
+    const broker = await open(uniqueNamespace('deliver'));
+    expect(broker.queue.kind).toBe(backend.name);
+    expect(await broker.queue.ready()).toBe(true);
+    const call = makeCall();
+    await broker.queue.enqueue(call);
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
+    await waitFor(() => got.length === 1, 'the delivery');
+    expect(at(0).call).toEqual({ ...call, attempt: 1 });
+    await at(0).ack();
+    await waitFor(async () => {
+      const stats = byPriority(await broker.queue.stats(POOL));
+      return stats.normal.inFlight === 0 && stats.normal.depth === 0;
+    }, 'the ack to settle');
+    await sleep(200);
+    expect(got).toHaveLength(1);
+  });
+
+  it('pulls high before normal before low when all are queued before consuming', async () => {
+    const broker = await open(uniqueNamespace('priority'));
+    const calls = [
+      makeCall('low'),
+      makeCall('low'),
+      makeCall('normal'),
+      makeCall('normal'),
+      makeCall('high'),
+      makeCall('high'),
+    ];
+    for (const call of calls) await broker.queue.enqueue(call);
+    const order: string[] = [];
+    broker.queue.consume(POOL, { maxInFlight: 1 }, (m) => {
+      order.push(m.call.callId);
+      void m.ack();
+    });
+    await waitFor(() => order.length === calls.length, 'every call');
+    const id = (i: number) => calls[i]?.callId;
+    // Highest priority first, and first in, first out within a priority.
+    expect(order).toEqual([id(4), id(5), id(2), id(3), id(0), id(1)]);
+  });
+
+  it('never holds more than maxInFlight unsettled; the rest arrive as earlier ones settle', async () => {
+    const broker = await open(uniqueNamespace('inflight'));
+    const calls = Array.from({ length: 6 }, () => makeCall());
+    for (const call of calls) await broker.queue.enqueue(call);
+    let unsettled = 0;
+    let most = 0;
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 2 }, (m) => {
+      unsettled += 1;
+      most = Math.max(most, unsettled);
+      handler(m);
+    });
+    await waitFor(() => got.length === 2, 'the first two');
+    await sleep(300);
+    expect(got).toHaveLength(2);
+    for (let i = 0; i < calls.length; i++) {
+      await waitFor(() => got.length > i, `delivery #${i}`);
+      // Count it settled before acking: a queue may hand over the next one during the ack.
+      unsettled -= 1;
+      await at(i).ack();
+    }
+    expect(most).toBeLessThanOrEqual(2);
+    expect(new Set(got.map((d) => d.message.call.callId))).toEqual(new Set(calls.map((c) => c.callId)));
+  });
+
+  it('redelivers a nacked call after its delay, with attempt 2', async () => {
+    const broker = await open(uniqueNamespace('nack'));
+    const call = makeCall();
+    await broker.queue.enqueue(call);
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 1 }, handler);
+    await waitFor(() => got.length === 1, 'the first delivery');
+    const nackedAt = Date.now();
+    await at(0).nack(700);
+    await waitFor(() => got.length === 2, 'the redelivery');
+    const second = got[1];
+    expect(second?.message.call.callId).toBe(call.callId);
+    expect(second?.message.call.attempt).toBe(2);
+    expect((second?.atMs ?? 0) - nackedAt).toBeGreaterThanOrEqual(650);
+    await at(1).ack();
+  });
+
+  it('redelivers a call that is not settled within ackWaitMs', async () => {
+    const broker = await open(uniqueNamespace('ackwait'));
+    const call = makeCall();
+    await broker.queue.enqueue(call);
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 2, ackWaitMs: 1_000 }, handler);
+    await waitFor(() => got.length === 1, 'the first delivery');
+    await waitFor(() => got.length === 2, 'the redelivery', 15_000);
+    expect(at(1).call.callId).toBe(call.callId);
+    expect(at(1).call.attempt).toBe(2);
+    expect((got[1]?.atMs ?? 0) - (got[0]?.atMs ?? 0)).toBeGreaterThanOrEqual(900);
+    await at(1).ack();
+    // Settling the abandoned first delivery late is harmless.
+    await at(0).ack();
+  });
+
+  it('keeps a call that reports inProgress from being redelivered past ackWaitMs', async () => {
+    const broker = await open(uniqueNamespace('progress'));
+    await broker.queue.enqueue(makeCall());
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, handler);
+    await waitFor(() => got.length === 1, 'the delivery');
+    const until = Date.now() + 2_600;
+    while (Date.now() < until) {
+      await at(0).inProgress();
+      await sleep(300);
+    }
+    expect(got).toHaveLength(1);
+    await at(0).ack();
+    await sleep(300);
+    expect(got).toHaveLength(1);
+  });
+
+  it('stops delivering a call once maxDeliveries is exhausted', async () => {
+    const broker = await open(uniqueNamespace('maxdeliver'));
+    const call = makeCall();
+    await broker.queue.enqueue(call);
+    const attempts: number[] = [];
+    broker.queue.consume(POOL, { maxInFlight: 1, maxDeliveries: 2, ackWaitMs: 1_000 }, (m) => {
+      attempts.push(m.call.attempt);
+      void m.nack();
+    });
+    await waitFor(() => attempts.length === 2, 'two deliveries');
+    await sleep(1_500);
+    expect(attempts).toEqual([1, 2]);
+    await waitFor(async () => {
+      const stats = byPriority(await broker.queue.stats(POOL));
+      return stats.normal.depth === 0 && stats.normal.inFlight === 0;
+    }, 'the queue to be empty');
+  });
+
+  it('never redelivers a terminated call', async () => {
+    const broker = await open(uniqueNamespace('term'));
+    await broker.queue.enqueue(makeCall());
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, handler);
+    await waitFor(() => got.length === 1, 'the delivery');
+    await at(0).term('cancelled by the caller');
+    // Past the ack wait: a term the broker ignored would show up as a redelivery here.
+    await sleep(1_500);
+    expect(got).toHaveLength(1);
+    await waitFor(async () => {
+      const stats = byPriority(await broker.queue.stats(POOL));
+      return stats.normal.depth === 0 && stats.normal.inFlight === 0;
+    }, 'the queue to be empty');
+  });
+
+  it.runIf(backend.injectBadEnvelope !== undefined)(
+    'never hands an undecodable envelope to the handler',
+    async () => {
+      const inject = backend.injectBadEnvelope;
+      if (!inject) return;
+      const namespace = uniqueNamespace('garbage');
+      const broker = await open(namespace);
+      await inject(backend.url(), namespace);
+      const good = makeCall();
+      await broker.queue.enqueue(good);
+      const { got, handler, at } = recorder();
+      broker.queue.consume(POOL, { maxInFlight: 2 }, handler);
+      await waitFor(() => got.length === 1, 'the good call');
+      expect(at(0).call.callId).toBe(good.callId);
+      await at(0).ack();
+      await waitFor(async () => {
+        const stats = byPriority(await broker.queue.stats(POOL));
+        return stats.normal.depth === 0 && stats.normal.inFlight === 0;
+      }, 'the bad envelope to be removed');
+      expect(got).toHaveLength(1);
+    },
+  );
+
+  it('de-duplicates by call id while the call is queued or running', async () => {
+    const broker = await open(uniqueNamespace('dedup'));
+    const call = makeCall();
+    await broker.queue.enqueue(call);
+    await broker.queue.enqueue({ ...call });
+    expect(byPriority(await broker.queue.stats(POOL)).normal.depth).toBe(1);
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
+    await waitFor(() => got.length === 1, 'the delivery');
+    await broker.queue.enqueue({ ...call });
+    await sleep(500);
+    expect(got).toHaveLength(1);
+    expect(byPriority(await broker.queue.stats(POOL)).normal.depth).toBe(0);
+    await at(0).ack();
+  });
+
+  it('cancels a queued call and reports false for unknown or delivered calls', async () => {
+    const broker = await open(uniqueNamespace('cancel'));
+    const queued = makeCall();
+    await broker.queue.enqueue(queued);
+    expect(await broker.queue.cancel(queued.callId, POOL)).toBe(true);
+    expect(await broker.queue.cancel(queued.callId, POOL)).toBe(false);
+    expect(await broker.queue.cancel(newCallId(), POOL)).toBe(false);
+    expect(byPriority(await broker.queue.stats(POOL)).normal.depth).toBe(0);
+
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 2 }, handler);
+    const delivered = makeCall();
+    await broker.queue.enqueue(delivered);
+    await waitFor(() => got.length === 1, 'the delivery');
+    expect(at(0).call.callId).toBe(delivered.callId);
+    expect(await broker.queue.cancel(delivered.callId, POOL)).toBe(false);
+    await at(0).ack();
+    await sleep(300);
+    expect(got).toHaveLength(1);
+  });
+
+  it('reports depth, in-flight and oldest age per priority', async () => {
+    const broker = await open(uniqueNamespace('stats'));
+    const initial = await broker.queue.stats(POOL);
+    expect(initial.map((s) => s.priority).sort()).toEqual([...PRIORITIES].sort());
+    for (const row of initial)
+      expect(row).toEqual({ pool: POOL, priority: row.priority, depth: 0, inFlight: 0, oldestAgeMs: 0 });
+
+    await broker.queue.enqueue(makeCall('normal'));
+    await broker.queue.enqueue(makeCall('normal'));
+    await broker.queue.enqueue(makeCall('high'));
+    await sleep(150);
+    const queued = byPriority(await broker.queue.stats(POOL));
+    expect(queued.high).toMatchObject({ depth: 1, inFlight: 0 });
+    expect(queued.normal).toMatchObject({ depth: 2, inFlight: 0 });
+    expect(queued.low).toEqual({ pool: POOL, priority: 'low', depth: 0, inFlight: 0, oldestAgeMs: 0 });
+    expect(queued.high.oldestAgeMs).toBeGreaterThanOrEqual(100);
+    expect(queued.normal.oldestAgeMs).toBeGreaterThanOrEqual(100);
+
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 1 }, handler);
+    await waitFor(async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return s.high.inFlight === 1 && s.high.depth === 0 && s.normal.depth === 2 && s.normal.inFlight === 0;
+    }, 'the high call in flight');
+    expect(got).toHaveLength(1);
+    await at(0).ack();
+    await waitFor(async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return s.high.inFlight === 0 && s.normal.inFlight === 1 && s.normal.depth === 1;
+    }, 'a normal call in flight');
+    await waitFor(() => got.length === 2, 'the second delivery');
+    await at(1).ack();
+    await waitFor(() => got.length === 3, 'the third delivery');
+    await at(2).ack();
+    await waitFor(async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return PRIORITIES.every((p) => s[p].depth === 0 && s[p].inFlight === 0 && s[p].oldestAgeMs === 0);
+    }, 'an empty queue');
+  });
+
+  it('gives two consumers of one pool distinct calls, never the same one twice', async () => {
+    const namespace = uniqueNamespace('shared');
+    // Opened side by side, as replicas starting together do: stream setup must be idempotent.
+    const [first, second] = await Promise.all([open(namespace), open(namespace)]);
+    const seen: string[] = [];
+    const handler = (m: QueuedCall) => {
+      seen.push(m.call.callId);
+      setTimeout(() => void m.ack(), 20);
+    };
+    first.queue.consume(POOL, { maxInFlight: 2 }, handler);
+    second.queue.consume(POOL, { maxInFlight: 2 }, handler);
+    const calls = Array.from({ length: 10 }, () => makeCall());
+    for (const call of calls) await first.queue.enqueue(call);
+    await waitFor(() => seen.length >= calls.length, 'every call');
+    await sleep(300);
+    expect(seen).toHaveLength(calls.length);
+    expect(new Set(seen)).toEqual(new Set(calls.map((c) => c.callId)));
+  });
+
+  it('stops delivering after stop(), while held calls can still be settled', async () => {
+    const broker = await open(uniqueNamespace('stop'));
+    const { got, handler, at } = recorder();
+    const consumer = broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
+    await broker.queue.enqueue(makeCall());
+    await waitFor(() => got.length === 1, 'the first delivery');
+    await consumer.stop();
+    const later = makeCall();
+    await broker.queue.enqueue(later);
+    await sleep(600);
+    expect(got).toHaveLength(1);
+    await at(0).ack();
+
+    const next = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 4 }, next.handler);
+    await waitFor(() => next.got.length === 1, 'the delivery to a new consumer');
+    expect(next.at(0).call.callId).toBe(later.callId);
+    await next.at(0).ack();
+  });
+
+  it('broadcasts a cancel order to every subscriber', async () => {
+    const namespace = uniqueNamespace('bus');
+    const first = await open(namespace);
+    const second = await open(namespace);
+    const heardFirst: CancelOrder[] = [];
+    const heardSecond: CancelOrder[] = [];
+    await first.cancels.subscribe((o) => heardFirst.push(o));
+    const unsubscribeSecond = await second.cancels.subscribe((o) => heardSecond.push(o));
+    const order: CancelOrder = { sessionId: 'session-1', requestId: '42', reason: 'client disconnected' };
+    await first.cancels.publish(order);
+    await waitFor(() => heardFirst.length === 1 && heardSecond.length === 1, 'both subscribers');
+    expect(heardFirst[0]).toEqual(order);
+    expect(heardSecond[0]).toEqual(order);
+
+    unsubscribeSecond();
+    await second.cancels.publish({ ...order, requestId: '43' });
+    await waitFor(() => heardFirst.length === 2, 'the remaining subscriber');
+    await sleep(200);
+    expect(heardSecond).toHaveLength(1);
+  });
+
+  it.runIf(backend.spawn !== undefined)(
+    'returns calls left unsettled by a closed broker to the queue',
+    async () => {
+      const namespace = uniqueNamespace('crash');
+      const doomed = await open(namespace);
+      const call = makeCall();
+      await doomed.queue.enqueue(call);
+      const first = recorder();
+      doomed.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, first.handler);
+      await waitFor(() => first.got.length === 1, 'the first delivery');
+      // A replica that goes away without settling, as a killed worker would.
+      await doomed.close();
+
+      const survivor = await open(namespace);
+      const second = recorder();
+      survivor.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, second.handler);
+      await waitFor(() => second.got.length === 1, 'the redelivery to another replica', 15_000);
+      expect(second.at(0).call).toMatchObject({ callId: call.callId, attempt: 2 });
+      await second.at(0).ack();
+    },
+  );
+
+  it.runIf(backend.spawn !== undefined)('enqueues and consumes again after the broker restarts', async () => {
+    const spawn = backend.spawn;
+    if (!spawn) return;
+    const server = await spawn();
+    const broker = await openBroker({ url: server.url, namespace: uniqueNamespace('hiccup'), pools: [POOL] });
+    try {
+      const seen: string[] = [];
+      broker.queue.consume(POOL, { maxInFlight: 2 }, (m) => {
+        seen.push(m.call.callId);
+        void m.ack();
+      });
+      const before = makeCall();
+      await broker.queue.enqueue(before);
+      await waitFor(() => seen.includes(before.callId), 'the delivery before the restart');
+
+      await server.stop();
+      await sleep(300);
+      await server.restart();
+
+      const after = makeCall();
+      await waitFor(
+        async () => {
+          try {
+            await broker.queue.enqueue(after);
+            return true;
+          } catch (err) {
+            expect(err).toBeInstanceOf(ClusterError);
+            return false;
+          }
+        },
+        'an enqueue after the restart',
+        20_000,
+      );
+      await waitFor(() => seen.includes(after.callId), 'the delivery after the restart', 20_000);
+      await waitFor(() => broker.queue.ready(), 'ready after the restart');
+    } finally {
+      await broker.close();
+      await server.stop();
+    }
+  });
+
+  it.runIf(backend.deadUrl !== undefined)(
+    'rejects opening a broker on a dead port with QUEUE_UNAVAILABLE',
+    async () => {
+      const deadUrl = backend.deadUrl;
+      if (!deadUrl) return;
+      const port = await freePort();
+      const url = deadUrl(port);
+      const startedAt = Date.now();
+      const outcome = await openBroker({ url, namespace: uniqueNamespace('dead'), pools: [POOL] }).then(
+        (broker) => {
+          opened.push(broker);
+          return undefined;
+        },
+        (err: unknown) => err,
+      );
+      expect(outcome).toBeInstanceOf(ClusterError);
+      expect(outcome).toMatchObject({ code: 'QUEUE_UNAVAILABLE' });
+      expect((outcome as ClusterError).message).toContain(url);
+      // A hang detector, not a speed target: the open must give up on its own.
+      expect(Date.now() - startedAt).toBeLessThan(10_000);
+    },
+  );
+});
