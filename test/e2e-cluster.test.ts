@@ -252,6 +252,94 @@ tools:
     expect((await simStats()).chatRequests).toBe(before.chatRequests);
   });
 
+  it('SIGTERM on a worker mid-call: it finishes the call, then exits 0', async () => {
+    // worker-idle (started by the deadline test) is the only worker of the idle pool.
+    const idleWorker = extra.find((p) => p.name === 'worker-idle') as RoleProcess;
+    const before = await simStats();
+    const client = await connectClient('v2', ingressUrl(0));
+    try {
+      const call = client.callTool('generate_text_idle', { prompt: 'finish me', max_tokens: 60 });
+      await eventually(
+        async () => (await simStats()).chatRequests > before.chatRequests,
+        15_000,
+        'the call to start',
+      );
+      const exited = new Promise<number | null>((resolve) =>
+        idleWorker.child.once('exit', (code) => resolve(code)),
+      );
+      idleWorker.child.kill('SIGTERM');
+      const result = await call;
+      expect(result.isError).toBeFalsy();
+      expect((result.content[0] as { text: string }).text.split(' ').length).toBeGreaterThanOrEqual(50);
+      expect(await exited).toBe(0);
+      expect((await simStats()).aborted).toBe(before.aborted);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('SIGTERM on an ingress mid-call: the open call is answered, then it exits 0', async () => {
+    const replica = await startRole('ingress-drain', ['ingress', '--config', configPath]);
+    extra.push(replica);
+    const client = await connectClient('v2', String(replica.ready.url));
+    try {
+      const before = await simStats();
+      const call = client.callTool('generate_text', { prompt: 'answer me before you go', max_tokens: 60 });
+      await eventually(
+        async () => (await simStats()).chatRequests > before.chatRequests,
+        15_000,
+        'the call to start',
+      );
+      const exited = new Promise<number | null>((resolve) =>
+        replica.child.once('exit', (code) => resolve(code)),
+      );
+      replica.child.kill('SIGTERM');
+      const result = await call;
+      expect(result.isError).toBeFalsy();
+      expect(await exited).toBe(0);
+    } finally {
+      await client.close().catch(() => undefined);
+    }
+  });
+
+  it('an ingress replica that dies mid-call: workers stop the work and count it undeliverable', async () => {
+    const replica = await startRole('ingress-doomed', ['ingress', '--config', configPath]);
+    extra.push(replica);
+    const inference = workers.filter((w) => w.name.startsWith('worker-inference'));
+    const undeliverable = async () => {
+      let sum = 0;
+      for (const w of inference)
+        sum += metricValue(await workerMetrics(w), 'mcp_cluster_worker_undeliverable_total', {
+          pool: 'inference',
+        });
+      return sum;
+    };
+    const before = await simStats();
+    const undeliverableBefore = await undeliverable();
+    const client = await connectClient('v2', String(replica.ready.url));
+    const call = client
+      .callTool('generate_text', { prompt: 'nobody will read this', max_tokens: 400 })
+      .catch(() => 'failed');
+    await eventually(
+      async () => (await simStats()).chatRequests > before.chatRequests,
+      15_000,
+      'the call to start',
+    );
+    await replica.kill();
+    expect(await call).toBe('failed');
+    await eventually(
+      async () => (await simStats()).aborted > before.aborted,
+      20_000,
+      'the backend request to be aborted',
+    );
+    await eventually(
+      async () => (await undeliverable()) > undeliverableBefore,
+      20_000,
+      'the undeliverable count',
+    );
+    await client.close().catch(() => undefined);
+  });
+
   it('a worker killed with SIGKILL mid-call: the call completes on the other worker', async () => {
     const client = await connectClient('v2', ingressUrl(0));
     try {

@@ -73,7 +73,8 @@ function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: st
   options: T,
 ) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: true });
+    // No command takes positional arguments: a stray one (`config check my.yaml`) is an error, not ignored.
+    return parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (err) {
     throw new ClusterError('INVALID_CONFIG', `${(err as Error).message} (see mcp-cluster --help)`, {
       cause: err,
@@ -255,11 +256,13 @@ async function sim(args: string[]): Promise<number> {
 
 async function configCheck(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
+  if (sub === '-h' || sub === '--help') return help();
   if (sub !== 'check') {
     process.stderr.write('mcp-cluster: usage: mcp-cluster config check [--config FILE]\n');
     return 2;
   }
   const { values } = parse(rest, COMMON);
+  if (values.help) return help();
   const config = configFrom(values, {});
   process.stdout.write(
     `${JSON.stringify(
@@ -301,6 +304,14 @@ main(process.argv.slice(2)).then(
     if (err instanceof ClusterError) {
       process.stderr.write(`mcp-cluster: ${err.code}: ${err.message}\n`);
       process.exit(err.code === 'INVALID_CONFIG' ? 2 : 1);
+    }
+    const sys = err as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (sys?.syscall === 'listen' && (sys.code === 'EADDRINUSE' || sys.code === 'EACCES')) {
+      // A busy or privileged port is a configuration problem, not a crash: no stack trace.
+      process.stderr.write(
+        `mcp-cluster: INVALID_CONFIG: cannot listen on ${sys.address ?? ''}:${sys.port ?? ''}: ${sys.code === 'EADDRINUSE' ? 'address already in use' : 'permission denied'} (choose another --port)\n`,
+      );
+      process.exit(2);
     }
     process.stderr.write(`mcp-cluster: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(1);
