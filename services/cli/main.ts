@@ -309,7 +309,7 @@ main(process.argv.slice(2)).then(
     if (sys?.syscall === 'listen' && (sys.code === 'EADDRINUSE' || sys.code === 'EACCES')) {
       // A busy or privileged port is a configuration problem, not a crash: no stack trace.
       process.stderr.write(
-        `mcp-cluster: INVALID_CONFIG: cannot listen on ${sys.address ?? ''}:${sys.port ?? ''}: ${sys.code === 'EADDRINUSE' ? 'address already in use' : 'permission denied'} (choose another --port)\n`,
+        `mcp-cluster: INVALID_CONFIG: cannot listen on ${sys.address ?? ''}:${sys.port ?? ''}: ${sys.code === 'EADDRINUSE' ? 'address already in use' : 'permission denied'} (choose a free port)\n`,
       );
       process.exit(2);
     }

@@ -5,6 +5,9 @@ import { z } from 'zod';
 import { ClusterError } from './errors.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
+/** Longest duration a setting may have: 24 h (timers past 2^31 ms would fire at once). */
+const MAX_DURATION_MS = 24 * 3_600_000;
+
 const duration = (fallback: string) =>
   z
     .union([z.string(), z.number()])
@@ -16,6 +19,10 @@ const duration = (fallback: string) =>
           code: 'custom',
           message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h`,
         });
+        return z.NEVER;
+      }
+      if (ms > MAX_DURATION_MS) {
+        ctx.addIssue({ code: 'custom', message: `"${value}" is longer than the 24h limit on durations` });
         return z.NEVER;
       }
       return ms;

@@ -9,6 +9,7 @@ import { createMcpHandler } from '@modelcontextprotocol/server';
 import {
   type Broker,
   buildCatalog,
+  ClusterError,
   clusterMetrics,
   createLogger,
   type DeliveryServer,
@@ -129,7 +130,15 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
   });
   http.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
+    http.once('error', (err) => {
+      reject(
+        new ClusterError(
+          'INVALID_CONFIG',
+          `cannot listen on ${config.ingress.host}:${config.ingress.port} (${(err as NodeJS.ErrnoException).code ?? err.message}); choose another port with --port or ingress.port`,
+          { cause: err },
+        ),
+      );
+    });
     http.listen(config.ingress.port, config.ingress.host, () => resolve());
   });
   const address = http.address();

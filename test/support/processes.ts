@@ -48,7 +48,7 @@ export function startRole(
     if (stderr.length > 2_000_000) stderr = stderr.slice(-1_000_000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  exited.then(() => running.delete(child));
+  void exited.then(() => running.delete(child));
 
   return new Promise<RoleProcess>((resolve, reject) => {
     const timer = setTimeout(() => {

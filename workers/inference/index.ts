@@ -52,7 +52,7 @@ export const generateTextAdapter: ToolAdapter = {
     let text = '';
     let tokens = 0;
     let finished = false;
-    let lastProgressAt = 0;
+    let lastProgressAt = Number.NEGATIVE_INFINITY;
     for await (const data of readSse(res, url, ctx.signal)) {
       if (data === '[DONE]') {
         finished = true;

@@ -7,6 +7,7 @@ import {
   handleWhen,
 } from 'cockatiel';
 import { ClusterError, clusterMetrics, type Logger, toClusterError } from '../../services/core/index.js';
+import { BackendRefusal } from './backend-http.js';
 import type { BackendView } from './router.js';
 
 /** Settings of one backend endpoint (one GPU server). */
@@ -35,6 +36,9 @@ export class BackendActor {
   private healthy = true;
   private readonly breaker: CircuitBreakerPolicy;
   private probeTimer: NodeJS.Timeout | undefined;
+  /** When the breaker last opened (Date.now()). */
+  private breakerOpenedAt = 0;
+  private readonly halfOpenAfterMs: number;
   private readonly metrics = clusterMetrics();
   private readonly labels: { pool: string; backend: string };
 
@@ -43,18 +47,24 @@ export class BackendActor {
     private readonly log: Logger,
   ) {
     this.labels = { pool: options.pool, backend: String(options.index) };
+    this.halfOpenAfterMs = options.breakerHalfOpenMs ?? 5000;
     this.breaker = circuitBreaker(
-      // Only backend failures count; a cancelled call or a caller's bad input says nothing about its health.
+      // Only backend failures count; a cancelled call or a request the backend refused (a
+      // caller's bad input, e.g. an unknown model) says nothing about its health.
       handleWhen(
         (err) =>
           err instanceof ClusterError &&
-          (err.code === 'BACKEND_UNAVAILABLE' || err.code === 'BACKEND_PROTOCOL'),
+          (err.code === 'BACKEND_UNAVAILABLE' ||
+            (err.code === 'BACKEND_PROTOCOL' && !(err.cause instanceof BackendRefusal))),
       ),
       {
-        halfOpenAfter: options.breakerHalfOpenMs ?? 5000,
+        halfOpenAfter: this.halfOpenAfterMs,
         breaker: new ConsecutiveBreaker(options.breakerFailures ?? 5),
       },
     );
+    this.breaker.onBreak(() => {
+      this.breakerOpenedAt = Date.now();
+    });
     this.breaker.onStateChange((state) =>
       log.warn('backend breaker', { backend: options.url, state: CircuitState[state] }),
     );
@@ -68,11 +78,25 @@ export class BackendActor {
       id: this.options.url,
       inFlight: this.running,
       maxConcurrency: this.options.maxConcurrency,
-      available:
-        this.healthy &&
-        this.breaker.state !== CircuitState.Open &&
-        this.breaker.state !== CircuitState.Isolated,
+      available: this.healthy && this.breakerAdmits(),
     };
+  }
+
+  /**
+   * Whether the breaker would let a call through. The breaker only moves from open to
+   * half-open when a call is attempted, so an open breaker whose delay has passed must count
+   * as available, or the router would never send the trial call and the backend would stay
+   * cut off for good. While the trial call runs (half-open), no other call is routed here.
+   */
+  private breakerAdmits(): boolean {
+    switch (this.breaker.state) {
+      case CircuitState.Closed:
+        return true;
+      case CircuitState.Open:
+        return Date.now() - this.breakerOpenedAt >= this.halfOpenAfterMs;
+      default:
+        return false;
+    }
   }
 
   get isHealthy(): boolean {
@@ -122,7 +146,7 @@ export class BackendActor {
       this.metrics.backendHealthy.set(this.labels, ok ? 1 : 0);
     };
     const loop = () => {
-      probe().finally(() => {
+      void probe().finally(() => {
         if (this.probeTimer !== undefined) {
           this.probeTimer = setTimeout(loop, this.options.healthIntervalMs);
           this.probeTimer.unref();

@@ -3,8 +3,8 @@ import { ClusterError } from '../../services/core/index.js';
 /**
  * POSTs JSON to a backend and returns the response once its status line arrived. Maps what can
  * go wrong to error codes: unreachable, timeout or 5xx → BACKEND_UNAVAILABLE (retryable, counts
- * against the breaker); other non-2xx → BACKEND_PROTOCOL with the backend's own message;
- * `signal` aborting → CANCELLED.
+ * against the breaker); other non-2xx → BACKEND_PROTOCOL with the backend's own message and a
+ * BackendRefusal cause (not counted against the breaker); `signal` aborting → CANCELLED.
  *
  * @param timeoutMs time allowed until the response headers arrive, in milliseconds.
  */
@@ -14,18 +14,26 @@ export async function postJson(
   signal: AbortSignal,
   timeoutMs: number,
 ): Promise<Response> {
-  const timeout = AbortSignal.timeout(timeoutMs);
+  // The timeout covers the wait for the status line only: once a stream has started, a long
+  // generation must not be cut off by it (the call's own signal still aborts the body).
+  const headersDue = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    headersDue.abort(new DOMException(`no answer within ${timeoutMs} ms`, 'TimeoutError'));
+  }, timeoutMs);
   let res: Response;
   try {
     res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify(body),
-      signal: AbortSignal.any([signal, timeout]),
+      signal: AbortSignal.any([signal, headersDue.signal]),
     });
   } catch (err) {
+    clearTimeout(timer);
     if (signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled', { cause: err });
-    if (timeout.aborted)
+    if (timedOut)
       throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} did not answer within ${timeoutMs} ms`, {
         cause: err,
       });
@@ -33,8 +41,12 @@ export async function postJson(
       cause: err,
     });
   }
-  if (res.ok) return res;
+  if (res.ok) {
+    clearTimeout(timer);
+    return res;
+  }
   const text = await res.text().catch(() => '');
+  clearTimeout(timer);
   const detail = backendMessage(text);
   if (res.status >= 500 || res.status === 429) {
     throw new ClusterError(
@@ -45,7 +57,22 @@ export async function postJson(
   throw new ClusterError(
     'BACKEND_PROTOCOL',
     `backend ${url} refused the request with ${res.status}${detail ? `: ${detail}` : ''}`,
+    { cause: new BackendRefusal(res.status, detail) },
   );
+}
+
+/**
+ * The cause of a BACKEND_PROTOCOL error for a 4xx answer: the backend works but refused this
+ * request (unknown model, prompt too long), so it says nothing about the backend's health.
+ */
+export class BackendRefusal extends Error {
+  override readonly name = 'BackendRefusal';
+  constructor(
+    readonly status: number,
+    detail: string,
+  ) {
+    super(`refused with ${status}${detail ? `: ${detail}` : ''}`);
+  }
 }
 
 /** Parses a JSON body, mapping malformed JSON to BACKEND_PROTOCOL. */

@@ -16,4 +16,4 @@ export type {
   Worker,
   WorkerOptions,
 } from './worker.js';
-export { startWorker } from './worker.js';
+export { retryDelayMs, startWorker } from './worker.js';

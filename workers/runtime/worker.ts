@@ -92,8 +92,17 @@ interface RunningCall {
   reason: StopReason | undefined;
 }
 
-/** Back-off before a call that found no free backend is offered again, in milliseconds. */
-const NO_BACKEND_RETRY_MS = 1000;
+/** Back-off after an unexpected failure in the worker itself, in milliseconds. */
+const INTERNAL_RETRY_MS = 1000;
+
+/**
+ * Delay before a call handed back for lack of a working backend is offered again: 1 s after
+ * the first delivery, doubling each time, at most 15 s, so a short backend outage is ridden out
+ * within `maxDeliveries` deliveries instead of burning them all in a few seconds.
+ */
+export function retryDelayMs(attempt: number): number {
+  return Math.min(1000 * 2 ** Math.max(0, attempt - 1), 15_000);
+}
 
 /**
  * Starts a worker of one pool: pulls calls with bounded in-flight, drops expired ones unrun,
@@ -155,7 +164,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       await runCall(message, clog);
     } catch (err) {
       clog.error('call handling failed', { err });
-      await message.nack(NO_BACKEND_RETRY_MS).catch(() => undefined);
+      await message.nack(INTERNAL_RETRY_MS).catch(() => undefined);
     } finally {
       metrics.workerInFlight.dec({ pool });
     }
@@ -199,9 +208,10 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       call.sessionKey,
     );
     const actor = index === undefined ? undefined : actors[index];
-    if (!actor) {
+    const lastAttempt = call.attempt >= config.worker.maxDeliveries;
+    if (!actor && !lastAttempt) {
       // Every backend is down or full: hand the call back so it waits in the queue, not here.
-      await message.nack(NO_BACKEND_RETRY_MS);
+      await message.nack(retryDelayMs(call.attempt));
       return;
     }
 
@@ -211,7 +221,10 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       entry.reason = reason;
       entry.abort.abort(new ClusterError('CANCELLED', `stopped: ${reason}`));
     };
-    running.set(call.callId, entry);
+    // Keyed by delivery, not call id: a call handed back (nack 0) can be delivered again to this
+    // worker before the previous attempt's cleanup ran, and that cleanup must not drop it.
+    const runKey = `${call.callId}#${call.attempt}`;
+    running.set(runKey, entry);
     let delivered: ((answer: DeliveryAnswer) => void) | undefined;
     const unwatch = channel.watch(call.callId, (signal) => {
       if (signal.kind === 'lost') {
@@ -242,6 +255,13 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       const started = performance.now();
       let outcome: { result: ToolResult } | { error: ClusterError };
       try {
+        if (!actor) {
+          // The last delivery and still no backend: tell the caller now rather than at its deadline.
+          throw new ClusterError(
+            'BACKEND_UNAVAILABLE',
+            `no backend of pool ${pool} was healthy with room after ${call.attempt} deliveries; retry later`,
+          );
+        }
         const adapter = options.adapters[tool.template] as ToolAdapter;
         const result = await actor.run((endpointUrl) =>
           adapter.run({
@@ -276,16 +296,11 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         else await message.term(entry.reason);
         return;
       }
-      if (
-        'error' in outcome &&
-        isRetryable(outcome.error.code) &&
-        call.attempt < config.worker.maxDeliveries &&
-        !isExpired(call)
-      ) {
+      if ('error' in outcome && isRetryable(outcome.error.code) && !lastAttempt && !isExpired(call)) {
         // Another worker (or this one, once the backend recovers) may succeed: give it back.
         clog.warn('backend failed; handing the call back', { err: outcome.error });
         metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'retried' });
-        await message.nack(NO_BACKEND_RETRY_MS);
+        await message.nack(retryDelayMs(call.attempt));
         return;
       }
       const timing = { queueWaitMs: Math.max(0, Date.now() - call.enqueuedUnixMs - backendMs), backendMs };
@@ -327,7 +342,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       clearTimeout(deadlineTimer);
       clearInterval(heartbeat);
       unwatch();
-      running.delete(call.callId);
+      running.delete(runKey);
     }
   };
 
@@ -346,7 +361,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     (message) => {
       const work = handle(message);
       settling.add(work);
-      work.finally(() => settling.delete(work));
+      void work.finally(() => settling.delete(work));
     },
   );
   state = 'running';
@@ -359,7 +374,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       } else if (path === '/readyz') {
-        broker.queue
+        void broker.queue
           .ready()
           .catch(() => false)
           .then((brokerReady) => {
@@ -375,9 +390,10 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
             );
           });
       } else if (path === '/metrics') {
-        metrics.registry
-          .metrics()
-          .then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
+        metrics.registry.metrics().then(
+          (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+          () => res.writeHead(500).end(),
+        );
       } else {
         res
           .writeHead(404, { 'content-type': 'application/json' })
@@ -385,7 +401,15 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       }
     });
     await new Promise<void>((resolve, reject) => {
-      http?.once('error', reject);
+      http?.once('error', (err: NodeJS.ErrnoException) => {
+        reject(
+          new ClusterError(
+            'INVALID_CONFIG',
+            `cannot listen on ${config.worker.host}:${config.worker.port} (${err.code ?? err.message}); choose another port with --port or worker.port`,
+            { cause: err },
+          ),
+        );
+      });
       http?.listen(config.worker.port, config.worker.host, () => resolve());
     });
     const address = http.address();

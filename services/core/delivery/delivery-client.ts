@@ -38,9 +38,16 @@ export class DeliveryClient {
   channel(address: string): Promise<DeliveryChannel> {
     let pending = this.channels.get(address);
     if (!pending) {
-      pending = Channel.open(address, this.connectTimeoutMs, () => this.channels.delete(address));
-      this.channels.set(address, pending);
-      pending.catch(() => this.channels.delete(address));
+      const opening = Channel.open(address, this.connectTimeoutMs, () => this.channels.delete(address));
+      pending = opening;
+      this.channels.set(address, opening);
+      // A replica that could not be reached stays failed for one more timeout: the calls that
+      // follow for it are dropped at once instead of each holding a slot for the full timeout.
+      opening.catch(() => {
+        setTimeout(() => {
+          if (this.channels.get(address) === opening) this.channels.delete(address);
+        }, this.connectTimeoutMs).unref();
+      });
     }
     return pending;
   }

@@ -14,7 +14,7 @@ export interface CallQueue {
   readonly kind: 'nats' | 'bullmq' | 'memory';
 
   /**
-   * Puts a call on `mcp.calls.<pool>.<priority>`. Idempotent by `call.callId`: enqueuing the
+   * Puts a call on its pool and priority partition (`<namespace>.calls.<pool>.<priority>` on NATS). Idempotent by `call.callId`: enqueuing the
    * same id again while the first is queued or running is a no-op (de-duplication).
    * Rejects with `ClusterError('QUEUE_UNAVAILABLE')` when the broker cannot take it.
    */
