@@ -26,6 +26,27 @@ describe.each([
   const workers: RoleProcess[] = [];
   const extra: RoleProcess[] = [];
 
+  /** Opens a 2025-era session with a raw initialize and returns the signed session id. */
+  const initializeRaw = async (
+    url: string,
+    headers: Record<string, string>,
+    name: string,
+  ): Promise<string> => {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name, version: '1' } },
+      }),
+    });
+    await res.text();
+    const session = res.headers.get('mcp-session-id') ?? '';
+    expect(session).toMatch(/^s1\./);
+    return session;
+  };
   const simStats = async (): Promise<SimStats> =>
     (await fetch(`${simUrl}/sim/stats`)).json() as Promise<SimStats>;
   const ingressUrl = (i: number) => String(ingresses[i]?.ready.url);
@@ -149,23 +170,7 @@ tools:
       accept: 'application/json, text/event-stream',
       'mcp-protocol-version': '2025-06-18',
     };
-    const init = await fetch(ingressUrl(0), {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: {
-          protocolVersion: '2025-06-18',
-          capabilities: {},
-          clientInfo: { name: 'raw', version: '1' },
-        },
-      }),
-    });
-    const session = init.headers.get('mcp-session-id') ?? '';
-    expect(session).not.toBe('');
-    await init.text();
+    const session = await initializeRaw(ingressUrl(0), headers, 'raw');
     const withSession = { ...headers, 'mcp-session-id': session };
     const running = fetch(ingressUrl(0), {
       method: 'POST',
@@ -183,22 +188,7 @@ tools:
       'the call to reach the backend',
     );
     // Same request id from another session must not cancel it: ids are small per-client counters.
-    const other = await fetch(ingressUrl(1), {
-      method: 'POST',
-      headers: { ...headers },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: {
-          protocolVersion: '2025-06-18',
-          capabilities: {},
-          clientInfo: { name: 'raw2', version: '1' },
-        },
-      }),
-    });
-    const otherSession = other.headers.get('mcp-session-id') ?? '';
-    await other.text();
+    const otherSession = await initializeRaw(ingressUrl(1), headers, 'raw2');
     const wrong = await fetch(ingressUrl(1), {
       method: 'POST',
       headers: { ...headers, 'mcp-session-id': otherSession },

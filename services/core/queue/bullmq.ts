@@ -13,6 +13,9 @@ import type {
   QueuedCall,
   QueueStats,
 } from './call-queue.js';
+import { messageOf, queueLog, withTimeout } from './queue-support.js';
+
+const logEvent = queueLog('queue.bullmq');
 
 const DEFAULT_ACK_WAIT_MS = 30_000;
 const DEFAULT_MAX_DELIVERIES = 5;
@@ -608,45 +611,4 @@ function assertName(name: string, what: string): void {
       `${what} "${name}" may hold only letters, digits, "_" and "-" (it names Redis keys and BullMQ queues)`,
     );
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-const lastLogged = new Map<string, number>();
-/** Repeated errors of one source are logged at most every this many milliseconds (an outage repeats them). */
-const LOG_EVERY_MS = 5_000;
-
-/** One JSON line on stderr; `throttleKey` rate-limits noisy sources such as reconnect errors. */
-function logEvent(
-  level: 'info' | 'warn' | 'error',
-  event: string,
-  fields: Record<string, unknown>,
-  throttleKey?: string,
-): void {
-  if (throttleKey) {
-    const now = Date.now();
-    if (now - (lastLogged.get(throttleKey) ?? 0) < LOG_EVERY_MS) return;
-    lastLogged.set(throttleKey, now);
-  }
-  process.stderr.write(
-    `${JSON.stringify({ time: new Date().toISOString(), level, component: 'queue.bullmq', event, ...fields })}\n`,
-  );
 }

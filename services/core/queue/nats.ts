@@ -30,6 +30,9 @@ import type {
   QueuedCall,
   QueueStats,
 } from './call-queue.js';
+import { messageOf, queueLog, withTimeout } from './queue-support.js';
+
+const logEvent = queueLog('queue.nats');
 
 const DEFAULT_ACK_WAIT_MS = 30_000;
 const DEFAULT_MAX_DELIVERIES = 5;
@@ -1049,31 +1052,4 @@ function assertName(name: string, what: string): void {
 
 function isApiError(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** One JSON line on stderr; the queue has no logger of its own. */
-function logEvent(level: 'info' | 'warn' | 'error', event: string, fields: Record<string, unknown>): void {
-  process.stderr.write(
-    `${JSON.stringify({ time: new Date().toISOString(), level, component: 'queue.nats', event, ...fields })}\n`,
-  );
 }
