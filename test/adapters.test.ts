@@ -7,6 +7,7 @@ import {
   createLogger,
   newCallId,
   outputSchemaFor,
+  resolveConfig,
   type ToolCall,
   type ToolConfig,
 } from '../services/core/index.js';
@@ -26,27 +27,9 @@ import { freePort } from './support/brokers.js';
 // a closed port, and (for the one case the sim cannot produce: vectors that are not unit length)
 // a tiny OpenAI-style embeddings server.
 
-const chatTool: ToolConfig = {
-  name: 'generate_text',
-  template: 'generate_text',
-  description: undefined,
-  pool: 'inference',
-  model: 'sim-llm',
-  deadlineMs: 60_000,
-  maxTokens: 4096,
-  maxTexts: 256,
-};
-
-const embedTool: ToolConfig = {
-  name: 'embed',
-  template: 'embed',
-  description: undefined,
-  pool: 'embeddings',
-  model: 'sim-embed',
-  deadlineMs: 60_000,
-  maxTokens: 4096,
-  maxTexts: 256,
-};
+const defaults = resolveConfig('', {}).tools;
+const chatTool: ToolConfig = defaults.find((t) => t.name === 'generate_text') as ToolConfig;
+const embedTool: ToolConfig = defaults.find((t) => t.name === 'embed') as ToolConfig;
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -87,6 +70,7 @@ function context(
     call: call(tool, args),
     tool,
     endpointUrl,
+    backend: tool.template === 'embed' ? 'openai-embeddings' : 'openai-chat',
     signal: options.signal ?? new AbortController().signal,
     backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
     progress: options.onProgress ?? (() => {}),
@@ -279,7 +263,7 @@ describe('embedAdapter against the simulated vLLM backend', () => {
     expect(result.isError).toBeFalsy();
     const structured = result.structuredContent as { model: string; dimensions: number; vectors: number[][] };
 
-    const schema = outputSchemaFor('embed');
+    const schema = outputSchemaFor(embedTool);
     expect(schema).toBeDefined();
     const validate = new Ajv({ strict: false }).compile(schema ?? {});
     expect(validate(structured), JSON.stringify(validate.errors)).toBe(true);

@@ -127,9 +127,10 @@ describe('resolveConfig defaults', () => {
     });
   });
 
-  it('has two pools, inference (openai-chat) and embeddings (openai-embeddings), without endpoints', () => {
+  it('has three pools, inference (openai-chat), embeddings (openai-embeddings) and diffusion (comfyui), without endpoints', () => {
     const { pools } = resolveConfig('');
-    expect(Object.keys(pools).sort()).toEqual(['embeddings', 'inference']);
+    expect(Object.keys(pools).sort()).toEqual(['diffusion', 'embeddings', 'inference']);
+    expect(pools.diffusion).toMatchObject({ backend: 'comfyui', endpoints: [] });
     expect(pools.inference).toEqual({
       name: 'inference',
       backend: 'openai-chat',
@@ -145,30 +146,29 @@ describe('resolveConfig defaults', () => {
     });
   });
 
-  it('has the tools generate_text and embed, with deadlines in ms', () => {
+  it('has the tools of the three families, with deadlines in ms and default limits', () => {
     const { tools } = resolveConfig('');
-    expect(tools).toEqual([
-      {
-        name: 'generate_text',
-        template: 'generate_text',
-        description: undefined,
-        pool: 'inference',
-        model: 'sim-llm',
-        deadlineMs: 120_000,
-        maxTokens: 4096,
-        maxTexts: 256,
-      },
-      {
-        name: 'embed',
-        template: 'embed',
-        description: undefined,
-        pool: 'embeddings',
-        model: 'sim-embed',
-        deadlineMs: 60_000,
-        maxTokens: 4096,
-        maxTexts: 256,
-      },
+    expect(tools.map((t) => [t.name, t.template, t.pool, t.model, t.deadlineMs])).toEqual([
+      ['generate_text', 'generate_text', 'inference', 'sim-llm', 120_000],
+      ['chat', 'chat', 'inference', 'sim-llm', 120_000],
+      ['summarize', 'summarize', 'inference', 'sim-llm', 120_000],
+      ['embed', 'embed', 'embeddings', 'sim-embed', 60_000],
+      ['generate_image', 'generate_image', 'diffusion', 'sim-diffusion', 300_000],
     ]);
+    expect(tools[3]).toMatchObject({
+      maxTexts: 256,
+      maxTextLength: 100_000,
+      batch: { maxSize: 32, maxTokens: 16_384, maxWaitMs: 5 },
+      cache: { enabled: true, ttlMs: 3_600_000, maxEntries: 100_000 },
+      inputSchema: undefined,
+      outputSchema: undefined,
+    });
+    expect(tools[4]).toMatchObject({ maxImageSize: 1024, maxSteps: 50, workflow: undefined });
+  });
+
+  it('offers only the default tools whose pool a file declares when it lists no tools', () => {
+    const c = resolveConfig(yaml(['pools:', '  embeddings:', '    backend: tei']));
+    expect(c.tools.map((t) => t.name)).toEqual(['embed']);
   });
 
   it('treats whitespace, comments and an empty document as all defaults', () => {
@@ -187,7 +187,7 @@ describe('resolveConfig defaults', () => {
     const second = resolveConfig('');
     expect(second.pools.inference?.endpoints).toEqual([]);
     expect(second.ingress.allowedHosts).not.toContain('leak');
-    expect(second.tools).toHaveLength(2);
+    expect(second.tools).toHaveLength(5);
   });
 });
 
@@ -256,18 +256,17 @@ describe('resolveConfig of a file', () => {
       healthIntervalMs: 5000,
       backendTimeoutMs: 30_000,
     });
-    expect(c.tools).toEqual([
-      {
-        name: 'chat.v2',
-        template: 'generate_text',
-        description: 'Chat with the big model',
-        pool: 'gpu',
-        model: 'llama',
-        deadlineMs: 90_000,
-        maxTokens: 100,
-        maxTexts: 256,
-      },
-    ]);
+    expect(c.tools).toHaveLength(1);
+    expect(c.tools[0]).toMatchObject({
+      name: 'chat.v2',
+      template: 'generate_text',
+      description: 'Chat with the big model',
+      pool: 'gpu',
+      model: 'llama',
+      deadlineMs: 90_000,
+      maxTokens: 100,
+      maxTexts: 256,
+    });
   });
 
   it('accepts every documented broker scheme', () => {
@@ -471,7 +470,13 @@ describe('resolveConfig environment overrides', () => {
       ],
     });
     expect(c.pools.embeddings).toMatchObject({ backend: 'openai-embeddings', endpoints: [] });
-    expect(c.tools.map((t) => t.name)).toEqual(['generate_text', 'embed']);
+    expect(c.tools.map((t) => t.name)).toEqual([
+      'generate_text',
+      'chat',
+      'summarize',
+      'embed',
+      'generate_image',
+    ]);
   });
 
   it('gives the embeddings pool its embeddings backend', () => {
@@ -561,7 +566,7 @@ describe('resolveConfig of hostile input', () => {
     configError(() => resolveConfig('pools:\n  __proto__:\n    endpoints: [x]\n'));
     try {
       const c = resolveConfig('', { MCP_CLUSTER_BACKENDS___PROTO__: 'http://a:1' });
-      expect(Object.keys(c.pools).sort()).toEqual(['embeddings', 'inference']);
+      expect(Object.keys(c.pools).sort()).toEqual(['diffusion', 'embeddings', 'inference']);
     } catch (err) {
       expect(err).toBeInstanceOf(ClusterError);
     }

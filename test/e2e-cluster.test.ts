@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
 import { connectClient } from './support/mcp-clients.js';
@@ -21,6 +22,8 @@ describe.each([
   let broker: SpawnedBroker;
   let sim: RoleProcess;
   let simUrl = '';
+  let comfy: RoleProcess;
+  let comfyUrl = '';
   let configPath = '';
   const ingresses: RoleProcess[] = [];
   const workers: RoleProcess[] = [];
@@ -47,6 +50,12 @@ describe.each([
     expect(session).toMatch(/^s1\./);
     return session;
   };
+  const comfyStats = async (): Promise<{ completed: number; interrupted: number; deleted: number }> =>
+    (await fetch(`${comfyUrl}/sim/stats`)).json() as Promise<{
+      completed: number;
+      interrupted: number;
+      deleted: number;
+    }>;
   const simStats = async (): Promise<SimStats> =>
     (await fetch(`${simUrl}/sim/stats`)).json() as Promise<SimStats>;
   const ingressUrl = (i: number) => String(ingresses[i]?.ready.url);
@@ -69,6 +78,8 @@ describe.each([
       '16',
     ]);
     simUrl = String(sim.ready.url);
+    comfy = await startRole('comfy', ['sim', '--kind', 'comfyui', '--port', '0', '--steps-per-second', '10']);
+    comfyUrl = String(comfy.ready.url);
     configPath = writeConfig(`
 cluster: { namespace: e2e${randomUUID().slice(0, 8)} }
 broker: { url: "${broker.url}" }
@@ -78,9 +89,13 @@ pools:
   inference: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
   embeddings: { backend: openai-embeddings, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
   idle: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
+  diffusion: { backend: comfyui, endpoints: [{ url: "${comfyUrl}" }] }
 tools:
   - { name: generate_text, template: generate_text, pool: inference, model: sim-llm }
+  - { name: chat, template: chat, pool: inference, model: sim-llm }
+  - { name: summarize, template: summarize, pool: inference, model: sim-llm }
   - { name: embed, template: embed, pool: embeddings, model: sim-embed }
+  - { name: generate_image, template: generate_image, pool: diffusion, model: sim-diffusion, maxImageSize: 512 }
   - { name: generate_text_idle, template: generate_text, pool: idle, model: sim-llm, description: "A pool with no workers running." }
 `);
     const started = await Promise.all([
@@ -90,6 +105,7 @@ tools:
       startRole('worker-inference-2', ['worker', '--pool', 'inference', '--config', configPath]),
       startRole('worker-embeddings-1', ['worker', '--pool', 'embeddings', '--config', configPath]),
       startRole('worker-embeddings-2', ['worker', '--pool', 'embeddings', '--config', configPath]),
+      startRole('worker-diffusion-1', ['worker', '--pool', 'diffusion', '--config', configPath]),
     ]);
     ingresses.push(...started.slice(0, 2));
     workers.push(...started.slice(2));
@@ -98,6 +114,7 @@ tools:
   afterAll(async () => {
     await Promise.all([...ingresses, ...workers, ...extra].map((p) => p.stop()));
     await sim?.stop();
+    await comfy?.stop();
     await broker?.stop();
   }, 60_000);
 
@@ -109,9 +126,12 @@ tools:
       const client = await connectClient(kind, ingressUrl(replica));
       try {
         expect((await client.listTools()).map((t) => t.name).sort()).toEqual([
+          'chat',
           'embed',
+          'generate_image',
           'generate_text',
           'generate_text_idle',
+          'summarize',
         ]);
         const progress: { progress: number; message?: string }[] = [];
         const result = await client.callTool(
@@ -135,6 +155,84 @@ tools:
       } finally {
         await client.close();
       }
+    }
+  });
+
+  it('chat and summarize answer through the cluster, chat with token progress', async () => {
+    const client = await connectClient('v2', ingressUrl(1));
+    try {
+      const progress: { message?: string }[] = [];
+      const chat = await client.callTool(
+        'chat',
+        {
+          messages: [
+            { role: 'system', content: 'You are terse.' },
+            { role: 'user', content: 'Name a queue.' },
+            { role: 'assistant', content: 'JetStream.' },
+            { role: 'user', content: 'Another?' },
+          ],
+          max_tokens: 20,
+        },
+        { onProgress: (p) => progress.push(p) },
+      );
+      expect(chat.isError).toBeFalsy();
+      expect((chat.content[0] as { text: string }).text.split(' ').length).toBeGreaterThanOrEqual(10);
+      expect(progress.length).toBeGreaterThan(0);
+
+      const summary = await client.callTool('summarize', { text: 'word '.repeat(500), max_words: 12 });
+      expect(summary.isError).toBeFalsy();
+      const words = (summary.content[0] as { text: string }).text.trim().split(/\s+/);
+      expect(words.length).toBeGreaterThan(0);
+      expect(words.length).toBeLessThanOrEqual(12);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('generate_image returns a PNG of the requested size, with sampler steps as progress', async () => {
+    const client = await connectClient('v1', ingressUrl(0));
+    try {
+      const progress: { progress: number; total?: number }[] = [];
+      const result = await client.callTool(
+        'generate_image',
+        { prompt: 'a lighthouse at dusk', width: 96, height: 64, steps: 6, seed: 7 },
+        { onProgress: (p) => progress.push(p) },
+      );
+      expect(result.isError).toBeFalsy();
+      const image = result.content.find((c) => (c as { type: string }).type === 'image') as {
+        data: string;
+        mimeType: string;
+      };
+      expect(image.mimeType).toBe('image/png');
+      const png = PNG.sync.read(Buffer.from(image.data, 'base64'));
+      expect([png.width, png.height]).toEqual([96, 64]);
+      expect(progress.at(-1)).toMatchObject({ progress: 6, total: 6 });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a generate_image call cancelled mid-run is interrupted at ComfyUI', async () => {
+    const before = await comfyStats();
+    const client = await connectClient('v2', ingressUrl(0));
+    const abort = new AbortController();
+    try {
+      const call = client.callTool(
+        'generate_image',
+        { prompt: 'never finished', width: 64, height: 64, steps: 50 },
+        {
+          signal: abort.signal,
+          onProgress: () => abort.abort(),
+        },
+      );
+      await expect(call).rejects.toThrow();
+      await eventually(
+        async () => (await comfyStats()).interrupted > before.interrupted,
+        15_000,
+        'ComfyUI to be interrupted',
+      );
+    } finally {
+      await client.close();
     }
   });
 

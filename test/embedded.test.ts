@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, openBroker, type ResolvedConfig, resolveConfig } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
-import { generateTextAdapter } from '../workers/inference/index.js';
+import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
 import { connectClient } from './support/mcp-clients.js';
@@ -33,7 +33,7 @@ pools:
       pools: ['inference', 'embeddings'],
     });
     ingress = await startIngress(config, broker);
-    const adapters = { generate_text: generateTextAdapter, embed: embedAdapter };
+    const adapters = { ...inferenceAdapters, embed: embedAdapter };
     workers = await Promise.all(
       ['inference', 'embeddings'].map((pool) =>
         startWorker({ config, pool, broker, adapters, workerId: `w-${pool}`, serveHttp: false }),
@@ -53,7 +53,7 @@ pools:
       const client = await connectClient(kind, ingress.url);
       try {
         const tools = await client.listTools();
-        expect(tools.map((t) => t.name).sort()).toEqual(['embed', 'generate_text']);
+        expect(tools.map((t) => t.name).sort()).toEqual(['chat', 'embed', 'generate_text', 'summarize']);
 
         const progress: { progress: number; message?: string }[] = [];
         const result = await client.callTool(

@@ -490,3 +490,548 @@ describe('sim options', () => {
     await expect(startSimBackend({ model: 'same', embeddingModel: 'same' })).rejects.toThrow(/differ/);
   });
 });
+
+interface UsageWithCache {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details?: { cached_tokens: number };
+}
+
+interface TeiError {
+  error: string;
+  error_type: string;
+}
+
+/** The sim's token estimate (documented on estimateTokens): 4 characters a token, rounded up, at least 1. */
+const tokensOf = (text: string): number => Math.max(1, Math.ceil(text.length / 4));
+
+async function chatOnce(sim: SimBackend, body: object): Promise<ChatCompletion & { usage: UsageWithCache }> {
+  const res = await post(sim, '/v1/chat/completions', body);
+  expect(res.status).toBe(200);
+  return (await res.json()) as ChatCompletion & { usage: UsageWithCache };
+}
+
+describe('sim backend: continuous batching', () => {
+  const decodeTokens = 200;
+
+  /** Runs `concurrency` sequences of `decodeTokens + 1` tokens at once on a fresh backend. */
+  async function run(concurrency: number): Promise<{ stats: SimStats; wallMs: number }> {
+    const sim = await startSimBackend({
+      ttftMs: 0,
+      perPromptTokenMs: 0,
+      tokensPerSecond: 1000,
+      batchPenalty: 0.1,
+      maxNumSeqs: 8,
+    });
+    try {
+      const started = performance.now();
+      const answers = await Promise.all(
+        Array.from({ length: concurrency }, (_, i) =>
+          chatOnce(sim, {
+            messages: [{ role: 'user', content: `sequence ${i}` }],
+            max_tokens: decodeTokens + 1,
+          }),
+        ),
+      );
+      const wallMs = performance.now() - started;
+      for (const answer of answers) expect(answer.usage.completion_tokens).toBe(decodeTokens + 1);
+      return { stats: sim.stats(), wallMs };
+    } finally {
+      await sim.close();
+    }
+  }
+
+  it('slows each sequence but raises the total token rate as more sequences decode together', async () => {
+    const alone = await run(1);
+    const together = await run(8);
+
+    // One sequence: one token per step, each step the base 1 ms.
+    expect(alone.stats).toMatchObject({ decodeSteps: decodeTokens, decodeTokens, maxDecodeBatch: 1 });
+    expect(alone.stats.decodeStepMsSum).toBeCloseTo(decodeTokens * 1, 6);
+    // Eight at once: every token counted once, and the sequences really shared steps.
+    expect(together.stats.decodeTokens).toBe(8 * decodeTokens);
+    expect(together.stats.maxDecodeBatch).toBe(8);
+    expect(together.stats.decodeSteps).toBeLessThan(8 * decodeTokens);
+    // Each step took between the base time and the full-batch time 1 × (1 + 0.1 × 7).
+    const meanStepMs = together.stats.decodeStepMsSum / together.stats.decodeSteps;
+    expect(meanStepMs).toBeGreaterThan(1);
+    expect(meanStepMs).toBeLessThanOrEqual(1.7 + 1e-9);
+
+    // Rates in tokens per model millisecond: per sequence one token per step; in total every token.
+    const perSequence = (s: SimStats): number => s.decodeSteps / s.decodeStepMsSum;
+    const total = (s: SimStats): number => s.decodeTokens / s.decodeStepMsSum;
+    const perSequenceRatio = perSequence(together.stats) / perSequence(alone.stats);
+    const totalRatio = total(together.stats) / total(alone.stats);
+    // With all eight in every step the ratios would be 1/1.7 ≈ 0.59 and 8/1.7 ≈ 4.7; arrivals
+    // spread over a few steps move them toward 1, hence the generous bands.
+    expect(perSequenceRatio).toBeGreaterThanOrEqual(1 / 1.7 - 1e-9);
+    expect(perSequenceRatio).toBeLessThan(0.9);
+    expect(totalRatio).toBeGreaterThan(2);
+    expect(totalRatio).toBeLessThan(8);
+
+    // The sim never decodes faster than its own model (only ever slower, on a busy machine).
+    expect(alone.wallMs).toBeGreaterThanOrEqual(alone.stats.decodeStepMsSum);
+    expect(together.wallMs).toBeGreaterThanOrEqual(together.stats.decodeStepMsSum);
+  });
+
+  it('exposes the decode loop in vLLM metrics', async () => {
+    const sim = await startSimBackend({ ttftMs: 0, tokensPerSecond: 5000 });
+    try {
+      await chatOnce(sim, { messages, max_tokens: 5 });
+      const text = await (await fetch(`${sim.url}/metrics`)).text();
+      expect(text).toContain('# TYPE vllm:time_to_first_token_seconds histogram');
+      expect(text).toContain('vllm:time_to_first_token_seconds_count{model_name="sim-llm"} 1');
+      expect(text).toContain('vllm:iteration_tokens_total_count{model_name="sim-llm"} 4');
+      expect(text).toContain('vllm:inter_token_latency_seconds_count{model_name="sim-llm"} 4');
+      expect(text).toContain('vllm:generation_tokens_total{model_name="sim-llm"} 5');
+      expect(sim.stats()).toMatchObject({ firstTokens: 1, decodeTokens: 4 });
+      expect(sim.stats().timeToFirstTokenMsSum).toBeGreaterThanOrEqual(0);
+    } finally {
+      await sim.close();
+    }
+  });
+});
+
+describe('sim backend: prefix cache', () => {
+  const system = { role: 'system', content: 'You are a careful assistant who answers briefly. '.repeat(8) };
+  const firstTurn = [system, { role: 'user', content: 'What is a cluster?' }];
+
+  it('hits the prefix of the same session, not of another session or an unrelated prompt', async () => {
+    const sim = await startSimBackend({ ttftMs: 0, tokensPerSecond: 5000 });
+    try {
+      const first = await chatOnce(sim, { messages: firstTurn, max_tokens: 8, user: 'session-a' });
+      expect(first.usage.prompt_tokens_details?.cached_tokens).toBe(0);
+      expect(sim.stats()).toMatchObject({
+        prefixCacheQueries: 1,
+        prefixCacheHits: 0,
+        prefixCacheHitTokens: 0,
+      });
+
+      const reply = first.choices[0]?.message.content ?? '';
+      const secondTurn = [
+        ...firstTurn,
+        { role: 'assistant', content: reply },
+        { role: 'user', content: 'And a replica?' },
+      ];
+      const second = await chatOnce(sim, { messages: secondTurn, max_tokens: 8, user: 'session-a' });
+      // Cached: the whole first prompt plus the completion the session left in the KV cache.
+      const cached = first.usage.prompt_tokens + tokensOf(reply);
+      expect(second.usage.prompt_tokens).toBe(cached + tokensOf('And a replica?'));
+      expect(second.usage.prompt_tokens_details?.cached_tokens).toBe(cached);
+      const uncachedFirst = first.usage.prompt_tokens;
+      const uncachedSecond = second.usage.prompt_tokens - cached;
+      expect(uncachedSecond).toBeLessThan(uncachedFirst);
+      expect(sim.stats()).toMatchObject({
+        prefixCacheQueries: 2,
+        prefixCacheHits: 1,
+        prefixCacheHitTokens: cached,
+        prefixCacheQueryTokens: first.usage.prompt_tokens + second.usage.prompt_tokens,
+        prefillTokens: uncachedFirst + uncachedSecond,
+      });
+
+      // The same prompt from another session, or from none, finds nothing.
+      const other = await chatOnce(sim, { messages: secondTurn, max_tokens: 8, user: 'session-b' });
+      expect(other.usage.prompt_tokens_details?.cached_tokens).toBe(0);
+      const anonymous = await chatOnce(sim, { messages: secondTurn, max_tokens: 8 });
+      expect(anonymous.usage.prompt_tokens_details?.cached_tokens).toBe(0);
+      // An unrelated prompt under session-a shares no prefix with what it cached.
+      const unrelated = await chatOnce(sim, {
+        messages: [{ role: 'user', content: 'Something else entirely.' }],
+        max_tokens: 8,
+        user: 'session-a',
+      });
+      expect(unrelated.usage.prompt_tokens_details?.cached_tokens).toBe(0);
+      expect(sim.stats()).toMatchObject({ prefixCacheQueries: 5, prefixCacheHits: 1 });
+
+      const metrics = await (await fetch(`${sim.url}/metrics`)).text();
+      expect(metrics).toContain(`vllm:prefix_cache_hits_total{model_name="sim-llm"} ${cached}`);
+      expect(metrics).toContain(`vllm:gpu_prefix_cache_hits_total{model_name="sim-llm"} ${cached}`);
+      expect(metrics).toContain(
+        `vllm:prefix_cache_queries_total{model_name="sim-llm"} ${sim.stats().prefixCacheQueryTokens}`,
+      );
+    } finally {
+      await sim.close();
+    }
+  });
+
+  it('never counts the whole prompt as cached, streams cached_tokens in usage, and rejects a non-string user', async () => {
+    const sim = await startSimBackend({ ttftMs: 0, tokensPerSecond: 5000 });
+    try {
+      const prompt = await chatOnce(sim, { messages: firstTurn, max_tokens: 2, user: 's' });
+      const res = await post(sim, '/v1/chat/completions', {
+        messages: firstTurn,
+        max_tokens: 2,
+        user: 's',
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      const chunks = sseData(await res.text())
+        .slice(0, -1)
+        .map((d) => JSON.parse(d) as ChatChunk & { usage?: UsageWithCache });
+      // The same prompt again: all but its last token come from the cache, as in vLLM.
+      expect(chunks.at(-1)?.usage?.prompt_tokens_details?.cached_tokens).toBe(prompt.usage.prompt_tokens - 1);
+
+      const bad = await post(sim, '/v1/chat/completions', { messages, user: 42 });
+      expect(bad.status).toBe(400);
+      expect(((await bad.json()) as ErrorBody).error.param).toBe('user');
+    } finally {
+      await sim.close();
+    }
+  });
+
+  it('evicts the least recently used session when the capacity in tokens is reached, and can be off', async () => {
+    const long = (tag: string) => [{ role: 'user', content: `${tag} ${'x'.repeat(236)}` }]; // 60 tokens
+    const sim = await startSimBackend({ ttftMs: 0, tokensPerSecond: 5000, prefixCacheTokens: 100 });
+    try {
+      // A session holds its 60-token prompt plus a one-word completion: two do not fit in 100.
+      await chatOnce(sim, { messages: long('a'), max_tokens: 1, user: 'a' });
+      await chatOnce(sim, { messages: long('b'), max_tokens: 1, user: 'b' });
+      const againB = await chatOnce(sim, { messages: long('b'), max_tokens: 1, user: 'b' });
+      expect(againB.usage.prompt_tokens_details?.cached_tokens).toBe(59);
+      const againA = await chatOnce(sim, { messages: long('a'), max_tokens: 1, user: 'a' });
+      expect(againA.usage.prompt_tokens_details?.cached_tokens).toBe(0);
+    } finally {
+      await sim.close();
+    }
+    const off = await startSimBackend({ ttftMs: 0, tokensPerSecond: 5000, prefixCacheTokens: 0 });
+    try {
+      await chatOnce(off, { messages: long('a'), max_tokens: 1, user: 'a' });
+      const again = await chatOnce(off, { messages: long('a'), max_tokens: 1, user: 'a' });
+      expect(again.usage.prompt_tokens_details?.cached_tokens).toBe(0);
+      expect(off.stats()).toMatchObject({ prefixCacheQueries: 2, prefixCacheHits: 0 });
+    } finally {
+      await off.close();
+    }
+  });
+});
+
+describe('sim backend: TEI embeddings', () => {
+  let sim: SimBackend;
+  beforeAll(async () => {
+    sim = await startSimBackend({
+      embeddingDimensions: 16,
+      maxEmbedBatch: 4,
+      embedMaxInputTokens: 8,
+      embedMaxBatchTokens: 64,
+      embedMaxConcurrentRequests: 6,
+    });
+  });
+  afterAll(() => sim.close());
+
+  const embed = async (body: unknown): Promise<number[][]> => {
+    const res = await post(sim, '/embed', body);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    return (await res.json()) as number[][];
+  };
+
+  const expectTeiError = async (res: Response, status: number, errorType: string): Promise<TeiError> => {
+    expect(res.status).toBe(status);
+    const body = (await res.json()) as TeiError;
+    expect(Object.keys(body).sort()).toEqual(['error', 'error_type']);
+    expect(body.error_type).toBe(errorType);
+    expect(body.error.length).toBeGreaterThan(0);
+    return body;
+  };
+
+  it('returns one normalized vector per input, in order, the same as /v1/embeddings', async () => {
+    const vectors = await embed({ inputs: ['alpha', 'beta', 'gamma delta'] });
+    expect(vectors).toHaveLength(3);
+    for (const vector of vectors) {
+      expect(vector).toHaveLength(16);
+      expect(Math.hypot(...vector)).toBeCloseTo(1, 9);
+    }
+    const openai = (await (
+      await post(sim, '/v1/embeddings', { input: ['alpha', 'beta', 'gamma delta'] })
+    ).json()) as EmbeddingList;
+    expect(vectors).toEqual(openai.data.map((d) => d.embedding));
+    expect(await embed({ inputs: ['gamma delta', 'alpha'] })).toEqual([vectors[2], vectors[0]]);
+    expect(await embed({ inputs: 'beta' })).toEqual([vectors[1]]);
+
+    // normalize: false gives the raw vector: same direction, another length.
+    const [raw] = await embed({ inputs: ['beta'], normalize: false });
+    const norm = Math.hypot(...(raw ?? []));
+    expect(Math.abs(norm - 1)).toBeGreaterThan(0.5);
+    (raw ?? []).forEach((x, i) => {
+      expect(x / norm).toBeCloseTo(vectors[1]?.[i] ?? Number.NaN, 9);
+    });
+  });
+
+  it('answers errors with TEI status codes and its {error, error_type} body', async () => {
+    const oversize = await expectTeiError(
+      await post(sim, '/embed', { inputs: ['a', 'b', 'c', 'd', 'e'] }),
+      422,
+      'Validation',
+    );
+    expect(oversize.error).toBe('batch size 5 > maximum allowed batch size 4');
+    await expectTeiError(await post(sim, '/embed', { inputs: [] }), 400, 'Empty');
+    await expectTeiError(await post(sim, '/embed', { texts: ['a'] }), 422, 'Validation');
+    await expectTeiError(await post(sim, '/embed', { inputs: [1, 2] }), 422, 'Validation');
+    await expectTeiError(await post(sim, '/embed', { inputs: 'a', normalize: 'yes' }), 422, 'Validation');
+    await expectTeiError(await post(sim, '/embed', '{"inputs": ['), 422, 'Validation');
+    // Longer than max_input_length: cut by default (TEI's auto-truncate), refused without truncation.
+    const long = 'y'.repeat(100);
+    const tooLong = await expectTeiError(
+      await post(sim, '/embed', { inputs: [long], truncate: false }),
+      422,
+      'Validation',
+    );
+    expect(tooLong.error).toContain('less than 8 tokens');
+    const cut = await post(sim, '/embed', { inputs: [long] });
+    expect(cut.status).toBe(200);
+    expect(cut.headers.get('x-compute-tokens')).toBe('8');
+  });
+
+  it('serves /info and /health like TEI', async () => {
+    const info = (await (await fetch(`${sim.url}/info`)).json()) as Record<string, unknown>;
+    expect(info).toMatchObject({
+      model_id: 'sim-embed',
+      max_client_batch_size: 4,
+      max_batch_tokens: 64,
+      max_input_length: 8,
+      max_concurrent_requests: 6,
+      auto_truncate: true,
+      model_type: { embedding: { pooling: 'cls' } },
+    });
+    expect(typeof info.version).toBe('string');
+    const health = await fetch(`${sim.url}/health`);
+    expect(health.status).toBe(200);
+  });
+
+  it('counts requests, inputs and batch sizes of both wire formats', async () => {
+    const fresh = await startSimBackend({ embedMaxBatchTokens: 4 });
+    try {
+      for (let i = 0; i < 3; i++)
+        await post(fresh, '/embed', { inputs: `single ${i}` }).then((r) => r.arrayBuffer());
+      await post(fresh, '/embed', { inputs: ['aaaa', 'bbbb', 'cccc', 'dddd', 'eeee', 'ffff'] }).then((r) =>
+        r.arrayBuffer(),
+      );
+      await post(fresh, '/v1/embeddings', { input: ['gggg', 'hhhh'] }).then((r) => r.arrayBuffer());
+      expect(fresh.stats()).toMatchObject({
+        requests: 5,
+        completed: 5,
+        embedRequests: 5,
+        embedInputs: 3 + 6 + 2,
+        embedBatchSizes: { '1': 3, '2': 1, '6': 1 },
+        embedMaxBatchSize: 6,
+        // 4 tokens a GPU batch: three singles (3 tokens each), 6 one-token inputs in two batches of 4 and 2,
+        // and 2 one-token inputs in one.
+        embedGpuBatches: 3 + 2 + 1,
+      });
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  it('refuses with 429 Overloaded when the inputs in flight would exceed max_concurrent_requests', async () => {
+    const small = await startSimBackend({ embedMaxConcurrentRequests: 2 });
+    try {
+      const res = await post(small, '/embed', { inputs: ['a', 'b', 'c'] });
+      expect(res.status).toBe(429);
+      expect(await res.json()).toEqual({ error: 'Model is overloaded', error_type: 'Overloaded' });
+      expect(small.stats().embedRequests).toBe(0);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
+describe('sim backend: failure injection', () => {
+  let sim: SimBackend;
+  beforeAll(async () => {
+    sim = await startSimBackend({ ttftMs: 1, tokensPerSecond: 5000 });
+  });
+  afterAll(() => sim.close());
+
+  const setFail = async (body: object): Promise<Response> => post(sim, '/sim/fail', body);
+  const failState = async (): Promise<unknown> => (await fetch(`${sim.url}/sim/fail`)).json();
+  const chatBody = { messages, max_tokens: 3 };
+  const streamBody = { messages, max_tokens: 3, stream: true };
+
+  /** A normal request still works (the server survived). */
+  const expectHealthy = async (): Promise<void> => {
+    const res = await post(sim, '/v1/chat/completions', chatBody);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as ChatCompletion).usage.completion_tokens).toBe(3);
+  };
+
+  /** True when `promise` has not settled within `ms`: for checking that nothing arrives. */
+  const stillPending = async (promise: Promise<unknown>, ms: number): Promise<boolean> => {
+    const marker = Symbol('pending');
+    const result = await Promise.race([
+      promise.then(
+        () => 'settled',
+        () => 'settled',
+      ),
+      new Promise((resolve) => setTimeout(() => resolve(marker), ms)),
+    ]);
+    return result === marker;
+  };
+
+  it('validates POST /sim/fail and reports the failure in force', async () => {
+    expect((await setFail({ mode: 'explode' })).status).toBe(400);
+    const badCount = await setFail({ mode: '5xx', count: 0 });
+    expect(badCount.status).toBe(400);
+    expect(((await badCount.json()) as ErrorBody).error.param).toBe('count');
+    const set = await setFail({ mode: '5xx', count: 2 });
+    expect(await set.json()).toEqual({ mode: '5xx', remaining: 2 });
+    expect(await failState()).toEqual({ mode: '5xx', remaining: 2 });
+    expect(await (await setFail({ mode: 'none' })).json()).toEqual({ mode: 'none', remaining: null });
+    expect(() => sim.setFailure('explode' as never)).toThrow(/mode/);
+    expect(() => sim.setFailure('drop', 1.5)).toThrow(/count/);
+  });
+
+  it('5xx: answers 503 in each wire format for the next N requests, then reverts', async () => {
+    const before = sim.stats();
+    expect(sim.setFailure('5xx', 3)).toEqual({ mode: '5xx', remaining: 3 });
+    const chat = await post(sim, '/v1/chat/completions', chatBody);
+    expect(chat.status).toBe(503);
+    expect(((await chat.json()) as ErrorBody).error).toMatchObject({
+      type: 'ServiceUnavailableError',
+      code: 503,
+    });
+    const embeddings = await post(sim, '/v1/embeddings', { input: 'x' });
+    expect(embeddings.status).toBe(503);
+    expect(((await embeddings.json()) as ErrorBody).error.code).toBe(503);
+    const tei = await post(sim, '/embed', { inputs: 'x' });
+    expect(tei.status).toBe(503);
+    expect(((await tei.json()) as TeiError).error_type).toBe('Unhealthy');
+    expect(await failState()).toEqual({ mode: 'none', remaining: null });
+    await expectHealthy();
+    const after = sim.stats();
+    expect(after.failuresInjected - before.failuresInjected).toBe(3);
+    // Injected failures are not accepted requests.
+    expect(after.requests - before.requests).toBe(1);
+  });
+
+  it('malformed: 200 with a body that is not JSON, or an SSE event that is not JSON', async () => {
+    sim.setFailure('malformed', 4);
+    const chat = await post(sim, '/v1/chat/completions', chatBody);
+    expect(chat.status).toBe(200);
+    expect(chat.headers.get('content-type')).toMatch(/^application\/json/);
+    const chatText = await chat.text();
+    expect(() => JSON.parse(chatText)).toThrow();
+
+    const stream = await post(sim, '/v1/chat/completions', streamBody);
+    expect(stream.status).toBe(200);
+    expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const events = sseData(await stream.text()).filter((d) => d !== '[DONE]');
+    expect(
+      events.some((d) => {
+        try {
+          JSON.parse(d);
+          return false;
+        } catch {
+          return true;
+        }
+      }),
+    ).toBe(true);
+
+    for (const [path, body] of [
+      ['/v1/embeddings', { input: 'x' }],
+      ['/embed', { inputs: 'x' }],
+    ] as const) {
+      const res = await post(sim, path, body);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(() => JSON.parse(text)).toThrow();
+    }
+    await expectHealthy();
+  });
+
+  it('stall: sends stream headers then nothing, and nothing at all otherwise, until the client leaves', async () => {
+    const before = sim.stats().failuresInjected;
+    sim.setFailure('stall', 2);
+    const streamAbort = new AbortController();
+    const stream = await post(sim, '/v1/chat/completions', streamBody, { signal: streamAbort.signal });
+    expect(stream.status).toBe(200);
+    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
+    const firstRead = reader.read();
+    expect(await stillPending(firstRead, 150)).toBe(true);
+    streamAbort.abort();
+    await expect(firstRead).rejects.toThrow();
+
+    const plainAbort = new AbortController();
+    const plain = post(sim, '/embed', { inputs: 'x' }, { signal: plainAbort.signal });
+    expect(await stillPending(plain, 150)).toBe(true);
+    plainAbort.abort();
+    await expect(plain).rejects.toThrow();
+
+    expect(sim.stats().failuresInjected - before).toBe(2);
+    await expectHealthy();
+  });
+
+  it('drop: closes a stream mid-way without [DONE], and other requests without an answer', async () => {
+    sim.setFailure('drop', 3);
+    const stream = await post(sim, '/v1/chat/completions', streamBody);
+    expect(stream.status).toBe(200);
+    let text = '';
+    let failed = false;
+    try {
+      text = await stream.text();
+    } catch {
+      failed = true;
+    }
+    // Either the body errors (connection reset mid-chunk) or it ends early; never with [DONE].
+    expect(failed || !text.includes('[DONE]')).toBe(true);
+    await expect(post(sim, '/v1/chat/completions', chatBody)).rejects.toThrow();
+    await expect(post(sim, '/embed', { inputs: 'x' })).rejects.toThrow();
+    await expectHealthy();
+  });
+
+  it('health-down: only GET /health answers 503, for N checks or until changed', async () => {
+    sim.setFailure('health-down', 2);
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`${sim.url}/health`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({ error: 'unhealthy', error_type: 'Unhealthy' });
+      await expectHealthy();
+    }
+    expect((await fetch(`${sim.url}/health`)).status).toBe(200);
+
+    await setFail({ mode: 'health-down' });
+    for (let i = 0; i < 3; i++) expect((await fetch(`${sim.url}/health`)).status).toBe(503);
+    const tei = await post(sim, '/embed', { inputs: 'x' });
+    expect(tei.status).toBe(200);
+    await tei.arrayBuffer();
+    await setFail({ mode: 'none' });
+    const health = await fetch(`${sim.url}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.text()).toBe('');
+  });
+});
+
+describe('sim options: batching, prefix cache and TEI', () => {
+  it('parses the new kebab-case flags and documents their defaults', async () => {
+    expect(
+      parseSimArgs([
+        '--batch-penalty',
+        '0.1',
+        '--prefix-cache-tokens=0',
+        '--embed-max-batch-tokens',
+        '2048',
+        '--embed-max-input-tokens',
+        '128',
+        '--embed-max-concurrent-requests',
+        '64',
+      ]),
+    ).toEqual({
+      batchPenalty: 0.1,
+      prefixCacheTokens: 0,
+      embedMaxBatchTokens: 2048,
+      embedMaxInputTokens: 128,
+      embedMaxConcurrentRequests: 64,
+    });
+    expect(() => parseSimArgs(['--batch-penalty', '-1'])).toThrow(/--batch-penalty/);
+    expect(() => parseSimArgs(['--prefix-cache-tokens', '1.5'])).toThrow(/--prefix-cache-tokens/);
+    const { simOptionDefaults } = await import('../workers/sim/index.js');
+    expect(simOptionDefaults).toMatchObject({
+      batchPenalty: 0.05,
+      prefixCacheTokens: 262_144,
+      embedMaxBatchTokens: 16_384,
+      embedMaxInputTokens: 512,
+      embedMaxConcurrentRequests: 512,
+    });
+  });
+});

@@ -1,19 +1,28 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { embedAdapter } from '../../workers/embeddings/index.js';
-import { generateTextAdapter } from '../../workers/inference/index.js';
+import { generateImageAdapter } from '../../workers/diffusion/index.js';
+import { closeEmbeddingCaches, embedAdapterFor } from '../../workers/embeddings/index.js';
+import { inferenceAdapters } from '../../workers/inference/index.js';
 import { startWorker, type ToolAdapter } from '../../workers/runtime/index.js';
-import { parseSimArgs, type SimBackend, startSimBackend } from '../../workers/sim/index.js';
+import {
+  type ComfySim,
+  comfySimMain,
+  parseSimArgs,
+  startComfySim,
+  startSimBackend,
+} from '../../workers/sim/index.js';
 import {
   type Broker,
   ClusterError,
   createLogger,
+  DEFAULT_ENDPOINT_CONCURRENCY,
   exitOnSignals,
   loadConfig,
   openBroker,
   processId,
   type ResolvedConfig,
   type Stoppable,
+  type ToolTemplate,
 } from '../core/index.js';
 import { startIngress } from '../ingress/index.js';
 
@@ -24,7 +33,7 @@ Usage:
                                                      backends for pools without endpoints)
   mcp-cluster ingress [--config FILE] [--broker URL] [--port N] [--delivery-port N]
   mcp-cluster worker --pool NAME [--config FILE] [--broker URL] [--port N]
-  mcp-cluster sim [--port N] [--ttft-ms N] [--tokens-per-second N] [--max-num-seqs N] ...
+  mcp-cluster sim [--kind vllm|comfyui] [--port N] [--ttft-ms N] [--tokens-per-second N] ...
   mcp-cluster config check [--config FILE]
 
 Options:
@@ -34,7 +43,10 @@ Options:
   -h, --help      this text
 `;
 
-const ADAPTERS: Record<string, ToolAdapter> = { generate_text: generateTextAdapter, embed: embedAdapter };
+/** The adapter of every tool template; the embed adapter's result cache follows the config. */
+function adaptersFor(config: ResolvedConfig): Record<ToolTemplate, ToolAdapter> {
+  return { ...inferenceAdapters, embed: embedAdapterFor(config), generate_image: generateImageAdapter };
+}
 
 const log = createLogger('cli');
 
@@ -108,28 +120,34 @@ async function up(args: string[]): Promise<number> {
   if (values.help) return help();
   const port = portFlag(values.port, '--port');
   let config = configFrom(values, port ? { MCP_CLUSTER_INGRESS_PORT: port } : {});
-  const sims: SimBackend[] = [];
+  const sims: { url: string; close(): Promise<void> }[] = [];
   const pools: Record<string, ResolvedConfig['pools'][string]> = {};
   for (const [name, pool] of Object.entries(config.pools)) {
     if (pool.endpoints.length > 0) {
       pools[name] = pool;
       continue;
     }
-    const backend = await startSimBackend({});
+    // One simulated GPU per pool: ComfyUI for diffusion, the vLLM/TEI stand-in otherwise.
+    const comfy = pool.backend === 'comfyui';
+    const backend = comfy ? await startComfySim({}) : await startSimBackend({});
     sims.push(backend);
-    pools[name] = { ...pool, endpoints: [{ url: backend.url, maxConcurrency: 16 }] };
-    log.info('simulated backend started', { pool: name, url: backend.url });
+    pools[name] = {
+      ...pool,
+      endpoints: [{ url: backend.url, maxConcurrency: DEFAULT_ENDPOINT_CONCURRENCY[pool.backend] }],
+    };
+    log.info('simulated backend started', { pool: name, backend: pool.backend, url: backend.url });
   }
   config = { ...config, pools };
   const broker = await brokerFor(config);
   const front = await startIngress(config, broker);
+  const adapters = adaptersFor(config);
   const workers = await Promise.all(
     Object.keys(config.pools).map((pool) =>
       startWorker({
         config,
         pool,
         broker,
-        adapters: ADAPTERS,
+        adapters,
         workerId: `${processId()}-${pool}`,
         serveHttp: false,
       }),
@@ -143,6 +161,7 @@ async function up(args: string[]): Promise<number> {
       async shutdown() {
         await front.shutdown();
         await Promise.all(workers.map((w) => w.shutdown()));
+        await closeEmbeddingCaches();
         await broker.close();
         await Promise.all(sims.map((s) => s.close()));
       },
@@ -217,7 +236,7 @@ async function worker(args: string[]): Promise<number> {
     config,
     pool: values.pool,
     broker,
-    adapters: ADAPTERS,
+    adapters: adaptersFor(config),
     workerId: `${processId()}-${values.pool}`,
   });
   exitOnSignals(
@@ -228,6 +247,7 @@ async function worker(args: string[]): Promise<number> {
         },
         async shutdown() {
           await running.shutdown();
+          await closeEmbeddingCaches();
           await broker.close();
         },
       },
@@ -240,9 +260,28 @@ async function worker(args: string[]): Promise<number> {
 
 async function sim(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) return help();
+  const kindAt = args.indexOf('--kind');
+  const kind = kindAt >= 0 ? args[kindAt + 1] : 'vllm';
+  if (kind !== 'vllm' && kind !== 'comfyui') {
+    throw new ClusterError('INVALID_CONFIG', `--kind must be vllm or comfyui, got "${kind ?? ''}"`);
+  }
+  const rest = kindAt >= 0 ? [...args.slice(0, kindAt), ...args.slice(kindAt + 2)] : args;
+  if (kind === 'comfyui') {
+    let comfy: ComfySim;
+    try {
+      comfy = await comfySimMain(rest);
+    } catch (err) {
+      if (err instanceof ClusterError) throw err;
+      throw new ClusterError('INVALID_CONFIG', (err as Error).message, { cause: err });
+    }
+    exitOnSignals([{ state: 'running', shutdown: () => comfy.close() }], (err) =>
+      log.error('shutdown failed', { err }),
+    );
+    return -1;
+  }
   let options: ReturnType<typeof parseSimArgs>;
   try {
-    options = parseSimArgs(args);
+    options = parseSimArgs(rest);
   } catch (err) {
     throw new ClusterError('INVALID_CONFIG', (err as Error).message, { cause: err });
   }
@@ -250,7 +289,7 @@ async function sim(args: string[]): Promise<number> {
   exitOnSignals([{ state: 'running', shutdown: () => backend.close() }], (err) =>
     log.error('shutdown failed', { err }),
   );
-  process.stdout.write(`${JSON.stringify({ role: 'sim', url: backend.url })}\n`);
+  process.stdout.write(`${JSON.stringify({ role: 'sim', kind: 'vllm', url: backend.url })}\n`);
   return -1;
 }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ClusterError } from './errors.js';
@@ -48,22 +49,34 @@ const name = z
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
 
 /** Tool templates: each fixes the tool's argument schema and the adapter that runs it. */
-export const TOOL_TEMPLATES = ['generate_text', 'embed'] as const;
+export const TOOL_TEMPLATES = ['generate_text', 'chat', 'summarize', 'embed', 'generate_image'] as const;
 export type ToolTemplate = (typeof TOOL_TEMPLATES)[number];
 
-/** Backend protocols a pool can speak. */
-export const BACKEND_KINDS = ['openai-chat', 'openai-embeddings'] as const;
+/**
+ * Backend protocols a pool can speak: OpenAI-compatible chat completions and embeddings (vLLM,
+ * OpenAI), Hugging Face TEI's `/embed`, and ComfyUI's HTTP and WebSocket API.
+ */
+export const BACKEND_KINDS = ['openai-chat', 'openai-embeddings', 'tei', 'comfyui'] as const;
 export type BackendKind = (typeof BACKEND_KINDS)[number];
 
-const TEMPLATE_BACKEND: Record<ToolTemplate, BackendKind> = {
-  generate_text: 'openai-chat',
-  embed: 'openai-embeddings',
+/** The backend kinds a pool must speak to serve a tool of each template. */
+export const TEMPLATE_BACKENDS: Record<ToolTemplate, readonly BackendKind[]> = {
+  generate_text: ['openai-chat'],
+  chat: ['openai-chat'],
+  summarize: ['openai-chat'],
+  embed: ['openai-embeddings', 'tei'],
+  generate_image: ['comfyui'],
 };
 
 const endpointSchema = z.strictObject({
   url: httpUrl,
-  /** Requests this endpoint runs at once (vLLM `--max-num-seqs`). */
-  maxConcurrency: z.number().int().min(1).max(4096).default(16),
+  /**
+   * Calls this endpoint takes at once. Default by the pool's backend: 16 on openai-chat (match
+   * vLLM `--max-num-seqs`), 1 on comfyui (ComfyUI runs one prompt at a time; more would only
+   * wait in its queue), 256 on openai-embeddings and tei (calls are merged into batches, so the
+   * endpoint must admit enough of them for batches to fill).
+   */
+  maxConcurrency: z.number().int().min(1).max(4096).optional(),
 });
 
 const poolSchema = z.strictObject({
@@ -91,6 +104,35 @@ const toolSchema = z.strictObject({
   maxTokens: z.number().int().min(1).max(1_000_000).default(4096),
   /** Most texts in one call (embed). */
   maxTexts: z.number().int().min(1).max(100_000).default(256),
+  /** Longest text in characters (embed, summarize). */
+  maxTextLength: z.number().int().min(1).max(10_000_000).default(100_000),
+  /** Largest image width and height in pixels (generate_image). */
+  maxImageSize: z.number().int().min(64).max(8192).default(1024),
+  /** Most sampler steps (generate_image). */
+  maxSteps: z.number().int().min(1).max(500).default(50),
+  /** ComfyUI API-format workflow file (generate_image); default the one shipped in workers/diffusion. */
+  workflow: z.string().min(1).optional(),
+  /** Micro-batching across calls (embed): a batch closes at maxSize texts, maxTokens tokens or after maxWait. */
+  batch: z
+    .strictObject({
+      // 32 is TEI's default --max-client-batch-size; raise it for vLLM or a TEI allowing more.
+      maxSize: z.number().int().min(1).max(100_000).default(32),
+      maxTokens: z.number().int().min(1).max(10_000_000).default(16_384),
+      maxWait: duration('5ms'),
+    })
+    .prefault({}),
+  /** Result cache (embed), keyed by model, normalisation and a hash of the text. */
+  cache: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      ttl: duration('1h'),
+      maxEntries: z.number().int().min(1).max(100_000_000).default(100_000),
+    })
+    .prefault({}),
+  /** Replaces the template's input schema (JSON Schema); it should only narrow what the template accepts. */
+  inputSchema: z.record(z.string(), z.unknown()).optional(),
+  /** Replaces the template's output schema (JSON Schema). */
+  outputSchema: z.record(z.string(), z.unknown()).optional(),
 });
 
 const configSchema = z.strictObject({
@@ -101,6 +143,8 @@ const configSchema = z.strictObject({
       url: z.string().min(1).default('memory:'),
     })
     .prefault({}),
+  /** Where result caches live: a `redis://` URL, or empty for an in-process cache per worker. */
+  cache: z.strictObject({ url: z.string().default('') }).prefault({}),
   ingress: z
     .strictObject({
       host: z.string().min(1).default('127.0.0.1'),
@@ -146,6 +190,7 @@ const configSchema = z.strictObject({
   pools: z.record(name, poolSchema).default({
     inference: poolSchema.parse({ backend: 'openai-chat' }),
     embeddings: poolSchema.parse({ backend: 'openai-embeddings' }),
+    diffusion: poolSchema.parse({ backend: 'comfyui' }),
   }),
   tools: z
     .array(toolSchema)
@@ -159,11 +204,32 @@ const configSchema = z.strictObject({
         deadline: '120s',
       }),
       toolSchema.parse({
+        name: 'chat',
+        template: 'chat',
+        pool: 'inference',
+        model: 'sim-llm',
+        deadline: '120s',
+      }),
+      toolSchema.parse({
+        name: 'summarize',
+        template: 'summarize',
+        pool: 'inference',
+        model: 'sim-llm',
+        deadline: '120s',
+      }),
+      toolSchema.parse({
         name: 'embed',
         template: 'embed',
         pool: 'embeddings',
         model: 'sim-embed',
         deadline: '60s',
+      }),
+      toolSchema.parse({
+        name: 'generate_image',
+        template: 'generate_image',
+        pool: 'diffusion',
+        model: 'sim-diffusion',
+        deadline: '300s',
       }),
     ]),
 });
@@ -174,6 +240,8 @@ type Parsed = z.output<typeof configSchema>;
 export interface ResolvedConfig {
   namespace: string;
   brokerUrl: string;
+  /** `redis://` URL of the shared result cache; empty for an in-process cache. */
+  cacheUrl: string;
   ingress: {
     host: string;
     port: number;
@@ -218,6 +286,19 @@ export interface ToolConfig {
   deadlineMs: number;
   maxTokens: number;
   maxTexts: number;
+  /** Longest text in characters (embed, summarize). */
+  maxTextLength: number;
+  /** Largest image width and height in pixels (generate_image). */
+  maxImageSize: number;
+  maxSteps: number;
+  /** ComfyUI workflow file; undefined for the shipped default. */
+  workflow: string | undefined;
+  /** Micro-batching across calls (embed). */
+  batch: { maxSize: number; maxTokens: number; maxWaitMs: number };
+  /** Result cache (embed). */
+  cache: { enabled: boolean; ttlMs: number; maxEntries: number };
+  inputSchema: Record<string, unknown> | undefined;
+  outputSchema: Record<string, unknown> | undefined;
 }
 
 /**
@@ -227,6 +308,7 @@ export interface ToolConfig {
 export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_NAMESPACE: ['cluster', 'namespace'],
   MCP_CLUSTER_BROKER_URL: ['broker', 'url'],
+  MCP_CLUSTER_CACHE_URL: ['cache', 'url'],
   MCP_CLUSTER_INGRESS_HOST: ['ingress', 'host'],
   MCP_CLUSTER_INGRESS_PORT: ['ingress', 'port'],
   MCP_CLUSTER_DELIVERY_HOST: ['ingress', 'delivery', 'host'],
@@ -274,7 +356,13 @@ export function resolveConfig(
     });
     throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${lines.join('\n')}`);
   }
-  return finish(result.data, origin);
+  const parsed = result.data;
+  if (doc.tools === undefined) {
+    // The default catalog offers each default tool whose pool the file declares, so a file that
+    // only lists its own pools is not rejected for tools it never asked for.
+    parsed.tools = parsed.tools.filter((tool) => parsed.pools[tool.pool] !== undefined);
+  }
+  return finish(parsed, origin);
 }
 
 /** Reads the file at `path` (or none) and resolves it with `env`. */
@@ -311,7 +399,7 @@ function applyEnv(doc: Record<string, unknown>, env: Record<string, string | und
     // A `pools` or pool entry that is not a mapping is left for validation to report by path.
     if (!isMapping(pools) || (found != null && !isMapping(found))) continue;
     doc.pools = pools;
-    const existing = found ?? { backend: pool === 'embeddings' ? 'openai-embeddings' : 'openai-chat' };
+    const existing = found ?? { backend: DEFAULT_POOL_BACKENDS[pool] ?? 'openai-chat' };
     existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
     Object.defineProperty(pools, pool, {
       value: existing,
@@ -336,8 +424,25 @@ function show(value: unknown): string {
   }
 }
 
+/** Calls an endpoint takes at once when its setting is absent (see `maxConcurrency`). */
+export const DEFAULT_ENDPOINT_CONCURRENCY: Record<BackendKind, number> = {
+  'openai-chat': 16,
+  'openai-embeddings': 256,
+  tei: 256,
+  comfyui: 1,
+};
+
+/** Backends of the default pools, used when an override names a pool the file does not declare. */
+const DEFAULT_POOL_BACKENDS: Record<string, BackendKind> = {
+  inference: 'openai-chat',
+  embeddings: 'openai-embeddings',
+  diffusion: 'comfyui',
+};
+
 function defaultPoolsDoc(): Record<string, Record<string, unknown>> {
-  return { inference: { backend: 'openai-chat' }, embeddings: { backend: 'openai-embeddings' } };
+  return Object.fromEntries(
+    Object.entries(DEFAULT_POOL_BACKENDS).map(([pool, backend]) => [pool, { backend }]),
+  );
 }
 
 function setAt(doc: Record<string, unknown>, path: string[], value: unknown): void {
@@ -359,8 +464,26 @@ function valueAt(doc: unknown, path: PropertyKey[]): unknown {
   return node;
 }
 
+/** Why a tool schema from the config cannot serve as an MCP tool schema, or undefined. */
+function schemaProblem(schema: Record<string, unknown>): string | undefined {
+  if (schema.type !== 'object')
+    return `must be a JSON Schema with "type": "object" (MCP tool schemas describe an object)`;
+  try {
+    new Ajv({ strict: false }).compile(schema);
+  } catch (err) {
+    return `is not a valid JSON Schema: ${(err as Error).message}`;
+  }
+  return undefined;
+}
+
 function finish(c: Parsed, origin: string): ResolvedConfig {
   const problems: string[] = [];
+  if (Object.keys(c.pools).length === 0) problems.push('  pools: declare at least one pool');
+  if (c.tools.length === 0) {
+    problems.push(
+      '  tools: no tool to serve; declare tools, or pools named like the defaults (inference, embeddings, diffusion)',
+    );
+  }
   const toolNames = new Set<string>();
   c.tools.forEach((tool, i) => {
     if (toolNames.has(tool.name)) problems.push(`  tools.${i}.name: tool "${tool.name}" is declared twice`);
@@ -370,12 +493,21 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
       problems.push(
         `  tools.${i}.pool: no pool "${tool.pool}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`,
       );
-    } else if (pool.backend !== TEMPLATE_BACKEND[tool.template]) {
+    } else if (!TEMPLATE_BACKENDS[tool.template].includes(pool.backend)) {
       problems.push(
-        `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${TEMPLATE_BACKEND[tool.template]}, but pool "${tool.pool}" has backend ${pool.backend}`,
+        `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${TEMPLATE_BACKENDS[tool.template].join(' or ')}, but pool "${tool.pool}" has backend ${pool.backend}`,
       );
     }
+    for (const key of ['inputSchema', 'outputSchema'] as const) {
+      const schema = tool[key];
+      if (!schema) continue;
+      const problem = schemaProblem(schema);
+      if (problem) problems.push(`  tools.${i}.${key}: ${problem}`);
+    }
   });
+  if (c.cache.url !== '' && !/^rediss?:\/\//.test(c.cache.url)) {
+    problems.push(`  cache.url: "${c.cache.url}" must be a redis:// URL, or empty for an in-process cache`);
+  }
   // Checked here so a bad URL is reported with the other settings, not at first connect.
   if (!/^(memory:|nats:\/\/|tls:\/\/|redis:\/\/|rediss:\/\/)/.test(c.broker.url)) {
     problems.push(
@@ -388,6 +520,7 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
   return {
     namespace: c.cluster.namespace,
     brokerUrl: c.broker.url,
+    cacheUrl: c.cache.url,
     ingress: {
       host: c.ingress.host,
       port: c.ingress.port,
@@ -417,7 +550,10 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
           name: poolName,
           backend: p.backend,
           // Copied: the default pools are parsed once, and callers must not share their arrays.
-          endpoints: p.endpoints.map((e) => ({ ...e })),
+          endpoints: p.endpoints.map((e) => ({
+            url: e.url,
+            maxConcurrency: e.maxConcurrency ?? DEFAULT_ENDPOINT_CONCURRENCY[p.backend],
+          })),
           maxInFlight: p.maxInFlight,
           healthIntervalMs: p.healthInterval,
           backendTimeoutMs: p.backendTimeout,
@@ -433,6 +569,14 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
       deadlineMs: t.deadline,
       maxTokens: t.maxTokens,
       maxTexts: t.maxTexts,
+      maxTextLength: t.maxTextLength,
+      maxImageSize: t.maxImageSize,
+      maxSteps: t.maxSteps,
+      workflow: t.workflow,
+      batch: { maxSize: t.batch.maxSize, maxTokens: t.batch.maxTokens, maxWaitMs: t.batch.maxWait },
+      cache: { enabled: t.cache.enabled, ttlMs: t.cache.ttl, maxEntries: t.cache.maxEntries },
+      inputSchema: t.inputSchema,
+      outputSchema: t.outputSchema,
     })),
   };
 }

@@ -9,10 +9,12 @@ export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
 export type { BackendKind, PoolConfig, ResolvedConfig, ToolConfig, ToolTemplate } from './config.js';
 export {
   BACKEND_KINDS,
+  DEFAULT_ENDPOINT_CONCURRENCY,
   ENV_OVERRIDES,
   loadConfig,
   processId,
   resolveConfig,
+  TEMPLATE_BACKENDS,
   TOOL_TEMPLATES,
 } from './config.js';
 export type { CallSignal, DeliveryChannel } from './delivery/delivery-client.js';

@@ -1,75 +1,240 @@
-import { ClusterError } from '../../services/core/index.js';
-import {
-  type AdapterContext,
-  postJson,
-  readJson,
-  type ToolAdapter,
-  type ToolResult,
-} from '../runtime/index.js';
+/**
+ * The `embed` tool: texts → vectors against an OpenAI-compatible `/v1/embeddings` endpoint (vLLM,
+ * OpenAI) or Hugging Face TEI's `/embed`, with a result cache in front and micro-batching across
+ * concurrent calls behind it.
+ *
+ * One call goes: cache lookup (memory or Redis) → texts not cached join the micro-batcher of
+ * (endpoint, tool, model, normalisation) → one backend request carries texts of many calls →
+ * each call gets its own vectors back in order → new vectors are written to the cache. A call
+ * whose texts are all cached never waits for a batch.
+ */
 
-interface EmbeddingsResponse {
-  data?: { index?: unknown; embedding?: unknown }[];
-  model?: unknown;
+import {
+  ClusterError,
+  createLogger,
+  type ResolvedConfig,
+  type ToolConfig,
+} from '../../services/core/index.js';
+import { BackendRefusal } from '../runtime/backend-http.js';
+import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
+import { BatchSlots, MicroBatcher } from './batcher.js';
+import { cacheKey, type EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCache } from './cache.js';
+import { embedMetrics } from './metrics.js';
+import { embedOpenAI, embedTei } from './protocol.js';
+
+export type { BatchPolicy, CloseReason, OpenBatchState } from './batch-policy.js';
+export { closeReason, estimateTokens, fits, waitLeftMs } from './batch-policy.js';
+export type { MicroBatcherOptions, SendBatch } from './batcher.js';
+export { BatchSlots, MicroBatcher } from './batcher.js';
+export type { EmbeddingCache, RedisCacheOptions } from './cache.js';
+export {
+  cacheKey,
+  decodeVector,
+  encodeVector,
+  MemoryEmbeddingCache,
+  RedisEmbeddingCache,
+} from './cache.js';
+export { embedMetrics } from './metrics.js';
+export { embedOpenAI, embedTei } from './protocol.js';
+
+/**
+ * Backend requests one endpoint has in flight from this worker's embed batchers, by default. Two
+ * keep the GPU busy (one batch runs while the next already waits in the backend's queue, hiding
+ * the round trip and the response's encoding) while everything after them keeps collecting in
+ * the open batch, so batches grow to their limits under load instead of piling up in the backend
+ * as many small requests. One would leave the GPU idle for a round trip after every batch; more
+ * would only move the queue into the backend, in smaller batches. (Measured with bench/embeddings:
+ * letting a batch closed by its wait go only while nothing runs gave larger batches but no more
+ * throughput, since the GPU then idles while the next batch forms.)
+ */
+export const DEFAULT_BATCHES_IN_FLIGHT = 2;
+
+/** Settings of an embed adapter. */
+export interface EmbedAdapterOptions {
+  /** `redis://` (or `rediss://`) URL of a cache shared by all workers; empty: in-process. Default ''. */
+  cacheUrl?: string;
+  /** Prefix of Redis cache keys. Default `mcp:embed:`. */
+  cacheKeyPrefix?: string;
+  /** Batches in flight per endpoint; see DEFAULT_BATCHES_IN_FLIGHT. */
+  maxBatchesInFlight?: number;
+  /** Use a result cache where the tool's `cache.enabled` says so. Default true; false: never cache. */
+  cache?: boolean;
+}
+
+const log = createLogger('embeddings');
+
+/** Caches of this process, created on first use, closed by closeEmbeddingCaches. */
+const caches = new Map<string, EmbeddingCache>();
+/** Batchers with work; one forgets itself when idle (keys include caller-chosen model names). */
+const batchers = new Map<string, MicroBatcher>();
+/** In-flight limits per endpoint (and limit, so adapters with different limits do not mix). */
+const endpointSlots = new Map<string, BatchSlots>();
+
+/**
+ * Closes every embedding result cache of this process (quits Redis connections, empties the
+ * in-process ones). Call it on worker shutdown, after running calls finished; a call after it
+ * opens a fresh cache.
+ */
+export async function closeEmbeddingCaches(): Promise<void> {
+  const open = [...caches.values()];
+  caches.clear();
+  await Promise.allSettled(open.map((cache) => cache.close()));
 }
 
 /**
- * `embed` against an OpenAI-compatible `/v1/embeddings` endpoint (vLLM, OpenAI). Returns the
- * vectors, one per text in order, in `structuredContent` (matching the tool's outputSchema)
- * and a short text summary for clients that only read `content`.
+ * An embed adapter. Texts of concurrent calls are micro-batched per the tool's `batch` settings;
+ * results are cached per its `cache` settings, in Redis when `cacheUrl` is set, else in process.
+ * Calls of any number of adapters share the process's caches and batchers.
  */
-export const embedAdapter: ToolAdapter = {
-  async run(ctx: AdapterContext): Promise<ToolResult> {
-    const args = ctx.call.arguments as { texts: string[]; model?: string; normalize?: boolean };
-    const model = args.model ?? ctx.tool.model;
-    const url = new URL('/v1/embeddings', ctx.endpointUrl).toString();
-    const res = await postJson(
-      url,
-      { model, input: args.texts, encoding_format: 'float' },
-      ctx.signal,
-      ctx.backendTimeoutMs,
-    );
-    const body = (await readJson(res, url, ctx.signal)) as EmbeddingsResponse;
-    const vectors = parseVectors(body, args.texts.length, url);
-    const out = args.normalize === false ? vectors : vectors.map(normalize);
-    const dimensions = out[0]?.length ?? 0;
-    return {
-      content: [{ type: 'text', text: `${out.length} embeddings of ${dimensions} dimensions from ${model}` }],
-      structuredContent: { model, dimensions, vectors: out },
-    };
-  },
-};
-
-function parseVectors(body: EmbeddingsResponse, expected: number, url: string): number[][] {
-  if (!Array.isArray(body.data))
-    throw new ClusterError('BACKEND_PROTOCOL', `backend ${url} answered without a data array`);
-  if (body.data.length !== expected) {
+export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapter {
+  const cacheUrl = options.cacheUrl ?? '';
+  if (cacheUrl !== '' && !/^rediss?:\/\//.test(cacheUrl)) {
     throw new ClusterError(
-      'BACKEND_PROTOCOL',
-      `backend ${url} returned ${body.data.length} embeddings for ${expected} texts`,
+      'INVALID_CONFIG',
+      `cache.url must be a redis:// or rediss:// URL, or empty for an in-process cache (found "${cacheUrl}")`,
     );
   }
-  const vectors: number[][] = new Array(expected);
-  body.data.forEach((item, position) => {
-    const index = typeof item.index === 'number' ? item.index : position;
-    const embedding = item.embedding;
-    if (!Array.isArray(embedding) || !embedding.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      throw new ClusterError(
-        'BACKEND_PROTOCOL',
-        `backend ${url} returned a malformed embedding at index ${index}`,
-      );
+  const keyPrefix = options.cacheKeyPrefix ?? 'mcp:embed:';
+  const maxInFlight = options.maxBatchesInFlight ?? DEFAULT_BATCHES_IN_FLIGHT;
+  if (!(maxInFlight >= 1)) {
+    throw new ClusterError('INVALID_CONFIG', `maxBatchesInFlight must be at least 1 (found ${maxInFlight})`);
+  }
+
+  const useCache = options.cache !== false;
+  const cacheFor = (tool: ToolConfig): EmbeddingCache | undefined => {
+    if (!useCache || !tool.cache.enabled) return undefined;
+    const id = cacheUrl
+      ? `redis\u0000${cacheUrl}\u0000${keyPrefix}`
+      : `memory\u0000${tool.name}\u0000${tool.cache.maxEntries}`;
+    let cache = caches.get(id);
+    if (!cache) {
+      cache = cacheUrl
+        ? new RedisEmbeddingCache({ url: cacheUrl, keyPrefix, log })
+        : new MemoryEmbeddingCache(tool.cache.maxEntries);
+      caches.set(id, cache);
     }
-    if (index < 0 || index >= expected || vectors[index]) {
-      throw new ClusterError(
-        'BACKEND_PROTOCOL',
-        `backend ${url} returned an embedding with a bad index ${index}`,
-      );
+    return cache;
+  };
+
+  const batcherFor = (ctx: AdapterContext, model: string, normalize: boolean): MicroBatcher => {
+    const tei = ctx.backend === 'tei';
+    // Only TEI takes `normalize` on the wire; OpenAI-style batches serve both kinds of caller.
+    const wireNormalize = tei ? String(normalize) : 'client';
+    const { tool, endpointUrl, backendTimeoutMs } = ctx;
+    const key = [maxInFlight, endpointUrl, ctx.backend, tool.name, model, wireNormalize].join('\u0000');
+    const existing = batchers.get(key);
+    if (existing) return existing;
+    const slotsKey = `${maxInFlight}\u0000${endpointUrl}`;
+    let slots = endpointSlots.get(slotsKey);
+    if (!slots) {
+      slots = new BatchSlots(maxInFlight);
+      endpointSlots.set(slotsKey, slots);
     }
-    vectors[index] = embedding as number[];
-  });
-  return vectors;
+    const labels = { pool: tool.pool, tool: tool.name };
+    const batcher: MicroBatcher = new MicroBatcher({
+      policy: { ...tool.batch },
+      slots,
+      send: tei
+        ? (texts, signal) => embedTei(endpointUrl, texts, normalize, signal, backendTimeoutMs)
+        : (texts, signal) => embedOpenAI(endpointUrl, model, texts, signal, backendTimeoutMs),
+      onSend: (texts) => embedMetrics().batchSize.observe(labels, texts),
+      // A refusal of the request's content (too long, too many) may be one caller's doing:
+      // retry call by call so the others still get their vectors.
+      isolate: (err) =>
+        err.code === 'BACKEND_PROTOCOL' &&
+        err.cause instanceof BackendRefusal &&
+        [400, 413, 422].includes(err.cause.status),
+      onIdle: () => {
+        if (batchers.get(key) === batcher) batchers.delete(key);
+      },
+    });
+    batchers.set(key, batcher);
+    return batcher;
+  };
+
+  return {
+    async run(ctx: AdapterContext): Promise<ToolResult> {
+      const args = ctx.call.arguments as { texts: string[]; model?: string; normalize?: boolean };
+      const texts = args.texts;
+      if (!Array.isArray(texts) || texts.length === 0 || !texts.every((t) => typeof t === 'string')) {
+        throw new ClusterError('INVALID_ARGUMENTS', 'texts must be a non-empty array of strings');
+      }
+      const model = args.model ?? ctx.tool.model;
+      const normalize = args.normalize !== false;
+      const tei = ctx.backend === 'tei';
+      // The cache holds vectors as the backend returned them: TEI normalises on the server when
+      // asked, so its flag is part of the key; the OpenAI protocol has no such switch, so its raw
+      // vectors are cached and normalised here, on the way out.
+      const cacheVariant = tei ? String(normalize) : 'raw';
+      const labels = { pool: ctx.tool.pool, tool: ctx.tool.name };
+
+      const cache = cacheFor(ctx.tool);
+      const keys = cache ? texts.map((text) => cacheKey(model, cacheVariant, text)) : [];
+      const vectors: (number[] | undefined)[] = cache
+        ? await cache.getMany(keys)
+        : texts.map(() => undefined);
+      if (ctx.signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled');
+
+      // Texts to embed, each once even when the call repeats it.
+      const missing: string[] = [];
+      const positions = new Map<string, number[]>();
+      texts.forEach((text, i) => {
+        if (vectors[i]) return;
+        const at = positions.get(text);
+        if (at) at.push(i);
+        else {
+          positions.set(text, [i]);
+          missing.push(text);
+        }
+      });
+      if (cache) {
+        const missed = texts.length - vectors.filter(Boolean).length;
+        if (texts.length > missed) embedMetrics().cacheHits.inc(labels, texts.length - missed);
+        if (missed > 0) embedMetrics().cacheMisses.inc(labels, missed);
+      }
+
+      if (missing.length > 0) {
+        const fresh = await batcherFor(ctx, model, normalize).submit(missing, ctx.signal);
+        const entries: { key: string; vector: number[] }[] = [];
+        missing.forEach((text, j) => {
+          const vector = fresh[j] as number[];
+          const at = positions.get(text) ?? [];
+          for (const i of at) vectors[i] = vector;
+          if (cache) entries.push({ key: keys[at[0] ?? 0] as string, vector });
+        });
+        // Not awaited: a write that fails or lags only costs a later miss. (One Redis connection
+        // runs commands in order, so this process's next lookup already sees the write.)
+        if (cache) void cache.setMany(entries, ctx.tool.cache.ttlMs);
+      }
+
+      const out = (vectors as number[][]).map((v) => (!tei && normalize ? normalizeVector(v) : v));
+      const dimensions = out[0]?.length ?? 0;
+      return {
+        content: [
+          { type: 'text', text: `${out.length} embeddings of ${dimensions} dimensions from ${model}` },
+        ],
+        structuredContent: { model, dimensions, vectors: out },
+      };
+    },
+  };
 }
 
-function normalize(vector: number[]): number[] {
-  const norm = Math.hypot(...vector);
+/** An embed adapter for a worker of `config`: the configured cache URL, keys under the cluster's namespace. */
+export function embedAdapterFor(config: ResolvedConfig): ToolAdapter {
+  return createEmbedAdapter({ cacheUrl: config.cacheUrl, cacheKeyPrefix: `${config.namespace}:embed:` });
+}
+
+/**
+ * The embed adapter without a result cache (micro-batching only), for code that has no
+ * configuration at hand. A worker should use `embedAdapterFor(config)`, which caches as the
+ * configuration says.
+ */
+export const embedAdapter: ToolAdapter = createEmbedAdapter({ cache: false });
+
+/** The vector scaled to unit length (L2); a zero vector stays as it is. */
+function normalizeVector(vector: number[]): number[] {
+  let sum = 0;
+  for (const x of vector) sum += x * x;
+  const norm = Math.sqrt(sum);
   return norm === 0 ? vector : vector.map((x) => x / norm);
 }

@@ -1,24 +1,44 @@
-import { ClusterError } from '../../services/core/index.js';
+/**
+ * The inference tools `generate_text`, `chat` and `summarize` against an OpenAI-compatible
+ * chat completions endpoint (vLLM's `/v1/chat/completions`). All three stream through one
+ * function, `streamChatCompletion`: tokens become progress carrying the text so far, the
+ * session key travels as the OpenAI `user` field, and a stream that stalls for
+ * `backendTimeoutMs` fails with BACKEND_UNAVAILABLE.
+ */
+
+import type { ToolTemplate } from '../../services/core/index.js';
+import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
+import { type ChatMessage, streamChatCompletion } from './chat-stream.js';
 import {
-  type AdapterContext,
-  postJson,
-  readSse,
-  type ToolAdapter,
-  type ToolResult,
-} from '../runtime/index.js';
+  DEFAULT_SUMMARY_WORDS,
+  SUMMARY_TEMPERATURE,
+  summaryMaxTokens,
+  summaryPrompt,
+  trimToWords,
+} from './summary.js';
 
-/** Least time between two progress notifications of one call, in milliseconds. */
-export const PROGRESS_INTERVAL_MS = 100;
+export type { ChatCompletion, ChatCompletionRequest, ChatMessage } from './chat-stream.js';
+export { PROGRESS_INTERVAL_MS, streamChatCompletion } from './chat-stream.js';
+export {
+  DEFAULT_SUMMARY_WORDS,
+  SUMMARY_TEMPERATURE,
+  SUMMARY_TOKENS_PER_WORD,
+  summaryMaxTokens,
+  summaryPrompt,
+  trimToWords,
+} from './summary.js';
 
-interface ChatChunk {
-  choices?: { delta?: { content?: unknown }; finish_reason?: unknown }[];
-}
+/** `max_tokens` when a call gives none (the input schemas' default). */
+export const DEFAULT_MAX_TOKENS = 256;
+/** `temperature` when a call gives none (the input schemas' default). */
+export const DEFAULT_TEMPERATURE = 0.7;
+
+const textResult = (text: string): ToolResult => ({ content: [{ type: 'text', text }] });
 
 /**
- * `generate_text` against an OpenAI-compatible chat completions endpoint (vLLM's
- * `/v1/chat/completions`), streamed: tokens arrive as SSE chunks and become progress carrying
- * the text so far, at most one notification per PROGRESS_INTERVAL_MS. Cancelling the call
- * closes the stream, which makes vLLM abort the sequence and free its KV cache.
+ * `generate_text(prompt, max_tokens?, temperature?, system?)`: the prompt as a user message,
+ * after the optional system prompt. Cancelling the call closes the stream, which makes vLLM
+ * abort the sequence and free its KV cache.
  */
 export const generateTextAdapter: ToolAdapter = {
   async run(ctx: AdapterContext): Promise<ToolResult> {
@@ -28,61 +48,68 @@ export const generateTextAdapter: ToolAdapter = {
       temperature?: number;
       system?: string;
     };
-    const messages = [
-      ...(args.system ? [{ role: 'system', content: args.system }] : []),
+    const messages: ChatMessage[] = [
+      ...(args.system ? [{ role: 'system' as const, content: args.system }] : []),
       { role: 'user', content: args.prompt },
     ];
-    const url = new URL('/v1/chat/completions', ctx.endpointUrl).toString();
-    const res = await postJson(
-      url,
-      {
-        model: ctx.tool.model,
-        messages,
-        max_tokens: args.max_tokens ?? 256,
-        temperature: args.temperature ?? 0.7,
-        stream: true,
-        stream_options: { include_usage: true },
-        // vLLM routes on this to reuse a conversation's prefix cache; other servers ignore it.
-        ...(ctx.call.sessionKey ? { user: ctx.call.sessionKey } : {}),
-      },
-      ctx.signal,
-      ctx.backendTimeoutMs,
-    );
-    const maxTokens = args.max_tokens ?? 256;
-    let text = '';
-    let tokens = 0;
-    let finished = false;
-    let lastProgressAt = Number.NEGATIVE_INFINITY;
-    for await (const data of readSse(res, url, ctx.signal)) {
-      if (data === '[DONE]') {
-        finished = true;
-        break;
-      }
-      let chunk: ChatChunk;
-      try {
-        chunk = JSON.parse(data) as ChatChunk;
-      } catch (err) {
-        throw new ClusterError(
-          'BACKEND_PROTOCOL',
-          `backend ${url} sent a stream chunk that is not JSON: ${data.slice(0, 80)}`,
-          { cause: err },
-        );
-      }
-      const delta = chunk.choices?.[0]?.delta?.content;
-      if (typeof delta === 'string' && delta.length > 0) {
-        text += delta;
-        tokens += 1;
-        const now = performance.now();
-        if (now - lastProgressAt >= PROGRESS_INTERVAL_MS) {
-          lastProgressAt = now;
-          ctx.progress({ progress: tokens, total: maxTokens, message: text });
-        }
-      }
-    }
-    if (!finished) {
-      if (ctx.signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled');
-      throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} ended the stream before [DONE]`);
-    }
-    return { content: [{ type: 'text', text }] };
+    const { text } = await streamChatCompletion(ctx, {
+      messages,
+      maxTokens: args.max_tokens ?? DEFAULT_MAX_TOKENS,
+      temperature: args.temperature ?? DEFAULT_TEMPERATURE,
+    });
+    return textResult(text);
   },
 };
+
+/**
+ * `chat(messages, max_tokens?, temperature?)`: the conversation goes to the backend as given
+ * (oldest first); the result is the assistant's reply. Follow-up turns of one session share a
+ * prefix, which the router's session affinity lets the backend's prefix cache reuse.
+ */
+export const chatAdapter: ToolAdapter = {
+  async run(ctx: AdapterContext): Promise<ToolResult> {
+    const args = ctx.call.arguments as {
+      messages: ChatMessage[];
+      max_tokens?: number;
+      temperature?: number;
+    };
+    const { text } = await streamChatCompletion(ctx, {
+      messages: args.messages.map((m) => ({ role: m.role, content: m.content })),
+      maxTokens: args.max_tokens ?? DEFAULT_MAX_TOKENS,
+      temperature: args.temperature ?? DEFAULT_TEMPERATURE,
+    });
+    return textResult(text);
+  },
+};
+
+/**
+ * `summarize(text, max_words?)`: a system prompt asks for at most `max_words` words, the text
+ * is the user message, `max_tokens` is `summaryMaxTokens(max_words)` (SUMMARY_TOKENS_PER_WORD
+ * tokens per word) and the temperature is SUMMARY_TEMPERATURE. Models do not count words
+ * exactly, so a reply that overruns is trimmed to its first `max_words` words (silently: the
+ * result is the summary alone); progress shows the summary so far, trimmed the same way.
+ */
+export const summarizeAdapter: ToolAdapter = {
+  async run(ctx: AdapterContext): Promise<ToolResult> {
+    const args = ctx.call.arguments as { text: string; max_words?: number };
+    const maxWords = args.max_words ?? DEFAULT_SUMMARY_WORDS;
+    const present = (text: string) => trimToWords(text, maxWords);
+    const { text } = await streamChatCompletion(ctx, {
+      messages: [
+        { role: 'system', content: summaryPrompt(maxWords) },
+        { role: 'user', content: args.text },
+      ],
+      maxTokens: summaryMaxTokens(maxWords, ctx.tool.maxTokens),
+      temperature: SUMMARY_TEMPERATURE,
+      present,
+    });
+    return textResult(present(text));
+  },
+};
+
+/** The adapters of the inference pool, by tool template. */
+export const inferenceAdapters = {
+  generate_text: generateTextAdapter,
+  chat: chatAdapter,
+  summarize: summarizeAdapter,
+} as const satisfies Partial<Record<ToolTemplate, ToolAdapter>>;

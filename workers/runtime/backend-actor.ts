@@ -20,6 +20,8 @@ export interface BackendActorOptions {
   maxConcurrency: number;
   /** Health probe interval in milliseconds. */
   healthIntervalMs: number;
+  /** Path the health probe GETs: `/health` on vLLM and TEI, `/system_stats` on ComfyUI. Default `/health`. */
+  healthPath?: string;
   /** Consecutive backend failures that open the breaker. Default 5. */
   breakerFailures?: number;
   /** How long an open breaker waits before letting one call through, in milliseconds. Default 5000. */
@@ -127,12 +129,12 @@ export class BackendActor {
     }
   }
 
-  /** Starts the periodic health probe (`GET <url>/health`, as vLLM and TEI serve it). */
+  /** Starts the periodic health probe (`GET <url><healthPath>`). */
   startProbe(): void {
     const probe = async () => {
       let ok = false;
       try {
-        const res = await fetch(new URL('/health', this.options.url), {
+        const res = await fetch(new URL(this.options.healthPath ?? '/health', this.options.url), {
           signal: AbortSignal.timeout(Math.max(1000, this.options.healthIntervalMs)),
         });
         ok = res.ok;

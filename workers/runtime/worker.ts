@@ -1,5 +1,6 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import {
+  type BackendKind,
   type Broker,
   type CallConsumer,
   ClusterError,
@@ -44,6 +45,8 @@ export interface AdapterContext {
   tool: ToolConfig;
   /** Base URL of the backend endpoint the router chose. */
   endpointUrl: string;
+  /** The protocol the pool's endpoints speak (e.g. `openai-embeddings` or `tei` for embed). */
+  backend: BackendKind;
   /** Aborts on cancel, deadline, lost caller or shutdown; the adapter must abort its backend request. */
   signal: AbortSignal;
   /** Time allowed until the backend's response headers, in milliseconds. */
@@ -58,6 +61,11 @@ export interface AdapterContext {
  */
 export interface ToolAdapter {
   run(ctx: AdapterContext): Promise<ToolResult>;
+  /**
+   * Checks and loads what a tool needs before the worker takes calls (e.g. a workflow file), so a
+   * bad setting stops the worker at start with INVALID_CONFIG instead of failing the first call.
+   */
+  prepare?(tool: ToolConfig): Promise<void>;
 }
 
 /** Options of one worker process serving one pool. */
@@ -91,6 +99,14 @@ interface RunningCall {
   abort: AbortController;
   reason: StopReason | undefined;
 }
+
+/** What each backend kind serves for a health check (ComfyUI has no /health). */
+const HEALTH_PATHS: Record<BackendKind, string> = {
+  'openai-chat': '/health',
+  'openai-embeddings': '/health',
+  tei: '/health',
+  comfyui: '/system_stats',
+};
 
 /** Back-off after an unexpected failure in the worker itself, in milliseconds. */
 const INTERNAL_RETRY_MS = 1000;
@@ -132,6 +148,8 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         `no adapter for template ${tool.template} (tool ${tool.name})`,
       );
   }
+  for (const tool of tools.values()) await options.adapters[tool.template]?.prepare?.(tool);
+
   const log = createLogger('worker', { pool, worker: workerId });
   const metrics = clusterMetrics();
   const delivery = new DeliveryClient(config.worker.deliveryConnectTimeoutMs);
@@ -144,6 +162,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           url: endpoint.url,
           maxConcurrency: endpoint.maxConcurrency,
           healthIntervalMs: poolConfig.healthIntervalMs,
+          healthPath: HEALTH_PATHS[poolConfig.backend],
         },
         log,
       ),
@@ -268,6 +287,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
             call,
             tool,
             endpointUrl,
+            backend: poolConfig.backend,
             signal: entry.abort.signal,
             backendTimeoutMs: poolConfig.backendTimeoutMs,
             progress: (p) => {

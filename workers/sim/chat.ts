@@ -1,14 +1,16 @@
 /**
- * POST /v1/chat/completions as vLLM answers it: validation, a sequence slot from the FIFO,
- * prefill (time to first token), then decode at a fixed rate, streamed as SSE or returned whole.
+ * POST /v1/chat/completions as vLLM answers it: validation, a sequence slot from the FIFO, a
+ * prefix-cache lookup for the request's session (the OpenAI `user` field), prefill of the
+ * uncached prompt tokens (time to first token), then decode in the shared continuous-batching
+ * loop (decode-engine.ts), streamed as SSE or returned whole.
  */
 
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import type { DecodingSequence } from './decode-engine.js';
 import { badRequest, SimRequestError } from './http-io.js';
 import {
   estimateTokens,
-  interTokenMs,
   type ReleaseSlot,
   SimAbortedError,
   sleep,
@@ -41,6 +43,8 @@ export interface ChatRequest {
   stream: boolean;
   includeUsage: boolean;
   promptTokens: number;
+  /** The OpenAI `user` field: the session whose prefix cache the request uses; undefined without one. */
+  user: string | undefined;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -147,6 +151,11 @@ export function parseChatRequest(state: SimState, body: Record<string, unknown>)
     includeUsage = optionalBoolean(streamOptions.include_usage, 'stream_options.include_usage') ?? false;
   }
 
+  const user = body.user;
+  if (user !== undefined && user !== null && typeof user !== 'string') {
+    throw badRequest('user', 'user must be a string');
+  }
+
   return {
     model,
     messages,
@@ -156,6 +165,8 @@ export function parseChatRequest(state: SimState, body: Record<string, unknown>)
     stream,
     includeUsage,
     promptTokens: messages.reduce((sum, m) => sum + estimateTokens(m.content), 0),
+    // An empty user is no session, as with no user at all.
+    user: typeof user === 'string' && user !== '' ? user : undefined,
   };
 }
 
@@ -180,6 +191,41 @@ function drained(res: ServerResponse, clientGone: AbortSignal): Promise<void> {
   });
 }
 
+/** A sequence of the decode loop whose writer can wait for its next tokens. */
+interface WaitableSequence extends DecodingSequence {
+  /** Resolves once more than `seen` tokens exist; rejects with SimAbortedError if the client leaves. */
+  more(seen: number, clientGone: AbortSignal): Promise<void>;
+}
+
+function waitableSequence(target: number): WaitableSequence {
+  let wake: (() => void) | undefined;
+  const sequence: WaitableSequence = {
+    generated: 1,
+    target,
+    notify() {
+      const resolve = wake;
+      wake = undefined;
+      resolve?.();
+    },
+    more(seen, clientGone) {
+      if (sequence.generated > seen) return Promise.resolve();
+      if (clientGone.aborted) return Promise.reject(new SimAbortedError('client gone'));
+      return new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => {
+          wake = undefined;
+          reject(new SimAbortedError('client gone'));
+        };
+        wake = () => {
+          clientGone.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        clientGone.addEventListener('abort', onAbort, { once: true });
+      });
+    },
+  };
+  return sequence;
+}
+
 /**
  * Runs an accepted chat request to its end. `clientGone` aborts when the connection closes
  * before the response finished: generation stops at once and the slot goes to the next waiter.
@@ -190,9 +236,12 @@ export async function runChatCompletion(
   res: ServerResponse,
   clientGone: AbortSignal,
 ): Promise<void> {
-  const { options, counters } = state;
+  const { options, counters, histograms } = state;
   counters.chatRequests++;
-  trackOutcome(state, res, clientGone);
+  const acceptedAt = performance.now();
+  trackOutcome(state, res, clientGone, (outcome) => {
+    if (outcome === 'completed') histograms.e2eLatency.observe((performance.now() - acceptedAt) / 1000);
+  });
 
   const id = `chatcmpl-${randomUUID().replaceAll('-', '')}`;
   const created = Math.floor(Date.now() / 1000);
@@ -200,22 +249,43 @@ export async function runChatCompletion(
     JSON.stringify({ messages: request.messages, max_tokens: request.requestedMaxTokens }),
     request.completionTokens,
   );
-  const usage = {
-    prompt_tokens: request.promptTokens,
-    completion_tokens: tokens.length,
-    total_tokens: request.promptTokens + tokens.length,
-  };
 
   let release: ReleaseSlot | undefined;
+  let sequence: WaitableSequence | undefined;
   try {
     release = await state.chatSlots.acquire(clientGone);
-    await sleep(timeToFirstTokenMs(options, request.promptTokens), clientGone);
+    histograms.queueTime.observe((performance.now() - acceptedAt) / 1000);
+
+    // Prefill: only the prompt tokens the session's prefix cache does not hold are computed.
+    const cachedTokens = state.prefixCache.lookup(request.user, request.messages, request.promptTokens);
+    counters.prefixCacheQueries++;
+    counters.prefixCacheQueryTokens += request.promptTokens;
+    if (cachedTokens > 0) {
+      counters.prefixCacheHits++;
+      counters.prefixCacheHitTokens += cachedTokens;
+    }
+    await sleep(timeToFirstTokenMs(options, request.promptTokens - cachedTokens), clientGone);
+
+    // The prefill step produced the first token; the prompt is in the KV cache from now on.
     counters.chatPromptTokens += request.promptTokens;
-    const interval = interTokenMs(options);
+    counters.generationTokens++;
+    counters.firstTokens++;
+    const ttftMs = performance.now() - acceptedAt;
+    counters.timeToFirstTokenMsSum += ttftMs;
+    histograms.timeToFirstToken.observe(ttftMs / 1000);
+    state.prefixCache.store(request.user, request.messages);
+    sequence = waitableSequence(tokens.length);
+    state.engine.join(sequence);
+
+    const usage = {
+      prompt_tokens: request.promptTokens,
+      completion_tokens: tokens.length,
+      total_tokens: request.promptTokens + tokens.length,
+      prompt_tokens_details: { cached_tokens: cachedTokens },
+    };
 
     if (!request.stream) {
-      await sleep(interval * (tokens.length - 1), clientGone);
-      counters.generationTokens += tokens.length;
+      while (sequence.generated < tokens.length) await sequence.more(sequence.generated, clientGone);
       const payload = JSON.stringify({
         id,
         object: 'chat.completion',
@@ -250,20 +320,16 @@ export async function runChatCompletion(
 
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
     res.write(chunk({ role: 'assistant', content: '' }, null));
-    const decodeStart = performance.now();
-    let next = 0;
-    while (next < tokens.length) {
-      // Token i is due at decodeStart + i × interval; waiting on that schedule (not on a fixed
-      // delay after each write) keeps the average rate exact despite timer granularity.
-      const wait = decodeStart + next * interval - performance.now();
-      if (wait > 0) await sleep(wait, clientGone);
-      const now = performance.now();
+    let written = 0;
+    while (written < tokens.length) {
+      await sequence.more(written, clientGone);
+      // Every token generated since the last write goes out in one write (a late writer, or a
+      // client slow to read, gets the backlog at once, as from vLLM's output queue).
       let batch = '';
-      do {
-        batch += chunk({ content: tokens[next] ?? '' }, null);
-        next++;
-        counters.generationTokens++;
-      } while (next < tokens.length && decodeStart + next * interval <= now);
+      while (written < sequence.generated) {
+        batch += chunk({ content: tokens[written] ?? '' }, null);
+        written++;
+      }
       if (!res.write(batch)) await drained(res, clientGone);
     }
     let tail = chunk({}, request.finishReason);
@@ -283,6 +349,15 @@ export async function runChatCompletion(
     if (err instanceof SimAbortedError) return;
     throw err;
   } finally {
+    if (sequence !== undefined) {
+      state.engine.leave(sequence);
+      // What was computed stays in the KV cache: the prompt and the tokens generated so far.
+      const completion = tokens.slice(0, Math.min(sequence.generated, tokens.length)).join('');
+      state.prefixCache.store(request.user, [
+        ...request.messages,
+        { role: 'assistant', content: completion },
+      ]);
+    }
     release?.();
   }
 }

@@ -1,15 +1,24 @@
 /**
  * POST /v1/embeddings as vLLM answers it. The simulated GPU runs one embeddings request (one
- * batch) at a time; its cost grows with the batch's tokens, so batching several texts into one
- * request is much cheaper than sending them one by one — what the cluster's micro-batcher exploits.
+ * batch, or several back to back above `embedMaxBatchTokens`) at a time; each batch costs
+ * `embedFixedMs + embedPerTokenMs × tokens`, so batching several texts into one request is much
+ * cheaper than sending them one by one — what the cluster's micro-batcher exploits. TEI's
+ * `/embed` (tei.ts) runs on the same simulated GPU through `runOnEmbedGpu`.
  */
 
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { badRequest, SimRequestError, sendJson } from './http-io.js';
-import { embedBatchMs, estimateTokens, type ReleaseSlot, SimAbortedError, sleep } from './latency-model.js';
+import {
+  embedBatchMs,
+  embedGpuBatches,
+  estimateTokens,
+  type ReleaseSlot,
+  SimAbortedError,
+  sleep,
+} from './latency-model.js';
 import { embeddingVector } from './seeded-output.js';
-import { type SimState, trackOutcome } from './sim-state.js';
+import { countEmbedRequest, type SimState, trackOutcome } from './sim-state.js';
 
 /** A validated embeddings request. */
 export interface EmbeddingsRequest {
@@ -18,6 +27,8 @@ export interface EmbeddingsRequest {
   encodingFormat: 'float' | 'base64';
   /** Σ estimateTokens(input): chars/4 rounded up, at least 1 per input. */
   totalTokens: number;
+  /** estimateTokens of each input, in order. */
+  inputTokens: number[];
 }
 
 /** Checks an embeddings body; throws SimRequestError (400/404) naming the field at fault. */
@@ -66,12 +77,40 @@ export function parseEmbeddingsRequest(state: SimState, body: Record<string, unk
     );
   }
 
+  const inputTokens = inputs.map(estimateTokens);
   return {
     model,
     inputs,
     encodingFormat: format,
-    totalTokens: inputs.reduce((sum, text) => sum + estimateTokens(text), 0),
+    totalTokens: inputTokens.reduce((sum, tokens) => sum + tokens, 0),
+    inputTokens,
   };
+}
+
+/**
+ * Waits for the simulated GPU, holds it for the cost of the inputs' batches (split at
+ * `embedMaxBatchTokens`), counts them and gives the GPU back. Rejects with SimAbortedError,
+ * holding nothing, when the client leaves first.
+ */
+export async function runOnEmbedGpu(
+  state: SimState,
+  inputTokens: readonly number[],
+  clientGone: AbortSignal,
+): Promise<void> {
+  const { options, counters } = state;
+  let release: ReleaseSlot | undefined;
+  try {
+    release = await state.embedGpu.acquire(clientGone);
+    const batches = embedGpuBatches(options, inputTokens);
+    await sleep(
+      batches.reduce((ms, tokens) => ms + embedBatchMs(options, tokens), 0),
+      clientGone,
+    );
+    counters.embedGpuBatches += batches.length;
+    counters.embedTokens += batches.reduce((sum, tokens) => sum + tokens, 0);
+  } finally {
+    release?.();
+  }
 }
 
 /** Little-endian float32 bytes in base64, as vLLM and OpenAI encode `encoding_format: "base64"`. */
@@ -87,16 +126,12 @@ export async function runEmbeddings(
   res: ServerResponse,
   clientGone: AbortSignal,
 ): Promise<void> {
-  const { options, counters } = state;
-  counters.embedRequests++;
-  counters.embedInputs += request.inputs.length;
+  const { options } = state;
+  countEmbedRequest(state, request.inputs.length);
   trackOutcome(state, res, clientGone);
 
-  let release: ReleaseSlot | undefined;
   try {
-    release = await state.embedGpu.acquire(clientGone);
-    await sleep(embedBatchMs(options, request.totalTokens), clientGone);
-    counters.embedTokens += request.totalTokens;
+    await runOnEmbedGpu(state, request.inputTokens, clientGone);
     const data = request.inputs.map((text, index) => {
       const vector = embeddingVector(text, options.embeddingDimensions);
       return {
@@ -116,7 +151,5 @@ export async function runEmbeddings(
   } catch (err) {
     if (err instanceof SimAbortedError) return;
     throw err;
-  } finally {
-    release?.();
   }
 }

@@ -8,7 +8,8 @@ export type OpenAiErrorType =
   | 'NotFoundError'
   | 'MethodNotAllowedError'
   | 'RequestEntityTooLargeError'
-  | 'InternalServerError';
+  | 'InternalServerError'
+  | 'ServiceUnavailableError';
 
 /** A request the server refuses, carried from validation to the answer. */
 export class SimRequestError extends Error {

@@ -14,19 +14,51 @@ export function estimateTokens(text: string): number {
   return Math.max(1, Math.ceil(text.length / 4));
 }
 
-/** Milliseconds from getting a sequence slot to the first token (prefill). */
-export function timeToFirstTokenMs(options: SimOptions, promptTokens: number): number {
-  return options.ttftMs + options.perPromptTokenMs * promptTokens;
+/**
+ * Milliseconds from getting a sequence slot to the first token (prefill): a fixed part plus a
+ * cost per prompt token that has to be computed, i.e. that was not found in the prefix cache.
+ */
+export function timeToFirstTokenMs(options: SimOptions, uncachedPromptTokens: number): number {
+  return options.ttftMs + options.perPromptTokenMs * uncachedPromptTokens;
 }
 
-/** Milliseconds between two tokens of one sequence (decode). */
+/** Milliseconds between two tokens of a sequence that decodes alone. */
 export function interTokenMs(options: SimOptions): number {
   return 1000 / options.tokensPerSecond;
 }
 
-/** Milliseconds one embeddings request holds the GPU. */
+/**
+ * Milliseconds of one decode step of a batch of `decoding` sequences (each gets one token):
+ * `interTokenMs × (1 + batchPenalty × (decoding − 1))`. Per sequence that is a rate of
+ * `1000 / step` tokens/s, falling with the batch; in total `decoding × 1000 / step`, rising
+ * sublinearly toward `tokensPerSecond / batchPenalty`.
+ */
+export function decodeStepMs(options: SimOptions, decoding: number): number {
+  return interTokenMs(options) * (1 + options.batchPenalty * Math.max(0, decoding - 1));
+}
+
+/** Milliseconds one embeddings batch of `totalTokens` tokens holds the GPU. */
 export function embedBatchMs(options: SimOptions, totalTokens: number): number {
   return options.embedFixedMs + options.embedPerTokenMs * totalTokens;
+}
+
+/**
+ * Splits the inputs of one embeddings request (their token counts, in order) into GPU batches
+ * of at most `embedMaxBatchTokens` tokens each; an input larger than that is a batch of its
+ * own. Returns the token count of each batch.
+ */
+export function embedGpuBatches(options: SimOptions, inputTokens: readonly number[]): number[] {
+  const batches: number[] = [];
+  let current = 0;
+  for (const tokens of inputTokens) {
+    if (current > 0 && current + tokens > options.embedMaxBatchTokens) {
+      batches.push(current);
+      current = 0;
+    }
+    current += tokens;
+  }
+  if (current > 0) batches.push(current);
+  return batches;
 }
 
 /** Thrown by an aborted wait; callers treat it as "the client left". */

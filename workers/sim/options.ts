@@ -3,7 +3,11 @@
  * partial input, and the command-line parser (`--ttft-ms 20` → `{ ttftMs: 20 }`).
  */
 
-/** Settings of one simulated GPU backend. Durations end in `Ms`, sizes in `Bytes`. */
+/**
+ * Settings of one simulated GPU backend. Durations end in `Ms`, sizes in `Bytes`, token counts
+ * in `Tokens`. Each option is also a kebab-case command-line flag (`batchPenalty` →
+ * `--batch-penalty`).
+ */
 export interface SimOptions {
   /** Interface to bind. Default `127.0.0.1` (loopback only). */
   host: string;
@@ -15,23 +19,66 @@ export interface SimOptions {
   embeddingModel: string;
   /** Length of every embedding vector (floats). Default `64`. */
   embeddingDimensions: number;
-  /** Time to first token of a chat sequence once it holds a sequence slot, in milliseconds. Default `20`. */
+  /**
+   * Fixed part of the time to first token of a chat sequence once it holds a sequence slot
+   * (scheduling, the first forward pass), in milliseconds. Default `20`.
+   */
   ttftMs: number;
-  /** Extra time to first token per prompt token (the prefill cost), in milliseconds. Default `0.05`. */
+  /**
+   * Prefill cost per prompt token that is NOT already in the session's prefix cache, in
+   * milliseconds: time to first token = `ttftMs + perPromptTokenMs × uncached prompt tokens`.
+   * Default `0.05`.
+   */
   perPromptTokenMs: number;
-  /** Decode speed of one sequence after its first token, in tokens per second. Default `200`. */
+  /**
+   * Decode speed of a sequence running alone after its first token, in tokens per second: one
+   * decode step of a batch of one takes `1000 / tokensPerSecond` ms. Default `200`.
+   */
   tokensPerSecond: number;
+  /**
+   * Continuous batching: how much each further running sequence slows a decode step, unitless.
+   * Every step gives each decoding sequence one token and takes
+   * `(1000 / tokensPerSecond) × (1 + batchPenalty × (decoding − 1))` ms, so the per-sequence
+   * rate falls and the total rate `decoding / step` rises sublinearly toward
+   * `tokensPerSecond / batchPenalty`. `0` makes batching free. Default `0.05`.
+   */
+  batchPenalty: number;
   /**
    * Chat sequences generated at once, like vLLM's `--max-num-seqs`. Requests beyond it wait in
    * a FIFO and count as waiting. Default `16`.
    */
   maxNumSeqs: number;
+  /**
+   * Capacity of the prefix cache, in tokens, shared by all sessions (an LRU of sessions; a
+   * session is the OpenAI `user` field of a chat request). `0` disables prefix caching.
+   * Default `262144`.
+   */
+  prefixCacheTokens: number;
   /** Fixed GPU time of one embeddings request (one batch), in milliseconds. Default `5`. */
   embedFixedMs: number;
   /** GPU time per input token of an embeddings request, in milliseconds. Default `0.01`. */
   embedPerTokenMs: number;
-  /** Most inputs in one embeddings request; more is answered with 400. Default `256`. */
+  /**
+   * Most inputs in one embeddings request; more is answered with 400 on `/v1/embeddings` and
+   * with TEI's 422 on `/embed` (TEI's `max_client_batch_size`). Default `256`.
+   */
   maxEmbedBatch: number;
+  /**
+   * Most tokens the simulated GPU embeds in one batch (TEI's `max_batch_tokens`): a request
+   * with more tokens runs as several batches back to back, each paying `embedFixedMs`. Default `16384`.
+   */
+  embedMaxBatchTokens: number;
+  /**
+   * Longest input of `/embed`, in tokens (TEI's `max_input_length`): longer inputs are cut to
+   * it when `truncate` is true (the default) and refused with 422 otherwise. Default `512`.
+   */
+  embedMaxInputTokens: number;
+  /**
+   * Inputs `/embed` accepts in flight at once (TEI's `max_concurrent_requests`; each input of a
+   * batch counts): a request that would exceed it is answered 429 "Model is overloaded".
+   * Default `512`.
+   */
+  embedMaxConcurrentRequests: number;
   /** Largest request body accepted, in bytes; more is answered with 413. Default `4194304` (4 MiB). */
   maxBodyBytes: number;
 }
@@ -46,10 +93,15 @@ export const simOptionDefaults: Readonly<SimOptions> = Object.freeze({
   ttftMs: 20,
   perPromptTokenMs: 0.05,
   tokensPerSecond: 200,
+  batchPenalty: 0.05,
   maxNumSeqs: 16,
+  prefixCacheTokens: 262_144,
   embedFixedMs: 5,
   embedPerTokenMs: 0.01,
   maxEmbedBatch: 256,
+  embedMaxBatchTokens: 16_384,
+  embedMaxInputTokens: 512,
+  embedMaxConcurrentRequests: 512,
   maxBodyBytes: 4 * 1024 * 1024,
 });
 
@@ -70,10 +122,15 @@ const numberRules: Record<NumberKey, NumberRule> = {
   ttftMs: { integer: false, min: 0, minInclusive: true, max: 3_600_000 },
   perPromptTokenMs: { integer: false, min: 0, minInclusive: true, max: 60_000 },
   tokensPerSecond: { integer: false, min: 0, minInclusive: false, max: 1_000_000_000 },
+  batchPenalty: { integer: false, min: 0, minInclusive: true, max: 1000 },
   maxNumSeqs: { integer: true, min: 1, minInclusive: true, max: 1_000_000 },
+  prefixCacheTokens: { integer: true, min: 0, minInclusive: true, max: 1_000_000_000 },
   embedFixedMs: { integer: false, min: 0, minInclusive: true, max: 3_600_000 },
   embedPerTokenMs: { integer: false, min: 0, minInclusive: true, max: 60_000 },
   maxEmbedBatch: { integer: true, min: 1, minInclusive: true, max: 1_000_000 },
+  embedMaxBatchTokens: { integer: true, min: 1, minInclusive: true, max: 1_000_000_000 },
+  embedMaxInputTokens: { integer: true, min: 1, minInclusive: true, max: 1_000_000_000 },
+  embedMaxConcurrentRequests: { integer: true, min: 1, minInclusive: true, max: 1_000_000_000 },
   maxBodyBytes: { integer: true, min: 1, minInclusive: true, max: 1024 * 1024 * 1024 },
 };
 

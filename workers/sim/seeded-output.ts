@@ -77,3 +77,11 @@ export function embeddingVector(text: string, dimensions: number): number[] {
   }
   return vector;
 }
+
+/**
+ * The length a raw (unnormalized) embedding of `text` has, determined by `text` alone: between
+ * 2 and 12, never 1, so a client can tell a normalized vector from a raw one.
+ */
+export function embeddingNorm(text: string): number {
+  return 2 + 10 * seededRandom(`norm\u0000${text}`).next();
+}

@@ -4,10 +4,18 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { parseChatRequest, runChatCompletion } from './chat.js';
 import { parseEmbeddingsRequest, runEmbeddings } from './embeddings.js';
-import { parseJsonObject, readBody, SimRequestError, sendError, sendJson } from './http-io.js';
+import {
+  answerWithFailure,
+  type FailureWire,
+  failureProblem,
+  type SimFailureMode,
+  type SimFailureState,
+} from './failures.js';
+import { badRequest, parseJsonObject, readBody, SimRequestError, sendError, sendJson } from './http-io.js';
 import { metricsContentType, renderMetrics } from './metrics.js';
 import { resolveSimOptions, type SimOptions } from './options.js';
 import { createSimState, type SimState, type SimStats, snapshotStats } from './sim-state.js';
+import { parseTeiEmbedRequest, runTeiEmbed, sendTeiError, TeiError, teiInfo } from './tei.js';
 
 /** A running simulated backend. */
 export interface SimBackend {
@@ -18,45 +26,85 @@ export interface SimBackend {
   /** A snapshot of the counters. */
   stats(): SimStats;
   /**
+   * Injects failures for tests (the same as `POST /sim/fail {mode, count}`): `mode` applies to
+   * the next `count` inference requests (chat completions, `/v1/embeddings`, TEI `/embed`), or
+   * for `health-down` to the next `count` `GET /health`, then reverts to `none`; without
+   * `count` it applies until changed. Returns the failure now in force. Throws an Error for an
+   * unknown mode or a count that is not an integer >= 1.
+   */
+  setFailure(mode: SimFailureMode, count?: number): SimFailureState;
+  /**
    * Stops listening and drops every open connection; requests in flight count as aborted.
    * Resolves when the server is closed. Calling it again returns the same promise.
    */
   close(): Promise<void>;
 }
 
+type Method = 'GET' | 'POST';
+
 /** Methods allowed per route; the route table doubles as the 405 check. */
-const routes: Record<string, 'GET' | 'POST'> = {
-  '/v1/chat/completions': 'POST',
-  '/v1/embeddings': 'POST',
-  '/v1/models': 'GET',
-  '/health': 'GET',
-  '/metrics': 'GET',
-  '/sim/stats': 'GET',
+const routes: Record<string, readonly Method[]> = {
+  '/v1/chat/completions': ['POST'],
+  '/v1/embeddings': ['POST'],
+  '/v1/models': ['GET'],
+  '/embed': ['POST'],
+  '/info': ['GET'],
+  '/health': ['GET'],
+  '/metrics': ['GET'],
+  '/sim/stats': ['GET'],
+  '/sim/fail': ['GET', 'POST'],
 };
 
-/** Reads and parses the JSON body; undefined when an answer was already sent or the client left. */
-async function readJsonBody(
+/**
+ * Reads the whole body; undefined when an answer was already sent (413, in the endpoint's own
+ * error format) or the client left.
+ */
+async function readRequestBody(
   state: SimState,
   req: IncomingMessage,
   res: ServerResponse,
-): Promise<Record<string, unknown> | undefined> {
+  wire: 'openai' | 'tei',
+): Promise<Buffer | undefined> {
   const result = await readBody(req, state.options.maxBodyBytes);
   if (result.kind === 'aborted') return undefined;
   if (result.kind === 'too-large') {
+    const message = `request body is larger than this server's limit of ${state.options.maxBodyBytes} bytes`;
     // Closing the connection spares reading the rest of an upload we are refusing anyway.
-    sendError(
-      res,
-      new SimRequestError(
-        413,
-        'RequestEntityTooLargeError',
-        `request body is larger than this server's limit of ${state.options.maxBodyBytes} bytes`,
-        'body',
-      ),
-      { connection: 'close' },
-    );
+    if (wire === 'tei') {
+      sendTeiError(res, new TeiError(413, 'Validation', message), { connection: 'close' });
+    } else {
+      sendError(res, new SimRequestError(413, 'RequestEntityTooLargeError', message, 'body'), {
+        connection: 'close',
+      });
+    }
     return undefined;
   }
-  return parseJsonObject(result.body);
+  return result.body;
+}
+
+/** Whether a body asks for a stream (`"stream": true`); false when it is not even JSON. */
+function asksForStream(body: Buffer): boolean {
+  try {
+    const value: unknown = JSON.parse(body.toString('utf8'));
+    return typeof value === 'object' && value !== null && (value as { stream?: unknown }).stream === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Answers with the injected failure if one applies to this request; true when it did. */
+async function injectedFailure(
+  state: SimState,
+  wire: FailureWire,
+  body: Buffer,
+  res: ServerResponse,
+  clientGone: AbortSignal,
+): Promise<boolean> {
+  const mode = state.failures.takeForRequest();
+  if (mode === undefined) return false;
+  state.counters.failuresInjected++;
+  await answerWithFailure(mode, wire, wire === 'chat' && asksForStream(body), res, clientGone);
+  return true;
 }
 
 function modelList(state: SimState) {
@@ -72,36 +120,55 @@ async function route(
   clientGone: AbortSignal,
 ): Promise<void> {
   const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
-  const method = Object.hasOwn(routes, path) ? routes[path] : undefined;
-  if (method === undefined) {
+  const methods = Object.hasOwn(routes, path) ? routes[path] : undefined;
+  if (methods === undefined) {
     throw new SimRequestError(404, 'NotFoundError', `no route ${JSON.stringify(path)}`);
   }
-  if (req.method !== method) {
+  if (!methods.includes(req.method as Method)) {
     sendError(
       res,
-      new SimRequestError(405, 'MethodNotAllowedError', `${path} accepts ${method} only, got ${req.method}`),
-      { allow: method },
+      new SimRequestError(
+        405,
+        'MethodNotAllowedError',
+        `${path} accepts ${methods.join(', ')} only, got ${req.method}`,
+      ),
+      { allow: methods.join(', ') },
     );
     return;
   }
   switch (path) {
     case '/v1/chat/completions': {
-      const body = await readJsonBody(state, req, res);
-      if (body === undefined) return;
-      await runChatCompletion(state, parseChatRequest(state, body), res, clientGone);
+      const body = await readRequestBody(state, req, res, 'openai');
+      if (body === undefined || (await injectedFailure(state, 'chat', body, res, clientGone))) return;
+      await runChatCompletion(state, parseChatRequest(state, parseJsonObject(body)), res, clientGone);
       return;
     }
     case '/v1/embeddings': {
-      const body = await readJsonBody(state, req, res);
-      if (body === undefined) return;
-      await runEmbeddings(state, parseEmbeddingsRequest(state, body), res, clientGone);
+      const body = await readRequestBody(state, req, res, 'openai');
+      if (body === undefined || (await injectedFailure(state, 'embeddings', body, res, clientGone))) return;
+      await runEmbeddings(state, parseEmbeddingsRequest(state, parseJsonObject(body)), res, clientGone);
       return;
     }
+    case '/embed': {
+      const body = await readRequestBody(state, req, res, 'tei');
+      if (body === undefined || (await injectedFailure(state, 'tei', body, res, clientGone))) return;
+      await runTeiEmbed(state, parseTeiEmbedRequest(state, body), res, clientGone);
+      return;
+    }
+    case '/info':
+      sendJson(res, 200, teiInfo(state));
+      return;
     case '/v1/models':
       sendJson(res, 200, modelList(state));
       return;
     case '/health':
-      // vLLM answers its health check with 200 and an empty body.
+      if (state.failures.takeForHealth()) {
+        state.counters.failuresInjected++;
+        // TEI's unhealthy answer; vLLM answers its failed health check with a bare 503.
+        sendJson(res, 503, { error: 'unhealthy', error_type: 'Unhealthy' });
+        return;
+      }
+      // vLLM and TEI answer a good health check with 200 and an empty body.
       res.writeHead(200, { 'content-length': '0' });
       res.end();
       return;
@@ -117,6 +184,19 @@ async function route(
     case '/sim/stats':
       sendJson(res, 200, snapshotStats(state));
       return;
+    case '/sim/fail': {
+      if (req.method === 'GET') {
+        sendJson(res, 200, state.failures.state);
+        return;
+      }
+      const body = await readRequestBody(state, req, res, 'openai');
+      if (body === undefined) return;
+      const json = parseJsonObject(body);
+      const problem = failureProblem(json.mode, json.count);
+      if (problem) throw badRequest(problem.param, problem.message);
+      sendJson(res, 200, state.failures.set(json.mode as SimFailureMode, json.count as number | undefined));
+      return;
+    }
     default:
       throw new SimRequestError(404, 'NotFoundError', `no route ${JSON.stringify(path)}`);
   }
@@ -134,6 +214,10 @@ async function handleRequest(state: SimState, req: IncomingMessage, res: ServerR
   } catch (err) {
     if (err instanceof SimRequestError) {
       sendError(res, err);
+      return;
+    }
+    if (err instanceof TeiError) {
+      sendTeiError(res, err);
       return;
     }
     // A bug in the simulation must not take the server down: report it and answer 500.
@@ -157,9 +241,11 @@ function urlHost(host: string): string {
 }
 
 /**
- * Starts a simulated vLLM server speaking vLLM's OpenAI-compatible HTTP API (chat completions
- * with SSE streaming, embeddings, models, health, Prometheus metrics) with a latency and
- * capacity model. Rejects when an option is invalid or the port cannot be bound.
+ * Starts a simulated GPU server speaking vLLM's OpenAI-compatible HTTP API (chat completions
+ * with SSE streaming, embeddings, models, health, Prometheus metrics) and TEI's embeddings API
+ * (`/embed`, `/info`) with a latency and capacity model: continuous batching, a per-session
+ * prefix cache, one embeddings batch at a time, and failure injection for tests. Rejects when
+ * an option is invalid or the port cannot be bound.
  */
 export async function startSimBackend(input: Partial<SimOptions> = {}): Promise<SimBackend> {
   const options = resolveSimOptions(input);
@@ -182,6 +268,7 @@ export async function startSimBackend(input: Partial<SimOptions> = {}): Promise<
     url: `http://${urlHost(options.host)}:${port}`,
     port,
     stats: () => snapshotStats(state),
+    setFailure: (mode, count) => state.failures.set(mode, count),
     close() {
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
