@@ -49,7 +49,10 @@ export interface AdapterContext {
   backend: BackendKind;
   /** Aborts on cancel, deadline, lost caller or shutdown; the adapter must abort its backend request. */
   signal: AbortSignal;
-  /** Time allowed until the backend's response headers, in milliseconds. */
+  /**
+   * Time allowed until the backend's response headers, and between two events of a streamed
+   * answer (a stalled stream must not hold a GPU slot forever), in milliseconds.
+   */
   backendTimeoutMs: number;
   /** Reports progress; rate-limiting is the adapter's job. */
   progress(update: ToolProgress): void;
