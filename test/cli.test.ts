@@ -151,10 +151,14 @@ describe('mcp-cluster config check', () => {
     expect(out.pools).toEqual({
       inference: { backend: 'openai-chat', endpoints: [] },
       embeddings: { backend: 'openai-embeddings', endpoints: [] },
+      diffusion: { backend: 'comfyui', endpoints: [] },
     });
     expect(out.tools).toEqual([
       { name: 'generate_text', pool: 'inference', model: 'sim-llm', deadlineMs: 120_000 },
+      { name: 'chat', pool: 'inference', model: 'sim-llm', deadlineMs: 120_000 },
+      { name: 'summarize', pool: 'inference', model: 'sim-llm', deadlineMs: 120_000 },
       { name: 'embed', pool: 'embeddings', model: 'sim-embed', deadlineMs: 60_000 },
+      { name: 'generate_image', pool: 'diffusion', model: 'sim-diffusion', deadlineMs: 300_000 },
     ]);
   });
 
