@@ -1,27 +1,10 @@
-/**
- * Session-affinity benchmark: four simulated vLLM backends with a per-session prefix cache and a
- * realistic prefill cost per uncached prompt token, S concurrent multi-turn conversations (each
- * turn sends the conversation so far plus new user text), every call through a BackendActor and
- * the real `chat` adapter. Run once routed with affinity (`pickBackend` on the session key:
- * rendezvous hashing with bounded load) and once round-robin, each on fresh backends; measures
- * time to first token per call at the client (dispatch to the first streamed token) and the
- * backends' prefix-cache hit rate. Prints a Markdown table and writes the JSON report under
- * bench/results/.
- *
- *   npm run build && node dist/bench/affinity.js [--sessions 32] [--turns 6]
- *
- * Design target (DESIGN.md): multi-turn sessions see much lower time to first token than
- * round-robin on a backend with a prefix cache.
- */
-
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createLogger, newCallId, resolveConfig, type ToolConfig } from '../services/core/index.js';
 import { type ChatMessage, chatAdapter } from '../workers/inference/index.js';
 import { BackendActor, pickBackend } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import { percentile, writeReport } from './report.js';
 
 /** How a call's backend is chosen. */
 export type Routing = 'affinity' | 'round-robin';
@@ -139,13 +122,8 @@ export async function runAffinityBench(options: AffinityBenchOptions = {}): Prom
     ratios,
     table,
   };
-  const outDir = options.outDir === undefined ? join(process.cwd(), 'bench', 'results') : options.outDir;
-  if (outDir !== null) {
-    mkdirSync(outDir, { recursive: true });
-    const file = join(outDir, `affinity-${startedAt.replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-    report.file = file;
-  }
+  const file = writeReport('affinity', startedAt, report, options.outDir);
+  if (file) report.file = file;
   return report;
 }
 
@@ -324,13 +302,6 @@ function seeded(seed: number): () => number {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** The q-quantile of sorted values (nearest rank); 0 for none. */
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[rank] ?? 0;
 }
 
 function renderTable(rows: RoutingResult[], ratios: AffinityBenchReport['ratios']): string {

@@ -1,25 +1,10 @@
-/**
- * Embedding micro-batching benchmark: one simulated embedding GPU, N concurrent callers driving
- * the embed adapter, once forwarding each call as its own backend request (what the adapter did
- * before micro-batching) and once micro-batched; then the backend's own batch capacity
- * (max-size batches back to back). Prints a Markdown table and writes the JSON report under
- * bench/results/.
- *
- *   npm run build && node dist/bench/embeddings.js [--callers 64] [--saturated-callers 256]
- *     [--duration-ms 5000] [--capacity-ms 4000] [--out DIR]
- *
- * Design target (DESIGN.md): micro-batched ≥ 4× per-call throughput and within 10% of the
- * backend's batch capacity at saturation.
- */
-
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { newCallId, resolveConfig, type ToolConfig } from '../services/core/index.js';
 import { closeEmbeddingCaches, createEmbedAdapter } from '../workers/embeddings/index.js';
 import type { AdapterContext, ToolAdapter } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import { percentile, writeReport } from './report.js';
 
 /** Settings of one run; every field has a default. */
 export interface EmbeddingsBenchOptions {
@@ -208,13 +193,8 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
       ratios,
       table,
     };
-    const outDir = options.outDir === undefined ? join(process.cwd(), 'bench', 'results') : options.outDir;
-    if (outDir !== null) {
-      mkdirSync(outDir, { recursive: true });
-      const file = join(outDir, `embeddings-${startedAt.replace(/[:.]/g, '-')}.json`);
-      writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-      report.file = file;
-    }
+    const file = writeReport('embeddings', startedAt, report, options.outDir);
+    if (file) report.file = file;
     return report;
   } finally {
     await backend.close();
@@ -383,13 +363,6 @@ function context(tool: ToolConfig, texts: string[], endpointUrl: string): Adapte
     backendTimeoutMs: 30_000,
     progress: () => {},
   };
-}
-
-/** The q-quantile of sorted values (nearest rank); 0 for none. */
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[rank] ?? 0;
 }
 
 function renderTable(rows: ModeResult[], ratios: Ratios): string {
