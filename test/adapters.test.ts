@@ -1,26 +1,34 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Ajv } from 'ajv';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ClusterError,
   createLogger,
-  newCallId,
   outputSchemaFor,
   resolveConfig,
-  type ToolCall,
   type ToolConfig,
 } from '../services/core/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { generateTextAdapter } from '../workers/inference/index.js';
-import {
-  type AdapterContext,
+import type {
   BackendActor,
-  type ToolAdapter,
-  type ToolProgress,
-  type ToolResult,
+  BackendActorOptions,
+  ToolAdapter,
+  ToolProgress,
 } from '../workers/runtime/index.js';
-import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import type { SimOptions } from '../workers/sim/index.js';
+import {
+  adapterContext,
+  cleanupAfterEach,
+  downUrl,
+  rawEmbeddings,
+  rejection,
+  startActor,
+  startSim,
+  stubServer,
+  textOf,
+  unstreamed,
+  waitFor,
+} from './support/adapter-harness.js';
 import { freePort } from './support/brokers.js';
 
 // The tool adapters and the backend actor against real HTTP backends: the simulated vLLM server,
@@ -31,109 +39,8 @@ const defaults = resolveConfig('', {}).tools;
 const chatTool: ToolConfig = defaults.find((t) => t.name === 'generate_text') as ToolConfig;
 const embedTool: ToolConfig = defaults.find((t) => t.name === 'embed') as ToolConfig;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function sim(options: Partial<SimOptions> = {}): Promise<SimBackend> {
-  const backend = await startSimBackend(options);
-  cleanups.push(() => backend.close());
-  return backend;
-}
-
-function call(tool: ToolConfig, args: Record<string, unknown>): ToolCall {
-  return {
-    callId: newCallId(),
-    tool: tool.name,
-    pool: tool.pool,
-    arguments: args,
-    tenant: 'test',
-    sessionKey: '',
-    priority: 'normal',
-    deadlineUnixMs: Date.now() + 60_000,
-    attempt: 1,
-    replyTo: '127.0.0.1:1',
-    traceContext: {},
-    enqueuedUnixMs: Date.now(),
-    wantsProgress: true,
-  };
-}
-
-function context(
-  tool: ToolConfig,
-  args: Record<string, unknown>,
-  endpointUrl: string,
-  options: { signal?: AbortSignal; onProgress?: (p: ToolProgress) => void; backendTimeoutMs?: number } = {},
-): AdapterContext {
-  return {
-    call: call(tool, args),
-    tool,
-    endpointUrl,
-    backend: tool.template === 'embed' ? 'openai-embeddings' : 'openai-chat',
-    signal: options.signal ?? new AbortController().signal,
-    backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
-    progress: options.onProgress ?? (() => {}),
-  };
-}
-
-/** Waits until `check` holds, polling; fails with `what` after `timeoutMs`. */
-async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** The ClusterError a promise rejects with (fails the test if it resolves or throws something else). */
-async function rejection(promise: Promise<unknown>): Promise<ClusterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClusterError);
-    return err as ClusterError;
-  }
-  throw new Error('expected a rejection, but the promise resolved');
-}
-
-function textOf(result: ToolResult): string {
-  const first = result.content[0] as { type: string; text: string };
-  expect(first.type).toBe('text');
-  return first.text;
-}
-
-/** What the sim answers to the same conversation without streaming. */
-async function unstreamed(
-  backend: SimBackend,
-  messages: { role: string; content: string }[],
-  maxTokens: number,
-): Promise<string> {
-  const res = await fetch(`${backend.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'sim-llm', messages, max_tokens: maxTokens }),
-  });
-  expect(res.status).toBe(200);
-  const body = (await res.json()) as { choices: { message: { content: string } }[] };
-  return body.choices[0]?.message.content ?? '';
-}
-
-async function rawEmbeddings(backend: SimBackend, texts: string[]): Promise<number[][]> {
-  const res = await fetch(`${backend.url}/v1/embeddings`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'sim-embed', input: texts }),
-  });
-  expect(res.status).toBe(200);
-  const body = (await res.json()) as { data: { index: number; embedding: number[] }[] };
-  return body.data.sort((a, b) => a.index - b.index).map((d) => d.embedding);
-}
-
-/** A URL on which nothing listens. */
-async function downUrl(): Promise<string> {
-  return `http://127.0.0.1:${await freePort()}`;
-}
+const cleanups = cleanupAfterEach();
+const sim = (options: Partial<SimOptions> = {}) => startSim(cleanups, options);
 
 const norm = (v: number[]) => Math.hypot(...v);
 
@@ -144,7 +51,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
     const maxTokens = 600;
     const progress: ToolProgress[] = [];
     const result = await generateTextAdapter.run(
-      context(chatTool, { prompt, max_tokens: maxTokens }, backend.url, {
+      adapterContext(chatTool, { prompt, max_tokens: maxTokens }, backend.url, {
         onProgress: (p) => progress.push(p),
       }),
     );
@@ -172,7 +79,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
   it('sends the system prompt as a system message', async () => {
     const backend = await sim({ ttftMs: 1, tokensPerSecond: 5000 });
     const args = { prompt: 'Name a colour.', system: 'You are terse.', max_tokens: 12 };
-    const result = await generateTextAdapter.run(context(chatTool, args, backend.url));
+    const result = await generateTextAdapter.run(adapterContext(chatTool, args, backend.url));
     const expected = await unstreamed(
       backend,
       [
@@ -190,7 +97,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
     let progressCalls = 0;
     const err = await rejection(
       generateTextAdapter.run(
-        context(chatTool, { prompt: 'A long answer, please.', max_tokens: 400 }, backend.url, {
+        adapterContext(chatTool, { prompt: 'A long answer, please.', max_tokens: 400 }, backend.url, {
           signal: abort.signal,
           onProgress: () => {
             progressCalls += 1;
@@ -209,7 +116,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
     const backend = await sim({ ttftMs: 60_000 });
     const abort = new AbortController();
     const running = generateTextAdapter.run(
-      context(chatTool, { prompt: 'Hello?', max_tokens: 4 }, backend.url, { signal: abort.signal }),
+      adapterContext(chatTool, { prompt: 'Hello?', max_tokens: 4 }, backend.url, { signal: abort.signal }),
     );
     await waitFor('the sim to start the sequence', () => backend.stats().running === 1);
     abort.abort();
@@ -221,7 +128,9 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
     // Headers come after the first token (~5 ms); the whole answer takes about 600 ms.
     const backend = await sim({ ttftMs: 5, tokensPerSecond: 100 });
     const result = await generateTextAdapter.run(
-      context(chatTool, { prompt: 'Count slowly.', max_tokens: 60 }, backend.url, { backendTimeoutMs: 150 }),
+      adapterContext(chatTool, { prompt: 'Count slowly.', max_tokens: 60 }, backend.url, {
+        backendTimeoutMs: 150,
+      }),
     );
     expect(textOf(result)).toBe(await unstreamed(backend, [{ role: 'user', content: 'Count slowly.' }], 60));
 
@@ -229,7 +138,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
     const slow = await sim({ ttftMs: 60_000 });
     const err = await rejection(
       generateTextAdapter.run(
-        context(chatTool, { prompt: 'Hi', max_tokens: 4 }, slow.url, { backendTimeoutMs: 100 }),
+        adapterContext(chatTool, { prompt: 'Hi', max_tokens: 4 }, slow.url, { backendTimeoutMs: 100 }),
       ),
     );
     expect(err.code).toBe('BACKEND_UNAVAILABLE');
@@ -239,7 +148,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
 
   it('rejects with BACKEND_UNAVAILABLE naming the URL when the backend is down', async () => {
     const url = await downUrl();
-    const err = await rejection(generateTextAdapter.run(context(chatTool, { prompt: 'Hi' }, url)));
+    const err = await rejection(generateTextAdapter.run(adapterContext(chatTool, { prompt: 'Hi' }, url)));
     expect(err.code).toBe('BACKEND_UNAVAILABLE');
     expect(err.message).toContain(url);
   });
@@ -247,7 +156,7 @@ describe('generateTextAdapter against the simulated vLLM backend', () => {
   it('rejects with BACKEND_PROTOCOL carrying the backend message for a model it does not serve', async () => {
     const backend = await sim();
     const tool = { ...chatTool, model: 'no-such-model' };
-    const err = await rejection(generateTextAdapter.run(context(tool, { prompt: 'Hi' }, backend.url)));
+    const err = await rejection(generateTextAdapter.run(adapterContext(tool, { prompt: 'Hi' }, backend.url)));
     expect(err.code).toBe('BACKEND_PROTOCOL');
     expect(err.message).toContain('The model `no-such-model` does not exist.');
     expect(err.message).toContain(backend.url);
@@ -259,7 +168,7 @@ describe('embedAdapter against the simulated vLLM backend', () => {
 
   it('returns one unit-length vector per text, in order, matching the outputSchema', async () => {
     const backend = await sim({ embeddingDimensions: 32 });
-    const result = await embedAdapter.run(context(embedTool, { texts }, backend.url));
+    const result = await embedAdapter.run(adapterContext(embedTool, { texts }, backend.url));
     expect(result.isError).toBeFalsy();
     const structured = result.structuredContent as { model: string; dimensions: number; vectors: number[][] };
 
@@ -276,7 +185,7 @@ describe('embedAdapter against the simulated vLLM backend', () => {
     }
     // In order: each vector is the one the text gets on its own.
     for (const [i, text] of texts.entries()) {
-      const alone = await embedAdapter.run(context(embedTool, { texts: [text] }, backend.url));
+      const alone = await embedAdapter.run(adapterContext(embedTool, { texts: [text] }, backend.url));
       expect((alone.structuredContent as { vectors: number[][] }).vectors[0]).toEqual(structured.vectors[i]);
     }
     expect(textOf(result)).toContain('3 embeddings of 32 dimensions');
@@ -284,7 +193,9 @@ describe('embedAdapter against the simulated vLLM backend', () => {
 
   it('returns the backend vectors untouched with normalize: false', async () => {
     const backend = await sim();
-    const result = await embedAdapter.run(context(embedTool, { texts, normalize: false }, backend.url));
+    const result = await embedAdapter.run(
+      adapterContext(embedTool, { texts, normalize: false }, backend.url),
+    );
     expect((result.structuredContent as { vectors: number[][] }).vectors).toEqual(
       await rawEmbeddings(backend, texts),
     );
@@ -293,7 +204,7 @@ describe('embedAdapter against the simulated vLLM backend', () => {
   it('rejects with BACKEND_PROTOCOL carrying the backend message for an unknown model', async () => {
     const backend = await sim();
     const err = await rejection(
-      embedAdapter.run(context(embedTool, { texts: ['x'], model: 'no-such-embedder' }, backend.url)),
+      embedAdapter.run(adapterContext(embedTool, { texts: ['x'], model: 'no-such-embedder' }, backend.url)),
     );
     expect(err.code).toBe('BACKEND_PROTOCOL');
     expect(err.message).toContain('The model `no-such-embedder` does not exist.');
@@ -301,7 +212,7 @@ describe('embedAdapter against the simulated vLLM backend', () => {
 
   it('rejects with BACKEND_UNAVAILABLE naming the URL when the backend is down', async () => {
     const url = await downUrl();
-    const err = await rejection(embedAdapter.run(context(embedTool, { texts: ['x'] }, url)));
+    const err = await rejection(embedAdapter.run(adapterContext(embedTool, { texts: ['x'] }, url)));
     expect(err.code).toBe('BACKEND_UNAVAILABLE');
     expect(err.message).toContain(url);
   });
@@ -309,33 +220,22 @@ describe('embedAdapter against the simulated vLLM backend', () => {
   it('scales vectors to unit length by default and orders them by index', async () => {
     // The sim's vectors are already unit length, so a server answering [3, 4]-style vectors
     // out of order is what shows normalisation and re-ordering actually happen.
-    const server: Server = createServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(
-          JSON.stringify({
-            model: 'plain',
-            data: [
-              { index: 1, embedding: [0, 5] },
-              { index: 0, embedding: [3, 4] },
-            ],
-          }),
-        );
-      });
+    const url = await stubServer(cleanups, 200, {
+      model: 'plain',
+      data: [
+        { index: 1, embedding: [0, 5] },
+        { index: 0, embedding: [3, 4] },
+      ],
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-    const scaled = await embedAdapter.run(context(embedTool, { texts: ['first', 'second'] }, url));
+    const scaled = await embedAdapter.run(adapterContext(embedTool, { texts: ['first', 'second'] }, url));
     const vectors = (scaled.structuredContent as { vectors: number[][] }).vectors;
     expect(vectors[0]?.[0]).toBeCloseTo(0.6, 12);
     expect(vectors[0]?.[1]).toBeCloseTo(0.8, 12);
     expect(vectors[1]).toEqual([0, 1]);
 
     const raw = await embedAdapter.run(
-      context(embedTool, { texts: ['first', 'second'], normalize: false }, url),
+      adapterContext(embedTool, { texts: ['first', 'second'], normalize: false }, url),
     );
     expect(raw.structuredContent).toEqual({
       model: 'sim-embed',
@@ -351,21 +251,8 @@ describe('embedAdapter against the simulated vLLM backend', () => {
 describe('BackendActor', () => {
   const log = createLogger('adapters-test');
 
-  function actor(url: string, options: { healthIntervalMs?: number; breakerHalfOpenMs?: number } = {}) {
-    const a = new BackendActor(
-      {
-        pool: 'inference',
-        index: 0,
-        url,
-        maxConcurrency: 4,
-        healthIntervalMs: options.healthIntervalMs ?? 60_000,
-        ...(options.breakerHalfOpenMs === undefined ? {} : { breakerHalfOpenMs: options.breakerHalfOpenMs }),
-      },
-      log,
-    );
-    cleanups.push(async () => a.stop());
-    return a;
-  }
+  const actor = (url: string, options: Partial<BackendActorOptions> = {}) =>
+    startActor(cleanups, log, url, options);
 
   /** Runs one generate_text call through the actor, counting the times the backend is tried. */
   function runner(a: BackendActor, tool: ToolConfig = chatTool, adapter: ToolAdapter = generateTextAdapter) {
@@ -377,7 +264,7 @@ describe('BackendActor', () => {
       run: () =>
         a.run((url) => {
           tried += 1;
-          return adapter.run(context(tool, { prompt: 'Hi', max_tokens: 2 }, url));
+          return adapter.run(adapterContext(tool, { prompt: 'Hi', max_tokens: 2 }, url));
         }),
     };
   }
@@ -428,7 +315,7 @@ describe('BackendActor', () => {
       const err = await rejection(
         a.run((url) => {
           tried += 1;
-          return embedAdapter.run(context(embedTool, { texts: ['x'], model: 'not-served' }, url));
+          return embedAdapter.run(adapterContext(embedTool, { texts: ['x'], model: 'not-served' }, url));
         }),
       );
       expect(err.code).toBe('BACKEND_PROTOCOL');
@@ -436,7 +323,7 @@ describe('BackendActor', () => {
     expect(tried).toBe(8);
     expect(a.view().available).toBe(true);
     // Other callers still get served.
-    await a.run((url) => embedAdapter.run(context(embedTool, { texts: ['fine'] }, url)));
+    await a.run((url) => embedAdapter.run(adapterContext(embedTool, { texts: ['fine'] }, url)));
   });
 
   it('does not count cancelled calls against the backend', async () => {
@@ -445,7 +332,7 @@ describe('BackendActor', () => {
     for (let i = 0; i < 6; i++) {
       const abort = new AbortController();
       const running = a.run((url) =>
-        generateTextAdapter.run(context(chatTool, { prompt: 'Hi' }, url, { signal: abort.signal })),
+        generateTextAdapter.run(adapterContext(chatTool, { prompt: 'Hi' }, url, { signal: abort.signal })),
       );
       await waitFor('the sequence to start', () => backend.stats().running === 1);
       abort.abort();

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   type ChunkReceived,
   ClusterError,
@@ -8,19 +8,27 @@ import {
   openBroker,
   resolveConfig,
   startDeliveryServer,
-  type ToolCall,
   type ToolConfig,
 } from '../services/core/index.js';
 import { chatAdapter, inferenceAdapters } from '../workers/inference/index.js';
 import {
   AFFINITY_LOAD_FACTOR,
-  BackendActor,
+  type BackendActor,
   pickBackend,
   rendezvousOrder,
   startWorker,
   type ToolResult,
 } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import {
+  adapterContext,
+  cleanupAfterEach,
+  FAST_SIM,
+  sleep,
+  startActor,
+  toolCall,
+  waitFor,
+} from './support/adapter-harness.js';
 
 // Session affinity over four simulated vLLM backends: which sim served each call is read from
 // the sims' own counters. First the router and four BackendActors driven as the worker drives
@@ -30,31 +38,16 @@ import { type SimBackend, type SimOptions, startSimBackend } from '../workers/si
 const chatTool = resolveConfig('', {}).tools.find((t) => t.name === 'chat') as ToolConfig;
 const log = createLogger('affinity-test');
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = cleanupAfterEach();
 
 async function startSims(count: number, options: Partial<SimOptions> = {}): Promise<SimBackend[]> {
   const sims = await Promise.all(
-    Array.from({ length: count }, () => startSimBackend({ ttftMs: 1, tokensPerSecond: 5000, ...options })),
+    Array.from({ length: count }, () => startSimBackend({ ...FAST_SIM, ...options })),
   );
   cleanups.push(async () => {
     await Promise.all(sims.map((s) => s.close()));
   });
   return sims;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 type Message = { role: 'user' | 'assistant'; content: string };
@@ -102,24 +95,15 @@ async function startPool(
   options: { sim?: Partial<SimOptions>; healthIntervalMs?: number; maxConcurrency?: number } = {},
 ) {
   const sims = await startSims(4, options.sim);
-  const actors = sims.map(
-    (sim, index) =>
-      new BackendActor(
-        {
-          pool: 'inference',
-          index,
-          url: sim.url,
-          maxConcurrency: options.maxConcurrency ?? 16,
-          healthIntervalMs: options.healthIntervalMs ?? 60_000,
-          breakerFailures: 3,
-          breakerHalfOpenMs: 200,
-        },
-        log,
-      ),
+  const actors = sims.map((sim, index) =>
+    startActor(cleanups, log, sim.url, {
+      index,
+      maxConcurrency: options.maxConcurrency ?? 16,
+      healthIntervalMs: options.healthIntervalMs ?? 60_000,
+      breakerFailures: 3,
+      breakerHalfOpenMs: 200,
+    }),
   );
-  cleanups.push(async () => {
-    for (const a of actors) a.stop();
-  });
   const ids = sims.map((s) => s.url);
   const served = () => sims.map((s) => s.stats().chatRequests);
 
@@ -129,31 +113,10 @@ async function startPool(
     conversation: Conversation,
     messages: Message[],
   ): Promise<ToolResult> => {
-    const call: ToolCall = {
-      callId: newCallId(),
-      tool: chatTool.name,
-      pool: 'inference',
-      arguments: { messages, max_tokens: 8 },
-      tenant: 'test',
-      sessionKey: conversation.key,
-      priority: 'normal',
-      deadlineUnixMs: Date.now() + 60_000,
-      attempt: 1,
-      replyTo: '127.0.0.1:1',
-      traceContext: {},
-      enqueuedUnixMs: Date.now(),
-      wantsProgress: false,
-    };
+    const args = { messages, max_tokens: 8 };
+    const call = toolCall(chatTool, args, { sessionKey: conversation.key, wantsProgress: false });
     return actor.run((endpointUrl) =>
-      chatAdapter.run({
-        call,
-        tool: chatTool,
-        endpointUrl,
-        backend: 'openai-chat',
-        signal: new AbortController().signal,
-        backendTimeoutMs: 5_000,
-        progress: () => {},
-      }),
+      chatAdapter.run(adapterContext(chatTool, args, endpointUrl, { backendTimeoutMs: 5_000, call })),
     );
   };
 
@@ -410,21 +373,20 @@ describe('session affinity through the worker runtime', () => {
       const before = served();
       const callId = newCallId();
       const answer = ingress.answer(callId);
-      await broker.queue.enqueue({
-        callId,
-        tool: 'chat',
-        pool: 'inference',
-        arguments: { messages: conversation.next(), max_tokens: 8 },
-        tenant: 'test',
-        sessionKey: conversation.key,
-        priority: 'normal',
-        deadlineUnixMs: Date.now() + 30_000,
-        attempt: 0,
-        replyTo: ingress.address,
-        traceContext: {},
-        enqueuedUnixMs: Date.now(),
-        wantsProgress: false,
-      });
+      await broker.queue.enqueue(
+        toolCall(
+          chatTool,
+          { messages: conversation.next(), max_tokens: 8 },
+          {
+            callId,
+            sessionKey: conversation.key,
+            deadlineUnixMs: Date.now() + 30_000,
+            attempt: 0,
+            replyTo: ingress.address,
+            wantsProgress: false,
+          },
+        ),
+      );
       const chunk = await answer;
       expect(chunk.body).toBe('final');
       conversation.answered(JSON.parse(chunk.final?.resultJson ?? '{}') as ToolResult);

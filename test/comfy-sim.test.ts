@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { PNG } from 'pngjs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
   type ComfySim,
@@ -8,20 +8,13 @@ import {
   parseComfySimArgs,
   startComfySim,
 } from '../workers/sim/index.js';
+import { cleanupAfterEach, startComfy, waitFor } from './support/adapter-harness.js';
 
 // The simulated ComfyUI's own wire protocol: what a ComfyUI client sees on /prompt, /ws,
 // /history, /view, /queue and /interrupt, its validation errors, and its command-line flags.
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function comfy(options: Partial<ComfySimOptions> = {}): Promise<ComfySim> {
-  const sim = await startComfySim({ stepsPerSecond: 1000, ...options });
-  cleanups.push(() => sim.close());
-  return sim;
-}
+const cleanups = cleanupAfterEach();
+const comfy = (options: Partial<ComfySimOptions> = {}) => startComfy(cleanups, options);
 
 type Graph = Record<string, { class_type: string; inputs: Record<string, unknown> }>;
 
@@ -66,14 +59,6 @@ async function listen(sim: ComfySim, clientId: string): Promise<{ messages: Mess
   });
   cleanups.push(() => ws.terminate());
   return { messages, ws };
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 const finished = (messages: Message[], id: string) =>

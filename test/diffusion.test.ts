@@ -2,18 +2,21 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  ClusterError,
-  newCallId,
-  resolveConfig,
-  type ToolCall,
-  type ToolConfig,
-} from '../services/core/index.js';
+import { describe, expect, it } from 'vitest';
+import { resolveConfig, type ToolConfig } from '../services/core/index.js';
 import { generateImageAdapter, loadWorkflow } from '../workers/diffusion/index.js';
-import type { AdapterContext, ToolProgress, ToolResult } from '../workers/runtime/index.js';
-import { type ComfySim, type ComfySimOptions, startComfySim } from '../workers/sim/index.js';
-import { freePort } from './support/brokers.js';
+import type { ToolProgress, ToolResult } from '../workers/runtime/index.js';
+import type { ComfySimOptions } from '../workers/sim/index.js';
+import {
+  adapterContext,
+  type ContextOptions,
+  cleanupAfterEach,
+  downUrl,
+  rejection,
+  startComfy,
+  textOf as textOfResult,
+  waitFor,
+} from './support/adapter-harness.js';
 
 // The generate_image adapter against the simulated ComfyUI over real HTTP and WebSocket: images,
 // progress, cancellation reaching the backend (interrupt / queue delete), every failure mode,
@@ -21,76 +24,28 @@ import { freePort } from './support/brokers.js';
 
 const imageTool = resolveConfig('', {}).tools.find((t) => t.template === 'generate_image') as ToolConfig;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = cleanupAfterEach();
+const comfy = (options: Partial<ComfySimOptions> = {}) => startComfy(cleanups, options);
 
-async function comfy(options: Partial<ComfySimOptions> = {}): Promise<ComfySim> {
-  const sim = await startComfySim({ stepsPerSecond: 1000, ...options });
-  cleanups.push(() => sim.close());
-  return sim;
-}
-
-function call(args: Record<string, unknown>): ToolCall {
-  return {
-    callId: newCallId(),
-    tool: imageTool.name,
-    pool: imageTool.pool,
-    arguments: args,
-    tenant: 'test',
-    sessionKey: '',
-    priority: 'normal',
-    deadlineUnixMs: Date.now() + 60_000,
-    attempt: 1,
-    replyTo: '127.0.0.1:1',
-    traceContext: {},
-    enqueuedUnixMs: Date.now(),
-    wantsProgress: true,
-  };
-}
-
-interface RunOptions {
-  signal?: AbortSignal;
-  onProgress?: (p: ToolProgress) => void;
-  backendTimeoutMs?: number;
+interface RunOptions extends Omit<ContextOptions, 'backend' | 'call'> {
   tool?: Partial<ToolConfig>;
 }
 
+/** Runs generate_image on `endpointUrl`: a 64×64 image in 3 steps unless `args` say otherwise. */
 function run(
   endpointUrl: string,
   args: Record<string, unknown>,
   options: RunOptions = {},
 ): Promise<ToolResult> {
-  const ctx: AdapterContext = {
-    call: call({ width: 64, height: 64, steps: 3, ...args }),
-    tool: { ...imageTool, ...options.tool },
-    endpointUrl,
-    backend: 'comfyui',
-    signal: options.signal ?? new AbortController().signal,
-    backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
-    progress: options.onProgress ?? (() => {}),
-  };
-  return generateImageAdapter.run(ctx);
-}
-
-/** Waits until `check` holds, polling; fails with `what` after `timeoutMs`. */
-async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-async function rejection(promise: Promise<unknown>): Promise<ClusterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClusterError);
-    return err as ClusterError;
-  }
-  throw new Error('expected a rejection, but the promise resolved');
+  const { tool, ...context } = options;
+  return generateImageAdapter.run(
+    adapterContext(
+      { ...imageTool, ...tool },
+      { width: 64, height: 64, steps: 3, ...args },
+      endpointUrl,
+      context,
+    ),
+  );
 }
 
 function decode(result: ToolResult): PNG[] {
@@ -103,10 +58,8 @@ function decode(result: ToolResult): PNG[] {
     });
 }
 
-function textOf(result: ToolResult): string {
-  const text = result.content.find((c) => (c as { type: string }).type === 'text') as { text: string };
-  return text.text;
-}
+/** The caption that comes with the images. */
+const textOf = (result: ToolResult) => textOfResult(result, { anywhere: true });
 
 describe('generateImageAdapter against the simulated ComfyUI', () => {
   it('returns a PNG of the requested size, the same for the same seed and prompt', async () => {
@@ -261,7 +214,7 @@ describe('generateImageAdapter failure modes', () => {
   });
 
   it('a backend that is down (closed port) is BACKEND_UNAVAILABLE naming it', async () => {
-    const url = `http://127.0.0.1:${await freePort()}`;
+    const url = await downUrl();
     const err = await rejection(run(url, { prompt: 'x' }));
     expect(err.code).toBe('BACKEND_UNAVAILABLE');
     expect(err.message).toContain(url);
@@ -285,15 +238,10 @@ describe('generateImageAdapter failure modes', () => {
   });
 
   it('a pool whose backend is not comfyui is INVALID_CONFIG', async () => {
-    const ctx: AdapterContext = {
-      call: call({ prompt: 'x' }),
-      tool: imageTool,
-      endpointUrl: 'http://127.0.0.1:1',
+    const ctx = adapterContext(imageTool, { prompt: 'x' }, 'http://127.0.0.1:1', {
       backend: 'openai-chat',
-      signal: new AbortController().signal,
       backendTimeoutMs: 1000,
-      progress: () => {},
-    };
+    });
     const err = await rejection(generateImageAdapter.run(ctx));
     expect(err.code).toBe('INVALID_CONFIG');
     expect(err.message).toContain('comfyui');

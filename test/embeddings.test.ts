@@ -1,14 +1,6 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  ClusterError,
-  newCallId,
-  resolveConfig,
-  type ToolCall,
-  type ToolConfig,
-} from '../services/core/index.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ClusterError, resolveConfig, type ToolConfig } from '../services/core/index.js';
 import {
   type BatchPolicy,
   BatchSlots,
@@ -25,8 +17,17 @@ import {
   MicroBatcher,
   waitLeftMs,
 } from '../workers/embeddings/index.js';
-import type { AdapterContext, ToolAdapter } from '../workers/runtime/index.js';
-import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import type { ToolAdapter } from '../workers/runtime/index.js';
+import type { SimBackend, SimOptions } from '../workers/sim/index.js';
+import {
+  adapterContext,
+  cleanupAfterEach,
+  rawEmbeddings,
+  rejection,
+  startSim,
+  stubServer,
+  waitFor,
+} from './support/adapter-harness.js';
 import { freePort, type SpawnedBroker, startRedisServer, uniqueNamespace } from './support/brokers.js';
 
 // The embed adapter's micro-batcher, result cache and TEI path: the pure batch policy and the
@@ -49,53 +50,8 @@ function tool(
   } satisfies ToolConfig;
 }
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  vi.useRealTimers();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  await closeEmbeddingCaches();
-});
-
-async function sim(options: Partial<SimOptions> = {}): Promise<SimBackend> {
-  const backend = await startSimBackend(options);
-  cleanups.push(() => backend.close());
-  return backend;
-}
-
-function call(t: ToolConfig, args: Record<string, unknown>): ToolCall {
-  return {
-    callId: newCallId(),
-    tool: t.name,
-    pool: t.pool,
-    arguments: args,
-    tenant: 'test',
-    sessionKey: '',
-    priority: 'normal',
-    deadlineUnixMs: Date.now() + 60_000,
-    attempt: 1,
-    replyTo: '127.0.0.1:1',
-    traceContext: {},
-    enqueuedUnixMs: Date.now(),
-    wantsProgress: false,
-  };
-}
-
-function context(
-  t: ToolConfig,
-  args: Record<string, unknown>,
-  endpointUrl: string,
-  options: { signal?: AbortSignal; backend?: 'openai-embeddings' | 'tei' } = {},
-): AdapterContext {
-  return {
-    call: call(t, args),
-    tool: t,
-    endpointUrl,
-    backend: options.backend ?? 'openai-embeddings',
-    signal: options.signal ?? new AbortController().signal,
-    backendTimeoutMs: 10_000,
-    progress: () => {},
-  };
-}
+const cleanups = cleanupAfterEach({ before: () => vi.useRealTimers(), after: closeEmbeddingCaches });
+const sim = (options: Partial<SimOptions> = {}) => startSim(cleanups, options);
 
 async function embed(
   adapter: ToolAdapter,
@@ -106,28 +62,11 @@ async function embed(
 ): Promise<number[][]> {
   const args: Record<string, unknown> = { texts };
   if (options.normalize !== undefined) args.normalize = options.normalize;
-  const result = await adapter.run(context(t, args, url, options));
+  const { signal, backend } = options;
+  const result = await adapter.run(
+    adapterContext(t, args, url, { signal, backend, call: { wantsProgress: false } }),
+  );
   return (result.structuredContent as { vectors: number[][] }).vectors;
-}
-
-/** The ClusterError a promise rejects with (fails the test if it resolves or throws something else). */
-async function rejection(promise: Promise<unknown>): Promise<ClusterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClusterError);
-    return err as ClusterError;
-  }
-  throw new Error('expected a rejection, but the promise resolved');
-}
-
-/** Waits until `check` holds, polling; fails with `what` after `timeoutMs`. */
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000) {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /** Texts nobody else in this file embeds. */
@@ -629,7 +568,7 @@ describe('embed adapter against the simulated backend (TEI format)', () => {
       [429, 'BACKEND_UNAVAILABLE', /429.*Model is overloaded/],
       [503, 'BACKEND_UNAVAILABLE', /503/],
     ] as const) {
-      const url = await teiStub(status, { error: messageFor(status), error_type: 'Test' });
+      const url = await stubServer(cleanups, status, { error: messageFor(status), error_type: 'Test' });
       const err = await rejection(embed(adapter, t, url, texts(1), { backend: 'tei' }));
       expect(err.code).toBe(code);
       expect(err.message).toMatch(pattern);
@@ -788,17 +727,6 @@ describe('embed adapter result cache', () => {
   });
 });
 
-async function rawEmbeddings(backend: SimBackend, input: string[]): Promise<number[][]> {
-  const res = await fetch(`${backend.url}/v1/embeddings`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'sim-embed', input }),
-  });
-  expect(res.status).toBe(200);
-  const body = (await res.json()) as { data: { index: number; embedding: number[] }[] };
-  return body.data.sort((a, b) => a.index - b.index).map((d) => d.embedding);
-}
-
 async function injectFailure(backend: SimBackend, mode: string, count: number): Promise<void> {
   const res = await fetch(`${backend.url}/sim/fail`, {
     method: 'POST',
@@ -819,18 +747,4 @@ function messageFor(status: number): string {
     default:
       return 'unhealthy';
   }
-}
-
-/** A TEI stand-in answering every request with `status` and `body`. */
-async function teiStub(status: number, body: unknown): Promise<string> {
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }

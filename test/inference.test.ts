@@ -1,12 +1,5 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  ClusterError,
-  createLogger,
-  newCallId,
-  resolveConfig,
-  type ToolCall,
-  type ToolConfig,
-} from '../services/core/index.js';
+import { describe, expect, it } from 'vitest';
+import { createLogger, resolveConfig, type ToolConfig } from '../services/core/index.js';
 import {
   chatAdapter,
   generateTextAdapter,
@@ -17,20 +10,21 @@ import {
   summaryPrompt,
   trimToWords,
 } from '../workers/inference/index.js';
+import type { BackendActor, ToolAdapter, ToolProgress, ToolResult } from '../workers/runtime/index.js';
+import type { SimFailureMode, SimOptions } from '../workers/sim/index.js';
 import {
-  type AdapterContext,
-  BackendActor,
-  type ToolAdapter,
-  type ToolProgress,
-  type ToolResult,
-} from '../workers/runtime/index.js';
-import {
-  type SimBackend,
-  type SimFailureMode,
-  type SimOptions,
-  startSimBackend,
-} from '../workers/sim/index.js';
-import { freePort } from './support/brokers.js';
+  adapterContext,
+  type ContextOptions,
+  cleanupAfterEach,
+  downUrl,
+  FAST_SIM,
+  rejection,
+  startActor,
+  startSim,
+  textOf as textOfResult,
+  unstreamed,
+  waitFor,
+} from './support/adapter-harness.js';
 
 // The inference adapters (generate_text, chat, summarize) against the simulated vLLM server over
 // real HTTP, its injected failures (5xx, malformed stream, stalled stream, dropped connection)
@@ -42,101 +36,12 @@ const textTool = toolNamed('generate_text');
 const chatTool = toolNamed('chat');
 const summarizeTool = toolNamed('summarize');
 
-/** A fast sim: answers are short enough that a test never waits on decode. */
-const FAST: Partial<SimOptions> = { ttftMs: 1, tokensPerSecond: 5000 };
-
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function sim(options: Partial<SimOptions> = FAST): Promise<SimBackend> {
-  const backend = await startSimBackend(options);
-  cleanups.push(() => backend.close());
-  return backend;
-}
-
-function call(tool: ToolConfig, args: Record<string, unknown>, sessionKey = ''): ToolCall {
-  return {
-    callId: newCallId(),
-    tool: tool.name,
-    pool: tool.pool,
-    arguments: args,
-    tenant: 'test',
-    sessionKey,
-    priority: 'normal',
-    deadlineUnixMs: Date.now() + 60_000,
-    attempt: 1,
-    replyTo: '127.0.0.1:1',
-    traceContext: {},
-    enqueuedUnixMs: Date.now(),
-    wantsProgress: true,
-  };
-}
-
-interface ContextOptions {
-  signal?: AbortSignal;
-  onProgress?: (p: ToolProgress) => void;
-  backendTimeoutMs?: number;
-  sessionKey?: string;
-}
-
-function context(
-  tool: ToolConfig,
-  args: Record<string, unknown>,
-  endpointUrl: string,
-  options: ContextOptions = {},
-): AdapterContext {
-  return {
-    call: call(tool, args, options.sessionKey),
-    tool,
-    endpointUrl,
-    backend: 'openai-chat',
-    signal: options.signal ?? new AbortController().signal,
-    backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
-    progress: options.onProgress ?? (() => {}),
-  };
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** The ClusterError a promise rejects with (fails the test if it resolves or throws something else). */
-async function rejection(promise: Promise<unknown>): Promise<ClusterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClusterError);
-    return err as ClusterError;
-  }
-  throw new Error('expected a rejection, but the promise resolved');
-}
-
-function textOf(result: ToolResult): string {
-  expect(result.isError).toBeFalsy();
-  const first = result.content[0] as { type: string; text: string };
-  expect(first.type).toBe('text');
-  return first.text;
-}
+const cleanups = cleanupAfterEach();
+const sim = (options: Partial<SimOptions> = FAST_SIM) => startSim(cleanups, options);
+/** The text of a result that is not an error result. */
+const textOf = (result: ToolResult) => textOfResult(result, { ok: true });
 
 type Message = { role: 'system' | 'user' | 'assistant'; content: string };
-
-/** What the sim answers to the same conversation and max_tokens without streaming. */
-async function unstreamed(backend: SimBackend, messages: Message[], maxTokens: number): Promise<string> {
-  const res = await fetch(`${backend.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'sim-llm', messages, max_tokens: maxTokens }),
-  });
-  expect(res.status).toBe(200);
-  const body = (await res.json()) as { choices: { message: { content: string } }[] };
-  return body.choices[0]?.message.content ?? '';
-}
 
 const words = (text: string) => text.split(/\s+/).filter((w) => w.length > 0);
 
@@ -167,7 +72,7 @@ describe('chatAdapter against the simulated vLLM backend', () => {
     ];
     const progress: ToolProgress[] = [];
     const result = await chatAdapter.run(
-      context(chatTool, { messages, max_tokens: 300, temperature: 0.1 }, backend.url, {
+      adapterContext(chatTool, { messages, max_tokens: 300, temperature: 0.1 }, backend.url, {
         onProgress: (p) => progress.push(p),
       }),
     );
@@ -187,7 +92,7 @@ describe('chatAdapter against the simulated vLLM backend', () => {
   it('uses the default max_tokens (256) when the call gives none', async () => {
     const backend = await sim();
     const messages: Message[] = [{ role: 'user', content: 'Hello there.' }];
-    const text = textOf(await chatAdapter.run(context(chatTool, { messages }, backend.url)));
+    const text = textOf(await chatAdapter.run(adapterContext(chatTool, { messages }, backend.url)));
     expect(text).toBe(await unstreamed(backend, messages, 256));
   });
 
@@ -196,10 +101,15 @@ describe('chatAdapter against the simulated vLLM backend', () => {
     const abort = new AbortController();
     const err = await rejection(
       chatAdapter.run(
-        context(chatTool, { messages: [{ role: 'user', content: 'Go on.' }], max_tokens: 400 }, backend.url, {
-          signal: abort.signal,
-          onProgress: () => abort.abort(),
-        }),
+        adapterContext(
+          chatTool,
+          { messages: [{ role: 'user', content: 'Go on.' }], max_tokens: 400 },
+          backend.url,
+          {
+            signal: abort.signal,
+            onProgress: () => abort.abort(),
+          },
+        ),
       ),
     );
     expect(err.code).toBe('CANCELLED');
@@ -214,7 +124,7 @@ describe('summarizeAdapter against the simulated vLLM backend', () => {
     const maxWords = 12;
     const progress: ToolProgress[] = [];
     const result = await summarizeAdapter.run(
-      context(summarizeTool, { text: LONG_TEXT, max_words: maxWords }, backend.url, {
+      adapterContext(summarizeTool, { text: LONG_TEXT, max_words: maxWords }, backend.url, {
         onProgress: (p) => progress.push(p),
       }),
     );
@@ -241,13 +151,15 @@ describe('summarizeAdapter against the simulated vLLM backend', () => {
 
   it('defaults to 100 words and never asks for more tokens than the tool allows', async () => {
     const backend = await sim();
-    const text = textOf(await summarizeAdapter.run(context(summarizeTool, { text: LONG_TEXT }, backend.url)));
+    const text = textOf(
+      await summarizeAdapter.run(adapterContext(summarizeTool, { text: LONG_TEXT }, backend.url)),
+    );
     expect(words(text)).toHaveLength(100);
 
     const tight = { ...summarizeTool, maxTokens: 20 };
     expect(summaryMaxTokens(2000, tight.maxTokens)).toBe(20);
     const short = textOf(
-      await summarizeAdapter.run(context(tight, { text: LONG_TEXT, max_words: 2000 }, backend.url)),
+      await summarizeAdapter.run(adapterContext(tight, { text: LONG_TEXT, max_words: 2000 }, backend.url)),
     );
     // 20 tokens of the sim are 20 words: under the word limit, so nothing is trimmed.
     expect(words(short)).toHaveLength(20);
@@ -270,7 +182,9 @@ describe('the session key travels as the OpenAI user field', () => {
     const first: Message[] = [{ role: 'user', content: LONG_TEXT }];
     const turn = async (messages: Message[], sessionKey: string) =>
       textOf(
-        await chatAdapter.run(context(chatTool, { messages, max_tokens: 16 }, backend.url, { sessionKey })),
+        await chatAdapter.run(
+          adapterContext(chatTool, { messages, max_tokens: 16 }, backend.url, { call: { sessionKey } }),
+        ),
       );
 
     const reply = await turn(first, 'conversation-1');
@@ -301,8 +215,8 @@ describe('the session key travels as the OpenAI user field', () => {
     ];
     for (const [i, [adapter, tool, args]] of cases.entries()) {
       const sessionKey = `session-${i}`;
-      await adapter.run(context(tool, args, backend.url, { sessionKey }));
-      await adapter.run(context(tool, args, backend.url, { sessionKey }));
+      await adapter.run(adapterContext(tool, args, backend.url, { call: { sessionKey } }));
+      await adapter.run(adapterContext(tool, args, backend.url, { call: { sessionKey } }));
       expect(backend.stats().prefixCacheHits).toBe(i + 1);
     }
   });
@@ -337,7 +251,8 @@ const adapterCases: AdapterCase[] = [
 ];
 
 describe.each(adapterCases)('$name failure modes', ({ adapter, tool, args }) => {
-  const run = (url: string, options: ContextOptions = {}) => adapter.run(context(tool, args, url, options));
+  const run = (url: string, options: ContextOptions = {}) =>
+    adapter.run(adapterContext(tool, args, url, options));
 
   it('a 5xx answer is BACKEND_UNAVAILABLE naming the backend and the status', async () => {
     const backend = await sim();
@@ -384,7 +299,7 @@ describe.each(adapterCases)('$name failure modes', ({ adapter, tool, args }) => 
   });
 
   it('a backend that is down is BACKEND_UNAVAILABLE naming the URL', async () => {
-    const url = `http://127.0.0.1:${await freePort()}`;
+    const url = await downUrl();
     const err = await rejection(run(url));
     expect(err.code).toBe('BACKEND_UNAVAILABLE');
     expect(err.message).toContain(url);
@@ -400,7 +315,7 @@ describe('the stream-idle timeout', () => {
     const started = performance.now();
     const text = textOf(
       await chatAdapter.run(
-        context(chatTool, { messages, max_tokens: 10 }, backend.url, { backendTimeoutMs: 300 }),
+        adapterContext(chatTool, { messages, max_tokens: 10 }, backend.url, { backendTimeoutMs: 300 }),
       ),
     );
     expect(performance.now() - started).toBeGreaterThan(600);
@@ -411,27 +326,13 @@ describe('the stream-idle timeout', () => {
 describe('BackendActor over the inference adapters', () => {
   const log = createLogger('inference-test');
 
-  function actor(url: string): BackendActor {
-    const a = new BackendActor(
-      {
-        pool: 'inference',
-        index: 0,
-        url,
-        maxConcurrency: 4,
-        healthIntervalMs: 60_000,
-        breakerFailures: 3,
-        breakerHalfOpenMs: 150,
-      },
-      log,
-    );
-    cleanups.push(async () => a.stop());
-    return a;
-  }
+  const actor = (url: string): BackendActor =>
+    startActor(cleanups, log, url, { breakerFailures: 3, breakerHalfOpenMs: 150 });
 
   const turn = (a: BackendActor) =>
     a.run((url) =>
       chatAdapter.run(
-        context(chatTool, { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 }, url, {
+        adapterContext(chatTool, { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 }, url, {
           backendTimeoutMs: 200,
         }),
       ),

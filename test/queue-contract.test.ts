@@ -7,6 +7,7 @@ import { newCallId, PRIORITIES, type Priority, type ToolCall } from '../services
 import { ClusterError } from '../services/core/errors.js';
 import type { Broker, CancelOrder, QueuedCall, QueueStats } from '../services/core/queue/call-queue.js';
 import { openBroker } from '../services/core/queue/open-broker.js';
+import { sleep, waitFor } from './support/adapter-harness.js';
 import {
   freePort,
   type SpawnedBroker,
@@ -114,21 +115,6 @@ function makeCall(priority: Priority = 'normal', pool = POOL): ToolCall {
   };
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `probe` every 20 ms until it returns something truthy; fails after `timeoutMs`. */
-async function waitFor<T>(probe: () => T | Promise<T>, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 interface Delivery {
   message: QueuedCall;
   atMs: number;
@@ -186,13 +172,13 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await broker.queue.enqueue(call);
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
-    await waitFor(() => got.length === 1, 'the delivery');
+    await waitFor('the delivery', () => got.length === 1);
     expect(at(0).call).toEqual({ ...call, attempt: 1 });
     await at(0).ack();
-    await waitFor(async () => {
+    await waitFor('the ack to settle', async () => {
       const stats = byPriority(await broker.queue.stats(POOL));
       return stats.normal.inFlight === 0 && stats.normal.depth === 0;
-    }, 'the ack to settle');
+    });
     await sleep(200);
     expect(got).toHaveLength(1);
   });
@@ -213,7 +199,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       order.push(m.call.callId);
       void m.ack();
     });
-    await waitFor(() => order.length === calls.length, 'every call');
+    await waitFor('every call', () => order.length === calls.length);
     const id = (i: number) => calls[i]?.callId;
     // Highest priority first, and first in, first out within a priority.
     expect(order).toEqual([id(4), id(5), id(2), id(3), id(0), id(1)]);
@@ -231,11 +217,11 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       most = Math.max(most, unsettled);
       handler(m);
     });
-    await waitFor(() => got.length === 2, 'the first two');
+    await waitFor('the first two', () => got.length === 2);
     await sleep(300);
     expect(got).toHaveLength(2);
     for (let i = 0; i < calls.length; i++) {
-      await waitFor(() => got.length > i, `delivery #${i}`);
+      await waitFor(`delivery #${i}`, () => got.length > i);
       // Count it settled before acking: a queue may hand over the next one during the ack.
       unsettled -= 1;
       await at(i).ack();
@@ -250,10 +236,10 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await broker.queue.enqueue(call);
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 1 }, handler);
-    await waitFor(() => got.length === 1, 'the first delivery');
+    await waitFor('the first delivery', () => got.length === 1);
     const nackedAt = Date.now();
     await at(0).nack(700);
-    await waitFor(() => got.length === 2, 'the redelivery');
+    await waitFor('the redelivery', () => got.length === 2);
     const second = got[1];
     expect(second?.message.call.callId).toBe(call.callId);
     expect(second?.message.call.attempt).toBe(2);
@@ -267,8 +253,8 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await broker.queue.enqueue(call);
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 2, ackWaitMs: 1_000 }, handler);
-    await waitFor(() => got.length === 1, 'the first delivery');
-    await waitFor(() => got.length === 2, 'the redelivery', 15_000);
+    await waitFor('the first delivery', () => got.length === 1);
+    await waitFor('the redelivery', () => got.length === 2, 15_000);
     expect(at(1).call.callId).toBe(call.callId);
     expect(at(1).call.attempt).toBe(2);
     expect((got[1]?.atMs ?? 0) - (got[0]?.atMs ?? 0)).toBeGreaterThanOrEqual(900);
@@ -282,7 +268,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await broker.queue.enqueue(makeCall());
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, handler);
-    await waitFor(() => got.length === 1, 'the delivery');
+    await waitFor('the delivery', () => got.length === 1);
     const until = Date.now() + 2_600;
     while (Date.now() < until) {
       await at(0).inProgress();
@@ -303,13 +289,13 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       attempts.push(m.call.attempt);
       void m.nack();
     });
-    await waitFor(() => attempts.length === 2, 'two deliveries');
+    await waitFor('two deliveries', () => attempts.length === 2);
     await sleep(1_500);
     expect(attempts).toEqual([1, 2]);
-    await waitFor(async () => {
+    await waitFor('the queue to be empty', async () => {
       const stats = byPriority(await broker.queue.stats(POOL));
       return stats.normal.depth === 0 && stats.normal.inFlight === 0;
-    }, 'the queue to be empty');
+    });
   });
 
   it('never redelivers a terminated call', async () => {
@@ -317,15 +303,15 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await broker.queue.enqueue(makeCall());
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, handler);
-    await waitFor(() => got.length === 1, 'the delivery');
+    await waitFor('the delivery', () => got.length === 1);
     await at(0).term('cancelled by the caller');
     // Past the ack wait: a term the broker ignored would show up as a redelivery here.
     await sleep(1_500);
     expect(got).toHaveLength(1);
-    await waitFor(async () => {
+    await waitFor('the queue to be empty', async () => {
       const stats = byPriority(await broker.queue.stats(POOL));
       return stats.normal.depth === 0 && stats.normal.inFlight === 0;
-    }, 'the queue to be empty');
+    });
   });
 
   it.runIf(backend.injectBadEnvelope !== undefined)(
@@ -340,13 +326,13 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       await broker.queue.enqueue(good);
       const { got, handler, at } = recorder();
       broker.queue.consume(POOL, { maxInFlight: 2 }, handler);
-      await waitFor(() => got.length === 1, 'the good call');
+      await waitFor('the good call', () => got.length === 1);
       expect(at(0).call.callId).toBe(good.callId);
       await at(0).ack();
-      await waitFor(async () => {
+      await waitFor('the bad envelope to be removed', async () => {
         const stats = byPriority(await broker.queue.stats(POOL));
         return stats.normal.depth === 0 && stats.normal.inFlight === 0;
-      }, 'the bad envelope to be removed');
+      });
       expect(got).toHaveLength(1);
     },
   );
@@ -359,7 +345,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     expect(byPriority(await broker.queue.stats(POOL)).normal.depth).toBe(1);
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
-    await waitFor(() => got.length === 1, 'the delivery');
+    await waitFor('the delivery', () => got.length === 1);
     await broker.queue.enqueue({ ...call });
     await sleep(500);
     expect(got).toHaveLength(1);
@@ -380,7 +366,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     broker.queue.consume(POOL, { maxInFlight: 2 }, handler);
     const delivered = makeCall();
     await broker.queue.enqueue(delivered);
-    await waitFor(() => got.length === 1, 'the delivery');
+    await waitFor('the delivery', () => got.length === 1);
     expect(at(0).call.callId).toBe(delivered.callId);
     expect(await broker.queue.cancel(delivered.callId, POOL)).toBe(false);
     await at(0).ack();
@@ -408,24 +394,24 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
 
     const { got, handler, at } = recorder();
     broker.queue.consume(POOL, { maxInFlight: 1 }, handler);
-    await waitFor(async () => {
+    await waitFor('the high call in flight', async () => {
       const s = byPriority(await broker.queue.stats(POOL));
       return s.high.inFlight === 1 && s.high.depth === 0 && s.normal.depth === 2 && s.normal.inFlight === 0;
-    }, 'the high call in flight');
+    });
     expect(got).toHaveLength(1);
     await at(0).ack();
-    await waitFor(async () => {
+    await waitFor('a normal call in flight', async () => {
       const s = byPriority(await broker.queue.stats(POOL));
       return s.high.inFlight === 0 && s.normal.inFlight === 1 && s.normal.depth === 1;
-    }, 'a normal call in flight');
-    await waitFor(() => got.length === 2, 'the second delivery');
+    });
+    await waitFor('the second delivery', () => got.length === 2);
     await at(1).ack();
-    await waitFor(() => got.length === 3, 'the third delivery');
+    await waitFor('the third delivery', () => got.length === 3);
     await at(2).ack();
-    await waitFor(async () => {
+    await waitFor('an empty queue', async () => {
       const s = byPriority(await broker.queue.stats(POOL));
       return PRIORITIES.every((p) => s[p].depth === 0 && s[p].inFlight === 0 && s[p].oldestAgeMs === 0);
-    }, 'an empty queue');
+    });
   });
 
   it('gives two consumers of one pool distinct calls, never the same one twice', async () => {
@@ -441,7 +427,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     second.queue.consume(POOL, { maxInFlight: 2 }, handler);
     const calls = Array.from({ length: 10 }, () => makeCall());
     for (const call of calls) await first.queue.enqueue(call);
-    await waitFor(() => seen.length >= calls.length, 'every call');
+    await waitFor('every call', () => seen.length >= calls.length);
     await sleep(300);
     expect(seen).toHaveLength(calls.length);
     expect(new Set(seen)).toEqual(new Set(calls.map((c) => c.callId)));
@@ -452,7 +438,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     const { got, handler, at } = recorder();
     const consumer = broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
     await broker.queue.enqueue(makeCall());
-    await waitFor(() => got.length === 1, 'the first delivery');
+    await waitFor('the first delivery', () => got.length === 1);
     await consumer.stop();
     const later = makeCall();
     await broker.queue.enqueue(later);
@@ -462,7 +448,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
 
     const next = recorder();
     broker.queue.consume(POOL, { maxInFlight: 4 }, next.handler);
-    await waitFor(() => next.got.length === 1, 'the delivery to a new consumer');
+    await waitFor('the delivery to a new consumer', () => next.got.length === 1);
     expect(next.at(0).call.callId).toBe(later.callId);
     await next.at(0).ack();
   });
@@ -477,13 +463,13 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     const unsubscribeSecond = await second.cancels.subscribe((o) => heardSecond.push(o));
     const order: CancelOrder = { sessionId: 'session-1', requestId: '42', reason: 'client disconnected' };
     await first.cancels.publish(order);
-    await waitFor(() => heardFirst.length === 1 && heardSecond.length === 1, 'both subscribers');
+    await waitFor('both subscribers', () => heardFirst.length === 1 && heardSecond.length === 1);
     expect(heardFirst[0]).toEqual(order);
     expect(heardSecond[0]).toEqual(order);
 
     unsubscribeSecond();
     await second.cancels.publish({ ...order, requestId: '43' });
-    await waitFor(() => heardFirst.length === 2, 'the remaining subscriber');
+    await waitFor('the remaining subscriber', () => heardFirst.length === 2);
     await sleep(200);
     expect(heardSecond).toHaveLength(1);
   });
@@ -497,14 +483,14 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       await doomed.queue.enqueue(call);
       const first = recorder();
       doomed.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, first.handler);
-      await waitFor(() => first.got.length === 1, 'the first delivery');
+      await waitFor('the first delivery', () => first.got.length === 1);
       // A replica that goes away without settling, as a killed worker would.
       await doomed.close();
 
       const survivor = await open(namespace);
       const second = recorder();
       survivor.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, second.handler);
-      await waitFor(() => second.got.length === 1, 'the redelivery to another replica', 15_000);
+      await waitFor('the redelivery to another replica', () => second.got.length === 1, 15_000);
       expect(second.at(0).call).toMatchObject({ callId: call.callId, attempt: 2 });
       await second.at(0).ack();
     },
@@ -523,7 +509,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       });
       const before = makeCall();
       await broker.queue.enqueue(before);
-      await waitFor(() => seen.includes(before.callId), 'the delivery before the restart');
+      await waitFor('the delivery before the restart', () => seen.includes(before.callId));
 
       await server.stop();
       await sleep(300);
@@ -531,6 +517,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
 
       const after = makeCall();
       await waitFor(
+        'an enqueue after the restart',
         async () => {
           try {
             await broker.queue.enqueue(after);
@@ -540,11 +527,10 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
             return false;
           }
         },
-        'an enqueue after the restart',
         20_000,
       );
-      await waitFor(() => seen.includes(after.callId), 'the delivery after the restart', 20_000);
-      await waitFor(() => broker.queue.ready(), 'ready after the restart');
+      await waitFor('the delivery after the restart', () => seen.includes(after.callId), 20_000);
+      await waitFor('ready after the restart', () => broker.queue.ready());
     } finally {
       await broker.close();
       await server.stop();

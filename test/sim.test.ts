@@ -50,7 +50,11 @@ function sseData(text: string): string[] {
     });
 }
 
-/** Polls the backend's stats until `predicate` holds; fails after a generous bound (not a speed check). */
+/**
+ * Polls the backend's stats until `predicate` holds and resolves with them; fails after a generous
+ * bound (not a speed check). Not `waitFor` of ./support/adapter-harness.ts: the tests read the
+ * matching stats it returns, and its failure message shows the last stats seen.
+ */
 async function waitForStats(sim: SimBackend, predicate: (stats: SimStats) => boolean): Promise<SimStats> {
   const giveUpAt = Date.now() + 20_000;
   for (;;) {

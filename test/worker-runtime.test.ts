@@ -1,13 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Counter } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   type Broker,
   type CallConsumer,
   type ChunkReceived,
   clusterMetrics,
   type DeliveryServer,
-  newCallId,
   openBroker,
   type ResolvedConfig,
   resolveConfig,
@@ -19,6 +18,7 @@ import { embedAdapter } from '../workers/embeddings/index.js';
 import { generateTextAdapter } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import { cleanupAfterEach, sleep, toolCall, waitFor } from './support/adapter-harness.js';
 import { freePort } from './support/brokers.js';
 
 // The pool runtime end to end inside one process, with real parts only: the memory queue, the
@@ -27,10 +27,7 @@ import { freePort } from './support/brokers.js';
 const POOL = 'inference';
 const metrics = clusterMetrics();
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = cleanupAfterEach();
 
 /** The ingress side of delivery: records every chunk and answers as `answer` says. */
 interface IngressStandIn {
@@ -124,39 +121,15 @@ async function startCluster(
     config,
     worker,
     async enqueue(overrides = {}) {
-      const call: ToolCall = {
-        callId: newCallId(),
-        tool: 'generate_text',
-        pool: POOL,
-        arguments: { prompt: 'Explain work queues.', max_tokens: 40 },
-        tenant: 'test',
-        sessionKey: '',
-        priority: 'normal',
-        deadlineUnixMs: Date.now() + 60_000,
-        attempt: 0,
-        replyTo: ingress.address,
-        traceContext: {},
-        enqueuedUnixMs: Date.now(),
-        wantsProgress: true,
-        ...overrides,
-      };
+      const call = toolCall(
+        { name: 'generate_text', pool: POOL },
+        { prompt: 'Explain work queues.', max_tokens: 40 },
+        { attempt: 0, replyTo: ingress.address, ...overrides },
+      );
       await broker.queue.enqueue(call);
       return call;
     },
   };
-}
-
-/** Waits until `check` holds, polling; fails naming `what` after `timeoutMs`. */
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000) {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**

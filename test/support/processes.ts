@@ -99,7 +99,13 @@ export function writeConfig(yaml: string): string {
   return path;
 }
 
-/** Polls `probe` every 50 ms until it returns a truthy value; rejects after `timeoutMs`. */
+/**
+ * Polls `probe` every 50 ms until it returns a truthy value, and resolves with that value; rejects
+ * after `timeoutMs`, naming `what` and the last error. Kept apart from `waitFor` in
+ * ./adapter-harness.ts because it probes OS processes over the network: an error `probe` throws
+ * (connection refused while a role starts or restarts) counts as "not yet" rather than failing
+ * the wait, and it polls less often. In-process state is waited for with `waitFor`.
+ */
 export async function eventually<T>(
   probe: () => Promise<T> | T,
   timeoutMs = 15_000,
