@@ -67,6 +67,15 @@ pools:
         expect(progress.length).toBeGreaterThan(0);
         expect(progress.at(-1)?.message && text.startsWith(progress.at(-1)?.message ?? '')).toBe(true);
 
+        const timing = result._meta?.['mcp-cluster/timing'] as Record<string, number> | undefined;
+        expect(Object.keys(timing ?? {}).sort()).toEqual([
+          'backendMs',
+          'batchWaitMs',
+          'deliveryMs',
+          'queueWaitMs',
+        ]);
+        expect(timing?.backendMs).toBeGreaterThan(0);
+
         const embedded = await client.callTool('embed', { texts: ['a', 'b', 'c'] });
         expect(embedded.isError).toBeFalsy();
         const structured = embedded.structuredContent as { vectors: number[][]; dimensions: number };

@@ -138,7 +138,7 @@ export class CallRegistry {
         if (!entry) return;
         if (chunk.body === 'final') {
           const result = parseResult(chunk.final?.resultJson ?? '');
-          if (result) entry.settle({ kind: 'result', result });
+          if (result) entry.settle({ kind: 'result', result: withTiming(result, chunk.timing) });
           else
             entry.settle({
               kind: 'error',
@@ -221,6 +221,32 @@ export class CallRegistry {
       });
     }
   }
+}
+
+/** `_meta` key of the per-call time breakdown the cluster adds to every result, in milliseconds. */
+export const TIMING_META_KEY = 'mcp-cluster/timing';
+
+/**
+ * Adds where the call spent its time: queue wait, micro-batch wait, backend time (which includes
+ * the batch wait) and delivery from the worker back to this replica.
+ */
+function withTiming(result: CallToolResultJson, timing: ChunkReceived['timing']): CallToolResultJson {
+  if (!timing) return result;
+  const meta = (result._meta ?? {}) as Record<string, unknown>;
+  result._meta = {
+    ...meta,
+    [TIMING_META_KEY]: {
+      queueWaitMs: round(timing.queueWaitMs),
+      batchWaitMs: round(timing.batchWaitMs),
+      backendMs: round(timing.backendMs),
+      deliveryMs: timing.sentUnixMs > 0 ? Math.max(0, Date.now() - timing.sentUnixMs) : 0,
+    },
+  };
+  return result;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 function parseResult(json: string): CallToolResultJson | undefined {

@@ -24,6 +24,7 @@ import { cancelKeyOf, createMcpServerFactory } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
 import { ToolValidator } from './tool-validator.js';
 
+export { TIMING_META_KEY } from './call-registry.js';
 export { SESSION_KEY_META_KEY, TIMEOUT_META_KEY } from './mcp-server.js';
 
 /** A running ingress replica. */

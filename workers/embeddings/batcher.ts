@@ -80,6 +80,8 @@ interface PendingCall {
   resolve(vectors: number[][]): void;
   reject(err: ClusterError): void;
   unlisten(): void;
+  /** Called once, when the first batch holding a text of this call is sent. */
+  onFirstDispatch: (() => void) | undefined;
 }
 
 interface Item {
@@ -178,7 +180,7 @@ export class MicroBatcher {
    * Embeds `texts` as part of whatever batches they fall into. Resolves with one vector per
    * text in order; rejects with the batch's ClusterError, or CANCELLED when `signal` aborts.
    */
-  submit(texts: readonly string[], signal?: AbortSignal): Promise<number[][]> {
+  submit(texts: readonly string[], signal?: AbortSignal, onFirstDispatch?: () => void): Promise<number[][]> {
     if (signal?.aborted) return Promise.reject(cancelled());
     if (texts.length === 0) return Promise.resolve([]);
     return new Promise<number[][]>((resolve, reject) => {
@@ -190,6 +192,7 @@ export class MicroBatcher {
         resolve,
         reject,
         unlisten: () => {},
+        onFirstDispatch,
       };
       if (signal) {
         const onAbort = () => this.#fail(call, cancelled());
@@ -271,6 +274,11 @@ export class MicroBatcher {
     batch.timer = undefined;
     batch.abort = new AbortController();
     const texts = [...batch.counts.keys()];
+    for (const item of batch.items) {
+      const first = item.call.onFirstDispatch;
+      item.call.onFirstDispatch = undefined;
+      first?.();
+    }
     this.#running.add(batch);
     this.options.onSend?.(texts.length);
     let outcome: Promise<number[][]>;

@@ -194,7 +194,10 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
       }
 
       if (missing.length > 0) {
-        const fresh = await batcherFor(ctx, model, normalize).submit(missing, ctx.signal);
+        const waitFrom = performance.now();
+        const fresh = await batcherFor(ctx, model, normalize).submit(missing, ctx.signal, () =>
+          ctx.noteBatchWait?.(performance.now() - waitFrom),
+        );
         const entries: { key: string; vector: number[] }[] = [];
         missing.forEach((text, j) => {
           const vector = fresh[j] as number[];

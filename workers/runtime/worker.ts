@@ -56,6 +56,8 @@ export interface AdapterContext {
   backendTimeoutMs: number;
   /** Reports progress; rate-limiting is the adapter's job. */
   progress(update: ToolProgress): void;
+  /** Reports how long the call waited for its micro-batch to close, in milliseconds (batching adapters). */
+  noteBatchWait?(ms: number): void;
 }
 
 /**
@@ -213,7 +215,9 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       await message.term('expired');
       return;
     }
-    metrics.queueWait.observe({ pool }, Math.max(0, Date.now() - call.enqueuedUnixMs) / 1000);
+    const takenUnixMs = Date.now();
+    metrics.queueWait.observe({ pool }, Math.max(0, takenUnixMs - call.enqueuedUnixMs) / 1000);
+    let batchWaitMs = 0;
 
     let channel: DeliveryChannel;
     try {
@@ -293,6 +297,9 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
             backend: poolConfig.backend,
             signal: entry.abort.signal,
             backendTimeoutMs: poolConfig.backendTimeoutMs,
+            noteBatchWait: (ms) => {
+              batchWaitMs = ms;
+            },
             progress: (p) => {
               if (call.wantsProgress) {
                 channel.send({
@@ -326,7 +333,12 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         await message.nack(retryDelayMs(call.attempt));
         return;
       }
-      const timing = { queueWaitMs: Math.max(0, Date.now() - call.enqueuedUnixMs - backendMs), backendMs };
+      const timing = {
+        queueWaitMs: Math.max(0, takenUnixMs - call.enqueuedUnixMs),
+        backendMs,
+        batchWaitMs,
+        sentUnixMs: Date.now(),
+      };
       const wait = awaitDelivered();
       if ('result' in outcome) {
         channel.send({
