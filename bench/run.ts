@@ -8,9 +8,17 @@ import { fileURLToPath } from 'node:url';
  * bench/results/.
  */
 const SCENARIOS: Record<string, string> = {
+  quick: 'overhead at 1/16/64 agents and 500 calls in flight, every system, in under 3 minutes',
+  overhead:
+    'zero-latency backend, 1/16/64/256 agents: mcp-cluster (memory, NATS, BullMQ) against direct and FastMCP',
+  agents: '1,000 agents with think time for 2 minutes, realistic backend; errors and memory over time',
+  inflight: '10,000 long calls in flight on one ingress replica: peak RSS per process and per call',
   embeddings: 'micro-batching against per-call forwarding and the simulated GPU batch capacity',
   affinity: 'time to first token of multi-turn sessions, session affinity against round-robin',
 };
+
+/** Scenarios that live in scenarios.ts; the others have their own script. */
+const COMPARISONS = new Set(['quick', 'overhead', 'agents', 'inflight']);
 
 const [scenario, ...rest] = process.argv.slice(2);
 const usage = `usage: npm run bench -- <scenario> [flags]\n\nscenarios:\n${Object.entries(SCENARIOS)
@@ -25,10 +33,14 @@ if (!(scenario in SCENARIOS)) {
   process.stderr.write(`bench: unknown scenario "${scenario}"\n\n${usage}`);
   process.exit(2);
 }
-const script = fileURLToPath(new URL(`./${scenario}.js`, import.meta.url));
+const script = fileURLToPath(
+  new URL(`./${COMPARISONS.has(scenario) ? 'scenarios' : scenario}.js`, import.meta.url),
+);
 if (!existsSync(script)) {
   process.stderr.write(`bench: ${script} is missing; run npm run build first\n`);
   process.exit(2);
 }
-const run = spawnSync(process.execPath, [script, ...rest], { stdio: 'inherit' });
+const args = COMPARISONS.has(scenario) ? [scenario, ...rest] : rest;
+// 10,000 agents in one process need more than the default heap.
+const run = spawnSync(process.execPath, ['--max-old-space-size=8192', script, ...args], { stdio: 'inherit' });
 process.exit(run.status ?? 1);

@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import { type ResolvedConfig, resolveConfig } from '../../services/core/index.js';
+
+// The one configuration every system under test is derived from: the cluster systems run it as
+// their config file, and the single-process servers (direct, peer) take their tools (model names,
+// limits, deadlines) and pool settings (backend timeout) from the same file, so all five send the
+// backend the same requests.
+
+/** Calls one inference worker holds, and what its one endpoint admits (the config's upper bound). */
+export const INFERENCE_IN_FLIGHT = 4096;
+
+/** What the bench config is built from. */
+export interface BenchConfigOptions {
+  /** The simulated (or real) vLLM serving chat completions and embeddings. */
+  backendUrl: string;
+  /** `memory:`, `nats://…` or `redis://…`. Default `memory:`. */
+  brokerUrl?: string;
+  /** Default a fresh unique one, so runs never share streams or keys. */
+  namespace?: string;
+  /** Shared HMAC key of the ingress replicas. Default a fresh random one. */
+  sessionSecret?: string;
+  /** Embedding result cache of the cluster. Default false (direct and peer have none). */
+  embedCache?: boolean;
+  /** Calls one inference worker holds. Default INFERENCE_IN_FLIGHT. */
+  inferenceInFlight?: number;
+}
+
+/** A namespace valid as a NATS stream-name prefix and a Redis key prefix. */
+export function uniqueNamespace(prefix = 'bench'): string {
+  return `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * The YAML of the bench cluster: two pools on `backendUrl` (no diffusion pool, so `up` starts no
+ * simulated backend), the tools `generate_text` and `embed` with the catalog's defaults (embed
+ * micro-batching included), short drain graces so a stop never waits long.
+ */
+export function benchConfigYaml(options: BenchConfigOptions): string {
+  const inFlight = options.inferenceInFlight ?? INFERENCE_IN_FLIGHT;
+  // One endpoint admits at most 4096 calls (config bound); more in flight means listing the same
+  // backend several times, each entry its own actor.
+  const entries = Math.max(1, Math.ceil(inFlight / INFERENCE_IN_FLIGHT));
+  const per = Math.ceil(inFlight / entries);
+  const url = JSON.stringify(options.backendUrl);
+  const inferenceEndpoints = Array.from({ length: entries }, () => `{ url: ${url}, maxConcurrency: ${per} }`);
+  return [
+    'cluster:',
+    `  namespace: ${options.namespace ?? uniqueNamespace()}`,
+    'broker:',
+    `  url: ${JSON.stringify(options.brokerUrl ?? 'memory:')}`,
+    'ingress:',
+    '  host: 127.0.0.1',
+    '  port: 0',
+    `  sessionSecret: ${JSON.stringify(options.sessionSecret ?? randomBytes(16).toString('hex'))}`,
+    '  drainGrace: 2s',
+    'worker:',
+    '  drainGrace: 2s',
+    'pools:',
+    '  inference:',
+    '    backend: openai-chat',
+    `    endpoints: [${inferenceEndpoints.join(', ')}]`,
+    `    maxInFlight: ${inFlight}`,
+    '  embeddings:',
+    '    backend: openai-embeddings',
+    `    endpoints: [{ url: ${url} }]`,
+    'tools:',
+    '  - { name: generate_text, template: generate_text, pool: inference, model: sim-llm, deadline: 120s }',
+    '  - name: embed',
+    '    template: embed',
+    '    pool: embeddings',
+    '    model: sim-embed',
+    '    deadline: 60s',
+    `    cache: { enabled: ${options.embedCache === true} }`,
+    '',
+  ].join('\n');
+}
+
+/** The resolved bench configuration (for the single-process servers), environment ignored. */
+export function benchConfig(options: BenchConfigOptions): ResolvedConfig {
+  return resolveConfig(benchConfigYaml(options), {}, 'bench config');
+}

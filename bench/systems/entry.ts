@@ -1,0 +1,41 @@
+import { pathToFileURL } from 'node:url';
+
+// What the bench's own server entry files (direct-server, peer-server) share.
+
+/** Whether the module at `moduleUrl` is the script node was started with. */
+export function isMain(moduleUrl: string): boolean {
+  return process.argv[1] !== undefined && moduleUrl === pathToFileURL(process.argv[1]).href;
+}
+
+/**
+ * Closes the server on SIGTERM/SIGINT, and also when stdin ends if `withStdin` (the bench that
+ * started it keeps stdin open as a pipe: when the bench dies, even by SIGKILL, the pipe closes and
+ * the server goes with it). Exits at most 3 s after the stop began.
+ */
+export function exitWith(close: () => Promise<void>, withStdin: boolean): void {
+  let closing = false;
+  const stop = () => {
+    if (closing) return;
+    closing = true;
+    setTimeout(() => process.exit(0), 3000).unref();
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  if (withStdin) {
+    process.stdin.on('end', stop);
+    process.stdin.on('close', stop);
+    process.stdin.resume();
+  }
+}
+
+/** Runs an entry's main, turning a failure into a message on stderr and exit code 1. */
+export function runMain(name: string, main: () => Promise<void>): void {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${name}: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,285 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { accessSync, constants, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// OS processes of the systems under test: spawning with a ready check and a start timeout that
+// reports the child's stderr, bounded stops, and a last-resort kill of every child when the
+// bench process exits, so an interrupted run leaves no servers, workers or brokers behind.
+
+/** The repository root, whether this module runs from `dist/` or from the sources (tests). */
+const ROOT = fileURLToPath(
+  new URL(import.meta.url.includes('/dist/') ? '../../../' : '../../', import.meta.url),
+);
+
+/** A compiled file, by its path in the repository (e.g. `services/cli/main.js`); `npm run build` puts it there. */
+export function builtFile(path: string): string {
+  return join(ROOT, 'dist', path);
+}
+
+/** The built CLI. */
+export const CLI = builtFile('services/cli/main.js');
+
+/** A child process started by a system, ready to serve. */
+export interface ChildRole<T> {
+  readonly name: string;
+  readonly pid: number;
+  /** What the ready check returned (the JSON ready line, the parsed URL). */
+  readonly ready: T;
+  /** The last 8 KiB the child wrote on stderr. */
+  stderr(): string;
+  /** Whether the child has exited. */
+  readonly exited: boolean;
+  /** SIGTERM, SIGKILL after `graceMs`; resolves once the child is gone, at most `graceMs` + 2 s later. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** How to start one child. */
+export interface SpawnOptions<T> {
+  /** Label in error messages, e.g. `cluster-nats ingress 1`. */
+  name: string;
+  command: string;
+  args: string[];
+  /** Environment of the child: the bench's own, without `MCP_CLUSTER_*`, plus these. */
+  env?: Record<string, string>;
+  /**
+   * Looks at everything the child printed on stdout so far; returns a value once it is ready.
+   * Absent: the child counts as started once it was spawned (the caller probes it itself).
+   */
+  ready?: (stdout: string) => T | undefined;
+  /** Start timeout in milliseconds. Default 30 s. */
+  timeoutMs?: number;
+  /** Keep stdin open as a pipe (the bench's own servers exit when it closes). Default false. */
+  stdinPipe?: boolean;
+}
+
+const STDERR_KEEP = 8192;
+const DEFAULT_START_TIMEOUT_MS = 30_000;
+const DEFAULT_GRACE_MS = 5_000;
+
+const live = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+let hooksInstalled = false;
+
+/** Kills every child still alive and removes temp dirs; runs on exit and on SIGINT/SIGTERM. */
+function killEverything(): void {
+  for (const child of live) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+function installExitHooks(): void {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  process.once('exit', killEverything);
+  // A signal skips 'exit': clean up, then let the signal do what it would have done without us.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      killEverything();
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    });
+  }
+}
+
+/** Registers a temp dir to delete when the bench exits (and deletes it on `removeTempDir`). */
+export function trackTempDir(dir: string): void {
+  installExitHooks();
+  tempDirs.add(dir);
+}
+
+/** Deletes a temp dir now. */
+export function removeTempDir(dir: string): void {
+  tempDirs.delete(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** The environment children get: the bench's, without settings that would override their config. */
+export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith('MCP_CLUSTER_') && !key.startsWith('FASTMCP_')) env[key] = value;
+  }
+  return { ...env, MCP_CLUSTER_LOG_LEVEL: 'warn', ...extra };
+}
+
+/** Spawns a child and resolves once `ready` accepts its stdout; rejects with its stderr otherwise. */
+export function spawnRole<T>(options: SpawnOptions<T>): Promise<ChildRole<T>> {
+  installExitHooks();
+  const timeoutMs = options.timeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+  // Where util-linux's setpriv is at hand (Linux), the kernel kills the child when the bench dies
+  // in a way no exit hook sees (SIGKILL, the OOM killer); setpriv execs the command, so the pid
+  // stays the child's own.
+  const guard = setprivPath();
+  const [command, args] = guard
+    ? [guard, ['--pdeathsig', 'SIGKILL', '--', options.command, ...options.args]]
+    : [options.command, options.args];
+  const child = spawn(command, args, {
+    env: childEnv(options.env),
+    stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  let stderr = '';
+  let stdout = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString('utf8')).slice(-STDERR_KEEP);
+  });
+  let exited = false;
+  const gone = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      live.delete(child);
+      resolve();
+    }),
+  );
+  // A stdin the child stopped reading must not crash the bench.
+  child.stdin?.on('error', () => undefined);
+
+  const stop = async (graceMs = DEFAULT_GRACE_MS): Promise<void> => {
+    if (exited) return;
+    child.kill('SIGTERM');
+    const force = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    // SIGKILL cannot be refused; the extra bound only guards against a zombie we never hear of.
+    await Promise.race([gone, sleep(graceMs + 2000)]);
+    clearTimeout(force);
+  };
+
+  return new Promise<ChildRole<T>>((resolve, reject) => {
+    let settled = false;
+    const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      const out = stdout.trim() ? `\nstdout:\n${stdout.slice(-2000)}` : '';
+      reject(new Error(`${options.name} ${why}; stderr:\n${stderr.trim() || '(empty)'}${out}`));
+    };
+    const timer = setTimeout(() => fail(`was not ready within ${timeoutMs} ms`), timeoutMs);
+    child.once('error', (err) => fail(`could not be started (${options.command}: ${err.message})`));
+    child.once('exit', (code, signal) => fail(`exited with ${signal ?? `code ${code}`} before it was ready`));
+    const succeed = (value: T) => {
+      settled = true;
+      clearTimeout(timer);
+      // Keep draining stdout so a chatty child never blocks on a full pipe.
+      child.stdout?.removeAllListeners('data');
+      child.stdout?.resume();
+      resolve({
+        name: options.name,
+        pid: child.pid ?? -1,
+        ready: value,
+        stderr: () => stderr,
+        get exited() {
+          return exited;
+        },
+        stop,
+      });
+    };
+    const ready = options.ready;
+    if (!ready) {
+      child.once('spawn', () => {
+        if (!settled) succeed(undefined as T);
+      });
+      return;
+    }
+    child.stdout?.on('data', (d: Buffer) => {
+      if (settled) return;
+      stdout += d.toString('utf8');
+      let value: T | undefined;
+      try {
+        value = ready(stdout);
+      } catch (err) {
+        fail(`printed an unexpected ready line (${(err as Error).message})`);
+        return;
+      }
+      if (value !== undefined) succeed(value);
+    });
+  });
+}
+
+let setpriv: string | null | undefined;
+
+/** util-linux `setpriv` (for `--pdeathsig`), or undefined where there is none (not Linux). */
+function setprivPath(): string | undefined {
+  if (setpriv === undefined) setpriv = process.platform === 'linux' ? (findOnPath('setpriv') ?? null) : null;
+  return setpriv ?? undefined;
+}
+
+/** A ready check for children that print one JSON object on a line of its own. */
+export function jsonLine(stdout: string): Record<string, unknown> | undefined {
+  const lines = stdout.split('\n');
+  lines.pop(); // not a whole line yet
+  const line = lines.map((l) => l.trim()).find((l) => l.startsWith('{'));
+  return line === undefined ? undefined : (JSON.parse(line) as Record<string, unknown>);
+}
+
+/** A TCP port that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not allocate a free port'))));
+    });
+  });
+}
+
+/** The path of an executable on PATH (or in the sbin directories), or undefined. */
+export function findOnPath(binary: string): string | undefined {
+  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/usr/local/sbin', '/sbin']);
+  for (const dir of dirs) {
+    if (!dir) continue;
+    const candidate = join(dir, binary);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** Polls `probe` every 50 ms until it is true; rejects naming `what` after `timeoutMs`. */
+export async function waitUntil(
+  what: string,
+  probe: () => Promise<boolean>,
+  timeoutMs: number,
+  details: () => string = () => '',
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      if (await probe()) return;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > until) {
+      const extra = details();
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (${last})` : ''}${extra ? `\n${extra}` : ''}`,
+      );
+    }
+    await sleep(50);
+  }
+}
+
+/** Whether `url` answers 200 (a `/readyz`). */
+export async function answersOk(url: string): Promise<boolean> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await res.body?.cancel();
+  return res.ok;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
