@@ -132,6 +132,15 @@ describe('batch policy (pure)', () => {
     expect(closeReason({ ...policy, maxWaitMs: 0 }, open, 100)).toBe('wait');
     expect(closeReason(policy, { texts: 0, tokens: 0, firstArrivalMs: 0 }, 1e9)).toBeUndefined();
   });
+
+  it('closes a batch at once when the backend is idle, and never an empty one', () => {
+    const open = { texts: 1, tokens: 1, firstArrivalMs: 100 };
+    expect(closeReason(policy, open, 100, true)).toBeUndefined();
+    expect(closeReason(policy, open, 100, false)).toBe('idle');
+    // A full batch reports what filled it, busy or not.
+    expect(closeReason(policy, { texts: 4, tokens: 4, firstArrivalMs: 0 }, 0, false)).toBe('size');
+    expect(closeReason(policy, { texts: 0, tokens: 0, firstArrivalMs: 0 }, 0, false)).toBeUndefined();
+  });
 });
 
 /** A scripted backend: records every request and answers when told to. */
@@ -220,11 +229,36 @@ describe('MicroBatcher (scripted backend)', () => {
       slots: new BatchSlots(2),
       now: () => Date.now(),
     });
+    // The backend is busy with a first request, so the next batch waits for company.
+    const busy = b.submit(['busy']);
+    vi.advanceTimersByTime(0);
+    expect(backend.requests.map((r) => r.texts)).toEqual([['busy']]);
     const one = b.submit(['x']);
     const two = b.submit(['y']);
     vi.advanceTimersByTime(19);
-    expect(backend.requests).toHaveLength(0);
+    expect(backend.requests).toHaveLength(1);
     vi.advanceTimersByTime(1);
+    expect(backend.requests.map((r) => r.texts)).toEqual([['busy'], ['x', 'y']]);
+    backend.requests[0]?.answer();
+    backend.requests[1]?.answer();
+    expect(await busy).toEqual([backend.vector('busy')]);
+    expect(await one).toEqual([backend.vector('x')]);
+    expect(await two).toEqual([backend.vector('y')]);
+  });
+
+  it('sends at once when the backend is idle, merging the calls of the same event-loop turn', async () => {
+    vi.useFakeTimers();
+    const backend = scriptedBackend();
+    const b = new MicroBatcher({
+      policy: { maxSize: 8, maxTokens: 10_000, maxWaitMs: 60_000 },
+      send: backend.send,
+      slots: new BatchSlots(2),
+      now: () => Date.now(),
+    });
+    const one = b.submit(['x']);
+    const two = b.submit(['y']);
+    expect(backend.requests).toHaveLength(0);
+    vi.advanceTimersByTime(0);
     expect(backend.requests.map((r) => r.texts)).toEqual([['x', 'y']]);
     backend.requests[0]?.answer();
     expect(await one).toEqual([backend.vector('x')]);

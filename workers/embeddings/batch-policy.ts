@@ -24,7 +24,7 @@ export interface OpenBatchState {
 }
 
 /** Why a batch closed. */
-export type CloseReason = 'size' | 'tokens' | 'wait';
+export type CloseReason = 'size' | 'tokens' | 'wait' | 'idle';
 
 /**
  * Estimated tokens of a text: one per 4 characters (UTF-16 code units), rounded up, at least 1 —
@@ -46,17 +46,21 @@ export function fits(policy: BatchPolicy, batch: OpenBatchState, tokens: number)
 
 /**
  * Why the open batch must close now, or undefined while it may keep waiting: it is full
- * (`maxSize` texts), it reached `maxTokens`, or its first text has waited `maxWaitMs`.
+ * (`maxSize` texts), it reached `maxTokens`, its first text has waited `maxWaitMs`, or the
+ * backend is idle (`backendBusy` false). Waiting only pays while the backend is working: a
+ * batch then fills for free; with nothing running it would only add `maxWaitMs` to the call.
  */
 export function closeReason(
   policy: BatchPolicy,
   batch: OpenBatchState,
   nowMs: number,
+  backendBusy = true,
 ): CloseReason | undefined {
   if (batch.texts === 0) return undefined;
   if (batch.texts >= policy.maxSize) return 'size';
   if (batch.tokens >= policy.maxTokens) return 'tokens';
   if (nowMs - batch.firstArrivalMs >= policy.maxWaitMs) return 'wait';
+  if (!backendBusy) return 'idle';
   return undefined;
 }
 

@@ -96,8 +96,10 @@ class Batch implements OpenBatchState {
   /** Distinct texts and how many items carry each: a text is sent once per batch. */
   readonly counts = new Map<string, number>();
   tokens = 0;
-  /** Set by the wait timer: the first text has waited `maxWaitMs`. */
+  /** Set by the wait timer (the first text has waited `maxWaitMs`) or the idle tick. */
   waitOver = false;
+  /** Whether the idle tick (send soon: the backend has nothing running) is scheduled. */
+  idleTickScheduled = false;
   timer: NodeJS.Timeout | undefined;
   /** Set when the batch was sent. */
   abort: AbortController | undefined;
@@ -253,8 +255,19 @@ export class MicroBatcher {
       let next = this.#ready[0];
       if (!next) {
         const open = this.#open;
-        if (open && (open.waitOver || closeReason(this.options.policy, open, this.#now()) !== undefined)) {
-          next = open;
+        if (open) {
+          const reason = closeReason(this.options.policy, open, this.#now(), this.#running.size > 0);
+          if (open.waitOver || (reason !== undefined && reason !== 'idle')) {
+            next = open;
+          } else if (reason === 'idle' && !open.idleTickScheduled) {
+            // Nothing is running: send after this turn of the event loop, so calls that arrive
+            // together still share the request, instead of after the full maxWait.
+            open.idleTickScheduled = true;
+            setImmediate(() => {
+              open.waitOver = true;
+              this.#pump();
+            });
+          }
         }
       }
       if (!next) break;
