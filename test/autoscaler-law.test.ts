@@ -1,0 +1,309 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decideReplicas,
+  growthLimit,
+  initialScalerState,
+  type PoolObservation,
+  type ScalingPolicy,
+  scalingPolicy,
+} from '../services/autoscaler/index.js';
+
+/** One tick of the simulated pool. */
+interface Tick {
+  t: number;
+  lambda: number;
+  replicas: number;
+  prevReplicas: number;
+  required: number;
+  reason: string;
+  depth: number;
+}
+
+/**
+ * A fluid FIFO queue advanced in 1 s ticks: arrivals at `trace(t)` per second join the queue, the pool
+ * serves up to replicas × concurrency × 1000/S calls per second, in-flight follows Little's law. The law
+ * sees each tick's observation and its decision takes effect on the next tick.
+ */
+function simulate(
+  policy: ScalingPolicy,
+  trace: (t: number) => number,
+  seconds: number,
+  serviceTimeMs = 500,
+  startReplicas = policy.minReplicas,
+): Tick[] {
+  let state = initialScalerState();
+  let replicas = startReplicas;
+  const queue: { at: number; n: number }[] = [];
+  const ticks: Tick[] = [];
+  for (let t = 0; t < seconds; t++) {
+    const lambda = trace(t);
+    if (lambda > 0) queue.push({ at: t, n: lambda });
+    let capacity = (replicas * policy.perReplicaConcurrency * 1000) / serviceTimeMs;
+    let served = 0;
+    while (capacity > 1e-9 && queue.length > 0) {
+      const head = queue[0]!;
+      const take = Math.min(head.n, capacity);
+      head.n -= take;
+      capacity -= take;
+      served += take;
+      if (head.n <= 1e-9) queue.shift();
+    }
+    const depth = queue.reduce((s, c) => s + c.n, 0);
+    const obs: PoolObservation = {
+      atMs: t * 1000,
+      queueDepth: Math.ceil(depth - 1e-9),
+      oldestWaitMs: queue.length > 0 ? (t - queue[0]!.at) * 1000 : 0,
+      arrivalRatePerSec: lambda,
+      serviceTimeMs,
+      inFlight: (served * serviceTimeMs) / 1000,
+      currentReplicas: replicas,
+    };
+    const d = decideReplicas(policy, state, obs);
+    state = d.state;
+    ticks.push({
+      t,
+      lambda,
+      replicas: d.replicas,
+      prevReplicas: replicas,
+      required: d.required,
+      reason: d.reason,
+      depth,
+    });
+    replicas = d.replicas;
+  }
+  return ticks;
+}
+
+/** Number of times the direction of change reverses (up then down or down then up). */
+function reversals(ticks: readonly Tick[]): number {
+  let last = 0;
+  let n = 0;
+  for (const k of ticks) {
+    const dir = Math.sign(k.replicas - k.prevReplicas);
+    if (dir !== 0) {
+      if (last !== 0 && dir !== last) n++;
+      last = dir;
+    }
+  }
+  return n;
+}
+
+const WINDOW = 300_000;
+const base = scalingPolicy({ minReplicas: 1, maxReplicas: 50, targetQueueWaitMs: 1000 });
+
+function expectWithinCaps(policy: ScalingPolicy, ticks: readonly Tick[]) {
+  for (const k of ticks) {
+    expect(k.replicas).toBeLessThanOrEqual(policy.maxReplicas);
+    expect(k.replicas).toBeGreaterThanOrEqual(policy.minReplicas);
+    expect(Number.isInteger(k.replicas)).toBe(true);
+    if (k.replicas > k.prevReplicas) {
+      expect(k.replicas).toBeLessThanOrEqual(growthLimit(k.prevReplicas, policy.maxScaleUpPerStep));
+    }
+  }
+}
+
+describe('control law over synthetic load', () => {
+  it('step up: reacts on the tick of the step, within the growth cap and max', () => {
+    const ticks = simulate(base, (t) => (t < 60 ? 2 : 40), 240);
+    expectWithinCaps(base, ticks);
+    const step = ticks[60]!;
+    expect(step.replicas).toBeGreaterThan(step.prevReplicas);
+    // λS = 20 busy slots; reached within a few capped steps and never exceeded max.
+    const settled = ticks[240 - 1]!;
+    expect(settled.replicas).toBeGreaterThanOrEqual(20);
+    expect(settled.depth).toBe(0);
+  });
+
+  it('never exceeds max on a huge step, and grows by at most the cap per tick', () => {
+    const policy = scalingPolicy({
+      minReplicas: 1,
+      maxReplicas: 30,
+      maxScaleUpPerStep: { factor: 1.5, absolute: 2 },
+    });
+    const ticks = simulate(policy, (t) => (t < 5 ? 1 : 10_000), 60);
+    expectWithinCaps(policy, ticks);
+    expect(ticks.at(-1)!.replicas).toBe(30);
+    expect(ticks.some((k) => k.reason === 'scale-up-capped')).toBe(true);
+  });
+
+  it('ramp: follows a rising load without ever scaling down', () => {
+    const ticks = simulate(base, (t) => t / 10, 400);
+    expectWithinCaps(base, ticks);
+    for (const k of ticks) expect(k.replicas).toBeGreaterThanOrEqual(k.prevReplicas);
+    expect(ticks.at(-1)!.replicas).toBeGreaterThanOrEqual(Math.ceil((39.9 * 500) / 1000));
+  });
+
+  it('short spike: up at once, down only after the stabilisation window', () => {
+    const ticks = simulate(base, (t) => (t >= 100 && t < 110 ? 60 : 4), 900, 500, 2);
+    expectWithinCaps(base, ticks);
+    const ups = ticks.filter((k) => k.replicas > k.prevReplicas);
+    const downs = ticks.filter((k) => k.replicas < k.prevReplicas);
+    expect(ups[0]!.t).toBe(100);
+    expect(downs.length).toBeGreaterThan(0);
+    const lastUp = ups.at(-1)!.t;
+    expect(downs[0]!.t * 1000 - lastUp * 1000).toBeGreaterThanOrEqual(WINDOW);
+    // Each decrease is to the window's highest recommendation: no sample in the trailing window exceeds it.
+    for (const d of downs) {
+      const inWindow = ticks.filter((k) => k.t * 1000 > d.t * 1000 - WINDOW && k.t <= d.t);
+      expect(Math.max(...inWindow.map((k) => Math.max(k.required, 1)))).toBeLessThanOrEqual(d.replicas);
+    }
+    // Back at the baseline need (λS = 2) at the end, and never flapped back up.
+    expect(ticks.at(-1)!.replicas).toBe(2);
+    expect(reversals(ticks)).toBe(1);
+  });
+
+  it('periodic load shorter than the window: holds the peak instead of oscillating', () => {
+    const trace = (t: number) => 10 + 8 * Math.sin((2 * Math.PI * t) / 120);
+    const ticks = simulate(base, trace, 1200);
+    expectWithinCaps(base, ticks);
+    // No increase after the first period; at most one decrease (shedding the start-up backlog's extra
+    // replica one window later); then constant at the peak need λmax·S = 18 × 0.5 = 9 through every trough.
+    expect(ticks.filter((k) => k.t >= 120 && k.replicas > k.prevReplicas)).toHaveLength(0);
+    expect(ticks.filter((k) => k.replicas < k.prevReplicas).length).toBeLessThanOrEqual(1);
+    const after = ticks.slice(WINDOW / 1000 + 120);
+    expect(new Set(after.map((k) => k.replicas))).toEqual(new Set([9]));
+    expect(reversals(ticks)).toBeLessThanOrEqual(1);
+  });
+
+  it('steady load for 10 minutes: no change at all (no flapping)', () => {
+    for (const lambda of [0.3, 7, 10, 33.3]) {
+      const ticks = simulate(base, () => lambda, WINDOW / 1000 + 60 + 600);
+      expectWithinCaps(base, ticks);
+      const steady = ticks.slice(-600);
+      expect(steady.every((k) => k.replicas === k.prevReplicas)).toBe(true);
+      expect(steady[0]!.replicas).toBe(Math.max(1, Math.ceil((lambda * 500) / 1000 - 1e-9)));
+      expect(reversals(ticks)).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('long idle: zero only after idleToZeroMs, back to one on the first call', () => {
+    const policy = scalingPolicy({ minReplicas: 0, maxReplicas: 20, idleToZeroMs: 600_000 });
+    const stopAt = 60;
+    const wakeAt = stopAt + 900;
+    const trace = (t: number) => (t < stopAt ? 8 : t === wakeAt ? 1 : 0);
+    const ticks = simulate(policy, trace, wakeAt + 5, 500, 0);
+    expectWithinCaps(policy, ticks);
+    const firstZero = ticks.find((k) => k.t > 0 && k.replicas === 0 && k.prevReplicas > 0)!;
+    expect(firstZero.reason).toBe('idle-to-zero');
+    // The last activity is the last tick with arrivals (the queue drains within it).
+    expect(firstZero.t - (stopAt - 1)).toBe(600);
+    for (const k of ticks.filter((x) => x.t > 0 && x.t < firstZero.t))
+      expect(k.replicas).toBeGreaterThanOrEqual(1);
+    for (const k of ticks.filter((x) => x.t >= firstZero.t && x.t < wakeAt)) expect(k.replicas).toBe(0);
+    const wake = ticks[wakeAt]!;
+    expect(wake.reason).toBe('wake-from-zero');
+    expect(wake.replicas).toBe(1);
+  });
+
+  it('with minReplicas ≥ 1 never goes to zero', () => {
+    const ticks = simulate(base, (t) => (t < 30 ? 5 : 0), 2000, 500, 1);
+    for (const k of ticks) expect(k.replicas).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('control law edge cases', () => {
+  const obs = (o: Partial<PoolObservation>): PoolObservation => ({
+    atMs: 0,
+    queueDepth: 0,
+    oldestWaitMs: 0,
+    arrivalRatePerSec: 0,
+    serviceTimeMs: 100,
+    inFlight: 0,
+    currentReplicas: 0,
+    ...o,
+  });
+  const policy = scalingPolicy({ maxReplicas: 8 });
+
+  it('computes ceil((λS + Q·S/T) / k)', () => {
+    const p = scalingPolicy({ maxReplicas: 100, perReplicaConcurrency: 4, targetQueueWaitMs: 2000 });
+    // λS = 10/s × 2 s = 20 slots; drain 8 × 2 s / 2 s = 8 slots; 28 / 4 = 7.
+    const d = decideReplicas(
+      p,
+      initialScalerState(),
+      obs({ arrivalRatePerSec: 10, serviceTimeMs: 2000, queueDepth: 8, currentReplicas: 7 }),
+    );
+    expect(d.required).toBe(7);
+    expect(d.replicas).toBe(7);
+    expect(d.reason).toBe('hold');
+  });
+
+  it('zero or unknown service time: one replica while there is demand, no NaN', () => {
+    for (const serviceTimeMs of [0, Number.NaN, -5, Number.POSITIVE_INFINITY]) {
+      const d = decideReplicas(
+        policy,
+        initialScalerState(),
+        obs({ serviceTimeMs, arrivalRatePerSec: 100, queueDepth: 3 }),
+      );
+      expect(d.replicas).toBe(1);
+      expect(Number.isNaN(d.required)).toBe(false);
+    }
+  });
+
+  it('huge arrival rate: capped by growth and max, finite', () => {
+    const d = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({ arrivalRatePerSec: 1e300, queueDepth: 1e300, currentReplicas: 2 }),
+    );
+    expect(d.replicas).toBe(Math.min(8, growthLimit(2, policy.maxScaleUpPerStep)));
+    expect(d.required).toBe(8);
+  });
+
+  it('NaN-free at zero replicas with garbage input', () => {
+    const d = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({
+        atMs: Number.NaN,
+        queueDepth: Number.NaN,
+        oldestWaitMs: Number.NaN,
+        arrivalRatePerSec: Number.NaN,
+        serviceTimeMs: Number.NaN,
+        inFlight: Number.NaN,
+        currentReplicas: Number.NaN,
+      }),
+    );
+    expect(d.replicas).toBe(0);
+    expect(Number.isFinite(d.required)).toBe(true);
+    expect(d.state.lastActiveAtMs).toBe(0);
+    for (const r of d.state.window) expect(Number.isFinite(r.atMs) && Number.isFinite(r.replicas)).toBe(true);
+  });
+
+  it('an old queued call adds a replica even when the rate model says enough', () => {
+    const d = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({
+        arrivalRatePerSec: 1,
+        serviceTimeMs: 100,
+        queueDepth: 1,
+        oldestWaitMs: 5000,
+        currentReplicas: 1,
+      }),
+    );
+    expect(d.replicas).toBe(2);
+  });
+
+  it('is pure: the same inputs give the same decision and the input state is untouched', () => {
+    const s0 = initialScalerState();
+    const o = obs({ arrivalRatePerSec: 30, currentReplicas: 1 });
+    const a = decideReplicas(policy, s0, o);
+    const b = decideReplicas(policy, s0, o);
+    expect(a).toEqual(b);
+    expect(s0).toEqual(initialScalerState());
+  });
+
+  it('growth cap from zero and with only a factor still allows at least one more', () => {
+    expect(growthLimit(0, { factor: 2 })).toBe(1);
+    expect(growthLimit(0, { factor: 2, absolute: 4 })).toBe(4);
+    expect(growthLimit(10, { factor: 2, absolute: 4 })).toBe(20);
+    expect(growthLimit(10, {})).toBe(11);
+  });
+
+  it('rejects invalid policies', () => {
+    expect(() => scalingPolicy({ minReplicas: 5, maxReplicas: 2 })).toThrow(RangeError);
+    expect(() => scalingPolicy({ perReplicaConcurrency: 0 })).toThrow(RangeError);
+    expect(() => scalingPolicy({ targetQueueWaitMs: 0 })).toThrow(RangeError);
+    expect(() => scalingPolicy({ maxScaleUpPerStep: { factor: 0.5 } })).toThrow(RangeError);
+  });
+});
