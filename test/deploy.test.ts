@@ -1,0 +1,571 @@
+/**
+ * Static checks of deploy/: every manifest parses, and what the manifests say about the program
+ * (commands, flags, environment variables, ports, probe paths, metric and queue names) matches the
+ * code. Nothing here runs Docker, Kubernetes or the network.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { ENV_OVERRIDES, PRIORITIES, resolveConfig } from '../services/core/index.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const deployDir = join(root, 'deploy');
+const read = (path: string) => readFileSync(join(root, path), 'utf8');
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const obj = (v: unknown): Obj => (isObj(v) ? v : {});
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const str = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 'number' ? String(v) : '');
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const path = join(dir, entry);
+    return statSync(path).isDirectory() ? walk(path) : [path];
+  });
+}
+
+interface Doc {
+  file: string;
+  doc: Obj;
+}
+
+const yamlFiles = walk(deployDir)
+  .filter((f) => /\.ya?ml$/.test(f))
+  .map((f) => relative(root, f));
+
+/** Every YAML document under deploy/, parsed; parse errors fail the first test. */
+const parseErrors: string[] = [];
+const docs: Doc[] = yamlFiles.flatMap((file) =>
+  parseAllDocuments(read(file), { merge: true }).flatMap((d) => {
+    for (const e of d.errors) parseErrors.push(`${file}: ${e.message}`);
+    const value: unknown = d.toJS();
+    return isObj(value) ? [{ file, doc: value }] : [];
+  }),
+);
+
+const kube = (kind: string, under = 'deploy/kubernetes') =>
+  docs.filter((d) => d.file.startsWith(under) && d.doc.kind === kind);
+const podSpec = (d: Doc) => obj(obj(obj(d.doc.spec).template).spec);
+const podLabels = (d: Doc) => obj(obj(obj(obj(d.doc.spec).template).metadata).labels);
+const containers = (d: Doc) => arr(podSpec(d).containers).map(obj);
+const isOurs = (c: Obj) => /^mcp-cluster(:|$)/.test(str(c.image));
+
+/** The Deployments (and StatefulSets) whose containers run the mcp-cluster image. */
+const workloads = [...kube('Deployment'), ...kube('StatefulSet')];
+const ourContainers = workloads.flatMap((d) =>
+  containers(d)
+    .filter(isOurs)
+    .map((c) => ({ d, c })),
+);
+
+/** The compose services that run the mcp-cluster image. */
+const composeDocs = docs.filter((d) => /^deploy\/compose[^/]*\.ya?ml$/.test(d.file));
+const composeServices = composeDocs.flatMap((d) =>
+  Object.entries(obj(d.doc.services)).map(([name, s]) => ({ file: d.file, name, s: obj(s) })),
+);
+const composeOurs = composeServices.filter((x) => /^mcp-cluster(:|$)/.test(str(x.s.image)));
+
+// The cluster configuration: the file behind the base's configMapGenerator.
+const baseKustomization = docs.find((d) => d.file === 'deploy/kubernetes/base/kustomization.yaml')!.doc;
+const generator = (list: unknown, name: string) =>
+  arr(list)
+    .map(obj)
+    .find((g) => g.name === name);
+const configFile = str(arr(generator(baseKustomization.configMapGenerator, 'mcp-cluster-config')?.files)[0]);
+const clusterYaml = read(join('deploy/kubernetes/base', configFile));
+const cluster = resolveConfig(clusterYaml, {}, 'deploy/kubernetes/base/cluster.yaml');
+
+/** `KEY=value` literals of a generator. */
+const literals = (g: Obj | undefined): Record<string, string> =>
+  Object.fromEntries(
+    arr(g?.literals).map((l) => {
+      const [key = '', ...rest] = str(l).split('=');
+      return [key, rest.join('=')];
+    }),
+  );
+
+/** Commands the CLI implements (the `case '<name>':` arms of services/cli/main.ts). */
+const cliSource = read('services/cli/main.ts');
+const cliCommands = new Set([...cliSource.matchAll(/case '([a-z-]+)':/g)].map((m) => m[1]));
+/** Commands the manifests use before the CLI has them; their manifests must say so. */
+const PLANNED_COMMANDS = new Set(['autoscaler']);
+/** Flags each command takes (services/cli/main.ts; `sim` also takes its options' flags). */
+const FLAGS: Record<string, Set<string>> = {
+  ingress: new Set(['--config', '--broker', '--port', '--delivery-port']),
+  worker: new Set(['--config', '--broker', '--port', '--pool']),
+  sim: new Set(['--kind', '--host', '--port']),
+  autoscaler: new Set(['--config', '--broker']),
+};
+
+/** Flag → value pairs of an argument list (every flag used here takes a value). */
+function flags(args: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 1; i < args.length; i += 2) out.set(args[i] ?? '', args[i + 1] ?? '');
+  return out;
+}
+
+const allArgs = [
+  ...ourContainers.map(({ d, c }) => ({
+    where: `${d.file} ${str(obj(d.doc.metadata).name)}`,
+    args: arr(c.args).map(str),
+  })),
+  ...composeOurs.map((x) => ({ where: `${x.file} ${x.name}`, args: arr(x.s.command).map(str) })),
+];
+
+/** The names a metric may be queried by: counters and gauges as named, histograms with suffixes. */
+function exportedMetricNames(): Set<string> {
+  const names = new Set<string>();
+  for (const file of ['services/core/metrics.ts', 'workers/embeddings/metrics.ts']) {
+    const text = read(file);
+    for (const m of text.matchAll(/new (Counter|Gauge|Histogram)\(\{\s*name: '([a-z0-9_]+)'/g)) {
+      const [, type = '', name = ''] = m;
+      names.add(name);
+      if (type === 'Histogram') for (const s of ['_bucket', '_sum', '_count']) names.add(name + s);
+    }
+  }
+  return names;
+}
+
+/** `${name}` as written in a template literal of the source. */
+const slot = (name: string) => `\${${name}}`;
+
+const metricRefs = (text: string) => [...text.matchAll(/\bmcp_cluster_[a-z0-9_]+/g)].map((m) => m[0]);
+
+describe('deploy/ manifests parse', () => {
+  it('every YAML document parses', () => {
+    expect(yamlFiles.length).toBeGreaterThan(10);
+    expect(parseErrors).toEqual([]);
+  });
+
+  it('the Grafana dashboard is JSON with panels that query Prometheus', () => {
+    const dash = JSON.parse(read('deploy/grafana/dashboard.json')) as Obj;
+    const panels = arr(dash.panels).map(obj);
+    expect(panels.length).toBeGreaterThanOrEqual(7);
+    for (const p of panels) expect(arr(p.targets).length, str(p.title)).toBeGreaterThan(0);
+    const ids = panels.map((p) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('every kustomization resource and generator file exists', () => {
+    for (const d of docs.filter((x) => x.doc.kind === 'Kustomization')) {
+      const dir = dirname(join(root, d.file));
+      for (const r of arr(d.doc.resources).map(str))
+        expect(existsSync(join(dir, r)), `${d.file}: ${r}`).toBe(true);
+      for (const g of [...arr(d.doc.configMapGenerator), ...arr(d.doc.secretGenerator)].map(obj)) {
+        for (const f of arr(g.files).map(str)) {
+          expect(existsSync(join(dir, f.split('=').pop() ?? f)), `${d.file}: ${f}`).toBe(true);
+        }
+      }
+    }
+  });
+});
+
+describe('commands and flags', () => {
+  it('finds the CLI commands in the source', () => {
+    for (const c of ['up', 'ingress', 'worker', 'sim']) expect(cliCommands.has(c)).toBe(true);
+  });
+
+  it('every container and compose service runs a real command with its real flags', () => {
+    expect(allArgs.length).toBeGreaterThanOrEqual(9);
+    for (const { where, args } of allArgs) {
+      const [command = ''] = args;
+      expect(cliCommands.has(command) || PLANNED_COMMANDS.has(command), `${where}: command ${command}`).toBe(
+        true,
+      );
+      expect((args.length - 1) % 2, `${where}: flags take one value each`).toBe(0);
+      for (const [flag, value] of flags(args)) {
+        expect(FLAGS[command]?.has(flag), `${where}: ${command} takes no ${flag}`).toBe(true);
+        expect(value.startsWith('--'), `${where}: ${flag} needs a value`).toBe(false);
+      }
+      if (command === 'sim') expect(['vllm', 'comfyui', undefined]).toContain(flags(args).get('--kind'));
+    }
+  });
+
+  it('a command the CLI lacks yet is marked as such, and its Deployment is scaled to 0', () => {
+    for (const { d, c } of ourContainers) {
+      const command = str(arr(c.args)[0]);
+      if (cliCommands.has(command)) continue;
+      expect(read(d.file), `${d.file} must say ${command} is not implemented`).toMatch(/NOT YET IMPLEMENTED/);
+      expect(obj(d.doc.spec).replicas, `${d.file}: ${command} cannot run yet`).toBe(0);
+    }
+  });
+
+  it('every --pool names a pool of cluster.yaml, and every pool has a worker', () => {
+    const pools = allArgs.filter((a) => a.args[0] === 'worker').map((a) => flags(a.args).get('--pool'));
+    for (const p of pools) expect(Object.keys(cluster.pools)).toContain(p);
+    for (const p of Object.keys(cluster.pools)) expect(pools).toContain(p);
+  });
+
+  it('mounts the configuration where --config points', () => {
+    for (const { d, c } of ourContainers) {
+      const config = flags(arr(c.args).map(str)).get('--config');
+      if (!config) continue;
+      const mount = arr(c.volumeMounts)
+        .map(obj)
+        .find((m) => config.startsWith(`${str(m.mountPath)}/`));
+      expect(mount, `${d.file}: no volume at ${config}`).toBeDefined();
+      const volume = arr(podSpec(d).volumes)
+        .map(obj)
+        .find((v) => v.name === mount?.name);
+      expect(obj(volume?.configMap).name).toBe('mcp-cluster-config');
+      expect(config.endsWith(`/${configFile}`)).toBe(true);
+    }
+  });
+});
+
+describe('the cluster configuration', () => {
+  it('resolves, on NATS, with the three pools and in-cluster backends', () => {
+    expect(cluster.brokerUrl).toBe('nats://nats:4222');
+    expect(cluster.namespace).toBe('mcp');
+    expect(cluster.pools.inference?.backend).toBe('openai-chat');
+    expect(['tei', 'openai-embeddings']).toContain(cluster.pools.embeddings?.backend);
+    expect(cluster.pools.diffusion?.backend).toBe('comfyui');
+    for (const pool of Object.values(cluster.pools)) expect(pool.endpoints.length).toBeGreaterThan(0);
+    // No environment override exists for worker.host: probes need it bound on the pod IP.
+    expect(cluster.worker.host).toBe('0.0.0.0');
+  });
+
+  it('resolves with every Deployment environment applied', () => {
+    for (const { d, c } of ourContainers) {
+      const env = Object.fromEntries(
+        arr(c.env)
+          .map(obj)
+          .filter((e) => typeof e.value === 'string')
+          .map((e) => [str(e.name), str(e.value).replace('$(POD_IP)', '10.0.0.7')]),
+      );
+      expect(() => resolveConfig(clusterYaml, env, d.file)).not.toThrow();
+    }
+  });
+
+  it('every endpoint names a backend StatefulSet replica and its Service port', () => {
+    const sets = kube('StatefulSet', 'deploy/kubernetes/backends');
+    const services = kube('Service', 'deploy/kubernetes/backends');
+    for (const pool of Object.values(cluster.pools)) {
+      for (const { url } of pool.endpoints) {
+        const u = new URL(url);
+        const m = /^([a-z0-9-]+)-(\d+)\.([a-z0-9-]+)$/.exec(u.hostname);
+        expect(m, `${url}: expected <statefulset>-<n>.<service>`).not.toBeNull();
+        const [, set = '', index = '', service = ''] = m ?? [];
+        const ss = sets.find((s) => obj(s.doc.metadata).name === set);
+        expect(ss, url).toBeDefined();
+        expect(str(obj(ss?.doc.spec).serviceName)).toBe(service);
+        expect(Number(index)).toBeLessThan(Number(obj(ss?.doc.spec).replicas));
+        const svc = services.find((s) => obj(s.doc.metadata).name === service);
+        expect(obj(svc?.doc.spec).clusterIP, `${service} must be headless`).toBe('None');
+        const ports = arr(obj(svc?.doc.spec).ports).map((p) => str(obj(p).port));
+        expect(ports, url).toContain(u.port);
+      }
+    }
+  });
+
+  it('the bullmq overlay switches the broker to Redis', () => {
+    const overlay = docs.find((d) => d.file === 'deploy/kubernetes/overlays/bullmq/kustomization.yaml')!.doc;
+    const env = literals(generator(overlay.configMapGenerator, 'mcp-cluster-env'));
+    expect(env.MCP_CLUSTER_BROKER_URL).toBe('redis://redis:6379');
+    expect(resolveConfig(clusterYaml, env).brokerUrl).toBe('redis://redis:6379');
+    // Every role reads that ConfigMap.
+    for (const { d, c } of ourContainers) {
+      const refs = arr(c.envFrom).map((e) => str(obj(obj(e).configMapRef).name));
+      expect(refs, d.file).toContain('mcp-cluster-env');
+    }
+  });
+});
+
+describe('environment variables', () => {
+  const known = (name: string) =>
+    Object.hasOwn(ENV_OVERRIDES, name) ||
+    /^MCP_CLUSTER_BACKENDS_[A-Z0-9_]+$/.test(name) ||
+    name === 'MCP_CLUSTER_CONFIG' ||
+    name === 'MCP_CLUSTER_LOG_LEVEL';
+
+  it('every MCP_CLUSTER_ variable is one the program reads', () => {
+    const names = [
+      ...ourContainers.flatMap(({ c }) => arr(c.env).map((e) => str(obj(e).name))),
+      ...docs
+        .filter((d) => d.doc.kind === 'Kustomization')
+        .flatMap((d) =>
+          [...arr(d.doc.configMapGenerator), ...arr(d.doc.secretGenerator)].flatMap((g) =>
+            Object.keys(literals(obj(g))),
+          ),
+        ),
+      ...composeServices.flatMap((x) => Object.keys(obj(x.s.environment))),
+    ].filter((n) => n.startsWith('MCP_CLUSTER_'));
+    expect(names.length).toBeGreaterThan(10);
+    for (const n of names) expect(known(n), n).toBe(true);
+  });
+
+  it('MCP_CLUSTER_BACKENDS_<POOL> names pools of the default configuration compose runs', () => {
+    for (const x of composeServices) {
+      for (const n of Object.keys(obj(x.s.environment))) {
+        const m = /^MCP_CLUSTER_BACKENDS_(.+)$/.exec(n);
+        if (m) expect(['INFERENCE', 'EMBEDDINGS', 'DIFFUSION'], n).toContain(m[1]);
+      }
+    }
+  });
+
+  it('the session secret comes from a Secret, marked as a placeholder', () => {
+    const secret = literals(generator(baseKustomization.secretGenerator, 'mcp-cluster-session'));
+    expect(secret.MCP_CLUSTER_SESSION_SECRET).toMatch(/CHANGE-ME/);
+    const ingress = ourContainers.find(({ c }) => arr(c.args)[0] === 'ingress');
+    const refs = arr(ingress?.c.envFrom).map((e) => str(obj(obj(e).secretRef).name));
+    expect(refs).toContain('mcp-cluster-session');
+  });
+});
+
+describe('ports, probes, services', () => {
+  const envOf = (c: Obj) =>
+    Object.fromEntries(
+      arr(c.env)
+        .map(obj)
+        .map((e) => [str(e.name), str(e.value)]),
+    );
+  const portsOf = (c: Obj) => arr(c.ports).map(obj);
+
+  it('container ports match the ports the environment sets', () => {
+    for (const { d, c } of ourContainers) {
+      const env = envOf(c);
+      const declared = portsOf(c).map((p) => str(p.containerPort));
+      for (const key of [
+        'MCP_CLUSTER_INGRESS_PORT',
+        'MCP_CLUSTER_DELIVERY_PORT',
+        'MCP_CLUSTER_WORKER_PORT',
+      ]) {
+        if (env[key] !== undefined) expect(declared, `${d.file}: ${key}`).toContain(env[key]);
+      }
+      if (env.MCP_CLUSTER_DELIVERY_ADVERTISE !== undefined) {
+        expect(env.MCP_CLUSTER_DELIVERY_ADVERTISE).toBe(`$(POD_IP):${env.MCP_CLUSTER_DELIVERY_PORT}`);
+        const podIp = arr(c.env)
+          .map(obj)
+          .find((e) => e.name === 'POD_IP');
+        expect(obj(obj(podIp?.valueFrom).fieldRef).fieldPath).toBe('status.podIP');
+      }
+      const command = str(arr(c.args)[0]);
+      if (command === 'ingress') {
+        expect(env.MCP_CLUSTER_INGRESS_HOST).toBe('0.0.0.0');
+        expect(env.MCP_CLUSTER_DELIVERY_HOST).toBe('0.0.0.0');
+      }
+      if (command === 'worker') expect(env.MCP_CLUSTER_WORKER_PORT, d.file).toBeDefined();
+    }
+    for (const x of composeOurs) {
+      const env = obj(x.s.environment);
+      const published = arr(x.s.ports).map((p) => str(p).split(':').pop());
+      if (env.MCP_CLUSTER_INGRESS_PORT !== undefined)
+        expect(published).toContain(str(env.MCP_CLUSTER_INGRESS_PORT));
+      const port = flags(arr(x.s.command).map(str)).get('--port');
+      for (const key of ['MCP_CLUSTER_INGRESS_PORT', 'MCP_CLUSTER_WORKER_PORT']) {
+        if (env[key] !== undefined && port !== undefined)
+          expect(port, `${x.name}: ${key}`).toBe(str(env[key]));
+      }
+    }
+  });
+
+  it('probes use /healthz and /readyz on a declared port', () => {
+    for (const { d, c } of ourContainers) {
+      const names = portsOf(c).map((p) => p.name);
+      const numbers = portsOf(c).map((p) => p.containerPort);
+      for (const probe of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
+        const get = obj(obj(c[probe]).httpGet);
+        if (Object.keys(get).length === 0) continue;
+        expect(['/healthz', '/readyz'], `${d.file} ${probe}`).toContain(get.path);
+        expect([...names, ...numbers], `${d.file} ${probe} port`).toContain(get.port);
+      }
+      const command = str(arr(c.args)[0]);
+      if (command === 'ingress' || command === 'worker') {
+        expect(obj(obj(c.readinessProbe).httpGet).path, d.file).toBe('/readyz');
+        expect(obj(obj(c.livenessProbe).httpGet).path, d.file).toBe('/healthz');
+      }
+    }
+  });
+
+  it('the ingress Service selects ingress pods only', () => {
+    const services = kube('Service', 'deploy/kubernetes/base');
+    expect(services.length).toBeGreaterThan(0);
+    const matches = (selector: Obj, labels: Obj) =>
+      Object.entries(selector).every(([k, v]) => labels[k] === v);
+    for (const s of services) {
+      const selector = obj(obj(s.doc.spec).selector);
+      expect(Object.keys(selector).length).toBeGreaterThan(0);
+      const selected = workloads.filter((w) => matches(selector, podLabels(w)));
+      expect(selected.length, str(obj(s.doc.metadata).name)).toBeGreaterThan(0);
+      for (const w of selected) expect(podLabels(w)['app.kubernetes.io/component']).toBe('ingress');
+      for (const p of arr(obj(s.doc.spec).ports).map(obj)) {
+        const target = p.targetPort;
+        const ingressPorts = selected.flatMap((w) => containers(w).flatMap(portsOf));
+        expect(ingressPorts.some((q) => q.name === target || q.containerPort === target)).toBe(true);
+      }
+    }
+    const pdb = kube('PodDisruptionBudget')[0];
+    expect(obj(obj(pdb?.doc.spec).selector).matchLabels).toEqual({
+      'app.kubernetes.io/name': 'mcp-cluster',
+      'app.kubernetes.io/component': 'ingress',
+    });
+  });
+
+  it('labels every workload consistently, and selectors match their pods', () => {
+    for (const { d } of ourContainers) {
+      const labels = podLabels(d);
+      expect(labels['app.kubernetes.io/name']).toBe('mcp-cluster');
+      expect(['ingress', 'worker', 'autoscaler']).toContain(labels['app.kubernetes.io/component']);
+      const args = containers(d).flatMap((c) => arr(c.args).map(str));
+      if (args[0] === 'worker') expect(labels['mcp-cluster/pool']).toBe(flags(args).get('--pool'));
+      const match = obj(obj(obj(d.doc.spec).selector).matchLabels);
+      for (const [k, v] of Object.entries(match)) expect(labels[k], `${d.file} ${k}`).toBe(v);
+    }
+  });
+
+  it('the ingress replicas and grace periods fit the drain settings', () => {
+    for (const { d, c } of ourContainers) {
+      const command = str(arr(c.args)[0]);
+      const grace = Number(podSpec(d).terminationGracePeriodSeconds) * 1000;
+      if (command === 'ingress') {
+        expect(obj(d.doc.spec).replicas).toBe(2);
+        expect(grace).toBeGreaterThan(cluster.ingress.drainGraceMs);
+      }
+      if (command === 'worker') expect(grace).toBeGreaterThan(cluster.worker.drainGraceMs);
+      expect(obj(podSpec(d).securityContext).runAsNonRoot, d.file).toBe(true);
+    }
+  });
+
+  it('GPUs are requested by the backends, not by mcp-cluster pods', () => {
+    for (const { d, c } of ourContainers) {
+      expect(obj(obj(c.resources).requests)['nvidia.com/gpu'], d.file).toBeUndefined();
+    }
+    const backends = kube('StatefulSet', 'deploy/kubernetes/backends');
+    expect(backends.map((b) => obj(b.doc.metadata).name).sort()).toEqual(['comfyui', 'tei', 'vllm']);
+    for (const b of backends) {
+      const c = containers(b)[0] ?? {};
+      expect(obj(obj(c.resources).requests)['nvidia.com/gpu'], b.file).toBe(1);
+      expect(Object.keys(obj(podSpec(b).nodeSelector)).length, b.file).toBeGreaterThan(0);
+    }
+  });
+});
+
+describe('autoscaling', () => {
+  it('the autoscaler Role grants patch on deployments/scale, bound to its ServiceAccount', () => {
+    const role = kube('Role')[0]?.doc;
+    const rule = arr(role?.rules)
+      .map(obj)
+      .find((r) => arr(r.resources).includes('deployments/scale'));
+    expect(arr(rule?.apiGroups)).toContain('apps');
+    expect(arr(rule?.verbs)).toEqual(expect.arrayContaining(['get', 'patch', 'update']));
+    const binding = kube('RoleBinding')[0]?.doc;
+    expect(obj(binding?.roleRef).name).toBe(obj(role?.metadata).name);
+    const sa = str(obj(arr(binding?.subjects)[0]).name);
+    const autoscaler = ourContainers.find(({ c }) => arr(c.args)[0] === 'autoscaler');
+    expect(autoscaler).toBeDefined();
+    expect(podSpec(autoscaler!.d).serviceAccountName).toBe(sa);
+  });
+
+  it('KEDA NATS triggers name the stream and consumers the code creates for namespace mcp', () => {
+    const nats = read('services/core/queue/nats.ts');
+    const streamTemplate = /this\.stream = `([^`]+)`/.exec(nats)?.[1];
+    const durableTemplate = /durable\(pool: string, priority: Priority\): string \{\s*return `([^`]+)`/.exec(
+      nats,
+    )?.[1];
+    expect(streamTemplate).toBeDefined();
+    expect(durableTemplate).toBeDefined();
+    const namespace = cluster.namespace;
+    expect(namespace).toBe('mcp');
+    const stream = streamTemplate!.replace(slot('namespace'), namespace);
+    const consumer = (pool: string, priority: string) =>
+      durableTemplate!.replace(slot('pool'), pool).replace(slot('priority'), priority);
+    const objects = docs.filter((d) => d.file === 'deploy/keda/nats.yaml' && d.doc.kind === 'ScaledObject');
+    expect(objects.length).toBe(Object.keys(cluster.pools).length);
+    for (const o of objects) {
+      const spec = obj(o.doc.spec);
+      const target = str(obj(spec.scaleTargetRef).name);
+      const worker = ourContainers.find(({ d }) => obj(d.doc.metadata).name === target);
+      expect(worker, target).toBeDefined();
+      const pool = flags(arr(worker?.c.args).map(str)).get('--pool') ?? '';
+      expect(spec.minReplicaCount).toBe(0);
+      expect(spec.pollingInterval).toBe(5);
+      expect(spec.cooldownPeriod).toBeTypeOf('number');
+      const triggers = arr(spec.triggers).map(obj);
+      expect(triggers.map((t) => str(obj(t.metadata).consumer)).sort()).toEqual(
+        PRIORITIES.map((p) => consumer(pool, p)).sort(),
+      );
+      for (const t of triggers) {
+        const m = obj(t.metadata);
+        expect(t.type).toBe('nats-jetstream');
+        expect(m.stream).toBe(stream);
+        expect(str(m.natsServerMonitoringEndpoint)).toMatch(/:8222$/);
+        expect(m.account).toBeTruthy();
+        expect(Number(m.lagThreshold)).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it('KEDA BullMQ triggers query the queue depth of their own pool', () => {
+    const objects = docs.filter((d) => d.file === 'deploy/keda/bullmq.yaml' && d.doc.kind === 'ScaledObject');
+    expect(objects.length).toBe(Object.keys(cluster.pools).length);
+    for (const o of objects) {
+      const spec = obj(o.doc.spec);
+      const pool = str(obj(obj(o.doc.metadata).labels)['mcp-cluster/pool']);
+      expect(str(obj(spec.scaleTargetRef).name)).toBe(`mcp-cluster-worker-${pool}`);
+      expect(spec.minReplicaCount).toBe(0);
+      const [trigger] = arr(spec.triggers).map(obj);
+      expect(trigger?.type).toBe('prometheus');
+      expect(str(obj(trigger?.metadata).query)).toContain(`mcp_cluster_queue_depth{pool="${pool}"}`);
+    }
+  });
+});
+
+describe('metric names', () => {
+  const exported = exportedMetricNames();
+
+  it('finds the exported metrics in the source', () => {
+    for (const n of [
+      'mcp_cluster_queue_depth',
+      'mcp_cluster_call_duration_seconds_bucket',
+      'mcp_cluster_batch_size',
+    ]) {
+      expect(exported.has(n), n).toBe(true);
+    }
+  });
+
+  it.each(['deploy/prometheus/rules.yaml', 'deploy/keda/bullmq.yaml', 'deploy/grafana/dashboard.json'])(
+    '%s references only metrics the code exports',
+    (file) => {
+      // Comments may mention planned metrics; only the queries count.
+      const text = file.endsWith('.json')
+        ? read(file)
+        : docs
+            .filter((d) => d.file === file)
+            .map((d) => JSON.stringify(d.doc))
+            .join('\n');
+      const refs = metricRefs(text);
+      expect(refs.length).toBeGreaterThan(0);
+      for (const r of refs) expect(exported.has(r), `${file}: ${r}`).toBe(true);
+    },
+  );
+
+  it('the alert rules cover backlog, oldest wait, backend health and lost calls', () => {
+    const rules = docs
+      .filter((d) => d.file === 'deploy/prometheus/rules.yaml')
+      .flatMap((d) => arr(d.doc.groups))
+      .flatMap((g) => arr(obj(g).rules))
+      .map(obj);
+    const exprs = rules.map((r) => str(r.expr)).join('\n');
+    expect(exprs).toMatch(/deriv\(mcp_cluster_queue_depth/);
+    expect(exprs).toMatch(/mcp_cluster_queue_oldest_age_seconds\) > 30/);
+    expect(exprs).toMatch(/mcp_cluster_backend_healthy\) == 0/);
+    expect(exprs).toMatch(/mcp_cluster_worker_calls_total\{outcome="lost"\}/);
+    for (const r of rules) {
+      expect(r.alert).toBeTruthy();
+      expect(obj(r.labels).severity).toBeTruthy();
+    }
+  });
+
+  it('the dashboard shows call duration quantiles from the histogram', () => {
+    const text = read('deploy/grafana/dashboard.json');
+    expect(text).toMatch(
+      /histogram_quantile\(0\.5, sum by \(le, tool\) \(rate\(mcp_cluster_call_duration_seconds_bucket/,
+    );
+    expect(text).toMatch(
+      /histogram_quantile\(0\.99, sum by \(le, tool\) \(rate\(mcp_cluster_call_duration_seconds_bucket/,
+    );
+  });
+});
