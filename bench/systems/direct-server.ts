@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
 import {
   type CallToolResult,
   createMcpHandler,
@@ -15,7 +14,7 @@ import { cancelKeyOf, requestScope, SESSION_KEY_META_KEY } from '../../services/
 import { SessionIds } from '../../services/ingress/session-id.js';
 import { ToolValidator } from '../../services/ingress/tool-validator.js';
 import { benchConfig } from './config.js';
-import { exitWith, isMain, runMain } from './entry.js';
+import { isMain, serveFromArgs } from './entry.js';
 import { type LocalTools, localTools } from './local-tools.js';
 
 // The `direct` system: one process, the MCP TypeScript SDK v2's stateless handler with legacy
@@ -158,25 +157,4 @@ function serverFactory(tools: LocalTools, cancels: Map<string, AbortController>)
   };
 }
 
-/** Command-line entry: `--port N --backend URL [--host H] [--exit-with-stdin]`. */
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      port: { type: 'string', default: '0' },
-      backend: { type: 'string' },
-      host: { type: 'string' },
-      'exit-with-stdin': { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
-  if (!values.backend) throw new Error('direct-server needs --backend URL');
-  const server = await startDirectServer({
-    backendUrl: values.backend,
-    port: Number(values.port),
-    ...(values.host ? { host: values.host } : {}),
-  });
-  exitWith(() => server.close(), values['exit-with-stdin']);
-  process.stdout.write(`${JSON.stringify({ role: 'direct', url: server.url, pid: process.pid })}\n`);
-}
-
-if (isMain(import.meta.url)) runMain('direct-server', main);
+if (isMain(import.meta.url)) serveFromArgs('direct', startDirectServer);

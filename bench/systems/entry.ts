@@ -1,4 +1,5 @@
 import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 
 // What the bench's own server entry files (direct-server, peer-server) share.
 
@@ -37,5 +38,41 @@ export function runMain(name: string, main: () => Promise<void>): void {
   main().catch((err: unknown) => {
     process.stderr.write(`${name}: ${(err as Error).stack ?? String(err)}\n`);
     process.exit(1);
+  });
+}
+
+/** A bench server as its entry file starts it. */
+export interface EntryServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The command line of a bench server entry: `--port N --backend URL [--host H] [--exit-with-stdin]`.
+ * Starts the server with `start`, prints one JSON ready line `{role, url, pid}` and stops it on
+ * signals (and stdin's end when asked).
+ */
+export function serveFromArgs(
+  role: string,
+  start: (options: { backendUrl: string; port: number; host?: string }) => Promise<EntryServer>,
+): void {
+  runMain(`${role}-server`, async () => {
+    const { values } = parseArgs({
+      options: {
+        port: { type: 'string', default: '0' },
+        backend: { type: 'string' },
+        host: { type: 'string' },
+        'exit-with-stdin': { type: 'boolean', default: false },
+      },
+      strict: true,
+    });
+    if (!values.backend) throw new Error(`${role}-server needs --backend URL`);
+    const server = await start({
+      backendUrl: values.backend,
+      port: Number(values.port),
+      ...(values.host ? { host: values.host } : {}),
+    });
+    exitWith(() => server.close(), values['exit-with-stdin']);
+    process.stdout.write(`${JSON.stringify({ role, url: server.url, pid: process.pid })}\n`);
   });
 }

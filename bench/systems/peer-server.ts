@@ -1,9 +1,8 @@
-import { parseArgs } from 'node:util';
 import { FastMCP, type Logger } from 'fastmcp';
 import { z } from 'zod';
 import type { ToolConfig } from '../../services/core/index.js';
 import { benchConfig } from './config.js';
-import { exitWith, isMain, runMain } from './entry.js';
+import { isMain, serveFromArgs } from './entry.js';
 import { localTools } from './local-tools.js';
 import { freePort } from './process.js';
 
@@ -127,25 +126,4 @@ export async function startPeerServer(options: {
   };
 }
 
-/** Command-line entry: `--port N --backend URL [--host H] [--exit-with-stdin]`. */
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      port: { type: 'string', default: '0' },
-      backend: { type: 'string' },
-      host: { type: 'string' },
-      'exit-with-stdin': { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
-  if (!values.backend) throw new Error('peer-server needs --backend URL');
-  const server = await startPeerServer({
-    backendUrl: values.backend,
-    port: Number(values.port),
-    ...(values.host ? { host: values.host } : {}),
-  });
-  exitWith(() => server.close(), values['exit-with-stdin']);
-  process.stdout.write(`${JSON.stringify({ role: 'peer', url: server.url, pid: process.pid })}\n`);
-}
-
-if (isMain(import.meta.url)) runMain('peer-server', main);
+if (isMain(import.meta.url)) serveFromArgs('peer', startPeerServer);

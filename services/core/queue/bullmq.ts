@@ -13,12 +13,11 @@ import type {
   QueuedCall,
   QueueStats,
 } from './call-queue.js';
+import { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './call-queue.js';
 import { messageOf, queueLog, withTimeout } from './queue-support.js';
 
 const logEvent = queueLog('queue.bullmq');
 
-const DEFAULT_ACK_WAIT_MS = 30_000;
-const DEFAULT_MAX_DELIVERIES = 5;
 /** BullMQ priorities: lower runs first; 0 ("no priority") would jump every prioritized job. */
 const PRIORITY_NUMBER: Record<Priority, number> = { high: 1, normal: 2, low: 3 };
 const NUMBER_PRIORITY = new Map<number, Priority>([

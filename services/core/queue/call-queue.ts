@@ -44,6 +44,11 @@ export interface CallQueue {
   close(): Promise<void>;
 }
 
+/** Default `ConsumeOptions.ackWaitMs`, in milliseconds. */
+export const DEFAULT_ACK_WAIT_MS = 30_000;
+/** Default `ConsumeOptions.maxDeliveries`. */
+export const DEFAULT_MAX_DELIVERIES = 5;
+
 /** Options of one consumer. */
 export interface ConsumeOptions {
   /** Most messages delivered and not yet settled at once (a positive integer). */

@@ -11,9 +11,7 @@ import type {
   QueuedCall,
   QueueStats,
 } from './call-queue.js';
-
-const DEFAULT_ACK_WAIT_MS = 30_000;
-const DEFAULT_MAX_DELIVERIES = 5;
+import { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './call-queue.js';
 
 interface Entry {
   call: ToolCall;

@@ -30,12 +30,11 @@ import type {
   QueuedCall,
   QueueStats,
 } from './call-queue.js';
+import { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './call-queue.js';
 import { messageOf, queueLog, withTimeout } from './queue-support.js';
 
 const logEvent = queueLog('queue.nats');
 
-const DEFAULT_ACK_WAIT_MS = 30_000;
-const DEFAULT_MAX_DELIVERIES = 5;
 /** How long JetStream remembers a `Nats-Msg-Id` for de-duplication. */
 const DUPLICATE_WINDOW_MS = 120_000;
 /** Timeout of JetStream API calls, publishes and confirmed acks. */
