@@ -138,7 +138,19 @@ describe('resolveConfig defaults', () => {
       maxInFlight: undefined,
       healthIntervalMs: 5000,
       backendTimeoutMs: 30_000,
+      scaling: {
+        minReplicas: 0,
+        maxReplicas: 10,
+        targetQueueWaitMs: 1000,
+        scaleDownStabilizationMs: 300_000,
+        idleToZeroMs: 600_000,
+        maxScaleUpFactor: 2,
+        maxScaleUpStep: 4,
+        replicaConcurrency: 16,
+      },
+      gpu: undefined,
     });
+    expect(pools.diffusion?.scaling.replicaConcurrency).toBe(1);
     expect(pools.embeddings).toMatchObject({
       name: 'embeddings',
       backend: 'openai-embeddings',
@@ -255,6 +267,8 @@ describe('resolveConfig of a file', () => {
       maxInFlight: 40,
       healthIntervalMs: 5000,
       backendTimeoutMs: 30_000,
+      scaling: expect.objectContaining({ minReplicas: 0, maxReplicas: 10 }),
+      gpu: undefined,
     });
     expect(c.tools).toHaveLength(1);
     expect(c.tools[0]).toMatchObject({
@@ -591,5 +605,93 @@ describe('resolveConfig of hostile input', () => {
         expect((err as ClusterError).code).toBe('INVALID_CONFIG');
       }
     }
+  });
+});
+
+describe('autoscaling and planning settings', () => {
+  it('reads per-pool scaling and GPU sizing with units', () => {
+    const c = resolveConfig(
+      yaml([
+        'pools:',
+        '  gpu:',
+        '    backend: openai-chat',
+        '    scaling:',
+        '      minReplicas: 1',
+        '      maxReplicas: 6',
+        '      targetQueueWait: 250ms',
+        '      scaleDownStabilization: 1m',
+        '      idleToZero: 30s',
+        '      replicaConcurrency: 8',
+        '    gpu:',
+        '      modelParamsBillions: 8',
+        '      kvCachePerToken: 128kb',
+        '      contextTokens: 8192',
+        '      concurrentSequences: 16',
+        'tools:',
+        '  - { name: t, template: chat, pool: gpu, model: m }',
+        'autoscaler:',
+        '  provider: local',
+        '  interval: 500ms',
+        '  metricsUrls: [http://127.0.0.1:9464/metrics]',
+        'planner:',
+        '  percentile: 0.99',
+        '  gpuTiers:',
+        '    - { name: big, memory: 96gb, pricePerHour: 5 }',
+      ]),
+    );
+    expect(c.pools.gpu?.scaling).toMatchObject({
+      minReplicas: 1,
+      maxReplicas: 6,
+      targetQueueWaitMs: 250,
+      scaleDownStabilizationMs: 60_000,
+      idleToZeroMs: 30_000,
+      replicaConcurrency: 8,
+    });
+    expect(c.pools.gpu?.gpu).toEqual({
+      modelParamsBillions: 8,
+      bytesPerParam: 2,
+      kvCacheBytesPerToken: 128 * 1024,
+      contextTokens: 8192,
+      concurrentSequences: 16,
+    });
+    expect(c.autoscaler).toMatchObject({
+      provider: 'local',
+      intervalMs: 500,
+      metricsUrls: ['http://127.0.0.1:9464/metrics'],
+      kubernetes: { namespace: '', deploymentPrefix: 'mcp-cluster-worker-' },
+    });
+    expect(c.planner).toEqual({
+      targetWaitMs: 1000,
+      percentile: 0.99,
+      gpuTiers: [{ name: 'big', memoryBytes: 96 * 1024 ** 3, pricePerHour: 5 }],
+    });
+  });
+
+  it('names the setting when scaling or planner values are out of range', () => {
+    const bad = (lines: string[]) => () => resolveConfig(yaml(lines));
+    expect(
+      bad(['pools:', '  p:', '    backend: tei', '    scaling: { minReplicas: 5, maxReplicas: 2 }']),
+    ).toThrow(/pools\.p\.scaling\.minReplicas: 5 is above maxReplicas 2/);
+    expect(bad(['pools:', '  p:', '    backend: tei', '    scaling: { targetQueueWait: 0s }'])).toThrow(
+      /pools\.p\.scaling\.targetQueueWait: must be above 0/,
+    );
+    expect(bad(['autoscaler: { provider: helm }'])).toThrow(/autoscaler\.provider/);
+    expect(bad(['autoscaler: { interval: 10ms }'])).toThrow(/autoscaler\.interval: 10ms is too short/);
+    expect(bad(['autoscaler: { prometheusUrl: "ftp://x" }'])).toThrow(/autoscaler\.prometheusUrl/);
+    expect(bad(['planner: { percentile: 1 }'])).toThrow(/planner\.percentile/);
+    expect(bad(['pools:', '  p:', '    backend: tei', '    gpu: { contextTokens: 10 }'])).toThrow(
+      /pools\.p\.gpu\.modelParamsBillions/,
+    );
+  });
+
+  it('takes the provider, Prometheus URL and worker host from the environment', () => {
+    const c = resolveConfig('', {
+      MCP_CLUSTER_AUTOSCALER_PROVIDER: 'kubernetes',
+      MCP_CLUSTER_PROMETHEUS_URL: 'http://prometheus:9090',
+      MCP_CLUSTER_WORKER_HOST: '0.0.0.0',
+    });
+    expect(c.autoscaler.provider).toBe('kubernetes');
+    expect(c.autoscaler.prometheusUrl).toBe('http://prometheus:9090');
+    expect(c.worker.host).toBe('0.0.0.0');
   });
 });

@@ -79,6 +79,38 @@ const endpointSchema = z.strictObject({
   maxConcurrency: z.number().int().min(1).max(4096).optional(),
 });
 
+const scalingSchema = z.strictObject({
+  /** Fewest replicas; 0 lets an idle pool go to zero after `idleToZero`. */
+  minReplicas: z.number().int().min(0).max(10_000).default(0),
+  /** Most replicas. */
+  maxReplicas: z.number().int().min(1).max(10_000).default(10),
+  /** Queue wait the pool is sized for. */
+  targetQueueWait: duration('1s'),
+  /** Scale down only to the highest recommendation seen within this trailing window. */
+  scaleDownStabilization: duration('5m'),
+  /** Without arrivals, queued or running calls for this long, a pool with minReplicas 0 goes to zero. */
+  idleToZero: duration('10m'),
+  /** Growth cap per decision: multiply replicas by at most this... */
+  maxScaleUpFactor: z.number().min(1).max(100).default(2),
+  /** ...or add at most this many, whichever is larger. */
+  maxScaleUpStep: z.number().int().min(0).max(10_000).default(4),
+  /** Calls one replica serves at once; default the pool's endpoint concurrency (16 chat, 256 embeddings, 1 comfyui). */
+  replicaConcurrency: z.number().int().min(1).max(100_000).optional(),
+});
+
+const gpuSchema = z.strictObject({
+  /** Model size in billions of parameters. */
+  modelParamsBillions: z.number().positive().max(100_000),
+  /** Bytes per weight: 2 for fp16/bf16, 1 for fp8/int8, 0.5 for int4. */
+  bytesPerParam: z.number().positive().max(8).default(2),
+  /** KV cache bytes per token (e.g. 128kb for an 8B model in fp16), 0 for models without one. */
+  kvCachePerToken: size('0'),
+  /** Context length the server is started with, in tokens. */
+  contextTokens: z.number().int().min(0).max(10_000_000).default(0),
+  /** Sequences one replica serves at once (vLLM --max-num-seqs). */
+  concurrentSequences: z.number().int().min(0).max(100_000).default(1),
+});
+
 const poolSchema = z.strictObject({
   backend: z.enum(BACKEND_KINDS),
   /** GPU backend endpoints; empty means simulated backends under `mcp-cluster up`. */
@@ -89,6 +121,10 @@ const poolSchema = z.strictObject({
   healthInterval: duration('5s'),
   /** Timeout of one backend request's connection and first byte. */
   backendTimeout: duration('30s'),
+  /** How the autoscaler sizes this pool (replicas = worker processes/pods, each with its GPU backend). */
+  scaling: scalingSchema.prefault({}),
+  /** What one replica needs on a GPU, for `mcp-cluster plan`; absent: the plan prints no GPU sizing. */
+  gpu: gpuSchema.optional(),
 });
 
 const toolSchema = z.strictObject({
@@ -187,6 +223,52 @@ const configSchema = z.strictObject({
       deliveryAckTimeout: duration('10s'),
     })
     .prefault({}),
+  /** The built-in autoscaler (`mcp-cluster autoscaler`). */
+  autoscaler: z
+    .strictObject({
+      /**
+       * What a decision changes: `kubernetes` patches each pool's Deployment scale, `local` starts and
+       * stops worker processes on this machine, `metrics` only publishes the desired replicas as a gauge.
+       */
+      provider: z.enum(['kubernetes', 'local', 'metrics']).default('metrics'),
+      /** How often every pool is observed and decided. */
+      interval: duration('2s'),
+      /** Health and metrics HTTP server of the autoscaler (0: any free port). */
+      host: z.string().min(1).default('127.0.0.1'),
+      port: port.default(0),
+      /** `/metrics` URLs of ingress and worker processes, read for arrival and service rates. */
+      metricsUrls: z.array(httpUrl).default([]),
+      /** A Prometheus server to read rates from instead of `metricsUrls`, e.g. http://prometheus:9090. */
+      prometheusUrl: z.union([httpUrl, z.literal('')]).default(''),
+      kubernetes: z
+        .strictObject({
+          /** Namespace of the worker Deployments; empty: the pod's own namespace, else `default`. */
+          namespace: z.string().default(''),
+          /** Deployment of pool P is `<deploymentPrefix>P`. */
+          deploymentPrefix: z.string().min(1).default('mcp-cluster-worker-'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  /** Inputs of `mcp-cluster plan`. */
+  planner: z
+    .strictObject({
+      /** Queue wait to plan for... */
+      targetWait: duration('1s'),
+      /** ...at this percentile of calls (0 < p < 1). */
+      percentile: z.number().gt(0).lt(1).default(0.95),
+      /** GPU price table; empty: the built-in example tiers (L4, L40S, A100-80GB, H100-80GB, H200). */
+      gpuTiers: z
+        .array(
+          z.strictObject({
+            name: z.string().min(1).max(64),
+            memory: size('80gb'),
+            pricePerHour: z.number().min(0).max(1_000_000),
+          }),
+        )
+        .default([]),
+    })
+    .prefault({}),
   pools: z.record(name, poolSchema).default({
     inference: poolSchema.parse({ backend: 'openai-chat' }),
     embeddings: poolSchema.parse({ backend: 'openai-embeddings' }),
@@ -266,6 +348,42 @@ export interface ResolvedConfig {
   };
   pools: Record<string, PoolConfig>;
   tools: ToolConfig[];
+  autoscaler: {
+    provider: 'kubernetes' | 'local' | 'metrics';
+    intervalMs: number;
+    host: string;
+    port: number;
+    metricsUrls: string[];
+    prometheusUrl: string;
+    kubernetes: { namespace: string; deploymentPrefix: string };
+  };
+  planner: {
+    targetWaitMs: number;
+    percentile: number;
+    gpuTiers: { name: string; memoryBytes: number; pricePerHour: number }[];
+  };
+}
+
+/** Per-pool autoscaling settings, durations in ms. */
+export interface PoolScaling {
+  minReplicas: number;
+  maxReplicas: number;
+  targetQueueWaitMs: number;
+  scaleDownStabilizationMs: number;
+  idleToZeroMs: number;
+  maxScaleUpFactor: number;
+  maxScaleUpStep: number;
+  /** Calls one replica serves at once (resolved: never undefined). */
+  replicaConcurrency: number;
+}
+
+/** What one replica of a pool needs on a GPU (inputs of the GPU memory formula). */
+export interface PoolGpu {
+  modelParamsBillions: number;
+  bytesPerParam: number;
+  kvCacheBytesPerToken: number;
+  contextTokens: number;
+  concurrentSequences: number;
 }
 
 export interface PoolConfig {
@@ -275,6 +393,8 @@ export interface PoolConfig {
   maxInFlight: number | undefined;
   healthIntervalMs: number;
   backendTimeoutMs: number;
+  scaling: PoolScaling;
+  gpu: PoolGpu | undefined;
 }
 
 export interface ToolConfig {
@@ -315,7 +435,11 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_DELIVERY_PORT: ['ingress', 'delivery', 'port'],
   MCP_CLUSTER_DELIVERY_ADVERTISE: ['ingress', 'delivery', 'advertise'],
   MCP_CLUSTER_SESSION_SECRET: ['ingress', 'sessionSecret'],
+  MCP_CLUSTER_WORKER_HOST: ['worker', 'host'],
   MCP_CLUSTER_WORKER_PORT: ['worker', 'port'],
+  MCP_CLUSTER_AUTOSCALER_PROVIDER: ['autoscaler', 'provider'],
+  MCP_CLUSTER_AUTOSCALER_PORT: ['autoscaler', 'port'],
+  MCP_CLUSTER_PROMETHEUS_URL: ['autoscaler', 'prometheusUrl'],
   MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],
 };
 
@@ -514,6 +638,22 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
       `  broker.url: "${c.broker.url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
     );
   }
+  for (const [poolName, p] of Object.entries(c.pools)) {
+    if (p.scaling.targetQueueWait <= 0) {
+      problems.push(`  pools.${poolName}.scaling.targetQueueWait: must be above 0 (e.g. 500ms)`);
+    }
+    if (p.scaling.minReplicas > p.scaling.maxReplicas) {
+      problems.push(
+        `  pools.${poolName}.scaling.minReplicas: ${p.scaling.minReplicas} is above maxReplicas ${p.scaling.maxReplicas}`,
+      );
+    }
+  }
+  // A shorter interval would only re-read the same broker figures; at 0 the loop would spin.
+  if (c.autoscaler.interval < 100) {
+    problems.push(
+      `  autoscaler.interval: ${c.autoscaler.interval}ms is too short; use 100ms or more (e.g. 2s)`,
+    );
+  }
   if (problems.length > 0)
     throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${problems.join('\n')}`);
 
@@ -557,9 +697,44 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
           maxInFlight: p.maxInFlight,
           healthIntervalMs: p.healthInterval,
           backendTimeoutMs: p.backendTimeout,
+          scaling: {
+            minReplicas: p.scaling.minReplicas,
+            maxReplicas: p.scaling.maxReplicas,
+            targetQueueWaitMs: p.scaling.targetQueueWait,
+            scaleDownStabilizationMs: p.scaling.scaleDownStabilization,
+            idleToZeroMs: p.scaling.idleToZero,
+            maxScaleUpFactor: p.scaling.maxScaleUpFactor,
+            maxScaleUpStep: p.scaling.maxScaleUpStep,
+            replicaConcurrency: p.scaling.replicaConcurrency ?? DEFAULT_ENDPOINT_CONCURRENCY[p.backend],
+          },
+          gpu: p.gpu && {
+            modelParamsBillions: p.gpu.modelParamsBillions,
+            bytesPerParam: p.gpu.bytesPerParam,
+            kvCacheBytesPerToken: p.gpu.kvCachePerToken,
+            contextTokens: p.gpu.contextTokens,
+            concurrentSequences: p.gpu.concurrentSequences,
+          },
         },
       ]),
     ),
+    autoscaler: {
+      provider: c.autoscaler.provider,
+      intervalMs: c.autoscaler.interval,
+      host: c.autoscaler.host,
+      port: c.autoscaler.port,
+      metricsUrls: c.autoscaler.metricsUrls,
+      prometheusUrl: c.autoscaler.prometheusUrl,
+      kubernetes: { ...c.autoscaler.kubernetes },
+    },
+    planner: {
+      targetWaitMs: c.planner.targetWait,
+      percentile: c.planner.percentile,
+      gpuTiers: c.planner.gpuTiers.map((t) => ({
+        name: t.name,
+        memoryBytes: t.memory,
+        pricePerHour: t.pricePerHour,
+      })),
+    },
     tools: c.tools.map((t) => ({
       name: t.name,
       template: t.template,

@@ -6,7 +6,15 @@
 
 export type { JsonSchema, ToolDefinition } from './catalog.js';
 export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
-export type { BackendKind, PoolConfig, ResolvedConfig, ToolConfig, ToolTemplate } from './config.js';
+export type {
+  BackendKind,
+  PoolConfig,
+  PoolGpu,
+  PoolScaling,
+  ResolvedConfig,
+  ToolConfig,
+  ToolTemplate,
+} from './config.js';
 export {
   BACKEND_KINDS,
   DEFAULT_ENDPOINT_CONCURRENCY,

@@ -21,11 +21,37 @@ export interface ClusterMetrics {
   /** Calls finished by workers, by pool, tool and outcome. */
   workerCalls: Counter<'pool' | 'tool' | 'outcome'>;
   /** Calls dropped because their deadline passed before dispatch; never run. */
-  workerShed: Counter<'pool'>;
+  workerShed: Counter<'pool' | 'priority'>;
   /** Calls whose owning ingress could not be reached; stopped and acked. */
   workerUndeliverable: Counter<'pool'>;
   /** Deliveries with attempt > 1 (the call ran before, on a worker that died or gave it back). */
-  workerRedelivered: Counter<'pool'>;
+  workerRedelivered: Counter<'pool' | 'priority'>;
+  /** Calls put on the queue by this ingress replica (de-duplicated re-enqueues not counted). */
+  queueEnqueued: Counter<'pool' | 'priority'>;
+  /** Deliveries taken off the queue by this worker (a redelivery counts again). */
+  queueDequeued: Counter<'pool' | 'priority'>;
+  /** Calls moved to the dead-letter set after `maxDeliveries` or an undecodable envelope. */
+  queueDeadLettered: Counter<'pool' | 'priority'>;
+  /**
+   * Where a call's time went, per phase (queue, batch, backend, delivery), in seconds; recorded by the
+   * ingress from the timing the worker sends with the final chunk.
+   */
+  callPhase: Histogram<'tool' | 'phase'>;
+  /** Calls merged into one backend request (embeddings micro-batches). */
+  batchSize: Histogram<'pool' | 'tool'>;
+  /** Circuit breaker of one endpoint: 0 closed, 1 half-open, 2 open. */
+  backendBreaker: Gauge<'pool' | 'backend'>;
+  /**
+   * Worker replicas by lifecycle state (starting, running, draining, stopped): each worker sets 1 on its
+   * own state and 0 on the others, so a sum over processes counts replicas per state.
+   */
+  workerReplicas: Gauge<'pool' | 'state'>;
+  /** Replicas the autoscaler wants for a pool (the `metrics` provider's output for an external scaler). */
+  autoscalerDesired: Gauge<'pool'>;
+  /** Replicas the pool is set to, as the autoscaler's provider reports them. */
+  autoscalerCurrent: Gauge<'pool'>;
+  /** Decisions that changed a pool's replicas, by direction and reason (see `ScalingReason`). */
+  autoscalerScaled: Counter<'pool' | 'direction' | 'reason'>;
   /** Time a call waited in the queue before a worker took it, in seconds. */
   queueWait: Histogram<'pool'>;
   /** Time spent in the backend request, in seconds. */
@@ -96,7 +122,7 @@ export function clusterMetrics(): ClusterMetrics {
     workerShed: new Counter({
       name: 'mcp_cluster_worker_shed_total',
       help: 'Calls dropped unrun because their deadline passed before dispatch.',
-      labelNames: ['pool'],
+      labelNames: ['pool', 'priority'],
       registers,
     }),
     workerUndeliverable: new Counter({
@@ -108,7 +134,69 @@ export function clusterMetrics(): ClusterMetrics {
     workerRedelivered: new Counter({
       name: 'mcp_cluster_worker_redelivered_total',
       help: 'Calls delivered more than once.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
+    queueEnqueued: new Counter({
+      name: 'mcp_cluster_queue_enqueued_total',
+      help: 'Calls put on the queue.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
+    queueDequeued: new Counter({
+      name: 'mcp_cluster_queue_dequeued_total',
+      help: 'Deliveries taken off the queue by workers.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
+    queueDeadLettered: new Counter({
+      name: 'mcp_cluster_queue_dead_lettered_total',
+      help: 'Calls moved to the dead-letter set.',
+      labelNames: ['pool', 'priority'],
+      registers,
+    }),
+    callPhase: new Histogram({
+      name: 'mcp_cluster_call_phase_seconds',
+      help: 'Time of one call spent in each phase: queue, batch, backend, delivery.',
+      labelNames: ['tool', 'phase'],
+      buckets: latency,
+      registers,
+    }),
+    batchSize: new Histogram({
+      name: 'mcp_cluster_batch_size_calls',
+      help: 'Calls merged into one backend request.',
+      labelNames: ['pool', 'tool'],
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    }),
+    backendBreaker: new Gauge({
+      name: 'mcp_cluster_backend_breaker_state',
+      help: 'Circuit breaker of an endpoint: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['pool', 'backend'],
+      registers,
+    }),
+    workerReplicas: new Gauge({
+      name: 'mcp_cluster_worker_replicas',
+      help: 'Worker replicas by lifecycle state (1 on this process state).',
+      labelNames: ['pool', 'state'],
+      registers,
+    }),
+    autoscalerDesired: new Gauge({
+      name: 'mcp_cluster_autoscaler_desired_replicas',
+      help: 'Replicas the autoscaler wants for a pool.',
       labelNames: ['pool'],
+      registers,
+    }),
+    autoscalerCurrent: new Gauge({
+      name: 'mcp_cluster_autoscaler_current_replicas',
+      help: 'Replicas a pool is set to, as the scaling provider reports.',
+      labelNames: ['pool'],
+      registers,
+    }),
+    autoscalerScaled: new Counter({
+      name: 'mcp_cluster_autoscaler_scaled_total',
+      help: 'Autoscaler decisions that changed replicas.',
+      labelNames: ['pool', 'direction', 'reason'],
       registers,
     }),
     queueWait: new Histogram({
