@@ -693,5 +693,24 @@ describe('autoscaling and planning settings', () => {
     expect(c.autoscaler.provider).toBe('kubernetes');
     expect(c.autoscaler.prometheusUrl).toBe('http://prometheus:9090');
     expect(c.worker.host).toBe('0.0.0.0');
+    expect(resolveConfig('', { MCP_CLUSTER_AUTOSCALER_HOST: '0.0.0.0' }).autoscaler.host).toBe('0.0.0.0');
+  });
+
+  it('sizes a GPU without a KV cache when kvCachePerToken is left out', () => {
+    const c = resolveConfig(
+      yaml([
+        'pools:',
+        '  e:',
+        '    backend: tei',
+        '    gpu: { modelParamsBillions: 0.1 }',
+        'tools:',
+        '  - { name: t, template: embed, pool: e, model: m }',
+      ]),
+    );
+    expect(c.pools.e?.gpu).toMatchObject({
+      kvCacheBytesPerToken: 0,
+      contextTokens: 0,
+      concurrentSequences: 1,
+    });
   });
 });

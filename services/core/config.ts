@@ -104,7 +104,7 @@ const gpuSchema = z.strictObject({
   /** Bytes per weight: 2 for fp16/bf16, 1 for fp8/int8, 0.5 for int4. */
   bytesPerParam: z.number().positive().max(8).default(2),
   /** KV cache bytes per token (e.g. 128kb for an 8B model in fp16), 0 for models without one. */
-  kvCachePerToken: size('0'),
+  kvCachePerToken: size('0b'),
   /** Context length the server is started with, in tokens. */
   contextTokens: z.number().int().min(0).max(10_000_000).default(0),
   /** Sequences one replica serves at once (vLLM --max-num-seqs). */
@@ -438,6 +438,7 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_WORKER_HOST: ['worker', 'host'],
   MCP_CLUSTER_WORKER_PORT: ['worker', 'port'],
   MCP_CLUSTER_AUTOSCALER_PROVIDER: ['autoscaler', 'provider'],
+  MCP_CLUSTER_AUTOSCALER_HOST: ['autoscaler', 'host'],
   MCP_CLUSTER_AUTOSCALER_PORT: ['autoscaler', 'port'],
   MCP_CLUSTER_PROMETHEUS_URL: ['autoscaler', 'prometheusUrl'],
   MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],

@@ -3,7 +3,8 @@
  * `running` → `draining` (SIGTERM: no new work, in-flight calls finish or are handed back)
  * → `stopped`. The autoscaler's scale-down and spot preemption rely on the drain phase.
  */
-export type LifecycleState = 'starting' | 'running' | 'draining' | 'stopped';
+export const LIFECYCLE_STATES = ['starting', 'running', 'draining', 'stopped'] as const;
+export type LifecycleState = (typeof LIFECYCLE_STATES)[number];
 
 /** A role that can be drained and stopped. */
 export interface Stoppable {

@@ -1,4 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { LIFECYCLE_STATES, type LifecycleState } from './lifecycle.js';
+import type { CallQueue } from './queue/call-queue.js';
 
 /**
  * Every Prometheus metric mcp-cluster exports, on one registry per process (the embedded mode
@@ -68,7 +70,19 @@ export interface ClusterMetrics {
   queueDepth: Gauge<'pool' | 'priority'>;
   queueInFlight: Gauge<'pool' | 'priority'>;
   queueOldestAge: Gauge<'pool' | 'priority'>;
+  /**
+   * Sets `queueDepth`, `queueInFlight` and `queueOldestAge` of `pools` from `queue.stats`; a
+   * `/metrics` handler calls it before reading the registry. A pool whose figures the broker does
+   * not give within {@link QUEUE_STATS_TIMEOUT_MS} keeps its previous values, so a broker outage
+   * slows no scrape down.
+   */
+  refreshQueueGauges(queue: Pick<CallQueue, 'stats'>, pools: readonly string[]): Promise<void>;
+  /** Sets `workerReplicas` of `pool` to 1 on `state` and 0 on every other lifecycle state. */
+  setWorkerState(pool: string, state: LifecycleState): void;
 }
+
+/** How long a scrape waits for one pool's queue figures, in milliseconds. */
+export const QUEUE_STATS_TIMEOUT_MS = 2_000;
 
 let shared: ClusterMetrics | undefined;
 
@@ -81,7 +95,7 @@ export function clusterMetrics(): ClusterMetrics {
   const latency = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
   ];
-  shared = {
+  const metrics: ClusterMetrics = {
     registry,
     ingressCalls: new Counter({
       name: 'mcp_cluster_ingress_calls_total',
@@ -255,6 +269,35 @@ export function clusterMetrics(): ClusterMetrics {
       labelNames: ['pool', 'priority'],
       registers,
     }),
+    async refreshQueueGauges(queue, pools) {
+      await Promise.all(
+        pools.map(async (pool) => {
+          for (const s of await statsWithin(queue, pool, QUEUE_STATS_TIMEOUT_MS)) {
+            const labels = { pool, priority: s.priority };
+            metrics.queueDepth.set(labels, s.depth);
+            metrics.queueInFlight.set(labels, s.inFlight);
+            metrics.queueOldestAge.set(labels, s.oldestAgeMs / 1000);
+          }
+        }),
+      );
+    },
+    setWorkerState(pool, state) {
+      for (const s of LIFECYCLE_STATES) metrics.workerReplicas.set({ pool, state: s }, s === state ? 1 : 0);
+    },
   };
-  return shared;
+  shared = metrics;
+  return metrics;
+}
+
+/** A pool's queue figures, or none when the broker fails or is slower than `timeoutMs`. */
+async function statsWithin(queue: Pick<CallQueue, 'stats'>, pool: string, timeoutMs: number) {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<[]>((resolve) => {
+    timer = setTimeout(() => resolve([]), timeoutMs);
+  });
+  try {
+    return await Promise.race([queue.stats(pool).catch(() => [] as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -93,16 +93,21 @@ export class CallRegistry {
         return;
       }
       options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.queue.enqueue(call).catch((err: unknown) => {
-        const error =
-          err instanceof ClusterError
-            ? err
-            : new ClusterError('QUEUE_UNAVAILABLE', `could not enqueue the call: ${(err as Error).message}`, {
-                cause: err,
-              });
-        this.log.warn('enqueue failed', { callId: call.callId, err: error });
-        this.pending.get(call.callId)?.settle({ kind: 'error', error });
-      });
+      this.queue.enqueue(call).then(
+        () => this.metrics.queueEnqueued.inc({ pool: call.pool, priority: call.priority }),
+        (err: unknown) => {
+          const error =
+            err instanceof ClusterError
+              ? err
+              : new ClusterError(
+                  'QUEUE_UNAVAILABLE',
+                  `could not enqueue the call: ${(err as Error).message}`,
+                  { cause: err },
+                );
+          this.log.warn('enqueue failed', { callId: call.callId, err: error });
+          this.pending.get(call.callId)?.settle({ kind: 'error', error });
+        },
+      );
     });
   }
 
@@ -136,9 +141,11 @@ export class CallRegistry {
       case 'error': {
         link.send({ callId: chunk.callId, delivered: { known: entry !== undefined } });
         if (!entry) return;
+        const timing = timingOf(chunk.timing);
+        if (timing) this.observePhases(entry.call.tool, timing);
         if (chunk.body === 'final') {
           const result = parseResult(chunk.final?.resultJson ?? '');
-          if (result) entry.settle({ kind: 'result', result: withTiming(result, chunk.timing) });
+          if (result) entry.settle({ kind: 'result', result: withTiming(result, timing) });
           else
             entry.settle({
               kind: 'error',
@@ -153,6 +160,21 @@ export class CallRegistry {
       default:
         this.log.warn('delivery chunk without body', { callId: chunk.callId });
     }
+  }
+
+  /**
+   * Records where an answered call's time went. The phases do not overlap: the worker's backend
+   * time includes the micro-batch wait, which is taken out of the `backend` phase here, so
+   * queue + batch + backend + delivery is the call's time from enqueue to answer, less the
+   * worker's own overhead.
+   */
+  private observePhases(tool: string, timing: CallTiming): void {
+    const phase = (name: string, ms: number) =>
+      this.metrics.callPhase.observe({ tool, phase: name }, Math.max(0, ms) / 1000);
+    phase('queue', timing.queueWaitMs);
+    phase('batch', timing.batchWaitMs);
+    phase('backend', timing.backendMs - timing.batchWaitMs);
+    phase('delivery', timing.deliveryMs);
   }
 
   /** A worker stream closed: calls it ran will be redelivered to another worker by the queue. */
@@ -227,21 +249,33 @@ export class CallRegistry {
 export const TIMING_META_KEY = 'mcp-cluster/timing';
 
 /**
- * Adds where the call spent its time: queue wait, micro-batch wait, backend time (which includes
- * the batch wait) and delivery from the worker back to this replica.
+ * Where a call spent its time, in milliseconds: queue wait, micro-batch wait, backend time (which
+ * includes the batch wait) and delivery from the worker back to this replica.
  */
-function withTiming(result: CallToolResultJson, timing: ChunkReceived['timing']): CallToolResultJson {
+interface CallTiming {
+  queueWaitMs: number;
+  batchWaitMs: number;
+  backendMs: number;
+  deliveryMs: number;
+}
+
+/** The timing a worker sent with a final or error chunk, with the delivery time measured here. */
+function timingOf(timing: ChunkReceived['timing']): CallTiming | undefined {
+  if (!timing) return undefined;
+  return {
+    queueWaitMs: round(timing.queueWaitMs),
+    batchWaitMs: round(timing.batchWaitMs),
+    backendMs: round(timing.backendMs),
+    // Wall clocks of two hosts: a worker clock ahead of this one would give a negative time.
+    deliveryMs: timing.sentUnixMs > 0 ? Math.max(0, Date.now() - timing.sentUnixMs) : 0,
+  };
+}
+
+/** Adds the call's timing to the result's `_meta` under {@link TIMING_META_KEY}. */
+function withTiming(result: CallToolResultJson, timing: CallTiming | undefined): CallToolResultJson {
   if (!timing) return result;
   const meta = (result._meta ?? {}) as Record<string, unknown>;
-  result._meta = {
-    ...meta,
-    [TIMING_META_KEY]: {
-      queueWaitMs: round(timing.queueWaitMs),
-      batchWaitMs: round(timing.batchWaitMs),
-      backendMs: round(timing.backendMs),
-      deliveryMs: timing.sentUnixMs > 0 ? Math.max(0, Date.now() - timing.sentUnixMs) : 0,
-    },
-  };
+  result._meta = { ...meta, [TIMING_META_KEY]: timing };
   return result;
 }
 

@@ -182,14 +182,7 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
 
 async function serveMetrics(res: ServerResponse, broker: Broker, pools: string[]): Promise<void> {
   const metrics = clusterMetrics();
-  for (const pool of pools) {
-    const stats = await broker.queue.stats(pool).catch(() => []);
-    for (const s of stats) {
-      metrics.queueDepth.set({ pool, priority: s.priority }, s.depth);
-      metrics.queueInFlight.set({ pool, priority: s.priority }, s.inFlight);
-      metrics.queueOldestAge.set({ pool, priority: s.priority }, s.oldestAgeMs / 1000);
-    }
-  }
+  await metrics.refreshQueueGauges(broker.queue, pools);
   const text = await metrics.registry.metrics();
   res.writeHead(200, { 'content-type': metrics.registry.contentType });
   res.end(text);

@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { type CallToolResult, ProtocolError, ProtocolErrorCode, Server } from '@modelcontextprotocol/server';
 import {
   ClusterError,
+  type ClusterErrorCode,
   clusterMetrics,
   newCallId,
   type ToolCall,
@@ -141,13 +142,28 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
       if (outcome.kind === 'result') {
         return finish(outcome.result as CallToolResult, outcome.result.isError ? 'tool_error' : 'ok');
       }
-      const code = outcome.error.code;
-      const label =
-        code === 'DEADLINE_EXCEEDED' ? 'timeout' : code === 'CANCELLED' ? 'cancelled' : 'tool_error';
-      return finish(toToolErrorResult(outcome.error) as CallToolResult, label);
+      return finish(toToolErrorResult(outcome.error) as CallToolResult, outcomeOf(outcome.error.code));
     });
     return server;
   };
+}
+
+/**
+ * The `outcome` label of a call that ended in an error: `timeout` and `cancelled` by their codes,
+ * `rejected` for arguments a worker found invalid (the schema let them through), `tool_error` for
+ * everything else (the backend failed or refused, the queue was unavailable, the replica shut down).
+ */
+function outcomeOf(code: ClusterErrorCode): 'timeout' | 'cancelled' | 'rejected' | 'tool_error' {
+  switch (code) {
+    case 'DEADLINE_EXCEEDED':
+      return 'timeout';
+    case 'CANCELLED':
+      return 'cancelled';
+    case 'INVALID_ARGUMENTS':
+      return 'rejected';
+    default:
+      return 'tool_error';
+  }
 }
 
 function deadlineOf(meta: Record<string, unknown>, toolDefaultMs: number, maxMs: number): number | string {

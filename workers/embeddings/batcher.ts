@@ -57,8 +57,11 @@ export interface MicroBatcherOptions {
   send: SendBatch;
   /** The endpoint's shared in-flight limit. */
   slots: BatchSlots;
-  /** Called with the number of texts of each backend request as it is sent. */
-  onSend?: (texts: number) => void;
+  /**
+   * Called as each backend request is sent, with its distinct texts and the calls whose texts it
+   * carries (a call spread over several requests counts in each).
+   */
+  onSend?: (texts: number, calls: number) => void;
   /**
    * Whether a failure of a batch that mixes several calls should be retried call by call: a
    * refusal caused by one caller's input (a text too long for the model) must not fail the
@@ -293,7 +296,7 @@ export class MicroBatcher {
       first?.();
     }
     this.#running.add(batch);
-    this.options.onSend?.(texts.length);
+    this.options.onSend?.(texts.length, batch.liveCalls().length);
     let outcome: Promise<number[][]>;
     try {
       outcome = this.options.send(texts, batch.abort.signal);

@@ -11,6 +11,7 @@
 
 import {
   ClusterError,
+  clusterMetrics,
   createLogger,
   type ResolvedConfig,
   type ToolConfig,
@@ -137,7 +138,10 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
       send: tei
         ? (texts, signal) => embedTei(endpointUrl, texts, normalize, signal, backendTimeoutMs)
         : (texts, signal) => embedOpenAI(endpointUrl, model, texts, signal, backendTimeoutMs),
-      onSend: (texts) => embedMetrics().batchSize.observe(labels, texts),
+      onSend: (texts, calls) => {
+        embedMetrics().batchSize.observe(labels, texts);
+        clusterMetrics().batchSize.observe(labels, calls);
+      },
       // A refusal of the request's content (too long, too many) may be one caller's doing:
       // retry call by call so the others still get their vectors.
       isolate: (err) =>

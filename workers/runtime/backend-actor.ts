@@ -29,6 +29,17 @@ export interface BackendActorOptions {
 }
 
 /**
+ * `mcp_cluster_backend_breaker_state` of each breaker state: 0 closed, 1 half-open, 2 open.
+ * Isolated (held open by hand; nothing here isolates) counts as open.
+ */
+const BREAKER_GAUGE: Record<CircuitState, number> = {
+  [CircuitState.Closed]: 0,
+  [CircuitState.HalfOpen]: 1,
+  [CircuitState.Open]: 2,
+  [CircuitState.Isolated]: 2,
+};
+
+/**
  * One backend endpoint as an actor: it owns the endpoint's concurrency limit, a health probe
  * and a circuit breaker. Calls reach the backend only through `run`, so the in-flight count the
  * router reads is exact. A backend whose probe fails or whose breaker is open gets no work.
@@ -67,9 +78,11 @@ export class BackendActor {
     this.breaker.onBreak(() => {
       this.breakerOpenedAt = Date.now();
     });
-    this.breaker.onStateChange((state) =>
-      log.warn('backend breaker', { backend: options.url, state: CircuitState[state] }),
-    );
+    this.breaker.onStateChange((state) => {
+      log.warn('backend breaker', { backend: options.url, state: CircuitState[state] });
+      this.metrics.backendBreaker.set(this.labels, BREAKER_GAUGE[state]);
+    });
+    this.metrics.backendBreaker.set(this.labels, BREAKER_GAUGE[this.breaker.state]);
     this.metrics.backendHealthy.set(this.labels, 1);
     this.metrics.backendInFlight.set(this.labels, 0);
   }

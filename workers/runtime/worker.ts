@@ -178,12 +178,18 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const running = new Map<string, RunningCall>();
   const settling = new Set<Promise<void>>();
   let state: LifecycleState = 'starting';
+  const enter = (next: LifecycleState) => {
+    state = next;
+    metrics.setWorkerState(pool, next);
+  };
+  enter('starting');
 
   const handle = async (message: QueuedCall): Promise<void> => {
     const { call } = message;
     const clog = log.child({ callId: call.callId, tool: call.tool, attempt: call.attempt });
     metrics.workerInFlight.inc({ pool });
-    if (call.attempt > 1) metrics.workerRedelivered.inc({ pool });
+    metrics.queueDequeued.inc({ pool, priority: call.priority });
+    if (call.attempt > 1) metrics.workerRedelivered.inc({ pool, priority: call.priority });
     try {
       await runCall(message, clog);
     } catch (err) {
@@ -210,7 +216,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     }
     if (isExpired(call)) {
       // Shed: the caller has already been answered with a timeout; running it would waste a GPU.
-      metrics.workerShed.inc({ pool });
+      metrics.workerShed.inc({ pool, priority: call.priority });
       clog.info('shed: deadline passed before dispatch');
       await message.term('expired');
       return;
@@ -399,7 +405,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       void work.finally(() => settling.delete(work));
     },
   );
-  state = 'running';
+  enter('running');
 
   let http: HttpServer | undefined;
   let port = 0;
@@ -425,10 +431,14 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
             );
           });
       } else if (path === '/metrics') {
-        metrics.registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-          () => res.writeHead(500).end(),
-        );
+        // This worker holds its pool's queue, so it reports the queue figures too.
+        void metrics
+          .refreshQueueGauges(broker.queue, [pool])
+          .then(() => metrics.registry.metrics())
+          .then(
+            (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+            () => res.writeHead(500).end(),
+          );
       } else {
         res
           .writeHead(404, { 'content-type': 'application/json' })
@@ -463,7 +473,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     },
     async shutdown() {
       if (state === 'draining' || state === 'stopped') return;
-      state = 'draining';
+      enter('draining');
       log.info('draining', { inFlight: running.size });
       await consumer?.stop();
       consumer = undefined;
@@ -480,7 +490,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       for (const actor of actors) actor.stop();
       await delivery.close();
       if (http) await new Promise<void>((resolve) => http?.close(() => resolve()));
-      state = 'stopped';
+      enter('stopped');
       log.info('worker stopped');
     },
   };

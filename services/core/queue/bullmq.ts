@@ -2,6 +2,7 @@ import { DelayedError, type Job, Queue, UnrecoverableError, WaitingError, Worker
 import { Redis, type RedisOptions } from 'ioredis';
 import { decodeToolCall, encodeToolCall, PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
 import { ClusterError } from '../errors.js';
+import { clusterMetrics } from '../metrics.js';
 import type {
   Broker,
   BrokerOptions,
@@ -335,14 +336,17 @@ class BullmqConsumer implements CallConsumer {
     this.worker.on('error', (err) =>
       logEvent('warn', 'worker_error', { pool, error: messageOf(err) }, `worker:${pool}`),
     );
+    // Jobs run with `attempts: 1`, so every failure the worker records is a dead letter: an
+    // undecodable envelope, or a pickup past `maxDeliveries` (a nack past it is counted below).
     this.worker.on('failed', (job, err) => {
-      if (job)
-        logEvent('warn', 'dead_lettered', {
-          pool,
-          callId: job.id,
-          reason: err.message,
-          deliveries: job.attemptsStarted,
-        });
+      if (!job) return;
+      logEvent('warn', 'dead_lettered', {
+        pool,
+        callId: job.id,
+        reason: err.message,
+        deliveries: job.attemptsStarted,
+      });
+      clusterMetrics().queueDeadLettered.inc({ pool, priority: priorityLabel(job.priority) });
     });
   }
 
@@ -440,6 +444,7 @@ class BullmqConsumer implements CallConsumer {
               moved(),
             );
             logEvent('warn', 'dead_lettered', { pool: this.pool, callId: call.callId, reason, deliveries });
+            clusterMetrics().queueDeadLettered.inc({ pool: this.pool, priority: call.priority });
             return;
           }
           await settle(
@@ -601,6 +606,14 @@ function parseCancelOrder(text: string): CancelOrder | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The priority label of a job: its priority name, or `unknown` for a job some other producer
+ * added with a priority mcp-cluster does not use (the label set stays bounded).
+ */
+function priorityLabel(priority: number | undefined): Priority | 'unknown' {
+  return NUMBER_PRIORITY.get(priority ?? 0) ?? 'unknown';
 }
 
 function assertName(name: string, what: string): void {

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
+import { clusterMetrics } from '../metrics.js';
 import type {
   Broker,
   BrokerOptions,
@@ -90,6 +91,7 @@ export class MemoryCallQueue implements CallQueue {
     } else if (entry.deliveries >= maxDeliveries) {
       this.known.delete(entry.call.callId);
       this.deadLetters.push(entry.call);
+      clusterMetrics().queueDeadLettered.inc({ pool: entry.call.pool, priority: entry.call.priority });
     } else {
       const requeue = () => {
         if (!this.closed) this.push(entry);
