@@ -90,14 +90,16 @@ const literals = (g: Obj | undefined): Record<string, string> =>
 /** Commands the CLI implements (the `case '<name>':` arms of services/cli/main.ts). */
 const cliSource = read('services/cli/main.ts');
 const cliCommands = new Set([...cliSource.matchAll(/case '([a-z-]+)':/g)].map((m) => m[1]));
+/** The CLI's usage text (`const USAGE = \`...\``). */
+const cliUsage = /const USAGE = `([^`]*)`/.exec(cliSource)?.[1] ?? '';
 /** Commands the manifests use before the CLI has them; their manifests must say so. */
-const PLANNED_COMMANDS = new Set(['autoscaler']);
+const PLANNED_COMMANDS = new Set<string>();
 /** Flags each command takes (services/cli/main.ts; `sim` also takes its options' flags). */
 const FLAGS: Record<string, Set<string>> = {
   ingress: new Set(['--config', '--broker', '--port', '--delivery-port']),
   worker: new Set(['--config', '--broker', '--port', '--pool']),
   sim: new Set(['--kind', '--host', '--port']),
-  autoscaler: new Set(['--config', '--broker']),
+  autoscaler: new Set(['--config', '--broker', '--port']),
 };
 
 /** Flag → value pairs of an argument list (every flag used here takes a value). */
@@ -149,11 +151,15 @@ describe('deploy/ manifests parse', () => {
     expect(new Set(ids).size).toBe(ids.length);
   });
 
-  it('every kustomization resource and generator file exists', () => {
-    for (const d of docs.filter((x) => x.doc.kind === 'Kustomization')) {
+  it('every kustomization resource, component and generator file exists', () => {
+    const kustomizations = docs.filter((x) => x.doc.kind === 'Kustomization' || x.doc.kind === 'Component');
+    expect(kustomizations.length).toBeGreaterThanOrEqual(7);
+    for (const d of kustomizations) {
       const dir = dirname(join(root, d.file));
       for (const r of arr(d.doc.resources).map(str))
         expect(existsSync(join(dir, r)), `${d.file}: ${r}`).toBe(true);
+      for (const c of arr(d.doc.components).map(str))
+        expect(existsSync(join(dir, c, 'kustomization.yaml')), `${d.file}: component ${c}`).toBe(true);
       for (const g of [...arr(d.doc.configMapGenerator), ...arr(d.doc.secretGenerator)].map(obj)) {
         for (const f of arr(g.files).map(str)) {
           expect(existsSync(join(dir, f.split('=').pop() ?? f)), `${d.file}: ${f}`).toBe(true);
@@ -165,7 +171,9 @@ describe('deploy/ manifests parse', () => {
 
 describe('commands and flags', () => {
   it('finds the CLI commands in the source', () => {
-    for (const c of ['up', 'ingress', 'worker', 'sim']) expect(cliCommands.has(c)).toBe(true);
+    for (const c of ['up', 'ingress', 'worker', 'sim', 'autoscaler'])
+      expect(cliCommands.has(c), c).toBe(true);
+    expect(cliUsage).toMatch(/^ {2}mcp-cluster autoscaler \[--config FILE\] \[--broker URL\]/m);
   });
 
   it('every container and compose service runs a real command with its real flags', () => {
@@ -332,6 +340,7 @@ describe('ports, probes, services', () => {
         'MCP_CLUSTER_INGRESS_PORT',
         'MCP_CLUSTER_DELIVERY_PORT',
         'MCP_CLUSTER_WORKER_PORT',
+        'MCP_CLUSTER_AUTOSCALER_PORT',
       ]) {
         if (env[key] !== undefined) expect(declared, `${d.file}: ${key}`).toContain(env[key]);
       }
@@ -373,7 +382,7 @@ describe('ports, probes, services', () => {
         expect([...names, ...numbers], `${d.file} ${probe} port`).toContain(get.port);
       }
       const command = str(arr(c.args)[0]);
-      if (command === 'ingress' || command === 'worker') {
+      if (command === 'ingress' || command === 'worker' || command === 'autoscaler') {
         expect(obj(obj(c.readinessProbe).httpGet).path, d.file).toBe('/readyz');
         expect(obj(obj(c.livenessProbe).httpGet).path, d.file).toBe('/healthz');
       }
@@ -472,7 +481,9 @@ describe('autoscaling', () => {
     const stream = streamTemplate!.replace(slot('namespace'), namespace);
     const consumer = (pool: string, priority: string) =>
       durableTemplate!.replace(slot('pool'), pool).replace(slot('priority'), priority);
-    const objects = docs.filter((d) => d.file === 'deploy/keda/nats.yaml' && d.doc.kind === 'ScaledObject');
+    const objects = docs.filter(
+      (d) => d.file === 'deploy/keda/nats/scaledobjects.yaml' && d.doc.kind === 'ScaledObject',
+    );
     expect(objects.length).toBe(Object.keys(cluster.pools).length);
     for (const o of objects) {
       const spec = obj(o.doc.spec);
@@ -480,7 +491,8 @@ describe('autoscaling', () => {
       const worker = ourContainers.find(({ d }) => obj(d.doc.metadata).name === target);
       expect(worker, target).toBeDefined();
       const pool = flags(arr(worker?.c.args).map(str)).get('--pool') ?? '';
-      expect(spec.minReplicaCount).toBe(0);
+      expect(spec.minReplicaCount, pool).toBe(cluster.pools[pool]?.scaling.minReplicas);
+      expect(spec.maxReplicaCount, pool).toBe(cluster.pools[pool]?.scaling.maxReplicas);
       expect(spec.pollingInterval).toBe(5);
       expect(spec.cooldownPeriod).toBeTypeOf('number');
       const triggers = arr(spec.triggers).map(obj);
@@ -499,17 +511,187 @@ describe('autoscaling', () => {
   });
 
   it('KEDA BullMQ triggers query the queue depth of their own pool', () => {
-    const objects = docs.filter((d) => d.file === 'deploy/keda/bullmq.yaml' && d.doc.kind === 'ScaledObject');
+    const objects = docs.filter(
+      (d) => d.file === 'deploy/keda/bullmq/scaledobjects.yaml' && d.doc.kind === 'ScaledObject',
+    );
     expect(objects.length).toBe(Object.keys(cluster.pools).length);
     for (const o of objects) {
       const spec = obj(o.doc.spec);
       const pool = str(obj(obj(o.doc.metadata).labels)['mcp-cluster/pool']);
       expect(str(obj(spec.scaleTargetRef).name)).toBe(`mcp-cluster-worker-${pool}`);
-      expect(spec.minReplicaCount).toBe(0);
+      expect(spec.minReplicaCount, pool).toBe(cluster.pools[pool]?.scaling.minReplicas);
+      expect(spec.maxReplicaCount, pool).toBe(cluster.pools[pool]?.scaling.maxReplicas);
       const [trigger] = arr(spec.triggers).map(obj);
       expect(trigger?.type).toBe('prometheus');
       expect(str(obj(trigger?.metadata).query)).toContain(`mcp_cluster_queue_depth{pool="${pool}"}`);
     }
+  });
+});
+
+describe('the built-in autoscaler on Kubernetes', () => {
+  const autoscaler = () => {
+    const found = ourContainers.filter(({ c }) => arr(c.args)[0] === 'autoscaler');
+    expect(found, 'one container runs `autoscaler`').toHaveLength(1);
+    return found[0]!;
+  };
+  const envOf = (c: Obj) =>
+    Object.fromEntries(
+      arr(c.env)
+        .map(obj)
+        .map((e) => [str(e.name), str(e.value)]),
+    );
+  /** The namespace the base's objects land in (the provider's default: the pod's own). */
+  const baseNamespace = str(baseKustomization.namespace);
+  /** Components and overlays by path. */
+  const doc = (file: string) => docs.find((d) => d.file === file)?.doc ?? {};
+
+  it('runs the real `autoscaler` subcommand, once, as the only decision maker', () => {
+    const { d, c } = autoscaler();
+    expect(cliCommands.has('autoscaler')).toBe(true);
+    expect(cliUsage).toMatch(/^ {2}mcp-cluster autoscaler /m);
+    expect(read(d.file)).not.toMatch(/NOT YET IMPLEMENTED/);
+    expect(obj(d.doc.spec).replicas).toBe(1);
+    expect(obj(obj(d.doc.spec).strategy).type).toBe('Recreate');
+    expect(read(d.file)).toMatch(/two would[\s\S]*fight/i);
+    const config = flags(arr(c.args).map(str)).get('--config');
+    expect(config).toBe(`/etc/mcp-cluster/${configFile}`);
+  });
+
+  it('uses the kubernetes provider and serves its probes and metrics where the config says', () => {
+    const { c } = autoscaler();
+    const env = envOf(c);
+    expect(env.MCP_CLUSTER_AUTOSCALER_PROVIDER).toBe('kubernetes');
+    const resolved = resolveConfig(clusterYaml, env, 'autoscaler environment');
+    expect(resolved.autoscaler.provider).toBe('kubernetes');
+    // No environment override exists for autoscaler.host: kubelet probes need the pod IP.
+    expect(resolved.autoscaler.host).toBe('0.0.0.0');
+    const port = arr(c.ports)
+      .map(obj)
+      .find((p) => p.name === obj(obj(c.readinessProbe).httpGet).port);
+    expect(port?.containerPort).toBe(resolved.autoscaler.port);
+    expect(obj(obj(c.livenessProbe).httpGet).path).toBe('/healthz');
+    expect(obj(obj(c.readinessProbe).httpGet).path).toBe('/readyz');
+  });
+
+  it('its Role, in its own namespace, allows get and patch on deployments/scale and nothing cluster-wide', () => {
+    expect(kube('ClusterRole')).toHaveLength(0);
+    expect(kube('ClusterRoleBinding')).toHaveLength(0);
+    const role = kube('Role').find((r) => obj(r.doc.metadata).name === 'mcp-cluster-autoscaler')?.doc;
+    const rules = arr(role?.rules).map(obj);
+    const verbsOn = (resource: string) =>
+      rules
+        .filter((r) => arr(r.apiGroups).includes('apps') && arr(r.resources).includes(resource))
+        .flatMap((r) => arr(r.verbs).map(str));
+    expect(verbsOn('deployments/scale')).toEqual(expect.arrayContaining(['get', 'patch']));
+    expect(verbsOn('deployments')).toEqual(['get']);
+    for (const r of rules) expect(arr(r.verbs), 'no wildcard verbs').not.toContain('*');
+    // The provider's default namespace is the pod's own: the kustomization puts the pod, the Role
+    // and the worker Deployments in the same one.
+    expect(cluster.autoscaler.kubernetes.namespace).toBe('');
+    expect(baseNamespace).toBe('mcp-cluster');
+  });
+
+  it('every pool of the configuration has its Deployment <deploymentPrefix><pool> in workers.yaml', () => {
+    const prefix = cluster.autoscaler.kubernetes.deploymentPrefix;
+    const workerDeployments = kube('Deployment', 'deploy/kubernetes/base').filter(
+      (d) => d.file === 'deploy/kubernetes/base/workers.yaml',
+    );
+    for (const pool of Object.keys(cluster.pools)) {
+      const d = workerDeployments.find((w) => obj(w.doc.metadata).name === `${prefix}${pool}`);
+      expect(d, `${prefix}${pool}`).toBeDefined();
+      const args = containers(d!).flatMap((c) => arr(c.args).map(str));
+      expect(args[0]).toBe('worker');
+      expect(flags(args).get('--pool')).toBe(pool);
+      // The autoscaler owns spec.replicas; a value here would be re-applied over its decisions.
+      expect(obj(d!.doc.spec).replicas, `${prefix}${pool}`).toBeUndefined();
+      // Scale-down is a SIGTERM: the worker must finish draining before SIGKILL.
+      const graceMs = Number(podSpec(d!).terminationGracePeriodSeconds) * 1000;
+      expect(graceMs, `${prefix}${pool}`).toBeGreaterThan(cluster.worker.drainGraceMs);
+    }
+    expect(workerDeployments).toHaveLength(Object.keys(cluster.pools).length);
+  });
+
+  it('the configuration resolves, with an autoscaler section and scaling and GPU figures per pool', () => {
+    expect(() => resolveConfig(clusterYaml, {}, configFile)).not.toThrow();
+    expect(cluster.autoscaler.provider).toBe('kubernetes');
+    expect(cluster.autoscaler.intervalMs).toBe(2000);
+    expect(cluster.autoscaler.prometheusUrl).toMatch(/^http:\/\/.+:9090$/);
+    expect(cluster.pools.inference?.scaling).toMatchObject({
+      minReplicas: 1,
+      maxReplicas: 8,
+      replicaConcurrency: 16,
+    });
+    expect(cluster.pools.embeddings?.scaling).toMatchObject({ minReplicas: 0, maxReplicas: 4 });
+    expect(cluster.pools.diffusion?.scaling).toMatchObject({
+      minReplicas: 0,
+      maxReplicas: 4,
+      replicaConcurrency: 1,
+    });
+    expect(cluster.pools.inference?.gpu).toEqual({
+      modelParamsBillions: 8,
+      bytesPerParam: 2,
+      kvCacheBytesPerToken: 128 * 1024,
+      contextTokens: 8192,
+      concurrentSequences: 16,
+    });
+    // Replicas serve what their endpoints take: inference's per-replica concurrency is vLLM's max-num-seqs.
+    for (const e of cluster.pools.inference?.endpoints ?? []) expect(e.maxConcurrency).toBe(16);
+  });
+
+  it('the KEDA overlays add the ScaledObjects and turn the built-in autoscaler into `metrics`', () => {
+    const overlays = [
+      { overlay: 'deploy/kubernetes/overlays/keda', base: '../../base', component: '../../../keda/nats' },
+      {
+        overlay: 'deploy/kubernetes/overlays/bullmq-keda',
+        base: '../bullmq',
+        component: '../../../keda/bullmq',
+      },
+    ];
+    for (const { overlay, base, component } of overlays) {
+      const k = doc(`${overlay}/kustomization.yaml`);
+      expect(arr(k.resources), overlay).toEqual([base]);
+      expect(arr(k.components), overlay).toEqual([component]);
+      const dir = join(overlay, component).replace(/\\/g, '/');
+      const c = doc(`${dir}/kustomization.yaml`);
+      expect(c.kind).toBe('Component');
+      expect(arr(c.resources)).toEqual(['scaledobjects.yaml']);
+      const patches = arr(c.patches).map((p) => parseAllDocuments(str(obj(p).patch))[0]?.toJS() as Obj);
+      const patched = patches.find(
+        (p) => p.kind === 'Deployment' && obj(p.metadata).name === 'mcp-cluster-autoscaler',
+      );
+      expect(patched, `${dir}: patches the autoscaler`).toBeDefined();
+      const container = arr(obj(obj(obj(patched?.spec).template).spec).containers)
+        .map(obj)
+        .find((x) => x.name === autoscaler().c.name);
+      const env = envOf(container ?? {});
+      expect(env.MCP_CLUSTER_AUTOSCALER_PROVIDER, dir).toBe('metrics');
+      expect(resolveConfig(clusterYaml, env).autoscaler.provider).toBe('metrics');
+    }
+  });
+
+  it('KEDA on BullMQ asks the same Prometheus the autoscaler reads', () => {
+    const objects = docs.filter(
+      (d) => d.file === 'deploy/keda/bullmq/scaledobjects.yaml' && d.doc.kind === 'ScaledObject',
+    );
+    for (const o of objects) {
+      for (const t of arr(obj(o.doc.spec).triggers).map(obj)) {
+        expect(str(obj(t.metadata).serverAddress)).toBe(cluster.autoscaler.prometheusUrl);
+      }
+    }
+  });
+
+  it('compose runs the autoscaler as a metrics provider (compose cannot resize itself)', () => {
+    const service = composeOurs.find(
+      (x) => x.file === 'deploy/compose.yaml' && arr(x.s.command)[0] === 'autoscaler',
+    );
+    expect(service).toBeDefined();
+    const env = obj(service?.s.environment);
+    expect(env.MCP_CLUSTER_AUTOSCALER_PROVIDER).toBe('metrics');
+    expect(flags(arr(service?.s.command).map(str)).get('--port')).toBe(str(env.MCP_CLUSTER_AUTOSCALER_PORT));
+    const bullmq = composeServices.find(
+      (x) => x.file === 'deploy/compose.bullmq.yaml' && x.name === service?.name,
+    );
+    expect(obj(bullmq?.s.environment).MCP_CLUSTER_BROKER_URL).toBe('redis://redis:6379');
   });
 });
 
@@ -526,21 +708,22 @@ describe('metric names', () => {
     }
   });
 
-  it.each(['deploy/prometheus/rules.yaml', 'deploy/keda/bullmq.yaml', 'deploy/grafana/dashboard.json'])(
-    '%s references only metrics the code exports',
-    (file) => {
-      // Comments may mention planned metrics; only the queries count.
-      const text = file.endsWith('.json')
-        ? read(file)
-        : docs
-            .filter((d) => d.file === file)
-            .map((d) => JSON.stringify(d.doc))
-            .join('\n');
-      const refs = metricRefs(text);
-      expect(refs.length).toBeGreaterThan(0);
-      for (const r of refs) expect(exported.has(r), `${file}: ${r}`).toBe(true);
-    },
-  );
+  it.each([
+    'deploy/prometheus/rules.yaml',
+    'deploy/keda/bullmq/scaledobjects.yaml',
+    'deploy/grafana/dashboard.json',
+  ])('%s references only metrics the code exports', (file) => {
+    // Comments may mention planned metrics; only the queries count.
+    const text = file.endsWith('.json')
+      ? read(file)
+      : docs
+          .filter((d) => d.file === file)
+          .map((d) => JSON.stringify(d.doc))
+          .join('\n');
+    const refs = metricRefs(text);
+    expect(refs.length).toBeGreaterThan(0);
+    for (const r of refs) expect(exported.has(r), `${file}: ${r}`).toBe(true);
+  });
 
   it('the alert rules cover backlog, oldest wait, backend health and lost calls', () => {
     const rules = docs
