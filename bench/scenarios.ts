@@ -17,8 +17,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { type LoadOptions, runLoad } from './load/agents.js';
-import { sampleRss } from './load/memory.js';
+import { cpuTimeMs, sampleRss } from './load/memory.js';
 import {
   latencyChartSvg,
   markdownReport,
@@ -196,9 +197,20 @@ export async function runPlan(
           const sampler = plan.memory ? sampleRss([...sut.pids, sim.pid], 1000) : undefined;
           // A system that does not serve 2026-07-28 (FastMCP) is driven with the 2025 client.
           const client = sut.protocol === '2026-07-28' ? point.load.client : 'v1';
+          const cpuBefore = cpuTimeMs(sut.pids);
           const result = await runLoad({ ...point.load, client, url: sut.url, agents: point.agents });
+          const cpuMs = cpuTimeMs(sut.pids) - cpuBefore;
           const rss = sampler?.stop();
-          runs.push({ system, agents: point.agents, result, ...(rss ? { rss } : {}) });
+          // Over every call of the run: the CPU clock cannot tell warm-up from measured time.
+          const calls = result.started ?? result.ok;
+          const cpuMsPerCall = calls > 0 ? cpuMs / calls : undefined;
+          runs.push({
+            system,
+            agents: point.agents,
+            result,
+            ...(rss ? { rss } : {}),
+            ...(cpuMsPerCall !== undefined ? { cpuMsPerCall } : {}),
+          });
           process.stderr.write(
             `${system} @ ${point.agents} agents: ${result.ok} ok, ${result.calls - result.ok} failed, p50 ${result.latency.p50.toFixed(2)} ms, p99 ${result.latency.p99.toFixed(2)} ms\n`,
           );
@@ -252,9 +264,49 @@ export function plansFor(scenario: string): { name: string; plan: ScenarioPlan }
   }
 }
 
+/**
+ * Narrows a plan for a focused measurement: `--systems direct,cluster-nats` (direct is kept as the
+ * baseline of the ratios), `--agents 1,16` and `--duration 5s`-style seconds (`--seconds 5`).
+ */
+export function narrowPlan(plan: ScenarioPlan, flags: string[]): ScenarioPlan {
+  const { values } = parseArgs({
+    args: flags,
+    options: { systems: { type: 'string' }, agents: { type: 'string' }, seconds: { type: 'string' } },
+    strict: true,
+    allowPositionals: false,
+  });
+  let { systems, points } = plan;
+  if (values.systems !== undefined) {
+    const wanted = values.systems.split(',').map((s) => s.trim());
+    const unknown = wanted.filter((s) => !(SYSTEM_NAMES as readonly string[]).includes(s));
+    if (unknown.length > 0) {
+      throw new Error(`--systems: unknown ${unknown.join(', ')} (have: ${SYSTEM_NAMES.join(', ')})`);
+    }
+    systems = SYSTEM_NAMES.filter((s) => s === 'direct' || wanted.includes(s));
+  }
+  if (values.agents !== undefined) {
+    const counts = values.agents.split(',').map(Number);
+    if (counts.some((n) => !Number.isInteger(n) || n < 1)) {
+      throw new Error(`--agents takes positive integers, e.g. 1,16 (got "${values.agents}")`);
+    }
+    const template = points[0];
+    if (!template) throw new Error('the plan has no load point to copy');
+    points = counts.map((agents) => ({ agents, load: template.load }));
+  }
+  if (values.seconds !== undefined) {
+    const seconds = Number(values.seconds);
+    if (!Number.isFinite(seconds) || seconds <= 0) {
+      throw new Error(`--seconds takes a positive number (got "${values.seconds}")`);
+    }
+    points = points.map((p) => ({ ...p, load: { ...p.load, durationMs: seconds * 1000 } }));
+  }
+  return { ...plan, systems, points };
+}
+
 async function main(argv: string[]): Promise<number> {
-  const [scenario = 'quick'] = argv;
-  for (const { name, plan } of plansFor(scenario)) {
+  const [scenario = 'quick', ...flags] = argv;
+  for (const { name, plan: full } of plansFor(scenario)) {
+    const plan = narrowPlan(full, flags);
     const { markdown, files } = await runPlan(name, plan);
     process.stdout.write(`${markdown}\n\nwritten: ${files.join(', ')}\n\n`);
   }

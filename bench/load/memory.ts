@@ -68,3 +68,26 @@ export function peakRssBytes(samples: RssSample[] | undefined): number {
   }
   return peak;
 }
+
+/**
+ * CPU time (user + system) used so far by the processes in `pids` that are alive, in milliseconds,
+ * from /proc/<pid>/stat (Linux only; 0 elsewhere). Clock ticks are 10 ms, so use it over runs of
+ * many calls.
+ */
+export function cpuTimeMs(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Fields after the command name, which is in parentheses and may hold spaces.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited: its time is lost, which a bench run notices as a missing process anyway
+    }
+  }
+  return ticks * CLOCK_TICK_MS;
+}
+
+/** Linux's USER_HZ is 100 on every architecture Node runs on. */
+const CLOCK_TICK_MS = 10;

@@ -10,6 +10,12 @@ export interface SystemRun {
   agents: number;
   result: LoadResult;
   rss?: RssSample[];
+  /**
+   * CPU time (user + system) the system's own processes used per call started in the run (warm-up
+   * included, since the CPU clock cannot tell the two apart), in milliseconds; the shared simulated backend and the load generator
+   * are not counted. On a machine with few cores this, more than latency, says what a call costs.
+   */
+  cpuMsPerCall?: number;
 }
 
 const MIB = 1024 * 1024;
@@ -27,8 +33,8 @@ export function markdownReport(title: string, runs: SystemRun[], baseline: strin
   if (settings) lines.push(settings, '');
 
   lines.push(
-    '| system | agents | calls | ok | errors | throughput/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | peak RSS MiB |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| system | agents | calls | ok | errors | throughput/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU ms/call | peak RSS MiB |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const run of sorted) {
     const r = run.result;
@@ -48,6 +54,7 @@ export function markdownReport(title: string, runs: SystemRun[], baseline: strin
         ms(l.p99, l.count),
         ms(l.p999, l.count),
         ms(l.max, l.count),
+        run.cpuMsPerCall !== undefined ? fixed(run.cpuMsPerCall, 2) : '—',
         peak > 0 ? fixed(peak / MIB, 1) : '—',
       ]),
     );

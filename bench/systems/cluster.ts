@@ -10,6 +10,7 @@ import {
   CLI,
   jsonLine,
   removeTempDir,
+  serverNodeArgs,
   spawnRole,
   trackTempDir,
   waitUntil,
@@ -68,7 +69,7 @@ export async function startClusterMemory(options: ClusterStartOptions): Promise<
     role = await spawnRole<string>({
       name: 'cluster-memory (mcp-cluster up)',
       command: process.execPath,
-      args: [CLI, 'up', '--port', '0', '--config', path],
+      args: [...serverNodeArgs(), CLI, 'up', '--port', '0', '--config', path],
       ready: (stdout) => UP_URL.exec(stdout)?.[1],
       timeoutMs: options.timeoutMs,
     });
@@ -125,7 +126,7 @@ export async function startClusterDistributed(
     spawnRole<Record<string, unknown>>({
       name: `${label} ${name}`,
       command: process.execPath,
-      args: [CLI, ...args, '--config', path],
+      args: [...serverNodeArgs(), CLI, ...args, '--config', path],
       ready: jsonLine,
       timeoutMs: options.timeoutMs,
     }).then((r) => {

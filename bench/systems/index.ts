@@ -1,5 +1,5 @@
 import { startClusterDistributed, startClusterMemory } from './cluster.js';
-import { builtFile, type ChildRole, jsonLine, spawnRole } from './process.js';
+import { builtFile, type ChildRole, jsonLine, serverNodeArgs, spawnRole } from './process.js';
 
 /**
  * The systems under test of the serving-layer comparison: the same two tools (`generate_text`,
@@ -86,6 +86,7 @@ export async function startSystem(name: SystemName, options: SystemOptions): Pro
         name,
         command: process.execPath,
         args: [
+          ...serverNodeArgs(),
           name === 'direct' ? DIRECT_ENTRY : PEER_ENTRY,
           '--port',
           '0',

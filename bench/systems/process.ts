@@ -21,6 +21,16 @@ export function builtFile(path: string): string {
 /** The built CLI. */
 export const CLI = builtFile('services/cli/main.js');
 
+/**
+ * Node flags for every server process a system starts. With `MCP_CLUSTER_BENCH_CPU_PROF=<dir>` each
+ * writes a V8 CPU profile there when it exits (open it in Chrome DevTools or speedscope), which is
+ * how the hot path of the cluster's processes is profiled under a scenario's load.
+ */
+export function serverNodeArgs(env: NodeJS.ProcessEnv = process.env): string[] {
+  const dir = env.MCP_CLUSTER_BENCH_CPU_PROF;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 /** A child process started by a system, ready to serve. */
 export interface ChildRole<T> {
   readonly name: string;

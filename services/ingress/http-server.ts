@@ -289,11 +289,22 @@ async function writeResponse(
   response.headers.forEach((value, key) => {
     headers[key] = value;
   });
-  res.writeHead(response.status, headers);
   if (!response.body) {
+    res.writeHead(response.status, headers);
     res.end();
     return;
   }
+  if (!response.headers.get('content-type')?.startsWith('text/event-stream')) {
+    // A JSON answer is complete once it exists: sent with a length it leaves in one write, where
+    // streaming it takes a write for the chunk and another for the chunked terminator (socket
+    // writes were the largest self time of the ingress under the overhead benchmark's profile).
+    const body = Buffer.from(await response.arrayBuffer());
+    headers['content-length'] = String(body.byteLength);
+    res.writeHead(response.status, headers);
+    res.end(body);
+    return;
+  }
+  res.writeHead(response.status, headers);
   const reader = response.body.getReader();
   const onClose = () => reader.cancel().catch(() => undefined);
   res.on('close', onClose);

@@ -19,6 +19,7 @@ import {
 import { connect, headers, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node';
 import { decodeToolCall, encodeToolCall, PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
 import { ClusterError } from '../errors.js';
+import { clusterMetrics } from '../metrics.js';
 import type {
   Broker,
   BrokerOptions,
@@ -50,6 +51,12 @@ const RECONNECT_GRACE_MS = 3_000;
  * messages than it asked for holds its reserved in-flight slots this long.
  */
 const PULL_EXPIRES_MS = 1_000;
+/**
+ * Expiry of a standing pull: while a consumer has room and no backlog it keeps one pull of one
+ * message open on every priority, so a publish is delivered at once, with no look or pull request
+ * on the call's path. Re-armed when it expires (a few small requests per minute while idle).
+ */
+const STANDBY_EXPIRES_MS = 5_000;
 /** Extra time after a pull's expiry before the loop gives up on a wedged pull. */
 const PULL_GUARD_MS = 10_000;
 /** While idle, how often the loop looks at the consumers even without a doorbell. */
@@ -544,7 +551,15 @@ class NatsCallQueue implements CallQueue {
     reason: string,
     removeFromStream: boolean,
   ) {
-    await this.publishDead(pool, m.data, callId ?? `seq-${m.seq}`, reason, m.info.deliveryCount, m.seq);
+    await this.publishDead(
+      m.subject,
+      pool,
+      m.data,
+      callId ?? `seq-${m.seq}`,
+      reason,
+      m.info.deliveryCount,
+      m.seq,
+    );
     this.terminate(m, reason);
     if (removeFromStream) {
       // After the final ack wait the server may already have given up on the message, which
@@ -555,6 +570,7 @@ class NatsCallQueue implements CallQueue {
   }
 
   private async publishDead(
+    subject: string,
     pool: string,
     data: Uint8Array,
     id: string,
@@ -576,6 +592,7 @@ class NatsCallQueue implements CallQueue {
       logEvent('error', 'dead_letter_failed', { pool, id, reason, error: messageOf(err) });
     }
     logEvent('warn', 'dead_lettered', { pool, id, reason, deliveries });
+    clusterMetrics().queueDeadLettered.inc({ pool, priority: priorityOfSubject(subject) });
   }
 
   /** @internal Terminates a message whose envelope does not decode; it never reaches a handler. */
@@ -628,6 +645,7 @@ class NatsCallQueue implements CallQueue {
         // kept under its sequence number
       }
       await this.publishDead(
+        stored.subject,
         pool,
         stored.data,
         id,
@@ -644,17 +662,22 @@ class NatsCallQueue implements CallQueue {
 }
 
 /**
- * One consume loop over the three priority consumers of a pool. Each turn it looks at the
- * consumers (one info request each) and pulls from the highest priority that has messages
- * waiting, never asking for more than the free in-flight slots. When nothing waits it arms a
- * one-shot "doorbell" core subscription on the pool's subjects (every publish to a stream
- * subject is also seen by core subscribers) and sleeps until a publish, a local event or a
- * recheck timer; so an idle consumer holds no pull request and wakes on any priority at once.
+ * One consume loop over the three priority consumers of a pool, never holding more than
+ * `maxInFlight` messages delivered or asked for (`held + reserved`). Each turn it looks at the
+ * consumers (one info request each) and pulls from the highest priority that has messages waiting,
+ * never asking for more than the free slots.
  *
- * Why not block in pulls: a pull request reserves the slots it asks for until it expires, so
- * blocking on three consumers at once would either exceed maxInFlight or break priority order,
- * and the client's fetch has no "no wait" mode. Redeliveries (nacks, expired ack waits) are not
- * in `num_pending`: local ones schedule a short pull when due, and while other holders keep
+ * When nothing waits, it keeps a standing pull of one message open on every priority (each holds one
+ * reserved slot), so the next publish is delivered at once with no look or pull request on the call's
+ * path, and an idle worker costs a few small requests per minute. Without room for three standing
+ * pulls (`maxInFlight` below 3, or a nearly full worker) it arms a one-shot "doorbell" core
+ * subscription on the pool's subjects instead (every publish to a stream subject is also seen by core
+ * subscribers) and sleeps until a publish, a local event or a recheck timer.
+ *
+ * Why not block in pulls while busy: a pull request reserves the slots it asks for until it expires,
+ * so blocking on three consumers at once would either exceed maxInFlight or break priority order.
+ * Redeliveries (nacks, expired ack waits) are not in `num_pending`: standing pulls receive them when
+ * due; otherwise local ones schedule a short pull when due, and while other holders keep
  * unacknowledged messages of a priority the loop pulls blindly now and then to pick up theirs.
  */
 class NatsConsumer implements CallConsumer {
@@ -665,6 +688,13 @@ class NatsConsumer implements CallConsumer {
   private readonly probeIntervalMs: number;
   private held = 0;
   private readonly heldBy: Record<Priority, number> = { high: 0, normal: 0, low: 0 };
+  /** Slots asked for by open pulls and not yet delivered. */
+  private reserved = 0;
+  /** Open standing pulls per priority. */
+  private readonly open: Record<Priority, number> = { high: 0, normal: 0, low: 0 };
+  /** A failure of a pull running beside the loop, rethrown by the loop for its backoff. */
+  private pullError: unknown;
+  private readonly pullTasks = new Set<Promise<void>>();
   /** When a blind pull on a priority is due (a nacked or expired message should be back). */
   private readonly dueAt: Record<Priority, number> = { high: Infinity, normal: Infinity, low: Infinity };
   /**
@@ -701,6 +731,8 @@ class NatsConsumer implements CallConsumer {
     // arrived are still yielded (and handed over) before the pull ends.
     for (const pull of this.pulls) void pull.close();
     await this.finished;
+    // Messages a closing pull already received are still handed over before stop() resolves.
+    await Promise.all(this.pullTasks);
   }
 
   /** Wakes an idle loop (after a reconnect). */
@@ -744,14 +776,19 @@ class NatsConsumer implements CallConsumer {
   }
 
   private async turn(handles: ConsumerHandles): Promise<void> {
-    if (!this.queue.isConnected || this.held >= this.maxInFlight) {
+    if (this.pullError !== undefined) {
+      const err = this.pullError;
+      this.pullError = undefined;
+      throw err;
+    }
+    if (!this.queue.isConnected || this.held + this.reserved >= this.maxInFlight) {
       // Requests sent while disconnected are lost; the reconnect (or a settle) wakes us.
       await this.signal.wait(IDLE_RECHECK_MS);
       return;
     }
+    const room = this.maxInFlight - this.held - this.reserved;
     const infos = await this.infos(handles);
     if (this.stopped) return;
-    const room = this.maxInFlight - this.held;
     const backlog = PRIORITIES.find((p) => infos[p].num_pending > 0);
     if (backlog) {
       await this.pull(handles, backlog, Math.min(room, infos[backlog].num_pending));
@@ -776,7 +813,45 @@ class NatsConsumer implements CallConsumer {
       await Promise.all(due.map((p) => this.pull(handles, p, 1)));
       return;
     }
-    await this.idle(handles);
+    await this.idle(handles, room);
+  }
+
+  /**
+   * Opens a pull of up to `batch` messages that runs beside the loop; its slots are reserved until
+   * they are delivered or the pull ends. Wakes the loop on every delivery and at the end.
+   */
+  private startPull(handles: ConsumerHandles, priority: Priority, batch: number, expires: number): void {
+    if (this.stopped) return;
+    this.reserved += batch;
+    this.open[priority] += 1;
+    let delivered = 0;
+    const task = (async () => {
+      try {
+        const messages = await handles[priority].fetch({ max_messages: batch, expires });
+        this.pulls.add(messages);
+        if (this.stopped) void messages.close();
+        const guard = setTimeout(() => void messages.close(), expires + PULL_GUARD_MS);
+        try {
+          for await (const m of messages) {
+            delivered += 1;
+            this.reserved -= 1;
+            this.receive(priority, m);
+            this.signal.notify();
+          }
+        } finally {
+          this.pulls.delete(messages);
+          clearTimeout(guard);
+        }
+      } catch (err) {
+        if (!this.stopped) this.pullError ??= err;
+      } finally {
+        this.reserved -= batch - delivered;
+        this.open[priority] -= 1;
+        this.signal.notify();
+      }
+    })();
+    this.pullTasks.add(task);
+    void task.finally(() => this.pullTasks.delete(task));
   }
 
   private async infos(handles: ConsumerHandles): Promise<Record<Priority, ConsumerInfo>> {
@@ -785,7 +860,14 @@ class NatsConsumer implements CallConsumer {
     return { high, normal, low };
   }
 
-  private async idle(handles: ConsumerHandles): Promise<void> {
+  private async idle(handles: ConsumerHandles, room: number): Promise<void> {
+    const unarmed = PRIORITIES.filter((p) => this.open[p] === 0);
+    if (room >= unarmed.length) {
+      for (const p of unarmed) this.startPull(handles, p, 1, STANDBY_EXPIRES_MS);
+      // A delivery, a pull's end or a settle wakes the loop for a fresh look.
+      await this.signal.wait(IDLE_RECHECK_MS);
+      return;
+    }
     const nc = this.queue.nc;
     const doorbell = nc.subscribe(`${this.queue.namespace}.calls.${this.pool}.*`, { max: 1 });
     try {
@@ -1038,6 +1120,12 @@ async function closeConnection(nc: NatsConnection): Promise<void> {
   } catch {
     await nc.close().catch(() => undefined);
   }
+}
+
+/** The priority a call subject `<ns>.calls.<pool>.<priority>` names (`normal` when it names none). */
+function priorityOfSubject(subject: string): Priority {
+  const last = subject.slice(subject.lastIndexOf('.') + 1);
+  return (PRIORITIES as readonly string[]).includes(last) ? (last as Priority) : 'normal';
 }
 
 function assertName(name: string, what: string): void {
