@@ -684,6 +684,14 @@ describe('autoscaling and planning settings', () => {
     );
   });
 
+  it('gives endpoints without maxConcurrency the pool replicaConcurrency', () => {
+    const c = resolveConfig(
+      yaml(['pools:', '  inference:', '    backend: openai-chat', '    scaling: { replicaConcurrency: 32 }']),
+      { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://10.0.0.5:8000' },
+    );
+    expect(c.pools.inference?.endpoints).toEqual([{ url: 'http://10.0.0.5:8000', maxConcurrency: 32 }]);
+  });
+
   it('takes the provider, Prometheus URL and worker host from the environment', () => {
     const c = resolveConfig('', {
       MCP_CLUSTER_AUTOSCALER_PROVIDER: 'kubernetes',

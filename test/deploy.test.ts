@@ -153,7 +153,7 @@ describe('deploy/ manifests parse', () => {
 
   it('every kustomization resource, component and generator file exists', () => {
     const kustomizations = docs.filter((x) => x.doc.kind === 'Kustomization' || x.doc.kind === 'Component');
-    expect(kustomizations.length).toBeGreaterThanOrEqual(7);
+    expect(kustomizations.length).toBeGreaterThanOrEqual(6);
     for (const d of kustomizations) {
       const dir = dirname(join(root, d.file));
       for (const r of arr(d.doc.resources).map(str))
@@ -225,13 +225,19 @@ describe('commands and flags', () => {
 });
 
 describe('the cluster configuration', () => {
-  it('resolves, on NATS, with the three pools and in-cluster backends', () => {
+  it('resolves, on NATS, with the three pools and no endpoints (each worker pod brings its own)', () => {
     expect(cluster.brokerUrl).toBe('nats://nats:4222');
     expect(cluster.namespace).toBe('mcp');
     expect(cluster.pools.inference?.backend).toBe('openai-chat');
     expect(['tei', 'openai-embeddings']).toContain(cluster.pools.embeddings?.backend);
     expect(cluster.pools.diffusion?.backend).toBe('comfyui');
-    for (const pool of Object.values(cluster.pools)) expect(pool.endpoints.length).toBeGreaterThan(0);
+    // The GPU servers are sidecars of the worker pods, found through MCP_CLUSTER_BACKENDS_<POOL>:
+    // an endpoint list here would name servers outside the pods, which scaling would not add.
+    const raw = obj(parseAllDocuments(clusterYaml)[0]?.toJS());
+    for (const [name, pool] of Object.entries(obj(raw.pools))) {
+      expect(Object.keys(obj(pool)), `pools.${name}`).not.toContain('endpoints');
+      expect(cluster.pools[name]?.endpoints, name).toEqual([]);
+    }
     // No environment override exists for worker.host: probes need it bound on the pod IP.
     expect(cluster.worker.host).toBe('0.0.0.0');
   });
@@ -245,27 +251,6 @@ describe('the cluster configuration', () => {
           .map((e) => [str(e.name), str(e.value).replace('$(POD_IP)', '10.0.0.7')]),
       );
       expect(() => resolveConfig(clusterYaml, env, d.file)).not.toThrow();
-    }
-  });
-
-  it('every endpoint names a backend StatefulSet replica and its Service port', () => {
-    const sets = kube('StatefulSet', 'deploy/kubernetes/backends');
-    const services = kube('Service', 'deploy/kubernetes/backends');
-    for (const pool of Object.values(cluster.pools)) {
-      for (const { url } of pool.endpoints) {
-        const u = new URL(url);
-        const m = /^([a-z0-9-]+)-(\d+)\.([a-z0-9-]+)$/.exec(u.hostname);
-        expect(m, `${url}: expected <statefulset>-<n>.<service>`).not.toBeNull();
-        const [, set = '', index = '', service = ''] = m ?? [];
-        const ss = sets.find((s) => obj(s.doc.metadata).name === set);
-        expect(ss, url).toBeDefined();
-        expect(str(obj(ss?.doc.spec).serviceName)).toBe(service);
-        expect(Number(index)).toBeLessThan(Number(obj(ss?.doc.spec).replicas));
-        const svc = services.find((s) => obj(s.doc.metadata).name === service);
-        expect(obj(svc?.doc.spec).clusterIP, `${service} must be headless`).toBe('None');
-        const ports = arr(obj(svc?.doc.spec).ports).map((p) => str(obj(p).port));
-        expect(ports, url).toContain(u.port);
-      }
     }
   });
 
@@ -434,20 +419,237 @@ describe('ports, probes, services', () => {
         expect(grace).toBeGreaterThan(cluster.ingress.drainGraceMs);
       }
       if (command === 'worker') expect(grace).toBeGreaterThan(cluster.worker.drainGraceMs);
-      expect(obj(podSpec(d).securityContext).runAsNonRoot, d.file).toBe(true);
+      // Worker pods set it per container: their GPU server images run as root.
+      const nonRoot = obj(podSpec(d).securityContext).runAsNonRoot ?? obj(c.securityContext).runAsNonRoot;
+      expect(nonRoot, d.file).toBe(true);
+    }
+  });
+});
+
+describe('GPU servers as sidecars of the worker pods', () => {
+  /** The path the worker's own health probe asks of each backend kind (workers/runtime/worker.ts). */
+  const healthPaths: Record<string, string> = Object.fromEntries(
+    [
+      ...(
+        /const HEALTH_PATHS[^=]*=\s*\{([^}]*)\}/.exec(read('workers/runtime/worker.ts'))?.[1] ?? ''
+      ).matchAll(/['"]?([a-z-]+)['"]?\s*:\s*'([^']+)'/g),
+    ].map((m) => [m[1] ?? '', m[2] ?? '']),
+  );
+  /** Backend kinds each GPU server image speaks. */
+  const KINDS_BY_IMAGE: { image: RegExp; kinds: string[] }[] = [
+    { image: /^vllm\/vllm-openai:/, kinds: ['openai-chat', 'openai-embeddings'] },
+    { image: /^ghcr\.io\/huggingface\/text-embeddings-inference:/, kinds: ['tei'] },
+    { image: /comfyui/, kinds: ['comfyui'] },
+  ];
+  /** The GPU nodes of each pool (the node labels the deployment guide names). */
+  const NODES: Record<string, Obj> = {
+    inference: { 'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3' },
+    embeddings: { 'nvidia.com/gpu.product': 'NVIDIA-L40S' },
+    diffusion: { 'mcp-cluster/gpu-role': 'diffusion' },
+  };
+
+  const prefix = cluster.autoscaler.kubernetes.deploymentPrefix;
+  const workerDeployments = kube('Deployment').filter((d) =>
+    str(obj(d.doc.metadata).name).startsWith(prefix),
+  );
+  /** Every container of the pod, init containers (where native sidecars live) included. */
+  const allContainers = (d: Doc) => [...arr(podSpec(d).initContainers).map(obj), ...containers(d)];
+  const gpus = (c: Obj, where: 'requests' | 'limits') => obj(obj(c.resources)[where])['nvidia.com/gpu'];
+  const envOf = (c: Obj) =>
+    Object.fromEntries(
+      arr(c.env)
+        .map(obj)
+        .map((e) => [str(e.name), str(e.value)]),
+    );
+  /** `--name=value` or `--name value` of an argument list; undefined when absent. */
+  const option = (args: string[], name: string): string | undefined => {
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i] ?? '';
+      if (a === name) return args[i + 1];
+      if (a.startsWith(`${name}=`)) return a.slice(name.length + 1);
+    }
+    return undefined;
+  };
+  /** The probe's port as a number, resolving a port name against the container. */
+  const probePort = (c: Obj, probe: string): number | undefined => {
+    const port = obj(obj(c[probe]).httpGet).port;
+    if (typeof port === 'number') return port;
+    const found = arr(c.ports)
+      .map(obj)
+      .find((p) => p.name === port);
+    return typeof found?.containerPort === 'number' ? found.containerPort : undefined;
+  };
+
+  /** The pool's worker Deployment, its worker container and its one GPU server. */
+  function replica(pool: string) {
+    const d = workerDeployments.find((w) => obj(w.doc.metadata).name === `${prefix}${pool}`);
+    expect(d, `${prefix}${pool}`).toBeDefined();
+    const all = allContainers(d!);
+    const worker = all.find((c) => isOurs(c) && arr(c.args)[0] === 'worker');
+    expect(worker, `${pool}: worker container`).toBeDefined();
+    const withGpu = all.filter((c) => gpus(c, 'requests') !== undefined || gpus(c, 'limits') !== undefined);
+    expect(
+      withGpu.map((c) => c.name),
+      `${pool}: exactly one container holds a GPU`,
+    ).toHaveLength(1);
+    return { d: d!, worker: worker!, server: withGpu[0]!, env: envOf(worker!) };
+  }
+
+  it('finds the health paths the worker probes', () => {
+    expect(healthPaths).toEqual({
+      'openai-chat': '/health',
+      'openai-embeddings': '/health',
+      tei: '/health',
+      comfyui: '/system_stats',
+    });
+  });
+
+  it('every worker Deployment holds exactly one GPU, on its GPU server, as a native sidecar', () => {
+    expect(workerDeployments.map((d) => obj(d.doc.metadata).name).sort()).toEqual(
+      Object.keys(cluster.pools)
+        .map((p) => `${prefix}${p}`)
+        .sort(),
+    );
+    for (const pool of Object.keys(cluster.pools)) {
+      const { d, worker, server } = replica(pool);
+      expect(gpus(server, 'requests'), `${pool}: GPU request`).toBe(1);
+      expect(gpus(server, 'limits'), `${pool}: GPU limit`).toBe(1);
+      expect(isOurs(server), `${pool}: the GPU is not the worker's`).toBe(false);
+      expect(gpus(worker, 'requests'), pool).toBeUndefined();
+      // A native sidecar: started before the worker, stopped after it has drained.
+      const init = arr(podSpec(d).initContainers).map(obj);
+      expect(init, `${pool}: the GPU server is an init container`).toContain(server);
+      expect(server.restartPolicy, `${pool}: restartPolicy Always makes it a sidecar`).toBe('Always');
     }
   });
 
-  it('GPUs are requested by the backends, not by mcp-cluster pods', () => {
-    for (const { d, c } of ourContainers) {
-      expect(obj(obj(c.resources).requests)['nvidia.com/gpu'], d.file).toBeUndefined();
+  it('each pool lands on its GPU nodes', () => {
+    for (const pool of Object.keys(cluster.pools)) {
+      const { d } = replica(pool);
+      expect(NODES[pool], `no expected nodes for pool ${pool}`).toBeDefined();
+      expect(podSpec(d).nodeSelector, pool).toEqual(NODES[pool]);
+      const tolerations = arr(podSpec(d).tolerations).map(obj);
+      expect(
+        tolerations.some((t) => t.key === 'nvidia.com/gpu' && t.operator === 'Exists'),
+        `${pool}: tolerates the GPU nodes' taint`,
+      ).toBe(true);
     }
-    const backends = kube('StatefulSet', 'deploy/kubernetes/backends');
-    expect(backends.map((b) => obj(b.doc.metadata).name).sort()).toEqual(['comfyui', 'tei', 'vllm']);
-    for (const b of backends) {
-      const c = containers(b)[0] ?? {};
-      expect(obj(obj(c.resources).requests)['nvidia.com/gpu'], b.file).toBe(1);
-      expect(Object.keys(obj(podSpec(b).nodeSelector)).length, b.file).toBeGreaterThan(0);
+  });
+
+  it("the worker's MCP_CLUSTER_BACKENDS_<POOL> is its sidecar on 127.0.0.1, and it overrides the pool", () => {
+    for (const pool of Object.keys(cluster.pools)) {
+      const { d, server, env } = replica(pool);
+      const url = env[`MCP_CLUSTER_BACKENDS_${pool.toUpperCase()}`];
+      expect(url, `${pool}: MCP_CLUSTER_BACKENDS_${pool.toUpperCase()}`).toMatch(
+        /^http:\/\/127\.0\.0\.1:\d+$/,
+      );
+      const port = Number(new URL(url ?? 'http://x').port);
+      const ports = arr(server.ports).map((p) => obj(p).containerPort);
+      expect(ports, `${pool}: ${url} is not a port of ${str(server.name)}`).toContain(port);
+      // No other container of the pod listens there (they share the pod's network namespace).
+      const all = allContainers(d).flatMap((c) => arr(c.ports).map((p) => obj(p).containerPort));
+      expect(new Set(all).size, `${pool}: container ports are distinct`).toBe(all.length);
+      // Resolved as the worker resolves it: one endpoint, its sidecar, taking what one replica serves.
+      const resolved = resolveConfig(clusterYaml, env, `${d.file} worker environment`).pools[pool];
+      expect(resolved?.endpoints).toEqual([
+        { url, maxConcurrency: cluster.pools[pool]?.scaling.replicaConcurrency },
+      ]);
+    }
+  });
+
+  it("the sidecar's readiness and startup probes ask the worker's health path for its backend kind", () => {
+    for (const pool of Object.keys(cluster.pools)) {
+      const { server, env } = replica(pool);
+      const backend = cluster.pools[pool]?.backend ?? '';
+      const path = healthPaths[backend];
+      expect(path, backend).toBeDefined();
+      const port = Number(new URL(env[`MCP_CLUSTER_BACKENDS_${pool.toUpperCase()}`] ?? 'http://x').port);
+      for (const probe of ['readinessProbe', 'startupProbe']) {
+        expect(obj(obj(server[probe]).httpGet).path, `${pool} ${probe}`).toBe(path);
+        expect(probePort(server, probe), `${pool} ${probe} port`).toBe(port);
+      }
+      // Model download and load take minutes: the startup window must allow ten at least.
+      const startup = obj(server.startupProbe);
+      const windowS = Number(startup.periodSeconds ?? 10) * Number(startup.failureThreshold ?? 3);
+      expect(windowS, `${pool}: startupProbe window`).toBeGreaterThanOrEqual(600);
+    }
+  });
+
+  it("the sidecar's image speaks the pool's backend kind and is pinned", () => {
+    for (const pool of Object.keys(cluster.pools)) {
+      const { server } = replica(pool);
+      const image = str(server.image);
+      const match = KINDS_BY_IMAGE.find((k) => k.image.test(image));
+      expect(match, `${pool}: unknown GPU server image ${image}`).toBeDefined();
+      expect(match?.kinds, `${pool}: ${image}`).toContain(cluster.pools[pool]?.backend);
+      const tag = /:([^/:@]+)$/.exec(image)?.[1];
+      expect(tag, `${pool}: ${image} has a tag`).toBeDefined();
+      expect(['latest', 'main', 'nightly'], `${pool}: ${image} is pinned`).not.toContain(tag);
+    }
+  });
+
+  it("the vLLM sidecar serves the tools' model with the concurrency and context the pool plans for", () => {
+    const { server } = replica('inference');
+    const pool = cluster.pools.inference!;
+    const args = arr(server.args).map(str);
+    // `vllm serve <model>`; --model where the image's entrypoint is the API server module.
+    const model = arr(server.command).map(str).join(' ') === 'vllm serve' ? args[0] : option(args, '--model');
+    expect(model, 'the served model').toMatch(/^[\w.-]+\/[\w.-]+$/);
+    expect(Number(option(args, '--max-num-seqs')), '--max-num-seqs').toBe(pool.scaling.replicaConcurrency);
+    expect(Number(option(args, '--max-num-seqs'))).toBe(pool.gpu?.concurrentSequences);
+    expect(Number(option(args, '--max-model-len')), '--max-model-len').toBe(pool.gpu?.contextTokens);
+    expect(Number(option(args, '--port')), '--port').toBe(arr(server.ports).map(obj)[0]?.containerPort);
+    const served = option(args, '--served-model-name');
+    for (const tool of cluster.tools.filter((t) => t.pool === 'inference'))
+      expect(tool.model, tool.name).toBe(served);
+  });
+
+  it("the TEI sidecar serves the embed tool's model and batch size", () => {
+    const { server } = replica('embeddings');
+    const args = arr(server.args).map(str);
+    expect(Number(option(args, '--port')), '--port').toBe(arr(server.ports).map(obj)[0]?.containerPort);
+    const embed = cluster.tools.find((t) => t.pool === 'embeddings');
+    expect(option(args, '--model-id')).toBe(embed?.model);
+    expect(Number(option(args, '--max-client-batch-size'))).toBe(embed?.batch.maxSize);
+  });
+
+  it('the ComfyUI sidecar finds the generate_image checkpoint in its models folder', () => {
+    const { d, server } = replica('diffusion');
+    expect(cluster.pools.diffusion?.scaling.replicaConcurrency, 'ComfyUI runs one prompt at a time').toBe(1);
+    const models = arr(server.volumeMounts)
+      .map(obj)
+      .find((m) => str(m.mountPath).endsWith('/ComfyUI/models'));
+    expect(models, 'a volume at ComfyUI/models').toBeDefined();
+    // An init container before the sidecar fills the same volume with each tool's checkpoint.
+    const init = arr(podSpec(d).initContainers).map(obj);
+    const fetcher = init.slice(0, init.indexOf(server)).find((c) =>
+      arr(c.volumeMounts)
+        .map(obj)
+        .some((m) => m.name === models?.name),
+    );
+    expect(fetcher, 'an init container fills the models volume before ComfyUI starts').toBeDefined();
+    const mount = str(
+      arr(fetcher?.volumeMounts)
+        .map(obj)
+        .find((m) => m.name === models?.name)?.mountPath,
+    );
+    const script = [...arr(fetcher?.command), ...arr(fetcher?.args)].map(str).join('\n');
+    for (const tool of cluster.tools.filter((t) => t.pool === 'diffusion')) {
+      expect(script, tool.name).toContain(`${mount}/checkpoints/${tool.model}`);
+      expect(script, tool.name).toMatch(new RegExp(`https://\\S+/${tool.model.replace(/\./g, '\\.')}`));
+    }
+  });
+
+  it('no manifest refers to the removed backend StatefulSets and Services', () => {
+    expect(existsSync(join(deployDir, 'kubernetes/backends'))).toBe(false);
+    expect(kube('StatefulSet')).toEqual([]);
+    const services = kube('Service').map((s) => str(obj(s.doc.metadata).name));
+    for (const name of ['vllm', 'tei', 'comfyui']) expect(services).not.toContain(name);
+    for (const file of walk(deployDir)) {
+      const text = readFileSync(file, 'utf8');
+      const where = relative(root, file);
+      expect(text, where).not.toMatch(/kubernetes\/backends/);
+      expect(text, where).not.toMatch(/\b(vllm|tei|comfyui)-\d+\.(vllm|tei|comfyui)\b/);
     }
   });
 });
@@ -634,8 +836,7 @@ describe('the built-in autoscaler on Kubernetes', () => {
       contextTokens: 8192,
       concurrentSequences: 16,
     });
-    // Replicas serve what their endpoints take: inference's per-replica concurrency is vLLM's max-num-seqs.
-    for (const e of cluster.pools.inference?.endpoints ?? []) expect(e.maxConcurrency).toBe(16);
+    expect(cluster.pools.embeddings?.scaling.replicaConcurrency).toBe(256);
   });
 
   it('the KEDA overlays add the ScaledObjects and turn the built-in autoscaler into `metrics`', () => {

@@ -94,7 +94,10 @@ const scalingSchema = z.strictObject({
   maxScaleUpFactor: z.number().min(1).max(100).default(2),
   /** ...or add at most this many, whichever is larger. */
   maxScaleUpStep: z.number().int().min(0).max(10_000).default(4),
-  /** Calls one replica serves at once; default the pool's endpoint concurrency (16 chat, 256 embeddings, 1 comfyui). */
+  /**
+   * Calls one replica serves at once; default the backend kind's endpoint concurrency (16 chat, 256
+   * embeddings, 1 comfyui). Also the default `maxConcurrency` of the pool's endpoints.
+   */
   replicaConcurrency: z.number().int().min(1).max(100_000).optional(),
 });
 
@@ -693,7 +696,10 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
           // Copied: the default pools are parsed once, and callers must not share their arrays.
           endpoints: p.endpoints.map((e) => ({
             url: e.url,
-            maxConcurrency: e.maxConcurrency ?? DEFAULT_ENDPOINT_CONCURRENCY[p.backend],
+            // A replica is usually one worker beside one GPU server (endpoints often come from
+            // MCP_CLUSTER_BACKENDS_<POOL>, which cannot say more): it admits what a replica serves.
+            maxConcurrency:
+              e.maxConcurrency ?? p.scaling.replicaConcurrency ?? DEFAULT_ENDPOINT_CONCURRENCY[p.backend],
           })),
           maxInFlight: p.maxInFlight,
           healthIntervalMs: p.healthInterval,
