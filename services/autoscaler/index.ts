@@ -1,7 +1,8 @@
 /**
- * Public entry of the autoscaler package: the pure control law and the capacity-planning arithmetic.
- * The polling service, scaling providers (kubernetes, local processes, metrics-only) and the `plan` CLI
- * build on these.
+ * Public entry of the autoscaler package: the pure control law and queueing maths, the service that
+ * observes each pool and applies the law through a scaling provider (kubernetes, local worker
+ * processes, metrics-only), the live-metrics reader shared with the capacity planner, and the planner
+ * behind `mcp-cluster plan`.
  */
 export {
   DEFAULT_SCALING_POLICY,
@@ -18,6 +19,50 @@ export {
   type ScalingReason,
   scalingPolicy,
 } from './control-law.js';
+export {
+  type HttpReadOptions,
+  histogramQuantile,
+  MAX_EXPOSITION_LINE_CHARS,
+  type MetricsSource,
+  type PoolRates,
+  type PromExposition,
+  type PromMetricType,
+  type PromSample,
+  parsePrometheusText,
+  parsePromNumber,
+  prometheusQueries,
+  prometheusSource,
+  type ScrapeOptions,
+  scrapeSource,
+} from './metrics-source.js';
+export {
+  type CapacityPlan,
+  formatPlan,
+  type PlanOptions,
+  type PoolGpuPlan,
+  type PoolPlan,
+  planCapacity,
+  planToJson,
+} from './plan.js';
+export type { ScalingProvider } from './provider.js';
+export {
+  FIELD_MANAGER,
+  type KubernetesProviderOptions,
+  kubernetesProvider,
+  SERVICE_ACCOUNT_NAMESPACE_FILE,
+} from './providers/kubernetes.js';
+export {
+  type LocalProvider,
+  type LocalProviderOptions,
+  type LocalReplica,
+  type LocalReplicaView,
+  localProvider,
+  type ReplicaLauncher,
+  readyPort,
+  type WorkerProcessOptions,
+  workerProcessLauncher,
+} from './providers/local.js';
+export { type MetricsProviderOptions, metricsProvider } from './providers/metrics.js';
 export {
   DEFAULT_GPU_TIERS,
   erlangB,
@@ -37,3 +82,11 @@ export {
   replicasForWait,
   type WaitEstimate,
 } from './queueing.js';
+export {
+  type Autoscaler,
+  type AutoscalerOptions,
+  OBSERVE_TIMEOUT_MS,
+  type PoolStatus,
+  policyFromConfig,
+  startAutoscaler,
+} from './service.js';

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { generateImageAdapter } from '../../workers/diffusion/index.js';
 import { closeEmbeddingCaches, embedAdapterFor } from '../../workers/embeddings/index.js';
 import { inferenceAdapters } from '../../workers/inference/index.js';
-import { startWorker, type ToolAdapter } from '../../workers/runtime/index.js';
+import { startWorker, type ToolAdapter, type Worker } from '../../workers/runtime/index.js';
 import {
   type ComfySim,
   comfySimMain,
@@ -12,13 +13,32 @@ import {
   startSimBackend,
 } from '../../workers/sim/index.js';
 import {
+  type Autoscaler,
+  formatPlan,
+  kubernetesProvider,
+  type LocalProvider,
+  localProvider,
+  type MetricsSource,
+  metricsProvider,
+  planCapacity,
+  planToJson,
+  prometheusSource,
+  type ReplicaLauncher,
+  type ScalingProvider,
+  scrapeSource,
+  startAutoscaler,
+  workerProcessLauncher,
+} from '../autoscaler/index.js';
+import {
   type Broker,
+  brokerScheme,
   ClusterError,
   createLogger,
   DEFAULT_ENDPOINT_CONCURRENCY,
   exitOnSignals,
   loadConfig,
   openBroker,
+  parseDurationMs,
   processId,
   type ResolvedConfig,
   type Stoppable,
@@ -29,17 +49,27 @@ import { startIngress } from '../ingress/index.js';
 const USAGE = `mcp-cluster: serve GPU-backed MCP tools to AI agents at scale
 
 Usage:
-  mcp-cluster up [--config FILE] [--port N]          everything in one process (memory queue, simulated
-                                                     backends for pools without endpoints)
+  mcp-cluster up [--config FILE] [--port N] [--autoscale]
+                                                     everything in one process (memory queue, simulated
+                                                     backends for pools without endpoints); --autoscale
+                                                     sizes each pool's in-process workers by its load
   mcp-cluster ingress [--config FILE] [--broker URL] [--port N] [--delivery-port N]
   mcp-cluster worker --pool NAME [--config FILE] [--broker URL] [--port N]
+  mcp-cluster autoscaler [--config FILE] [--broker URL] [--port N]
+                                                     sizes every pool from its queue (autoscaler.provider:
+                                                     kubernetes, local worker processes or metrics only)
   mcp-cluster sim [--kind vllm|comfyui] [--port N] [--ttft-ms N] [--tokens-per-second N] ...
   mcp-cluster config check [--config FILE]
+  mcp-cluster plan [--config FILE] (--metrics URL ... | --prometheus URL) [--window 10s] [--what-if X]
+                   [--target-wait 1s] [--percentile 0.95] [--json]
+                                                     observe per-pool rates, then size each pool for a
+                                                     queue-wait target (M/M/c) with GPUs and cost
 
 Options:
   --config FILE   YAML configuration (default: $MCP_CLUSTER_CONFIG, else built-in defaults)
   --broker URL    nats://host:port, redis://host:port or memory: (overrides broker.url)
-  --port N        HTTP port: /mcp on the ingress, /healthz /readyz /metrics on a worker
+  --port N        HTTP port: /mcp on the ingress, /healthz /readyz /metrics on a worker or the
+                  autoscaler (which also serves /status)
   -h, --help      this text
 `;
 
@@ -63,10 +93,14 @@ async function main(argv: string[]): Promise<number> {
       return ingress(rest);
     case 'worker':
       return worker(rest);
+    case 'autoscaler':
+      return autoscaler(rest);
     case 'sim':
       return sim(rest);
     case 'config':
       return configCheck(rest);
+    case 'plan':
+      return plan(rest);
     default:
       process.stderr.write(`mcp-cluster: unknown command "${command}"\n\n${USAGE}`);
       return 2;
@@ -80,7 +114,7 @@ const COMMON = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(
+function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>>(
   args: string[],
   options: T,
 ) {
@@ -116,7 +150,7 @@ function brokerFor(config: ResolvedConfig): Promise<Broker> {
 }
 
 async function up(args: string[]): Promise<number> {
-  const { values } = parse(args, COMMON);
+  const { values } = parse(args, { ...COMMON, autoscale: { type: 'boolean' } });
   if (values.help) return help();
   const port = portFlag(values.port, '--port');
   let config = configFrom(values, port ? { MCP_CLUSTER_INGRESS_PORT: port } : {});
@@ -141,18 +175,33 @@ async function up(args: string[]): Promise<number> {
   const broker = await brokerFor(config);
   const front = await startIngress(config, broker);
   const adapters = adaptersFor(config);
-  const workers = await Promise.all(
-    Object.keys(config.pools).map((pool) =>
-      startWorker({
-        config,
-        pool,
-        broker,
-        adapters,
-        workerId: `${processId()}-${pool}`,
-        serveHttp: false,
-      }),
-    ),
-  );
+  let workers: Worker[] = [];
+  let scaler: Autoscaler | undefined;
+  let rates: MetricsSource | undefined;
+  if (values.autoscale) {
+    // Pools start at their scaling.minReplicas (0 by default: the first queued call wakes the pool
+    // within one autoscaler interval). Every metric of this process is on the ingress's /metrics.
+    rates = scrapeSource(() => [front.url.replace(/\/mcp$/, '/metrics')]);
+    scaler = await startAutoscaler({
+      config,
+      broker,
+      provider: localProvider({ launch: inProcessLauncher(config, broker, adapters) }),
+      source: rates,
+    });
+  } else {
+    workers = await Promise.all(
+      Object.keys(config.pools).map((pool) =>
+        startWorker({
+          config,
+          pool,
+          broker,
+          adapters,
+          workerId: `${processId()}-${pool}`,
+          serveHttp: false,
+        }),
+      ),
+    );
+  }
   const roles: Stoppable[] = [
     {
       get state() {
@@ -160,6 +209,9 @@ async function up(args: string[]): Promise<number> {
       },
       async shutdown() {
         await front.shutdown();
+        // The autoscaler drains the workers it started.
+        await scaler?.shutdown();
+        await rates?.close?.();
         await Promise.all(workers.map((w) => w.shutdown()));
         await closeEmbeddingCaches();
         await broker.close();
@@ -171,11 +223,17 @@ async function up(args: string[]): Promise<number> {
   process.stdout.write(
     [
       '',
-      `mcp-cluster is up (embedded: ${config.brokerUrl} queue, ${workers.length} pools${sims.length ? `, ${sims.length} simulated backends` : ''})`,
+      `mcp-cluster is up (embedded: ${config.brokerUrl} queue, ${Object.keys(config.pools).length} pools${sims.length ? `, ${sims.length} simulated backends` : ''})`,
       '',
       `  MCP endpoint (Streamable HTTP):  ${front.url}`,
       `  tools:                           ${config.tools.map((t) => t.name).join(', ')}`,
       `  health / metrics:                ${front.url.replace(/\/mcp$/, '')}/readyz  ${front.url.replace(/\/mcp$/, '')}/metrics`,
+      ...(scaler
+        ? [
+            `  autoscaler (in-process workers): ${scaler.url}/status  (pools start at scaling.minReplicas;`,
+            '                                   a call to an idle pool wakes it within autoscaler.interval)',
+          ]
+        : []),
       '',
       '  Connect a client, for example the MCP Inspector CLI:',
       `    npx @modelcontextprotocol/inspector --cli ${front.url} --transport http --method tools/list`,
@@ -258,6 +316,126 @@ async function worker(args: string[]): Promise<number> {
   return -1;
 }
 
+/** Window of the rates read from Prometheus: twice a typical 30 s scrape interval, so `rate()` has samples. */
+const PROMETHEUS_RATE_WINDOW_MS = 60_000;
+
+async function autoscaler(args: string[]): Promise<number> {
+  const { values } = parse(args, COMMON);
+  if (values.help) return help();
+  const port = portFlag(values.port, '--port');
+  const config = configFrom(values, port ? { MCP_CLUSTER_AUTOSCALER_PORT: port } : {});
+  if (brokerScheme(config.brokerUrl) === 'memory') {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      'mcp-cluster autoscaler reads the queues the ingress and workers share, but broker.url is "memory:", ' +
+        'a queue inside one process; set broker.url (or --broker) to nats://... or redis://..., ' +
+        'or run everything in one process with `mcp-cluster up --autoscale`',
+    );
+  }
+  const kind = config.autoscaler.provider;
+  const bare = Object.values(config.pools).filter((p) => p.endpoints.length === 0);
+  if (kind === 'local' && bare.length > 0) {
+    // Each would fail to start on every try; say so now rather than in a loop of failing workers.
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `autoscaler.provider local starts \`mcp-cluster worker\` processes, which need backend endpoints; ` +
+        `${bare.map((p) => `pools.${p.name}.endpoints`).join(', ')} ${bare.length > 1 ? 'are' : 'is'} empty ` +
+        `(set them or MCP_CLUSTER_BACKENDS_${bare[0]?.name.toUpperCase()})`,
+    );
+  }
+  const host = config.worker.host;
+  const configPath = values.config ?? process.env.MCP_CLUSTER_CONFIG;
+  const local: LocalProvider | undefined =
+    kind === 'local'
+      ? localProvider({
+          launch: workerProcessLauncher({
+            cliPath: fileURLToPath(import.meta.url),
+            args: configPath ? ['--config', configPath] : [],
+            // Through the environment rather than --broker: a URL with credentials stays out of `ps`.
+            env: { ...process.env, MCP_CLUSTER_BROKER_URL: config.brokerUrl },
+            metricsHost: host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host,
+            killAfterMs: config.worker.drainGraceMs + 10_000,
+          }),
+        })
+      : undefined;
+  let provider: ScalingProvider =
+    local ??
+    (kind === 'kubernetes'
+      ? await kubernetesProvider(config, { log: createLogger('autoscaler', { provider: kind }) })
+      : metricsProvider(config));
+  let rates: MetricsSource | undefined;
+  if (config.autoscaler.prometheusUrl) {
+    rates = prometheusSource(
+      config.autoscaler.prometheusUrl,
+      Math.max(PROMETHEUS_RATE_WINDOW_MS, 2 * config.autoscaler.intervalMs),
+    );
+  } else if (config.autoscaler.metricsUrls.length > 0 || local) {
+    rates = scrapeSource(() => [...config.autoscaler.metricsUrls, ...(local?.metricsUrls() ?? [])]);
+  }
+  if (kind === 'metrics' && rates) {
+    // Carry on from the workers that run now (a restarted autoscaler), not from minReplicas.
+    const seen = await rates.read().catch(() => undefined);
+    const initial: Record<string, number> = {};
+    for (const [pool, r] of seen ?? []) if (r.replicas > 0) initial[pool] = Math.round(r.replicas);
+    provider = metricsProvider(config, { initial });
+  }
+  const broker = await brokerFor(config);
+  const running = await startAutoscaler({
+    config,
+    broker,
+    provider,
+    ...(rates ? { source: rates } : {}),
+    ...(local ? { describeReplicas: () => local.list() } : {}),
+  });
+  exitOnSignals(
+    [
+      {
+        get state() {
+          return running.state;
+        },
+        async shutdown() {
+          // Drains the local provider's workers before the broker closes.
+          await running.shutdown();
+          await rates?.close?.();
+          await broker.close();
+        },
+      },
+    ],
+    (err) => log.error('shutdown failed', { err }),
+  );
+  process.stdout.write(
+    `${JSON.stringify({ role: 'autoscaler', url: running.url, provider: provider.kind, pools: Object.keys(config.pools) })}\n`,
+  );
+  return -1;
+}
+
+/** Workers started inside this process (`mcp-cluster up --autoscale`), all on the one memory queue. */
+function inProcessLauncher(
+  config: ResolvedConfig,
+  broker: Broker,
+  adapters: Record<ToolTemplate, ToolAdapter>,
+): ReplicaLauncher {
+  let launched = 0;
+  return async (pool) => {
+    const id = `${processId()}-${pool}-${++launched}`;
+    const running = await startWorker({ config, pool, broker, adapters, workerId: id, serveHttp: false });
+    let stopped: () => void = () => undefined;
+    const exited = new Promise<void>((resolve) => {
+      stopped = resolve;
+    });
+    return {
+      id,
+      pid: undefined,
+      metricsUrl: undefined,
+      exited,
+      drain: async () => {
+        await running.shutdown();
+        stopped();
+      },
+    };
+  };
+}
+
 async function sim(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) return help();
   const kindAt = args.indexOf('--kind');
@@ -327,6 +505,160 @@ async function configCheck(args: string[]): Promise<number> {
     )}\n`,
   );
   return 0;
+}
+
+const PLAN_OPTIONS = {
+  config: { type: 'string' },
+  metrics: { type: 'string', multiple: true },
+  prometheus: { type: 'string' },
+  window: { type: 'string' },
+  'what-if': { type: 'string' },
+  'target-wait': { type: 'string' },
+  percentile: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Observation window of `plan` when reading `/metrics` pages: two scrapes this far apart. */
+const PLAN_SCRAPE_WINDOW_MS = 10_000;
+/** Rate window of `plan` against Prometheus: several scrape intervals, so `rate()` has samples. */
+const PLAN_PROMETHEUS_WINDOW_MS = 5 * 60_000;
+
+/**
+ * `mcp-cluster plan`: reads per-pool rates (two scrapes of the `/metrics` pages `--window` apart, or
+ * one Prometheus query over `--window`), then prints the capacity plan. Exit 0 with the plan, 1 when
+ * a metrics source cannot be read, 2 on bad flags or when no source is given.
+ */
+async function plan(args: string[]): Promise<number> {
+  const { values } = parse(args, PLAN_OPTIONS);
+  if (values.help) return help();
+  const whatIf = whatIfFlag(values['what-if']);
+  const targetWaitMs = durationFlag(values['target-wait'], '--target-wait', 0);
+  const percentile = percentileFlag(values.percentile);
+  const windowMs = durationFlag(values.window, '--window', 1);
+  const metricsFlags = (values.metrics ?? []).flatMap((v) => v.split(',')).map((u) => u.trim());
+  if (values.metrics !== undefined && metricsFlags.every((u) => u === '')) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      '--metrics needs a URL, e.g. --metrics http://10.0.0.5:9464/metrics',
+    );
+  }
+  if (values.metrics !== undefined && values.prometheus !== undefined) {
+    throw new ClusterError('INVALID_CONFIG', 'pass either --metrics or --prometheus, not both');
+  }
+  const config = configFrom(values, {});
+  let prometheus = values.prometheus;
+  let scrapeUrls = metricsFlags.filter((u) => u !== '').map((u) => metricsUrlFlag(u, '--metrics'));
+  if (prometheus === undefined && scrapeUrls.length === 0) {
+    if (config.autoscaler.prometheusUrl !== '') prometheus = config.autoscaler.prometheusUrl;
+    else scrapeUrls = config.autoscaler.metricsUrls.map((u) => metricsUrlFlag(u, 'autoscaler.metricsUrls'));
+  }
+  if (prometheus === undefined && scrapeUrls.length === 0) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      'mcp-cluster plan needs metrics to read: pass --metrics URL (the /metrics of an ingress or worker; repeat it or give a comma list) or --prometheus URL, or set autoscaler.metricsUrls or autoscaler.prometheusUrl in --config',
+    );
+  }
+  let source: MetricsSource;
+  let rates: Awaited<ReturnType<MetricsSource['read']>>;
+  if (prometheus !== undefined) {
+    if (!/^https?:\/\/[^/]/.test(prometheus)) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `--prometheus must be an http:// or https:// URL, got "${prometheus}"`,
+      );
+    }
+    const rateWindowMs = windowMs ?? PLAN_PROMETHEUS_WINDOW_MS;
+    if (rateWindowMs < 1000) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        '--window with --prometheus is a rate window: use 1s or more (e.g. 5m)',
+      );
+    }
+    source = prometheusSource(prometheus, rateWindowMs);
+    rates = await source.read();
+  } else {
+    const observeMs = windowMs ?? PLAN_SCRAPE_WINDOW_MS;
+    source = scrapeSource(() => scrapeUrls, { failOnUnreachable: true });
+    if (process.stderr.isTTY) {
+      process.stderr.write(
+        `mcp-cluster plan: observing ${scrapeUrls.length} /metrics page(s) for ${observeMs} ms\n`,
+      );
+    }
+    await source.read();
+    await new Promise((resolve) => setTimeout(resolve, observeMs));
+    rates = await source.read();
+  }
+  await source.close?.();
+  const capacity = planCapacity(rates, config, {
+    whatIf,
+    ...(targetWaitMs !== undefined ? { targetWaitMs } : {}),
+    ...(percentile !== undefined ? { percentile } : {}),
+  });
+  process.stdout.write(
+    values.json ? `${JSON.stringify(planToJson(capacity), null, 2)}\n` : formatPlan(capacity),
+  );
+  return 0;
+}
+
+/** `--what-if`: a multiplier above 0 (2, 1.5, 0.5; a trailing x is allowed: 2x). */
+function whatIfFlag(value: string | undefined): number {
+  if (value === undefined) return 1;
+  const m = /^(\d+(?:\.\d+)?|\.\d+)x?$/i.exec(value.trim());
+  const n = m?.[1] === undefined ? Number.NaN : Number(m[1]);
+  if (!(n > 0) || !Number.isFinite(n)) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `--what-if must be a multiplier above 0 for the arrival rate (e.g. 2 or 1.5), got "${value}"`,
+    );
+  }
+  return n;
+}
+
+/** A duration flag (`250ms`, `10s`, `5m`), at least `minMs`, at most 24h; undefined when absent. */
+function durationFlag(value: string | undefined, flag: string, minMs: number): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms < minMs || ms > 24 * 3_600_000) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `${flag} must be a duration like 500ms, 10s or 5m${minMs > 0 ? ' (above 0)' : ''}, at most 24h, got "${value}"`,
+    );
+  }
+  return ms;
+}
+
+/** `--percentile`: a fraction (0.95), a percentage (95%) or p95; undefined when absent. */
+function percentileFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(?:p(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)%|(\d*\.\d+))$/i.exec(value.trim());
+  const percent = m?.[1] ?? m?.[2];
+  const p = percent !== undefined ? Number(percent) / 100 : m?.[3] !== undefined ? Number(m[3]) : Number.NaN;
+  if (!(p > 0 && p < 1)) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `--percentile must be between 0 and 1 exclusive, written 0.95, 95% or p95, got "${value}"`,
+    );
+  }
+  return p;
+}
+
+/** A `/metrics` URL; a bare `http://host:port` gets `/metrics` appended. */
+function metricsUrlFlag(value: string, flag: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol !== 'http:' && url?.protocol !== 'https:') {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `${flag} must be an http:// or https:// URL of a /metrics page, e.g. http://10.0.0.5:9464/metrics, got "${value}"`,
+    );
+  }
+  if (url.pathname === '/') url.pathname = '/metrics';
+  return url.toString();
 }
 
 function help(): number {

@@ -1,0 +1,835 @@
+/**
+ * Live per-pool figures for the autoscaler and the capacity planner, read either straight from the
+ * processes' `/metrics` pages (`scrapeSource`) or from a Prometheus server (`prometheusSource`).
+ *
+ * Both answer the same question: over the interval since the previous read, how many calls arrived
+ * per pool, how many finished, how long the backend took per call, and what the queue and the workers
+ * hold right now. The metric names are those of `services/core/metrics.ts`:
+ *
+ * | figure | metric | combined over processes |
+ * | --- | --- | --- |
+ * | arrivals | `mcp_cluster_queue_enqueued_total{pool,priority}` (ingress) | sum of increases |
+ * | completions | `mcp_cluster_worker_calls_total{pool,tool,outcome}`, outcome ≠ `retried` | sum of increases |
+ * | service time | `mcp_cluster_backend_duration_seconds{pool,tool}` histogram | Δsum / Δcount; p95 from Δbuckets |
+ * | in flight | `mcp_cluster_worker_inflight_calls{pool}` | sum |
+ * | queue depth | `mcp_cluster_queue_depth{pool,priority}` | max per priority (every process exports the same broker-wide figure), then sum over priorities |
+ * | oldest wait | `mcp_cluster_queue_oldest_age_seconds{pool,priority}` | max |
+ * | replicas | `mcp_cluster_worker_replicas{pool,state="running"}` | sum (each worker sets 1 on its own state) |
+ */
+import { ClusterError, createLogger, type Logger } from '../core/index.js';
+
+// ---------------------------------------------------------------------------------------------------
+// The text exposition format
+// ---------------------------------------------------------------------------------------------------
+
+/** Metric family types of the text format (`# TYPE` lines). */
+export type PromMetricType = 'counter' | 'gauge' | 'histogram' | 'summary' | 'untyped';
+
+/** One sample line: `name{label="value",...} value [timestamp]`. */
+export interface PromSample {
+  readonly name: string;
+  /** Label values by name; a prototype-less object, so a label named `__proto__` is an ordinary key. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The value; NaN and ±Infinity are legal. */
+  readonly value: number;
+  /** The optional timestamp, ms since the Unix epoch; undefined when the line has none. */
+  readonly timestampMs: number | undefined;
+}
+
+/** A parsed `/metrics` page. */
+export interface PromExposition {
+  readonly samples: readonly PromSample[];
+  /** Family name → type, from the `# TYPE` lines. */
+  readonly types: ReadonlyMap<string, PromMetricType>;
+}
+
+/**
+ * Longest line the parser accepts, in characters (1 MiB). A real exposition line is a name, a few
+ * bounded labels and a number; a longer one is a broken or hostile target, reported by line number.
+ */
+export const MAX_EXPOSITION_LINE_CHARS = 1 << 20;
+
+const METRIC_TYPES = new Set<string>(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+const INFINITY = /^([+-]?)inf(?:inity)?$/i;
+const TIMESTAMP = /^-?\d{1,19}$/;
+const COMMENT = /^#[ \t]+(HELP|TYPE)[ \t]+(\S+)(?:[ \t]+(.*))?$/;
+
+function isNameStart(ch: number): boolean {
+  // A-Z a-z _ :
+  return (ch >= 65 && ch <= 90) || (ch >= 97 && ch <= 122) || ch === 95 || ch === 58;
+}
+function isNameChar(ch: number): boolean {
+  return isNameStart(ch) || (ch >= 48 && ch <= 57);
+}
+function isBlank(ch: number): boolean {
+  return ch === 32 || ch === 9;
+}
+
+/** A token for an error message: bounded in length, quoted, control characters escaped by JSON. */
+function shown(token: string): string {
+  return JSON.stringify(token.length > 40 ? `${token.slice(0, 40)}…` : token);
+}
+
+/**
+ * A sample value or a number in a Prometheus API answer: decimal or exponent notation, `NaN`, `+Inf`,
+ * `-Inf` (case-insensitive, as Go's ParseFloat). undefined for anything else (hex, `1_000`, empty).
+ */
+export function parsePromNumber(token: string): number | undefined {
+  if (DECIMAL.test(token)) return Number(token);
+  const inf = INFINITY.exec(token);
+  if (inf) return inf[1] === '-' ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY;
+  if (/^nan$/i.test(token)) return Number.NaN;
+  return undefined;
+}
+
+/**
+ * Parses the Prometheus text exposition format (version 0.0.4, as prom-client writes it): `# HELP` and
+ * `# TYPE` lines, other comments, blank lines, samples with optional labels (values escaped with `\\`,
+ * `\"` and `\n`, a trailing comma allowed), values including `NaN` and `±Inf`, and an optional integer
+ * timestamp in ms. `origin` names the source in error messages (a URL).
+ * @throws ClusterError `BACKEND_PROTOCOL` naming the line and column of the first malformed line.
+ */
+export function parsePrometheusText(text: string, origin = 'metrics text'): PromExposition {
+  const samples: PromSample[] = [];
+  const types = new Map<string, PromMetricType>();
+  let lineNo = 0;
+  let start = 0;
+  while (start <= text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    lineNo++;
+    const fail = (column: number, message: string): never => {
+      throw new ClusterError('BACKEND_PROTOCOL', `${origin}: line ${lineNo}, column ${column}: ${message}`);
+    };
+    if (end - start > MAX_EXPOSITION_LINE_CHARS) {
+      fail(
+        1,
+        `the line is ${end - start} characters long, more than the ${MAX_EXPOSITION_LINE_CHARS} accepted`,
+      );
+    }
+    let line = text.slice(start, end);
+    start = end + 1;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    let i = 0;
+    while (i < line.length && isBlank(line.charCodeAt(i))) i++;
+    if (i === line.length) continue;
+    if (line.charCodeAt(i) === 35 /* # */) {
+      const comment = COMMENT.exec(line.slice(i));
+      if (comment?.[1] === 'TYPE') {
+        const family = comment[2] ?? '';
+        const type = (comment[3] ?? '').trim();
+        if (!METRIC_NAME.test(family)) fail(i + 1, `# TYPE names ${shown(family)}, not a metric name`);
+        if (!METRIC_TYPES.has(type)) {
+          fail(
+            i + 1,
+            `# TYPE ${family} has type ${shown(type)}; expected counter, gauge, histogram, summary or untyped`,
+          );
+        }
+        if (!types.has(family)) types.set(family, type as PromMetricType);
+      }
+      // HELP text and free comments carry nothing the readers need.
+      continue;
+    }
+    samples.push(parseSampleLine(line, i, fail));
+  }
+  return { samples, types };
+}
+
+function parseSampleLine(
+  line: string,
+  from: number,
+  fail: (column: number, message: string) => never,
+): PromSample {
+  let i = from;
+  if (!isNameStart(line.charCodeAt(i)))
+    fail(i + 1, `expected a metric name, found ${shown(line.slice(i, i + 20))}`);
+  while (i < line.length && isNameChar(line.charCodeAt(i))) i++;
+  const name = line.slice(from, i);
+  const labels: Record<string, string> = Object.create(null) as Record<string, string>;
+  const skipBlanks = () => {
+    while (i < line.length && isBlank(line.charCodeAt(i))) i++;
+  };
+  skipBlanks();
+  if (line[i] === '{') {
+    i++;
+    for (;;) {
+      skipBlanks();
+      if (i >= line.length) fail(i + 1, `the label set of ${name} is not closed with "}"`);
+      if (line[i] === '}') {
+        i++;
+        break;
+      }
+      const labelStart = i;
+      const first = line.charCodeAt(i);
+      // Label names are metric names without ":".
+      if (!isNameStart(first) || first === 58) {
+        fail(i + 1, `expected a label name, found ${shown(line.slice(i, i + 20))}`);
+      }
+      while (i < line.length && isNameChar(line.charCodeAt(i)) && line.charCodeAt(i) !== 58) i++;
+      const label = line.slice(labelStart, i);
+      skipBlanks();
+      if (line[i] !== '=') fail(i + 1, `expected "=" after label ${label}`);
+      i++;
+      skipBlanks();
+      if (line[i] !== '"') fail(i + 1, `the value of label ${label} must be in double quotes`);
+      const quoteAt = i;
+      i++;
+      let value = '';
+      let chunkStart = i;
+      for (;;) {
+        if (i >= line.length) fail(quoteAt + 1, `the value of label ${label} has no closing quote`);
+        const ch = line[i];
+        if (ch === '"') break;
+        if (ch === '\\') {
+          value += line.slice(chunkStart, i);
+          const next = line[i + 1];
+          if (next === '\\' || next === '"') value += next;
+          else if (next === 'n') value += '\n';
+          else if (next === undefined) fail(quoteAt + 1, `the value of label ${label} has no closing quote`);
+          else
+            fail(i + 1, `invalid escape "\\${next}" in the value of label ${label} (use \\\\, \\" or \\n)`);
+          i += 2;
+          chunkStart = i;
+          continue;
+        }
+        i++;
+      }
+      value += line.slice(chunkStart, i);
+      i++;
+      if (Object.hasOwn(labels, label)) fail(labelStart + 1, `label ${label} appears twice`);
+      labels[label] = value;
+      skipBlanks();
+      if (line[i] === ',') {
+        i++;
+        continue;
+      }
+      if (line[i] === '}') {
+        i++;
+        break;
+      }
+      fail(i + 1, `expected "," or "}" after the value of label ${label}`);
+    }
+    skipBlanks();
+  } else if (i === from + name.length && i < line.length) {
+    fail(i + 1, `expected a blank or "{" after the metric name ${name}`);
+  }
+  const valueStart = i;
+  while (i < line.length && !isBlank(line.charCodeAt(i))) i++;
+  const valueToken = line.slice(valueStart, i);
+  if (valueToken === '') fail(valueStart + 1, `${name} has no value`);
+  const value = parsePromNumber(valueToken);
+  if (value === undefined)
+    fail(valueStart + 1, `${shown(valueToken)} is not a number (e.g. 12, 1.5e3, NaN, +Inf)`);
+  skipBlanks();
+  let timestampMs: number | undefined;
+  if (i < line.length) {
+    const tsStart = i;
+    while (i < line.length && !isBlank(line.charCodeAt(i))) i++;
+    const token = line.slice(tsStart, i);
+    if (!TIMESTAMP.test(token)) fail(tsStart + 1, `${shown(token)} is not a timestamp (integer ms)`);
+    timestampMs = Number(token);
+    skipBlanks();
+    if (i < line.length) fail(i + 1, `unexpected ${shown(line.slice(i, i + 20))} after the timestamp`);
+  }
+  return { name, labels, value: value as number, timestampMs };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Pool rates
+// ---------------------------------------------------------------------------------------------------
+
+/** What one read tells about one pool. */
+export interface PoolRates {
+  readonly pool: string;
+  /**
+   * Calls put on the pool's queue per second over the window (all priorities, all ingress replicas).
+   * Exactly 0 when no call arrived in the window, so an idle pool can be recognised as idle.
+   */
+  readonly arrivalPerSec: number;
+  /** Calls workers finished per second over the window, any outcome but `retried`. */
+  readonly completedPerSec: number;
+  /** Mean backend time per finished call over the window, ms; NaN when no call finished. */
+  readonly meanServiceMs: number;
+  /**
+   * 95th percentile of the backend time per call over the window, ms, interpolated linearly within the
+   * histogram bucket that holds it (as PromQL's `histogram_quantile`); NaN when no call finished.
+   */
+  readonly p95ServiceMs: number;
+  /** Calls workers hold now (taken from the queue, not yet settled), summed over workers. */
+  readonly inFlight: number;
+  /** Calls waiting in the pool's queue now, summed over priorities. */
+  readonly queueDepth: number;
+  /** Age of the oldest waiting call now, ms; 0 when the queue is empty. */
+  readonly oldestWaitMs: number;
+  /** Worker replicas of the pool in state `running` now. */
+  readonly replicas: number;
+  /**
+   * Length of the window the rates cover, ms. 0 on a scrape source's first read: there is no earlier
+   * reading to compare with yet, so the rates are 0 and the service times NaN.
+   */
+  readonly windowMs: number;
+}
+
+/** A reader of per-pool rates. */
+export interface MetricsSource {
+  /**
+   * Rates per pool over the interval since the previous read (the first read of a scrape source only
+   * takes the baseline), gauges as they are now. Reads are serialised: a call made while another is
+   * running waits for it.
+   * @throws ClusterError when no figure at all could be read (every target unreachable, Prometheus down).
+   */
+  read(): Promise<Map<string, PoolRates>>;
+  /** Releases what the source holds. */
+  close?(): Promise<void>;
+}
+
+/** Options shared by both sources. */
+export interface HttpReadOptions {
+  /** Timeout of one HTTP request, including its body, ms. Default 5000. */
+  readonly timeoutMs?: number;
+  /** Largest body accepted, bytes. Default 16 MiB. */
+  readonly maxBodyBytes?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 5_000;
+const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
+
+/** Why a fetch failed, in words: `connection refused`, `no answer within 5000 ms`, ... */
+function networkReason(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return `no answer within ${timeoutMs} ms`;
+  const code = e?.cause?.code;
+  if (code === 'ECONNREFUSED') return 'connection refused';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'host not found';
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') return 'connection reset';
+  return e?.cause?.message ?? e?.message ?? String(err);
+}
+
+/**
+ * GET `url` and read its body as text, bounded in time and size.
+ * @throws ClusterError `BACKEND_UNAVAILABLE` (unreachable, timeout), `BACKEND_PROTOCOL` (body too large).
+ */
+async function getBounded(
+  url: string,
+  timeoutMs: number,
+  maxBodyBytes: number,
+  accept: string,
+): Promise<{ status: number; text: string }> {
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept } });
+  } catch (err) {
+    throw new ClusterError('BACKEND_UNAVAILABLE', `cannot read ${url}: ${networkReason(err, timeoutMs)}`, {
+      cause: err,
+    });
+  }
+  const declared = Number(res.headers.get('content-length') ?? Number.NaN);
+  const tooLarge = () =>
+    new ClusterError('BACKEND_PROTOCOL', `${url} answered with more than ${maxBodyBytes} bytes (the limit)`);
+  if (declared > maxBodyBytes) {
+    await res.body?.cancel().catch(() => {});
+    throw tooLarge();
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    if (res.body) {
+      const reader = res.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.byteLength;
+        if (size > maxBodyBytes) {
+          await reader.cancel().catch(() => {});
+          throw tooLarge();
+        }
+        chunks.push(value);
+      }
+    }
+  } catch (err) {
+    if (err instanceof ClusterError) throw err;
+    throw new ClusterError(
+      'BACKEND_UNAVAILABLE',
+      `cannot read ${url}: ${networkReason(err, timeoutMs)} while reading the body`,
+      { cause: err },
+    );
+  }
+  return { status: res.status, text: Buffer.concat(chunks).toString('utf8') };
+}
+
+/** The figures of one pool as they are accumulated before the division into rates. */
+interface PoolAccumulator {
+  arrivalPerSec: number;
+  completedPerSec: number;
+  serviceSumSec: number;
+  serviceCount: number;
+  /** Increase of each cumulative bucket, by upper bound `le`. */
+  buckets: Map<number, number>;
+  inFlight: number;
+  /** Depth and oldest age per priority: the max over processes. */
+  depthByPriority: Map<string, number>;
+  oldestAgeSec: number;
+  replicas: number;
+}
+
+function newAccumulator(): PoolAccumulator {
+  return {
+    arrivalPerSec: 0,
+    completedPerSec: 0,
+    serviceSumSec: 0,
+    serviceCount: 0,
+    buckets: new Map(),
+    inFlight: 0,
+    depthByPriority: new Map(),
+    oldestAgeSec: 0,
+    replicas: 0,
+  };
+}
+
+/**
+ * The `q` quantile of a cumulative histogram given as (upper bound, cumulative count) pairs, like
+ * PromQL's `histogram_quantile`: linear interpolation inside the bucket holding the rank (the lowest
+ * bucket starts at 0); the highest finite bound when the rank falls in the +Inf bucket; NaN without
+ * observations or without a +Inf bucket. Counts are made monotonic first (series summed over processes
+ * whose scrapes were not simultaneous can disagree by a call).
+ */
+export function histogramQuantile(q: number, buckets: ReadonlyMap<number, number>): number {
+  const sorted = [...buckets.entries()].filter(([le]) => !Number.isNaN(le)).sort((a, b) => a[0] - b[0]);
+  if (sorted.length < 2 || sorted[sorted.length - 1]?.[0] !== Number.POSITIVE_INFINITY) return Number.NaN;
+  let max = 0;
+  for (const entry of sorted) {
+    max = Math.max(max, entry[1]);
+    entry[1] = max;
+  }
+  const total = sorted[sorted.length - 1]?.[1] ?? 0;
+  if (!(total > 0)) return Number.NaN;
+  const rank = q * total;
+  const at = sorted.findIndex(([, count]) => count >= rank);
+  if (at === sorted.length - 1) return sorted[sorted.length - 2]?.[0] ?? Number.NaN;
+  const [upper, count] = sorted[at] ?? [Number.NaN, 0];
+  if (at === 0 && upper <= 0) return upper;
+  const [lower, below] = at === 0 ? [0, 0] : (sorted[at - 1] ?? [0, 0]);
+  const inBucket = count - below;
+  return inBucket > 0 ? lower + (upper - lower) * ((rank - below) / inBucket) : upper;
+}
+
+function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): PoolRates {
+  let queueDepth = 0;
+  for (const depth of acc.depthByPriority.values()) queueDepth += depth;
+  const served = acc.serviceCount > 0;
+  return {
+    pool,
+    // Exactly 0 (never -0 or a rounding residue) when nothing arrived: the control law's idle test.
+    arrivalPerSec: acc.arrivalPerSec > 0 ? acc.arrivalPerSec : 0,
+    completedPerSec: acc.completedPerSec > 0 ? acc.completedPerSec : 0,
+    meanServiceMs: served ? (acc.serviceSumSec / acc.serviceCount) * 1000 : Number.NaN,
+    p95ServiceMs: served ? histogramQuantile(0.95, acc.buckets) * 1000 : Number.NaN,
+    inFlight: acc.inFlight,
+    queueDepth,
+    oldestWaitMs: acc.oldestAgeSec * 1000,
+    replicas: acc.replicas,
+    windowMs,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Scraping /metrics pages
+// ---------------------------------------------------------------------------------------------------
+
+const ENQUEUED = 'mcp_cluster_queue_enqueued_total';
+const WORKER_CALLS = 'mcp_cluster_worker_calls_total';
+const SERVICE = 'mcp_cluster_backend_duration_seconds';
+const INFLIGHT = 'mcp_cluster_worker_inflight_calls';
+const DEPTH = 'mcp_cluster_queue_depth';
+const OLDEST = 'mcp_cluster_queue_oldest_age_seconds';
+const REPLICAS = 'mcp_cluster_worker_replicas';
+
+type CounterKind = 'arrival' | 'completion' | 'serviceSum' | 'serviceCount' | 'serviceBucket';
+
+/** One counter series of one target, reduced to what the rates need. */
+interface CounterSeries {
+  readonly kind: CounterKind;
+  readonly pool: string;
+  /** Bucket upper bound (serviceBucket only). */
+  readonly le: number;
+  readonly value: number;
+}
+
+/** What one target showed at one read. */
+interface TargetReading {
+  /** The source's clock at the read that took it, ms. */
+  atMs: number;
+  /** The process's start time (`*process_start_time_seconds`), s since the epoch; undefined if absent. */
+  readonly startTimeSec: number | undefined;
+  /** Counter series by series key (name and sorted labels). */
+  readonly counters: ReadonlyMap<string, CounterSeries>;
+  /** The gauges, per pool. */
+  readonly gauges: readonly { pool: string; name: string; priority: string; state: string; value: number }[];
+  /** Every pool the target mentions. */
+  readonly pools: ReadonlySet<string>;
+}
+
+function seriesKey(sample: PromSample): string {
+  const labels = Object.keys(sample.labels)
+    .sort()
+    .map((k) => `${k}=${JSON.stringify(sample.labels[k])}`);
+  return `${sample.name}{${labels.join(',')}}`;
+}
+
+/** Reduces a parsed page to the series the rates are computed from. */
+function readingOf(exposition: PromExposition, atMs: number): TargetReading {
+  const counters = new Map<string, CounterSeries>();
+  const gauges: { pool: string; name: string; priority: string; state: string; value: number }[] = [];
+  const pools = new Set<string>();
+  let startTimeSec: number | undefined;
+  for (const sample of exposition.samples) {
+    const { name, labels, value } = sample;
+    if (name.endsWith('process_start_time_seconds') && Object.keys(labels).length === 0) {
+      startTimeSec = value;
+      continue;
+    }
+    const pool = labels.pool;
+    if (pool === undefined || !name.startsWith('mcp_cluster_')) continue;
+    let kind: CounterKind | undefined;
+    let le = Number.NaN;
+    if (name === ENQUEUED) kind = 'arrival';
+    else if (name === WORKER_CALLS) kind = labels.outcome === 'retried' ? undefined : 'completion';
+    else if (name === `${SERVICE}_sum`) kind = 'serviceSum';
+    else if (name === `${SERVICE}_count`) kind = 'serviceCount';
+    else if (name === `${SERVICE}_bucket`) {
+      le = parsePromNumber(labels.le ?? '') ?? Number.NaN;
+      kind = Number.isNaN(le) ? undefined : 'serviceBucket';
+    } else if (name === INFLIGHT || name === DEPTH || name === OLDEST || name === REPLICAS) {
+      if (Number.isFinite(value)) {
+        gauges.push({ pool, name, priority: labels.priority ?? '', state: labels.state ?? '', value });
+      }
+      pools.add(pool);
+      continue;
+    } else continue;
+    pools.add(pool);
+    // A counter that is not a finite number ≥ 0 is not a counter; it would poison every sum.
+    if (kind && Number.isFinite(value) && value >= 0)
+      counters.set(seriesKey(sample), { kind, pool, le, value });
+  }
+  return { atMs, startTimeSec, counters, gauges, pools };
+}
+
+/** Options of {@link scrapeSource}. */
+export interface ScrapeOptions extends HttpReadOptions {
+  /**
+   * When true, a read fails (ClusterError naming every failed URL) if any target cannot be read; for
+   * one-shot commands like `mcp-cluster plan`, where a missing process would silently under-count.
+   * Default false: a failed target is skipped and logged, and the read fails only when every target failed.
+   */
+  readonly failOnUnreachable?: boolean;
+  /** Where skipped targets are reported. Default a logger for component `metrics-source`. */
+  readonly logger?: Logger;
+  /** Monotonic clock in ms that windows are measured with. Default `performance.now`. */
+  readonly clock?: () => number;
+}
+
+/**
+ * Reads every URL's `/metrics` page on each `read()` and turns the counter increases since that target's
+ * previous page into per-pool rates. `urls` is asked at every read, so the target list may change (a
+ * target dropped from it is forgotten).
+ *
+ * Counter increases are computed per target (per process) and per series, like Prometheus's `increase()`:
+ * - a series that went down, or a target whose process start time changed, is a restarted process: the
+ *   new value is the increase;
+ * - a series or a target seen for the first time after the first read is new, and its whole value is
+ *   the increase, unless the target reports a start time before the previous read (an old process that
+ *   could not be reached before: it only sets its baseline);
+ * - a target that cannot be read (refused, timeout, not 200, unparseable) is skipped for that read and
+ *   logged once until it recovers; its previous page is kept, so the next good read covers the whole
+ *   gap at the right rate.
+ *
+ * The first `read()` only records the baseline: rates 0, service times NaN, `windowMs` 0.
+ */
+export function scrapeSource(urls: () => readonly string[], options: ScrapeOptions = {}): MetricsSource {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const log = options.logger ?? createLogger('metrics-source');
+  const clock = options.clock ?? (() => performance.now());
+  const previous = new Map<string, TargetReading>();
+  const failing = new Set<string>();
+  let lastReadAtMs: number | undefined;
+  let lastReadWallMs = 0;
+  let chain: Promise<unknown> = Promise.resolve();
+
+  async function readTarget(url: string): Promise<TargetReading> {
+    const { status, text } = await getBounded(url, timeoutMs, maxBodyBytes, 'text/plain;version=0.0.4');
+    if (status !== 200) {
+      throw new ClusterError('BACKEND_UNAVAILABLE', `cannot read ${url}: it answered HTTP ${status}`);
+    }
+    // Stamped with the read's time once every target answered (one clock reading per read).
+    return readingOf(parsePrometheusText(text, url), Number.NaN);
+  }
+
+  async function readOnce(): Promise<Map<string, PoolRates>> {
+    const targets = [...new Set(urls())];
+    for (const url of previous.keys()) if (!targets.includes(url)) previous.delete(url);
+    const results = await Promise.allSettled(targets.map(readTarget));
+    const nowMs = clock();
+    const first = lastReadAtMs === undefined;
+    const windowMs = first ? 0 : nowMs - (lastReadAtMs as number);
+    const pools = new Map<string, PoolAccumulator>();
+    const acc = (pool: string) => {
+      let a = pools.get(pool);
+      if (!a) {
+        a = newAccumulator();
+        pools.set(pool, a);
+      }
+      return a;
+    };
+    const failures: ClusterError[] = [];
+    results.forEach((result, index) => {
+      const url = targets[index] as string;
+      if (result.status === 'rejected') {
+        const err =
+          result.reason instanceof ClusterError
+            ? result.reason
+            : new ClusterError('BACKEND_UNAVAILABLE', `cannot read ${url}: ${String(result.reason)}`, {
+                cause: result.reason,
+              });
+        failures.push(err);
+        // With failOnUnreachable the error is thrown to the caller; a log line would say it twice.
+        if (!options.failOnUnreachable && !failing.has(url)) {
+          failing.add(url);
+          log.warn('metrics target skipped: cannot read it', { url, err: err.message });
+        }
+        return;
+      }
+      if (failing.delete(url)) log.info('metrics target readable again', { url });
+      const now = result.value;
+      now.atMs = nowMs;
+      const before = previous.get(url);
+      previous.set(url, now);
+      for (const pool of now.pools) acc(pool);
+      for (const g of now.gauges) {
+        const a = acc(g.pool);
+        if (g.name === INFLIGHT) a.inFlight += g.value;
+        else if (g.name === REPLICAS) {
+          if (g.state === 'running') a.replicas += g.value;
+        } else if (g.name === DEPTH) {
+          a.depthByPriority.set(g.priority, Math.max(a.depthByPriority.get(g.priority) ?? 0, g.value));
+        } else if (g.name === OLDEST) a.oldestAgeSec = Math.max(a.oldestAgeSec, g.value);
+      }
+      if (first) return;
+      let restarted = false;
+      let baselineOnly = false;
+      if (before) {
+        restarted =
+          before.startTimeSec !== undefined &&
+          now.startTimeSec !== undefined &&
+          now.startTimeSec !== before.startTimeSec;
+      } else {
+        // Start times are whole seconds (prom-client rounds): allow one second of slack.
+        baselineOnly = now.startTimeSec !== undefined && now.startTimeSec * 1000 < lastReadWallMs - 1000;
+      }
+      if (baselineOnly) return;
+      const targetWindowSec = (before ? now.atMs - before.atMs : windowMs) / 1000;
+      for (const [key, series] of now.counters) {
+        const old = restarted ? undefined : before?.counters.get(key);
+        const increase =
+          old === undefined || series.value < old.value ? series.value : series.value - old.value;
+        if (increase === 0) continue;
+        const a = acc(series.pool);
+        switch (series.kind) {
+          case 'arrival':
+            if (targetWindowSec > 0) a.arrivalPerSec += increase / targetWindowSec;
+            break;
+          case 'completion':
+            if (targetWindowSec > 0) a.completedPerSec += increase / targetWindowSec;
+            break;
+          case 'serviceSum':
+            a.serviceSumSec += increase;
+            break;
+          case 'serviceCount':
+            a.serviceCount += increase;
+            break;
+          case 'serviceBucket':
+            a.buckets.set(series.le, (a.buckets.get(series.le) ?? 0) + increase);
+            break;
+        }
+      }
+    });
+    if (failures.length > 0 && (options.failOnUnreachable || failures.length === targets.length)) {
+      throw new ClusterError(
+        failures[0]?.code ?? 'BACKEND_UNAVAILABLE',
+        failures.length === 1
+          ? (failures[0]?.message ?? '')
+          : `cannot read ${failures.length} of ${targets.length} metrics targets: ${failures.map((f) => f.message).join('; ')}`,
+        { cause: failures[0] },
+      );
+    }
+    lastReadAtMs = nowMs;
+    lastReadWallMs = Date.now();
+    const rates = new Map<string, PoolRates>();
+    for (const [pool, a] of [...pools].sort(([x], [y]) => x.localeCompare(y))) {
+      rates.set(pool, finishRates(pool, a, windowMs));
+    }
+    return rates;
+  }
+
+  return {
+    read() {
+      const next = chain.then(readOnce, readOnce);
+      chain = next.catch(() => {});
+      return next;
+    },
+    async close() {
+      previous.clear();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Prometheus HTTP API
+// ---------------------------------------------------------------------------------------------------
+
+/** The PromQL `prometheusSource` sends, by figure, for a rate window of `windowMs`. */
+export function prometheusQueries(windowMs: number): Record<string, string> {
+  const ms = Math.round(windowMs);
+  const w = ms % 1000 === 0 ? `[${ms / 1000}s]` : `[${ms}ms]`;
+  return {
+    arrivals: `sum by (pool) (rate(${ENQUEUED}${w}))`,
+    completions: `sum by (pool) (rate(${WORKER_CALLS}{outcome!="retried"}${w}))`,
+    serviceSum: `sum by (pool) (increase(${SERVICE}_sum${w}))`,
+    serviceCount: `sum by (pool) (increase(${SERVICE}_count${w}))`,
+    serviceP95: `histogram_quantile(0.95, sum by (pool, le) (rate(${SERVICE}_bucket${w})))`,
+    inFlight: `sum by (pool) (${INFLIGHT})`,
+    queueDepth: `sum by (pool) (max by (pool, priority) (${DEPTH}))`,
+    oldestAge: `max by (pool) (${OLDEST})`,
+    replicas: `sum by (pool) (${REPLICAS}{state="running"})`,
+  };
+}
+
+/**
+ * Reads the same figures from a Prometheus server's instant-query API (`GET <baseUrl>/api/v1/query`):
+ * `rate()` / `increase()` over the last `windowMs`, `histogram_quantile(0.95, ...)` for the p95, `max by`
+ * for the broker-wide queue gauges (see {@link prometheusQueries}). Every read covers the window ending
+ * now; it should be at least twice Prometheus's scrape interval, or `rate()` has too few samples and
+ * reports nothing (a pool that reports nothing has rate 0).
+ * @throws ClusterError from `read()`: `BACKEND_UNAVAILABLE` when Prometheus cannot be reached, answers
+ *   non-200 or says `unavailable`/`timeout`; `BACKEND_PROTOCOL` on an answer that is not Prometheus's
+ *   JSON or an `error` status (e.g. a query it rejects).
+ */
+export function prometheusSource(
+  baseUrl: string,
+  windowMs: number,
+  options: HttpReadOptions = {},
+): MetricsSource {
+  if (!/^https?:\/\/[^/]/.test(baseUrl)) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `the Prometheus URL must be http:// or https://, got "${baseUrl}"`,
+    );
+  }
+  if (!Number.isFinite(windowMs) || windowMs < 1000) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `the Prometheus rate window must be at least 1s, got ${windowMs} ms`,
+    );
+  }
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const endpoint = `${baseUrl.replace(/\/+$/, '')}/api/v1/query`;
+  const queries = prometheusQueries(windowMs);
+
+  async function query(promql: string): Promise<Map<string, number>> {
+    const url = `${endpoint}?${new URLSearchParams({ query: promql })}`;
+    const { status, text } = await getBounded(url, timeoutMs, maxBodyBytes, 'application/json');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      if (status !== 200) {
+        throw new ClusterError('BACKEND_UNAVAILABLE', `Prometheus at ${endpoint} answered HTTP ${status}`, {
+          cause: err,
+        });
+      }
+      throw new ClusterError(
+        'BACKEND_PROTOCOL',
+        `Prometheus at ${endpoint} answered with something that is not JSON (${shown(text)}); is ${baseUrl} a Prometheus server?`,
+        { cause: err },
+      );
+    }
+    const answer = (typeof body === 'object' && body !== null ? body : {}) as {
+      status?: unknown;
+      errorType?: unknown;
+      error?: unknown;
+      data?: { resultType?: unknown; result?: unknown };
+    };
+    if (answer.status === 'error' || status !== 200) {
+      const kind = typeof answer.errorType === 'string' ? answer.errorType : `HTTP ${status}`;
+      const why = typeof answer.error === 'string' ? `: ${answer.error.slice(0, 500)}` : '';
+      const code =
+        kind === 'unavailable' || kind === 'timeout' || status >= 500
+          ? 'BACKEND_UNAVAILABLE'
+          : 'BACKEND_PROTOCOL';
+      throw new ClusterError(code, `Prometheus at ${endpoint} refused query ${promql} (${kind})${why}`);
+    }
+    if (
+      answer.status !== 'success' ||
+      answer.data?.resultType !== 'vector' ||
+      !Array.isArray(answer.data.result)
+    ) {
+      throw new ClusterError(
+        'BACKEND_PROTOCOL',
+        `Prometheus at ${endpoint} answered ${shown(text)} to ${promql}; expected {"status":"success","data":{"resultType":"vector",...}}`,
+      );
+    }
+    const byPool = new Map<string, number>();
+    for (const item of answer.data.result as unknown[]) {
+      const entry = item as { metric?: { pool?: unknown }; value?: unknown };
+      const pair = entry?.value;
+      const raw =
+        Array.isArray(pair) && pair.length === 2 && typeof pair[1] === 'string' ? pair[1] : undefined;
+      const value = raw === undefined ? undefined : parsePromNumber(raw);
+      if (value === undefined || typeof entry.metric !== 'object' || entry.metric === null) {
+        throw new ClusterError(
+          'BACKEND_PROTOCOL',
+          `Prometheus at ${endpoint} answered a sample ${shown(JSON.stringify(item) ?? '')} to ${promql}; expected {"metric":{...},"value":[time,"number"]}`,
+        );
+      }
+      if (typeof entry.metric.pool === 'string') byPool.set(entry.metric.pool, value);
+    }
+    return byPool;
+  }
+
+  return {
+    async read() {
+      const names = Object.keys(queries);
+      const answers = await Promise.all(names.map((name) => query(queries[name] as string)));
+      const figures = Object.fromEntries(names.map((name, i) => [name, answers[i] as Map<string, number>]));
+      const pools = new Set<string>();
+      for (const answer of answers) for (const pool of answer.keys()) pools.add(pool);
+      const rates = new Map<string, PoolRates>();
+      const finite = (name: string, pool: string) => {
+        const v = figures[name]?.get(pool);
+        return v !== undefined && Number.isFinite(v) ? v : 0;
+      };
+      for (const pool of [...pools].sort()) {
+        const count = finite('serviceCount', pool);
+        const p95 = figures.serviceP95?.get(pool);
+        const arrival = finite('arrivals', pool);
+        const completed = finite('completions', pool);
+        rates.set(pool, {
+          pool,
+          arrivalPerSec: arrival > 0 ? arrival : 0,
+          completedPerSec: completed > 0 ? completed : 0,
+          meanServiceMs: count > 0 ? (finite('serviceSum', pool) / count) * 1000 : Number.NaN,
+          p95ServiceMs: count > 0 && p95 !== undefined ? p95 * 1000 : Number.NaN,
+          inFlight: finite('inFlight', pool),
+          queueDepth: finite('queueDepth', pool),
+          oldestWaitMs: finite('oldestAge', pool) * 1000,
+          replicas: finite('replicas', pool),
+          windowMs,
+        });
+      }
+      return rates;
+    },
+  };
+}

@@ -1,0 +1,477 @@
+/**
+ * The capacity planner behind `mcp-cluster plan`: from observed per-pool rates and the configuration,
+ * how loaded each pool is now, how many replicas it needs to keep the queue wait under a target at a
+ * percentile, and what GPUs and money that takes. Pure: rates in, plan out.
+ */
+import type { ResolvedConfig } from '../core/index.js';
+import type { PoolRates } from './metrics-source.js';
+import {
+  DEFAULT_GPU_TIERS,
+  fitGpuTier,
+  GIB,
+  GPU_MEMORY_OVERHEAD,
+  type GpuTier,
+  gpuMemoryPerReplica,
+  MAX_PLANNED_SERVERS,
+  mmcWait,
+  offeredLoad,
+  QUEUEING_MODEL,
+  replicasForWait,
+} from './queueing.js';
+
+/** Inputs of {@link planCapacity} beyond rates and config. */
+export interface PlanOptions {
+  /** Multiplier applied to every pool's observed arrival rate ("what if traffic doubles": 2). Default 1. */
+  readonly whatIf?: number;
+  /** Queue wait to plan for, ms. Default `config.planner.targetWaitMs`. */
+  readonly targetWaitMs?: number;
+  /** Fraction of calls that must wait at most the target, in (0, 1). Default `config.planner.percentile`. */
+  readonly percentile?: number;
+}
+
+/** GPU sizing of one pool at the needed replicas. */
+export interface PoolGpuPlan {
+  /** Memory one replica needs: (weights + KV cache) × 1.15, bytes. */
+  readonly memoryPerReplicaBytes: number;
+  readonly weightsBytes: number;
+  readonly kvCacheBytes: number;
+  /** The tier that holds one replica; undefined when none does (not even 8 GPUs of one tier). */
+  readonly tier: string | undefined;
+  /** GPUs per replica (tensor parallel when > 1). */
+  readonly gpusPerReplica: number;
+  /** Price of one GPU of the tier per hour. */
+  readonly pricePerGpuHour: number;
+  /** GPUs for the needed replicas; undefined when the replicas or the tier are unknown. */
+  readonly gpus: number | undefined;
+  /** Price per hour of those GPUs; undefined like `gpus`. */
+  readonly costPerHour: number | undefined;
+}
+
+/**
+ * The plan for one pool. Times in ms, rates in calls/s, utilisation as a fraction. NaN: unknown (no call
+ * finished in the window); Infinity: unbounded (the load is at or above capacity).
+ */
+export interface PoolPlan {
+  readonly pool: string;
+  /** Arrivals per second as observed. */
+  readonly observedArrivalPerSec: number;
+  /** Arrivals per second planned for: observed × what-if. */
+  readonly arrivalPerSec: number;
+  readonly completedPerSec: number;
+  /** Mean backend time per call: the M/M/c service time S. */
+  readonly meanServiceMs: number;
+  readonly p95ServiceMs: number;
+  readonly inFlight: number;
+  readonly queueDepth: number;
+  readonly oldestWaitMs: number;
+  /** Running replicas now. */
+  readonly replicas: number;
+  /** Calls one replica serves at once (`pools.<pool>.scaling.replicaConcurrency`). */
+  readonly replicaConcurrency: number;
+  /** a = λ·S in Erlangs (busy slots on average). */
+  readonly offeredLoad: number;
+  /** ρ = a / (replicas × replicaConcurrency) now. */
+  readonly utilization: number;
+  /** Queue wait at the percentile now. */
+  readonly waitMs: number;
+  /** Mean queue wait now. */
+  readonly meanWaitMs: number;
+  /** Fewest replicas that meet the target; undefined when the service time is unknown or the search gave up. */
+  readonly neededReplicas: number | undefined;
+  /** ρ at the needed replicas. */
+  readonly utilizationAtNeeded: number;
+  /** Queue wait at the percentile with the needed replicas. */
+  readonly waitAtNeededMs: number;
+  /** `pools.<pool>.scaling.maxReplicas`, the autoscaler's ceiling. */
+  readonly maxReplicas: number;
+  /** GPU sizing; undefined when the pool has no `gpu` section. */
+  readonly gpu: PoolGpuPlan | undefined;
+  /** What the reader should know about this pool's figures. */
+  readonly notes: readonly string[];
+}
+
+export interface CapacityPlan {
+  /** The queueing model the numbers come from. */
+  readonly model: string;
+  readonly targetWaitMs: number;
+  readonly percentile: number;
+  readonly whatIf: number;
+  /** Length of the observation the rates cover, ms. */
+  readonly windowMs: number;
+  /** Where the GPU prices come from. */
+  readonly priceTable: 'config' | 'built-in example';
+  readonly gpuTiers: readonly GpuTier[];
+  readonly pools: readonly PoolPlan[];
+  /** GPUs over every pool with a known GPU sizing. */
+  readonly totalGpus: number;
+  readonly totalCostPerHour: number;
+  readonly assumptions: readonly string[];
+  /** Notes not about one configured pool (e.g. pools seen in metrics but absent from the config). */
+  readonly notes: readonly string[];
+}
+
+/**
+ * Plans every pool of `config` from `rates` (a pool without rates is planned as idle). Pools present in
+ * `rates` but not in the config are named in `notes` (their concurrency is unknown).
+ * @throws RangeError when `whatIf`, `targetWaitMs` or `percentile` are out of range.
+ */
+export function planCapacity(
+  rates: ReadonlyMap<string, PoolRates>,
+  config: Pick<ResolvedConfig, 'pools' | 'planner'>,
+  options: PlanOptions = {},
+): CapacityPlan {
+  const whatIf = options.whatIf ?? 1;
+  const targetWaitMs = options.targetWaitMs ?? config.planner.targetWaitMs;
+  const percentile = options.percentile ?? config.planner.percentile;
+  if (!Number.isFinite(whatIf) || whatIf <= 0) {
+    throw new RangeError(`whatIf must be a number above 0 (e.g. 2 for twice the traffic), got ${whatIf}`);
+  }
+  if (!Number.isFinite(targetWaitMs) || targetWaitMs < 0) {
+    throw new RangeError(`targetWaitMs must be a finite number ≥ 0, got ${targetWaitMs}`);
+  }
+  if (!(percentile > 0 && percentile < 1)) {
+    throw new RangeError(`percentile must be a fraction in (0, 1), got ${percentile}`);
+  }
+  const fromConfig = config.planner.gpuTiers.length > 0;
+  const tiers: readonly GpuTier[] = fromConfig ? config.planner.gpuTiers : DEFAULT_GPU_TIERS;
+  let windowMs = 0;
+  for (const r of rates.values()) windowMs = Math.max(windowMs, r.windowMs);
+
+  const pools = Object.values(config.pools).map((pool) => {
+    const observed = rates.get(pool.name);
+    if (observed) windowMs = Math.max(windowMs, observed.windowMs);
+    return planPool(pool, observed, tiers, { whatIf, targetWaitMs, percentile });
+  });
+  const notes: string[] = [];
+  for (const pool of rates.keys()) {
+    if (!config.pools[pool]) {
+      notes.push(
+        `pool ${pool} appears in the metrics but not in the config: not planned (pass the cluster's --config)`,
+      );
+    }
+  }
+  let totalGpus = 0;
+  let totalCostPerHour = 0;
+  for (const p of pools) {
+    totalGpus += p.gpu?.gpus ?? 0;
+    totalCostPerHour += p.gpu?.costPerHour ?? 0;
+  }
+  const pct = percentileLabel(percentile);
+  const assumptions = [
+    `${QUEUEING_MODEL}; servers c = replicas × replicaConcurrency (calls one replica serves at once)`,
+    'service time S = mean backend time per call over the window; M/M/c takes it as exponential, so calls of steadier length (most LLM and embedding calls) wait less than planned, more variable ones (diffusion with mixed step counts) can wait more',
+    `a = λ·S, ρ = a/c, C = Erlang C(c, a); wait at ${pct}: W = ln(C/(1−p)) / (c/S − λ), 0 when C ≤ 1−p; needed = fewest replicas with W ≤ ${formatMs(targetWaitMs)}`,
+    `GPU memory per replica = (params × bytesPerParam + kvCachePerToken × contextTokens × concurrentSequences) × ${1 + GPU_MEMORY_OVERHEAD}; tier = smallest GPU that holds it, else the cheapest 2/4/8-GPU tensor-parallel set`,
+    fromConfig
+      ? 'GPU prices from planner.gpuTiers in the config'
+      : 'GPU prices are the built-in EXAMPLE placeholders, not quotes: set planner.gpuTiers to what you pay',
+  ];
+  if (whatIf !== 1) {
+    assumptions.push(`what-if: observed arrival rates × ${whatIf}, service times as observed`);
+  }
+  return {
+    model: QUEUEING_MODEL,
+    targetWaitMs,
+    percentile,
+    whatIf,
+    windowMs,
+    priceTable: fromConfig ? 'config' : 'built-in example',
+    gpuTiers: tiers,
+    pools,
+    totalGpus,
+    totalCostPerHour,
+    assumptions,
+    notes,
+  };
+}
+
+function planPool(
+  pool: ResolvedConfig['pools'][string],
+  observed: PoolRates | undefined,
+  tiers: readonly GpuTier[],
+  target: { whatIf: number; targetWaitMs: number; percentile: number },
+): PoolPlan {
+  const notes: string[] = [];
+  const k = pool.scaling.replicaConcurrency;
+  const observedArrival = observed?.arrivalPerSec ?? 0;
+  const lambda = observedArrival * target.whatIf;
+  const meanServiceMs = observed?.meanServiceMs ?? Number.NaN;
+  const replicas = observed?.replicas ?? 0;
+  if (!observed) notes.push(`pool ${pool.name}: no metrics for it, planned as idle`);
+  if (observed && observedArrival === 0 && observed.completedPerSec > 0) {
+    notes.push(
+      `pool ${pool.name}: no arrivals counted but ${formatRate(observed.completedPerSec)} calls/s finished: read the ingress's /metrics too (it counts arrivals)`,
+    );
+  }
+  const serviceKnown = Number.isFinite(meanServiceMs) && meanServiceMs >= 0;
+  if (lambda > 0 && !serviceKnown) {
+    notes.push(
+      `pool ${pool.name}: no call finished in the window, so the service time is unknown: observe longer (--window)`,
+    );
+  }
+  // Without arrivals there is no load whatever the service time; with arrivals and no service time
+  // nothing can be said, and the figures stay NaN.
+  const S = lambda === 0 ? 0 : serviceKnown ? meanServiceMs : Number.NaN;
+  const load = Number.isNaN(S) ? Number.NaN : offeredLoad(lambda, S);
+  const now = Number.isNaN(S) ? undefined : mmcWait(replicas * k, lambda, S, target.percentile);
+  if (observed && replicas === 0 && lambda > 0) {
+    notes.push(
+      `pool ${pool.name}: no running replica reported (mcp_cluster_worker_replicas), so the current wait is unbounded`,
+    );
+  }
+
+  let needed: number | undefined;
+  if (!Number.isNaN(S)) {
+    try {
+      needed = replicasForWait(lambda, S, k, target.targetWaitMs, target.percentile);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      notes.push(`pool ${pool.name}: more than ${MAX_PLANNED_SERVERS} concurrent slots needed: not planned`);
+    }
+  }
+  const then =
+    needed === undefined || Number.isNaN(S) ? undefined : mmcWait(needed * k, lambda, S, target.percentile);
+  if (needed !== undefined && needed > pool.scaling.maxReplicas) {
+    notes.push(
+      `pool ${pool.name}: needs ${needed} replicas, above scaling.maxReplicas ${pool.scaling.maxReplicas}, where the autoscaler stops`,
+    );
+  }
+
+  let gpu: PoolGpuPlan | undefined;
+  if (!pool.gpu) {
+    notes.push(
+      `no gpu section for pool ${pool.name}: add pools.${pool.name}.gpu for GPU memory, tier and cost`,
+    );
+  } else {
+    const memory = gpuMemoryPerReplica(pool.gpu);
+    const fit = fitGpuTier(memory.totalBytes, tiers);
+    if (!fit) {
+      notes.push(
+        `pool ${pool.name}: one replica needs ${formatGiB(memory.totalBytes)}, and no tier in the price table holds it, even with 8 GPUs`,
+      );
+    }
+    const known = fit !== undefined && needed !== undefined;
+    gpu = {
+      memoryPerReplicaBytes: memory.totalBytes,
+      weightsBytes: memory.weightsBytes,
+      kvCacheBytes: memory.kvCacheBytes,
+      tier: fit?.tier.name,
+      gpusPerReplica: fit?.gpusPerReplica ?? 0,
+      pricePerGpuHour: fit?.tier.pricePerHour ?? Number.NaN,
+      gpus: known ? (needed as number) * fit.gpusPerReplica : undefined,
+      costPerHour: known ? (needed as number) * fit.pricePerReplicaHour : undefined,
+    };
+  }
+
+  return {
+    pool: pool.name,
+    observedArrivalPerSec: observedArrival,
+    arrivalPerSec: lambda,
+    completedPerSec: observed?.completedPerSec ?? 0,
+    meanServiceMs,
+    p95ServiceMs: observed?.p95ServiceMs ?? Number.NaN,
+    inFlight: observed?.inFlight ?? 0,
+    queueDepth: observed?.queueDepth ?? 0,
+    oldestWaitMs: observed?.oldestWaitMs ?? 0,
+    replicas,
+    replicaConcurrency: k,
+    offeredLoad: load,
+    utilization: now?.utilization ?? Number.NaN,
+    waitMs: now?.percentileWaitMs ?? Number.NaN,
+    meanWaitMs: now?.meanWaitMs ?? Number.NaN,
+    neededReplicas: needed,
+    utilizationAtNeeded: then?.utilization ?? Number.NaN,
+    waitAtNeededMs: then?.percentileWaitMs ?? Number.NaN,
+    maxReplicas: pool.scaling.maxReplicas,
+    gpu,
+    notes,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------------
+
+/** JSON value of a number: non-finite numbers (unknown NaN, unbounded Infinity) become null. */
+function jsonNumber(value: number | undefined): number | null {
+  return value === undefined || !Number.isFinite(value) ? null : value;
+}
+
+/**
+ * The plan as plain JSON (`mcp-cluster plan --json`): the same fields as {@link CapacityPlan}, with every
+ * number that is unknown (NaN) or unbounded (Infinity) as null; `stableNow` tells the two apart for the
+ * current wait (false: the load is at or above the current capacity, the queue grows without bound).
+ */
+export function planToJson(plan: CapacityPlan): Record<string, unknown> {
+  return {
+    model: plan.model,
+    targetWaitMs: plan.targetWaitMs,
+    percentile: plan.percentile,
+    whatIf: plan.whatIf,
+    windowMs: plan.windowMs,
+    priceTable: plan.priceTable,
+    gpuTiers: plan.gpuTiers.map((t) => ({
+      name: t.name,
+      memoryBytes: t.memoryBytes,
+      pricePerHour: t.pricePerHour,
+    })),
+    pools: plan.pools.map((p) => ({
+      pool: p.pool,
+      observedArrivalPerSec: p.observedArrivalPerSec,
+      arrivalPerSec: p.arrivalPerSec,
+      completedPerSec: p.completedPerSec,
+      meanServiceMs: jsonNumber(p.meanServiceMs),
+      p95ServiceMs: jsonNumber(p.p95ServiceMs),
+      inFlight: p.inFlight,
+      queueDepth: p.queueDepth,
+      oldestWaitMs: p.oldestWaitMs,
+      replicas: p.replicas,
+      replicaConcurrency: p.replicaConcurrency,
+      offeredLoad: jsonNumber(p.offeredLoad),
+      utilization: jsonNumber(p.utilization),
+      waitMs: jsonNumber(p.waitMs),
+      meanWaitMs: jsonNumber(p.meanWaitMs),
+      stableNow: Number.isFinite(p.waitMs),
+      neededReplicas: p.neededReplicas ?? null,
+      utilizationAtNeeded: jsonNumber(p.utilizationAtNeeded),
+      waitAtNeededMs: jsonNumber(p.waitAtNeededMs),
+      maxReplicas: p.maxReplicas,
+      gpu: p.gpu
+        ? {
+            memoryPerReplicaBytes: p.gpu.memoryPerReplicaBytes,
+            weightsBytes: p.gpu.weightsBytes,
+            kvCacheBytes: p.gpu.kvCacheBytes,
+            tier: p.gpu.tier ?? null,
+            gpusPerReplica: p.gpu.gpusPerReplica,
+            pricePerGpuHour: jsonNumber(p.gpu.pricePerGpuHour),
+            gpus: jsonNumber(p.gpu.gpus),
+            costPerHour: jsonNumber(p.gpu.costPerHour),
+          }
+        : null,
+      notes: p.notes,
+    })),
+    totalGpus: plan.totalGpus,
+    totalCostPerHour: plan.totalCostPerHour,
+    assumptions: plan.assumptions,
+    notes: plan.notes,
+  };
+}
+
+/** `p95`, `p99.9` */
+function percentileLabel(p: number): string {
+  return `p${Number((p * 100).toFixed(4))}`;
+}
+
+function formatRate(perSec: number): string {
+  if (!Number.isFinite(perSec)) return '—';
+  if (perSec === 0) return '0';
+  return perSec < 10 ? perSec.toFixed(2) : perSec < 1000 ? perSec.toFixed(1) : perSec.toFixed(0);
+}
+
+function formatMs(ms: number): string {
+  if (Number.isNaN(ms)) return '—';
+  if (ms === Number.POSITIVE_INFINITY) return '∞';
+  if (ms === 0) return '0 ms';
+  if (ms < 10) return `${ms.toFixed(1)} ms`;
+  if (ms < 1000) return `${ms.toFixed(0)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(2)} s`;
+  return `${(ms / 60_000).toFixed(1)} min`;
+}
+
+function formatShare(fraction: number): string {
+  if (Number.isNaN(fraction)) return '—';
+  if (fraction === Number.POSITIVE_INFINITY) return '∞';
+  if (fraction === 0) return '0%';
+  const percent = fraction * 100;
+  // Small shares keep two significant digits, so a lightly loaded pool does not read as idle.
+  return `${percent < 1 ? Number(percent.toPrecision(2)) : percent.toFixed(1)}%`;
+}
+
+function formatGiB(bytes: number): string {
+  return `${(bytes / GIB).toFixed(1)} GiB`;
+}
+
+function formatMoney(value: number | undefined): string {
+  return value === undefined || !Number.isFinite(value) ? '—' : value.toFixed(2);
+}
+
+/** Columns padded to their widest cell; the first and `leftAligned` columns left-aligned, the rest right. */
+function table(header: string[], rows: string[][], leftAligned: ReadonlySet<number>): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) =>
+        i === 0 || leftAligned.has(i) ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0),
+      )
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+/** The plan for people: a header, one aligned row per pool, totals, the model, assumptions and notes. */
+export function formatPlan(plan: CapacityPlan): string {
+  const pct = percentileLabel(plan.percentile);
+  const header = [
+    'pool',
+    plan.whatIf !== 1 ? `arrivals/s ×${plan.whatIf}` : 'arrivals/s',
+    'svc mean',
+    'svc p95',
+    'replicas',
+    'slots',
+    'util',
+    `wait ${pct}`,
+    'needed',
+    'util then',
+    `wait ${pct} then`,
+    'GPU per replica',
+    'GPUs',
+    'cost/h',
+  ];
+  const rows = plan.pools.map((p) => [
+    p.pool,
+    formatRate(p.arrivalPerSec),
+    formatMs(p.meanServiceMs),
+    formatMs(p.p95ServiceMs),
+    String(p.replicas),
+    String(p.replicas * p.replicaConcurrency),
+    formatShare(p.utilization),
+    formatMs(p.waitMs),
+    p.neededReplicas === undefined ? '—' : String(p.neededReplicas),
+    formatShare(p.utilizationAtNeeded),
+    formatMs(p.waitAtNeededMs),
+    p.gpu
+      ? `${p.gpu.tier ? `${p.gpu.gpusPerReplica > 1 ? `${p.gpu.gpusPerReplica}× ` : ''}${p.gpu.tier}` : 'none fits'} (${formatGiB(p.gpu.memoryPerReplicaBytes)})`
+      : '—',
+    p.gpu?.gpus === undefined ? '—' : String(p.gpu.gpus),
+    formatMoney(p.gpu?.costPerHour),
+  ]);
+  rows.push([
+    'total',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    String(plan.totalGpus),
+    formatMoney(plan.totalCostPerHour),
+  ]);
+  const lines = [
+    `Capacity plan: queue wait ≤ ${formatMs(plan.targetWaitMs)} for ${Number((plan.percentile * 100).toFixed(4))}% of calls` +
+      `${plan.whatIf !== 1 ? `, arrivals × ${plan.whatIf} (what-if)` : ''}, rates observed over ${formatMs(plan.windowMs)}`,
+    `Model: ${plan.model}`,
+    '',
+    ...table(header, rows, new Set([11])),
+    '',
+    'Assumptions:',
+    ...plan.assumptions.map((a) => `  - ${a}`),
+  ];
+  const notes = [...plan.pools.flatMap((p) => p.notes), ...plan.notes];
+  if (notes.length > 0) lines.push('', 'Notes:', ...notes.map((n) => `  - ${n}`));
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,461 @@
+import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
+import {
+  type Broker,
+  ClusterError,
+  type ClusterErrorCode,
+  clusterMetrics,
+  createLogger,
+  type LifecycleState,
+  type PoolConfig,
+  type ResolvedConfig,
+  type Stoppable,
+  toClusterError,
+} from '../core/index.js';
+import {
+  decideReplicas,
+  initialScalerState,
+  type PoolObservation,
+  type ScalerState,
+  type ScalingPolicy,
+  type ScalingReason,
+  scalingPolicy,
+} from './control-law.js';
+import type { MetricsSource, PoolRates } from './metrics-source.js';
+import type { ScalingProvider } from './provider.js';
+
+/** Options of {@link startAutoscaler}. */
+export interface AutoscalerOptions {
+  /** `autoscaler.*` (interval, HTTP address) and every pool's `scaling` section are read from it. */
+  config: ResolvedConfig;
+  /**
+   * The broker of the pools' queues: queue depth, in-flight calls and the oldest wait come from
+   * `queue.stats` (exact and cheap). Not closed by `shutdown()`.
+   */
+  broker: Pick<Broker, 'queue'>;
+  /** Where decisions land. Owned by the autoscaler: `shutdown()` closes it (the local provider drains its workers). */
+  provider: ScalingProvider;
+  /**
+   * Arrival rate and mean service time per pool (`scrapeSource` or `prometheusSource`; the queue
+   * figures come from the broker, which is exact, so only these two are used). A read that fails or
+   * takes over half an interval leaves the previous rates in use for up to three intervals. Absent:
+   * arrival 0 and service time unknown, so the law sizes pools from queued and in-flight calls only (any
+   * queued call wakes a pool; a call waiting longer than the target adds a replica).
+   */
+  source?: Pick<MetricsSource, 'read'>;
+  /** Monotonic clock in ms for the control law. Default `performance.now`. */
+  clock?: () => number;
+  /** Serve `/healthz`, `/readyz`, `/metrics` and `/status` on `autoscaler.host:port`. Default true. */
+  serveHttp?: boolean;
+  /** Pools to size. Default every pool in the configuration. */
+  pools?: readonly string[];
+  /** The provider's replicas as `/status` shows them (the local provider's `list()`). */
+  describeReplicas?: () => readonly unknown[];
+}
+
+/** What the autoscaler last saw and decided for one pool (`GET /status`). */
+export interface PoolStatus {
+  readonly pool: string;
+  /** The pool's policy, as the control law uses it. */
+  readonly policy: ScalingPolicy;
+  /** The last observation, or null before the first one succeeded. */
+  readonly observation: PoolObservation | null;
+  /** Replicas the law wants (last decision); null before the first decision. */
+  readonly desired: number | null;
+  /** Why (the law's reason of the last decision). */
+  readonly reason: ScalingReason | null;
+  /** The raw requirement of the load before caps and windows. */
+  readonly required: number | null;
+  /** The last error observing or scaling this pool, cleared by the next success; null when none. */
+  readonly error: string | null;
+  /** Decisions that changed the pool's replicas since the start. */
+  readonly changes: number;
+}
+
+/** A running autoscaler. */
+export interface Autoscaler extends Stoppable {
+  /** `http://host:port` of its health and metrics server; empty when not serving. */
+  readonly url: string;
+  /** Completed ticks (observe and decide every pool once) since the start. */
+  readonly ticks: number;
+  /** The last observation and decision of every pool. */
+  status(): PoolStatus[];
+}
+
+/**
+ * Longest wait for one pool's observation (queue stats and the provider's replica count), in ms: a
+ * broker or orchestrator that hangs fails that pool's observation instead of holding it. Also the
+ * longest `shutdown()` waits for pool steps still running before it closes the provider.
+ */
+export const OBSERVE_TIMEOUT_MS = 10_000;
+
+/** Rates older than this many intervals (the source keeps failing) are dropped rather than reused. */
+const STALE_RATES_INTERVALS = 3;
+
+/**
+ * The control law's policy of one pool from its `scaling` section.
+ * @throws ClusterError('INVALID_CONFIG') naming the setting when a value is out of the law's range.
+ */
+export function policyFromConfig(pool: Pick<PoolConfig, 'name' | 'scaling'>): ScalingPolicy {
+  const s = pool.scaling;
+  try {
+    return scalingPolicy({
+      minReplicas: s.minReplicas,
+      maxReplicas: s.maxReplicas,
+      targetQueueWaitMs: s.targetQueueWaitMs,
+      scaleDownStabilizationMs: s.scaleDownStabilizationMs,
+      idleToZeroMs: s.idleToZeroMs,
+      maxScaleUpPerStep: { factor: s.maxScaleUpFactor, absolute: s.maxScaleUpStep },
+      perReplicaConcurrency: s.replicaConcurrency,
+    });
+  } catch (err) {
+    throw new ClusterError('INVALID_CONFIG', `pools.${pool.name}.scaling: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * Starts the autoscaler loop: every `autoscaler.interval`, each pool is observed (queue figures from
+ * the broker, rates from the source, replicas from the provider), `decideReplicas` decides, and a
+ * changed count goes to `provider.scale`. A queued call is therefore seen, and acted on, within one
+ * interval.
+ *
+ * Ticks never overlap, and pools are independent within a tick: a pool whose previous observation or
+ * scale is still running (a slow orchestrator, a worker process starting) is skipped until it is done,
+ * while the other pools go on being decided on time. An error observing or scaling a pool is logged and
+ * retried on the next interval; nothing stops the loop but `shutdown()`.
+ */
+export async function startAutoscaler(options: AutoscalerOptions): Promise<Autoscaler> {
+  const { config, broker, provider, source } = options;
+  const clock = options.clock ?? (() => performance.now());
+  const intervalMs = config.autoscaler.intervalMs;
+  const log = createLogger('autoscaler', { provider: provider.kind });
+  const metrics = clusterMetrics();
+  const pools = [...(options.pools ?? Object.keys(config.pools))];
+  const policies = new Map<string, ScalingPolicy>();
+  for (const pool of pools) {
+    const poolConfig = config.pools[pool];
+    if (!poolConfig) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `no pool "${pool}" in the configuration (have: ${Object.keys(config.pools).join(', ')})`,
+      );
+    }
+    policies.set(pool, policyFromConfig(poolConfig));
+  }
+
+  let state: LifecycleState = 'starting';
+  let ticks = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let ticking: Promise<void> | undefined;
+  /** Pool → its observe-decide-scale step still running. */
+  const busy = new Map<string, Promise<void>>();
+  const scalerStates = new Map<string, ScalerState>();
+  const statuses = new Map<string, PoolStatus>(
+    pools.map((pool) => [
+      pool,
+      {
+        pool,
+        policy: policies.get(pool) as ScalingPolicy,
+        observation: null,
+        desired: null,
+        reason: null,
+        required: null,
+        error: null,
+        changes: 0,
+      },
+    ]),
+  );
+  const update = (pool: string, patch: Partial<PoolStatus>) => {
+    statuses.set(pool, { ...(statuses.get(pool) as PoolStatus), ...patch });
+  };
+
+  let rates: ReadonlyMap<string, PoolRates> = new Map();
+  let ratesAtMs = Number.NEGATIVE_INFINITY;
+  let reading: Promise<void> | undefined;
+  let sourceFailing = false;
+  const refreshRates = async (budgetMs: number) => {
+    if (!source) return;
+    // A read still running from an earlier tick is waited on again, never doubled.
+    reading ??= source
+      .read()
+      .then(
+        (next) => {
+          rates = next;
+          ratesAtMs = clock();
+          if (sourceFailing) log.info('reading rates works again');
+          sourceFailing = false;
+        },
+        (err: unknown) => {
+          // Once per outage, not once per interval.
+          if (!sourceFailing) log.warn('reading rates failed; using the last ones for now', { err });
+          sourceFailing = true;
+        },
+      )
+      .finally(() => {
+        reading = undefined;
+      });
+    await within(reading, budgetMs);
+  };
+  const ratesOf = (pool: string): PoolRates | undefined =>
+    clock() - ratesAtMs <= STALE_RATES_INTERVALS * intervalMs ? rates.get(pool) : undefined;
+
+  const observe = async (pool: string): Promise<PoolObservation> => {
+    const [stats, current] = await Promise.all([
+      deadline(broker.queue.stats(pool), 'QUEUE_UNAVAILABLE', `queue figures of pool ${pool}`),
+      deadline(
+        provider.replicas(pool),
+        'INTERNAL',
+        `the ${provider.kind} provider's replicas of pool ${pool}`,
+      ),
+    ]);
+    let queueDepth = 0;
+    let inFlight = 0;
+    let oldestWaitMs = 0;
+    for (const s of stats) {
+      queueDepth += s.depth;
+      inFlight += s.inFlight;
+      oldestWaitMs = Math.max(oldestWaitMs, s.oldestAgeMs);
+    }
+    const r = ratesOf(pool);
+    return {
+      atMs: clock(),
+      queueDepth,
+      oldestWaitMs,
+      arrivalRatePerSec: r && Number.isFinite(r.arrivalPerSec) ? r.arrivalPerSec : 0,
+      serviceTimeMs: r ? r.meanServiceMs : Number.NaN,
+      inFlight,
+      currentReplicas: current,
+    };
+  };
+
+  const step = async (pool: string) => {
+    const policy = policies.get(pool) as ScalingPolicy;
+    let obs: PoolObservation;
+    try {
+      obs = await observe(pool);
+    } catch (err) {
+      const error = toClusterError(err);
+      log.warn('observing the pool failed; trying again next interval', { pool, err: error });
+      update(pool, { error: `${error.code}: ${error.message}` });
+      return;
+    }
+    const decision = decideReplicas(policy, scalerStates.get(pool) ?? initialScalerState(), obs);
+    scalerStates.set(pool, decision.state);
+    const current = obs.currentReplicas;
+    metrics.autoscalerCurrent.set({ pool }, current);
+    metrics.autoscalerDesired.set({ pool }, decision.replicas);
+    update(pool, {
+      observation: obs,
+      desired: decision.replicas,
+      reason: decision.reason,
+      required: decision.required,
+      error: null,
+    });
+    if (decision.replicas === current) return;
+    const direction = decision.replicas > current ? 'up' : 'down';
+    const fields = {
+      pool,
+      // When the law decided: a scale-up is logged once its replicas have started, which can be later.
+      decidedAt: new Date().toISOString(),
+      from: current,
+      to: decision.replicas,
+      reason: decision.reason,
+      required: decision.required,
+      queueDepth: obs.queueDepth,
+      oldestWaitMs: Math.round(obs.oldestWaitMs),
+      inFlight: obs.inFlight,
+      arrivalPerSec: obs.arrivalRatePerSec,
+      serviceTimeMs: Number.isFinite(obs.serviceTimeMs) ? Math.round(obs.serviceTimeMs) : null,
+    };
+    try {
+      await provider.scale(pool, decision.replicas);
+    } catch (err) {
+      const error = toClusterError(err);
+      log.error('scaling failed; trying again next interval', { ...fields, err: error });
+      update(pool, { error: `${error.code}: ${error.message}` });
+      return;
+    }
+    metrics.autoscalerScaled.inc({ pool, direction, reason: decision.reason });
+    metrics.autoscalerCurrent.set({ pool }, decision.replicas);
+    const changes = (statuses.get(pool)?.changes ?? 0) + 1;
+    update(pool, { changes });
+    log.info(direction === 'up' ? 'scaled up' : 'scaled down', fields);
+  };
+
+  const tick = async () => {
+    const startedAt = clock();
+    await refreshRates(intervalMs / 2);
+    const started: Promise<void>[] = [];
+    for (const pool of pools) {
+      if (busy.has(pool)) {
+        log.debug('previous decision still running; skipping the pool this interval', { pool });
+        continue;
+      }
+      const work = step(pool)
+        .catch((err: unknown) => log.error('pool step failed', { pool, err }))
+        .finally(() => busy.delete(pool));
+      busy.set(pool, work);
+      started.push(work);
+    }
+    // Wait for this tick's pools, but no longer than an interval: a slow one finishes in the background.
+    await within(Promise.all(started), Math.max(0, intervalMs - (clock() - startedAt)));
+    ticks++;
+    schedule(Math.max(0, intervalMs - (clock() - startedAt)));
+  };
+  const schedule = (delayMs: number) => {
+    if (state !== 'running') return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      ticking = tick().finally(() => {
+        ticking = undefined;
+      });
+    }, delayMs);
+  };
+
+  let http: HttpServer | undefined;
+  let url = '';
+  if (options.serveHttp !== false) {
+    http = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
+      if (path === '/readyz') {
+        void broker.queue
+          .ready()
+          .catch(() => false)
+          .then((brokerReady) => {
+            const ready = state === 'running' && brokerReady;
+            sendJson(res, ready ? 200 : 503, {
+              status: ready ? 'ready' : 'not ready',
+              state,
+              broker: brokerReady,
+              provider: provider.kind,
+            });
+          });
+        return;
+      }
+      if (path === '/metrics') {
+        metrics.registry.metrics().then(
+          (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+          () => res.writeHead(500).end(),
+        );
+        return;
+      }
+      if (path === '/status') {
+        return sendJson(res, 200, {
+          provider: provider.kind,
+          intervalMs,
+          ticks,
+          pools: [...statuses.values()].map(jsonSafe),
+          ...(options.describeReplicas ? { replicas: options.describeReplicas() } : {}),
+        });
+      }
+      sendJson(res, 404, { error: `no route ${path}; try /healthz, /readyz, /metrics or /status` });
+    });
+    const server = http;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        reject(
+          new ClusterError(
+            'INVALID_CONFIG',
+            `cannot listen on ${config.autoscaler.host}:${config.autoscaler.port} (${err.code ?? err.message}); choose another port with --port or autoscaler.port`,
+            { cause: err },
+          ),
+        );
+      });
+      server.listen(config.autoscaler.port, config.autoscaler.host, () => resolve());
+    });
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    const host = config.autoscaler.host.includes(':')
+      ? `[${config.autoscaler.host}]`
+      : config.autoscaler.host;
+    url = `http://${host}:${port}`;
+  }
+
+  state = 'running';
+  log.info('autoscaler started', { pools, intervalMs, url, rates: source ? 'source' : 'none' });
+  // The first look happens at once, so a backlog that is already there is acted on without a wait.
+  schedule(0);
+
+  return {
+    url,
+    get state() {
+      return state;
+    },
+    get ticks() {
+      return ticks;
+    },
+    status: () => [...statuses.values()],
+    async shutdown() {
+      if (state === 'draining' || state === 'stopped') return;
+      state = 'draining';
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      await ticking;
+      // A pool step still running (a worker starting) may end before the provider closes, but a hung
+      // orchestrator call must not hold the shutdown: the provider's close() deals with what is left.
+      await within(Promise.allSettled([...busy.values()]), OBSERVE_TIMEOUT_MS);
+      try {
+        await provider.close();
+      } finally {
+        if (http) {
+          const server = http;
+          server.closeAllConnections?.();
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+        }
+        state = 'stopped';
+        log.info('autoscaler stopped');
+      }
+    },
+  };
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}
+
+/** NaN and Infinity are not JSON: a status with an unknown service time says null. */
+function jsonSafe(status: PoolStatus): unknown {
+  return JSON.parse(
+    JSON.stringify(status, (_key, value: unknown) =>
+      typeof value === 'number' && !Number.isFinite(value) ? null : value,
+    ),
+  );
+}
+
+/** Resolves when `work` settles or after `ms`, whichever comes first; never rejects. */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      work.then(
+        () => undefined,
+        () => undefined,
+      ),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `work`, or a rejection with ClusterError(`code`) naming `what` after {@link OBSERVE_TIMEOUT_MS}. */
+async function deadline<T>(work: Promise<T>, code: ClusterErrorCode, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new ClusterError(code, `${what} took over ${OBSERVE_TIMEOUT_MS} ms`)),
+          OBSERVE_TIMEOUT_MS,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

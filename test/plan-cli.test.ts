@@ -1,0 +1,669 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  formatPlan,
+  GIB,
+  type PoolRates,
+  planCapacity,
+  planToJson,
+  QUEUEING_MODEL,
+  replicasForWait,
+} from '../services/autoscaler/index.js';
+import { resolveConfig } from '../services/core/index.js';
+import { connectClient, type TestClient } from './support/mcp-clients.js';
+import { CLI, eventually, writeConfig } from './support/processes.js';
+
+// ---------------------------------------------------------------------------------------------------
+// planCapacity against hand-computed Erlang C
+// ---------------------------------------------------------------------------------------------------
+
+/**
+ * Erlang C from the closed form with factorials, independent of the iterative recursion the planner
+ * uses: C = (aᶜ/c! · c/(c−a)) / (Σₖ₌₀^{c−1} aᵏ/k! + aᶜ/c! · c/(c−a)).
+ */
+function erlangCClosedForm(c: number, a: number): number {
+  let factorial = 1;
+  let sum = 0;
+  for (let k = 0; k < c; k++) {
+    if (k > 0) factorial *= k;
+    sum += a ** k / factorial;
+  }
+  factorial *= c;
+  const top = (a ** c / factorial) * (c / (c - a));
+  return top / (sum + top);
+}
+
+const PLAN_YAML = `
+planner: { targetWait: 200ms, percentile: 0.95 }
+pools:
+  inference:
+    backend: openai-chat
+    scaling: { replicaConcurrency: 1, maxReplicas: 10 }
+    gpu: { modelParamsBillions: 8, bytesPerParam: 2, kvCachePerToken: 128kb, contextTokens: 8192, concurrentSequences: 16 }
+  embeddings:
+    backend: openai-embeddings
+    scaling: { replicaConcurrency: 4 }
+`;
+
+function rates(pool: string, r: Partial<PoolRates>): PoolRates {
+  return {
+    pool,
+    arrivalPerSec: 0,
+    completedPerSec: 0,
+    meanServiceMs: Number.NaN,
+    p95ServiceMs: Number.NaN,
+    inFlight: 0,
+    queueDepth: 0,
+    oldestWaitMs: 0,
+    replicas: 0,
+    windowMs: 10_000,
+    ...r,
+  };
+}
+
+describe('planCapacity', () => {
+  const config = resolveConfig(PLAN_YAML);
+  // λ = 10 calls/s, S = 500 ms: a = 5 Erlangs on both pools.
+  const observed = new Map([
+    [
+      'inference',
+      rates('inference', {
+        arrivalPerSec: 10,
+        completedPerSec: 10,
+        meanServiceMs: 500,
+        p95ServiceMs: 1400,
+        replicas: 7,
+      }),
+    ],
+    [
+      'embeddings',
+      rates('embeddings', { arrivalPerSec: 10, completedPerSec: 10, meanServiceMs: 500, replicas: 2 }),
+    ],
+  ]);
+
+  it('matches Erlang C by hand: current wait, utilisation and the fewest replicas for the target', () => {
+    const plan = planCapacity(observed, config);
+    const inference = plan.pools.find((p) => p.pool === 'inference')!;
+    // c = 7 replicas × 1: C(7, 5) = 0.324149949…, W95 = ln(C / 0.05) / (7/0.5 − 10) s = 467.2958 ms.
+    expect(erlangCClosedForm(7, 5)).toBeCloseTo(0.324149949173288, 12);
+    expect(inference.offeredLoad).toBeCloseTo(5, 12);
+    expect(inference.utilization).toBeCloseTo(5 / 7, 12);
+    expect(inference.waitMs).toBeCloseTo((Math.log(erlangCClosedForm(7, 5) / 0.05) / 4) * 1000, 6);
+    expect(inference.waitMs).toBeCloseTo(467.2958, 3);
+    expect(inference.meanWaitMs).toBeCloseTo((erlangCClosedForm(7, 5) / 4) * 1000, 6);
+    // 8 slots give 201.26 ms (just over 200), 9 give 59.55 ms: 9 replicas.
+    expect((Math.log(erlangCClosedForm(8, 5) / 0.05) / 6) * 1000).toBeCloseTo(201.2609, 3);
+    expect(inference.neededReplicas).toBe(9);
+    expect(inference.waitAtNeededMs).toBeCloseTo(59.5453, 3);
+    expect(inference.utilizationAtNeeded).toBeCloseTo(5 / 9, 12);
+
+    // Embeddings: 2 replicas × 4 slots = the same 8 servers (201.26 ms), so 3 replicas (12 slots).
+    const embeddings = plan.pools.find((p) => p.pool === 'embeddings')!;
+    expect(embeddings.replicaConcurrency).toBe(4);
+    expect(embeddings.utilization).toBeCloseTo(5 / 8, 12);
+    expect(embeddings.waitMs).toBeCloseTo(201.2609, 3);
+    expect(embeddings.neededReplicas).toBe(3);
+
+    expect(plan.model).toBe(QUEUEING_MODEL);
+    expect(plan).toMatchObject({ targetWaitMs: 200, percentile: 0.95, whatIf: 1, windowMs: 10_000 });
+  });
+
+  it('sizes GPUs and cost from the gpu section and the price table', () => {
+    const plan = planCapacity(observed, config);
+    const inference = plan.pools.find((p) => p.pool === 'inference')!;
+    // 8B fp16 = 16e9 bytes, KV 128 KiB × 8192 × 16 = 16 GiB; × 1.15 = 35.5 GiB: an L40S (48 GB) at 1.90/h.
+    expect(inference.gpu).toMatchObject({
+      weightsBytes: 16e9,
+      kvCacheBytes: 16 * GIB,
+      tier: 'L40S',
+      gpusPerReplica: 1,
+      pricePerGpuHour: 1.9,
+      gpus: 9,
+    });
+    expect(inference.gpu?.memoryPerReplicaBytes).toBeCloseTo((16e9 + 16 * GIB) * 1.15, 0);
+    expect(inference.gpu?.costPerHour).toBeCloseTo(9 * 1.9, 9);
+    expect(plan.priceTable).toBe('built-in example');
+    expect(plan.totalGpus).toBe(9);
+    expect(plan.totalCostPerHour).toBeCloseTo(17.1, 9);
+    // The pool without a gpu section says so.
+    const embeddings = plan.pools.find((p) => p.pool === 'embeddings')!;
+    expect(embeddings.gpu).toBeUndefined();
+    expect(embeddings.notes.join('\n')).toContain('no gpu section for pool embeddings');
+
+    // A configured price table replaces the examples. A 70B fp16 model (161 GB with overhead) fits on two
+    // 80 GB GPUs (8/h per replica) or eight 24 GB ones (12/h): the cheaper set wins.
+    const priced = resolveConfig(`
+planner:
+  gpuTiers:
+    - { name: small, memory: 24gb, pricePerHour: 1.5 }
+    - { name: big, memory: 80gb, pricePerHour: 4 }
+pools:
+  inference:
+    backend: openai-chat
+    scaling: { replicaConcurrency: 1, maxReplicas: 50 }
+    gpu: { modelParamsBillions: 70, bytesPerParam: 2, kvCachePerToken: 0, contextTokens: 0, concurrentSequences: 0 }
+`);
+    const big = planCapacity(new Map([['inference', observed.get('inference')!]]), priced, {
+      targetWaitMs: 200,
+    });
+    const p = big.pools[0]!;
+    expect(big.priceTable).toBe('config');
+    expect(p.gpu).toMatchObject({ tier: 'big', gpusPerReplica: 2, pricePerGpuHour: 4, gpus: 18 });
+    expect(p.gpu?.costPerHour).toBe(72);
+  });
+
+  it('--what-if 2 doubles the arrivals and needs more replicas (and says when past maxReplicas)', () => {
+    const base = planCapacity(observed, config);
+    const doubled = planCapacity(observed, config, { whatIf: 2 });
+    const one = base.pools.find((p) => p.pool === 'inference')!;
+    const two = doubled.pools.find((p) => p.pool === 'inference')!;
+    expect(two.observedArrivalPerSec).toBe(10);
+    expect(two.arrivalPerSec).toBe(20);
+    // a = 10: 13 slots give 290.24 ms, 14 give 155.97 ms.
+    expect((Math.log(erlangCClosedForm(13, 10) / 0.05) / (13 / 0.5 - 20)) * 1000).toBeCloseTo(290.2358, 3);
+    expect((Math.log(erlangCClosedForm(14, 10) / 0.05) / (14 / 0.5 - 20)) * 1000).toBeCloseTo(155.9738, 3);
+    expect(two.neededReplicas).toBe(14);
+    expect(two.neededReplicas!).toBeGreaterThan(one.neededReplicas!);
+    expect(two.notes.join('\n')).toContain('above scaling.maxReplicas 10');
+    expect(doubled.assumptions.join('\n')).toContain('× 2');
+    expect(() => planCapacity(observed, config, { whatIf: 0 })).toThrow(RangeError);
+    expect(() => planCapacity(observed, config, { whatIf: -1 })).toThrow(RangeError);
+    expect(() => planCapacity(observed, config, { whatIf: Number.NaN })).toThrow(RangeError);
+    expect(() => planCapacity(observed, config, { percentile: 1 })).toThrow(RangeError);
+    expect(() => planCapacity(observed, config, { targetWaitMs: -1 })).toThrow(RangeError);
+  });
+
+  it('is honest about what it cannot know: no replicas, no finished call, no arrivals counted, unknown pools', () => {
+    const plan = planCapacity(
+      new Map([
+        // Load but no running replica: the queue grows without bound.
+        [
+          'inference',
+          rates('inference', { arrivalPerSec: 4, completedPerSec: 0, meanServiceMs: 250, replicas: 0 }),
+        ],
+        // Calls finished but no arrivals counted: the ingress was not read.
+        ['embeddings', rates('embeddings', { completedPerSec: 3, meanServiceMs: 20, replicas: 1 })],
+        ['mystery', rates('mystery', { arrivalPerSec: 1 })],
+      ]),
+      config,
+    );
+    const inference = plan.pools.find((p) => p.pool === 'inference')!;
+    expect(inference.utilization).toBe(Number.POSITIVE_INFINITY);
+    expect(inference.waitMs).toBe(Number.POSITIVE_INFINITY);
+    // a = 1 Erlang: 2 slots wait 474 ms at p95, 3 slots 75 ms.
+    expect(inference.neededReplicas).toBe(3);
+    expect(inference.notes.join('\n')).toContain('no running replica');
+    const embeddings = plan.pools.find((p) => p.pool === 'embeddings')!;
+    expect(embeddings.notes.join('\n')).toContain("read the ingress's /metrics too");
+    expect(plan.notes.join('\n')).toContain('pool mystery appears in the metrics but not in the config');
+
+    const json = planToJson(plan) as { pools: Record<string, unknown>[] };
+    const inferenceJson = json.pools.find((p) => p.pool === 'inference')!;
+    expect(inferenceJson).toMatchObject({
+      utilization: null,
+      waitMs: null,
+      stableNow: false,
+      neededReplicas: 3,
+    });
+    // No NaN or Infinity survives into JSON (they would silently turn into null or break parsers).
+    expect(JSON.parse(JSON.stringify(json))).toEqual(json);
+
+    // Arrivals but no finished call: the service time, and so the plan, is unknown.
+    const unknown = planCapacity(
+      new Map([['inference', rates('inference', { arrivalPerSec: 2, replicas: 1 })]]),
+      config,
+    );
+    const p = unknown.pools.find((x) => x.pool === 'inference')!;
+    expect(p.neededReplicas).toBeUndefined();
+    expect(p.gpu?.gpus).toBeUndefined();
+    expect(p.notes.join('\n')).toContain('service time is unknown');
+    const idle = unknown.pools.find((x) => x.pool === 'embeddings')!;
+    expect(idle.notes.join('\n')).toContain('no metrics for it, planned as idle');
+    expect(idle.neededReplicas).toBe(0);
+  });
+
+  it('formats an aligned table with the model, assumptions and notes', () => {
+    const text = formatPlan(planCapacity(observed, config, { whatIf: 2 }));
+    const lines = text.split('\n');
+    expect(lines[0]).toContain('queue wait ≤ 200 ms for 95% of calls, arrivals × 2 (what-if)');
+    expect(lines[1]).toBe(`Model: ${QUEUEING_MODEL}`);
+    const header = lines.find((l) => l.startsWith('pool '))!;
+    const row = lines.find((l) => l.startsWith('inference '))!;
+    const total = lines.find((l) => l.startsWith('total '))!;
+    expect(row).toContain('L40S (35.5 GiB)');
+    // Right-aligned columns end where their header ends: "needed" holds 14 for inference.
+    const neededEnd = header.indexOf('needed') + 'needed'.length;
+    expect(row.slice(neededEnd - 2, neededEnd)).toBe('14');
+    const costEnd = header.indexOf('cost/h') + 'cost/h'.length;
+    expect(
+      row
+        .slice(0, costEnd)
+        .trimEnd()
+        .endsWith((14 * 1.9).toFixed(2)),
+    ).toBe(true);
+    expect(total.length).toBe(costEnd);
+    expect(text).toContain('Assumptions:');
+    expect(text).toContain('no gpu section for pool embeddings');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The command, as a real process
+// ---------------------------------------------------------------------------------------------------
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Our environment without MCP_CLUSTER_* variables, so the machine's settings cannot change the outcome. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env))
+    if (!key.startsWith('MCP_CLUSTER_')) env[key] = value;
+  return { ...env, MCP_CLUSTER_LOG_LEVEL: 'warn' };
+}
+
+function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: cleanEnv(), timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const failure = err as (Error & { code?: number | string }) | null;
+        resolve({
+          code: failure ? (typeof failure.code === 'number' ? failure.code : null) : 0,
+          stdout: String(stdout),
+          stderr: String(stderr),
+        });
+      },
+    );
+  });
+}
+
+const STACK_TRACE = /^\s+at .+[:(]/m;
+
+function expectFailure(result: CliResult, code: number, ...mentions: string[]): void {
+  expect(result.code, `stderr: ${result.stderr}`).toBe(code);
+  expect(result.stderr).toMatch(/^mcp-cluster: /m);
+  for (const m of mentions) expect(result.stderr).toContain(m);
+  expect(result.stderr).not.toMatch(STACK_TRACE);
+  expect(result.stdout).toBe('');
+}
+
+/** A port nothing listens on (opened, then closed). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function serve(handler: Parameters<typeof createServer>[1]): Promise<{ url: string; server: Server }> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+function stop(server: Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+interface PlanJson {
+  model: string;
+  whatIf: number;
+  targetWaitMs: number;
+  percentile: number;
+  windowMs: number;
+  priceTable: string;
+  pools: {
+    pool: string;
+    observedArrivalPerSec: number;
+    arrivalPerSec: number;
+    completedPerSec: number;
+    meanServiceMs: number | null;
+    p95ServiceMs: number | null;
+    replicas: number;
+    replicaConcurrency: number;
+    utilization: number | null;
+    waitMs: number | null;
+    neededReplicas: number | null;
+    gpu: {
+      tier: string | null;
+      gpus: number | null;
+      gpusPerReplica: number;
+      costPerHour: number | null;
+    } | null;
+    notes: string[];
+  }[];
+  assumptions: string[];
+}
+
+describe('mcp-cluster plan (flags and failures)', () => {
+  const anyTarget = ['--metrics', 'http://127.0.0.1:9/metrics'];
+
+  it.each([
+    [['--what-if', '0', ...anyTarget], '--what-if'],
+    [['--what-if', '-1', ...anyTarget], '--what-if'],
+    [['--what-if', 'NaN', ...anyTarget], '--what-if'],
+    [['--what-if', 'Infinity', ...anyTarget], '--what-if'],
+    [['--what-if', 'abc', ...anyTarget], '"abc"'],
+    [['--what-if', '', ...anyTarget], '--what-if'],
+    [['--what-if', '1e400', ...anyTarget], '--what-if'],
+    [['--window', 'soon', ...anyTarget], '--window'],
+    [['--window', '0ms', ...anyTarget], '--window'],
+    [['--window', '48h', ...anyTarget], '24h'],
+    [['--target-wait', 'fast', ...anyTarget], '--target-wait'],
+    [['--percentile', '95', ...anyTarget], '95%'],
+    [['--percentile', '1.5', ...anyTarget], '--percentile'],
+    [['--percentile', 'p100', ...anyTarget], '--percentile'],
+    [['--percentile', '0', ...anyTarget], '--percentile'],
+    [['--metrics', 'ftp://10.0.0.5/metrics'], 'http://'],
+    [['--metrics', 'not a url'], '"not a url"'],
+    [['--metrics', ''], '--metrics needs a URL'],
+    [['--metrics', 'http://10.0.0.5:9464/metrics', '--prometheus', 'http://p:9090'], 'not both'],
+    [['--prometheus', 'prometheus:9090'], '--prometheus'],
+    [['--prometheus', 'http://p:9090', '--window', '500ms'], '1s or more'],
+    [['--bogus', ...anyTarget], '--bogus'],
+    [['stray', ...anyTarget], 'stray'],
+  ])('plan %j exits 2 naming the problem', async (args, mention) => {
+    expectFailure(await runCli(['plan', ...args]), 2, mention);
+  });
+
+  it('without any source says what to pass', async () => {
+    expectFailure(await runCli(['plan']), 2, '--metrics', '--prometheus', 'autoscaler.metricsUrls');
+  });
+
+  it('--help prints the usage with the plan command and exits 0', async () => {
+    const result = await runCli(['plan', '--help']);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('mcp-cluster plan');
+  });
+
+  it('an unreachable --metrics URL (or one from the config) exits 1 naming it', async () => {
+    const port = await closedPort();
+    const url = `http://127.0.0.1:${port}/metrics`;
+    const ok = await serve((_req, res) => res.end('mcp_cluster_worker_inflight_calls{pool="inference"} 0\n'));
+    try {
+      expectFailure(
+        await runCli(['plan', '--metrics', `${ok.url}/metrics,${url}`, '--window', '50ms']),
+        1,
+        url,
+        'connection refused',
+      );
+      const config = writeConfig(`autoscaler: { metricsUrls: ["${url}"] }\n`);
+      expectFailure(await runCli(['plan', '--config', config, '--window', '50ms']), 1, url);
+      // A bare host:port gets /metrics appended.
+      expectFailure(
+        await runCli(['plan', '--metrics', `http://127.0.0.1:${port}`, '--window', '50ms']),
+        1,
+        url,
+      );
+    } finally {
+      await stop(ok.server);
+    }
+  });
+
+  it('a page that is not Prometheus text exits 1 naming the URL and the line', async () => {
+    const page = await serve((_req, res) => res.end('<!doctype html>\n<html>nope</html>\n'));
+    try {
+      expectFailure(
+        await runCli(['plan', '--metrics', `${page.url}/metrics`, '--window', '50ms']),
+        1,
+        `${page.url}/metrics`,
+        'line 1',
+      );
+    } finally {
+      await stop(page.server);
+    }
+  });
+
+  it('--prometheus reads one window of rates from the query API', async () => {
+    const queries: string[] = [];
+    const prom = await serve((req, res) => {
+      const query = new URL(req.url ?? '/', 'http://x').searchParams.get('query') ?? '';
+      queries.push(query);
+      // 20 arrivals/s and a 100 ms mean (increase of sum 120 s over 1200 calls) for inference only.
+      const value = query.includes('enqueued_total')
+        ? '20'
+        : query.includes('_sum[')
+          ? '120'
+          : query.includes('_count[')
+            ? '1200'
+            : query.includes('worker_replicas')
+              ? '2'
+              : '0';
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          status: 'success',
+          data: { resultType: 'vector', result: [{ metric: { pool: 'inference' }, value: [1, value] }] },
+        }),
+      );
+    });
+    try {
+      const result = await runCli(['plan', '--prometheus', prom.url, '--window', '2m', '--json']);
+      expect(result.code, result.stderr).toBe(0);
+      expect(queries).toContain('sum by (pool) (rate(mcp_cluster_queue_enqueued_total[120s]))');
+      const plan = JSON.parse(result.stdout) as PlanJson;
+      expect(plan.windowMs).toBe(120_000);
+      const inference = plan.pools.find((p) => p.pool === 'inference')!;
+      expect(inference).toMatchObject({ arrivalPerSec: 20, meanServiceMs: 100, replicas: 2 });
+      expect(inference.neededReplicas).toBe(
+        replicasForWait(20, 100, inference.replicaConcurrency, plan.targetWaitMs, plan.percentile),
+      );
+    } finally {
+      await stop(prom.server);
+    }
+  });
+
+  it('a Prometheus that answers an error exits 1 with its message', async () => {
+    const prom = await serve((_req, res) => {
+      res.writeHead(422, { 'content-type': 'application/json' });
+      res.end(
+        '{"status":"error","errorType":"execution","error":"query timed out in expression evaluation"}',
+      );
+    });
+    try {
+      expectFailure(
+        await runCli(['plan', '--prometheus', prom.url]),
+        1,
+        `${prom.url}/api/v1/query`,
+        'query timed out',
+      );
+    } finally {
+      await stop(prom.server);
+    }
+  });
+});
+
+const CLUSTER_YAML = `
+broker: { url: "memory:" }
+pools:
+  inference:
+    backend: openai-chat
+    scaling: { replicaConcurrency: 1 }
+    gpu: { modelParamsBillions: 8, bytesPerParam: 2, kvCachePerToken: 128kb, contextTokens: 8192, concurrentSequences: 16 }
+  embeddings:
+    backend: openai-embeddings
+  diffusion:
+    backend: comfyui
+`;
+
+describe('mcp-cluster plan against a running embedded cluster', () => {
+  let up: ChildProcess | undefined;
+  let mcpUrl = '';
+  let metricsUrl = '';
+  let configPath = '';
+  const clients: TestClient[] = [];
+  let driving = false;
+  let load: Promise<unknown> = Promise.resolve();
+
+  beforeAll(async () => {
+    configPath = writeConfig(CLUSTER_YAML);
+    const child = spawn(process.execPath, [CLI, 'up', '--port', '0', '--config', configPath], {
+      env: cleanEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    up = child;
+    let stdout = '';
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    mcpUrl = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`up did not start; stderr:\n${stderr}`)), 30_000);
+      child.once('exit', (code) => reject(new Error(`up exited with ${code}; stderr:\n${stderr}`)));
+      child.stdout?.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        const m = /MCP endpoint \(Streamable HTTP\):\s+(http:\/\/\S+)/.exec(stdout);
+        if (m?.[1]) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      });
+    });
+    metricsUrl = mcpUrl.replace(/\/mcp$/, '/metrics');
+    await eventually(async () => (await fetch(mcpUrl.replace(/\/mcp$/, '/readyz'))).ok, 20_000, 'readyz');
+    for (let i = 0; i < 8; i++) clients.push(await connectClient('v2', mcpUrl));
+  }, 60_000);
+
+  afterAll(async () => {
+    driving = false;
+    await load;
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    if (up && up.exitCode === null) {
+      const exited = new Promise((resolve) => up?.once('exit', resolve));
+      up.kill('SIGTERM');
+      const force = setTimeout(() => up?.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(force);
+    }
+  }, 30_000);
+
+  /** Agents calling one tool after another: 6 on generate_text, 2 on embed. */
+  function drive(): void {
+    driving = true;
+    load = Promise.all(
+      clients.map(async (client, i) => {
+        while (driving) {
+          await (i < 6
+            ? client.callTool('generate_text', { prompt: `hello ${i}`, max_tokens: 16 })
+            : client.callTool('embed', { texts: [`text ${i}`, 'another'] })
+          ).catch(() => {});
+        }
+      }),
+    );
+  }
+
+  async function planJson(...extra: string[]): Promise<PlanJson> {
+    const result = await runCli([
+      'plan',
+      '--config',
+      configPath,
+      '--metrics',
+      metricsUrl,
+      '--json',
+      ...extra,
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as PlanJson;
+  }
+
+  it('reports arrivals, service times and replicas per pool, and plans them', async () => {
+    drive();
+    const plan = await planJson('--window', '200ms');
+    expect(plan.model).toBe(QUEUEING_MODEL);
+    expect(plan.whatIf).toBe(1);
+    expect(plan.windowMs).toBeGreaterThan(0);
+    expect(plan.priceTable).toBe('built-in example');
+    expect(plan.pools.map((p) => p.pool).sort()).toEqual(['diffusion', 'embeddings', 'inference']);
+
+    const inference = plan.pools.find((p) => p.pool === 'inference')!;
+    expect(inference.observedArrivalPerSec).toBeGreaterThan(0);
+    expect(inference.replicas).toBe(1);
+    expect(inference.replicaConcurrency).toBe(1);
+    expect(inference.gpu).toMatchObject({ tier: 'L40S', gpusPerReplica: 1 });
+
+    const embeddings = plan.pools.find((p) => p.pool === 'embeddings')!;
+    expect(embeddings.observedArrivalPerSec).toBeGreaterThan(0);
+    expect(embeddings.completedPerSec).toBeGreaterThan(0);
+    expect(embeddings.meanServiceMs).toBeGreaterThan(0);
+    expect(embeddings.p95ServiceMs).toBeGreaterThan(0);
+    expect(embeddings.replicas).toBe(1);
+    expect(embeddings.replicaConcurrency).toBe(256);
+    const k = embeddings.replicaConcurrency;
+    expect(embeddings.utilization).toBeCloseTo(
+      (embeddings.arrivalPerSec * (embeddings.meanServiceMs as number)) / 1000 / k,
+      9,
+    );
+    expect(embeddings.neededReplicas).toBe(
+      replicasForWait(
+        embeddings.arrivalPerSec,
+        embeddings.meanServiceMs as number,
+        k,
+        plan.targetWaitMs,
+        plan.percentile,
+      ),
+    );
+    expect(embeddings.notes.join('\n')).toContain('no gpu section for pool embeddings');
+
+    // Nobody called generate_image: exactly zero arrivals, nothing needed.
+    const diffusion = plan.pools.find((p) => p.pool === 'diffusion')!;
+    expect(diffusion.observedArrivalPerSec).toBe(0);
+    expect(diffusion.neededReplicas).toBe(0);
+  }, 60_000);
+
+  it('--what-if 2 plans for twice the observed arrivals', async () => {
+    if (!driving) drive();
+    const plan = await planJson(
+      '--window',
+      '1s',
+      '--what-if',
+      '2',
+      '--target-wait',
+      '0ms',
+      '--percentile',
+      'p95',
+    );
+    expect(plan.whatIf).toBe(2);
+    expect(plan.targetWaitMs).toBe(0);
+    for (const p of plan.pools) expect(p.arrivalPerSec).toBe(2 * p.observedArrivalPerSec);
+    const inference = plan.pools.find((p) => p.pool === 'inference')!;
+    const S = inference.meanServiceMs as number;
+    expect(S).toBeGreaterThan(0);
+    // Six agents each keep one call in flight: well over one Erlang is offered.
+    expect((inference.observedArrivalPerSec * S) / 1000, 'offered load too light to compare').toBeGreaterThan(
+      2,
+    );
+    const atObserved = replicasForWait(inference.observedArrivalPerSec, S, 1, 0, 0.95);
+    expect(inference.neededReplicas).toBe(replicasForWait(inference.arrivalPerSec, S, 1, 0, 0.95));
+    expect(inference.neededReplicas!).toBeGreaterThan(atObserved);
+    expect(inference.gpu?.gpus).toBe(inference.neededReplicas);
+    driving = false;
+    await load;
+  }, 60_000);
+
+  it('prints the table for people', async () => {
+    const result = await runCli([
+      'plan',
+      '--config',
+      configPath,
+      '--metrics',
+      metricsUrl,
+      '--window',
+      '100ms',
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`Model: ${QUEUEING_MODEL}`);
+    expect(result.stdout).toMatch(/^inference\s+/m);
+    expect(result.stdout).toMatch(/^embeddings\s+/m);
+    expect(result.stdout).toContain('Assumptions:');
+  }, 30_000);
+});
