@@ -18,7 +18,7 @@ import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
 import { waitFor } from './support/adapter-harness.js';
-import { type SpawnedBroker, startRedisServer, uniqueNamespace } from './support/brokers.js';
+import { type SpawnedBroker, startNatsServer, startRedisServer, uniqueNamespace } from './support/brokers.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 
 // The metrics capacity planners read, checked the way Prometheus sees them: real calls through an
@@ -528,6 +528,25 @@ describe('dead letters', () => {
     } finally {
       await broker.close();
     }
+  });
+
+  describe('NATS JetStream on a real nats-server', () => {
+    let nats: SpawnedBroker;
+    beforeAll(async () => {
+      nats = await startNatsServer();
+    });
+    afterAll(async () => {
+      await nats?.stop();
+    });
+
+    it('counts a call nacked past maxDeliveries by pool and priority', async () => {
+      const broker = await openBroker({ url: nats.url, namespace: uniqueNamespace('dlq'), pools: [POOL] });
+      try {
+        expect(await nackUntilDead(broker, 'high')).toBe(2);
+      } finally {
+        await broker.close();
+      }
+    });
   });
 
   describe('BullMQ on a real redis-server', () => {

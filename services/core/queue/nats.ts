@@ -1122,10 +1122,10 @@ async function closeConnection(nc: NatsConnection): Promise<void> {
   }
 }
 
-/** The priority a call subject `<ns>.calls.<pool>.<priority>` names (`normal` when it names none). */
-function priorityOfSubject(subject: string): Priority {
+/** The priority a call subject `<ns>.calls.<pool>.<priority>` names, as a metric label (`unknown` when none). */
+function priorityOfSubject(subject: string): string {
   const last = subject.slice(subject.lastIndexOf('.') + 1);
-  return (PRIORITIES as readonly string[]).includes(last) ? (last as Priority) : 'normal';
+  return (PRIORITIES as readonly string[]).includes(last) ? last : 'unknown';
 }
 
 function assertName(name: string, what: string): void {

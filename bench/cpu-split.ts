@@ -1,0 +1,67 @@
+/**
+ * `node dist/bench/cpu-split.js [system] [agents] [seconds]`: where a system's CPU goes per call, by
+ * process (ingress, each worker, the broker), under the overhead scenario's zero-latency load.
+ */
+import { readFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { runLoad } from './load/agents.js';
+import { cpuTimeMs } from './load/memory.js';
+import { MIX, startSim, ZERO_LATENCY } from './scenarios.js';
+import { type SystemName, startSystem } from './systems/index.js';
+
+function nameOf(pid: number): string {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    const role = args.findIndex((a) => ['ingress', 'worker', 'up'].includes(a));
+    if (role >= 0)
+      return args
+        .slice(role, role + 3)
+        .join(' ')
+        .replace(/ --config.*/, '');
+    return (args[0] ?? String(pid)).split('/').pop() ?? String(pid);
+  } catch {
+    return String(pid);
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const system = (argv[0] ?? 'cluster-nats') as SystemName;
+  const agents = Number(argv[1] ?? 16);
+  const seconds = Number(argv[2] ?? 5);
+  const sim = await startSim(ZERO_LATENCY);
+  const sut = await startSystem(system, { backendUrl: sim.url });
+  try {
+    const before = new Map(sut.pids.map((pid) => [pid, cpuTimeMs([pid])]));
+    const result = await runLoad({
+      client: 'v2',
+      mode: 'closed',
+      toolMix: MIX,
+      durationMs: seconds * 1000,
+      warmupMs: 1000,
+      url: sut.url,
+      agents,
+    });
+    const calls = result.started ?? result.ok;
+    process.stdout.write(
+      `${system} @ ${agents} agents: ${calls} calls, ${result.throughputPerSec.toFixed(1)}/s\n`,
+    );
+    for (const pid of sut.pids) {
+      const ms = cpuTimeMs([pid]) - (before.get(pid) ?? 0);
+      process.stdout.write(`  ${nameOf(pid).padEnd(28)} ${(ms / calls).toFixed(2)} ms CPU per call\n`);
+    }
+  } finally {
+    await sut.stop();
+    await sim.stop();
+  }
+}
+
+const entry = process.argv[1];
+if (entry && import.meta.url === pathToFileURL(entry).href) {
+  main(process.argv.slice(2)).then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
