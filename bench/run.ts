@@ -15,6 +15,8 @@ const SCENARIOS: Record<string, string> = {
   inflight: '10,000 long calls in flight on one ingress replica: peak RSS per process and per call',
   embeddings: 'micro-batching against per-call forwarding and the simulated GPU batch capacity',
   affinity: 'time to first token of multi-turn sessions, session affinity against round-robin',
+  cpu: 'CPU per call of every process of one system (default cluster-nats) under the overhead load',
+  queue: 'the queue hop alone: enqueue to delivery on one broker (default nats://127.0.0.1:4222)',
 };
 
 /** Scenarios that live in scenarios.ts; the others have their own script. */

@@ -148,7 +148,9 @@ function inflight(calls: number): ScenarioPlan {
 }
 
 /** Starts `mcp-cluster sim` as its own process and resolves with its URL and a stop function. */
-export async function startSim(flags: SimFlags): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+export async function startSim(
+  flags: SimFlags,
+): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const args = ['sim', '--port', '0', ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)])];
   const child: ChildProcess = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';

@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/cpu-split.js [system] [agents] [seconds]`: where a system's CPU goes per call, by
+ * `npm run bench -- cpu [system] [agents] [seconds]`: where a system's CPU goes per call, by
  * process (ingress, each worker, the broker), under the overhead scenario's zero-latency load.
  */
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
- * `node dist/bench/queue-latency.js [--broker URL] [--calls N] [--concurrency C]`: the queue hop alone.
- * Enqueues calls and measures enqueue → handler → ack round trips, C at a time, on one broker, so a
- * change to a queue implementation can be measured without HTTP, MCP or a backend in the way.
+ * `npm run bench -- queue [--broker URL] [--calls N] [--concurrency 1,16]`: the queue hop alone.
+ * Enqueues calls and measures enqueue → delivery to the handler (the worker acks later, off the
+ * caller's path), C at a time, on one broker: a queue change measured without HTTP, MCP or a backend.
  */
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
