@@ -1,13 +1,16 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type SpawnedBroker, startNatsServer } from './support/brokers.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 import {
   CLI,
+  cleanEnv,
   eventually,
   metricValue,
   type RoleProcess,
+  runCli,
+  STACK_TRACE,
   startRole,
   writeConfig,
 } from './support/processes.js';
@@ -249,39 +252,15 @@ tools:
   }, 30_000);
 });
 
-/** The environment of a CLI run without any MCP_CLUSTER_* variable of the machine running the tests. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env))
-    if (!key.startsWith('MCP_CLUSTER_')) env[key] = value;
-  return { ...env, MCP_CLUSTER_LOG_LEVEL: 'info', ...extra };
-}
-
-/** Runs `mcp-cluster <args>` to completion (killed after 20 s) and returns its exit code and output. */
-function runCli(args: string[], env: Record<string, string> = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: cleanEnv(env), timeout: 20_000, killSignal: 'SIGKILL' },
-      (err, stdout, stderr) => {
-        const failure = err as (Error & { code?: number | string }) | null;
-        resolve({
-          code: failure ? (typeof failure.code === 'number' ? failure.code : null) : 0,
-          stdout: String(stdout),
-          stderr: String(stderr),
-        });
-      },
-    );
-  });
-}
-
-const STACK_TRACE = /^\s+at .+[:(]/m;
+/** Its logs at info: some tests read what the autoscaler decided from them. */
+const INFO = { MCP_CLUSTER_LOG_LEVEL: 'info' };
+const runCliInfo = (args: string[], env: Record<string, string> = {}) =>
+  runCli(args, { ...INFO, ...env }, 20_000);
 
 /** `mcp-cluster up <args>`, resolved once it printed its banner, with the URLs the banner gives. */
 async function startUp(args: string[]) {
   const child = spawn(process.execPath, [CLI, 'up', '--port', '0', ...args], {
-    env: cleanEnv(),
+    env: cleanEnv(INFO),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -377,7 +356,7 @@ tools:
     [['autoscaler', '--broker', 'amqp://127.0.0.1:5672'], 'amqp://127.0.0.1:5672'],
     [['up', '--autoscale=yes'], "'--autoscale' does not take an argument"],
   ])('%j exits 2 with a message naming the problem', async (args, mention) => {
-    const result = await runCli(args);
+    const result = await runCliInfo(args);
     expect(result.code, result.stderr).toBe(2);
     expect(result.stderr).toMatch(/^mcp-cluster: INVALID_CONFIG: /m);
     expect(result.stderr).toContain(mention);
@@ -396,7 +375,7 @@ tools:
     ],
   ])('a bad setting in the file (%s) exits 2 naming it', async (yaml, setting, value) => {
     const path = writeConfig(`broker: { url: "nats://127.0.0.1:1" }\n${yaml}\n`);
-    const result = await runCli(['autoscaler', '--config', path]);
+    const result = await runCliInfo(['autoscaler', '--config', path]);
     expect(result.code, result.stderr).toBe(2);
     expect(result.stderr).toContain(setting);
     expect(result.stderr).toContain(value);
@@ -407,14 +386,14 @@ tools:
     const path = writeConfig(
       `broker: { url: "nats://127.0.0.1:1" }\nautoscaler: { provider: local }\n${UP_CONFIG.replace(/autoscaler:.*\n/, '')}`,
     );
-    const result = await runCli(['autoscaler', '--config', path]);
+    const result = await runCliInfo(['autoscaler', '--config', path]);
     expect(result.code, result.stderr).toBe(2);
     expect(result.stderr).toContain('pools.inference.endpoints is empty');
     expect(result.stderr).toContain('MCP_CLUSTER_BACKENDS_INFERENCE');
   });
 
   it('an unreachable broker exits 1 with QUEUE_UNAVAILABLE, no stack trace', async () => {
-    const result = await runCli(['autoscaler', '--port', '0', '--broker', 'nats://127.0.0.1:1']);
+    const result = await runCliInfo(['autoscaler', '--port', '0', '--broker', 'nats://127.0.0.1:1']);
     expect(result.code, result.stderr).toBe(1);
     expect(result.stderr).toContain('mcp-cluster: QUEUE_UNAVAILABLE');
     expect(result.stderr).not.toMatch(STACK_TRACE);

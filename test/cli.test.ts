@@ -1,55 +1,19 @@
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, type RoleProcess, startRole, writeConfig } from './support/processes.js';
+import {
+  CLI,
+  type CliResult,
+  type RoleProcess,
+  runCli,
+  STACK_TRACE,
+  startRole,
+  writeConfig,
+} from './support/processes.js';
 
 // These tests run the built CLI (`npm test` builds it first) as a child process and check what a
 // person sees: the exit code (0 done, 1 failure, 2 bad configuration or usage), stdout and stderr.
-
-interface CliResult {
-  /** Exit code; null when the process was killed (timeout) or could not start. */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * The environment of every CLI run: ours without any MCP_CLUSTER_* variable, so that a variable
- * set on the machine running the tests (a broker URL, a config file) cannot change the outcome.
- */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (!key.startsWith('MCP_CLUSTER_')) env[key] = value;
-  }
-  return { ...env, MCP_CLUSTER_LOG_LEVEL: 'warn', ...extra };
-}
-
-/** Runs `mcp-cluster <args>` to completion; kills it after `timeoutMs`. */
-function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: cleanEnv(env), timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        const failure = err as (Error & { code?: number | string; signal?: NodeJS.Signals | null }) | null;
-        resolve({
-          code: failure ? (typeof failure.code === 'number' ? failure.code : null) : 0,
-          signal: failure?.signal ?? null,
-          stdout: String(stdout),
-          stderr: String(stderr),
-        });
-      },
-    );
-  });
-}
-
-/** Lines like `    at fn (file.js:1:2)`: a stack trace, which no user error should print. */
-const STACK_TRACE = /^\s+at .+[:(]/m;
 
 function expectUserError(result: CliResult, ...mentions: (string | RegExp)[]): void {
   expect(result.code, `stderr: ${result.stderr}`).toBe(2);

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,15 @@ import {
 } from '../services/autoscaler/index.js';
 import { resolveConfig } from '../services/core/index.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
-import { CLI, eventually, writeConfig } from './support/processes.js';
+import {
+  CLI,
+  type CliResult,
+  cleanEnv,
+  eventually,
+  runCli,
+  STACK_TRACE,
+  writeConfig,
+} from './support/processes.js';
 
 // ---------------------------------------------------------------------------------------------------
 // planCapacity against hand-computed Erlang C
@@ -252,40 +260,6 @@ pools:
 // ---------------------------------------------------------------------------------------------------
 // The command, as a real process
 // ---------------------------------------------------------------------------------------------------
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Our environment without MCP_CLUSTER_* variables, so the machine's settings cannot change the outcome. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env))
-    if (!key.startsWith('MCP_CLUSTER_')) env[key] = value;
-  return { ...env, MCP_CLUSTER_LOG_LEVEL: 'warn' };
-}
-
-function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: cleanEnv(), timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        const failure = err as (Error & { code?: number | string }) | null;
-        resolve({
-          code: failure ? (typeof failure.code === 'number' ? failure.code : null) : 0,
-          stdout: String(stdout),
-          stderr: String(stderr),
-        });
-      },
-    );
-  });
-}
-
-const STACK_TRACE = /^\s+at .+[:(]/m;
 
 function expectFailure(result: CliResult, code: number, ...mentions: string[]): void {
   expect(result.code, `stderr: ${result.stderr}`).toBe(code);

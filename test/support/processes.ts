@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -136,3 +136,52 @@ export function metricValue(text: string, name: string, labels: Record<string, s
   }
   return sum;
 }
+
+/** How a finished `mcp-cluster` command ended. */
+export interface CliResult {
+  /** Exit code; null when a signal ended it. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The environment of a CLI run: ours without any MCP_CLUSTER_* variable, so that a variable set on
+ * the machine running the tests (a broker URL, a config file) cannot change the outcome; logs at warn
+ * unless `extra` says otherwise.
+ */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith('MCP_CLUSTER_')) env[key] = value;
+  }
+  return { ...env, MCP_CLUSTER_LOG_LEVEL: 'warn', ...extra };
+}
+
+/** Runs `mcp-cluster <args>` to completion in {@link cleanEnv} plus `env`; SIGKILL after `timeoutMs`. */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 30_000,
+): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: cleanEnv(env), timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const failure = err as (Error & { code?: number | string; signal?: NodeJS.Signals | null }) | null;
+        resolve({
+          code: failure ? (typeof failure.code === 'number' ? failure.code : null) : 0,
+          signal: failure?.signal ?? null,
+          stdout: String(stdout),
+          stderr: String(stderr),
+        });
+      },
+    );
+  });
+}
+
+/** Lines like `    at fn (file.js:1:2)`: a stack trace, which no user error should print. */
+export const STACK_TRACE = /^\s+at .+[:(]/m;
