@@ -469,6 +469,25 @@ describe('metrics of an embedded cluster', () => {
       (await ingressMetrics()).value('mcp_cluster_worker_replicas', { pool: 'inference', state: 'running' }),
     ).toBe(1);
   });
+
+  it('counts several workers of one pool in one process (up --autoscale) per state', async () => {
+    const running = async () =>
+      (await ingressMetrics()).value('mcp_cluster_worker_replicas', { pool: 'inference', state: 'running' });
+    const adapters = { ...inferenceAdapters, embed: embedAdapter };
+    const second = await startWorker({
+      config,
+      pool: 'inference',
+      broker,
+      adapters,
+      workerId: 'w-inference-2',
+    });
+    try {
+      expect(await running()).toBe(2);
+    } finally {
+      await second.shutdown();
+    }
+    expect(await running()).toBe(1);
+  });
 });
 
 describe('dead letters', () => {

@@ -77,8 +77,12 @@ export interface ClusterMetrics {
    * slows no scrape down.
    */
   refreshQueueGauges(queue: Pick<CallQueue, 'stats'>, pools: readonly string[]): Promise<void>;
-  /** Sets `workerReplicas` of `pool` to 1 on `state` and 0 on every other lifecycle state. */
-  setWorkerState(pool: string, state: LifecycleState): void;
+  /**
+   * Moves one worker of `pool` from lifecycle state `from` (undefined for a new worker) to `to` in
+   * `workerReplicas`: a count per state, so several workers of a pool in one process (`up
+   * --autoscale`) add up. Every state of the pool is exported, at 0 when no worker is in it.
+   */
+  moveWorkerState(pool: string, from: LifecycleState | undefined, to: LifecycleState): void;
 }
 
 /** How long a scrape waits for one pool's queue figures, in milliseconds. */
@@ -281,8 +285,10 @@ export function clusterMetrics(): ClusterMetrics {
         }),
       );
     },
-    setWorkerState(pool, state) {
-      for (const s of LIFECYCLE_STATES) metrics.workerReplicas.set({ pool, state: s }, s === state ? 1 : 0);
+    moveWorkerState(pool, from, to) {
+      for (const s of LIFECYCLE_STATES) metrics.workerReplicas.inc({ pool, state: s }, 0);
+      if (from !== undefined) metrics.workerReplicas.dec({ pool, state: from });
+      metrics.workerReplicas.inc({ pool, state: to });
     },
   };
   shared = metrics;

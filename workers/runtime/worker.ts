@@ -178,11 +178,11 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const running = new Map<string, RunningCall>();
   const settling = new Set<Promise<void>>();
   let state: LifecycleState = 'starting';
+  metrics.moveWorkerState(pool, undefined, state);
   const enter = (next: LifecycleState) => {
+    metrics.moveWorkerState(pool, state, next);
     state = next;
-    metrics.setWorkerState(pool, next);
   };
-  enter('starting');
 
   const handle = async (message: QueuedCall): Promise<void> => {
     const { call } = message;
