@@ -1,6 +1,12 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ClusterError, resolveConfig, type ToolConfig } from '../services/core/index.js';
+import {
+  ClusterError,
+  clusterMetrics,
+  createLogger,
+  resolveConfig,
+  type ToolConfig,
+} from '../services/core/index.js';
 import {
   type BatchPolicy,
   BatchSlots,
@@ -17,13 +23,14 @@ import {
   MicroBatcher,
   waitLeftMs,
 } from '../workers/embeddings/index.js';
-import type { ToolAdapter } from '../workers/runtime/index.js';
+import type { BackendActor, ToolAdapter } from '../workers/runtime/index.js';
 import type { SimBackend, SimOptions } from '../workers/sim/index.js';
 import {
   adapterContext,
   cleanupAfterEach,
   rawEmbeddings,
   rejection,
+  startActor,
   startSim,
   stubServer,
   waitFor,
@@ -536,6 +543,132 @@ describe('embed adapter against the simulated backend (OpenAI format)', () => {
     expect(errors[0]?.message).toContain(backend.url);
     // The failure was for one request; the next batch works.
     expect(await embed(adapter, t, backend.url, texts(5))).toHaveLength(5);
+  });
+});
+
+describe("embed calls through their endpoint's BackendActor (circuit breaker)", () => {
+  // The worker runs every call through the actor of the endpoint it routed it to; calls merged
+  // into one backend request must count as that one request on the endpoint's breaker.
+  const log = createLogger('embeddings-test');
+  let pools = 0;
+
+  /** An actor with the breaker's defaults (5 failures in a row open it), labelled with a pool of its own. */
+  const actorFor = (url: string): BackendActor => {
+    pools += 1;
+    return startActor(cleanups, log, url, { pool: `embed_breaker_${pools}` });
+  };
+
+  /** `mcp_cluster_backend_breaker_state` of the actor's endpoint: 0 closed, 1 half-open, 2 open. */
+  const breakerState = async (actor: BackendActor): Promise<number | undefined> => {
+    const metric = await clusterMetrics().backendBreaker.get();
+    return metric.values.find((v) => v.labels.pool === actor.options.pool && v.labels.backend === '0')?.value;
+  };
+
+  /** One embed call of `input` (raw vectors) through the actor, as the worker runs it. */
+  const call = (actor: BackendActor, adapter: ToolAdapter, t: ToolConfig, input: string[]) =>
+    actor.run((url) =>
+      adapter.run(
+        adapterContext(t, { texts: input, normalize: false }, url, { call: { wantsProgress: false } }),
+      ),
+    );
+
+  /** `n` calls of one text each at once, which fill exactly one batch when the tool's maxSize is `n`. */
+  const together = (actor: BackendActor, adapter: ToolAdapter, t: ToolConfig, n: number) =>
+    Array.from({ length: n }, () => call(actor, adapter, t, texts(1, 'breaker')));
+
+  /** Runs one batch of `n` calls that must all fail with the same BACKEND_UNAVAILABLE. */
+  const failedBatch = async (actor: BackendActor, adapter: ToolAdapter, t: ToolConfig, n: number) => {
+    const errors = await Promise.all(together(actor, adapter, t, n).map(rejection));
+    for (const err of errors) {
+      expect(err.code).toBe('BACKEND_UNAVAILABLE');
+      expect(err).toBe(errors[0]);
+    }
+  };
+
+  it('counts a failed batch of 8 calls as one backend failure: the breaker stays closed', async () => {
+    const backend = await sim();
+    const actor = actorFor(backend.url);
+    const adapter = createEmbedAdapter({ cache: false });
+    // The batch closes when full (8 texts), long before its wait.
+    const t = tool({ batch: { maxSize: 8, maxTokens: 16_384, maxWaitMs: 60_000 } });
+    await injectFailure(backend, '5xx', 1);
+    await failedBatch(actor, adapter, t, 8);
+    // One backend request failed, once.
+    expect(backend.stats()).toMatchObject({ failuresInjected: 1, embedRequests: 0 });
+    expect(actor.view()).toMatchObject({ available: true, inFlight: 0 });
+    expect(await breakerState(actor)).toBe(0);
+
+    // The next batch is served, each call its own vectors.
+    const input = texts(8, 'after the failure');
+    const vectors = await Promise.all(input.map((text) => call(actor, adapter, t, [text])));
+    expect(backend.stats()).toMatchObject({ failuresInjected: 1, embedRequests: 1, embedInputs: 8 });
+    const raw = await rawEmbeddings(backend, input);
+    vectors.forEach((result, i) => {
+      expect((result.structuredContent as { vectors: number[][] }).vectors).toEqual([raw[i]]);
+    });
+  });
+
+  it('opens after 5 failed backend requests in a row, however many calls each carried; a good one starts the count over', async () => {
+    const backend = await sim();
+    const actor = actorFor(backend.url);
+    const adapter = createEmbedAdapter({ cache: false });
+    const t = tool({ batch: { maxSize: 2, maxTokens: 16_384, maxWaitMs: 60_000 } });
+    backend.setFailure('5xx');
+    // Four failed requests of two calls each (8 failed calls): still closed.
+    for (let i = 0; i < 4; i++) {
+      await failedBatch(actor, adapter, t, 2);
+      expect(await breakerState(actor)).toBe(0);
+    }
+    // A good request (two calls) resets the count.
+    backend.setFailure('none');
+    await Promise.all(together(actor, adapter, t, 2));
+    backend.setFailure('5xx');
+    for (let i = 0; i < 4; i++) {
+      await failedBatch(actor, adapter, t, 2);
+      expect(actor.view().available).toBe(true);
+      expect(await breakerState(actor)).toBe(0);
+    }
+    // The fifth failed request in a row opens it.
+    await failedBatch(actor, adapter, t, 2);
+    expect(await breakerState(actor)).toBe(2);
+    expect(actor.view()).toMatchObject({ available: false, inFlight: 0 });
+    expect(backend.stats()).toMatchObject({ failuresInjected: 9, embedRequests: 1 });
+    // Open: a call that still arrives fails fast, without reaching the backend.
+    const fast = await rejection(call(actor, adapter, t, texts(1, 'breaker open')));
+    expect(fast.code).toBe('BACKEND_UNAVAILABLE');
+    expect(fast.message).toMatch(/circuit breaker is open/);
+    expect(backend.stats().failuresInjected).toBe(9);
+  });
+
+  it('lets one trial call through once open: a failed trial reopens the breaker, a good one closes it', async () => {
+    const backend = await sim();
+    pools += 1;
+    const actor = startActor(cleanups, log, backend.url, {
+      pool: `embed_breaker_${pools}`,
+      breakerHalfOpenMs: 100,
+    });
+    const adapter = createEmbedAdapter({ cache: false });
+    const t = tool({ batch: { maxSize: 3, maxTokens: 16_384, maxWaitMs: 60_000 } });
+    backend.setFailure('5xx', 6);
+    for (let i = 0; i < 5; i++) await failedBatch(actor, adapter, t, 3);
+    expect(await breakerState(actor)).toBe(2);
+
+    // Three calls at once when the delay has passed: the first is the trial (alone in its
+    // request, which fails); the others wait for it and then find the breaker open again.
+    await waitFor('the breaker to admit a trial call', () => actor.view().available);
+    const errors = await Promise.all(together(actor, adapter, t, 3).map(rejection));
+    expect(errors.map((err) => err.code)).toEqual(Array(3).fill('BACKEND_UNAVAILABLE'));
+    expect(errors.filter((err) => /circuit breaker is open/.test(err.message))).toHaveLength(2);
+    expect(await breakerState(actor)).toBe(2);
+    expect(backend.stats()).toMatchObject({ failuresInjected: 6, embedRequests: 0 });
+
+    // The backend is well again: the trial succeeds and closes the breaker; the others follow.
+    await waitFor('the breaker to admit a trial call', () => actor.view().available);
+    const served = await Promise.all(together(actor, adapter, t, 3));
+    expect(served).toHaveLength(3);
+    expect(await breakerState(actor)).toBe(0);
+    expect(actor.view()).toMatchObject({ available: true, inFlight: 0 });
+    expect(backend.stats()).toMatchObject({ failuresInjected: 6, embedInputs: 3 });
   });
 });
 

@@ -40,6 +40,18 @@ const BREAKER_GAUGE: Record<CircuitState, number> = {
 };
 
 /**
+ * Whether an error says the backend is failing. A cancelled call or a request the backend
+ * refused (a caller's bad input, e.g. an unknown model) says nothing about its health.
+ */
+function isBackendFailure(err: unknown): err is ClusterError {
+  return (
+    err instanceof ClusterError &&
+    (err.code === 'BACKEND_UNAVAILABLE' ||
+      (err.code === 'BACKEND_PROTOCOL' && !(err.cause instanceof BackendRefusal)))
+  );
+}
+
+/**
  * One backend endpoint as an actor: it owns the endpoint's concurrency limit, a health probe
  * and a circuit breaker. Calls reach the backend only through `run`, so the in-flight count the
  * router reads is exact. A backend whose probe fails or whose breaker is open gets no work.
@@ -54,6 +66,15 @@ export class BackendActor {
   private readonly halfOpenAfterMs: number;
   private readonly metrics = clusterMetrics();
   private readonly labels: { pool: string; backend: string };
+  /**
+   * Backend failures the breaker has counted. The calls of one backend request (an embed
+   * micro-batch) all fail with that request's one ClusterError object (MicroBatcher's
+   * contract); counted per call, a single failed batch of 5 calls would open the breaker,
+   * although the backend failed once. So an error object counts once: one failed request, one
+   * failure, whatever number of calls it carried. (The calls of a good request each count as a
+   * success; for a consecutive breaker that is one, since a success only restarts the count.)
+   */
+  private readonly countedFailures = new WeakSet<ClusterError>();
 
   constructor(
     readonly options: BackendActorOptions,
@@ -62,14 +83,16 @@ export class BackendActor {
     this.labels = { pool: options.pool, backend: String(options.index) };
     this.halfOpenAfterMs = options.breakerHalfOpenMs ?? 5000;
     this.breaker = circuitBreaker(
-      // Only backend failures count; a cancelled call or a request the backend refused (a
-      // caller's bad input, e.g. an unknown model) says nothing about its health.
-      handleWhen(
-        (err) =>
-          err instanceof ClusterError &&
-          (err.code === 'BACKEND_UNAVAILABLE' ||
-            (err.code === 'BACKEND_PROTOCOL' && !(err.cause instanceof BackendRefusal))),
-      ),
+      handleWhen((err) => {
+        if (!isBackendFailure(err)) return false;
+        // A repeat is not handled, which a closed breaker records as neither failure nor
+        // success. Once it is not closed, counting again changes nothing, except that a
+        // half-open trial call that shared an already counted request must reopen the breaker
+        // (cockatiel closes a half-open breaker on an error it does not handle).
+        if (this.countedFailures.has(err) && this.breaker.state === CircuitState.Closed) return false;
+        this.countedFailures.add(err);
+        return true;
+      }),
       {
         halfOpenAfter: this.halfOpenAfterMs,
         breaker: new ConsecutiveBreaker(options.breakerFailures ?? 5),
