@@ -1,76 +1,211 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  type ChildRole,
   findOnPath,
   freePort,
   removeTempDir,
-  spawnRole,
+  trackChild,
   trackTempDir,
-  waitUntil,
+  withParentDeathSignal,
 } from './process.js';
 
-// Brokers of the distributed cluster systems: nats-server with JetStream or redis-server without
-// persistence, on a free port with a temp data directory, as OS processes whose pid is sampled
-// like the rest of the system (test/support/brokers.ts does the same for the tests but hides pids).
+// Brokers spawned for the tests and the benchmarks: `nats-server` with JetStream, or `redis-server`
+// without persistence, each on 127.0.0.1, a free port and a fresh temp data directory, handed back
+// only once it answers its protocol.
+//
+// This is the one implementation; test/support/brokers.ts re-exports it. It lives under bench/
+// rather than test/ because bench/ is runnable tooling that depends on the CLI only, while test/ may
+// depend on anything (DESIGN.md): the other way round, `npm run bench` would load test helpers from
+// dist/test/, and those would need the spawning helpers of ./process.ts, a dependency in both
+// directions. Those helpers are what make a broker leave nothing behind: it runs under
+// `setpriv --pdeathsig SIGKILL` where available (the kernel kills it when the test or bench process
+// dies, even by SIGKILL), the exit hooks kill it on exit, SIGINT, SIGTERM and SIGHUP, and its data
+// directory goes with `dispose()` or with those hooks.
 
-/** A broker process. */
-export interface BrokerProcess {
-  /** `nats://127.0.0.1:<port>` or `redis://127.0.0.1:<port>`. */
+export { freePort } from './process.js';
+
+/** A broker process listening on 127.0.0.1. */
+export interface SpawnedBroker {
+  /** URL to hand to `openBroker` or a cluster config, e.g. `nats://127.0.0.1:40123`. */
   readonly url: string;
+  /** Process id of the running broker (what the bench samples RSS and CPU of); new after `restart()`, -1 while stopped. */
   readonly pid: number;
+  /** Stops the process (SIGTERM, then SIGKILL after 5 s). Its data directory stays for `restart()`. */
   stop(): Promise<void>;
+  /** Stops the process if it runs and starts it again on the same port with the same data directory. */
+  restart(): Promise<void>;
+  /** Stops the process and deletes its data directory; the broker cannot be restarted afterwards. */
+  dispose(): Promise<void>;
 }
 
-const INSTALL_HINT = 'install it with `apt-get install nats-server redis-server`';
+/** Settings of a broker start. */
+export interface BrokerStartOptions {
+  /** How long the broker may take to accept connections, in milliseconds. Default 10 s. */
+  readyTimeoutMs?: number;
+}
 
-/** Starts `nats-server -js` (or `redis-server`) and resolves once it answers its protocol. */
-export async function startBrokerProcess(kind: 'nats' | 'redis', timeoutMs = 15_000): Promise<BrokerProcess> {
-  const binary = kind === 'nats' ? 'nats-server' : 'redis-server';
-  const path = findOnPath(binary);
-  if (!path) throw new Error(`${binary} was not found on PATH; ${INSTALL_HINT}`);
+const DEFAULT_READY_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 5_000;
+const OUTPUT_KEEP = 4000;
+const INSTALL_HINT = 'install the brokers with `apt-get install nats-server redis-server`';
+
+/** Spawns `nats-server` (kind `nats`) or `redis-server` (kind `redis`); see the two functions below. */
+export function startBrokerServer(
+  kind: 'nats' | 'redis',
+  options: BrokerStartOptions = {},
+): Promise<SpawnedBroker> {
+  return kind === 'nats' ? startNatsServer(options) : startRedisServer(options);
+}
+
+/** Spawns `nats-server` with JetStream on a free port and a fresh store directory. */
+export async function startNatsServer(options: BrokerStartOptions = {}): Promise<SpawnedBroker> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), `mcp-cluster-bench-${kind}-`));
+  return startBroker(
+    {
+      binary: 'nats-server',
+      dataDirPrefix: 'mcp-cluster-nats-',
+      args: (dir) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir],
+      port,
+      url: `nats://127.0.0.1:${port}`,
+      // The server greets every client with INFO; JetStream is up before the listener opens.
+      probe: { send: '', expect: 'INFO ' },
+    },
+    options,
+  );
+}
+
+/** Spawns `redis-server` without persistence on a free port (a restart therefore starts empty). */
+export async function startRedisServer(options: BrokerStartOptions = {}): Promise<SpawnedBroker> {
+  const port = await freePort();
+  return startBroker(
+    {
+      binary: 'redis-server',
+      dataDirPrefix: 'mcp-cluster-redis-',
+      args: (dir) => [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+      ],
+      port,
+      url: `redis://127.0.0.1:${port}`,
+      probe: { send: 'PING\r\n', expect: '+PONG' },
+    },
+    options,
+  );
+}
+
+/**
+ * A namespace unique to one test, valid as a NATS stream-name prefix and a Redis key prefix
+ * (letters, digits and underscores only).
+ */
+export function uniqueNamespace(prefix: string): string {
+  const clean = prefix.replace(/[^A-Za-z0-9_]/g, '_');
+  return `${clean}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+}
+
+interface BrokerSpec {
+  binary: string;
+  dataDirPrefix: string;
+  args: (dataDir: string) => string[];
+  port: number;
+  url: string;
+  /** A line to write after connecting (may be empty) and the reply prefix that proves readiness. */
+  probe: { send: string; expect: string };
+}
+
+async function startBroker(spec: BrokerSpec, options: BrokerStartOptions): Promise<SpawnedBroker> {
+  const binaryPath = findOnPath(spec.binary);
+  if (!binaryPath) throw new Error(`${spec.binary} was not found on PATH; ${INSTALL_HINT}`);
+  const readyTimeoutMs = options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
+  const dir = mkdtempSync(join(tmpdir(), spec.dataDirPrefix));
   trackTempDir(dir);
-  const args =
-    kind === 'nats'
-      ? ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', dir]
-      : ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  const probe = kind === 'nats' ? { send: '', expect: 'INFO ' } : { send: 'PING\r\n', expect: '+PONG' };
-  let child: ChildRole<undefined>;
+  const args = spec.args(dir);
+
+  let child: ChildProcess | undefined;
+  let disposed = false;
+  const start = async () => {
+    if (disposed) throw new Error(`${spec.binary} on port ${spec.port} was disposed and cannot be restarted`);
+    child = await spawnReady(binaryPath, args, spec, readyTimeoutMs);
+  };
+  const stop = async () => {
+    const running = child;
+    child = undefined;
+    if (running) await killChild(running);
+  };
   try {
-    // Readiness is probed on the port, not read from stdout: both log banners, neither a ready line.
-    child = await spawnRole<undefined>({ name: binary, command: path, args, timeoutMs });
+    await start();
   } catch (err) {
-    removeTempDir(dir);
-    throw err;
-  }
-  const started = child;
-  try {
-    await waitUntil(
-      `${binary} to accept connections on port ${port}`,
-      async () => {
-        if (started.exited) throw new Error(`${binary} exited: ${started.stderr()}`);
-        return probeOnce(port, probe);
-      },
-      timeoutMs,
-      () => `stderr:\n${started.stderr()}`,
-    );
-  } catch (err) {
-    await started.stop(1000);
     removeTempDir(dir);
     throw err;
   }
   return {
-    url: `${kind}://127.0.0.1:${port}`,
-    pid: started.pid,
-    async stop() {
-      await started.stop(3000);
+    url: spec.url,
+    get pid() {
+      return child?.pid ?? -1;
+    },
+    stop,
+    restart: async () => {
+      await stop();
+      await start();
+    },
+    dispose: async () => {
+      disposed = true;
+      await stop();
       removeTempDir(dir);
     },
   };
+}
+
+async function spawnReady(
+  binaryPath: string,
+  args: string[],
+  spec: BrokerSpec,
+  readyTimeoutMs: number,
+): Promise<ChildProcess> {
+  const [command, guardedArgs] = withParentDeathSignal(binaryPath, args);
+  const child = spawn(command, guardedArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+  trackChild(child);
+  // Keep the tail of the output for error messages (redis-server logs on stdout, nats-server on
+  // stderr); never let a full pipe block the broker.
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString('utf8')).slice(-OUTPUT_KEEP);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  let exited: string | undefined;
+  child.once('exit', (code, signal) => {
+    exited = `exited with ${signal ?? `code ${code}`}`;
+  });
+  const spawnError = new Promise<never>((_, reject) => {
+    child.once('error', (err) =>
+      reject(new Error(`could not start ${spec.binary}: ${err.message}; ${INSTALL_HINT}`)),
+    );
+  });
+  spawnError.catch(() => undefined);
+
+  const deadline = Date.now() + readyTimeoutMs;
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`${spec.binary} ${exited} before accepting connections:\n${output}`);
+    const ready = await Promise.race([probeOnce(spec.port, spec.probe), spawnError]);
+    if (ready) return child;
+    await sleep(50);
+  }
+  await killChild(child);
+  throw new Error(
+    `${spec.binary} did not accept connections on port ${spec.port} within ${readyTimeoutMs} ms:\n${output}`,
+  );
 }
 
 /** Connects once and resolves whether the server answered like a ready broker. */
@@ -93,4 +228,18 @@ function probeOnce(port: number, probe: { send: string; expect: string }): Promi
       else if (received.length >= probe.expect.length) finish(false);
     });
   });
+}
+
+/** SIGTERM, SIGKILL after 5 s; resolves once the process is gone. */
+async function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type BrokerProcess, startBrokerProcess } from './brokers.js';
-import { benchConfigYaml, uniqueNamespace } from './config.js';
+import { type SpawnedBroker, startBrokerServer, uniqueNamespace } from './brokers.js';
+import { benchConfigYaml } from './config.js';
 import {
   answersOk,
   type ChildRole,
@@ -105,7 +105,7 @@ export async function startClusterDistributed(
   options: ClusterStartOptions,
 ): Promise<StartedCluster> {
   const label = kind === 'nats' ? 'cluster-nats' : 'cluster-bullmq';
-  const broker: BrokerProcess = await startBrokerProcess(kind, options.timeoutMs);
+  const broker: SpawnedBroker = await startBrokerServer(kind, { readyTimeoutMs: options.timeoutMs });
   const { dir, path } = writeTempConfig(
     benchConfigYaml({
       backendUrl: options.backendUrl,
@@ -119,7 +119,7 @@ export async function startClusterDistributed(
   const roles: ChildRole<Record<string, unknown>>[] = [];
   const stopAll = async () => {
     await Promise.all(roles.map((r) => r.stop(STOP_GRACE_MS)));
-    await broker.stop();
+    await broker.dispose();
     removeTempDir(dir);
   };
   const role = (name: string, args: string[]) =>

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { type ResolvedConfig, resolveConfig } from '../../services/core/index.js';
+import { uniqueNamespace } from './brokers.js';
 
 // The one configuration every system under test is derived from: the cluster systems run it as
 // their config file, and the single-process servers (direct, peer) take their tools (model names,
@@ -25,11 +26,6 @@ export interface BenchConfigOptions {
   inferenceInFlight?: number;
 }
 
-/** A namespace valid as a NATS stream-name prefix and a Redis key prefix. */
-export function uniqueNamespace(prefix = 'bench'): string {
-  return `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
-}
-
 /**
  * The YAML of the bench cluster: two pools on `backendUrl` (no diffusion pool, so `up` starts no
  * simulated backend), the tools `generate_text` and `embed` with the catalog's defaults (embed
@@ -45,7 +41,7 @@ export function benchConfigYaml(options: BenchConfigOptions): string {
   const inferenceEndpoints = Array.from({ length: entries }, () => `{ url: ${url}, maxConcurrency: ${per} }`);
   return [
     'cluster:',
-    `  namespace: ${options.namespace ?? uniqueNamespace()}`,
+    `  namespace: ${options.namespace ?? uniqueNamespace('bench')}`,
     'broker:',
     `  url: ${JSON.stringify(options.brokerUrl ?? 'memory:')}`,
     'ingress:',

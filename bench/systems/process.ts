@@ -99,6 +99,16 @@ function installExitHooks(): void {
   }
 }
 
+/**
+ * Registers a child spawned without `spawnRole` (the brokers), so the exit hooks kill it too; it
+ * is forgotten once it exits.
+ */
+export function trackChild(child: ChildProcess): void {
+  installExitHooks();
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+}
+
 /** Registers a temp dir to delete when the bench exits (and deletes it on `removeTempDir`). */
 export function trackTempDir(dir: string): void {
   installExitHooks();
@@ -124,13 +134,7 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export function spawnRole<T>(options: SpawnOptions<T>): Promise<ChildRole<T>> {
   installExitHooks();
   const timeoutMs = options.timeoutMs ?? DEFAULT_START_TIMEOUT_MS;
-  // Where util-linux's setpriv is at hand (Linux), the kernel kills the child when the bench dies
-  // in a way no exit hook sees (SIGKILL, the OOM killer); setpriv execs the command, so the pid
-  // stays the child's own.
-  const guard = setprivPath();
-  const [command, args] = guard
-    ? [guard, ['--pdeathsig', 'SIGKILL', '--', options.command, ...options.args]]
-    : [options.command, options.args];
+  const [command, args] = withParentDeathSignal(options.command, options.args);
   const child = spawn(command, args, {
     env: childEnv(options.env),
     stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe'],
@@ -211,6 +215,17 @@ export function spawnRole<T>(options: SpawnOptions<T>): Promise<ChildRole<T>> {
       if (value !== undefined) succeed(value);
     });
   });
+}
+
+/**
+ * The command line that runs `command` so that it gets SIGKILL when this process dies, even in a
+ * way no exit hook sees (SIGKILL, the OOM killer): `setpriv --pdeathsig SIGKILL -- command ...`
+ * where util-linux's setpriv is at hand (Linux), else the command unchanged. setpriv execs the
+ * command, so the spawned pid stays the child's own (its RSS and CPU are what gets sampled).
+ */
+export function withParentDeathSignal(command: string, args: readonly string[]): [string, string[]] {
+  const guard = setprivPath();
+  return guard ? [guard, ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, [...args]];
 }
 
 let setpriv: string | null | undefined;
