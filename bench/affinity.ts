@@ -1,9 +1,9 @@
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createLogger, newCallId, resolveConfig, type ToolConfig } from '../services/core/index.js';
 import { type ChatMessage, chatAdapter } from '../workers/inference/index.js';
 import { BackendActor, pickBackend } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
+import { runIfMain } from './main.js';
 import { percentile, writeReport } from './report.js';
 
 /** How a call's backend is chosen. */
@@ -360,13 +360,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-const entry = process.argv[1];
-if (entry && import.meta.url === pathToFileURL(entry).href) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`bench affinity: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'affinity', main);

@@ -3,9 +3,9 @@
  * process (ingress, each worker, the broker), under the overhead scenario's zero-latency load.
  */
 import { readFileSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { runLoad } from './load/agents.js';
 import { cpuTimeMs } from './load/memory.js';
+import { runIfMain } from './main.js';
 import { MIX, startSim, ZERO_LATENCY } from './scenarios.js';
 import { type SystemName, startSystem } from './systems/index.js';
 
@@ -24,7 +24,7 @@ function nameOf(pid: number): string {
   }
 }
 
-async function main(argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<number> {
   const system = (argv[0] ?? 'cluster-nats') as SystemName;
   const agents = Number(argv[1] ?? 16);
   const seconds = Number(argv[2] ?? 5);
@@ -53,15 +53,7 @@ async function main(argv: string[]): Promise<void> {
     await sut.stop();
     await sim.stop();
   }
+  return 0;
 }
 
-const entry = process.argv[1];
-if (entry && import.meta.url === pathToFileURL(entry).href) {
-  main(process.argv.slice(2)).then(
-    () => process.exit(0),
-    (err: unknown) => {
-      process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'cpu', main);

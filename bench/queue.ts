@@ -4,10 +4,10 @@
  * caller's path), C at a time, on one broker: a queue change measured without HTTP, MCP or a backend.
  */
 import { performance } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build } from 'hdr-histogram-js';
 import { newCallId, openBroker, type ToolCall } from '../services/core/index.js';
+import { runIfMain } from './main.js';
 
 export async function measureQueue(url: string, calls: number, concurrency: number) {
   const namespace = `qlat${process.pid}${Date.now() % 100000}`;
@@ -74,9 +74,9 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
   };
 }
 
-const entry = process.argv[1];
-if (entry && import.meta.url === pathToFileURL(entry).href) {
+async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
+    args: argv,
     options: { broker: { type: 'string' }, calls: { type: 'string' }, concurrency: { type: 'string' } },
   });
   const url = values.broker ?? 'nats://127.0.0.1:4222';
@@ -86,5 +86,7 @@ if (entry && import.meta.url === pathToFileURL(entry).href) {
       `${url} concurrency ${c}: ${r.perSecond.toFixed(0)} calls/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms (enqueue p50 ${r.enqueueP50.toFixed(2)} ms)\n`,
     );
   }
-  process.exit(0);
+  return 0;
 }
+
+runIfMain(import.meta.url, 'queue', main);

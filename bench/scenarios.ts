@@ -16,7 +16,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type LoadOptions, runLoad } from './load/agents.js';
 import { cpuTimeMs, sampleRss } from './load/memory.js';
@@ -28,6 +27,7 @@ import {
   throughputChartSvg,
   writeResults,
 } from './load/report.js';
+import { runIfMain } from './main.js';
 import { SYSTEM_NAMES, type SystemName, startSystem } from './systems/index.js';
 import { CLI } from './systems/process.js';
 
@@ -315,13 +315,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-const entry = process.argv[1];
-if (entry && import.meta.url === pathToFileURL(entry).href) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfMain(import.meta.url, 'scenarios', main);

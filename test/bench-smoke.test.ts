@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { selfCheck } from '../bench/load/self-check.js';
-import { MIX, runPlan, ZERO_LATENCY } from '../bench/scenarios.js';
+import { MIX, narrowPlan, plansFor, runPlan, ZERO_LATENCY } from '../bench/scenarios.js';
 
 // The benchmark harness runs and writes well-formed results. No timing is asserted: benchmarks
 // measure speed, tests only check that the harness works.
@@ -59,4 +59,29 @@ describe('benchmark harness', () => {
     const svg = files.find((f) => f.endsWith('.svg')) as string;
     expect(readFileSync(svg, 'utf8').startsWith('<svg')).toBe(true);
   }, 120_000);
+});
+
+describe('narrowing a scenario from the command line', () => {
+  const overhead = () => {
+    const plan = plansFor('overhead')[0]?.plan;
+    if (!plan) throw new Error('no overhead plan');
+    return plan;
+  };
+
+  it('keeps direct as the baseline and takes the agents and seconds asked for', () => {
+    const plan = narrowPlan(overhead(), ['--systems', 'cluster-nats', '--agents', '1,16', '--seconds', '2']);
+    expect(plan.systems).toEqual(['direct', 'cluster-nats']);
+    expect(plan.points.map((p) => p.agents)).toEqual([1, 16]);
+    expect(plan.points.every((p) => p.load.durationMs === 2000)).toBe(true);
+    expect(narrowPlan(overhead(), [])).toEqual(overhead());
+  });
+
+  it('refuses unknown systems, bad counts and unknown flags with a message naming them', () => {
+    expect(() => narrowPlan(overhead(), ['--systems', 'nope'])).toThrow(
+      /--systems: unknown nope \(have: direct/,
+    );
+    expect(() => narrowPlan(overhead(), ['--agents', '0,x'])).toThrow(/--agents takes positive integers/);
+    expect(() => narrowPlan(overhead(), ['--seconds', 'soon'])).toThrow(/--seconds takes a positive number/);
+    expect(() => narrowPlan(overhead(), ['--bogus'])).toThrow(/bogus/);
+  });
 });
