@@ -19,10 +19,18 @@ export interface CallProgress {
 /** A successful call's MCP `CallToolResult`, as the worker produced it. */
 export type CallToolResultJson = Record<string, unknown> & { content: unknown[] };
 
+/**
+ * A worker's `CallToolResult` as JSON text, with the cluster's `_meta` (timing) already in it,
+ * so the answer can be written to the caller without parsing it again.
+ */
+export interface ToolResultText {
+  readonly json: string;
+  /** The result's `isError`. */
+  readonly isError: boolean;
+}
+
 /** How a call the ingress waited on ended. */
-export type CallOutcome =
-  | { kind: 'result'; result: CallToolResultJson }
-  | { kind: 'error'; error: ClusterError };
+export type CallOutcome = { kind: 'result'; result: ToolResultText } | { kind: 'error'; error: ClusterError };
 
 interface PendingCall {
   call: ToolCall;
@@ -145,8 +153,13 @@ export class CallRegistry {
         if (timing) this.observePhases(entry.call.tool, timing);
         if (chunk.body === 'final') {
           const result = parseResult(chunk.final?.resultJson ?? '');
-          if (result) entry.settle({ kind: 'result', result: withTiming(result, timing) });
-          else
+          if (result) {
+            const withMeta = withTiming(result, timing);
+            entry.settle({
+              kind: 'result',
+              result: { json: JSON.stringify(withMeta), isError: withMeta.isError === true },
+            });
+          } else
             entry.settle({
               kind: 'error',
               error: new ClusterError('INTERNAL', 'the worker sent a result that is not a CallToolResult'),

@@ -140,7 +140,10 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
           : {}),
       });
       if (outcome.kind === 'result') {
-        return finish(outcome.result as CallToolResult, outcome.result.isError ? 'tool_error' : 'ok');
+        return finish(
+          JSON.parse(outcome.result.json) as CallToolResult,
+          outcome.result.isError ? 'tool_error' : 'ok',
+        );
       }
       return finish(toToolErrorResult(outcome.error) as CallToolResult, outcomeOf(outcome.error.code));
     });

@@ -1,4 +1,6 @@
+import { ClusterError } from '../errors.js';
 import { createLogger } from '../logger.js';
+import type { CancelOrder } from './call-queue.js';
 
 /** Rejects with a timeout error when `promise` has not settled within `ms` milliseconds. */
 export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -45,4 +47,40 @@ export function queueLog(component: string): QueueLog {
     }
     log[level](event, fields);
   };
+}
+
+/** Names that become parts of stream names, subjects, consumer names, queue names and keys. */
+const NAME_PATTERN = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * Throws `ClusterError('INVALID_CONFIG')` unless `name` holds only letters, digits, `_` and `-`.
+ * `what` says what the name is (`pool`, `broker namespace`); `usedFor` what it becomes
+ * (`NATS subjects and consumers`, `Redis keys and BullMQ queues`).
+ */
+export function assertName(name: string, what: string, usedFor: string): void {
+  if (!NAME_PATTERN.test(name)) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `${what} "${name}" may hold only letters, digits, "_" and "-" (it names ${usedFor})`,
+    );
+  }
+}
+
+/** A cancel order as it travels on a cancel bus: JSON text. */
+export function encodeCancelOrder(order: CancelOrder): string {
+  return JSON.stringify({ sessionId: order.sessionId, requestId: order.requestId, reason: order.reason });
+}
+
+/** Parses a cancel order read from a cancel bus, or `undefined` when the payload is not one. */
+export function parseCancelOrder(text: string): CancelOrder | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value !== 'object' || value === null) return undefined;
+    const { sessionId, requestId, reason } = value as Record<string, unknown>;
+    if (typeof sessionId !== 'string' || typeof requestId !== 'string' || typeof reason !== 'string')
+      return undefined;
+    return { sessionId, requestId, reason };
+  } catch {
+    return undefined;
+  }
 }
