@@ -19,7 +19,7 @@ export async function openBroker(options: BrokerOptions): Promise<Broker> {
       return openNatsBroker(options);
     }
     case 'redis': {
-      const { openBullmqBroker } = await import('./bullmq.js');
+      const { openBullmqBroker } = await import('../../bullmq/index.js');
       return openBullmqBroker(options);
     }
   }

@@ -1,0 +1,227 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  type CallConsumer,
+  type CallQueue,
+  ClusterError,
+  type ConsumeOptions,
+  encodeToolCall,
+  messageOf,
+  PRIORITIES,
+  type Priority,
+  type QueuedCall,
+  type QueueStats,
+  type ToolCall,
+  withTimeout,
+} from '../core/index.js';
+import { BullmqConsumer } from './consumer.js';
+import { DEAD_LETTER_RETENTION } from './dead-letters.js';
+import {
+  assertRedisName,
+  type JobData,
+  type JobResult,
+  PRIORITY_NUMBER,
+  priorityOf,
+  queueName,
+} from './jobs.js';
+import { logEvent } from './log.js';
+import { CLOSE_TIMEOUT_MS, COMMAND_TIMEOUT_MS, createClient } from './redis-connection.js';
+
+/** BullMQ stores prioritized jobs in one sorted set scored `priority * 2^32 + counter`. */
+const PRIORITY_SCORE_STEP = 0x100000000;
+/** Most jobs of one list `stats` reads to split wait and active counts by priority. */
+const STATS_SCAN_LIMIT = 1_000;
+
+type CallBullQueue = Queue<JobData, JobResult, string>;
+
+/** The BullMQ call queue: enqueue, cancel and stats on the producer connection. See `openBullmqBroker`. */
+export class BullmqCallQueue implements CallQueue {
+  readonly kind = 'bullmq' as const;
+  private readonly queues = new Map<string, CallBullQueue>();
+  private readonly consumers = new Set<BullmqConsumer>();
+  /** Shared by every worker (BullMQ needs `maxRetriesPerRequest: null` there); each worker adds its own blocking connection. */
+  private workerClient?: Redis;
+  private closed = false;
+
+  constructor(
+    readonly url: string,
+    readonly namespace: string,
+    private readonly producer: Redis,
+  ) {}
+
+  /** The BullMQ queue of a pool, created on first use. */
+  queueFor(pool: string): CallBullQueue {
+    let queue = this.queues.get(pool);
+    if (!queue) {
+      assertRedisName(pool, 'pool');
+      queue = new Queue<JobData, JobResult, string>(queueName(pool), {
+        connection: this.producer,
+        prefix: this.namespace,
+      });
+      queue.on('error', (err) =>
+        logEvent('warn', 'queue_error', { pool, error: messageOf(err) }, `queue:${pool}`),
+      );
+      this.queues.set(pool, queue);
+    }
+    return queue;
+  }
+
+  async enqueue(call: ToolCall): Promise<void> {
+    this.assertOpen();
+    const queue = this.queueFor(call.pool);
+    const data: JobData = { envelope: Buffer.from(encodeToolCall(call)).toString('base64') };
+    try {
+      // Adding an id that exists (queued, running or dead) is a no-op in BullMQ: de-duplication.
+      await withTimeout(
+        queue.add(call.tool || 'call', data, {
+          jobId: call.callId,
+          priority: PRIORITY_NUMBER[call.priority],
+          attempts: 1,
+          removeOnComplete: true,
+          removeOnFail: DEAD_LETTER_RETENTION,
+        }),
+        COMMAND_TIMEOUT_MS,
+      );
+    } catch (err) {
+      throw new ClusterError(
+        'QUEUE_UNAVAILABLE',
+        `Redis at ${this.url} did not take call ${call.callId} for pool ${call.pool}: ${messageOf(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  consume(pool: string, options: ConsumeOptions, handler: (message: QueuedCall) => void): CallConsumer {
+    this.assertOpen();
+    assertRedisName(pool, 'pool');
+    if (!Number.isInteger(options.maxInFlight) || options.maxInFlight < 1) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `maxInFlight must be a positive integer, got ${options.maxInFlight}`,
+      );
+    }
+    this.workerClient ??= createClient(this.url, 'worker', {
+      maxRetriesPerRequest: null,
+      lazyConnect: false,
+    });
+    const consumer = new BullmqConsumer(this.workerClient, this.namespace, pool, options, handler);
+    this.consumers.add(consumer);
+    return consumer;
+  }
+
+  async cancel(callId: string, pool: string): Promise<boolean> {
+    this.assertOpen();
+    const queue = this.queueFor(pool);
+    try {
+      const state = await queue.getJobState(callId);
+      if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') return false;
+      // Removal refuses a locked job, so a worker that took it meanwhile keeps it (false).
+      return (await queue.remove(callId)) === 1;
+    } catch (err) {
+      throw new ClusterError(
+        'QUEUE_UNAVAILABLE',
+        `Redis at ${this.url} could not cancel call ${callId}: ${messageOf(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  async stats(pool: string): Promise<QueueStats[]> {
+    this.assertOpen();
+    const queue = this.queueFor(pool);
+    try {
+      const now = Date.now();
+      const counts = await queue.getCountsPerPriority(PRIORITIES.map((p) => PRIORITY_NUMBER[p]));
+      // Stalled jobs come back on the plain wait list whatever their priority, and BullMQ counts
+      // active jobs only in total: read those (bounded) jobs' priorities to split them.
+      const [waiting, active] = await Promise.all([
+        this.jobsOf(queue, 'wait', ['priority', 'timestamp']),
+        this.jobsOf(queue, 'active', ['priority']),
+      ]);
+      const heads = await Promise.all(PRIORITIES.map((p) => this.oldestPrioritized(queue, p)));
+      return PRIORITIES.map((priority, i) => {
+        const waitingHere = waiting.filter((job) => job.priority === priority);
+        const timestamps = waitingHere.map((job) => job.timestamp).filter((t) => t > 0);
+        const head = heads[i];
+        if (head !== undefined && head > 0) timestamps.push(head);
+        const oldest = timestamps.length > 0 ? Math.min(...timestamps) : undefined;
+        return {
+          pool,
+          priority,
+          depth: (counts[String(PRIORITY_NUMBER[priority])] ?? 0) + waitingHere.length,
+          inFlight: active.filter((job) => job.priority === priority).length,
+          oldestAgeMs: oldest === undefined ? 0 : Math.max(0, now - oldest),
+        };
+      });
+    } catch (err) {
+      throw new ClusterError(
+        'QUEUE_UNAVAILABLE',
+        `Redis at ${this.url} could not report pool ${pool}: ${messageOf(err)}`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** Priorities and timestamps of the first jobs of a BullMQ list (`wait`, `active`). */
+  private async jobsOf(
+    queue: CallBullQueue,
+    list: 'wait' | 'active',
+    fields: ('priority' | 'timestamp')[],
+  ): Promise<{ priority: Priority; timestamp: number }[]> {
+    const ids = (await this.producer.lrange(queue.toKey(list), 0, STATS_SCAN_LIMIT - 1)).filter(
+      // Old BullMQ versions left "0:<n>" markers in the wait list.
+      (id) => !id.startsWith('0:'),
+    );
+    if (ids.length === 0) return [];
+    const pipeline = this.producer.pipeline();
+    for (const id of ids) pipeline.hmget(queue.toKey(id), ...fields);
+    const replies = (await pipeline.exec()) ?? [];
+    const jobs: { priority: Priority; timestamp: number }[] = [];
+    for (const [err, value] of replies) {
+      if (err || !Array.isArray(value)) continue;
+      const [priorityField, timestampField] = value as (string | null)[];
+      const priority = priorityOf(Number(priorityField));
+      if (priority) jobs.push({ priority, timestamp: Number(timestampField ?? 0) });
+    }
+    return jobs;
+  }
+
+  /** Enqueue time of the first (oldest) prioritized job of a priority, if any. */
+  private async oldestPrioritized(queue: CallBullQueue, priority: Priority): Promise<number | undefined> {
+    const n = PRIORITY_NUMBER[priority];
+    const [id] = await this.producer.zrangebyscore(
+      queue.toKey('prioritized'),
+      n * PRIORITY_SCORE_STEP,
+      (n + 1) * PRIORITY_SCORE_STEP - 1,
+      'LIMIT',
+      0,
+      1,
+    );
+    if (!id) return undefined;
+    const timestamp = await this.producer.hget(queue.toKey(id), 'timestamp');
+    return timestamp ? Number(timestamp) : undefined;
+  }
+
+  async ready(): Promise<boolean> {
+    if (this.closed || this.producer.status !== 'ready') return false;
+    try {
+      return (await withTimeout(this.producer.ping(), COMMAND_TIMEOUT_MS)) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.consumers].map((c) => c.shutdown()));
+    await Promise.all(
+      [...this.queues.values()].map((q) => withTimeout(q.close(), CLOSE_TIMEOUT_MS).catch(() => undefined)),
+    );
+    this.workerClient?.disconnect();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ClusterError('QUEUE_UNAVAILABLE', `the Redis broker at ${this.url} is closed`);
+  }
+}
