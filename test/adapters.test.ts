@@ -27,9 +27,9 @@ import {
   stubServer,
   textOf,
   unstreamed,
-  waitFor,
 } from './support/adapter-harness.js';
 import { freePort } from './support/brokers.js';
+import { waitFor } from './support/wait.js';
 
 // The tool adapters and the backend actor against real HTTP backends: the simulated vLLM server,
 // a closed port, and (for the one case the sim cannot produce: vectors that are not unit length)

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type ChunkReceived,
   ClusterError,
+  clusterMetrics,
   createLogger,
   newCallId,
   openBroker,
@@ -24,11 +25,10 @@ import {
   adapterContext,
   cleanupAfterEach,
   FAST_SIM,
-  sleep,
   startActor,
   toolCall,
-  waitFor,
 } from './support/adapter-harness.js';
+import { waitFor } from './support/wait.js';
 
 // Session affinity over four simulated vLLM backends: which sim served each call is read from
 // the sims' own counters. First the router and four BackendActors driven as the worker drives
@@ -369,6 +369,11 @@ describe('session affinity through the worker runtime', () => {
 
     const ids = sims.map((s) => s.url);
     const served = () => sims.map((s) => s.stats().chatRequests);
+    /** What the worker's last health probe of backend `index` said: 1 healthy, 0 not. */
+    const healthOf = async (index: number): Promise<number | undefined> =>
+      (await clusterMetrics().backendHealthy.get()).values.find(
+        (v) => v.labels.pool === 'inference' && v.labels.backend === String(index),
+      )?.value;
     const turn = async (conversation: Conversation): Promise<number> => {
       const before = served();
       const callId = newCallId();
@@ -403,28 +408,24 @@ describe('session affinity through the worker runtime', () => {
       expect(sims[home]?.stats()).toMatchObject({ chatRequests: 3, prefixCacheHits: 2 });
     }
 
-    // The first session's home fails its health check: its turns move, then come back.
+    // The first session's home fails its health check: once the worker's probe has seen it, the
+    // turns go to the key's next choice and stay there.
     const first = conversations[0] as Conversation;
-    const home = ids.indexOf(rendezvousOrder(ids, first.key)[0] as string);
+    const order = rendezvousOrder(ids, first.key).map((id) => ids.indexOf(id));
+    const home = order[0] as number;
     sims[home]?.setFailure('health-down');
     await waitFor(
-      'a probe to see the failed health check',
-      () => (sims[home]?.stats().failuresInjected ?? 0) >= 1,
+      'the worker to mark the failed backend unhealthy',
+      async () => (await healthOf(home)) === 0,
     );
-    // The probe's answer is taken in as soon as it arrives; leave it a moment to be sure.
-    await sleep(150);
     const away = await turn(first);
-    expect(away).not.toBe(home);
-    expect(away).toBeGreaterThanOrEqual(0);
+    expect(away).toBe(order[1]);
     expect(await turn(first)).toBe(away);
 
     // Healthy again: once the next probe passes (every 100 ms), the turns go home and stay.
     sims[home]?.setFailure('none');
-    const until = Date.now() + 10_000;
-    while ((await turn(first)) !== home) {
-      if (Date.now() > until) throw new Error('the session never returned to its recovered backend');
-      await sleep(50);
-    }
+    await waitFor('the worker to mark the backend healthy again', async () => (await healthOf(home)) === 1);
+    expect(await turn(first)).toBe(home);
     expect(await turn(first)).toBe(home);
   });
 });

@@ -6,7 +6,6 @@ import { connectClient, type TestClient } from './support/mcp-clients.js';
 import {
   CLI,
   cleanEnv,
-  eventually,
   metricValue,
   type RoleProcess,
   runCli,
@@ -14,6 +13,7 @@ import {
   startRole,
   writeConfig,
 } from './support/processes.js';
+import { waitFor } from './support/wait.js';
 
 // The built-in autoscaler with the local provider, end to end: NATS JetStream, an ingress process, a
 // simulated vLLM whose calls take ~340 ms, and `mcp-cluster autoscaler` starting and stopping real
@@ -154,7 +154,7 @@ tools:
     const status = async () =>
       (await (await fetch(`${scalerUrl}/status`)).json()) as { ticks: number; replicas: unknown[] };
     const seen = (await status()).ticks;
-    await eventually(async () => (await status()).ticks >= seen + 3, 10_000, 'three decisions');
+    await waitFor('three decisions', async () => (await status()).ticks >= seen + 3, 10_000);
     expect(await current()).toBe(0);
     expect(await gauge('mcp_cluster_autoscaler_desired_replicas')).toBe(0);
     expect(workerPids(scalerPid())).toEqual([]);
@@ -193,18 +193,18 @@ tools:
     expect(maxProcesses, 'more than one worker process ran').toBeGreaterThan(1);
 
     // With the trickle alone the law wants one replica; it gets there only through scale-downs.
-    await eventually(
+    await waitFor(
+      'a scale-down under the trickle',
       () => scaleLog().some((l) => l.msg === 'scaled down' && l.to >= 1),
       30_000,
-      'a scale-down under the trickle',
     );
     trickling = false;
     await trickle;
     expect(trickled).toBeGreaterThan(0);
 
     // Idle: to zero replicas and zero worker processes (the drained ones have exited).
-    await eventually(async () => (await current()) === 0, 30_000, 'the pool at zero');
-    await eventually(() => workerPids(scalerPid()).length === 0, 30_000, 'every worker process gone');
+    await waitFor('the pool at zero', async () => (await current()) === 0, 30_000);
+    await waitFor('every worker process gone', () => workerPids(scalerPid()).length === 0, 30_000);
 
     const log = scaleLog();
     expect(log[0]).toMatchObject({ msg: 'scaled up', from: 0, to: 1, reason: 'wake-from-zero' });
@@ -327,7 +327,7 @@ tools:
       expect(up.statusUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/status$/);
       type Status = { ticks: number; pools: { pool: string; desired: number | null; changes: number }[] };
       const status = async () => (await (await fetch(String(up.statusUrl))).json()) as Status;
-      await eventually(async () => (await status()).ticks >= 2, 10_000, 'two decisions');
+      await waitFor('two decisions', async () => (await status()).ticks >= 2, 10_000);
       expect((await status()).pools).toMatchObject([{ pool: 'inference', desired: 0, changes: 0 }]);
       expect(up.logs()).not.toContain('"msg":"worker started"');
 

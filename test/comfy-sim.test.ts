@@ -8,7 +8,8 @@ import {
   parseComfySimArgs,
   startComfySim,
 } from '../workers/sim/index.js';
-import { cleanupAfterEach, startComfy, waitFor } from './support/adapter-harness.js';
+import { cleanupAfterEach, startComfy } from './support/adapter-harness.js';
+import { waitFor } from './support/wait.js';
 
 // The simulated ComfyUI's own wire protocol: what a ComfyUI client sees on /prompt, /ws,
 // /history, /view, /queue and /interrupt, its validation errors, and its command-line flags.

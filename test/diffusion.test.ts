@@ -15,8 +15,8 @@ import {
   rejection,
   startComfy,
   textOf as textOfResult,
-  waitFor,
 } from './support/adapter-harness.js';
+import { waitFor } from './support/wait.js';
 
 // The generate_image adapter against the simulated ComfyUI over real HTTP and WebSocket: images,
 // progress, cancellation reaching the backend (interrupt / queue delete), every failure mode,

@@ -33,9 +33,9 @@ import {
   startActor,
   startSim,
   stubServer,
-  waitFor,
 } from './support/adapter-harness.js';
 import { freePort, type SpawnedBroker, startRedisServer, uniqueNamespace } from './support/brokers.js';
+import { waitFor } from './support/wait.js';
 
 // The embed adapter's micro-batcher, result cache and TEI path: the pure batch policy and the
 // batcher against a scripted backend, then the adapter against the simulated GPU backend (both

@@ -23,8 +23,8 @@ import {
   startSim,
   textOf as textOfResult,
   unstreamed,
-  waitFor,
 } from './support/adapter-harness.js';
+import { waitFor } from './support/wait.js';
 
 // The inference adapters (generate_text, chat, summarize) against the simulated vLLM server over
 // real HTTP, its injected failures (5xx, malformed stream, stalled stream, dropped connection)

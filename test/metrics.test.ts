@@ -17,9 +17,9 @@ import { embedAdapter } from '../workers/embeddings/index.js';
 import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
-import { waitFor } from './support/adapter-harness.js';
 import { type SpawnedBroker, startNatsServer, startRedisServer, uniqueNamespace } from './support/brokers.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
+import { waitFor } from './support/wait.js';
 
 // The metrics capacity planners read, checked the way Prometheus sees them: real calls through an
 // embedded cluster (ingress, memory queue, workers, simulated backends in this process), then the

@@ -13,15 +13,8 @@ import {
 } from '../services/autoscaler/index.js';
 import { resolveConfig } from '../services/core/index.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
-import {
-  CLI,
-  type CliResult,
-  cleanEnv,
-  eventually,
-  runCli,
-  STACK_TRACE,
-  writeConfig,
-} from './support/processes.js';
+import { CLI, type CliResult, cleanEnv, runCli, STACK_TRACE, writeConfig } from './support/processes.js';
+import { waitFor } from './support/wait.js';
 
 // ---------------------------------------------------------------------------------------------------
 // planCapacity against hand-computed Erlang C
@@ -504,7 +497,7 @@ describe('mcp-cluster plan against a running embedded cluster', () => {
       });
     });
     metricsUrl = mcpUrl.replace(/\/mcp$/, '/metrics');
-    await eventually(async () => (await fetch(mcpUrl.replace(/\/mcp$/, '/readyz'))).ok, 20_000, 'readyz');
+    await waitFor('readyz', async () => (await fetch(mcpUrl.replace(/\/mcp$/, '/readyz'))).ok, 20_000);
     for (let i = 0; i < 8; i++) clients.push(await connectClient('v2', mcpUrl));
   }, 60_000);
 

@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSimArgs, type SimBackend, type SimStats, startSimBackend } from '../workers/sim/index.js';
+import { waitFor } from './support/wait.js';
 
 interface ChatChunk {
   id: string;
@@ -50,19 +51,17 @@ function sseData(text: string): string[] {
     });
 }
 
-/**
- * Polls the backend's stats until `predicate` holds and resolves with them; fails after a generous
- * bound (not a speed check). Not `waitFor` of ./support/adapter-harness.ts: the tests read the
- * matching stats it returns, and its failure message shows the last stats seen.
- */
-async function waitForStats(sim: SimBackend, predicate: (stats: SimStats) => boolean): Promise<SimStats> {
-  const giveUpAt = Date.now() + 20_000;
-  for (;;) {
-    const stats = sim.stats();
-    if (predicate(stats)) return stats;
-    if (Date.now() > giveUpAt) throw new Error(`stats never matched: ${JSON.stringify(stats)}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/** Waits until the backend's stats match `predicate` and resolves with them; a timeout shows the last seen. */
+function waitForStats(sim: SimBackend, predicate: (stats: SimStats) => boolean): Promise<SimStats> {
+  let last = sim.stats();
+  return waitFor(
+    () => `the sim's stats to match; last seen ${JSON.stringify(last)}`,
+    () => {
+      last = sim.stats();
+      return predicate(last) ? last : undefined;
+    },
+    20_000,
+  );
 }
 
 /** Reads a streamed response until at least one content token arrived. */
@@ -590,7 +589,9 @@ describe('sim backend: continuous batching', () => {
       expect(text).toContain('vllm:inter_token_latency_seconds_count{model_name="sim-llm"} 4');
       expect(text).toContain('vllm:generation_tokens_total{model_name="sim-llm"} 5');
       expect(sim.stats()).toMatchObject({ firstTokens: 1, decodeTokens: 4 });
-      expect(sim.stats().timeToFirstTokenMsSum).toBeGreaterThanOrEqual(0);
+      // The exported sum is the time the sim measured, in seconds.
+      const sum = /^vllm:time_to_first_token_seconds_sum\{model_name="sim-llm"\} (\S+)$/m.exec(text)?.[1];
+      expect(Number(sum)).toBeCloseTo(sim.stats().timeToFirstTokenMsSum / 1000, 9);
     } finally {
       await sim.close();
     }

@@ -18,8 +18,9 @@ import { embedAdapter } from '../workers/embeddings/index.js';
 import { generateTextAdapter } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
-import { cleanupAfterEach, sleep, toolCall, waitFor } from './support/adapter-harness.js';
+import { cleanupAfterEach, toolCall } from './support/adapter-harness.js';
 import { freePort } from './support/brokers.js';
+import { sleep, waitFor } from './support/wait.js';
 
 // The pool runtime end to end inside one process, with real parts only: the memory queue, the
 // simulated vLLM backend over HTTP, and a gRPC Delivery server standing in for the ingress.

@@ -2,19 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type SpawnedBroker, startBrokerServer, uniqueNamespace } from './brokers.js';
+import { type SpawnedBroker, startBrokerServer, uniqueNamespace } from '../../test/support/brokers.js';
+import { removeTempDir, trackTempDir } from '../../test/support/process-guard.js';
 import { benchConfigYaml } from './config.js';
-import {
-  answersOk,
-  type ChildRole,
-  CLI,
-  jsonLine,
-  removeTempDir,
-  serverNodeArgs,
-  spawnRole,
-  trackTempDir,
-  waitUntil,
-} from './process.js';
+import { answersOk, type ChildRole, CLI, jsonLine, serverNodeArgs, spawnRole, waitUntil } from './process.js';
 
 // The cluster systems: `mcp-cluster up` (memory queue, one process) and the distributed cluster
 // (NATS JetStream or BullMQ on Redis) with each role its own process, all from one temp config.

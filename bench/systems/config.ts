@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { type ResolvedConfig, resolveConfig } from '../../services/core/index.js';
-import { uniqueNamespace } from './brokers.js';
+import { uniqueNamespace } from '../../test/support/brokers.js';
 
 // The one configuration every system under test is derived from: the cluster systems run it as
 // their config file, and the single-process servers (direct, peer) take their tools (model names,

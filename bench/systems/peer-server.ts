@@ -1,10 +1,10 @@
 import { FastMCP, type Logger } from 'fastmcp';
 import { z } from 'zod';
 import type { ToolConfig } from '../../services/core/index.js';
+import { freePort } from '../../test/support/process-guard.js';
 import { benchConfig } from './config.js';
 import { isMain, serveFromArgs } from './entry.js';
 import { localTools } from './local-tools.js';
-import { freePort } from './process.js';
 
 // The `peer` system: the same two tools served by FastMCP (Streamable HTTP, stateless), the
 // framework an MCP author would reach for, calling the backend with the same adapters as direct

@@ -1,12 +1,12 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trackChild, withParentDeathSignal } from '../../test/support/process-guard.js';
 
 // OS processes of the systems under test: spawning with a ready check and a start timeout that
-// reports the child's stderr, bounded stops, and a last-resort kill of every child when the
-// bench process exits, so an interrupted run leaves no servers, workers or brokers behind.
+// reports the child's stderr, bounded stops, and (through test/support/process-guard.ts, shared
+// with the brokers) a last-resort kill of every child when the bench process exits, so an
+// interrupted run leaves no servers, workers or brokers behind.
 
 /** The repository root, whether this module runs from `dist/` or from the sources (tests). */
 const ROOT = fileURLToPath(
@@ -68,59 +68,6 @@ const STDERR_KEEP = 8192;
 const DEFAULT_START_TIMEOUT_MS = 30_000;
 const DEFAULT_GRACE_MS = 5_000;
 
-const live = new Set<ChildProcess>();
-const tempDirs = new Set<string>();
-let hooksInstalled = false;
-
-/** Kills every child still alive and removes temp dirs; runs on exit and on SIGINT/SIGTERM. */
-function killEverything(): void {
-  for (const child of live) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  live.clear();
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-  tempDirs.clear();
-}
-
-function installExitHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.once('exit', killEverything);
-  // A signal skips 'exit': clean up, then let the signal do what it would have done without us.
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      killEverything();
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-    });
-  }
-}
-
-/**
- * Registers a child spawned without `spawnRole` (the brokers), so the exit hooks kill it too; it
- * is forgotten once it exits.
- */
-export function trackChild(child: ChildProcess): void {
-  installExitHooks();
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-}
-
-/** Registers a temp dir to delete when the bench exits (and deletes it on `removeTempDir`). */
-export function trackTempDir(dir: string): void {
-  installExitHooks();
-  tempDirs.add(dir);
-}
-
-/** Deletes a temp dir now. */
-export function removeTempDir(dir: string): void {
-  tempDirs.delete(dir);
-  rmSync(dir, { recursive: true, force: true });
-}
-
 /** The environment children get: the bench's, without settings that would override their config. */
 export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -132,14 +79,13 @@ export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 
 /** Spawns a child and resolves once `ready` accepts its stdout; rejects with its stderr otherwise. */
 export function spawnRole<T>(options: SpawnOptions<T>): Promise<ChildRole<T>> {
-  installExitHooks();
   const timeoutMs = options.timeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const [command, args] = withParentDeathSignal(options.command, options.args);
   const child = spawn(command, args, {
     env: childEnv(options.env),
     stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });
-  live.add(child);
+  trackChild(child);
   let stderr = '';
   let stdout = '';
   child.stderr?.on('data', (d: Buffer) => {
@@ -149,7 +95,6 @@ export function spawnRole<T>(options: SpawnOptions<T>): Promise<ChildRole<T>> {
   const gone = new Promise<void>((resolve) =>
     child.once('exit', () => {
       exited = true;
-      live.delete(child);
       resolve();
     }),
   );
@@ -217,60 +162,12 @@ export function spawnRole<T>(options: SpawnOptions<T>): Promise<ChildRole<T>> {
   });
 }
 
-/**
- * The command line that runs `command` so that it gets SIGKILL when this process dies, even in a
- * way no exit hook sees (SIGKILL, the OOM killer): `setpriv --pdeathsig SIGKILL -- command ...`
- * where util-linux's setpriv is at hand (Linux), else the command unchanged. setpriv execs the
- * command, so the spawned pid stays the child's own (its RSS and CPU are what gets sampled).
- */
-export function withParentDeathSignal(command: string, args: readonly string[]): [string, string[]] {
-  const guard = setprivPath();
-  return guard ? [guard, ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, [...args]];
-}
-
-let setpriv: string | null | undefined;
-
-/** util-linux `setpriv` (for `--pdeathsig`), or undefined where there is none (not Linux). */
-function setprivPath(): string | undefined {
-  if (setpriv === undefined) setpriv = process.platform === 'linux' ? (findOnPath('setpriv') ?? null) : null;
-  return setpriv ?? undefined;
-}
-
 /** A ready check for children that print one JSON object on a line of its own. */
 export function jsonLine(stdout: string): Record<string, unknown> | undefined {
   const lines = stdout.split('\n');
   lines.pop(); // not a whole line yet
   const line = lines.map((l) => l.trim()).find((l) => l.startsWith('{'));
   return line === undefined ? undefined : (JSON.parse(line) as Record<string, unknown>);
-}
-
-/** A TCP port that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not allocate a free port'))));
-    });
-  });
-}
-
-/** The path of an executable on PATH (or in the sbin directories), or undefined. */
-export function findOnPath(binary: string): string | undefined {
-  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/usr/local/sbin', '/sbin']);
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const candidate = join(dir, binary);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /** Polls `probe` every 50 ms until it is true; rejects naming `what` after `timeoutMs`. */

@@ -26,9 +26,12 @@ import {
 } from '../../workers/sim/index.js';
 import { freePort } from './brokers.js';
 
+// test/queue-contract.test.ts still takes these from here; the suites import them from ./wait.js.
+export { sleep, waitFor } from './wait.js';
+
 // What the suites that drive tool adapters, backend actors and the simulated backends in-process
 // share: building calls and adapter contexts, starting sims that are closed after each test,
-// polling for a state, and reading what an adapter answered or rejected with.
+// and reading what an adapter answered or rejected with.
 
 /** Something to undo after a test: close a server, stop an actor. */
 export type Cleanup = () => Promise<void> | void;
@@ -151,29 +154,6 @@ export function startActor(
   );
   cleanups.push(async () => actor.stop());
   return actor;
-}
-
-/**
- * Waits until `check` holds, polling every 10 ms; fails naming `what` after `timeoutMs`. An error
- * `check` throws fails the wait at once. For in-process state (a sim's counters, a batcher's
- * requests, a queue's stats, a key in Redis); `eventually` in ./processes.ts is the one for probing
- * OS processes.
- */
-export async function waitFor(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** The ClusterError a promise rejects with (fails the test if it resolves or throws something else). */

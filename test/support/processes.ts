@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trackChild } from './process-guard.js';
 
 /** The built CLI; `npm test` builds it before running the suites. */
 export const CLI = fileURLToPath(new URL('../../dist/services/cli/main.js', import.meta.url));
@@ -21,11 +22,6 @@ export interface RoleProcess {
   kill(): Promise<void>;
 }
 
-const running = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
 /**
  * Starts `mcp-cluster <args>` and resolves once it printed its ready line (a JSON object on
  * stdout). Rejects with its stderr when it exits first or takes longer than `timeoutMs`.
@@ -40,7 +36,7 @@ export function startRole(
     env: { ...process.env, MCP_CLUSTER_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  running.add(child);
+  trackChild(child);
   let stderr = '';
   let stdout = '';
   child.stderr?.on('data', (d: Buffer) => {
@@ -48,7 +44,6 @@ export function startRole(
     if (stderr.length > 2_000_000) stderr = stderr.slice(-1_000_000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  void exited.then(() => running.delete(child));
 
   return new Promise<RoleProcess>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -97,33 +92,6 @@ export function writeConfig(yaml: string): string {
   const path = join(dir, 'cluster.yaml');
   writeFileSync(path, yaml);
   return path;
-}
-
-/**
- * Polls `probe` every 50 ms until it returns a truthy value, and resolves with that value; rejects
- * after `timeoutMs`, naming `what` and the last error. Kept apart from `waitFor` in
- * ./adapter-harness.ts because it probes OS processes over the network: an error `probe` throws
- * (connection refused while a role starts or restarts) counts as "not yet" rather than failing
- * the wait, and it polls less often. In-process state is waited for with `waitFor`.
- */
-export async function eventually<T>(
-  probe: () => Promise<T> | T,
-  timeoutMs = 15_000,
-  what = 'condition',
-): Promise<NonNullable<T>> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > until)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Reads one sample of a Prometheus metric from a `/metrics` text (sum over matching series). */

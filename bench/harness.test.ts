@@ -2,8 +2,8 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { selfCheck } from '../bench/load/self-check.js';
-import { MIX, narrowPlan, plansFor, runPlan, ZERO_LATENCY } from '../bench/scenarios.js';
+import { selfCheck } from './load/self-check.js';
+import { MIX, narrowPlan, plansFor, runPlan, ZERO_LATENCY } from './scenarios.js';
 
 // The benchmark harness runs and writes well-formed results. No timing is asserted: benchmarks
 // measure speed, tests only check that the harness works.
