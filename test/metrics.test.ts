@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Broker,
   clusterMetrics,
+  inProcessDelivery,
   newCallId,
   openBroker,
   type Priority,
@@ -88,6 +89,7 @@ describe('metrics of an embedded cluster', () => {
   let config: ResolvedConfig;
   let broker: Broker;
   let ingress: Ingress;
+  const delivery = inProcessDelivery();
   const workers: Record<string, Worker> = {};
   const clients: TestClient[] = [];
 
@@ -144,10 +146,10 @@ describe('metrics of an embedded cluster', () => {
       {},
     );
     broker = await openBroker({ url: 'memory:', namespace, pools: Object.keys(config.pools) });
-    ingress = await startIngress(config, broker);
+    ingress = await startIngress(config, broker, delivery);
     const adapters = { ...inferenceAdapters, embed: embedAdapter };
     for (const pool of Object.keys(config.pools)) {
-      workers[pool] = await startWorker({ config, pool, broker, adapters, workerId: `w-${pool}` });
+      workers[pool] = await startWorker({ config, pool, broker, adapters, delivery, workerId: `w-${pool}` });
     }
   });
 
@@ -479,6 +481,7 @@ describe('metrics of an embedded cluster', () => {
       pool: 'inference',
       broker,
       adapters,
+      delivery,
       workerId: 'w-inference-2',
     });
     try {
