@@ -294,17 +294,24 @@ describe('metrics of an embedded cluster', () => {
     // cancels with notifications/cancelled, the others close their request.
     const callers = await Promise.all([client('v2'), client('v1'), client('v2')]);
     const aborts = callers.map(() => new AbortController());
+    const streamed = callers.map(() => false);
     const calls = callers.map((c, i) =>
       c.callTool(
         'slow_text',
         { prompt: `story ${i}`, max_tokens: 400 },
-        { signal: (aborts[i] as AbortController).signal },
+        {
+          signal: (aborts[i] as AbortController).signal,
+          onProgress: () => {
+            streamed[i] = true;
+          },
+        },
       ),
     );
     await waitFor('one slow call running and two waiting', async () => {
       const t = await queueTotals('slow');
       return t.depth === 2 && t.inFlight === 1;
     });
+    await waitFor('the running call to stream', () => streamed.includes(true));
     // Only the worker is scraped here: these figures come from its own refresh.
     const fromWorker = await workerMetrics('slow');
     expect(fromWorker.value('mcp_cluster_queue_depth', { pool: 'slow', priority: 'normal' })).toBe(2);
@@ -313,7 +320,17 @@ describe('metrics of an embedded cluster', () => {
       fromWorker.value('mcp_cluster_queue_oldest_age_seconds', { pool: 'slow', priority: 'normal' }),
     ).toBeGreaterThan(0);
 
-    for (const a of aborts) a.abort();
+    // The waiting calls first: once the running one stops, the worker would take the next one
+    // at once, possibly before the ingress heard that caller leave.
+    const running = streamed.indexOf(true);
+    aborts.forEach((a, i) => {
+      if (i !== running) a.abort();
+    });
+    await waitFor(
+      'the waiting calls to leave the queue',
+      async () => (await queueTotals('slow')).depth === 0,
+    );
+    aborts[running]?.abort();
     for (const call of calls) await expect(call).rejects.toThrow();
     const cancelled = async () =>
       (await ingressMetrics()).value('mcp_cluster_ingress_calls_total', {
