@@ -5,10 +5,11 @@ import {
   ClusterError,
   clusterMetrics,
   createLogger,
+  type DeliveryTransport,
+  inProcessDelivery,
   newCallId,
   openBroker,
   resolveConfig,
-  startDeliveryServer,
   type ToolConfig,
 } from '../services/core/index.js';
 import { chatAdapter, inferenceAdapters } from '../workers/inference/index.js';
@@ -313,11 +314,9 @@ describe('session affinity over four backends (router and backend actors)', () =
 
 describe('session affinity through the worker runtime', () => {
   /** A stand-in ingress that confirms every final and error chunk and hands back results. */
-  async function startIngress() {
+  async function startIngress(delivery: DeliveryTransport) {
     const finals = new Map<string, (chunk: ChunkReceived) => void>();
-    const server = await startDeliveryServer({
-      host: '127.0.0.1',
-      port: 0,
+    const server = await delivery.serve({
       onChunk: (chunk, link) => {
         if (chunk.body !== 'final' && chunk.body !== 'error') return;
         link.send({ callId: chunk.callId, delivered: { known: true } });
@@ -337,7 +336,8 @@ describe('session affinity through the worker runtime', () => {
 
   it('routes the turns of each session to the same sim, its first choice, with the key as user', async () => {
     const sims = await startSims(4);
-    const ingress = await startIngress();
+    const delivery = inProcessDelivery();
+    const ingress = await startIngress(delivery);
     const namespace = `aff-${randomUUID().slice(0, 8)}`;
     const config = resolveConfig(
       JSON.stringify({
@@ -362,6 +362,7 @@ describe('session affinity through the worker runtime', () => {
       pool: 'inference',
       broker,
       adapters: inferenceAdapters,
+      delivery,
       workerId: `worker-${namespace}`,
       serveHttp: false,
     });

@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, openBroker, type ResolvedConfig, resolveConfig } from '../services/core/index.js';
+import {
+  type Broker,
+  inProcessDelivery,
+  openBroker,
+  type ResolvedConfig,
+  resolveConfig,
+} from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { inferenceAdapters } from '../workers/inference/index.js';
@@ -32,11 +38,12 @@ pools:
       namespace: 'embedded-test',
       pools: ['inference', 'embeddings'],
     });
-    ingress = await startIngress(config, broker);
+    const delivery = inProcessDelivery();
+    ingress = await startIngress(config, broker, delivery);
     const adapters = { ...inferenceAdapters, embed: embedAdapter };
     workers = await Promise.all(
       ['inference', 'embeddings'].map((pool) =>
-        startWorker({ config, pool, broker, adapters, workerId: `w-${pool}`, serveHttp: false }),
+        startWorker({ config, pool, broker, adapters, delivery, workerId: `w-${pool}`, serveHttp: false }),
       ),
     );
   });

@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, openBroker, type QueuedCall, resolveConfig } from '../services/core/index.js';
+import {
+  type Broker,
+  inProcessDelivery,
+  openBroker,
+  type QueuedCall,
+  resolveConfig,
+} from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 
 // Hostile and malformed requests against a real ingress on a memory queue. A spy consumer on
@@ -19,7 +25,7 @@ describe('ingress rejects bad input before it reaches a worker', () => {
     for (const pool of ['inference', 'embeddings']) {
       broker.queue.consume(pool, { maxInFlight: 100 }, (m) => reachedWorkers.push(m));
     }
-    ingress = await startIngress(config, broker);
+    ingress = await startIngress(config, broker, inProcessDelivery());
     const init = await post({
       jsonrpc: '2.0',
       id: 1,

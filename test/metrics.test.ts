@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Broker,
   clusterMetrics,
+  inProcessDelivery,
   newCallId,
   openBroker,
   type Priority,
@@ -88,6 +89,7 @@ describe('metrics of an embedded cluster', () => {
   let config: ResolvedConfig;
   let broker: Broker;
   let ingress: Ingress;
+  const delivery = inProcessDelivery();
   const workers: Record<string, Worker> = {};
   const clients: TestClient[] = [];
 
@@ -144,10 +146,10 @@ describe('metrics of an embedded cluster', () => {
       {},
     );
     broker = await openBroker({ url: 'memory:', namespace, pools: Object.keys(config.pools) });
-    ingress = await startIngress(config, broker);
+    ingress = await startIngress(config, broker, delivery);
     const adapters = { ...inferenceAdapters, embed: embedAdapter };
     for (const pool of Object.keys(config.pools)) {
-      workers[pool] = await startWorker({ config, pool, broker, adapters, workerId: `w-${pool}` });
+      workers[pool] = await startWorker({ config, pool, broker, adapters, delivery, workerId: `w-${pool}` });
     }
   });
 
@@ -292,17 +294,24 @@ describe('metrics of an embedded cluster', () => {
     // cancels with notifications/cancelled, the others close their request.
     const callers = await Promise.all([client('v2'), client('v1'), client('v2')]);
     const aborts = callers.map(() => new AbortController());
+    const streamed = callers.map(() => false);
     const calls = callers.map((c, i) =>
       c.callTool(
         'slow_text',
         { prompt: `story ${i}`, max_tokens: 400 },
-        { signal: (aborts[i] as AbortController).signal },
+        {
+          signal: (aborts[i] as AbortController).signal,
+          onProgress: () => {
+            streamed[i] = true;
+          },
+        },
       ),
     );
     await waitFor('one slow call running and two waiting', async () => {
       const t = await queueTotals('slow');
       return t.depth === 2 && t.inFlight === 1;
     });
+    await waitFor('the running call to stream', () => streamed.includes(true));
     // Only the worker is scraped here: these figures come from its own refresh.
     const fromWorker = await workerMetrics('slow');
     expect(fromWorker.value('mcp_cluster_queue_depth', { pool: 'slow', priority: 'normal' })).toBe(2);
@@ -311,7 +320,17 @@ describe('metrics of an embedded cluster', () => {
       fromWorker.value('mcp_cluster_queue_oldest_age_seconds', { pool: 'slow', priority: 'normal' }),
     ).toBeGreaterThan(0);
 
-    for (const a of aborts) a.abort();
+    // The waiting calls first: once the running one stops, the worker would take the next one
+    // at once, possibly before the ingress heard that caller leave.
+    const running = streamed.indexOf(true);
+    aborts.forEach((a, i) => {
+      if (i !== running) a.abort();
+    });
+    await waitFor(
+      'the waiting calls to leave the queue',
+      async () => (await queueTotals('slow')).depth === 0,
+    );
+    aborts[running]?.abort();
     for (const call of calls) await expect(call).rejects.toThrow();
     const cancelled = async () =>
       (await ingressMetrics()).value('mcp_cluster_ingress_calls_total', {
@@ -479,6 +498,7 @@ describe('metrics of an embedded cluster', () => {
       pool: 'inference',
       broker,
       adapters,
+      delivery,
       workerId: 'w-inference-2',
     });
     try {

@@ -7,10 +7,11 @@ import {
   type ChunkReceived,
   clusterMetrics,
   type DeliveryServer,
+  type DeliveryTransport,
+  inProcessDelivery,
   openBroker,
   type ResolvedConfig,
   resolveConfig,
-  startDeliveryServer,
   type ToolCall,
   type WorkerLink,
 } from '../services/core/index.js';
@@ -19,11 +20,10 @@ import { generateTextAdapter } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
 import { cleanupAfterEach, toolCall } from './support/adapter-harness.js';
-import { freePort } from './support/brokers.js';
 import { sleep, waitFor } from './support/wait.js';
 
 // The pool runtime end to end inside one process, with real parts only: the memory queue, the
-// simulated vLLM backend over HTTP, and a gRPC Delivery server standing in for the ingress.
+// simulated vLLM backend over HTTP, and an in-process delivery server standing in for the ingress.
 
 const POOL = 'inference';
 const metrics = clusterMetrics();
@@ -45,16 +45,14 @@ const confirmTerminal = (chunk: ChunkReceived, link: WorkerLink) => {
   }
 };
 
-async function startIngressStandIn(): Promise<IngressStandIn> {
+async function startIngressStandIn(delivery: DeliveryTransport): Promise<IngressStandIn> {
   const chunks: ChunkReceived[] = [];
   const standIn = {
     chunks,
     answer: confirmTerminal,
     chunksOf: (callId: string) => chunks.filter((c) => c.callId === callId),
   };
-  const server: DeliveryServer = await startDeliveryServer({
-    host: '127.0.0.1',
-    port: 0,
+  const server: DeliveryServer = await delivery.serve({
     onChunk: (chunk, link) => {
       chunks.push(chunk);
       standIn.answer(chunk, link);
@@ -79,7 +77,8 @@ async function startCluster(
 ): Promise<Cluster> {
   const sim = await startSimBackend({ ttftMs: 5, tokensPerSecond: 200, ...options.sim });
   cleanups.push(() => sim.close());
-  const ingress = await startIngressStandIn();
+  const delivery = inProcessDelivery();
+  const ingress = await startIngressStandIn(delivery);
   const namespace = `wr-${randomUUID().slice(0, 8)}`;
   // JSON is YAML: the worker's small timeouts written as a person would in the config file.
   const config = resolveConfig(
@@ -111,6 +110,7 @@ async function startCluster(
     pool: POOL,
     broker,
     adapters: { generate_text: generateTextAdapter, embed: embedAdapter },
+    delivery,
     workerId: `worker-${namespace}`,
     serveHttp: false,
   });
@@ -233,7 +233,8 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
     const c = await startCluster();
     const undeliverableBefore = await count(metrics.workerUndeliverable, { pool: POOL });
     const redeliveredBefore = await count(metrics.workerRedelivered, { pool: POOL });
-    const call = await c.enqueue({ replyTo: `127.0.0.1:${await freePort()}` });
+    // No replica serves this address (the contract suite checks a closed one's, on every transport).
+    const call = await c.enqueue({ replyTo: 'inproc:ingress-gone' });
 
     await waitFor(
       'the undeliverable counter',

@@ -35,7 +35,9 @@ import {
   ClusterError,
   createLogger,
   DEFAULT_ENDPOINT_CONCURRENCY,
+  type DeliveryTransport,
   exitOnSignals,
+  inProcessDelivery,
   loadConfig,
   openBroker,
   parseDurationMs,
@@ -44,6 +46,7 @@ import {
   type Stoppable,
   type ToolTemplate,
 } from '../core/index.js';
+import { grpcDelivery } from '../grpc/index.js';
 import { startIngress } from '../ingress/index.js';
 
 const USAGE = `mcp-cluster: serve GPU-backed MCP tools to AI agents at scale
@@ -149,6 +152,20 @@ function brokerFor(config: ResolvedConfig): Promise<Broker> {
   return openBroker({ url: config.brokerUrl, namespace: config.namespace, pools: Object.keys(config.pools) });
 }
 
+/**
+ * How workers answer the ingress: in-process for `up` on the memory queue, where no other process
+ * can take a call; gRPC otherwise (separate processes, or `up` on a broker other processes share,
+ * whose calls may be answered by or for them). The gRPC server listens on `ingress.delivery`.
+ */
+function deliveryFor(config: ResolvedConfig, oneProcess: boolean): DeliveryTransport {
+  if (oneProcess && brokerScheme(config.brokerUrl) === 'memory') return inProcessDelivery();
+  return grpcDelivery({
+    host: config.ingress.deliveryHost,
+    port: config.ingress.deliveryPort,
+    advertise: config.ingress.deliveryAdvertise,
+  });
+}
+
 async function up(args: string[]): Promise<number> {
   const { values } = parse(args, { ...COMMON, autoscale: { type: 'boolean' } });
   if (values.help) return help();
@@ -173,7 +190,8 @@ async function up(args: string[]): Promise<number> {
   }
   config = { ...config, pools };
   const broker = await brokerFor(config);
-  const front = await startIngress(config, broker);
+  const delivery = deliveryFor(config, true);
+  const front = await startIngress(config, broker, delivery);
   const adapters = adaptersFor(config);
   let workers: Worker[] = [];
   let scaler: Autoscaler | undefined;
@@ -185,7 +203,7 @@ async function up(args: string[]): Promise<number> {
     scaler = await startAutoscaler({
       config,
       broker,
-      provider: localProvider({ launch: inProcessLauncher(config, broker, adapters) }),
+      provider: localProvider({ launch: inProcessLauncher(config, broker, adapters, delivery) }),
       source: rates,
     });
   } else {
@@ -196,6 +214,7 @@ async function up(args: string[]): Promise<number> {
           pool,
           broker,
           adapters,
+          delivery,
           workerId: `${processId()}-${pool}`,
           serveHttp: false,
         }),
@@ -255,7 +274,7 @@ async function ingress(args: string[]): Promise<number> {
   if (deliveryPort) env.MCP_CLUSTER_DELIVERY_PORT = deliveryPort;
   const config = configFrom(values, env);
   const broker = await brokerFor(config);
-  const front = await startIngress(config, broker);
+  const front = await startIngress(config, broker, deliveryFor(config, false));
   exitOnSignals(
     [
       {
@@ -295,6 +314,7 @@ async function worker(args: string[]): Promise<number> {
     pool: values.pool,
     broker,
     adapters: adaptersFor(config),
+    delivery: deliveryFor(config, false),
     workerId: `${processId()}-${values.pool}`,
   });
   exitOnSignals(
@@ -414,11 +434,20 @@ function inProcessLauncher(
   config: ResolvedConfig,
   broker: Broker,
   adapters: Record<ToolTemplate, ToolAdapter>,
+  delivery: DeliveryTransport,
 ): ReplicaLauncher {
   let launched = 0;
   return async (pool) => {
     const id = `${processId()}-${pool}-${++launched}`;
-    const running = await startWorker({ config, pool, broker, adapters, workerId: id, serveHttp: false });
+    const running = await startWorker({
+      config,
+      pool,
+      broker,
+      adapters,
+      delivery,
+      workerId: id,
+      serveHttp: false,
+    });
     let stopped: () => void = () => undefined;
     const exited = new Promise<void>((resolve) => {
       stopped = resolve;

@@ -25,12 +25,23 @@ export {
   TEMPLATE_BACKENDS,
   TOOL_TEMPLATES,
 } from './config.js';
-export type { CallSignal, DeliveryChannel } from './delivery/delivery-client.js';
-export { DeliveryClient } from './delivery/delivery-client.js';
-export type { ChunkHandler, DeliveryServer, WorkerLink } from './delivery/delivery-server.js';
-export { startDeliveryServer } from './delivery/delivery-server.js';
+export type {
+  CallSignal,
+  ChunkHandler,
+  DeliveryChannel,
+  DeliveryClient,
+  DeliveryClientOptions,
+  DeliveryServer,
+  DeliveryTransport,
+  ServeOptions,
+  WorkerLink,
+} from './delivery/delivery.js';
+export { inProcessDelivery } from './delivery/in-process.js';
+export type { ChannelWire, OpenChannel } from './delivery/links.js';
+export { DeliveryChannels, IngressLink, WorkerChannel } from './delivery/links.js';
+export type { Chunk, ChunkReceived, Order, OrderReceived } from './delivery/messages.js';
 export type { Priority, ToolCall } from './envelope.js';
-export { decodeToolCall, encodeToolCall, isExpired, newCallId, PRIORITIES } from './envelope.js';
+export { decodeToolCall, encodeToolCall, isExpired, newCallId, PRIORITIES, protoPath } from './envelope.js';
 export type { ClusterErrorCode } from './errors.js';
 export {
   ClusterError,
@@ -43,8 +54,6 @@ export {
   toJsonRpcError,
   toToolErrorResult,
 } from './errors.js';
-export type { Chunk, Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
-export type { Order } from './generated/mcpcluster/v1/Order.js';
 export type { LifecycleState, Stoppable } from './lifecycle.js';
 export { exitOnSignals } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';

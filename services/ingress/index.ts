@@ -13,10 +13,10 @@ import {
   clusterMetrics,
   createLogger,
   type DeliveryServer,
+  type DeliveryTransport,
   type LifecycleState,
   type ResolvedConfig,
   type Stoppable,
-  startDeliveryServer,
 } from '../core/index.js';
 import { CallRegistry } from './call-registry.js';
 import { createMcpFrontDoor, sendJson } from './http-server.js';
@@ -33,29 +33,32 @@ export interface Ingress extends Stoppable {
   readonly url: string;
   /** Port the HTTP server is bound to. */
   readonly port: number;
-  /** `host:port` workers deliver this replica's chunks to. */
+  /** The address workers deliver this replica's chunks to (`ToolCall.replyTo`). */
   readonly deliveryAddress: string;
 }
 
 /**
  * Starts one stateless ingress replica: MCP Streamable HTTP at `/mcp`, `/healthz`, `/readyz`,
- * `/metrics`, and the Delivery gRPC server workers answer on. `broker` is shared with other
- * roles in the same process (embedded mode) and is not closed by `shutdown()`.
+ * `/metrics`, and the delivery server workers answer on, over `delivery` (in-process when the
+ * workers share this process, gRPC otherwise). `broker` is shared with other roles in the same
+ * process (embedded mode) and is not closed by `shutdown()`.
  */
-export async function startIngress(config: ResolvedConfig, broker: Broker): Promise<Ingress> {
+export async function startIngress(
+  config: ResolvedConfig,
+  broker: Broker,
+  delivery: DeliveryTransport,
+): Promise<Ingress> {
   const log = createLogger('ingress');
   const metrics = clusterMetrics();
   const tools = buildCatalog(config.tools);
   const registry = new CallRegistry(broker.queue, log);
   let state: LifecycleState = 'starting';
 
-  const delivery: DeliveryServer = await startDeliveryServer({
-    host: config.ingress.deliveryHost,
-    port: config.ingress.deliveryPort,
+  const deliveryServer: DeliveryServer = await delivery.serve({
     onChunk: (chunk, link) => registry.onChunk(chunk, link),
     onLinkClosed: (link) => registry.onLinkClosed(link),
   });
-  const deliveryAddress = config.ingress.deliveryAdvertise || delivery.address;
+  const deliveryAddress = deliveryServer.address;
 
   if (!config.ingress.sessionSecret) {
     log.warn(
@@ -172,7 +175,7 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
         http.close(() => resolve());
         http.closeAllConnections();
       });
-      await delivery.close();
+      await deliveryServer.close();
       metrics.ingressInFlight.set(0);
       state = 'stopped';
       log.info('ingress stopped');

@@ -8,7 +8,7 @@ import {
   clusterMetrics,
   createLogger,
   type DeliveryChannel,
-  DeliveryClient,
+  type DeliveryTransport,
   isExpired,
   isRetryable,
   type LifecycleState,
@@ -81,6 +81,8 @@ export interface WorkerOptions {
   adapters: Partial<Record<ToolTemplate, ToolAdapter>>;
   /** Stable id of this worker in logs and `accepted` chunks. */
   workerId: string;
+  /** How chunks reach the owning ingress: in-process when it shares this process, gRPC otherwise. */
+  delivery: DeliveryTransport;
   /** Serve `/healthz`, `/readyz`, `/metrics` on `config.worker.port`. Default true. */
   serveHttp?: boolean;
 }
@@ -128,7 +130,7 @@ export function retryDelayMs(attempt: number): number {
 /**
  * Starts a worker of one pool: pulls calls with bounded in-flight, drops expired ones unrun,
  * routes each to a backend actor, streams progress and the result to the owning ingress over
- * gRPC, and acks only once the ingress confirmed the final chunk (or the call is known dead).
+ * `options.delivery`, and acks only once the ingress confirmed the final chunk (or the call is known dead).
  */
 export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const { config, pool, broker, workerId } = options;
@@ -157,7 +159,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   const log = createLogger('worker', { pool, worker: workerId });
   const metrics = clusterMetrics();
-  const delivery = new DeliveryClient(config.worker.deliveryConnectTimeoutMs);
+  const delivery = options.delivery.client({ connectTimeoutMs: config.worker.deliveryConnectTimeoutMs });
   const actors = poolConfig.endpoints.map(
     (endpoint, index) =>
       new BackendActor(

@@ -1,7 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { protoPath } from '../envelope.js';
-import type { ProtoGrpcType } from '../generated/mcp_cluster.js';
+import type { ProtoGrpcType } from '../core/generated/mcp_cluster.js';
+import { protoPath } from '../core/index.js';
+
+// Where the Delivery service definition comes from: loaded from proto/mcp_cluster.proto with
+// proto-loader, typed by the generated code. The only file of this folder that knows how.
 
 /** Loader options; they must match the flags `proto/gen.sh` generates the types with. */
 const LOADER_OPTIONS: protoLoader.Options = {
@@ -20,16 +23,3 @@ export function deliveryProto(): ProtoGrpcType['mcpcluster']['v1'] {
   ) as unknown as ProtoGrpcType;
   return loaded.mcpcluster.v1;
 }
-
-/**
- * Channel options for both sides: keepalive pings find a dead peer (a replica killed without
- * closing its sockets) within seconds instead of waiting for TCP timeouts.
- */
-export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.keepalive_time_ms': 10_000,
-  'grpc.keepalive_timeout_ms': 5_000,
-  'grpc.keepalive_permit_without_calls': 1,
-  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
-  'grpc.max_receive_message_length': 64 * 1024 * 1024,
-  'grpc.max_send_message_length': 64 * 1024 * 1024,
-};
