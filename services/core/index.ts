@@ -45,8 +45,8 @@ export {
 } from './errors.js';
 export type { Chunk, Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
 export type { Order } from './generated/mcpcluster/v1/Order.js';
-export type { LifecycleState, Stoppable } from './lifecycle.js';
-export { exitOnSignals } from './lifecycle.js';
+export type { LifecycleState, ShutdownSteps, Stoppable } from './lifecycle.js';
+export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';
 export { createLogger } from './logger.js';
 export type { ClusterMetrics } from './metrics.js';
@@ -63,4 +63,12 @@ export type {
   QueueStats,
 } from './queue/call-queue.js';
 export { brokerScheme, openBroker } from './queue/open-broker.js';
+export type {
+  ListenOptions,
+  Readiness,
+  RoleRoutesOptions,
+  RoleServer,
+  RouteHandler,
+} from './role-server.js';
+export { listenRole, roleRoutes, startRoleServer } from './role-server.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';
