@@ -1,10 +1,12 @@
-import { existsSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CLI,
   type CliResult,
+  cleanEnv,
   type RoleProcess,
   runCli,
   STACK_TRACE,
@@ -327,15 +329,65 @@ describe('mcp-cluster roles that cannot start', () => {
       await new Promise<void>((resolve) => blocker.close(() => resolve()));
     });
 
-    it.each([[['ingress']], [['sim']], [['worker', '--pool', 'inference']]])(
-      '%j --port <taken> exits 2 naming the address, no stack trace',
-      async (args) => {
-        const result = await runCli([...args, '--port', String(port)], {
-          MCP_CLUSTER_BACKENDS_INFERENCE: 'http://127.0.0.1:9',
-        });
-        expectUserError(result, `127.0.0.1:${port}`, /address already in use|EADDRINUSE/);
-      },
-    );
+    it.each([
+      [['ingress', '--broker', 'memory:']],
+      [['sim']],
+      [['worker', '--pool', 'inference', '--broker', 'memory:']],
+    ])('%j --port <taken> exits 2 naming the address, no stack trace', async (args) => {
+      const result = await runCli([...args, '--port', String(port)], {
+        MCP_CLUSTER_BACKENDS_INFERENCE: 'http://127.0.0.1:9',
+      });
+      expectUserError(result, `127.0.0.1:${port}`, /address already in use|EADDRINUSE/);
+    });
+  });
+});
+
+describe('mcp-cluster roles without a broker', () => {
+  it.each([[['ingress', '--port', '0']], [['worker', '--pool', 'inference', '--port', '0']]])(
+    '%j with no broker configured exits 2 naming --broker and MCP_CLUSTER_BROKER_URL, before serving',
+    async (args) => {
+      const result = await runCli(args, { MCP_CLUSTER_BACKENDS_INFERENCE: 'http://127.0.0.1:9' });
+      expectUserError(result, 'INVALID_CONFIG', '--broker', 'MCP_CLUSTER_BROKER_URL', 'mcp-cluster up');
+    },
+  );
+
+  it('a configuration file without broker.url is no broker either', async () => {
+    const path = writeConfig('ingress: { drainGrace: 5s }\n');
+    const result = await runCli(['ingress', '--port', '0', '--config', path]);
+    expectUserError(result, '--broker', 'MCP_CLUSTER_BROKER_URL');
+  });
+
+  it('MCP_CLUSTER_BROKER_URL counts as configured (the role then connects to it)', async () => {
+    const result = await runCli(['ingress', '--port', '0'], { MCP_CLUSTER_BROKER_URL: 'nats://127.0.0.1:1' });
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stderr).toContain('QUEUE_UNAVAILABLE');
+  });
+});
+
+describe('the mcp-cluster bin', () => {
+  const root = resolve(dirname(CLI), '../../..');
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+    bin: Record<string, string>;
+    scripts: Record<string, string>;
+  };
+
+  it('is the built CLI, executable, and runs by itself through its #! line', async () => {
+    expect(resolve(root, pkg.bin['mcp-cluster'] ?? '')).toBe(CLI);
+    // npx runs the bin through a link it made once: the file itself must carry the mode.
+    expect(statSync(CLI).mode & 0o111, `${CLI} is not executable`).not.toBe(0);
+    expect(() => accessSync(CLI, constants.X_OK)).not.toThrow();
+    const out = await new Promise<{ code: number; stdout: string }>((done) => {
+      execFile(CLI, ['--help'], { env: cleanEnv(), timeout: 30_000 }, (err, stdout) =>
+        done({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout) }),
+      );
+    });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain('Usage:');
+  });
+
+  it('is built by npm ci in a checkout (prepare), so npx finds it on a clean clone', () => {
+    expect(pkg.scripts.prepare).toContain('npm run build');
+    expect(pkg.scripts.build).toMatch(/chmod \+x dist\/services\/cli\/main\.js/);
   });
 });
 

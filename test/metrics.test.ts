@@ -5,6 +5,7 @@ import {
   type Broker,
   clusterMetrics,
   inProcessDelivery,
+  LIFECYCLE_STATES,
   newCallId,
   openBroker,
   type Priority,
@@ -457,15 +458,21 @@ describe('metrics of an embedded cluster', () => {
   });
 
   // Last: it stops the slow pool's worker.
-  it('a worker reports running, then draining while it finishes, then stopped', async () => {
+  it('a worker reports running, then draining while it finishes, then drained and stopped', async () => {
     const states = (s: Scrape) =>
       Object.fromEntries(
-        ['starting', 'running', 'draining', 'stopped'].map((state) => [
+        LIFECYCLE_STATES.map((state) => [
           state,
           s.value('mcp_cluster_worker_replicas', { pool: 'slow', state }),
         ]),
       );
-    expect(states(await workerMetrics('slow'))).toEqual({ starting: 0, running: 1, draining: 0, stopped: 0 });
+    expect(states(await workerMetrics('slow'))).toEqual({
+      starting: 0,
+      running: 1,
+      draining: 0,
+      drained: 0,
+      stopped: 0,
+    });
 
     const abort = new AbortController();
     const call = (await client()).callTool(
@@ -477,12 +484,24 @@ describe('metrics of an embedded cluster', () => {
     const worker = workers.slow as Worker;
     const stopping = worker.shutdown();
     // The drain waits for the running call, and the worker still answers scrapes meanwhile.
-    expect(states(await workerMetrics('slow'))).toEqual({ starting: 0, running: 0, draining: 1, stopped: 0 });
+    expect(states(await workerMetrics('slow'))).toEqual({
+      starting: 0,
+      running: 0,
+      draining: 1,
+      drained: 0,
+      stopped: 0,
+    });
     abort.abort();
     await expect(call).rejects.toThrow();
     await stopping;
     expect(worker.state).toBe('stopped');
-    expect(states(await ingressMetrics())).toEqual({ starting: 0, running: 0, draining: 0, stopped: 1 });
+    expect(states(await ingressMetrics())).toEqual({
+      starting: 0,
+      running: 0,
+      draining: 0,
+      drained: 0,
+      stopped: 1,
+    });
     // The other pools' workers are untouched.
     expect(
       (await ingressMetrics()).value('mcp_cluster_worker_replicas', { pool: 'inference', state: 'running' }),

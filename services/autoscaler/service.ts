@@ -1,14 +1,15 @@
-import { createServer, type Server as HttpServer, type ServerResponse } from 'node:http';
 import {
   type Broker,
   ClusterError,
   type ClusterErrorCode,
   clusterMetrics,
   createLogger,
-  type LifecycleState,
+  Lifecycle,
   type PoolConfig,
   type ResolvedConfig,
+  type RoleServer,
   type Stoppable,
+  startRoleServer,
   toClusterError,
 } from '../core/index.js';
 import {
@@ -144,7 +145,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     policies.set(pool, policyFromConfig(poolConfig));
   }
 
-  let state: LifecycleState = 'starting';
+  const life = new Lifecycle();
   let ticks = 0;
   let timer: NodeJS.Timeout | undefined;
   let ticking: Promise<void> | undefined;
@@ -304,7 +305,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     schedule(Math.max(0, intervalMs - (clock() - startedAt)));
   };
   const schedule = (delayMs: number) => {
-    if (state !== 'running') return;
+    if (!life.running) return;
     timer = setTimeout(() => {
       timer = undefined;
       ticking = tick().finally(() => {
@@ -313,67 +314,36 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     }, delayMs);
   };
 
-  let http: HttpServer | undefined;
-  let url = '';
+  let http: RoleServer | undefined;
   if (options.serveHttp !== false) {
-    http = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
-      if (path === '/readyz') {
-        void broker.queue
-          .ready()
-          .catch(() => false)
-          .then((brokerReady) => {
-            const ready = state === 'running' && brokerReady;
-            sendJson(res, ready ? 200 : 503, {
-              status: ready ? 'ready' : 'not ready',
-              state,
-              broker: brokerReady,
-              provider: provider.kind,
-            });
+    http = await startRoleServer({
+      host: config.autoscaler.host,
+      port: config.autoscaler.port,
+      portSetting: '--port or autoscaler.port',
+      lifecycle: life,
+      readiness: async () => {
+        const brokerReady = await broker.queue.ready().catch(() => false);
+        return { ready: brokerReady, broker: brokerReady, provider: provider.kind };
+      },
+      routes: {
+        '/status': (_req, res) => {
+          const body = JSON.stringify({
+            provider: provider.kind,
+            intervalMs,
+            ticks,
+            pools: [...statuses.values()].map(jsonSafe),
+            ...(options.describeReplicas ? { replicas: options.describeReplicas() } : {}),
           });
-        return;
-      }
-      if (path === '/metrics') {
-        metrics.registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-          () => res.writeHead(500).end(),
-        );
-        return;
-      }
-      if (path === '/status') {
-        return sendJson(res, 200, {
-          provider: provider.kind,
-          intervalMs,
-          ticks,
-          pools: [...statuses.values()].map(jsonSafe),
-          ...(options.describeReplicas ? { replicas: options.describeReplicas() } : {}),
-        });
-      }
-      sendJson(res, 404, { error: `no route ${path}; try /healthz, /readyz, /metrics or /status` });
+          res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+        },
+      },
+      notFoundHint: 'try /healthz, /readyz, /metrics or /status',
+      onError: (err) => log.error('http request failed', { err }),
     });
-    const server = http;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        reject(
-          new ClusterError(
-            'INVALID_CONFIG',
-            `cannot listen on ${config.autoscaler.host}:${config.autoscaler.port} (${err.code ?? err.message}); choose another port with --port or autoscaler.port`,
-            { cause: err },
-          ),
-        );
-      });
-      server.listen(config.autoscaler.port, config.autoscaler.host, () => resolve());
-    });
-    const address = server.address();
-    const port = typeof address === 'object' && address ? address.port : 0;
-    const host = config.autoscaler.host.includes(':')
-      ? `[${config.autoscaler.host}]`
-      : config.autoscaler.host;
-    url = `http://${host}:${port}`;
   }
+  const url = http?.url ?? '';
 
-  state = 'running';
+  life.started();
   log.info('autoscaler started', { pools, intervalMs, url, rates: source ? 'source' : 'none' });
   // The first look happens at once, so a backlog that is already there is acted on without a wait.
   schedule(0);
@@ -381,38 +351,30 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
   return {
     url,
     get state() {
-      return state;
+      return life.state;
     },
     get ticks() {
       return ticks;
     },
     status: () => [...statuses.values()],
-    async shutdown() {
-      if (state === 'draining' || state === 'stopped') return;
-      state = 'draining';
-      if (timer) clearTimeout(timer);
-      timer = undefined;
-      await ticking;
-      // A pool step still running (a worker starting) may end before the provider closes, but a hung
-      // orchestrator call must not hold the shutdown: the provider's close() deals with what is left.
-      await within(Promise.allSettled([...busy.values()]), OBSERVE_TIMEOUT_MS);
-      try {
-        await provider.close();
-      } finally {
-        if (http) {
-          const server = http;
-          server.closeAllConnections?.();
-          await new Promise<void>((resolve) => server.close(() => resolve()));
-        }
-        state = 'stopped';
-        log.info('autoscaler stopped');
-      }
-    },
+    shutdown: () =>
+      life.shutdown({
+        drain: async () => {
+          if (timer) clearTimeout(timer);
+          timer = undefined;
+          await ticking;
+          // A pool step still running (a worker starting) may end before the provider closes, but a
+          // hung orchestrator call must not hold the shutdown: the provider's close() deals with what
+          // is left. Closing the provider drains the replicas it started (the local provider's workers).
+          await within(Promise.allSettled([...busy.values()]), OBSERVE_TIMEOUT_MS);
+          await provider.close();
+        },
+        close: async () => {
+          await http?.close();
+          log.info('autoscaler stopped');
+        },
+      }),
   };
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 }
 
 /** NaN and Infinity are not JSON: a status with an unknown service time says null. */

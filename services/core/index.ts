@@ -54,8 +54,8 @@ export {
   toJsonRpcError,
   toToolErrorResult,
 } from './errors.js';
-export type { LifecycleState, Stoppable } from './lifecycle.js';
-export { exitOnSignals } from './lifecycle.js';
+export type { LifecycleState, ShutdownSteps, Stoppable } from './lifecycle.js';
+export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';
 export { createLogger } from './logger.js';
 export type { ClusterMetrics } from './metrics.js';
@@ -82,4 +82,12 @@ export {
   queueLog,
   withTimeout,
 } from './queue/queue-support.js';
+export type {
+  ListenOptions,
+  Readiness,
+  RoleRoutesOptions,
+  RoleServer,
+  RouteHandler,
+} from './role-server.js';
+export { listenRole, roleRoutes, startRoleServer } from './role-server.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';

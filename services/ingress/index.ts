@@ -1,25 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import {
-  createServer,
-  type Server as HttpServer,
-  type IncomingMessage,
-  type ServerResponse,
-} from 'node:http';
 import { createMcpHandler } from '@modelcontextprotocol/server';
 import {
   type Broker,
   buildCatalog,
-  ClusterError,
   clusterMetrics,
   createLogger,
   type DeliveryServer,
   type DeliveryTransport,
-  type LifecycleState,
+  Lifecycle,
+  listenRole,
   type ResolvedConfig,
+  roleRoutes,
   type Stoppable,
 } from '../core/index.js';
 import { CallRegistry } from './call-registry.js';
-import { createMcpFrontDoor, sendJson } from './http-server.js';
+import { createMcpFrontDoor } from './http-server.js';
 import { cancelKeyOf, createMcpServerFactory } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
 import { ToolValidator } from './tool-validator.js';
@@ -52,7 +47,7 @@ export async function startIngress(
   const metrics = clusterMetrics();
   const tools = buildCatalog(config.tools);
   const registry = new CallRegistry(broker.queue, log);
-  let state: LifecycleState = 'starting';
+  const life = new Lifecycle();
 
   const deliveryServer: DeliveryServer = await delivery.serve({
     onChunk: (chunk, link) => registry.onChunk(chunk, link),
@@ -91,7 +86,7 @@ export async function startIngress(
     maxBodyBytes: config.ingress.maxBodyBytes,
     sessions,
     handler,
-    accepting: () => state === 'running',
+    accepting: () => life.running,
     log,
     onCancelNotification: (sessionId, requestId, reason) => {
       // The call may be held by this replica or another; try here first, then tell the others.
@@ -103,51 +98,28 @@ export async function startIngress(
     },
   });
 
-  const route = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0];
-    switch (path) {
-      case '/mcp':
-        return mcp(req, res);
-      case '/healthz':
-        return sendJson(res, 200, { status: 'ok' });
-      case '/readyz': {
+  const pools = [...new Set(tools.map((t) => t.pool))];
+  const http = await listenRole(
+    roleRoutes({
+      lifecycle: life,
+      readiness: async () => {
         const brokerReady = await broker.queue.ready().catch(() => false);
-        const ready = state === 'running' && brokerReady;
-        return sendJson(res, ready ? 200 : 503, {
-          status: ready ? 'ready' : 'not ready',
-          state,
-          broker: brokerReady,
-          delivery: deliveryAddress,
-        });
-      }
-      case '/metrics':
-        return serveMetrics(res, broker, [...new Set(tools.map((t) => t.pool))]);
-      default:
-        return sendJson(res, 404, { error: `no route ${path}; the MCP endpoint is /mcp` });
-    }
-  };
-  const http: HttpServer = createServer((req, res) => {
-    route(req, res).catch((err: unknown) => {
-      log.error('request failed', { err });
-      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
-    });
-  });
-  http.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', (err) => {
-      reject(
-        new ClusterError(
-          'INVALID_CONFIG',
-          `cannot listen on ${config.ingress.host}:${config.ingress.port} (${(err as NodeJS.ErrnoException).code ?? err.message}); choose another port with --port or ingress.port`,
-          { cause: err },
-        ),
-      );
-    });
-    http.listen(config.ingress.port, config.ingress.host, () => resolve());
-  });
-  const address = http.address();
-  const port = typeof address === 'object' && address ? address.port : config.ingress.port;
-  state = 'running';
+        return { ready: brokerReady, broker: brokerReady, delivery: deliveryAddress };
+      },
+      refreshMetrics: () => metrics.refreshQueueGauges(broker.queue, pools),
+      routes: { '/mcp': mcp },
+      notFoundHint: 'the MCP endpoint is /mcp',
+    }),
+    {
+      host: config.ingress.host,
+      port: config.ingress.port,
+      portSetting: '--port or ingress.port',
+      onError: (err) => log.error('request failed', { err }),
+    },
+  );
+  http.server.keepAliveTimeout = 65_000;
+  const port = http.port;
+  life.started();
   const displayHost = config.ingress.host === '0.0.0.0' ? '127.0.0.1' : config.ingress.host;
   log.info('ingress listening', {
     url: `http://${displayHost}:${port}/mcp`,
@@ -160,33 +132,24 @@ export async function startIngress(
     port,
     deliveryAddress,
     get state() {
-      return state;
+      return life.state;
     },
-    async shutdown() {
-      if (state === 'draining' || state === 'stopped') return;
-      state = 'draining';
-      // Calls already waiting finish within the grace period; new requests get 503.
-      const until = Date.now() + config.ingress.drainGraceMs;
-      while (registry.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-      registry.abortAll();
-      unsubscribeCancels();
-      await handler.close();
-      await new Promise<void>((resolve) => {
-        http.close(() => resolve());
-        http.closeAllConnections();
-      });
-      await deliveryServer.close();
-      metrics.ingressInFlight.set(0);
-      state = 'stopped';
-      log.info('ingress stopped');
-    },
+    shutdown: () => life.shutdown({ drain, close }),
   };
-}
 
-async function serveMetrics(res: ServerResponse, broker: Broker, pools: string[]): Promise<void> {
-  const metrics = clusterMetrics();
-  await metrics.refreshQueueGauges(broker.queue, pools);
-  const text = await metrics.registry.metrics();
-  res.writeHead(200, { 'content-type': metrics.registry.contentType });
-  res.end(text);
+  async function drain(): Promise<void> {
+    // Calls already waiting finish within the grace period; new requests get 503.
+    const until = Date.now() + config.ingress.drainGraceMs;
+    while (registry.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    registry.abortAll();
+  }
+
+  async function close(): Promise<void> {
+    unsubscribeCancels();
+    await handler.close();
+    await http.close();
+    await deliveryServer.close();
+    metrics.ingressInFlight.set(0);
+    log.info('ingress stopped');
+  }
 }

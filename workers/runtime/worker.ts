@@ -1,4 +1,3 @@
-import { createServer, type Server as HttpServer } from 'node:http';
 import {
   type BackendKind,
   type Broker,
@@ -11,11 +10,13 @@ import {
   type DeliveryTransport,
   isExpired,
   isRetryable,
-  type LifecycleState,
+  Lifecycle,
   type Logger,
   type QueuedCall,
   type ResolvedConfig,
+  type RoleServer,
   type Stoppable,
+  startRoleServer,
   type ToolCall,
   type ToolConfig,
   type ToolTemplate,
@@ -179,12 +180,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     poolConfig.maxInFlight ?? poolConfig.endpoints.reduce((sum, e) => sum + e.maxConcurrency, 0);
   const running = new Map<string, RunningCall>();
   const settling = new Set<Promise<void>>();
-  let state: LifecycleState = 'starting';
-  metrics.moveWorkerState(pool, undefined, state);
-  const enter = (next: LifecycleState) => {
-    metrics.moveWorkerState(pool, state, next);
-    state = next;
-  };
+  const life = new Lifecycle((from, to) => metrics.moveWorkerState(pool, from, to));
 
   const handle = async (message: QueuedCall): Promise<void> => {
     const { call } = message;
@@ -407,93 +403,60 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       void work.finally(() => settling.delete(work));
     },
   );
-  enter('running');
+  life.started();
 
-  let http: HttpServer | undefined;
-  let port = 0;
+  let http: RoleServer | undefined;
   if (options.serveHttp !== false) {
-    http = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (path === '/healthz') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-      } else if (path === '/readyz') {
-        void broker.queue
-          .ready()
-          .catch(() => false)
-          .then((brokerReady) => {
-            const healthyBackends = actors.filter((a) => a.isHealthy).length;
-            const ready = state === 'running' && brokerReady && healthyBackends > 0;
-            res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(
-              JSON.stringify({
-                status: ready ? 'ready' : 'not ready',
-                state,
-                broker: brokerReady,
-                healthyBackends,
-              }),
-            );
-          });
-      } else if (path === '/metrics') {
-        // This worker holds its pool's queue, so it reports the queue figures too.
-        void metrics
-          .refreshQueueGauges(broker.queue, [pool])
-          .then(() => metrics.registry.metrics())
-          .then(
-            (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-            () => res.writeHead(500).end(),
-          );
-      } else {
-        res
-          .writeHead(404, { 'content-type': 'application/json' })
-          .end(JSON.stringify({ error: `no route ${path}` }));
-      }
+    http = await startRoleServer({
+      host: config.worker.host,
+      port: config.worker.port,
+      portSetting: '--port or worker.port',
+      lifecycle: life,
+      readiness: async () => {
+        const brokerReady = await broker.queue.ready().catch(() => false);
+        const healthyBackends = actors.filter((a) => a.isHealthy).length;
+        return { ready: brokerReady && healthyBackends > 0, broker: brokerReady, healthyBackends };
+      },
+      // This worker holds its pool's queue, so it reports the queue figures too.
+      refreshMetrics: () => metrics.refreshQueueGauges(broker.queue, [pool]),
+      onError: (err) => log.error('http request failed', { err }),
     });
-    await new Promise<void>((resolve, reject) => {
-      http?.once('error', (err: NodeJS.ErrnoException) => {
-        reject(
-          new ClusterError(
-            'INVALID_CONFIG',
-            `cannot listen on ${config.worker.host}:${config.worker.port} (${err.code ?? err.message}); choose another port with --port or worker.port`,
-            { cause: err },
-          ),
-        );
-      });
-      http?.listen(config.worker.port, config.worker.host, () => resolve());
-    });
-    const address = http.address();
-    port = typeof address === 'object' && address ? address.port : 0;
   }
+  const port = http?.port ?? 0;
   log.info('worker started', { maxInFlight, backends: poolConfig.endpoints.map((e) => e.url), port });
 
   return {
     pool,
     port,
     get state() {
-      return state;
+      return life.state;
     },
     get inFlight() {
       return running.size;
     },
-    async shutdown() {
-      if (state === 'draining' || state === 'stopped') return;
-      enter('draining');
-      log.info('draining', { inFlight: running.size });
-      await consumer?.stop();
-      consumer = undefined;
-      // Running calls get the grace period to finish; the rest are handed back to the queue.
-      const grace = new Promise((resolve) => setTimeout(resolve, config.worker.drainGraceMs).unref());
-      await Promise.race([Promise.allSettled([...settling]), grace]);
-      for (const entry of running.values()) {
-        if (!entry.reason) {
-          entry.reason = 'shutdown';
-          entry.abort.abort(new ClusterError('SHUTTING_DOWN', 'worker shutting down'));
-        }
-      }
-      await Promise.allSettled([...settling]);
-      for (const actor of actors) actor.stop();
-      await delivery.close();
-      if (http) await new Promise<void>((resolve) => http?.close(() => resolve()));
-      enter('stopped');
-      log.info('worker stopped');
-    },
+    shutdown: () => life.shutdown({ drain, close }),
   };
+
+  async function drain(): Promise<void> {
+    log.info('draining', { inFlight: running.size });
+    await consumer?.stop();
+    consumer = undefined;
+    // Running calls get the grace period to finish; the rest are handed back to the queue.
+    const grace = new Promise((resolve) => setTimeout(resolve, config.worker.drainGraceMs).unref());
+    await Promise.race([Promise.allSettled([...settling]), grace]);
+    for (const entry of running.values()) {
+      if (!entry.reason) {
+        entry.reason = 'shutdown';
+        entry.abort.abort(new ClusterError('SHUTTING_DOWN', 'worker shutting down'));
+      }
+    }
+    await Promise.allSettled([...settling]);
+  }
+
+  async function close(): Promise<void> {
+    for (const actor of actors) actor.stop();
+    await delivery.close();
+    await http?.close();
+    log.info('worker stopped');
+  }
 }

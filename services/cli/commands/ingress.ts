@@ -1,0 +1,40 @@
+import { createLogger, exitOnSignals } from '../../core/index.js';
+import { startIngress } from '../../ingress/index.js';
+import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
+import { brokerFor, deliveryFor, requireSharedBroker } from '../compose.js';
+import { help } from '../usage.js';
+
+const log = createLogger('cli');
+
+/** `mcp-cluster ingress`: one ingress replica; prints `{"role":"ingress","url","delivery"}` once ready. */
+export async function ingress(args: string[]): Promise<ExitCode> {
+  const { values } = parse(args, { ...COMMON, 'delivery-port': { type: 'string' } });
+  if (values.help) return help();
+  const env: Record<string, string> = {};
+  const port = portFlag(values.port, '--port');
+  const deliveryPort = portFlag(values['delivery-port'], '--delivery-port');
+  if (port) env.MCP_CLUSTER_INGRESS_PORT = port;
+  if (deliveryPort) env.MCP_CLUSTER_DELIVERY_PORT = deliveryPort;
+  const config = configFrom(values, env);
+  requireSharedBroker('ingress', values);
+  const broker = await brokerFor(config);
+  const front = await startIngress(config, broker, deliveryFor(config, false));
+  exitOnSignals(
+    [
+      {
+        get state() {
+          return front.state;
+        },
+        async shutdown() {
+          await front.shutdown();
+          await broker.close();
+        },
+      },
+    ],
+    (err) => log.error('shutdown failed', { err }),
+  );
+  process.stdout.write(
+    `${JSON.stringify({ role: 'ingress', url: front.url, delivery: front.deliveryAddress })}\n`,
+  );
+  return SERVING;
+}

@@ -1,0 +1,169 @@
+import { closeEmbeddingCaches } from '../../../workers/embeddings/index.js';
+import { startWorker, type ToolAdapter, type Worker } from '../../../workers/runtime/index.js';
+import { startComfySim, startSimBackend } from '../../../workers/sim/index.js';
+import {
+  type Autoscaler,
+  localProvider,
+  type MetricsSource,
+  type ReplicaLauncher,
+  scrapeSource,
+  startAutoscaler,
+} from '../../autoscaler/index.js';
+import {
+  type Broker,
+  createLogger,
+  DEFAULT_ENDPOINT_CONCURRENCY,
+  type DeliveryTransport,
+  exitOnSignals,
+  processId,
+  type ResolvedConfig,
+  type ToolTemplate,
+} from '../../core/index.js';
+import { startIngress } from '../../ingress/index.js';
+import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
+import { adaptersFor, brokerFor, deliveryFor } from '../compose.js';
+import { help } from '../usage.js';
+
+const log = createLogger('cli');
+
+/**
+ * `mcp-cluster up`: every role in this process on one broker (the memory queue unless configured),
+ * with a simulated backend for each pool without endpoints; `--autoscale` sizes each pool's
+ * in-process workers by its load instead of running one worker per pool.
+ */
+export async function up(args: string[]): Promise<ExitCode> {
+  const { values } = parse(args, { ...COMMON, autoscale: { type: 'boolean' } });
+  if (values.help) return help();
+  const port = portFlag(values.port, '--port');
+  let config = configFrom(values, port ? { MCP_CLUSTER_INGRESS_PORT: port } : {});
+  const sims: { url: string; close(): Promise<void> }[] = [];
+  const pools: Record<string, ResolvedConfig['pools'][string]> = {};
+  for (const [name, pool] of Object.entries(config.pools)) {
+    if (pool.endpoints.length > 0) {
+      pools[name] = pool;
+      continue;
+    }
+    // One simulated GPU per pool: ComfyUI for diffusion, the vLLM/TEI stand-in otherwise.
+    const comfy = pool.backend === 'comfyui';
+    const backend = comfy ? await startComfySim({}) : await startSimBackend({});
+    sims.push(backend);
+    pools[name] = {
+      ...pool,
+      endpoints: [{ url: backend.url, maxConcurrency: DEFAULT_ENDPOINT_CONCURRENCY[pool.backend] }],
+    };
+    log.info('simulated backend started', { pool: name, backend: pool.backend, url: backend.url });
+  }
+  config = { ...config, pools };
+  const broker = await brokerFor(config);
+  const delivery = deliveryFor(config, true);
+  const front = await startIngress(config, broker, delivery);
+  const adapters = adaptersFor(config);
+  let workers: Worker[] = [];
+  let scaler: Autoscaler | undefined;
+  let rates: MetricsSource | undefined;
+  if (values.autoscale) {
+    // Pools start at their scaling.minReplicas (0 by default: the first queued call wakes the pool
+    // within one autoscaler interval). Every metric of this process is on the ingress's /metrics.
+    rates = scrapeSource(() => [front.url.replace(/\/mcp$/, '/metrics')]);
+    scaler = await startAutoscaler({
+      config,
+      broker,
+      provider: localProvider({ launch: inProcessLauncher(config, broker, adapters, delivery) }),
+      source: rates,
+    });
+  } else {
+    workers = await Promise.all(
+      Object.keys(config.pools).map((pool) =>
+        startWorker({
+          config,
+          pool,
+          broker,
+          adapters,
+          delivery,
+          workerId: `${processId()}-${pool}`,
+          serveHttp: false,
+        }),
+      ),
+    );
+  }
+  exitOnSignals(
+    [
+      {
+        get state() {
+          return front.state;
+        },
+        async shutdown() {
+          await front.shutdown();
+          // The autoscaler drains the workers it started.
+          await scaler?.shutdown();
+          await rates?.close?.();
+          await Promise.all(workers.map((w) => w.shutdown()));
+          await closeEmbeddingCaches();
+          await broker.close();
+          await Promise.all(sims.map((s) => s.close()));
+        },
+      },
+    ],
+    (err) => log.error('shutdown failed', { err }),
+  );
+  const base = front.url.replace(/\/mcp$/, '');
+  process.stdout.write(
+    [
+      '',
+      `mcp-cluster is up (embedded: ${config.brokerUrl} queue, ${Object.keys(config.pools).length} pools${sims.length ? `, ${sims.length} simulated backends` : ''})`,
+      '',
+      `  MCP endpoint (Streamable HTTP):  ${front.url}`,
+      `  tools:                           ${config.tools.map((t) => t.name).join(', ')}`,
+      `  health / metrics:                ${base}/readyz  ${base}/metrics`,
+      ...(scaler
+        ? [
+            `  autoscaler (in-process workers): ${scaler.url}/status  (pools start at scaling.minReplicas;`,
+            '                                   a call to an idle pool wakes it within autoscaler.interval)',
+          ]
+        : []),
+      '',
+      '  Connect a client, for example the MCP Inspector CLI:',
+      `    npx @modelcontextprotocol/inspector --cli ${front.url} --transport http --method tools/list`,
+      '',
+      '  Ctrl-C stops it.',
+      '',
+    ].join('\n'),
+  );
+  return SERVING;
+}
+
+/** Workers started inside this process (`mcp-cluster up --autoscale`), all on the one broker. */
+function inProcessLauncher(
+  config: ResolvedConfig,
+  broker: Broker,
+  adapters: Record<ToolTemplate, ToolAdapter>,
+  delivery: DeliveryTransport,
+): ReplicaLauncher {
+  let launched = 0;
+  return async (pool) => {
+    const id = `${processId()}-${pool}-${++launched}`;
+    const running = await startWorker({
+      config,
+      pool,
+      broker,
+      adapters,
+      delivery,
+      workerId: id,
+      serveHttp: false,
+    });
+    let stopped: () => void = () => undefined;
+    const exited = new Promise<void>((resolve) => {
+      stopped = resolve;
+    });
+    return {
+      id,
+      pid: undefined,
+      metricsUrl: undefined,
+      exited,
+      drain: async () => {
+        await running.shutdown();
+        stopped();
+      },
+    };
+  };
+}

@@ -1,0 +1,51 @@
+import { closeEmbeddingCaches } from '../../../workers/embeddings/index.js';
+import { startWorker } from '../../../workers/runtime/index.js';
+import { ClusterError, createLogger, exitOnSignals, processId } from '../../core/index.js';
+import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
+import { adaptersFor, brokerFor, deliveryFor, requireSharedBroker } from '../compose.js';
+import { help } from '../usage.js';
+
+const log = createLogger('cli');
+
+/** `mcp-cluster worker --pool NAME`: one worker of a pool; prints `{"role":"worker","pool","port"}` once ready. */
+export async function worker(args: string[]): Promise<ExitCode> {
+  const { values } = parse(args, { ...COMMON, pool: { type: 'string' } });
+  if (values.help) return help();
+  if (!values.pool)
+    throw new ClusterError('INVALID_CONFIG', 'mcp-cluster worker needs --pool NAME (e.g. --pool inference)');
+  const port = portFlag(values.port, '--port');
+  const config = configFrom(values, port ? { MCP_CLUSTER_WORKER_PORT: port } : {});
+  if (!config.pools[values.pool]) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      `--pool "${values.pool}" is not a pool in the configuration (have: ${Object.keys(config.pools).join(', ')})`,
+    );
+  }
+  requireSharedBroker('worker', values);
+  const broker = await brokerFor(config);
+  const running = await startWorker({
+    config,
+    pool: values.pool,
+    broker,
+    adapters: adaptersFor(config),
+    delivery: deliveryFor(config, false),
+    workerId: `${processId()}-${values.pool}`,
+  });
+  exitOnSignals(
+    [
+      {
+        get state() {
+          return running.state;
+        },
+        async shutdown() {
+          await running.shutdown();
+          await closeEmbeddingCaches();
+          await broker.close();
+        },
+      },
+    ],
+    (err) => log.error('shutdown failed', { err }),
+  );
+  process.stdout.write(`${JSON.stringify({ role: 'worker', pool: values.pool, port: running.port })}\n`);
+  return SERVING;
+}

@@ -1,0 +1,62 @@
+import { generateImageAdapter } from '../../workers/diffusion/index.js';
+import { embedAdapterFor } from '../../workers/embeddings/index.js';
+import { inferenceAdapters } from '../../workers/inference/index.js';
+import type { ToolAdapter } from '../../workers/runtime/index.js';
+import {
+  type Broker,
+  brokerScheme,
+  ClusterError,
+  type DeliveryTransport,
+  inProcessDelivery,
+  openBroker,
+  type ResolvedConfig,
+  type ToolTemplate,
+} from '../core/index.js';
+import { grpcDelivery } from '../grpc/index.js';
+import { brokerChosen, type ConfigFlags } from './args.js';
+
+// What the composition root wires into the roles: the tool adapters, and the transports calls
+// travel on (the broker, and the delivery transport results come back on).
+
+/** The adapter of every tool template; the embed adapter's result cache follows the config. */
+export function adaptersFor(config: ResolvedConfig): Record<ToolTemplate, ToolAdapter> {
+  return { ...inferenceAdapters, embed: embedAdapterFor(config), generate_image: generateImageAdapter };
+}
+
+/** Opens the broker of `config.brokerUrl` with the queues of every configured pool. */
+export function brokerFor(config: ResolvedConfig): Promise<Broker> {
+  return openBroker({ url: config.brokerUrl, namespace: config.namespace, pools: Object.keys(config.pools) });
+}
+
+/**
+ * How workers answer the ingress: in-process for `up` on the memory queue, where no other process
+ * can take a call; gRPC otherwise (separate processes, or `up` on a broker other processes share,
+ * whose calls may be answered by or for them). The gRPC server listens on `ingress.delivery`.
+ */
+export function deliveryFor(config: ResolvedConfig, oneProcess: boolean): DeliveryTransport {
+  if (oneProcess && brokerScheme(config.brokerUrl) === 'memory') return inProcessDelivery();
+  return grpcDelivery({
+    host: config.ingress.deliveryHost,
+    port: config.ingress.deliveryPort,
+    advertise: config.ingress.deliveryAdvertise,
+  });
+}
+
+/**
+ * A role in its own process (`ingress`, `worker`) shares its queue with the others through a broker.
+ * Left at its `memory:` default, the queue would live in this process alone: an ingress would report
+ * ready and accept calls no worker ever sees (each timing out at its deadline), a worker would wait
+ * for calls no ingress can send. So a broker must be chosen; an explicit `memory:` is taken as meant
+ * (a single process under test).
+ * @throws ClusterError('INVALID_CONFIG') naming `--broker` and `MCP_CLUSTER_BROKER_URL`.
+ */
+export function requireSharedBroker(role: 'ingress' | 'worker', values: ConfigFlags): void {
+  if (brokerChosen(values)) return;
+  throw new ClusterError(
+    'INVALID_CONFIG',
+    `mcp-cluster ${role} runs in its own process and shares its queue with the other roles through a broker, ` +
+      'but none is configured (the default, "memory:", is a queue inside this process only); ' +
+      'pass --broker nats://host:4222 or redis://host:6379, set MCP_CLUSTER_BROKER_URL, or set broker.url in --config; ' +
+      'to run everything in one process use `mcp-cluster up`',
+  );
+}

@@ -1,0 +1,33 @@
+/** `mcp-cluster --help`: every command and the options they share. */
+export const USAGE = `mcp-cluster: serve GPU-backed MCP tools to AI agents at scale
+
+Usage:
+  mcp-cluster up [--config FILE] [--port N] [--autoscale]
+                                                     everything in one process (memory queue, simulated
+                                                     backends for pools without endpoints); --autoscale
+                                                     sizes each pool's in-process workers by its load
+  mcp-cluster ingress [--config FILE] [--broker URL] [--port N] [--delivery-port N]
+  mcp-cluster worker --pool NAME [--config FILE] [--broker URL] [--port N]
+  mcp-cluster autoscaler [--config FILE] [--broker URL] [--port N]
+                                                     sizes every pool from its queue (autoscaler.provider:
+                                                     kubernetes, local worker processes or metrics only)
+  mcp-cluster sim [--kind vllm|comfyui] [--port N] [--ttft-ms N] [--tokens-per-second N] ...
+  mcp-cluster config check [--config FILE]
+  mcp-cluster plan [--config FILE] (--metrics URL ... | --prometheus URL) [--window 10s] [--what-if X]
+                   [--target-wait 1s] [--percentile 0.95] [--json]
+                                                     observe per-pool rates, then size each pool for a
+                                                     queue-wait target (M/M/c) with GPUs and cost
+
+Options:
+  --config FILE   YAML configuration (default: $MCP_CLUSTER_CONFIG, else built-in defaults)
+  --broker URL    nats://host:port, redis://host:port or memory: (overrides broker.url)
+  --port N        HTTP port: /mcp on the ingress, /healthz /readyz /metrics on a worker or the
+                  autoscaler (which also serves /status)
+  -h, --help      this text
+`;
+
+/** Prints the usage on stdout; the exit code of an asked-for `--help`. */
+export function help(): number {
+  process.stdout.write(USAGE);
+  return 0;
+}
