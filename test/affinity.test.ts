@@ -6,7 +6,6 @@ import {
   createLogger,
   newCallId,
   openBroker,
-  resolveConfig,
   startDeliveryServer,
   type ToolConfig,
 } from '../services/core/index.js';
@@ -29,6 +28,7 @@ import {
   toolCall,
   waitFor,
 } from './support/adapter-harness.js';
+import { resolveConfig } from './support/families.js';
 
 // Session affinity over four simulated vLLM backends: which sim served each call is read from
 // the sims' own counters. First the router and four BackendActors driven as the worker drives

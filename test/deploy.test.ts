@@ -8,7 +8,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { ENV_OVERRIDES, PRIORITIES, resolveConfig } from '../services/core/index.js';
+import { ENV_OVERRIDES, PRIORITIES } from '../services/core/index.js';
+import { resolveConfig } from './support/families.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const deployDir = join(root, 'deploy');

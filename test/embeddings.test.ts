@@ -1,12 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  ClusterError,
-  clusterMetrics,
-  createLogger,
-  resolveConfig,
-  type ToolConfig,
-} from '../services/core/index.js';
+import { ClusterError, clusterMetrics, createLogger, type ToolConfig } from '../services/core/index.js';
 import {
   type BatchPolicy,
   BatchSlots,
@@ -36,6 +30,7 @@ import {
   waitFor,
 } from './support/adapter-harness.js';
 import { freePort, type SpawnedBroker, startRedisServer, uniqueNamespace } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
 
 // The embed adapter's micro-batcher, result cache and TEI path: the pure batch policy and the
 // batcher against a scripted backend, then the adapter against the simulated GPU backend (both

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createLogger, resolveConfig, type ToolConfig } from '../services/core/index.js';
+import { createLogger, type ToolConfig } from '../services/core/index.js';
 import {
   chatAdapter,
   generateTextAdapter,
@@ -25,6 +25,7 @@ import {
   unstreamed,
   waitFor,
 } from './support/adapter-harness.js';
+import { resolveConfig } from './support/families.js';
 
 // The inference adapters (generate_text, chat, summarize) against the simulated vLLM server over
 // real HTTP, its injected failures (5xx, malformed stream, stalled stream, dropped connection)

@@ -9,7 +9,6 @@ import {
   type Priority,
   type QueuedCall,
   type ResolvedConfig,
-  resolveConfig,
   type ToolCall,
 } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
@@ -19,6 +18,7 @@ import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
 import { waitFor } from './support/adapter-harness.js';
 import { type SpawnedBroker, startNatsServer, startRedisServer, uniqueNamespace } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 
 // The metrics capacity planners read, checked the way Prometheus sees them: real calls through an

@@ -9,7 +9,6 @@ import {
   type DeliveryServer,
   openBroker,
   type ResolvedConfig,
-  resolveConfig,
   startDeliveryServer,
   type ToolCall,
   type WorkerLink,
@@ -20,6 +19,7 @@ import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
 import { cleanupAfterEach, sleep, toolCall, waitFor } from './support/adapter-harness.js';
 import { freePort } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
 
 // The pool runtime end to end inside one process, with real parts only: the memory queue, the
 // simulated vLLM backend over HTTP, and a gRPC Delivery server standing in for the ingress.

@@ -1,9 +1,6 @@
 #!/usr/bin/env node
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { generateImageAdapter } from '../../workers/diffusion/index.js';
-import { closeEmbeddingCaches, embedAdapterFor } from '../../workers/embeddings/index.js';
-import { inferenceAdapters } from '../../workers/inference/index.js';
 import { startWorker, type ToolAdapter, type Worker } from '../../workers/runtime/index.js';
 import {
   type ComfySim,
@@ -34,17 +31,15 @@ import {
   brokerScheme,
   ClusterError,
   createLogger,
-  DEFAULT_ENDPOINT_CONCURRENCY,
   exitOnSignals,
-  loadConfig,
   openBroker,
   parseDurationMs,
   processId,
   type ResolvedConfig,
   type Stoppable,
-  type ToolTemplate,
 } from '../core/index.js';
 import { startIngress } from '../ingress/index.js';
+import { families } from './families.js';
 
 const USAGE = `mcp-cluster: serve GPU-backed MCP tools to AI agents at scale
 
@@ -72,11 +67,6 @@ Options:
                   autoscaler (which also serves /status)
   -h, --help      this text
 `;
-
-/** The adapter of every tool template; the embed adapter's result cache follows the config. */
-function adaptersFor(config: ResolvedConfig): Record<ToolTemplate, ToolAdapter> {
-  return { ...inferenceAdapters, embed: embedAdapterFor(config), generate_image: generateImageAdapter };
-}
 
 const log = createLogger('cli');
 
@@ -142,7 +132,7 @@ function configFrom(
 ): ResolvedConfig {
   const merged = { ...process.env, ...env };
   if (values.broker !== undefined) merged.MCP_CLUSTER_BROKER_URL = values.broker;
-  return loadConfig(values.config ?? process.env.MCP_CLUSTER_CONFIG, merged);
+  return families.loadConfig(values.config ?? process.env.MCP_CLUSTER_CONFIG, merged);
 }
 
 function brokerFor(config: ResolvedConfig): Promise<Broker> {
@@ -167,14 +157,16 @@ async function up(args: string[]): Promise<number> {
     sims.push(backend);
     pools[name] = {
       ...pool,
-      endpoints: [{ url: backend.url, maxConcurrency: DEFAULT_ENDPOINT_CONCURRENCY[pool.backend] }],
+      endpoints: [
+        { url: backend.url, maxConcurrency: families.backend(pool.backend)?.endpointConcurrency ?? 1 },
+      ],
     };
     log.info('simulated backend started', { pool: name, backend: pool.backend, url: backend.url });
   }
   config = { ...config, pools };
   const broker = await brokerFor(config);
   const front = await startIngress(config, broker);
-  const adapters = adaptersFor(config);
+  const adapters = families.adapters(config);
   let workers: Worker[] = [];
   let scaler: Autoscaler | undefined;
   let rates: MetricsSource | undefined;
@@ -213,7 +205,7 @@ async function up(args: string[]): Promise<number> {
         await scaler?.shutdown();
         await rates?.close?.();
         await Promise.all(workers.map((w) => w.shutdown()));
-        await closeEmbeddingCaches();
+        await families.close();
         await broker.close();
         await Promise.all(sims.map((s) => s.close()));
       },
@@ -294,7 +286,7 @@ async function worker(args: string[]): Promise<number> {
     config,
     pool: values.pool,
     broker,
-    adapters: adaptersFor(config),
+    adapters: families.adapters(config),
     workerId: `${processId()}-${values.pool}`,
   });
   exitOnSignals(
@@ -305,7 +297,7 @@ async function worker(args: string[]): Promise<number> {
         },
         async shutdown() {
           await running.shutdown();
-          await closeEmbeddingCaches();
+          await families.close();
           await broker.close();
         },
       },
@@ -413,7 +405,7 @@ async function autoscaler(args: string[]): Promise<number> {
 function inProcessLauncher(
   config: ResolvedConfig,
   broker: Broker,
-  adapters: Record<ToolTemplate, ToolAdapter>,
+  adapters: Record<string, ToolAdapter>,
 ): ReplicaLauncher {
   let launched = 0;
   return async (pool) => {

@@ -5,26 +5,19 @@
  */
 
 export type { JsonSchema, ToolDefinition } from './catalog.js';
-export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
+export { buildCatalog } from './catalog.js';
 export type {
   BackendKind,
+  ConfigEnv,
   PoolConfig,
   PoolGpu,
   PoolScaling,
   ResolvedConfig,
   ToolConfig,
+  ToolSettings,
   ToolTemplate,
 } from './config.js';
-export {
-  BACKEND_KINDS,
-  DEFAULT_ENDPOINT_CONCURRENCY,
-  ENV_OVERRIDES,
-  loadConfig,
-  processId,
-  resolveConfig,
-  TEMPLATE_BACKENDS,
-  TOOL_TEMPLATES,
-} from './config.js';
+export { ENV_OVERRIDES, processId } from './config.js';
 export type { CallSignal, DeliveryChannel } from './delivery/delivery-client.js';
 export { DeliveryClient } from './delivery/delivery-client.js';
 export type { ChunkHandler, DeliveryServer, WorkerLink } from './delivery/delivery-server.js';
@@ -43,6 +36,14 @@ export {
   toJsonRpcError,
   toToolErrorResult,
 } from './errors.js';
+export type {
+  BackendKindSpec,
+  DefaultTool,
+  TemplateSpec,
+  ToolFamilies,
+  ToolFamily,
+} from './family.js';
+export { registerFamilies } from './family.js';
 export type { Chunk, Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
 export type { Order } from './generated/mcpcluster/v1/Order.js';
 export type { LifecycleState, Stoppable } from './lifecycle.js';

@@ -5,7 +5,6 @@ import {
   ClusterError,
   type Logger,
   newCallId,
-  TEMPLATE_BACKENDS,
   type ToolCall,
   type ToolConfig,
 } from '../../services/core/index.js';
@@ -25,6 +24,7 @@ import {
   startSimBackend,
 } from '../../workers/sim/index.js';
 import { freePort } from './brokers.js';
+import { families } from './families.js';
 
 // What the suites that drive tool adapters, backend actors and the simulated backends in-process
 // share: building calls and adapter contexts, starting sims that are closed after each test,
@@ -127,7 +127,7 @@ export function adapterContext(
     call: toolCall(tool, args, options.call),
     tool,
     endpointUrl,
-    backend: options.backend ?? (TEMPLATE_BACKENDS[tool.template][0] as AdapterContext['backend']),
+    backend: options.backend ?? (families.template(tool.template)?.backends[0] as AdapterContext['backend']),
     signal: options.signal ?? new AbortController().signal,
     backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
     progress: options.onProgress ?? (() => {}),
