@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { JsonSchema } from './catalog.js';
 import { ClusterError } from './errors.js';
+import type { ToolFamilies } from './family.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
 
 // One declaration per setting: the zod schema below fixes its key in the file, its type, bounds,
@@ -134,31 +135,11 @@ export type ToolTemplate = string;
 /** A backend protocol a pool speaks, e.g. `openai-chat`; declared by a tool family. */
 export type BackendKind = string;
 
-/**
- * What resolving a configuration needs from the registered tool families (ToolFamilies in
- * family.ts provides it): the templates and backend kinds that exist, and the built-in pools.
- */
-export interface ConfigFamilies {
-  readonly templates: readonly string[];
-  readonly backendKinds: readonly string[];
-  template(name: string):
-    | {
-        description: string;
-        backends: readonly string[];
-        inputSchema(tool: ToolSettings): JsonSchema;
-        outputSchema?(tool: ToolSettings): JsonSchema;
-      }
-    | undefined;
-  backend(kind: string): { healthPath: string; endpointConcurrency: number } | undefined;
-  readonly defaultPools: Readonly<Record<string, string>>;
-  readonly defaultTools: readonly {
-    name: string;
-    template: string;
-    pool: string;
-    model: string;
-    deadline: string;
-  }[];
-}
+/** What resolving a configuration needs of the registered tool families (see family.ts). */
+export type ConfigFamilies = Pick<
+  ToolFamilies,
+  'templates' | 'backendKinds' | 'template' | 'backend' | 'defaultPools' | 'defaultTools'
+>;
 
 /** Names a family declares, as a zod enum whose message lists them. */
 const oneOf = (names: readonly string[]) => z.enum(names as [string, ...string[]]);
