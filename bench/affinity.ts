@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
-import { createLogger, newCallId, resolveConfig, type ToolConfig } from '../services/core/index.js';
+import { families } from '../services/cli/families.js';
+import { createLogger, newCallId, type ToolConfig } from '../services/core/index.js';
 import { type ChatMessage, chatAdapter } from '../workers/inference/index.js';
 import { BackendActor, pickBackend } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
@@ -130,7 +131,7 @@ export async function runAffinityBench(options: AffinityBenchOptions = {}): Prom
 type Settings = Required<Omit<AffinityBenchOptions, 'outDir' | 'sim'>>;
 
 async function runRouting(routing: Routing, settings: Settings, simOptions: Partial<SimOptions>) {
-  const tool = resolveConfig('', {}).tools.find((t) => t.template === 'chat') as ToolConfig;
+  const tool = families.resolveConfig('', {}).tools.find((t) => t.template === 'chat') as ToolConfig;
   const log = createLogger('bench-affinity');
   const sims: SimBackend[] = await Promise.all(
     Array.from({ length: settings.backends }, () => startSimBackend(simOptions)),

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
-import { newCallId, resolveConfig, type ToolConfig } from '../services/core/index.js';
+import { families } from '../services/cli/families.js';
+import { newCallId, type ToolConfig } from '../services/core/index.js';
 import { closeEmbeddingCaches, createEmbedAdapter } from '../workers/embeddings/index.js';
 import type { AdapterContext, ToolAdapter } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
@@ -104,7 +105,7 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
     maxEmbedBatch: 256,
     ...options.sim,
   };
-  const base = resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
+  const base = families.resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
   const batch = { maxSize: 256, maxTokens: 16_384, maxWaitMs: 5, ...options.batch };
   const startedAt = new Date().toISOString();
   const texts = new TextSource(textChars);

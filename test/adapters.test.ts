@@ -1,12 +1,6 @@
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
-import {
-  ClusterError,
-  createLogger,
-  outputSchemaFor,
-  resolveConfig,
-  type ToolConfig,
-} from '../services/core/index.js';
+import { ClusterError, createLogger, type ToolConfig } from '../services/core/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { generateTextAdapter } from '../workers/inference/index.js';
 import type {
@@ -29,6 +23,7 @@ import {
   unstreamed,
 } from './support/adapter-harness.js';
 import { freePort } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
 import { waitFor } from './support/wait.js';
 
 // The tool adapters and the backend actor against real HTTP backends: the simulated vLLM server,
@@ -172,7 +167,8 @@ describe('embedAdapter against the simulated vLLM backend', () => {
     expect(result.isError).toBeFalsy();
     const structured = result.structuredContent as { model: string; dimensions: number; vectors: number[][] };
 
-    const schema = outputSchemaFor(embedTool);
+    // The resolved tool carries the schema its template (the embeddings family) declares.
+    const schema = embedTool.outputSchema;
     expect(schema).toBeDefined();
     const validate = new Ajv({ strict: false }).compile(schema ?? {});
     expect(validate(structured), JSON.stringify(validate.errors)).toBe(true);

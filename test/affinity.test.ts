@@ -9,7 +9,6 @@ import {
   inProcessDelivery,
   newCallId,
   openBroker,
-  resolveConfig,
   type ToolConfig,
 } from '../services/core/index.js';
 import { chatAdapter, inferenceAdapters } from '../workers/inference/index.js';
@@ -29,6 +28,7 @@ import {
   startActor,
   toolCall,
 } from './support/adapter-harness.js';
+import { resolveConfig } from './support/families.js';
 import { waitFor } from './support/wait.js';
 
 // Session affinity over four simulated vLLM backends: which sim served each call is read from

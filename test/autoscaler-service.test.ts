@@ -24,9 +24,9 @@ import {
   newCallId,
   openBroker,
   type ResolvedConfig,
-  resolveConfig,
   type ToolCall,
 } from '../services/core/index.js';
+import { resolveConfig } from './support/families.js';
 import { metricValue } from './support/processes.js';
 
 // The autoscaler's loop with providers and rate sources of our own making (the contracts are ours), over

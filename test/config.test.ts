@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ClusterError, parseDurationMs, parseSizeBytes, resolveConfig } from '../services/core/index.js';
+import { ClusterError, parseDurationMs, parseSizeBytes } from '../services/core/index.js';
+import { resolveConfig } from './support/families.js';
 
 /** Runs `fn`, expecting a ClusterError INVALID_CONFIG, and returns its message. */
 function configError(fn: () => unknown): string {
@@ -149,8 +150,11 @@ describe('resolveConfig defaults', () => {
         replicaConcurrency: 16,
       },
       gpu: undefined,
+      healthPath: '/health',
     });
     expect(pools.diffusion?.scaling.replicaConcurrency).toBe(1);
+    // ComfyUI has no /health; the diffusion family names what it probes instead.
+    expect(pools.diffusion?.healthPath).toBe('/system_stats');
     expect(pools.embeddings).toMatchObject({
       name: 'embeddings',
       backend: 'openai-embeddings',
@@ -172,9 +176,18 @@ describe('resolveConfig defaults', () => {
       maxTextLength: 100_000,
       batch: { maxSize: 32, maxTokens: 16_384, maxWaitMs: 5 },
       cache: { enabled: true, ttlMs: 3_600_000, maxEntries: 100_000 },
-      inputSchema: undefined,
-      outputSchema: undefined,
     });
+    // Without a configured schema, a tool has its template's, with the tool's limits in it.
+    expect(tools[3]?.inputSchema).toMatchObject({
+      type: 'object',
+      required: ['texts'],
+      properties: { texts: { maxItems: 256, items: { maxLength: 100_000 } } },
+    });
+    expect(tools[3]?.outputSchema).toMatchObject({
+      type: 'object',
+      required: ['model', 'dimensions', 'vectors'],
+    });
+    expect(tools[0]?.outputSchema).toBeUndefined();
     expect(tools[4]).toMatchObject({ maxImageSize: 1024, maxSteps: 50, workflow: undefined });
   });
 
@@ -269,6 +282,7 @@ describe('resolveConfig of a file', () => {
       backendTimeoutMs: 30_000,
       scaling: expect.objectContaining({ minReplicas: 0, maxReplicas: 10 }),
       gpu: undefined,
+      healthPath: '/health',
     });
     expect(c.tools).toHaveLength(1);
     expect(c.tools[0]).toMatchObject({

@@ -8,7 +8,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { ENV_OVERRIDES, PRIORITIES, resolveConfig } from '../services/core/index.js';
+import { ENV_OVERRIDES, PRIORITIES } from '../services/core/index.js';
+import { families, resolveConfig } from './support/families.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const deployDir = join(root, 'deploy');
@@ -427,13 +428,9 @@ describe('ports, probes, services', () => {
 });
 
 describe('GPU servers as sidecars of the worker pods', () => {
-  /** The path the worker's own health probe asks of each backend kind (workers/runtime/worker.ts). */
+  /** The path the worker's own health probe asks of each backend kind (declared by its tool family). */
   const healthPaths: Record<string, string> = Object.fromEntries(
-    [
-      ...(
-        /const HEALTH_PATHS[^=]*=\s*\{([^}]*)\}/.exec(read('workers/runtime/worker.ts'))?.[1] ?? ''
-      ).matchAll(/['"]?([a-z-]+)['"]?\s*:\s*'([^']+)'/g),
-    ].map((m) => [m[1] ?? '', m[2] ?? '']),
+    families.backendKinds.map((kind) => [kind, families.backend(kind)?.healthPath ?? '']),
   );
   /** Backend kinds each GPU server image speaks. */
   const KINDS_BY_IMAGE: { image: RegExp; kinds: string[] }[] = [

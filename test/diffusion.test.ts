@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
-import { resolveConfig, type ToolConfig } from '../services/core/index.js';
+import type { ToolConfig } from '../services/core/index.js';
 import { generateImageAdapter, loadWorkflow } from '../workers/diffusion/index.js';
 import type { ToolProgress, ToolResult } from '../workers/runtime/index.js';
 import type { ComfySimOptions } from '../workers/sim/index.js';
@@ -16,6 +16,7 @@ import {
   startComfy,
   textOf as textOfResult,
 } from './support/adapter-harness.js';
+import { resolveConfig } from './support/families.js';
 import { waitFor } from './support/wait.js';
 
 // The generate_image adapter against the simulated ComfyUI over real HTTP and WebSocket: images,

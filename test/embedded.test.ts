@@ -1,16 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type Broker,
-  inProcessDelivery,
-  openBroker,
-  type ResolvedConfig,
-  resolveConfig,
-} from '../services/core/index.js';
+import { type Broker, inProcessDelivery, openBroker, type ResolvedConfig } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
+import { resolveConfig } from './support/families.js';
 import { connectClient } from './support/mcp-clients.js';
 
 // The embedded mode: ingress, memory queue, both pools and a simulated backend in this process.

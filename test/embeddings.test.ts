@@ -1,12 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  ClusterError,
-  clusterMetrics,
-  createLogger,
-  resolveConfig,
-  type ToolConfig,
-} from '../services/core/index.js';
+import { ClusterError, clusterMetrics, createLogger, type ToolConfig } from '../services/core/index.js';
 import {
   type BatchPolicy,
   BatchSlots,
@@ -35,6 +29,7 @@ import {
   stubServer,
 } from './support/adapter-harness.js';
 import { freePort, type SpawnedBroker, startRedisServer, uniqueNamespace } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
 import { waitFor } from './support/wait.js';
 
 // The embed adapter's micro-batcher, result cache and TEI path: the pure batch policy and the

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createLogger, resolveConfig, type ToolConfig } from '../services/core/index.js';
+import { createLogger, type ToolConfig } from '../services/core/index.js';
 import {
   chatAdapter,
   generateTextAdapter,
@@ -24,6 +24,7 @@ import {
   textOf as textOfResult,
   unstreamed,
 } from './support/adapter-harness.js';
+import { resolveConfig } from './support/families.js';
 import { waitFor } from './support/wait.js';
 
 // The inference adapters (generate_text, chat, summarize) against the simulated vLLM server over

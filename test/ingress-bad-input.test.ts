@@ -1,12 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type Broker,
-  inProcessDelivery,
-  openBroker,
-  type QueuedCall,
-  resolveConfig,
-} from '../services/core/index.js';
+import { type Broker, inProcessDelivery, openBroker, type QueuedCall } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
+import { resolveConfig } from './support/families.js';
 
 // Hostile and malformed requests against a real ingress on a memory queue. A spy consumer on
 // every pool records anything that gets past validation: nothing may.

@@ -19,7 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kubernetesProvider } from '../services/autoscaler/providers/kubernetes.js';
-import { ClusterError, type ResolvedConfig, resolveConfig } from '../services/core/index.js';
+import { ClusterError, type ResolvedConfig } from '../services/core/index.js';
+import { resolveConfig } from './support/families.js';
 
 const TOKEN = 'stand-in-token';
 const NAMESPACE = 'mcp-cluster';

@@ -11,7 +11,6 @@ import {
   type Priority,
   type QueuedCall,
   type ResolvedConfig,
-  resolveConfig,
   type ToolCall,
 } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
@@ -20,6 +19,7 @@ import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
 import { type SpawnedBroker, startNatsServer, startRedisServer, uniqueNamespace } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 import { waitFor } from './support/wait.js';
 

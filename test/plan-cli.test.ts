@@ -11,7 +11,7 @@ import {
   QUEUEING_MODEL,
   replicasForWait,
 } from '../services/autoscaler/index.js';
-import { resolveConfig } from '../services/core/index.js';
+import { resolveConfig } from './support/families.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 import { CLI, type CliResult, cleanEnv, runCli, STACK_TRACE, writeConfig } from './support/processes.js';
 import { waitFor } from './support/wait.js';

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { buildCatalog, resolveConfig } from '../services/core/index.js';
+import { buildCatalog } from '../services/core/index.js';
 import { ToolValidator } from '../services/ingress/tool-validator.js';
+import { resolveConfig } from './support/families.js';
 
 const validator = new ToolValidator(buildCatalog(resolveConfig('').tools));
 

@@ -11,7 +11,6 @@ import {
   inProcessDelivery,
   openBroker,
   type ResolvedConfig,
-  resolveConfig,
   type ToolCall,
   type WorkerLink,
 } from '../services/core/index.js';
@@ -20,6 +19,7 @@ import { generateTextAdapter } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
 import { cleanupAfterEach, toolCall } from './support/adapter-harness.js';
+import { resolveConfig } from './support/families.js';
 import { sleep, waitFor } from './support/wait.js';
 
 // The pool runtime end to end inside one process, with real parts only: the memory queue, the

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { type ResolvedConfig, resolveConfig } from '../../services/core/index.js';
+import { families } from '../../services/cli/families.js';
+import type { ResolvedConfig } from '../../services/core/index.js';
 import { uniqueNamespace } from '../../test/support/brokers.js';
 
 // The one configuration every system under test is derived from: the cluster systems run it as
@@ -73,5 +74,5 @@ export function benchConfigYaml(options: BenchConfigOptions): string {
 
 /** The resolved bench configuration (for the single-process servers), environment ignored. */
 export function benchConfig(options: BenchConfigOptions): ResolvedConfig {
-  return resolveConfig(benchConfigYaml(options), {}, 'bench config');
+  return families.resolveConfig(benchConfigYaml(options), {}, 'bench config');
 }

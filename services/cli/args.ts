@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { ClusterError, loadConfig, type ResolvedConfig } from '../core/index.js';
+import { ClusterError, type ResolvedConfig } from '../core/index.js';
+import { families } from './families.js';
 
 /**
  * What a command's run returns: the process exit code (0 done, 1 failure, 2 bad configuration or
@@ -60,7 +61,7 @@ export function configPathOf(values: ConfigFlags): string | undefined {
 export function configFrom(values: ConfigFlags, env: Record<string, string | undefined>): ResolvedConfig {
   const merged = { ...process.env, ...env };
   if (values.broker !== undefined) merged.MCP_CLUSTER_BROKER_URL = values.broker;
-  return loadConfig(configPathOf(values), merged);
+  return families.loadConfig(configPathOf(values), merged);
 }
 
 /**

@@ -1,7 +1,3 @@
-import { generateImageAdapter } from '../../workers/diffusion/index.js';
-import { embedAdapterFor } from '../../workers/embeddings/index.js';
-import { inferenceAdapters } from '../../workers/inference/index.js';
-import type { ToolAdapter } from '../../workers/runtime/index.js';
 import {
   type Broker,
   brokerScheme,
@@ -10,18 +6,12 @@ import {
   inProcessDelivery,
   openBroker,
   type ResolvedConfig,
-  type ToolTemplate,
 } from '../core/index.js';
 import { grpcDelivery } from '../grpc/index.js';
 import { brokerChosen, type ConfigFlags } from './args.js';
 
-// What the composition root wires into the roles: the tool adapters, and the transports calls
+// What the composition root wires into the roles (the tool families are in families.ts): the transports calls
 // travel on (the broker, and the delivery transport results come back on).
-
-/** The adapter of every tool template; the embed adapter's result cache follows the config. */
-export function adaptersFor(config: ResolvedConfig): Record<ToolTemplate, ToolAdapter> {
-  return { ...inferenceAdapters, embed: embedAdapterFor(config), generate_image: generateImageAdapter };
-}
 
 /** Opens the broker of `config.brokerUrl` with the queues of every configured pool. */
 export function brokerFor(config: ResolvedConfig): Promise<Broker> {

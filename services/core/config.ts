@@ -3,44 +3,105 @@ import { hostname } from 'node:os';
 import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import type { JsonSchema } from './catalog.js';
 import { ClusterError } from './errors.js';
+import type { ToolFamilies } from './family.js';
 import { parseDurationMs, parseSizeBytes } from './units.js';
+
+// One declaration per setting: the zod schema below fixes its key in the file, its type, bounds,
+// default and unit, and the resolved configuration's types are derived from it (z.output). A
+// setting with a unit is parsed into a number and renamed after it (`deadline: 60s` resolves to
+// `deadlineMs: 60000`), so code reading the configuration always sees the unit in the name.
+
+declare const resolvedKey: unique symbol;
+/** A schema whose value the resolved configuration holds under another key (type-level mark). */
+type Renamed<S, R> = S & { readonly [resolvedKey]: R };
+/** How each marked schema's key is renamed at run time. */
+const RENAMES = new WeakMap<z.ZodType, (key: string) => string>();
+
+/** Marks `schema` so its setting resolves under `<key><suffix>` (e.g. `Ms`). */
+function withUnit<S extends z.ZodType, U extends string>(schema: S, suffix: U): Renamed<S, { suffix: U }> {
+  RENAMES.set(schema, (key) => `${key}${suffix}`);
+  return schema as Renamed<S, { suffix: U }>;
+}
+
+/** Marks `schema` so its setting resolves under `name`, for keys a suffix would not read well. */
+function resolvedAs<S extends z.ZodType, N extends string>(name: N, schema: S): Renamed<S, { name: N }> {
+  RENAMES.set(schema, () => name);
+  return schema as Renamed<S, { name: N }>;
+}
+
+type ResolvedKey<K extends string, S> = S extends { readonly [resolvedKey]: infer R }
+  ? R extends { name: infer N extends string }
+    ? N
+    : R extends { suffix: infer U extends string }
+      ? `${K}${U}`
+      : K
+  : K;
+
+/** The resolved form of a section: each value parsed, keys of settings with a unit renamed. */
+type Resolved<Shape extends z.core.$ZodShape> = {
+  -readonly [K in keyof Shape & string as ResolvedKey<K, Shape[K]>]: z.output<Shape[K]>;
+};
+
+/** A section of settings: unknown keys are errors, and settings with a unit are renamed (withUnit). */
+function section<Shape extends z.core.$ZodShape>(shape: Shape) {
+  const renames = new Map<string, string>();
+  for (const [key, schema] of Object.entries(shape)) {
+    const rename = RENAMES.get(schema as z.ZodType);
+    if (rename) renames.set(key, rename(key));
+  }
+  const keys = Object.keys(shape);
+  return z.strictObject(shape).transform((value) => {
+    const parsed = value as Record<string, unknown>;
+    // Every declared key, an absent optional one as undefined, as the resolved type says.
+    return Object.fromEntries(keys.map((key) => [renames.get(key) ?? key, parsed[key]])) as Resolved<Shape>;
+  });
+}
 
 /** Longest duration a setting may have: 24 h (timers past 2^31 ms would fire at once). */
 const MAX_DURATION_MS = 24 * 3_600_000;
 
+/** A duration (`250ms`, `30s`, `2m`, `1h`, or a number of ms), resolved in milliseconds as `<key>Ms`. */
 const duration = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((value, ctx) => {
-      const ms = parseDurationMs(value);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h`,
-        });
-        return z.NEVER;
-      }
-      if (ms > MAX_DURATION_MS) {
-        ctx.addIssue({ code: 'custom', message: `"${value}" is longer than the 24h limit on durations` });
-        return z.NEVER;
-      }
-      return ms;
-    });
+  withUnit(
+    z
+      .union([z.string(), z.number()])
+      .default(fallback)
+      .transform((value, ctx) => {
+        const ms = parseDurationMs(value);
+        if (ms === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h`,
+          });
+          return z.NEVER;
+        }
+        if (ms > MAX_DURATION_MS) {
+          ctx.addIssue({ code: 'custom', message: `"${value}" is longer than the 24h limit on durations` });
+          return z.NEVER;
+        }
+        return ms;
+      }),
+    'Ms',
+  );
 
+/** A size (`512kb`, `1mb`, `1gb`, or a number of bytes), resolved in bytes as `<key>Bytes`. */
 const size = (fallback: string) =>
-  z
-    .union([z.string(), z.number()])
-    .default(fallback)
-    .transform((value, ctx) => {
-      const bytes = parseSizeBytes(value);
-      if (bytes === undefined) {
-        ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write e.g. 512kb, 1mb or 1gb` });
-        return z.NEVER;
-      }
-      return bytes;
-    });
+  withUnit(
+    z
+      .union([z.string(), z.number()])
+      .default(fallback)
+      .transform((value, ctx) => {
+        const bytes = parseSizeBytes(value);
+        if (bytes === undefined) {
+          ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write e.g. 512kb, 1mb or 1gb` });
+          return z.NEVER;
+        }
+        return bytes;
+      }),
+    'Bytes',
+  );
 
 const port = z.number().int().min(0).max(65535);
 const name = z
@@ -48,38 +109,54 @@ const name = z
   .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_", starting with a letter');
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
 
-/** Tool templates: each fixes the tool's argument schema and the adapter that runs it. */
-export const TOOL_TEMPLATES = ['generate_text', 'chat', 'summarize', 'embed', 'generate_image'] as const;
-export type ToolTemplate = (typeof TOOL_TEMPLATES)[number];
+/** Why a tool schema from the config cannot serve as an MCP tool schema, or undefined. */
+function schemaProblem(schema: Record<string, unknown>): string | undefined {
+  if (schema.type !== 'object')
+    return `must be a JSON Schema with "type": "object" (MCP tool schemas describe an object)`;
+  try {
+    new Ajv({ strict: false }).compile(schema);
+  } catch (err) {
+    return `is not a valid JSON Schema: ${(err as Error).message}`;
+  }
+  return undefined;
+}
 
-/**
- * Backend protocols a pool can speak: OpenAI-compatible chat completions and embeddings (vLLM,
- * OpenAI), Hugging Face TEI's `/embed`, and ComfyUI's HTTP and WebSocket API.
- */
-export const BACKEND_KINDS = ['openai-chat', 'openai-embeddings', 'tei', 'comfyui'] as const;
-export type BackendKind = (typeof BACKEND_KINDS)[number];
+const toolJsonSchema = z
+  .record(z.string(), z.unknown())
+  .superRefine((schema, ctx) => {
+    const problem = schemaProblem(schema);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  })
+  .transform((schema) => schema as JsonSchema)
+  .optional();
 
-/** The backend kinds a pool must speak to serve a tool of each template. */
-export const TEMPLATE_BACKENDS: Record<ToolTemplate, readonly BackendKind[]> = {
-  generate_text: ['openai-chat'],
-  chat: ['openai-chat'],
-  summarize: ['openai-chat'],
-  embed: ['openai-embeddings', 'tei'],
-  generate_image: ['comfyui'],
-};
+/** A template name or backend kind: what registered families declare (checked when resolving). */
+export type ToolTemplate = string;
+/** A backend protocol a pool speaks, e.g. `openai-chat`; declared by a tool family. */
+export type BackendKind = string;
 
-const endpointSchema = z.strictObject({
+/** What resolving a configuration needs of the registered tool families (see family.ts). */
+export type ConfigFamilies = Pick<
+  ToolFamilies,
+  'templates' | 'backendKinds' | 'template' | 'backend' | 'defaultPools' | 'defaultTools'
+>;
+
+/** Names a family declares, as a zod enum whose message lists them. */
+const oneOf = (names: readonly string[]) => z.enum(names as [string, ...string[]]);
+
+const endpointSchema = section({
   url: httpUrl,
   /**
-   * Calls this endpoint takes at once. Default by the pool's backend: 16 on openai-chat (match
-   * vLLM `--max-num-seqs`), 1 on comfyui (ComfyUI runs one prompt at a time; more would only
-   * wait in its queue), 256 on openai-embeddings and tei (calls are merged into batches, so the
-   * endpoint must admit enough of them for batches to fill).
+   * Calls this endpoint takes at once. Default the pool's `scaling.replicaConcurrency`, else the
+   * backend kind's endpoint concurrency: 16 on openai-chat (match vLLM `--max-num-seqs`), 1 on
+   * comfyui (ComfyUI runs one prompt at a time; more would only wait in its queue), 256 on
+   * openai-embeddings and tei (calls are merged into batches, so the endpoint must admit enough
+   * of them for batches to fill).
    */
   maxConcurrency: z.number().int().min(1).max(4096).optional(),
 });
 
-const scalingSchema = z.strictObject({
+const scalingSchema = section({
   /** Fewest replicas; 0 lets an idle pool go to zero after `idleToZero`. */
   minReplicas: z.number().int().min(0).max(10_000).default(0),
   /** Most replicas. */
@@ -101,21 +178,22 @@ const scalingSchema = z.strictObject({
   replicaConcurrency: z.number().int().min(1).max(100_000).optional(),
 });
 
-const gpuSchema = z.strictObject({
+const gpuSchema = section({
   /** Model size in billions of parameters. */
   modelParamsBillions: z.number().positive().max(100_000),
   /** Bytes per weight: 2 for fp16/bf16, 1 for fp8/int8, 0.5 for int4. */
   bytesPerParam: z.number().positive().max(8).default(2),
   /** KV cache bytes per token (e.g. 128kb for an 8B model in fp16), 0 for models without one. */
-  kvCachePerToken: size('0b'),
+  kvCachePerToken: resolvedAs('kvCacheBytesPerToken', size('0b')),
   /** Context length the server is started with, in tokens. */
   contextTokens: z.number().int().min(0).max(10_000_000).default(0),
   /** Sequences one replica serves at once (vLLM --max-num-seqs). */
   concurrentSequences: z.number().int().min(0).max(100_000).default(1),
 });
 
-const poolSchema = z.strictObject({
-  backend: z.enum(BACKEND_KINDS),
+const poolShape = {
+  /** The protocol the endpoints speak: a backend kind a registered tool family declares. */
+  backend: z.string(),
   /** GPU backend endpoints; empty means simulated backends under `mcp-cluster up`. */
   endpoints: z.array(endpointSchema).default([]),
   /** Calls one worker holds at once; default the sum of its endpoints' concurrency. */
@@ -128,11 +206,13 @@ const poolSchema = z.strictObject({
   scaling: scalingSchema.prefault({}),
   /** What one replica needs on a GPU, for `mcp-cluster plan`; absent: the plan prints no GPU sizing. */
   gpu: gpuSchema.optional(),
-});
+};
 
-const toolSchema = z.strictObject({
+const toolShape = {
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'tool names are 1-64 of A-Z a-z 0-9 _ . -'),
-  template: z.enum(TOOL_TEMPLATES),
+  /** What the tool does: a template a registered tool family declares. */
+  template: z.string(),
+  /** Default the template's. */
   description: z.string().min(1).optional(),
   pool: name,
   /** Model name sent to the backend. */
@@ -152,55 +232,83 @@ const toolSchema = z.strictObject({
   /** ComfyUI API-format workflow file (generate_image); default the one shipped in workers/diffusion. */
   workflow: z.string().min(1).optional(),
   /** Micro-batching across calls (embed): a batch closes at maxSize texts, maxTokens tokens or after maxWait. */
-  batch: z
-    .strictObject({
-      // 32 is TEI's default --max-client-batch-size; raise it for vLLM or a TEI allowing more.
-      maxSize: z.number().int().min(1).max(100_000).default(32),
-      maxTokens: z.number().int().min(1).max(10_000_000).default(16_384),
-      maxWait: duration('5ms'),
-    })
-    .prefault({}),
+  batch: section({
+    // 32 is TEI's default --max-client-batch-size; raise it for vLLM or a TEI allowing more.
+    maxSize: z.number().int().min(1).max(100_000).default(32),
+    maxTokens: z.number().int().min(1).max(10_000_000).default(16_384),
+    maxWait: duration('5ms'),
+  }).prefault({}),
   /** Result cache (embed), keyed by model, normalisation and a hash of the text. */
-  cache: z
-    .strictObject({
-      enabled: z.boolean().default(true),
-      ttl: duration('1h'),
-      maxEntries: z.number().int().min(1).max(100_000_000).default(100_000),
-    })
-    .prefault({}),
-  /** Replaces the template's input schema (JSON Schema); it should only narrow what the template accepts. */
-  inputSchema: z.record(z.string(), z.unknown()).optional(),
-  /** Replaces the template's output schema (JSON Schema). */
-  outputSchema: z.record(z.string(), z.unknown()).optional(),
-});
+  cache: section({
+    enabled: z.boolean().default(true),
+    ttl: duration('1h'),
+    maxEntries: z.number().int().min(1).max(100_000_000).default(100_000),
+  }).prefault({}),
+  /**
+   * Replaces the template's input schema (JSON Schema with `"type": "object"`); it should only
+   * narrow what the template accepts. Resolved: the schema in effect, the template's by default.
+   */
+  inputSchema: toolJsonSchema,
+  /** Replaces the template's output schema (JSON Schema). Resolved: the one in effect, if any. */
+  outputSchema: toolJsonSchema,
+};
 
-const configSchema = z.strictObject({
-  cluster: z.strictObject({ namespace: name.default('mcp') }).prefault({}),
-  broker: z
-    .strictObject({
+/** A tool's settings as parsed, before its template fills in description and schemas. */
+export type ToolSettings = Resolved<typeof toolShape>;
+
+/** A pool: its settings, its name, and what its backend kind implies. */
+function resolvePool(families: ConfigFamilies, poolName: string, p: Resolved<typeof poolShape>) {
+  const kind = families.backend(p.backend);
+  // The enum admits only declared kinds, so `kind` is there.
+  const concurrency = p.scaling.replicaConcurrency ?? kind?.endpointConcurrency ?? 1;
+  return {
+    name: poolName,
+    ...p,
+    // A replica is usually one worker beside one GPU server (endpoints often come from
+    // MCP_CLUSTER_BACKENDS_<POOL>, which cannot say more): an endpoint admits what a replica serves.
+    endpoints: p.endpoints.map((e) => ({ url: e.url, maxConcurrency: e.maxConcurrency ?? concurrency })),
+    scaling: { ...p.scaling, replicaConcurrency: concurrency },
+    /** Path of the backend health probe, the backend kind's (ComfyUI has no /health). */
+    healthPath: kind?.healthPath ?? '/health',
+  };
+}
+
+/** A tool: its settings, with the description and schemas in effect (its template's by default). */
+function resolveTool(families: ConfigFamilies, t: ToolSettings) {
+  const template = families.template(t.template);
+  return {
+    ...t,
+    description: t.description ?? template?.description ?? t.name,
+    inputSchema: t.inputSchema ?? template?.inputSchema(t) ?? ({ type: 'object' } as JsonSchema),
+    outputSchema: t.outputSchema ?? template?.outputSchema?.(t),
+  };
+}
+
+function buildConfigSchema(families: ConfigFamilies) {
+  const poolSchema = section({ ...poolShape, backend: oneOf(families.backendKinds) });
+  const toolSchema = section({ ...toolShape, template: oneOf(families.templates) });
+  return section({
+    cluster: section({ namespace: name.default('mcp') }).prefault({}),
+    broker: section({
       /** `memory:`, `nats://host:port` or `redis://host:port`. */
       url: z.string().min(1).default('memory:'),
-    })
-    .prefault({}),
-  /** Where result caches live: a `redis://` URL, or empty for an in-process cache per worker. */
-  cache: z.strictObject({ url: z.string().default('') }).prefault({}),
-  ingress: z
-    .strictObject({
+    }).prefault({}),
+    /** Where result caches live: a `redis://` URL, or empty for an in-process cache per worker. */
+    cache: section({ url: z.string().default('') }).prefault({}),
+    ingress: section({
       host: z.string().min(1).default('127.0.0.1'),
       port: port.default(3000),
       /** Delivery (gRPC) server of this replica; workers dial `advertise` (default host:bound port). */
-      delivery: z
-        .strictObject({
-          host: z.string().min(1).default('127.0.0.1'),
-          port: port.default(0),
-          advertise: z.string().default(''),
-        })
-        .prefault({}),
+      delivery: section({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: port.default(0),
+        advertise: z.string().default(''),
+      }).prefault({}),
       /** Host header values accepted (DNS-rebinding protection); hostnames, without port. */
       allowedHosts: z.array(z.string().min(1)).default(['localhost', '127.0.0.1', '[::1]']),
       /** Origin header values accepted, e.g. `https://app.example.com`; requests without Origin are allowed. */
       allowedOrigins: z.array(z.string().min(1)).default(['http://localhost', 'http://127.0.0.1']),
-      maxBodySize: size('1mb'),
+      maxBodySize: resolvedAs('maxBodyBytes', size('1mb')),
       /** HMAC key for session ids; every replica needs the same. Empty: random per process. */
       sessionSecret: z.string().default(''),
       /** Upper bound on a caller-given deadline. */
@@ -208,9 +316,15 @@ const configSchema = z.strictObject({
       /** How long SIGTERM waits for open calls before closing. */
       drainGrace: duration('30s'),
     })
-    .prefault({}),
-  worker: z
-    .strictObject({
+      // Read flat (`deliveryHost`) where the ingress starts its delivery server.
+      .transform(({ delivery, ...ingress }) => ({
+        ...ingress,
+        deliveryHost: delivery.host,
+        deliveryPort: delivery.port,
+        deliveryAdvertise: delivery.advertise,
+      }))
+      .prefault({}),
+    worker: section({
       /** Health and metrics HTTP port of a worker process (0: any free port). */
       port: port.default(0),
       host: z.string().min(1).default('127.0.0.1'),
@@ -224,11 +338,9 @@ const configSchema = z.strictObject({
       deliveryConnectTimeout: duration('5s'),
       /** How long a worker waits for the ingress to confirm a final chunk. */
       deliveryAckTimeout: duration('10s'),
-    })
-    .prefault({}),
-  /** The built-in autoscaler (`mcp-cluster autoscaler`). */
-  autoscaler: z
-    .strictObject({
+    }).prefault({}),
+    /** The built-in autoscaler (`mcp-cluster autoscaler`). */
+    autoscaler: section({
       /**
        * What a decision changes: `kubernetes` patches each pool's Deployment scale, `local` starts and
        * stops worker processes on this machine, `metrics` only publishes the desired replicas as a gauge.
@@ -243,19 +355,15 @@ const configSchema = z.strictObject({
       metricsUrls: z.array(httpUrl).default([]),
       /** A Prometheus server to read rates from instead of `metricsUrls`, e.g. http://prometheus:9090. */
       prometheusUrl: z.union([httpUrl, z.literal('')]).default(''),
-      kubernetes: z
-        .strictObject({
-          /** Namespace of the worker Deployments; empty: the pod's own namespace, else `default`. */
-          namespace: z.string().default(''),
-          /** Deployment of pool P is `<deploymentPrefix>P`. */
-          deploymentPrefix: z.string().min(1).default('mcp-cluster-worker-'),
-        })
-        .prefault({}),
-    })
-    .prefault({}),
-  /** Inputs of `mcp-cluster plan`. */
-  planner: z
-    .strictObject({
+      kubernetes: section({
+        /** Namespace of the worker Deployments; empty: the pod's own namespace, else `default`. */
+        namespace: z.string().default(''),
+        /** Deployment of pool P is `<deploymentPrefix>P`. */
+        deploymentPrefix: z.string().min(1).default('mcp-cluster-worker-'),
+      }).prefault({}),
+    }).prefault({}),
+    /** Inputs of `mcp-cluster plan`. */
+    planner: section({
       /** Queue wait to plan for... */
       targetWait: duration('1s'),
       /** ...at this percentile of calls (0 < p < 1). */
@@ -263,165 +371,55 @@ const configSchema = z.strictObject({
       /** GPU price table; empty: the built-in example tiers (L4, L40S, A100-80GB, H100-80GB, H200). */
       gpuTiers: z
         .array(
-          z.strictObject({
+          section({
             name: z.string().min(1).max(64),
             memory: size('80gb'),
             pricePerHour: z.number().min(0).max(1_000_000),
           }),
         )
         .default([]),
-    })
-    .prefault({}),
-  pools: z.record(name, poolSchema).default({
-    inference: poolSchema.parse({ backend: 'openai-chat' }),
-    embeddings: poolSchema.parse({ backend: 'openai-embeddings' }),
-    diffusion: poolSchema.parse({ backend: 'comfyui' }),
-  }),
-  tools: z
-    .array(toolSchema)
-    .min(1)
-    .default([
-      toolSchema.parse({
-        name: 'generate_text',
-        template: 'generate_text',
-        pool: 'inference',
-        model: 'sim-llm',
-        deadline: '120s',
-      }),
-      toolSchema.parse({
-        name: 'chat',
-        template: 'chat',
-        pool: 'inference',
-        model: 'sim-llm',
-        deadline: '120s',
-      }),
-      toolSchema.parse({
-        name: 'summarize',
-        template: 'summarize',
-        pool: 'inference',
-        model: 'sim-llm',
-        deadline: '120s',
-      }),
-      toolSchema.parse({
-        name: 'embed',
-        template: 'embed',
-        pool: 'embeddings',
-        model: 'sim-embed',
-        deadline: '60s',
-      }),
-      toolSchema.parse({
-        name: 'generate_image',
-        template: 'generate_image',
-        pool: 'diffusion',
-        model: 'sim-diffusion',
-        deadline: '300s',
-      }),
-    ]),
-});
-
-type Parsed = z.output<typeof configSchema>;
-
-/** The configuration after parsing: every default applied, durations in `Ms`, sizes in `Bytes`. */
-export interface ResolvedConfig {
-  namespace: string;
-  brokerUrl: string;
-  /** `redis://` URL of the shared result cache; empty for an in-process cache. */
-  cacheUrl: string;
-  ingress: {
-    host: string;
-    port: number;
-    deliveryHost: string;
-    deliveryPort: number;
-    deliveryAdvertise: string;
-    allowedHosts: string[];
-    allowedOrigins: string[];
-    maxBodyBytes: number;
-    sessionSecret: string;
-    maxDeadlineMs: number;
-    drainGraceMs: number;
-  };
-  worker: {
-    host: string;
-    port: number;
-    ackWaitMs: number;
-    maxDeliveries: number;
-    drainGraceMs: number;
-    deliveryConnectTimeoutMs: number;
-    deliveryAckTimeoutMs: number;
-  };
-  pools: Record<string, PoolConfig>;
-  tools: ToolConfig[];
-  autoscaler: {
-    provider: 'kubernetes' | 'local' | 'metrics';
-    intervalMs: number;
-    host: string;
-    port: number;
-    metricsUrls: string[];
-    prometheusUrl: string;
-    kubernetes: { namespace: string; deploymentPrefix: string };
-  };
-  planner: {
-    targetWaitMs: number;
-    percentile: number;
-    gpuTiers: { name: string; memoryBytes: number; pricePerHour: number }[];
-  };
+    }).prefault({}),
+    /** Worker pools by name; default one pool per registered family (inference, embeddings, diffusion). */
+    pools: z
+      .record(name, poolSchema)
+      .prefault(() => defaultPoolsDoc(families))
+      .transform((pools) =>
+        Object.fromEntries(Object.entries(pools).map(([n, p]) => [n, resolvePool(families, n, p)])),
+      ),
+    /** The tools served; default the families' built-in tools whose pool is declared. */
+    tools: z
+      .array(toolSchema)
+      .min(1)
+      .prefault(() => families.defaultTools.map((t) => ({ ...t })))
+      .transform((tools) => tools.map((t) => resolveTool(families, t))),
+  }).transform(({ cluster, broker, cache, ...rest }) => ({
+    namespace: cluster.namespace,
+    brokerUrl: broker.url,
+    /** `redis://` URL of the shared result cache; empty for an in-process cache. */
+    cacheUrl: cache.url,
+    ...rest,
+  }));
 }
 
+/** The configuration after parsing: every default applied, durations in `…Ms`, sizes in `…Bytes`. */
+export type ResolvedConfig = z.output<ReturnType<typeof buildConfigSchema>>;
+export type PoolConfig = ResolvedConfig['pools'][string];
 /** Per-pool autoscaling settings, durations in ms. */
-export interface PoolScaling {
-  minReplicas: number;
-  maxReplicas: number;
-  targetQueueWaitMs: number;
-  scaleDownStabilizationMs: number;
-  idleToZeroMs: number;
-  maxScaleUpFactor: number;
-  maxScaleUpStep: number;
-  /** Calls one replica serves at once (resolved: never undefined). */
-  replicaConcurrency: number;
-}
-
+export type PoolScaling = PoolConfig['scaling'];
 /** What one replica of a pool needs on a GPU (inputs of the GPU memory formula). */
-export interface PoolGpu {
-  modelParamsBillions: number;
-  bytesPerParam: number;
-  kvCacheBytesPerToken: number;
-  contextTokens: number;
-  concurrentSequences: number;
-}
+export type PoolGpu = NonNullable<PoolConfig['gpu']>;
+export type ToolConfig = ResolvedConfig['tools'][number];
 
-export interface PoolConfig {
-  name: string;
-  backend: BackendKind;
-  endpoints: { url: string; maxConcurrency: number }[];
-  maxInFlight: number | undefined;
-  healthIntervalMs: number;
-  backendTimeoutMs: number;
-  scaling: PoolScaling;
-  gpu: PoolGpu | undefined;
-}
+/** The schema of each registered set of families, built on first use. */
+const schemas = new WeakMap<ConfigFamilies, ReturnType<typeof buildConfigSchema>>();
 
-export interface ToolConfig {
-  name: string;
-  template: ToolTemplate;
-  description: string | undefined;
-  pool: string;
-  model: string;
-  deadlineMs: number;
-  maxTokens: number;
-  maxTexts: number;
-  /** Longest text in characters (embed, summarize). */
-  maxTextLength: number;
-  /** Largest image width and height in pixels (generate_image). */
-  maxImageSize: number;
-  maxSteps: number;
-  /** ComfyUI workflow file; undefined for the shipped default. */
-  workflow: string | undefined;
-  /** Micro-batching across calls (embed). */
-  batch: { maxSize: number; maxTokens: number; maxWaitMs: number };
-  /** Result cache (embed). */
-  cache: { enabled: boolean; ttlMs: number; maxEntries: number };
-  inputSchema: Record<string, unknown> | undefined;
-  outputSchema: Record<string, unknown> | undefined;
+function configSchema(families: ConfigFamilies): ReturnType<typeof buildConfigSchema> {
+  let schema = schemas.get(families);
+  if (!schema) {
+    schema = buildConfigSchema(families);
+    schemas.set(families, schema);
+  }
+  return schema;
 }
 
 /**
@@ -447,16 +445,21 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],
 };
 
+/** The environment: variable name → value. */
+export type ConfigEnv = Record<string, string | undefined>;
+
 const NUMERIC_LEAVES = new Set(['port']);
 
 /**
- * Reads, overrides and validates a configuration. `source` is the YAML text (empty for all
+ * Reads, overrides and validates a configuration against the registered tool `families` (they
+ * say which templates and backend kinds exist). `source` is the YAML text (empty for all
  * defaults), `env` the environment. Throws `ClusterError('INVALID_CONFIG')` whose message lists
  * every offending setting by path with the value found.
  */
 export function resolveConfig(
+  families: ConfigFamilies,
   source: string,
-  env: Record<string, string | undefined> = {},
+  env: ConfigEnv = {},
   origin = 'config',
 ): ResolvedConfig {
   let raw: unknown;
@@ -472,9 +475,9 @@ export function resolveConfig(
     throw new ClusterError('INVALID_CONFIG', `${origin}: the top level must be a mapping of settings`);
   }
   const doc = raw as Record<string, unknown>;
-  applyEnv(doc, env);
+  applyEnv(doc, env, families);
 
-  const result = configSchema.safeParse(doc);
+  const result = configSchema(families).safeParse(doc);
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const path = issue.path.join('.') || '(top level)';
@@ -490,15 +493,17 @@ export function resolveConfig(
     // only lists its own pools is not rejected for tools it never asked for.
     parsed.tools = parsed.tools.filter((tool) => parsed.pools[tool.pool] !== undefined);
   }
-  return finish(parsed, origin);
+  check(families, parsed, origin);
+  return parsed;
 }
 
 /** Reads the file at `path` (or none) and resolves it with `env`. */
 export function loadConfig(
+  families: ConfigFamilies,
   path: string | undefined,
-  env: Record<string, string | undefined> = process.env,
+  env: ConfigEnv = process.env,
 ): ResolvedConfig {
-  if (!path) return resolveConfig('', env, 'defaults');
+  if (!path) return resolveConfig(families, '', env, 'defaults');
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -507,10 +512,10 @@ export function loadConfig(
       cause: err,
     });
   }
-  return resolveConfig(text, env, path);
+  return resolveConfig(families, text, env, path);
 }
 
-function applyEnv(doc: Record<string, unknown>, env: Record<string, string | undefined>): void {
+function applyEnv(doc: Record<string, unknown>, env: ConfigEnv, families: ConfigFamilies): void {
   for (const [variable, path] of Object.entries(ENV_OVERRIDES)) {
     const value = env[variable];
     if (value === undefined || value === '') continue;
@@ -521,13 +526,14 @@ function applyEnv(doc: Record<string, unknown>, env: Record<string, string | und
     const m = /^MCP_CLUSTER_BACKENDS_([A-Z0-9_]+)$/.exec(variable);
     if (!m?.[1] || !value) continue;
     const pool = m[1].toLowerCase();
-    const pools = (doc.pools ?? defaultPoolsDoc()) as Record<string, Record<string, unknown>>;
+    const pools = (doc.pools ?? defaultPoolsDoc(families)) as Record<string, Record<string, unknown>>;
     // Own keys only, so a pool named like `__proto__` is validated, not written onto Object.prototype.
     const found = isMapping(pools) && Object.hasOwn(pools, pool) ? pools[pool] : undefined;
     // A `pools` or pool entry that is not a mapping is left for validation to report by path.
     if (!isMapping(pools) || (found != null && !isMapping(found))) continue;
     doc.pools = pools;
-    const existing = found ?? { backend: DEFAULT_POOL_BACKENDS[pool] ?? 'openai-chat' };
+    // A pool only the environment names runs on the first registered kind (openai-chat).
+    const existing = found ?? { backend: families.defaultPools[pool] ?? families.backendKinds[0] };
     existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
     Object.defineProperty(pools, pool, {
       value: existing,
@@ -552,24 +558,10 @@ function show(value: unknown): string {
   }
 }
 
-/** Calls an endpoint takes at once when its setting is absent (see `maxConcurrency`). */
-export const DEFAULT_ENDPOINT_CONCURRENCY: Record<BackendKind, number> = {
-  'openai-chat': 16,
-  'openai-embeddings': 256,
-  tei: 256,
-  comfyui: 1,
-};
-
-/** Backends of the default pools, used when an override names a pool the file does not declare. */
-const DEFAULT_POOL_BACKENDS: Record<string, BackendKind> = {
-  inference: 'openai-chat',
-  embeddings: 'openai-embeddings',
-  diffusion: 'comfyui',
-};
-
-function defaultPoolsDoc(): Record<string, Record<string, unknown>> {
+/** The `pools` of the built-in configuration, as a file would write them. */
+function defaultPoolsDoc(families: ConfigFamilies): Record<string, { backend: string }> {
   return Object.fromEntries(
-    Object.entries(DEFAULT_POOL_BACKENDS).map(([pool, backend]) => [pool, { backend }]),
+    Object.entries(families.defaultPools).map(([pool, backend]) => [pool, { backend }]),
   );
 }
 
@@ -592,24 +584,13 @@ function valueAt(doc: unknown, path: PropertyKey[]): unknown {
   return node;
 }
 
-/** Why a tool schema from the config cannot serve as an MCP tool schema, or undefined. */
-function schemaProblem(schema: Record<string, unknown>): string | undefined {
-  if (schema.type !== 'object')
-    return `must be a JSON Schema with "type": "object" (MCP tool schemas describe an object)`;
-  try {
-    new Ajv({ strict: false }).compile(schema);
-  } catch (err) {
-    return `is not a valid JSON Schema: ${(err as Error).message}`;
-  }
-  return undefined;
-}
-
-function finish(c: Parsed, origin: string): ResolvedConfig {
+/** Checks across settings (a tool's pool, its backend kind, scaling bounds) that the schema cannot. */
+function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): void {
   const problems: string[] = [];
   if (Object.keys(c.pools).length === 0) problems.push('  pools: declare at least one pool');
   if (c.tools.length === 0) {
     problems.push(
-      '  tools: no tool to serve; declare tools, or pools named like the defaults (inference, embeddings, diffusion)',
+      `  tools: no tool to serve; declare tools, or pools named like the defaults (${Object.keys(families.defaultPools).join(', ')})`,
     );
   }
   const toolNames = new Set<string>();
@@ -621,29 +602,26 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
       problems.push(
         `  tools.${i}.pool: no pool "${tool.pool}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`,
       );
-    } else if (!TEMPLATE_BACKENDS[tool.template].includes(pool.backend)) {
-      problems.push(
-        `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${TEMPLATE_BACKENDS[tool.template].join(' or ')}, but pool "${tool.pool}" has backend ${pool.backend}`,
-      );
-    }
-    for (const key of ['inputSchema', 'outputSchema'] as const) {
-      const schema = tool[key];
-      if (!schema) continue;
-      const problem = schemaProblem(schema);
-      if (problem) problems.push(`  tools.${i}.${key}: ${problem}`);
+    } else {
+      const backends = families.template(tool.template)?.backends ?? [];
+      if (!backends.includes(pool.backend)) {
+        problems.push(
+          `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${backends.join(' or ')}, but pool "${tool.pool}" has backend ${pool.backend}`,
+        );
+      }
     }
   });
-  if (c.cache.url !== '' && !/^rediss?:\/\//.test(c.cache.url)) {
-    problems.push(`  cache.url: "${c.cache.url}" must be a redis:// URL, or empty for an in-process cache`);
+  if (c.cacheUrl !== '' && !/^rediss?:\/\//.test(c.cacheUrl)) {
+    problems.push(`  cache.url: "${c.cacheUrl}" must be a redis:// URL, or empty for an in-process cache`);
   }
   // Checked here so a bad URL is reported with the other settings, not at first connect.
-  if (!/^(memory:|nats:\/\/|tls:\/\/|redis:\/\/|rediss:\/\/)/.test(c.broker.url)) {
+  if (!/^(memory:|nats:\/\/|tls:\/\/|redis:\/\/|rediss:\/\/)/.test(c.brokerUrl)) {
     problems.push(
-      `  broker.url: "${c.broker.url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
+      `  broker.url: "${c.brokerUrl}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
     );
   }
   for (const [poolName, p] of Object.entries(c.pools)) {
-    if (p.scaling.targetQueueWait <= 0) {
+    if (p.scaling.targetQueueWaitMs <= 0) {
       problems.push(`  pools.${poolName}.scaling.targetQueueWait: must be above 0 (e.g. 500ms)`);
     }
     if (p.scaling.minReplicas > p.scaling.maxReplicas) {
@@ -653,114 +631,13 @@ function finish(c: Parsed, origin: string): ResolvedConfig {
     }
   }
   // A shorter interval would only re-read the same broker figures; at 0 the loop would spin.
-  if (c.autoscaler.interval < 100) {
+  if (c.autoscaler.intervalMs < 100) {
     problems.push(
-      `  autoscaler.interval: ${c.autoscaler.interval}ms is too short; use 100ms or more (e.g. 2s)`,
+      `  autoscaler.interval: ${c.autoscaler.intervalMs}ms is too short; use 100ms or more (e.g. 2s)`,
     );
   }
   if (problems.length > 0)
     throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${problems.join('\n')}`);
-
-  return {
-    namespace: c.cluster.namespace,
-    brokerUrl: c.broker.url,
-    cacheUrl: c.cache.url,
-    ingress: {
-      host: c.ingress.host,
-      port: c.ingress.port,
-      deliveryHost: c.ingress.delivery.host,
-      deliveryPort: c.ingress.delivery.port,
-      deliveryAdvertise: c.ingress.delivery.advertise,
-      allowedHosts: c.ingress.allowedHosts,
-      allowedOrigins: c.ingress.allowedOrigins,
-      maxBodyBytes: c.ingress.maxBodySize,
-      sessionSecret: c.ingress.sessionSecret,
-      maxDeadlineMs: c.ingress.maxDeadline,
-      drainGraceMs: c.ingress.drainGrace,
-    },
-    worker: {
-      host: c.worker.host,
-      port: c.worker.port,
-      ackWaitMs: c.worker.ackWait,
-      maxDeliveries: c.worker.maxDeliveries,
-      drainGraceMs: c.worker.drainGrace,
-      deliveryConnectTimeoutMs: c.worker.deliveryConnectTimeout,
-      deliveryAckTimeoutMs: c.worker.deliveryAckTimeout,
-    },
-    pools: Object.fromEntries(
-      Object.entries(c.pools).map(([poolName, p]) => [
-        poolName,
-        {
-          name: poolName,
-          backend: p.backend,
-          // Copied: the default pools are parsed once, and callers must not share their arrays.
-          endpoints: p.endpoints.map((e) => ({
-            url: e.url,
-            // A replica is usually one worker beside one GPU server (endpoints often come from
-            // MCP_CLUSTER_BACKENDS_<POOL>, which cannot say more): it admits what a replica serves.
-            maxConcurrency:
-              e.maxConcurrency ?? p.scaling.replicaConcurrency ?? DEFAULT_ENDPOINT_CONCURRENCY[p.backend],
-          })),
-          maxInFlight: p.maxInFlight,
-          healthIntervalMs: p.healthInterval,
-          backendTimeoutMs: p.backendTimeout,
-          scaling: {
-            minReplicas: p.scaling.minReplicas,
-            maxReplicas: p.scaling.maxReplicas,
-            targetQueueWaitMs: p.scaling.targetQueueWait,
-            scaleDownStabilizationMs: p.scaling.scaleDownStabilization,
-            idleToZeroMs: p.scaling.idleToZero,
-            maxScaleUpFactor: p.scaling.maxScaleUpFactor,
-            maxScaleUpStep: p.scaling.maxScaleUpStep,
-            replicaConcurrency: p.scaling.replicaConcurrency ?? DEFAULT_ENDPOINT_CONCURRENCY[p.backend],
-          },
-          gpu: p.gpu && {
-            modelParamsBillions: p.gpu.modelParamsBillions,
-            bytesPerParam: p.gpu.bytesPerParam,
-            kvCacheBytesPerToken: p.gpu.kvCachePerToken,
-            contextTokens: p.gpu.contextTokens,
-            concurrentSequences: p.gpu.concurrentSequences,
-          },
-        },
-      ]),
-    ),
-    autoscaler: {
-      provider: c.autoscaler.provider,
-      intervalMs: c.autoscaler.interval,
-      host: c.autoscaler.host,
-      port: c.autoscaler.port,
-      metricsUrls: c.autoscaler.metricsUrls,
-      prometheusUrl: c.autoscaler.prometheusUrl,
-      kubernetes: { ...c.autoscaler.kubernetes },
-    },
-    planner: {
-      targetWaitMs: c.planner.targetWait,
-      percentile: c.planner.percentile,
-      gpuTiers: c.planner.gpuTiers.map((t) => ({
-        name: t.name,
-        memoryBytes: t.memory,
-        pricePerHour: t.pricePerHour,
-      })),
-    },
-    tools: c.tools.map((t) => ({
-      name: t.name,
-      template: t.template,
-      description: t.description,
-      pool: t.pool,
-      model: t.model,
-      deadlineMs: t.deadline,
-      maxTokens: t.maxTokens,
-      maxTexts: t.maxTexts,
-      maxTextLength: t.maxTextLength,
-      maxImageSize: t.maxImageSize,
-      maxSteps: t.maxSteps,
-      workflow: t.workflow,
-      batch: { maxSize: t.batch.maxSize, maxTokens: t.batch.maxTokens, maxWaitMs: t.batch.maxWait },
-      cache: { enabled: t.cache.enabled, ttlMs: t.cache.ttl, maxEntries: t.cache.maxEntries },
-      inputSchema: t.inputSchema,
-      outputSchema: t.outputSchema,
-    })),
-  };
 }
 
 /** A stable id for this process, for logs and delivery (`<host>-<pid>`). */

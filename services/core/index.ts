@@ -5,26 +5,19 @@
  */
 
 export type { JsonSchema, ToolDefinition } from './catalog.js';
-export { buildCatalog, inputSchemaFor, outputSchemaFor } from './catalog.js';
+export { buildCatalog } from './catalog.js';
 export type {
   BackendKind,
+  ConfigEnv,
   PoolConfig,
   PoolGpu,
   PoolScaling,
   ResolvedConfig,
   ToolConfig,
+  ToolSettings,
   ToolTemplate,
 } from './config.js';
-export {
-  BACKEND_KINDS,
-  DEFAULT_ENDPOINT_CONCURRENCY,
-  ENV_OVERRIDES,
-  loadConfig,
-  processId,
-  resolveConfig,
-  TEMPLATE_BACKENDS,
-  TOOL_TEMPLATES,
-} from './config.js';
+export { ENV_OVERRIDES, processId } from './config.js';
 export type {
   CallSignal,
   ChunkHandler,
@@ -54,6 +47,14 @@ export {
   toJsonRpcError,
   toToolErrorResult,
 } from './errors.js';
+export type {
+  BackendKindSpec,
+  DefaultTool,
+  TemplateSpec,
+  ToolFamilies,
+  ToolFamily,
+} from './family.js';
+export { registerFamilies } from './family.js';
 export type { LifecycleState, ShutdownSteps, Stoppable } from './lifecycle.js';
 export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';

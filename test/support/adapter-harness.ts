@@ -5,7 +5,6 @@ import {
   ClusterError,
   type Logger,
   newCallId,
-  TEMPLATE_BACKENDS,
   type ToolCall,
   type ToolConfig,
 } from '../../services/core/index.js';
@@ -25,6 +24,7 @@ import {
   startSimBackend,
 } from '../../workers/sim/index.js';
 import { freePort } from './brokers.js';
+import { families } from './families.js';
 
 // test/queue-contract.test.ts still takes these from here; the suites import them from ./wait.js.
 export { sleep, waitFor } from './wait.js';
@@ -130,7 +130,7 @@ export function adapterContext(
     call: toolCall(tool, args, options.call),
     tool,
     endpointUrl,
-    backend: options.backend ?? (TEMPLATE_BACKENDS[tool.template][0] as AdapterContext['backend']),
+    backend: options.backend ?? (families.template(tool.template)?.backends[0] as AdapterContext['backend']),
     signal: options.signal ?? new AbortController().signal,
     backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
     progress: options.onProgress ?? (() => {}),

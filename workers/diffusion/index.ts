@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
-import { ClusterError } from '../../services/core/index.js';
+import { ClusterError, type ToolFamily } from '../../services/core/index.js';
 import { BackendRefusal } from '../runtime/backend-http.js';
 import {
   type AdapterContext,
@@ -12,6 +12,9 @@ import {
   type ToolAdapter,
   type ToolResult,
 } from '../runtime/index.js';
+import { generateImageInput } from './schemas.js';
+
+export { generateImageInput } from './schemas.js';
 
 // `generate_image` against ComfyUI: an API-format workflow template filled per call, submitted
 // with `POST /prompt`, followed over the `/ws` WebSocket (sampler steps become progress), and
@@ -851,5 +854,29 @@ export const generateImageAdapter: ToolAdapter = {
     } finally {
       socket.close();
     }
+  },
+};
+
+/**
+ * The diffusion family: `generate_image` on ComfyUI (`comfyui`, which has no /health and is
+ * probed at `/system_stats`; one call per endpoint, since ComfyUI runs one prompt at a time and
+ * more would only wait in its queue), and the built-in pool `diffusion`.
+ */
+export const diffusionFamily: ToolFamily<ToolAdapter> = {
+  name: 'diffusion',
+  backends: { comfyui: { healthPath: '/system_stats', endpointConcurrency: 1 } },
+  templates: {
+    generate_image: {
+      description:
+        'Generate a PNG image from a text prompt with a diffusion model. Sampler steps arrive as progress notifications when a progress token is given.',
+      backends: ['comfyui'],
+      inputSchema: generateImageInput,
+      adapter: () => generateImageAdapter,
+    },
+  },
+  defaults: {
+    pool: 'diffusion',
+    backend: 'comfyui',
+    tools: [{ name: 'generate_image', template: 'generate_image', model: 'sim-diffusion', deadline: '300s' }],
   },
 };

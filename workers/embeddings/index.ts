@@ -15,6 +15,7 @@ import {
   createLogger,
   type ResolvedConfig,
   type ToolConfig,
+  type ToolFamily,
 } from '../../services/core/index.js';
 import { BackendRefusal } from '../runtime/backend-http.js';
 import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
@@ -22,6 +23,7 @@ import { BatchSlots, MicroBatcher } from './batcher.js';
 import { cacheKey, type EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCache } from './cache.js';
 import { embedMetrics } from './metrics.js';
 import { embedOpenAI, embedTei } from './protocol.js';
+import { embedInput, embedOutput } from './schemas.js';
 
 export type { BatchPolicy, CloseReason, OpenBatchState } from './batch-policy.js';
 export { closeReason, estimateTokens, fits, waitLeftMs } from './batch-policy.js';
@@ -37,6 +39,7 @@ export {
 } from './cache.js';
 export { embedMetrics } from './metrics.js';
 export { embedOpenAI, embedTei } from './protocol.js';
+export { embedInput, embedOutput } from './schemas.js';
 
 /**
  * Backend requests one endpoint has in flight from this worker's embed batchers, by default. Two
@@ -237,6 +240,35 @@ export function embedAdapterFor(config: ResolvedConfig): ToolAdapter {
  * configuration says.
  */
 export const embedAdapter: ToolAdapter = createEmbedAdapter({ cache: false });
+
+/** Backend kinds of embed: each admits 256 calls per endpoint, so micro-batches can fill. */
+const EMBEDDING_BACKEND = { healthPath: '/health', endpointConcurrency: 256 } as const;
+
+/**
+ * The embeddings family: `embed` on OpenAI-compatible `/v1/embeddings` (`openai-embeddings`) or
+ * Hugging Face TEI (`tei`), with the result cache the configuration names (closed with the
+ * family), and the built-in pool `embeddings`.
+ */
+export const embeddingsFamily: ToolFamily<ToolAdapter> = {
+  name: 'embeddings',
+  backends: { 'openai-embeddings': EMBEDDING_BACKEND, tei: EMBEDDING_BACKEND },
+  templates: {
+    embed: {
+      description:
+        'Embed texts as vectors with an embedding model. Returns one vector per text, in order, in structuredContent.vectors.',
+      backends: ['openai-embeddings', 'tei'],
+      inputSchema: embedInput,
+      outputSchema: embedOutput,
+      adapter: embedAdapterFor,
+    },
+  },
+  defaults: {
+    pool: 'embeddings',
+    backend: 'openai-embeddings',
+    tools: [{ name: 'embed', template: 'embed', model: 'sim-embed', deadline: '60s' }],
+  },
+  close: closeEmbeddingCaches,
+};
 
 /** The vector scaled to unit length (L2); a zero vector stays as it is. */
 function normalizeVector(vector: number[]): number[] {

@@ -6,9 +6,10 @@
  * `backendTimeoutMs` fails with BACKEND_UNAVAILABLE.
  */
 
-import type { ToolTemplate } from '../../services/core/index.js';
+import type { ToolFamily, ToolTemplate } from '../../services/core/index.js';
 import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
 import { type ChatMessage, streamChatCompletion } from './chat-stream.js';
+import { chatInput, generateTextInput, summarizeInput } from './schemas.js';
 import {
   DEFAULT_SUMMARY_WORDS,
   SUMMARY_TEMPERATURE,
@@ -113,3 +114,47 @@ export const inferenceAdapters = {
   chat: chatAdapter,
   summarize: summarizeAdapter,
 } as const satisfies Partial<Record<ToolTemplate, ToolAdapter>>;
+
+/** Backend kinds of the inference templates. */
+const CHAT = ['openai-chat'] as const;
+
+/**
+ * The inference family: `generate_text`, `chat` and `summarize` on OpenAI-compatible chat
+ * completions (`openai-chat`: vLLM and the like, probed at `/health`, 16 calls per endpoint to
+ * match vLLM's default `--max-num-seqs`), and the built-in pool `inference` serving all three.
+ */
+export const inferenceFamily: ToolFamily<ToolAdapter> = {
+  name: 'inference',
+  backends: { 'openai-chat': { healthPath: '/health', endpointConcurrency: 16 } },
+  templates: {
+    generate_text: {
+      description:
+        'Generate text from a prompt with a large language model. Tokens stream as progress notifications when a progress token is given.',
+      backends: CHAT,
+      inputSchema: generateTextInput,
+      adapter: () => generateTextAdapter,
+    },
+    chat: {
+      description:
+        'Continue a conversation with a large language model: give the messages so far, get the assistant reply. Tokens stream as progress notifications when a progress token is given.',
+      backends: CHAT,
+      inputSchema: chatInput,
+      adapter: () => chatAdapter,
+    },
+    summarize: {
+      description: 'Summarize a text in at most max_words words with a large language model.',
+      backends: CHAT,
+      inputSchema: summarizeInput,
+      adapter: () => summarizeAdapter,
+    },
+  },
+  defaults: {
+    pool: 'inference',
+    backend: 'openai-chat',
+    tools: [
+      { name: 'generate_text', template: 'generate_text', model: 'sim-llm', deadline: '120s' },
+      { name: 'chat', template: 'chat', model: 'sim-llm', deadline: '120s' },
+      { name: 'summarize', template: 'summarize', model: 'sim-llm', deadline: '120s' },
+    ],
+  },
+};

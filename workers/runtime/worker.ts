@@ -108,14 +108,6 @@ interface RunningCall {
   reason: StopReason | undefined;
 }
 
-/** What each backend kind serves for a health check (ComfyUI has no /health). */
-const HEALTH_PATHS: Record<BackendKind, string> = {
-  'openai-chat': '/health',
-  'openai-embeddings': '/health',
-  tei: '/health',
-  comfyui: '/system_stats',
-};
-
 /** Back-off after an unexpected failure in the worker itself, in milliseconds. */
 const INTERNAL_RETRY_MS = 1000;
 
@@ -170,7 +162,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           url: endpoint.url,
           maxConcurrency: endpoint.maxConcurrency,
           healthIntervalMs: poolConfig.healthIntervalMs,
-          healthPath: HEALTH_PATHS[poolConfig.backend],
+          healthPath: poolConfig.healthPath,
         },
         log,
       ),

@@ -1,4 +1,3 @@
-import { closeEmbeddingCaches } from '../../../workers/embeddings/index.js';
 import { startWorker, type ToolAdapter, type Worker } from '../../../workers/runtime/index.js';
 import { startComfySim, startSimBackend } from '../../../workers/sim/index.js';
 import {
@@ -12,16 +11,15 @@ import {
 import {
   type Broker,
   createLogger,
-  DEFAULT_ENDPOINT_CONCURRENCY,
   type DeliveryTransport,
   exitOnSignals,
   processId,
   type ResolvedConfig,
-  type ToolTemplate,
 } from '../../core/index.js';
 import { startIngress } from '../../ingress/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
-import { adaptersFor, brokerFor, deliveryFor } from '../compose.js';
+import { brokerFor, deliveryFor } from '../compose.js';
+import { families } from '../families.js';
 import { help } from '../usage.js';
 
 const log = createLogger('cli');
@@ -49,7 +47,9 @@ export async function up(args: string[]): Promise<ExitCode> {
     sims.push(backend);
     pools[name] = {
       ...pool,
-      endpoints: [{ url: backend.url, maxConcurrency: DEFAULT_ENDPOINT_CONCURRENCY[pool.backend] }],
+      endpoints: [
+        { url: backend.url, maxConcurrency: families.backend(pool.backend)?.endpointConcurrency ?? 1 },
+      ],
     };
     log.info('simulated backend started', { pool: name, backend: pool.backend, url: backend.url });
   }
@@ -57,7 +57,7 @@ export async function up(args: string[]): Promise<ExitCode> {
   const broker = await brokerFor(config);
   const delivery = deliveryFor(config, true);
   const front = await startIngress(config, broker, delivery);
-  const adapters = adaptersFor(config);
+  const adapters = families.adapters(config);
   let workers: Worker[] = [];
   let scaler: Autoscaler | undefined;
   let rates: MetricsSource | undefined;
@@ -98,7 +98,7 @@ export async function up(args: string[]): Promise<ExitCode> {
           await scaler?.shutdown();
           await rates?.close?.();
           await Promise.all(workers.map((w) => w.shutdown()));
-          await closeEmbeddingCaches();
+          await families.close();
           await broker.close();
           await Promise.all(sims.map((s) => s.close()));
         },
@@ -136,7 +136,7 @@ export async function up(args: string[]): Promise<ExitCode> {
 function inProcessLauncher(
   config: ResolvedConfig,
   broker: Broker,
-  adapters: Record<ToolTemplate, ToolAdapter>,
+  adapters: Record<string, ToolAdapter>,
   delivery: DeliveryTransport,
 ): ReplicaLauncher {
   let launched = 0;

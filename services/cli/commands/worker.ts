@@ -1,8 +1,8 @@
-import { closeEmbeddingCaches } from '../../../workers/embeddings/index.js';
 import { startWorker } from '../../../workers/runtime/index.js';
 import { ClusterError, createLogger, exitOnSignals, processId } from '../../core/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
-import { adaptersFor, brokerFor, deliveryFor, requireSharedBroker } from '../compose.js';
+import { brokerFor, deliveryFor, requireSharedBroker } from '../compose.js';
+import { families } from '../families.js';
 import { help } from '../usage.js';
 
 const log = createLogger('cli');
@@ -27,7 +27,7 @@ export async function worker(args: string[]): Promise<ExitCode> {
     config,
     pool: values.pool,
     broker,
-    adapters: adaptersFor(config),
+    adapters: families.adapters(config),
     delivery: deliveryFor(config, false),
     workerId: `${processId()}-${values.pool}`,
   });
@@ -39,7 +39,7 @@ export async function worker(args: string[]): Promise<ExitCode> {
         },
         async shutdown() {
           await running.shutdown();
-          await closeEmbeddingCaches();
+          await families.close();
           await broker.close();
         },
       },

@@ -1,0 +1,158 @@
+import type { JsonSchema } from './catalog.js';
+import {
+  type ConfigEnv,
+  loadConfig,
+  type ResolvedConfig,
+  resolveConfig,
+  type ToolSettings,
+} from './config.js';
+import { ClusterError } from './errors.js';
+
+/** A protocol a pool's backend endpoints speak, e.g. `openai-chat` (vLLM) or `comfyui`. */
+export interface BackendKindSpec {
+  /** Path the worker's health probe requests on each endpoint, e.g. `/health` (answer 2xx when up). */
+  healthPath: string;
+  /**
+   * Calls one endpoint takes at once when `maxConcurrency` is not set, and a replica's default
+   * `scaling.replicaConcurrency`: what one GPU server of this kind serves concurrently.
+   */
+  endpointConcurrency: number;
+}
+
+/** One tool template: the arguments a tool of it takes, what it returns, and what runs it. */
+export interface TemplateSpec<Adapter = unknown> {
+  /** Description of a tool that gives none (`tools/list`). */
+  description: string;
+  /** Backend kinds a pool must speak to serve a tool of this template (any of them). */
+  backends: readonly string[];
+  /** The argument schema of `tool` (limits such as `maxTextLength` come from its settings). */
+  inputSchema(tool: ToolSettings): JsonSchema;
+  /** The schema of `structuredContent`; absent for templates whose result is content only. */
+  outputSchema?(tool: ToolSettings): JsonSchema;
+  /** The adapter a worker of `config` runs calls of this template with. */
+  adapter(config: ResolvedConfig): Adapter;
+}
+
+/** A tool of the built-in configuration (used when the file declares no `tools`). */
+export interface DefaultTool {
+  name: string;
+  template: string;
+  model: string;
+  /** Duration, e.g. `120s`. */
+  deadline: string;
+}
+
+/**
+ * A tool family: the templates a kind of GPU work offers (inference: generate_text, chat,
+ * summarize), the backend kinds they run on, and the adapters that run them. Each family is
+ * declared once, in its own folder under `workers/`, and registered by the composition root;
+ * the kernel knows families only through this contract. `Adapter` is the pool runtime's adapter
+ * type: the kernel never runs one, so it does not fix it.
+ */
+export interface ToolFamily<Adapter = unknown> {
+  /** Name in messages, e.g. `embeddings`. */
+  name: string;
+  /** Backend kinds this family's templates run on, by name. */
+  backends: Readonly<Record<string, BackendKindSpec>>;
+  /** Templates by name; a name is unique across registered families. */
+  templates: Readonly<Record<string, TemplateSpec<Adapter>>>;
+  /** The pool (and its tools) the built-in configuration declares for this family. */
+  defaults?: { pool: string; backend: string; tools: readonly DefaultTool[] };
+  /**
+   * Releases what the family's adapters hold for the whole process (e.g. result caches). Called
+   * once by the composition root after every worker of the process stopped.
+   */
+  close?(): Promise<void>;
+}
+
+/** The registered families: what configuration, catalog and workers look templates and backends up in. */
+export interface ToolFamilies<Adapter = unknown> {
+  readonly families: readonly ToolFamily<Adapter>[];
+  /** Template names, in registration order. */
+  readonly templates: readonly string[];
+  /** Backend kind names, in registration order. */
+  readonly backendKinds: readonly string[];
+  template(name: string): TemplateSpec<Adapter> | undefined;
+  backend(kind: string): BackendKindSpec | undefined;
+  /** Pools of the built-in configuration: pool name → backend kind. */
+  readonly defaultPools: Readonly<Record<string, string>>;
+  /** Tools of the built-in configuration, with their pool. */
+  readonly defaultTools: readonly (DefaultTool & { pool: string })[];
+  /** `resolveConfig` of the kernel against these families (see config.ts). */
+  resolveConfig(source: string, env?: ConfigEnv, origin?: string): ResolvedConfig;
+  /** `loadConfig` of the kernel against these families. */
+  loadConfig(path: string | undefined, env?: ConfigEnv): ResolvedConfig;
+  /** The adapter of every template for a worker of `config`, by template name. */
+  adapters(config: ResolvedConfig): Record<string, Adapter>;
+  /** Closes every family (`ToolFamily.close`); failures are ignored so each gets its turn. */
+  close(): Promise<void>;
+}
+
+/**
+ * Registers tool families. Throws INVALID_CONFIG when two families declare one template, when
+ * they declare one backend kind differently, or when a template runs on an undeclared kind.
+ */
+export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>[]): ToolFamilies<Adapter> {
+  const templates = new Map<string, TemplateSpec<Adapter>>();
+  const backends = new Map<string, BackendKindSpec>();
+  const owner = new Map<string, string>();
+  const defaultPools: Record<string, string> = {};
+  const defaultTools: (DefaultTool & { pool: string })[] = [];
+  for (const family of families) {
+    for (const [kind, spec] of Object.entries(family.backends)) {
+      const known = backends.get(kind);
+      if (
+        known &&
+        (known.healthPath !== spec.healthPath || known.endpointConcurrency !== spec.endpointConcurrency)
+      ) {
+        throw new ClusterError(
+          'INVALID_CONFIG',
+          `backend kind ${kind} is declared differently by families ${owner.get(`backend ${kind}`)} and ${family.name}`,
+        );
+      }
+      backends.set(kind, spec);
+      owner.set(`backend ${kind}`, family.name);
+    }
+    for (const [name, spec] of Object.entries(family.templates)) {
+      if (templates.has(name)) {
+        throw new ClusterError(
+          'INVALID_CONFIG',
+          `template ${name} is declared by families ${owner.get(`template ${name}`)} and ${family.name}`,
+        );
+      }
+      templates.set(name, spec);
+      owner.set(`template ${name}`, family.name);
+    }
+    if (family.defaults) {
+      defaultPools[family.defaults.pool] = family.defaults.backend;
+      for (const tool of family.defaults.tools) defaultTools.push({ ...tool, pool: family.defaults.pool });
+    }
+  }
+  for (const [name, spec] of templates) {
+    const unknown = spec.backends.filter((kind) => !backends.has(kind));
+    if (unknown.length > 0 || spec.backends.length === 0) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `template ${name} (family ${owner.get(`template ${name}`)}) runs on backend kinds no family declares: ${unknown.join(', ') || 'none given'}`,
+      );
+    }
+  }
+
+  const registry: ToolFamilies<Adapter> = {
+    families,
+    templates: [...templates.keys()],
+    backendKinds: [...backends.keys()],
+    template: (name) => templates.get(name),
+    backend: (kind) => backends.get(kind),
+    defaultPools,
+    defaultTools,
+    resolveConfig: (source, env, origin) => resolveConfig(registry, source, env, origin),
+    loadConfig: (path, env) => loadConfig(registry, path, env),
+    adapters: (config) =>
+      Object.fromEntries([...templates].map(([name, spec]) => [name, spec.adapter(config)])),
+    async close() {
+      await Promise.allSettled(families.map((family) => family.close?.()));
+    },
+  };
+  return registry;
+}
