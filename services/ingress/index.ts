@@ -5,7 +5,6 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from 'node:http';
-import { createMcpHandler } from '@modelcontextprotocol/server';
 import {
   type Broker,
   buildCatalog,
@@ -19,8 +18,9 @@ import {
   startDeliveryServer,
 } from '../core/index.js';
 import { CallRegistry } from './call-registry.js';
-import { createMcpFrontDoor, sendJson } from './http-server.js';
-import { cancelKeyOf, createMcpServerFactory } from './mcp-server.js';
+import { sendJson } from './http-server.js';
+import { createMcpEndpoint } from './mcp-endpoint.js';
+import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
 import { ToolValidator } from './tool-validator.js';
 
@@ -67,27 +67,16 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
     registry.cancelByKey(cancelKeyOf(order.sessionId, order.requestId), order.reason, 'bus');
   });
 
-  const handler = createMcpHandler(
-    createMcpServerFactory({
-      tools,
-      validator: new ToolValidator(tools),
-      registry,
-      replyTo: () => deliveryAddress,
-      maxDeadlineMs: config.ingress.maxDeadlineMs,
-    }),
-    {
-      legacy: 'stateless',
-      maxRequestBodySize: config.ingress.maxBodyBytes,
-      onerror: (err) => log.debug('mcp handler error', { err }),
-    },
-  );
-
-  const mcp = createMcpFrontDoor({
+  const mcp = createMcpEndpoint({
+    tools,
+    validator: new ToolValidator(tools),
+    registry,
+    replyTo: () => deliveryAddress,
+    maxDeadlineMs: config.ingress.maxDeadlineMs,
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
     sessions,
-    handler,
     accepting: () => state === 'running',
     log,
     onCancelNotification: (sessionId, requestId, reason) => {
@@ -104,7 +93,7 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
     const path = (req.url ?? '/').split('?')[0];
     switch (path) {
       case '/mcp':
-        return mcp(req, res);
+        return mcp.serve(req, res);
       case '/healthz':
         return sendJson(res, 200, { status: 'ok' });
       case '/readyz': {
@@ -167,7 +156,7 @@ export async function startIngress(config: ResolvedConfig, broker: Broker): Prom
       while (registry.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
       registry.abortAll();
       unsubscribeCancels();
-      await handler.close();
+      await mcp.close();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeAllConnections();
