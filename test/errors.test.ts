@@ -17,6 +17,7 @@ import {
 const EXPECTED_GRPC: Record<ClusterErrorCode, grpcStatus> = {
   INVALID_ARGUMENTS: grpcStatus.INVALID_ARGUMENT,
   UNKNOWN_TOOL: grpcStatus.NOT_FOUND,
+  UNKNOWN_SESSION: grpcStatus.NOT_FOUND,
   INVALID_CONFIG: grpcStatus.FAILED_PRECONDITION,
   QUEUE_UNAVAILABLE: grpcStatus.UNAVAILABLE,
   DEADLINE_EXCEEDED: grpcStatus.DEADLINE_EXCEEDED,
@@ -52,7 +53,9 @@ describe.each(CODES)('code %s', (code) => {
     expect(rpc.code).toBe(
       code === 'UNKNOWN_TOOL' || code === 'INVALID_ARGUMENTS'
         ? JSON_RPC.INVALID_PARAMS
-        : JSON_RPC.INTERNAL_ERROR,
+        : code === 'UNKNOWN_SESSION'
+          ? JSON_RPC.SESSION_NOT_FOUND
+          : JSON_RPC.INTERNAL_ERROR,
     );
     expect(rpc.message).toBe(err.message);
     expect(rpc.data).toEqual({ code });
@@ -77,20 +80,21 @@ describe.each(CODES)('code %s', (code) => {
 });
 
 describe('JSON_RPC', () => {
-  it('has the standard JSON-RPC 2.0 codes', () => {
+  it('has the standard JSON-RPC 2.0 codes and MCP session-not-found', () => {
     expect(JSON_RPC).toEqual({
       PARSE_ERROR: -32700,
       INVALID_REQUEST: -32600,
       METHOD_NOT_FOUND: -32601,
       INVALID_PARAMS: -32602,
       INTERNAL_ERROR: -32603,
+      SESSION_NOT_FOUND: -32001,
     });
   });
 });
 
 describe('isProtocolError', () => {
-  it('is true only for unknown tools', () => {
-    expect(CODES.filter(isProtocolError)).toEqual(['UNKNOWN_TOOL']);
+  it('is true only for unknown tools and unknown sessions', () => {
+    expect(CODES.filter(isProtocolError)).toEqual(['UNKNOWN_TOOL', 'UNKNOWN_SESSION']);
   });
 });
 

@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, inProcessDelivery, openBroker, type QueuedCall } from '../services/core/index.js';
+import {
+  type Broker,
+  inProcessDelivery,
+  JSON_RPC,
+  openBroker,
+  type QueuedCall,
+} from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { resolveConfig } from './support/families.js';
 
@@ -57,9 +63,10 @@ describe('ingress rejects bad input before it reaches a worker', () => {
     });
 
   /** Reads a JSON-RPC answer whether it came as JSON or as one SSE event. */
-  async function rpc(
-    res: Response,
-  ): Promise<{ result?: Record<string, unknown>; error?: { code: number; message: string } }> {
+  async function rpc(res: Response): Promise<{
+    result?: Record<string, unknown>;
+    error?: { code: number; message: string; data?: { code?: string } };
+  }> {
     const text = await res.text();
     if ((res.headers.get('content-type') ?? '').includes('text/event-stream')) {
       const data = text.split('\n').find((l) => l.startsWith('data:') && l.includes('"jsonrpc"'));
@@ -106,6 +113,79 @@ describe('ingress rejects bad input before it reaches a worker', () => {
     const body = await rpc(res);
     expect(body.error?.code).toBe(-32602);
     expect(body.error?.message).toMatch(/unknown tool "rm_rf"/);
+    expect(body.error?.data?.code).toBe('UNKNOWN_TOOL');
+  });
+
+  /** A 2026-07-28 request: the per-request envelope and the standard headers the revision requires. */
+  const postModern = (params: Record<string, unknown>, extra: Record<string, string> = {}) =>
+    fetch(ingress.url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2026-07-28',
+        'mcp-method': 'tools/call',
+        'mcp-name': String(params.name),
+        ...extra,
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 'm1',
+        method: 'tools/call',
+        params: {
+          ...params,
+          _meta: {
+            'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+            'io.modelcontextprotocol/clientInfo': { name: 'bad-input-test', version: '1' },
+            'io.modelcontextprotocol/clientCapabilities': {},
+          },
+        },
+      }),
+    });
+
+  it('an unknown tool on 2026-07-28 gets invalid params with the UNKNOWN_TOOL code', async () => {
+    const res = await postModern({ name: 'rm_rf', arguments: {} });
+    const body = await rpc(res);
+    expect(body.error?.code).toBe(-32602);
+    expect(body.error?.message).toMatch(/unknown tool "rm_rf"/);
+    expect(body.error?.data?.code).toBe('UNKNOWN_TOOL');
+  });
+
+  it('a 2026-07-28 tool result is JSON stamped with resultType and the server identity', async () => {
+    const res = await postModern({ name: 'generate_text', arguments: {} });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    const body = await rpc(res);
+    expect(body.result).toMatchObject({
+      isError: true,
+      resultType: 'complete',
+      _meta: {
+        'mcp-cluster/error-code': 'INVALID_ARGUMENTS',
+        'io.modelcontextprotocol/serverInfo': { name: 'mcp-cluster', version: '0.1.0' },
+      },
+    });
+  });
+
+  it('a 2026-07-28 call whose Mcp-Name header names another tool is refused', async () => {
+    const res = await postModern(
+      { name: 'generate_text', arguments: { prompt: 'x' } },
+      { 'mcp-name': 'embed' },
+    );
+    expect(res.status).toBe(400);
+    expect((await rpc(res)).error?.message).toMatch(/Mcp-Name header names "embed"/);
+  });
+
+  it('a 2025 call that does not accept an event stream gets 406', async () => {
+    const res = await post(
+      {
+        jsonrpc: '2.0',
+        id: 8,
+        method: 'tools/call',
+        params: { name: 'generate_text', arguments: { prompt: 'x' } },
+      },
+      { accept: 'application/json' },
+    );
+    expect(res.status).toBe(406);
   });
 
   it('arguments that violate the schema get an isError result naming the argument', async () => {
@@ -186,6 +266,9 @@ describe('ingress rejects bad input before it reaches a worker', () => {
       { 'mcp-session-id': `${sessionId.slice(0, -2)}xx` },
     );
     expect(res.status).toBe(404);
+    const body = await rpc(res);
+    expect(body.error?.code).toBe(JSON_RPC.SESSION_NOT_FOUND);
+    expect(body.error?.data?.code).toBe('UNKNOWN_SESSION');
   });
 
   it('a wrong content type gets 415', async () => {

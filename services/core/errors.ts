@@ -7,6 +7,8 @@ export type ClusterErrorCode =
   | 'INVALID_ARGUMENTS'
   /** No tool of that name in the catalog. */
   | 'UNKNOWN_TOOL'
+  /** The `Mcp-Session-Id` was not minted by this cluster (forged, altered, or another secret's). */
+  | 'UNKNOWN_SESSION'
   /** The configuration file or an override is invalid; names the setting. */
   | 'INVALID_CONFIG'
   /** The broker (NATS, Redis) cannot be reached or refused the operation. */
@@ -47,13 +49,15 @@ export function toClusterError(err: unknown, fallback: ClusterErrorCode = 'INTER
   return new ClusterError(fallback, message, { cause: err });
 }
 
-/** JSON-RPC error codes used on the MCP wire. */
+/** JSON-RPC error codes used on the MCP wire: the JSON-RPC 2.0 ones and MCP's server-defined ones. */
 export const JSON_RPC = {
   PARSE_ERROR: -32700,
   INVALID_REQUEST: -32600,
   METHOD_NOT_FOUND: -32601,
   INVALID_PARAMS: -32602,
   INTERNAL_ERROR: -32603,
+  /** MCP's server-defined code for a session id the server does not know (answered with HTTP 404). */
+  SESSION_NOT_FOUND: -32001,
 } as const;
 
 /**
@@ -62,16 +66,24 @@ export const JSON_RPC = {
  * Per MCP: unknown tools are protocol errors; everything a model could react to is a tool error.
  */
 export function isProtocolError(code: ClusterErrorCode): boolean {
-  return code === 'UNKNOWN_TOOL';
+  return code === 'UNKNOWN_TOOL' || code === 'UNKNOWN_SESSION';
 }
 
 /** The JSON-RPC error object for a ClusterError. */
 export function toJsonRpcError(err: ClusterError): { code: number; message: string; data: { code: string } } {
-  const rpcCode =
-    err.code === 'UNKNOWN_TOOL' || err.code === 'INVALID_ARGUMENTS'
-      ? JSON_RPC.INVALID_PARAMS
-      : JSON_RPC.INTERNAL_ERROR;
-  return { code: rpcCode, message: err.message, data: { code: err.code } };
+  return { code: jsonRpcCodeOf(err.code), message: err.message, data: { code: err.code } };
+}
+
+function jsonRpcCodeOf(code: ClusterErrorCode): number {
+  switch (code) {
+    case 'UNKNOWN_TOOL':
+    case 'INVALID_ARGUMENTS':
+      return JSON_RPC.INVALID_PARAMS;
+    case 'UNKNOWN_SESSION':
+      return JSON_RPC.SESSION_NOT_FOUND;
+    default:
+      return JSON_RPC.INTERNAL_ERROR;
+  }
 }
 
 /** An MCP `CallToolResult` with `isError: true` that tells the caller (often a model) what happened. */
@@ -91,6 +103,7 @@ export function toToolErrorResult(err: ClusterError): {
 const GRPC_STATUS: Record<ClusterErrorCode, number> = {
   INVALID_ARGUMENTS: 3, // INVALID_ARGUMENT
   UNKNOWN_TOOL: 5, // NOT_FOUND
+  UNKNOWN_SESSION: 5, // NOT_FOUND
   INVALID_CONFIG: 9, // FAILED_PRECONDITION
   QUEUE_UNAVAILABLE: 14, // UNAVAILABLE
   DEADLINE_EXCEEDED: 4, // DEADLINE_EXCEEDED

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { toWebRequest } from '@modelcontextprotocol/node';
 import type { McpHttpHandler } from '@modelcontextprotocol/server';
-import { clusterMetrics, JSON_RPC, type Logger } from '../core/index.js';
+import { ClusterError, clusterMetrics, JSON_RPC, type Logger, toJsonRpcError } from '../core/index.js';
 import { type RequestScope, requestScope } from './mcp-server.js';
 import type { SessionIds } from './session-id.js';
+import type { ToolCallFastPath } from './tool-call-fast-path.js';
 
 /** Settings of the MCP front door. */
 export interface FrontDoorOptions {
@@ -15,6 +15,8 @@ export interface FrontDoorOptions {
   maxBodyBytes: number;
   sessions: SessionIds;
   handler: McpHttpHandler;
+  /** Serves plain `tools/call` requests without the SDK; the rest goes to `handler`. */
+  fastPath?: ToolCallFastPath;
   /** Called for a 2025-era `notifications/cancelled`, with the verified session id. */
   onCancelNotification: (sessionId: string, requestId: string | number, reason: string) => void;
   /** False while draining: new MCP requests get 503. */
@@ -27,8 +29,8 @@ const SESSION_HEADER = 'mcp-session-id';
 /**
  * Serves `/mcp`: checks Host and Origin, bounds and parses the body so malformed input gets a
  * JSON-RPC error before any MCP machinery runs, handles 2025-era cancels itself (they may name
- * a call owned by another replica), mints signed session ids on `initialize`, and hands the
- * rest to the SDK's stateless handler.
+ * a call owned by another replica), mints signed session ids on `initialize`, serves plain
+ * `tools/call` requests on the fast path, and hands the rest to the SDK's stateless handler.
  */
 export function createMcpFrontDoor(
   options: FrontDoorOptions,
@@ -44,6 +46,10 @@ export function createMcpFrontDoor(
   ) => {
     metrics.ingressRejected.inc({ reason });
     sendJson(res, status, { jsonrpc: '2.0', error: { code, message }, id: null }, headers);
+  };
+  const rejectWith = (res: ServerResponse, status: number, reason: string, error: ClusterError) => {
+    metrics.ingressRejected.inc({ reason });
+    sendJson(res, status, { jsonrpc: '2.0', error: toJsonRpcError(error), id: null });
   };
 
   return async (req, res) => {
@@ -82,18 +88,21 @@ export function createMcpFrontDoor(
     const given = req.headers[SESSION_HEADER];
     if (typeof given === 'string' && given !== '') {
       if (!options.sessions.verify(given)) {
-        return reject(
+        return rejectWith(
           res,
           404,
           'session',
-          -32001,
-          'unknown or forged Mcp-Session-Id; start a new session with initialize',
+          new ClusterError(
+            'UNKNOWN_SESSION',
+            'unknown or forged Mcp-Session-Id; start a new session with initialize',
+          ),
         );
       }
       sessionId = given;
     }
 
     let parsed: unknown;
+    let text: string | undefined;
     if (req.method === 'POST') {
       const type = req.headers['content-type'] ?? '';
       if (!/^application\/json\b/i.test(type)) {
@@ -105,8 +114,8 @@ export function createMcpFrontDoor(
           `Content-Type must be application/json, got "${type}"`,
         );
       }
-      const body = await readBody(req, options.maxBodyBytes);
-      if (body === 'too_large') {
+      const read = await readBody(req, options.maxBodyBytes);
+      if (read === 'too_large') {
         res.setHeader('connection', 'close');
         return reject(
           res,
@@ -116,9 +125,10 @@ export function createMcpFrontDoor(
           `request body exceeds ${options.maxBodyBytes} bytes (setting ingress.maxBodySize)`,
         );
       }
-      if (body === 'aborted') return;
+      if (read === 'aborted') return;
+      text = read.toString('utf8');
       try {
-        parsed = JSON.parse(body.toString('utf8'));
+        parsed = JSON.parse(text);
       } catch (err) {
         return reject(
           res,
@@ -156,7 +166,9 @@ export function createMcpFrontDoor(
       traceparent: headerValue(req, 'traceparent'),
     };
     try {
-      const request = await toWebRequest(req, parsed, { signal: abort.signal });
+      const fast = mintedSession ? undefined : options.fastPath?.tryServe(req, res, parsed, scope);
+      if (fast !== undefined) return await fast;
+      const request = webRequestOf(req, text, abort.signal);
       const response = await requestScope.run(scope, () =>
         options.handler.fetch(request, parsed === undefined ? {} : { parsedBody: parsed }),
       );
@@ -177,6 +189,27 @@ export function createMcpFrontDoor(
       else res.end();
     }
   };
+}
+
+/**
+ * The web `Request` the SDK's handler takes. The body travels as the text that came in (the
+ * handler reads the parsed value given beside it): re-serialising it, as `toWebRequest` does
+ * with a parsed body, would cost a `JSON.stringify` per request for nothing.
+ */
+function webRequestOf(req: IncomingMessage, body: string | undefined, signal: AbortSignal): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name.startsWith(':')) continue;
+    if (Array.isArray(value)) for (const item of value) headers.append(name, item);
+    else headers.set(name, value);
+  }
+  const method = (req.method ?? 'GET').toUpperCase();
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
+    method,
+    headers,
+    signal,
+    ...(body !== undefined && method !== 'GET' && method !== 'HEAD' ? { body } : {}),
+  });
 }
 
 /** Handles `notifications/cancelled` (alone or in a batch of only notifications); true if it did. */

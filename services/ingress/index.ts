@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createMcpHandler } from '@modelcontextprotocol/server';
 import {
   type Broker,
   buildCatalog,
@@ -14,8 +13,8 @@ import {
   type Stoppable,
 } from '../core/index.js';
 import { CallRegistry } from './call-registry.js';
-import { createMcpFrontDoor } from './http-server.js';
-import { cancelKeyOf, createMcpServerFactory } from './mcp-server.js';
+import { createMcpEndpoint } from './mcp-endpoint.js';
+import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
 import { ToolValidator } from './tool-validator.js';
 
@@ -65,27 +64,16 @@ export async function startIngress(
     registry.cancelByKey(cancelKeyOf(order.sessionId, order.requestId), order.reason, 'bus');
   });
 
-  const handler = createMcpHandler(
-    createMcpServerFactory({
-      tools,
-      validator: new ToolValidator(tools),
-      registry,
-      replyTo: () => deliveryAddress,
-      maxDeadlineMs: config.ingress.maxDeadlineMs,
-    }),
-    {
-      legacy: 'stateless',
-      maxRequestBodySize: config.ingress.maxBodyBytes,
-      onerror: (err) => log.debug('mcp handler error', { err }),
-    },
-  );
-
-  const mcp = createMcpFrontDoor({
+  const mcp = createMcpEndpoint({
+    tools,
+    validator: new ToolValidator(tools),
+    registry,
+    replyTo: () => deliveryAddress,
+    maxDeadlineMs: config.ingress.maxDeadlineMs,
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
     sessions,
-    handler,
     accepting: () => life.running,
     log,
     onCancelNotification: (sessionId, requestId, reason) => {
@@ -107,7 +95,7 @@ export async function startIngress(
         return { ready: brokerReady, broker: brokerReady, delivery: deliveryAddress };
       },
       refreshMetrics: () => metrics.refreshQueueGauges(broker.queue, pools),
-      routes: { '/mcp': mcp },
+      routes: { '/mcp': (req, res) => mcp.serve(req, res) },
       notFoundHint: 'the MCP endpoint is /mcp',
     }),
     {
@@ -146,7 +134,7 @@ export async function startIngress(
 
   async function close(): Promise<void> {
     unsubscribeCancels();
-    await handler.close();
+    await mcp.close();
     await http.close();
     await deliveryServer.close();
     metrics.ingressInFlight.set(0);

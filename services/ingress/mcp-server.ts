@@ -1,15 +1,18 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { type CallToolResult, ProtocolError, ProtocolErrorCode, Server } from '@modelcontextprotocol/server';
+import { type CallToolResult, ProtocolError, Server } from '@modelcontextprotocol/server';
 import {
   ClusterError,
   type ClusterErrorCode,
   clusterMetrics,
+  isProtocolError,
   newCallId,
   type ToolCall,
   type ToolDefinition,
+  toClusterError,
+  toJsonRpcError,
   toToolErrorResult,
 } from '../core/index.js';
-import type { CallRegistry } from './call-registry.js';
+import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
 import type { ToolValidator } from './tool-validator.js';
 
 /** What the HTTP layer knows about the request a handler serves. */
@@ -44,69 +47,79 @@ export function cancelKeyOf(sessionId: string, requestIdJson: string): string {
 export interface McpServerDeps {
   tools: ToolDefinition[];
   validator: ToolValidator;
-  registry: CallRegistry;
+  registry: Pick<CallRegistry, 'run'>;
   /** Address workers send this replica's chunks to. */
   replyTo: () => string;
   maxDeadlineMs: number;
 }
 
-const SERVER_INFO = { name: 'mcp-cluster', version: '0.1.0' };
+/** The server identity answered on `initialize` and stamped on 2026-07-28 results. */
+export const SERVER_INFO = { name: 'mcp-cluster', version: '0.1.0' };
 
-/**
- * Builds the MCP server instance for one request (the SDK's stateless serving creates one per
- * HTTP exchange). It only lists the catalog and hands calls to the registry; all state lives
- * in the registry and the broker, so any replica answers any request.
- */
-export function createMcpServerFactory(deps: McpServerDeps): () => Server {
+/** One `tools/call` as either serving path hands it over. */
+export interface ToolCallRequest {
+  name: string;
+  arguments: Record<string, unknown> | undefined;
+  /** The request's `params._meta` (empty when absent). */
+  meta: Record<string, unknown>;
+  /** The JSON-RPC request id in its JSON form (the 2025-era cancel key uses it). */
+  requestIdJson: string;
+  scope: RequestScope | undefined;
+  /** Aborts when the caller is gone; the call is then cancelled. */
+  signal: AbortSignal;
+  /** Called with each progress report when `meta.progressToken` is set. */
+  onProgress: ((progress: CallProgress) => void) | undefined;
+}
+
+/** Runs `tools/call` for both serving paths: the SDK's per-request server and the fast path. */
+export interface ToolCaller {
+  /** Whether the catalog has a tool of that name. */
+  knows(name: string): boolean;
+  /**
+   * Validates, enqueues and waits for one call. Resolves with the `CallToolResult` as JSON text
+   * (a worker's result, or an `isError` result for invalid arguments, a deadline or a cancel);
+   * rejects with a ClusterError UNKNOWN_TOOL for a tool not in the catalog.
+   */
+  call(request: ToolCallRequest): Promise<ToolResultText>;
+}
+
+/** The `tools/call` logic shared by both serving paths: validation, deadline, enqueue, metrics. */
+export function createToolCaller(deps: McpServerDeps): ToolCaller {
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
-  const listing = {
-    tools: deps.tools.map((t) => ({
-      name: t.name,
-      description: t.description,
-      inputSchema: t.inputSchema,
-      ...(t.outputSchema ? { outputSchema: t.outputSchema } : {}),
-    })),
-  };
+  const names = [...byName.keys()].join(', ');
   const metrics = clusterMetrics();
-
-  return () => {
-    const server = new Server(SERVER_INFO, { capabilities: { tools: { listChanged: false } } });
-    server.setRequestHandler('tools/list', () => listing as never);
-    server.setRequestHandler('tools/call', async (request, ctx) => {
+  return {
+    knows: (name) => byName.has(name),
+    async call(request) {
       const started = performance.now();
-      const name = request.params.name;
-      const tool = byName.get(name);
+      const tool = byName.get(request.name);
       if (!tool) {
         metrics.ingressCalls.inc({ tool: 'unknown', outcome: 'rejected' });
-        throw new ProtocolError(
-          ProtocolErrorCode.InvalidParams,
-          `unknown tool "${name}"; tools/list names the tools this cluster serves (${[...byName.keys()].join(', ')})`,
+        throw new ClusterError(
+          'UNKNOWN_TOOL',
+          `unknown tool "${request.name}"; tools/list names the tools this cluster serves (${names})`,
         );
       }
-      const finish = (result: CallToolResult, outcome: string): CallToolResult => {
+      const finish = (result: ToolResultText, outcome: string): ToolResultText => {
         metrics.ingressCalls.inc({ tool: tool.name, outcome });
         metrics.callDuration.observe({ tool: tool.name, outcome }, (performance.now() - started) / 1000);
         return result;
       };
+      const failed = (error: ClusterError): ToolResultText => ({
+        json: JSON.stringify(toToolErrorResult(error)),
+        isError: true,
+      });
 
-      const args = { ...(request.params.arguments ?? {}) } as Record<string, unknown>;
+      // Validation completes the arguments with schema defaults in place: the request owns them.
+      const args = request.arguments ?? {};
       const problem = deps.validator.check(tool.name, args);
-      if (problem)
-        return finish(
-          toToolErrorResult(new ClusterError('INVALID_ARGUMENTS', problem)) as CallToolResult,
-          'rejected',
-        );
+      if (problem) return finish(failed(new ClusterError('INVALID_ARGUMENTS', problem)), 'rejected');
 
-      const scope = requestScope.getStore();
-      const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
+      const { meta, scope } = request;
       const deadline = deadlineOf(meta, tool.deadlineMs, deps.maxDeadlineMs);
-      if (typeof deadline === 'string') {
-        return finish(
-          toToolErrorResult(new ClusterError('INVALID_ARGUMENTS', deadline)) as CallToolResult,
-          'rejected',
-        );
-      }
-      const progressToken = meta.progressToken as string | number | undefined;
+      if (typeof deadline === 'string')
+        return finish(failed(new ClusterError('INVALID_ARGUMENTS', deadline)), 'rejected');
+      const wantsProgress = meta.progressToken !== undefined && request.onProgress !== undefined;
       const now = Date.now();
       const call: ToolCall = {
         callId: newCallId(),
@@ -121,31 +134,69 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
         replyTo: deps.replyTo(),
         traceContext: scope?.traceparent ? { traceparent: scope.traceparent } : {},
         enqueuedUnixMs: now,
-        wantsProgress: progressToken !== undefined,
+        wantsProgress,
       };
-      const signal = scope ? AbortSignal.any([scope.signal, ctx.mcpReq.signal]) : ctx.mcpReq.signal;
       const outcome = await deps.registry.run(call, {
-        signal,
-        ...(scope?.sessionId
-          ? { cancelKey: cancelKeyOf(scope.sessionId, JSON.stringify(ctx.mcpReq.id)) }
-          : {}),
-        ...(progressToken !== undefined
-          ? {
-              onProgress: (p) => {
-                ctx.mcpReq
-                  .notify({ method: 'notifications/progress', params: { progressToken, ...p } })
-                  .catch(() => undefined);
-              },
-            }
-          : {}),
+        signal: request.signal,
+        ...(scope?.sessionId ? { cancelKey: cancelKeyOf(scope.sessionId, request.requestIdJson) } : {}),
+        ...(wantsProgress ? { onProgress: request.onProgress } : {}),
       });
-      if (outcome.kind === 'result') {
-        return finish(
-          JSON.parse(outcome.result.json) as CallToolResult,
-          outcome.result.isError ? 'tool_error' : 'ok',
-        );
+      if (outcome.kind === 'result')
+        return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');
+      return finish(failed(outcome.error), outcomeOf(outcome.error.code));
+    },
+  };
+}
+
+/**
+ * Builds the MCP server instance for one request (the SDK's stateless serving creates one per
+ * HTTP exchange). It lists the catalog and hands calls to `caller`; all state lives in the
+ * registry and the broker, so any replica answers any request.
+ */
+export function createMcpServerFactory(
+  deps: McpServerDeps,
+  caller: ToolCaller = createToolCaller(deps),
+): () => Server {
+  const listing = {
+    tools: deps.tools.map((t) => ({
+      name: t.name,
+      description: t.description,
+      inputSchema: t.inputSchema,
+      ...(t.outputSchema ? { outputSchema: t.outputSchema } : {}),
+    })),
+  };
+
+  return () => {
+    const server = new Server(SERVER_INFO, { capabilities: { tools: { listChanged: false } } });
+    server.setRequestHandler('tools/list', () => listing as never);
+    server.setRequestHandler('tools/call', async (request, ctx) => {
+      const scope = requestScope.getStore();
+      const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
+      const progressToken = meta.progressToken as string | number | undefined;
+      try {
+        const answer = await caller.call({
+          name: request.params.name,
+          arguments: request.params.arguments as Record<string, unknown> | undefined,
+          meta,
+          requestIdJson: JSON.stringify(ctx.mcpReq.id),
+          scope,
+          signal: scope ? AbortSignal.any([scope.signal, ctx.mcpReq.signal]) : ctx.mcpReq.signal,
+          onProgress: (p) => {
+            ctx.mcpReq
+              .notify({
+                method: 'notifications/progress',
+                params: { progressToken: progressToken as never, ...p },
+              })
+              .catch(() => undefined);
+          },
+        });
+        return JSON.parse(answer.json) as CallToolResult;
+      } catch (err) {
+        const error = toClusterError(err);
+        if (!isProtocolError(error.code)) throw err;
+        const rpc = toJsonRpcError(error);
+        throw new ProtocolError(rpc.code, rpc.message, rpc.data);
       }
-      return finish(toToolErrorResult(outcome.error) as CallToolResult, outcomeOf(outcome.error.code));
     });
     return server;
   };

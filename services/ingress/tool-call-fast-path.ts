@@ -1,0 +1,208 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { classifyInboundRequest, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/server';
+import { type Logger, toClusterError, toJsonRpcError } from '../core/index.js';
+import type { RequestScope, ToolCaller } from './mcp-server.js';
+import { stampModernResult } from './result-json.js';
+
+/**
+ * Serves the common `tools/call` without the SDK's per-request machinery (a `Server` and a
+ * transport per request, zod parsing of the message and the result, a web `Request` and
+ * `Response` around each exchange), which cost most of the ingress's CPU per call.
+ *
+ * It takes a request only when the SDK would serve it as a plain tools/call, decided by the SDK's
+ * own `classifyInboundRequest` plus the checks that come after it; anything else (other methods,
+ * batches, unknown tools, an unsupported revision, missing or mismatched `Mcp-*` headers, extra
+ * params such as `task` or `requestState`, other reserved `_meta` keys, a 2025 request whose
+ * Accept lacks either media type) goes to the SDK, which answers it as it always did. What it
+ * writes is what the SDK writes for the same request:
+ * - 2026-07-28: a JSON response, switched to an SSE stream by the first progress notification
+ *   (the SDK's "auto" response mode); the result stamped with `resultType` and `serverInfo`.
+ * - 2025 revisions (stateless): an SSE stream with progress notifications and then the response.
+ * - SSE streams get a keep-alive comment every 15 s, as the SDK's do.
+ */
+export interface ToolCallFastPath {
+  /**
+   * Serves `parsed` when it is a plain tools/call (and then resolves once the response ended);
+   * returns `undefined` without touching `res` when the SDK must serve it.
+   */
+  tryServe(
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: unknown,
+    scope: RequestScope,
+  ): Promise<void> | undefined;
+}
+
+/** The revision whose tools/call this path serves; a newer one goes to the SDK until added here. */
+const MODERN_REVISION = '2026-07-28';
+/** Reserved `_meta` keys of the 2026-07-28 envelope this path knows; any other reserved key goes to the SDK. */
+const RESERVED_META_PREFIX = 'io.modelcontextprotocol/';
+const ENVELOPE_KEYS = new Set([
+  'io.modelcontextprotocol/protocolVersion',
+  'io.modelcontextprotocol/clientInfo',
+  'io.modelcontextprotocol/clientCapabilities',
+]);
+const PARAM_KEYS = new Set(['name', 'arguments', '_meta']);
+/** 2025-era revisions a stateless request may name in `MCP-Protocol-Version`. */
+const LEGACY_REVISIONS = new Set(SUPPORTED_PROTOCOL_VERSIONS.filter((v) => v < MODERN_REVISION));
+/** Interval of SSE keep-alive comments: the SDK's default (`DEFAULT_SSE_KEEP_ALIVE_MS`). */
+const KEEP_ALIVE_MS = 15_000;
+const SSE_HEADERS = {
+  'content-type': 'text/event-stream',
+  'cache-control': 'no-cache, no-transform',
+  connection: 'keep-alive',
+  'x-accel-buffering': 'no',
+};
+
+interface PlainCall {
+  era: 'modern' | 'legacy';
+  id: string | number;
+  name: string;
+  arguments: Record<string, unknown> | undefined;
+  meta: Record<string, unknown>;
+  progressToken: string | number | undefined;
+}
+
+export function createToolCallFastPath(options: {
+  caller: ToolCaller;
+  serverInfo: { name: string; version: string };
+  log: Logger;
+}): ToolCallFastPath {
+  const { caller, log } = options;
+  const serverInfoJson = JSON.stringify(options.serverInfo);
+
+  const plainCallOf = (req: IncomingMessage, parsed: unknown): PlainCall | undefined => {
+    if (!isPlainObject(parsed) || parsed.method !== 'tools/call') return undefined;
+    const params = parsed.params;
+    if (!isPlainObject(params)) return undefined;
+    for (const key in params) if (!PARAM_KEYS.has(key)) return undefined;
+    const { name, arguments: args, _meta: meta = {} } = params;
+    if (typeof name !== 'string' || !caller.knows(name)) return undefined;
+    if (args !== undefined && !isPlainObject(args)) return undefined;
+    if (!isPlainObject(meta)) return undefined;
+    for (const key in meta)
+      if (key.startsWith(RESERVED_META_PREFIX) && !ENVELOPE_KEYS.has(key)) return undefined;
+    const progressToken = meta.progressToken as string | number | undefined;
+    if (
+      progressToken !== undefined &&
+      typeof progressToken !== 'string' &&
+      !Number.isSafeInteger(progressToken)
+    )
+      return undefined;
+
+    const versionHeader = headerOf(req, 'mcp-protocol-version');
+    const methodHeader = headerOf(req, 'mcp-method');
+    const nameHeader = headerOf(req, 'mcp-name');
+    const route = classifyInboundRequest({
+      httpMethod: 'POST',
+      body: parsed,
+      ...(versionHeader !== undefined ? { protocolVersionHeader: versionHeader } : {}),
+      ...(methodHeader !== undefined ? { mcpMethodHeader: methodHeader } : {}),
+      ...(nameHeader !== undefined ? { mcpNameHeader: nameHeader } : {}),
+    });
+    const accept = req.headers.accept ?? '';
+    let era: PlainCall['era'];
+    if (route.kind === 'modern') {
+      // The checks the SDK's modern path makes after classifying: a served revision, and the
+      // standard headers present and naming this call (`Mcp-Name` as plain text, not Base64).
+      if (route.messageKind !== 'request' || route.classification.revision !== MODERN_REVISION)
+        return undefined;
+      if (versionHeader === undefined || methodHeader === undefined || nameHeader?.trim() !== name)
+        return undefined;
+      // The SDK streams progress whatever Accept says; a caller that cannot read a stream gets
+      // whatever the SDK does for it.
+      if (progressToken !== undefined && !accept.includes('text/event-stream')) return undefined;
+      era = 'modern';
+    } else if (route.kind === 'legacy' && route.reason === 'no-claim') {
+      // The stateless 2025 transport's checks: both media types accepted, a known revision.
+      if (!accept.includes('application/json') || !accept.includes('text/event-stream')) return undefined;
+      if (versionHeader !== undefined && !LEGACY_REVISIONS.has(versionHeader)) return undefined;
+      era = 'legacy';
+    } else return undefined;
+    const id = (parsed as { id: string | number }).id;
+    return { era, id, name, arguments: args, meta, progressToken };
+  };
+
+  const serve = async (res: ServerResponse, call: PlainCall, scope: RequestScope): Promise<void> => {
+    const idJson = JSON.stringify(call.id);
+    let keepAlive: NodeJS.Timeout | undefined;
+    const gone = () => res.destroyed || res.writableEnded;
+    const openStream = () => {
+      res.writeHead(200, SSE_HEADERS);
+      keepAlive = setInterval(() => {
+        if (!gone()) res.write(': keepalive\n\n');
+      }, KEEP_ALIVE_MS);
+      keepAlive.unref();
+    };
+    const { progressToken } = call;
+    try {
+      let message: string;
+      try {
+        const answer = await caller.call({
+          name: call.name,
+          arguments: call.arguments,
+          meta: call.meta,
+          requestIdJson: idJson,
+          scope,
+          signal: scope.signal,
+          onProgress:
+            progressToken === undefined
+              ? undefined
+              : (p) => {
+                  if (gone()) return;
+                  if (!res.headersSent) openStream();
+                  const note = {
+                    jsonrpc: '2.0',
+                    method: 'notifications/progress',
+                    params: { progressToken, ...p },
+                  };
+                  res.write(`event: message\ndata: ${JSON.stringify(note)}\n\n`);
+                },
+        });
+        const json = oneLine(answer.json);
+        const result = call.era === 'modern' ? stampModernResult(json, serverInfoJson) : json;
+        message = `{"result":${result},"jsonrpc":"2.0","id":${idJson}}`;
+      } catch (err) {
+        const error = toClusterError(err);
+        if (error.code !== 'UNKNOWN_TOOL') log.error('tools/call failed', { err });
+        message = JSON.stringify({ jsonrpc: '2.0', id: call.id, error: toJsonRpcError(error) });
+      }
+      if (gone()) return;
+      if (res.headersSent) {
+        res.end(`event: message\ndata: ${message}\n\n`);
+      } else if (call.era === 'legacy') {
+        res.writeHead(200, SSE_HEADERS);
+        res.end(`event: message\ndata: ${message}\n\n`);
+      } else {
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(message),
+        });
+        res.end(message);
+      }
+    } finally {
+      clearInterval(keepAlive);
+    }
+  };
+
+  return {
+    tryServe(req, res, parsed, scope) {
+      const call = plainCallOf(req, parsed);
+      return call ? serve(res, call, scope) : undefined;
+    },
+  };
+}
+
+/** The JSON text on one line, as an SSE `data:` field needs (JSON.stringify output already is). */
+function oneLine(json: string): string {
+  return json.includes('\n') || json.includes('\r') ? JSON.stringify(JSON.parse(json)) : json;
+}
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
