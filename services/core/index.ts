@@ -62,5 +62,15 @@ export type {
   QueuedCall,
   QueueStats,
 } from './queue/call-queue.js';
+export { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './queue/call-queue.js';
 export { brokerScheme, openBroker } from './queue/open-broker.js';
+export type { QueueLog } from './queue/queue-support.js';
+export {
+  assertName,
+  encodeCancelOrder,
+  messageOf,
+  parseCancelOrder,
+  queueLog,
+  withTimeout,
+} from './queue/queue-support.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';
