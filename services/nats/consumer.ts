@@ -247,8 +247,7 @@ export class NatsConsumer implements CallConsumer {
     lane.mode = mode;
     lane.unfilled += batch;
     lane.heardAt = Date.now();
-    const request =
-      mode === 'look' ? { batch, no_wait: true } : { batch, expires: nanos(this.standbyMs) };
+    const request = mode === 'look' ? { batch, no_wait: true } : { batch, expires: nanos(this.standbyMs) };
     this.deps.link.nc.publish(this.deps.topology.pullSubject(this.pool, p), JSON.stringify(request), {
       reply: `${lane.prefix}.${lane.next++}`,
     });
