@@ -93,7 +93,8 @@ export class NatsLink {
    */
   async confirm(what: string, callId: string, op: () => Promise<unknown>): Promise<void> {
     try {
-      await this.awaitConnected(RECONNECT_GRACE_MS);
+      // Sent in this tick when the connection is up, so it leaves in one write with the pull re-arm.
+      if (!this.isConnected) await this.awaitConnected(RECONNECT_GRACE_MS);
       await withTimeout(op(), API_TIMEOUT_MS);
     } catch (err) {
       throw new ClusterError(
