@@ -355,8 +355,9 @@ export class NatsConsumer implements CallConsumer {
       lane.unfilled = Math.max(0, lane.unfilled - left);
       if (code === 408 && lane.unfilled === 0) this.probeWatched();
     } else if (this.lanes[lane.priority] === lane) {
-      // A status that does not say what it ended: start the priority's pulls over.
+      // A status that does not say what it ended: start the priority's pulls over, looking first.
       this.withdraw(lane.priority);
+      this.knowledge[lane.priority] = 'unknown';
     }
     if (code === 409 || code === 503) {
       const description = msg.headers?.description ?? '';
