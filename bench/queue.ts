@@ -53,6 +53,8 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
     histogram.recordValue(Math.round((performance.now() - started) * 1000));
   };
   let left = calls;
+  // CPU of this process (enqueue side and consumer side of the hop together) over the measured calls.
+  const cpuBefore = process.cpuUsage();
   const startedAt = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -60,6 +62,7 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
     }),
   );
   const seconds = (performance.now() - startedAt) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
   await consumer.stop();
   await broker.close();
   const us = (q: number) => histogram.getValueAtPercentile(q) / 1000;
@@ -71,6 +74,8 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
     p99: us(99),
     max: histogram.maxValue / 1000,
     enqueueP50: enqueued.getValueAtPercentile(50) / 1000,
+    /** CPU time (user + system) of this process per call, in microseconds. */
+    cpuUsPerCall: (cpu.user + cpu.system) / calls,
   };
 }
 
@@ -83,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
   for (const c of (values.concurrency ?? '1,16').split(',').map(Number)) {
     const r = await measureQueue(url, Number(values.calls ?? 2000), c);
     process.stdout.write(
-      `${url} concurrency ${c}: ${r.perSecond.toFixed(0)} calls/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms (enqueue p50 ${r.enqueueP50.toFixed(2)} ms)\n`,
+      `${url} concurrency ${c}: ${r.perSecond.toFixed(0)} calls/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms (enqueue p50 ${r.enqueueP50.toFixed(2)} ms), CPU ${r.cpuUsPerCall.toFixed(0)} us/call\n`,
     );
   }
   return 0;

@@ -668,7 +668,7 @@ describe('autoscaling', () => {
   });
 
   it('KEDA NATS triggers name the stream and consumers the code creates for namespace mcp', () => {
-    const nats = read('services/core/queue/nats.ts');
+    const nats = read('services/nats/topology.ts');
     const streamTemplate = /this\.stream = `([^`]+)`/.exec(nats)?.[1];
     const durableTemplate = /durable\(pool: string, priority: Priority\): string \{\s*return `([^`]+)`/.exec(
       nats,

@@ -134,6 +134,20 @@ function recorder() {
   return { got, handler, at };
 }
 
+/**
+ * Enqueues a fresh call and waits until `got` holds it, then acks it. Calls are delivered first in,
+ * first out within a priority, so once the sentinel arrives anything queued before it has too: a
+ * state to wait for instead of a sleep before asserting that nothing more came.
+ */
+async function sentinel(broker: Broker, got: Delivery[]): Promise<void> {
+  const call = makeCall();
+  await broker.queue.enqueue(call);
+  await waitFor('the sentinel call', () => got.some((d) => d.message.call.callId === call.callId));
+  const delivery = got.find((d) => d.message.call.callId === call.callId);
+  await delivery?.message.ack();
+  got.splice(got.indexOf(delivery as Delivery), 1);
+}
+
 function byPriority(stats: QueueStats[]): Record<Priority, QueueStats> {
   const find = (p: Priority) => {
     const row = stats.find((s) => s.priority === p);
@@ -179,7 +193,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       const stats = byPriority(await broker.queue.stats(POOL));
       return stats.normal.inFlight === 0 && stats.normal.depth === 0;
     });
-    await sleep(200);
+    await sentinel(broker, got);
     expect(got).toHaveLength(1);
   });
 
@@ -205,6 +219,32 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     expect(order).toEqual([id(4), id(5), id(2), id(3), id(0), id(1)]);
   });
 
+  it('delivers a high call enqueued behind a waiting low backlog before the rest of the backlog', async () => {
+    const broker = await open(uniqueNamespace('overtake'));
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 1 }, handler);
+    const busy = makeCall('low');
+    await broker.queue.enqueue(busy);
+    await waitFor('the consumer busy with a low call', () => got.length === 1);
+    const backlog = [makeCall('low'), makeCall('low'), makeCall('low')];
+    for (const call of backlog) await broker.queue.enqueue(call);
+    const high = makeCall('high');
+    await broker.queue.enqueue(high);
+    await waitFor('the backlog and the high call queued', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return s.low.depth === 3 && s.high.depth === 1;
+    });
+    await at(0).ack();
+    await waitFor('the next delivery', () => got.length === 2);
+    expect(at(1).call.callId).toBe(high.callId);
+    for (let i = 1; i <= backlog.length; i++) {
+      await at(i).ack();
+      await waitFor(`delivery #${i + 1}`, () => got.length === i + 2);
+    }
+    expect(got.slice(2).map((d) => d.message.call.callId)).toEqual(backlog.map((c) => c.callId));
+    await at(backlog.length + 1).ack();
+  });
+
   it('never holds more than maxInFlight unsettled; the rest arrive as earlier ones settle', async () => {
     const broker = await open(uniqueNamespace('inflight'));
     const calls = Array.from({ length: 6 }, () => makeCall());
@@ -217,8 +257,10 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       most = Math.max(most, unsettled);
       handler(m);
     });
-    await waitFor('the first two', () => got.length === 2);
-    await sleep(300);
+    await waitFor('two held and four waiting', async () => {
+      const stats = byPriority(await broker.queue.stats(POOL));
+      return got.length === 2 && stats.normal.inFlight === 2 && stats.normal.depth === 4;
+    });
     expect(got).toHaveLength(2);
     for (let i = 0; i < calls.length; i++) {
       await waitFor(`delivery #${i}`, () => got.length > i);
@@ -276,7 +318,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     }
     expect(got).toHaveLength(1);
     await at(0).ack();
-    await sleep(300);
+    await sentinel(broker, got);
     expect(got).toHaveLength(1);
   });
 
@@ -290,12 +332,12 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       void m.nack();
     });
     await waitFor('two deliveries', () => attempts.length === 2);
-    await sleep(1_500);
-    expect(attempts).toEqual([1, 2]);
+    // Gone from the queue (dead-lettered), so nothing is left that could come a third time.
     await waitFor('the queue to be empty', async () => {
       const stats = byPriority(await broker.queue.stats(POOL));
       return stats.normal.depth === 0 && stats.normal.inFlight === 0;
     });
+    expect(attempts).toEqual([1, 2]);
   });
 
   it('never redelivers a terminated call', async () => {
@@ -305,13 +347,13 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     broker.queue.consume(POOL, { maxInFlight: 1, ackWaitMs: 1_000 }, handler);
     await waitFor('the delivery', () => got.length === 1);
     await at(0).term('cancelled by the caller');
-    // Past the ack wait: a term the broker ignored would show up as a redelivery here.
-    await sleep(1_500);
-    expect(got).toHaveLength(1);
+    // A term the broker ignored would keep the call in flight until its redelivery, and then held.
     await waitFor('the queue to be empty', async () => {
       const stats = byPriority(await broker.queue.stats(POOL));
       return stats.normal.depth === 0 && stats.normal.inFlight === 0;
     });
+    await sentinel(broker, got);
+    expect(got).toHaveLength(1);
   });
 
   it.runIf(backend.injectBadEnvelope !== undefined)(
@@ -347,7 +389,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
     await waitFor('the delivery', () => got.length === 1);
     await broker.queue.enqueue({ ...call });
-    await sleep(500);
+    await sentinel(broker, got);
     expect(got).toHaveLength(1);
     expect(byPriority(await broker.queue.stats(POOL)).normal.depth).toBe(0);
     await at(0).ack();
@@ -370,7 +412,7 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     expect(at(0).call.callId).toBe(delivered.callId);
     expect(await broker.queue.cancel(delivered.callId, POOL)).toBe(false);
     await at(0).ack();
-    await sleep(300);
+    await sentinel(broker, got);
     expect(got).toHaveLength(1);
   });
 
@@ -384,7 +426,10 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await broker.queue.enqueue(makeCall('normal'));
     await broker.queue.enqueue(makeCall('normal'));
     await broker.queue.enqueue(makeCall('high'));
-    await sleep(150);
+    await waitFor('the calls to age 100 ms', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return s.high.oldestAgeMs >= 100 && s.normal.oldestAgeMs >= 100;
+    });
     const queued = byPriority(await broker.queue.stats(POOL));
     expect(queued.high).toMatchObject({ depth: 1, inFlight: 0 });
     expect(queued.normal).toMatchObject({ depth: 2, inFlight: 0 });
@@ -428,7 +473,11 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     const calls = Array.from({ length: 10 }, () => makeCall());
     for (const call of calls) await first.queue.enqueue(call);
     await waitFor('every call', () => seen.length >= calls.length);
-    await sleep(300);
+    // All acked: the queue holds nothing that could be delivered a second time.
+    await waitFor('every call settled', async () => {
+      const s = byPriority(await first.queue.stats(POOL));
+      return s.normal.depth === 0 && s.normal.inFlight === 0;
+    });
     expect(seen).toHaveLength(calls.length);
     expect(new Set(seen)).toEqual(new Set(calls.map((c) => c.callId)));
   });
@@ -442,7 +491,10 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     await consumer.stop();
     const later = makeCall();
     await broker.queue.enqueue(later);
-    await sleep(600);
+    await waitFor('the later call to wait in the queue', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return s.normal.depth === 1 && s.normal.inFlight === 1;
+    });
     expect(got).toHaveLength(1);
     await at(0).ack();
 
@@ -470,7 +522,11 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     unsubscribeSecond();
     await second.cancels.publish({ ...order, requestId: '43' });
     await waitFor('the remaining subscriber', () => heardFirst.length === 2);
-    await sleep(200);
+    // A new listener on the same replica hears a later order: the removed one would have heard 43 first.
+    const heardLater: CancelOrder[] = [];
+    await second.cancels.subscribe((o) => heardLater.push(o));
+    await second.cancels.publish({ ...order, requestId: '44' });
+    await waitFor('the new listener', () => heardLater.length === 1);
     expect(heardSecond).toHaveLength(1);
   });
 
@@ -512,7 +568,6 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       await waitFor('the delivery before the restart', () => seen.includes(before.callId));
 
       await server.stop();
-      await sleep(300);
       await server.restart();
 
       const after = makeCall();
@@ -559,4 +614,62 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
       expect(Date.now() - startedAt).toBeLessThan(10_000);
     },
   );
+});
+
+describe('NATS queue: requests on the call path', () => {
+  let server: SpawnedBroker | undefined;
+
+  beforeAll(async () => {
+    server = await startNatsServer();
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('makes no consumer-info request per call, and at most one pull request per call', async () => {
+    const url = server?.url ?? '';
+    const broker = await openBroker({ url, namespace: uniqueNamespace('lean'), pools: [POOL] });
+    // Every JetStream API request is a core message: a subscription of our own sees them all.
+    const spy = await connect({ servers: url });
+    try {
+      let infos = 0;
+      let pulls = 0;
+      spy.subscribe('$JS.API.CONSUMER.INFO.>', {
+        callback: () => {
+          infos += 1;
+        },
+      });
+      spy.subscribe('$JS.API.CONSUMER.MSG.NEXT.>', {
+        callback: () => {
+          pulls += 1;
+        },
+      });
+      await spy.flush();
+      const { got, handler } = recorder();
+      broker.queue.consume(POOL, { maxInFlight: 1 }, (m) => {
+        handler(m);
+        void m.ack();
+      });
+      const roundTrip = async () => {
+        const call = makeCall();
+        await broker.queue.enqueue(call);
+        await waitFor('the delivery', () => got.some((d) => d.message.call.callId === call.callId));
+      };
+      // Warm up: the consumer opens (consumer info, looks at every priority) and settles into its steady state.
+      for (let i = 0; i < 5; i++) await roundTrip();
+      // The spy's counts include everything the server got before a round trip on the spy's connection.
+      await spy.flush();
+      const [infosBefore, pullsBefore] = [infos, pulls];
+      const calls = 50;
+      for (let i = 0; i < calls; i++) await roundTrip();
+      await spy.flush();
+      expect(infos - infosBefore).toBe(0);
+      // One re-arm of the standing pull per call, plus a few idle re-arms should the run be slow.
+      expect(pulls - pullsBefore).toBeLessThanOrEqual(calls + 6);
+    } finally {
+      await spy.close();
+      await broker.close();
+    }
+  });
 });

