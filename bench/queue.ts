@@ -6,7 +6,8 @@
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { build } from 'hdr-histogram-js';
-import { newCallId, openBroker, type ToolCall } from '../services/core/index.js';
+import { openBroker } from '../services/cli/index.js';
+import { newCallId, type ToolCall } from '../services/core/index.js';
 import { runIfMain } from './main.js';
 
 export async function measureQueue(url: string, calls: number, concurrency: number) {

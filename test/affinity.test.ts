@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { openBroker } from '../services/cli/index.js';
 import {
   type ChunkReceived,
   ClusterError,
@@ -8,7 +9,6 @@ import {
   type DeliveryTransport,
   inProcessDelivery,
   newCallId,
-  openBroker,
   type ToolConfig,
 } from '../services/core/index.js';
 import { chatAdapter, inferenceAdapters } from '../workers/inference/index.js';

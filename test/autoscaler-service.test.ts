@@ -17,12 +17,12 @@ import {
   startAutoscaler,
   workerProcessLauncher,
 } from '../services/autoscaler/index.js';
+import { openBroker } from '../services/cli/index.js';
 import {
   type Broker,
   ClusterError,
   clusterMetrics,
   newCallId,
-  openBroker,
   type ResolvedConfig,
   type ToolCall,
 } from '../services/core/index.js';

@@ -10,7 +10,8 @@ import {
   type WorkerLink,
 } from '../services/core/index.js';
 import { grpcDelivery } from '../services/grpc/index.js';
-import { cleanupAfterEach, rejection, waitFor } from './support/adapter-harness.js';
+import { cleanupAfterEach, rejection } from './support/adapter-harness.js';
+import { waitFor } from './support/wait.js';
 
 // The Delivery contract, run unchanged against every transport: what the ingress (server side)
 // and the workers (client side) may rely on, whichever carries the chunks.

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, inProcessDelivery, openBroker, type ResolvedConfig } from '../services/core/index.js';
+import { openBroker } from '../services/cli/index.js';
+import { type Broker, inProcessDelivery, type ResolvedConfig } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { inferenceAdapters } from '../workers/inference/index.js';

@@ -1,11 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type Broker,
-  inProcessDelivery,
-  JSON_RPC,
-  openBroker,
-  type QueuedCall,
-} from '../services/core/index.js';
+import { openBroker } from '../services/cli/index.js';
+import { type Broker, inProcessDelivery, JSON_RPC, type QueuedCall } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { resolveConfig } from './support/families.js';
 

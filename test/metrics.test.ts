@@ -1,13 +1,13 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openBroker } from '../services/cli/index.js';
 import {
   type Broker,
   clusterMetrics,
   inProcessDelivery,
   LIFECYCLE_STATES,
   newCallId,
-  openBroker,
   type Priority,
   type QueuedCall,
   type ResolvedConfig,

@@ -3,11 +3,18 @@ import { connect } from '@nats-io/transport-node';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { newCallId, PRIORITIES, type Priority, type ToolCall } from '../services/core/envelope.js';
-import { ClusterError } from '../services/core/errors.js';
-import type { Broker, CancelOrder, QueuedCall, QueueStats } from '../services/core/queue/call-queue.js';
-import { openBroker } from '../services/core/queue/open-broker.js';
-import { sleep, waitFor } from './support/adapter-harness.js';
+import { openBroker } from '../services/cli/index.js';
+import {
+  type Broker,
+  type CancelOrder,
+  ClusterError,
+  newCallId,
+  PRIORITIES,
+  type Priority,
+  type QueuedCall,
+  type QueueStats,
+  type ToolCall,
+} from '../services/core/index.js';
 import {
   freePort,
   type SpawnedBroker,
@@ -15,6 +22,7 @@ import {
   startRedisServer,
   uniqueNamespace,
 } from './support/brokers.js';
+import { sleep, waitFor } from './support/wait.js';
 
 /**
  * The one contract suite of `CallQueue` and `CancelBus`, run unchanged against every

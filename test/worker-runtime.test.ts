@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Counter } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { openBroker } from '../services/cli/index.js';
 import {
   type Broker,
   type CallConsumer,
@@ -9,7 +10,6 @@ import {
   type DeliveryServer,
   type DeliveryTransport,
   inProcessDelivery,
-  openBroker,
   type ResolvedConfig,
   type ToolCall,
   type WorkerLink,

@@ -1,14 +1,13 @@
 import {
   type Broker,
-  brokerScheme,
   ClusterError,
   type DeliveryTransport,
   inProcessDelivery,
-  openBroker,
   type ResolvedConfig,
 } from '../core/index.js';
 import { grpcDelivery } from '../grpc/index.js';
 import { brokerChosen, type ConfigFlags } from './args.js';
+import { brokerScheme, openBroker } from './brokers.js';
 
 // What the composition root wires into the roles (the tool families are in families.ts): the transports calls
 // travel on (the broker, and the delivery transport results come back on).

@@ -73,7 +73,7 @@ export type {
   QueueStats,
 } from './queue/call-queue.js';
 export { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './queue/call-queue.js';
-export { brokerScheme, openBroker } from './queue/open-broker.js';
+export { openMemoryBroker } from './queue/memory.js';
 export type { QueueLog } from './queue/queue-support.js';
 export {
   assertName,

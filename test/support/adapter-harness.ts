@@ -26,9 +26,6 @@ import {
 import { freePort } from './brokers.js';
 import { families } from './families.js';
 
-// test/queue-contract.test.ts still takes these from here; the suites import them from ./wait.js.
-export { sleep, waitFor } from './wait.js';
-
 // What the suites that drive tool adapters, backend actors and the simulated backends in-process
 // share: building calls and adapter contexts, starting sims that are closed after each test,
 // and reading what an adapter answered or rejected with.

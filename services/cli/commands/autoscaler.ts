@@ -11,8 +11,9 @@ import {
   startAutoscaler,
   workerProcessLauncher,
 } from '../../autoscaler/index.js';
-import { brokerScheme, ClusterError, createLogger, exitOnSignals } from '../../core/index.js';
+import { ClusterError, createLogger, exitOnSignals } from '../../core/index.js';
 import { COMMON, configFrom, configPathOf, type ExitCode, parse, portFlag, SERVING } from '../args.js';
+import { brokerScheme } from '../brokers.js';
 import { brokerFor } from '../compose.js';
 import { help } from '../usage.js';
 

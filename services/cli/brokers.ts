@@ -1,7 +1,10 @@
-import { ClusterError } from '../errors.js';
-import type { Broker, BrokerOptions } from './call-queue.js';
+import { type Broker, type BrokerOptions, ClusterError, openMemoryBroker } from '../core/index.js';
 
 /**
+ * The composition root's choice of queue implementation. The kernel defines the `CallQueue` and
+ * `CancelBus` contracts and the in-process memory broker; the NATS and BullMQ implementations
+ * live in their own folders and are picked here, by the scheme of `broker.url`.
+ *
  * Opens the broker a URL names: `nats://` (JetStream), `redis://` / `rediss://` (BullMQ) or
  * `memory:`. Transports load lazily, so a process only pulls in the client it uses.
  * Rejects with `ClusterError('INVALID_CONFIG')` for an unknown scheme and
@@ -10,19 +13,14 @@ import type { Broker, BrokerOptions } from './call-queue.js';
 export async function openBroker(options: BrokerOptions): Promise<Broker> {
   const scheme = brokerScheme(options.url);
   switch (scheme) {
-    case 'memory': {
-      const { openMemoryBroker } = await import('./memory.js');
+    case 'memory':
       return openMemoryBroker(options);
-    }
     case 'nats': {
-      // A computed path: the NATS folder imports the kernel, so a literal import here would close a
-      // cycle. The CLI composition root takes over opening brokers by scheme.
-      const natsEntry: string = '../../nats/index.js';
-      const { openNatsBroker } = (await import(natsEntry)) as typeof import('../../nats/index.js');
+      const { openNatsBroker } = await import('../nats/index.js');
       return openNatsBroker(options);
     }
     case 'redis': {
-      const { openBullmqBroker } = await import('../../bullmq/index.js');
+      const { openBullmqBroker } = await import('../bullmq/index.js');
       return openBullmqBroker(options);
     }
   }
