@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { build } from 'hdr-histogram-js';
-import { newCallId, openBroker, type ToolCall } from '../services/core/index.js';
+import { encodeArguments, newCallId, openBroker, type ToolCall } from '../services/core/index.js';
 import { runIfMain } from './main.js';
 
 export async function measureQueue(url: string, calls: number, concurrency: number) {
@@ -33,7 +33,7 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
       callId: newCallId(),
       tool: 't',
       pool: 'p',
-      arguments: { prompt: 'a short prompt' },
+      argumentsJson: encodeArguments({ prompt: 'a short prompt' }),
       tenant: '',
       sessionKey: '',
       priority: 'normal',

@@ -4,6 +4,7 @@ import {
   type ChunkReceived,
   ClusterError,
   createLogger,
+  finalToJson,
   newCallId,
   openBroker,
   resolveConfig,
@@ -389,7 +390,7 @@ describe('session affinity through the worker runtime', () => {
       );
       const chunk = await answer;
       expect(chunk.body).toBe('final');
-      conversation.answered(JSON.parse(chunk.final?.resultJson ?? '{}') as ToolResult);
+      conversation.answered(JSON.parse((chunk.final && finalToJson(chunk.final)) ?? '{}') as ToolResult);
       const after = served();
       return after.findIndex((n, i) => n > (before[i] ?? 0));
     };

@@ -3,7 +3,13 @@ import { connect } from '@nats-io/transport-node';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { newCallId, PRIORITIES, type Priority, type ToolCall } from '../services/core/envelope.js';
+import {
+  encodeArguments,
+  newCallId,
+  PRIORITIES,
+  type Priority,
+  type ToolCall,
+} from '../services/core/envelope.js';
 import { ClusterError } from '../services/core/errors.js';
 import type { Broker, CancelOrder, QueuedCall, QueueStats } from '../services/core/queue/call-queue.js';
 import { openBroker } from '../services/core/queue/open-broker.js';
@@ -102,7 +108,7 @@ function makeCall(priority: Priority = 'normal', pool = POOL): ToolCall {
     callId: newCallId(),
     tool: 'echo',
     pool,
-    arguments: { text: 'hello', n: 3, nested: { ok: true, list: [1, 'two'] } },
+    argumentsJson: encodeArguments({ text: 'hello', n: 3, nested: { ok: true, list: [1, 'two'] } }),
     tenant: 'tenant-a',
     sessionKey: 'session-1',
     priority,

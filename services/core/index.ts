@@ -30,7 +30,7 @@ export { DeliveryClient } from './delivery/delivery-client.js';
 export type { ChunkHandler, DeliveryServer, WorkerLink } from './delivery/delivery-server.js';
 export { startDeliveryServer } from './delivery/delivery-server.js';
 export type { Priority, ToolCall } from './envelope.js';
-export { decodeToolCall, encodeToolCall, isExpired, newCallId, PRIORITIES } from './envelope.js';
+export { encodeArguments, isExpired, newCallId, PRIORITIES, parseArguments } from './envelope.js';
 export type { ClusterErrorCode } from './errors.js';
 export {
   ClusterError,
@@ -43,8 +43,15 @@ export {
   toJsonRpcError,
   toToolErrorResult,
 } from './errors.js';
-export type { Chunk, Chunk__Output as ChunkReceived } from './generated/mcpcluster/v1/Chunk.js';
-export type { Order } from './generated/mcpcluster/v1/Order.js';
+export type {
+  CallError,
+  Chunk,
+  /** A chunk as a delivery transport hands it over: the same type as the one sent. */
+  Chunk as ChunkReceived,
+  Final,
+  Order,
+  Timing,
+} from './generated/mcp_cluster.js';
 export type { LifecycleState, Stoppable } from './lifecycle.js';
 export { exitOnSignals } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';
@@ -63,4 +70,6 @@ export type {
   QueueStats,
 } from './queue/call-queue.js';
 export { brokerScheme, openBroker } from './queue/open-broker.js';
+export type { ToolResult } from './tool-result.js';
+export { finalToJson, toFinal } from './tool-result.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';

@@ -4,6 +4,7 @@ import {
   ClusterError,
   type ClusterErrorCode,
   clusterMetrics,
+  encodeArguments,
   newCallId,
   type ToolCall,
   type ToolDefinition,
@@ -89,7 +90,7 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
         return result;
       };
 
-      const args = { ...(request.params.arguments ?? {}) } as Record<string, unknown>;
+      const args = (request.params.arguments ?? {}) as Record<string, unknown>;
       const problem = deps.validator.check(tool.name, args);
       if (problem)
         return finish(
@@ -112,7 +113,8 @@ export function createMcpServerFactory(deps: McpServerDeps): () => Server {
         callId: newCallId(),
         tool: tool.name,
         pool: tool.pool,
-        arguments: args,
+        // Serialised once here; the worker parses them once.
+        argumentsJson: encodeArguments(args),
         tenant: scope?.tenant ?? 'default',
         sessionKey: sessionKeyOf(meta, scope),
         priority: 'normal',

@@ -1,14 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { ClusterError } from '../errors.js';
-import type { Chunk } from '../generated/mcpcluster/v1/Chunk.js';
-import type { DeliveryClient as GrpcDeliveryClient } from '../generated/mcpcluster/v1/Delivery.js';
-import type { Order__Output } from '../generated/mcpcluster/v1/Order.js';
+import type { Chunk, Order } from '../generated/mcp_cluster.js';
 import { clusterMetrics } from '../metrics.js';
-import { CHANNEL_OPTIONS, deliveryProto } from './grpc.js';
+import { CHANNEL_OPTIONS, deliveryProto, type GrpcDeliveryClient } from './grpc.js';
 
 /** What a worker hears about one call from its owning ingress. */
 export type CallSignal =
-  | { kind: 'order'; order: Order__Output }
+  | { kind: 'order'; order: Order }
   /** The stream to the owning replica broke: the caller is gone with it. */
   | { kind: 'lost' };
 
@@ -73,11 +71,11 @@ class Channel implements DeliveryChannel {
   private constructor(
     readonly address: string,
     private readonly client: GrpcDeliveryClient,
-    private readonly stream: grpc.ClientDuplexStream<Chunk, Order__Output>,
+    private readonly stream: grpc.ClientDuplexStream<Chunk, Order>,
     private readonly onBroken: () => void,
   ) {
     clusterMetrics().deliveryStreams.inc({ side: 'worker' });
-    stream.on('data', (order: Order__Output) => {
+    stream.on('data', (order: Order) => {
       const listeners = this.watchers.get(order.callId);
       if (listeners) for (const l of [...listeners]) l({ kind: 'order', order });
     });

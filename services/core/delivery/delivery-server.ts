@@ -1,7 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { ClusterError } from '../errors.js';
-import type { Chunk__Output } from '../generated/mcpcluster/v1/Chunk.js';
-import type { Order } from '../generated/mcpcluster/v1/Order.js';
+import type { Chunk, Order } from '../generated/mcp_cluster.js';
 import { clusterMetrics } from '../metrics.js';
 import { CHANNEL_OPTIONS, deliveryProto } from './grpc.js';
 
@@ -13,7 +12,7 @@ export interface WorkerLink {
 }
 
 /** What the ingress does with chunks arriving from workers. */
-export type ChunkHandler = (chunk: Chunk__Output, link: WorkerLink) => void;
+export type ChunkHandler = (chunk: Chunk, link: WorkerLink) => void;
 
 /** A running Delivery server. */
 export interface DeliveryServer {
@@ -38,7 +37,7 @@ export async function startDeliveryServer(options: {
   const server = new grpc.Server(CHANNEL_OPTIONS);
   const metrics = clusterMetrics();
   server.addService(proto.Delivery.service, {
-    Connect: (stream: grpc.ServerDuplexStream<Chunk__Output, Order>) => {
+    Connect: (stream: grpc.ServerDuplexStream<Chunk, Order>) => {
       let closed = false;
       const link: WorkerLink = {
         send: (order) => {
@@ -55,7 +54,7 @@ export async function startDeliveryServer(options: {
         metrics.deliveryStreams.dec({ side: 'ingress' });
         options.onLinkClosed?.(link);
       };
-      stream.on('data', (chunk: Chunk__Output) => options.onChunk(chunk, link));
+      stream.on('data', (chunk: Chunk) => options.onChunk(chunk, link));
       stream.on('end', () => {
         stream.end();
         finish();

@@ -1,6 +1,7 @@
 import { DelayedError, type Job, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
-import { decodeToolCall, encodeToolCall, PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
+import { decodeToolCall, encodeToolCall } from '../../protobuf/index.js';
+import { PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
 import { ClusterError } from '../errors.js';
 import { clusterMetrics } from '../metrics.js';
 import type {

@@ -17,7 +17,8 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection, nanos, type Subscription } from '@nats-io/transport-node';
-import { decodeToolCall, encodeToolCall, PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
+import { decodeToolCall, encodeToolCall } from '../../protobuf/index.js';
+import { PRIORITIES, type Priority, type ToolCall } from '../envelope.js';
 import { ClusterError } from '../errors.js';
 import { clusterMetrics } from '../metrics.js';
 import type {

@@ -1,0 +1,79 @@
+import type { Final } from './generated/mcp_cluster.js';
+
+/**
+ * An MCP `CallToolResult` as a worker's adapter produces it. Image and audio content may carry
+ * their `data` as raw bytes (`Uint8Array`): they travel as bytes to the ingress, which writes them
+ * base64 (as MCP wants) into the answer. Base64 `data` strings are passed through as they are.
+ */
+export interface ToolResult {
+  content: unknown[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+  _meta?: Record<string, unknown>;
+}
+
+/** Content types whose `data` is media (base64 in MCP's JSON). */
+function isMedia(item: unknown): item is { type: string; data: Uint8Array } {
+  if (typeof item !== 'object' || item === null) return false;
+  const { type, data } = item as { type?: unknown; data?: unknown };
+  return (type === 'image' || type === 'audio') && data instanceof Uint8Array;
+}
+
+/**
+ * Cuts a result into the `Final` chunk's parts: its JSON text without `_meta`, split where the
+ * raw media bytes go, and `_meta` as JSON text of its own. Each value is stringified once.
+ */
+export function toFinal(result: ToolResult): Final {
+  const jsonParts: string[] = [];
+  const media: Uint8Array[] = [];
+  let text = '{"content":[';
+  result.content.forEach((item, i) => {
+    if (i > 0) text += ',';
+    if (isMedia(item)) {
+      // `data` first, so the cut is right after its opening quote whatever else the item has.
+      const { data, ...rest } = item;
+      const tail = JSON.stringify(rest);
+      jsonParts.push(`${text}{"data":"`);
+      media.push(data);
+      text = tail === '{}' ? '"}' : `",${tail.slice(1)}`;
+    } else {
+      text += JSON.stringify(item) ?? 'null';
+    }
+  });
+  text += ']';
+  for (const key of Object.keys(result)) {
+    if (key === 'content' || key === '_meta') continue;
+    const value = JSON.stringify((result as unknown as Record<string, unknown>)[key]);
+    if (value !== undefined) text += `,${JSON.stringify(key)}:${value}`;
+  }
+  jsonParts.push(`${text}}`);
+  const meta = result._meta === undefined ? undefined : JSON.stringify(result._meta);
+  return { jsonParts, media, metaJson: meta ?? '', isError: result.isError === true };
+}
+
+/**
+ * The result's JSON text from a `Final` chunk, with `addedMeta` (JSON members, e.g.
+ * `"key":{...}`, or empty) added to its `_meta`: media become base64 and the text is spliced,
+ * never parsed. A key of `addedMeta` the result's `_meta` already has is written after it, so
+ * it wins for JSON readers. Undefined when the chunk does not hold a JSON object.
+ */
+export function finalToJson(final: Final, addedMeta = ''): string | undefined {
+  const { jsonParts, media } = final;
+  if (jsonParts.length !== media.length + 1) return undefined;
+  let body = jsonParts[0] as string;
+  for (let i = 0; i < media.length; i++) body += base64(media[i] as Uint8Array) + jsonParts[i + 1];
+  if (body.length < 2 || body[0] !== '{' || body[body.length - 1] !== '}') return undefined;
+  let meta = final.metaJson;
+  if (addedMeta) {
+    if (meta.length < 2 || meta[0] !== '{' || meta[meta.length - 1] !== '}') meta = `{${addedMeta}}`;
+    else meta = `${meta.slice(0, -1)}${meta.length > 2 ? ',' : ''}${addedMeta}}`;
+  }
+  if (!meta) return body;
+  return `${body.slice(0, -1)}${body.length > 2 ? ',' : ''}"_meta":${meta}}`;
+}
+
+function base64(bytes: Uint8Array): string {
+  return (
+    Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  ).toString('base64');
+}
