@@ -26,25 +26,40 @@ function isMedia(item: unknown): item is { type: string; data: Uint8Array } {
 export function toFinal(result: ToolResult): Final {
   const jsonParts: string[] = [];
   const media: Uint8Array[] = [];
-  let text = '{"content":[';
-  result.content.forEach((item, i) => {
-    if (i > 0) text += ',';
-    if (isMedia(item)) {
-      // `data` first, so the cut is right after its opening quote whatever else the item has.
-      const { data, ...rest } = item;
-      const tail = JSON.stringify(rest);
-      jsonParts.push(`${text}{"data":"`);
-      media.push(data);
-      text = tail === '{}' ? '"}' : `",${tail.slice(1)}`;
-    } else {
-      text += JSON.stringify(item) ?? 'null';
-    }
-  });
-  text += ']';
+  let text = '{';
+  // Members in the result's own order, as `JSON.stringify` would write them.
   for (const key of Object.keys(result)) {
-    if (key === 'content' || key === '_meta') continue;
-    const value = JSON.stringify((result as unknown as Record<string, unknown>)[key]);
-    if (value !== undefined) text += `,${JSON.stringify(key)}:${value}`;
+    if (key === '_meta') continue;
+    if (key !== 'content') {
+      const value = JSON.stringify((result as unknown as Record<string, unknown>)[key]);
+      if (value !== undefined) text += `${text.length > 1 ? ',' : ''}${JSON.stringify(key)}:${value}`;
+      continue;
+    }
+    text += `${text.length > 1 ? ',' : ''}"content":[`;
+    result.content.forEach((item, i) => {
+      if (i > 0) text += ',';
+      if (!isMedia(item)) {
+        text += JSON.stringify(item) ?? 'null';
+        return;
+      }
+      // The item's members in their own order, cut right after the opening quote of `data`.
+      text += '{';
+      let first = true;
+      for (const member of Object.keys(item)) {
+        if (member === 'data') {
+          jsonParts.push(`${text}${first ? '' : ','}"data":"`);
+          media.push(item.data);
+          text = '"';
+        } else {
+          const json = JSON.stringify((item as unknown as Record<string, unknown>)[member]);
+          if (json === undefined) continue;
+          text += `${first ? '' : ','}${JSON.stringify(member)}:${json}`;
+        }
+        first = false;
+      }
+      text += '}';
+    });
+    text += ']';
   }
   jsonParts.push(`${text}}`);
   const meta = result._meta === undefined ? undefined : JSON.stringify(result._meta);
@@ -59,17 +74,23 @@ export function toFinal(result: ToolResult): Final {
  */
 export function finalToJson(final: Final, addedMeta = ''): string | undefined {
   const { jsonParts, media } = final;
-  if (jsonParts.length !== media.length + 1) return undefined;
-  let body = jsonParts[0] as string;
-  for (let i = 0; i < media.length; i++) body += base64(media[i] as Uint8Array) + jsonParts[i + 1];
-  if (body.length < 2 || body[0] !== '{' || body[body.length - 1] !== '}') return undefined;
+  const n = media.length;
+  if (jsonParts.length !== n + 1) return undefined;
+  const head = jsonParts[0] as string;
+  let last = jsonParts[n] as string;
+  if (head[0] !== '{' || last[last.length - 1] !== '}' || (n === 0 && head.length < 2)) return undefined;
   let meta = final.metaJson;
   if (addedMeta) {
     if (meta.length < 2 || meta[0] !== '{' || meta[meta.length - 1] !== '}') meta = `{${addedMeta}}`;
     else meta = `${meta.slice(0, -1)}${meta.length > 2 ? ',' : ''}${addedMeta}}`;
   }
-  if (!meta) return body;
-  return `${body.slice(0, -1)}${body.length > 2 ? ',' : ''}"_meta":${meta}}`;
+  // Spliced into the last part only: slicing the whole text would copy the media's base64 again.
+  if (meta) last = `${last.slice(0, -1)}${n === 0 && last.length === 2 ? '' : ','}"_meta":${meta}}`;
+  if (n === 0) return last;
+  let json = head;
+  for (let i = 0; i < n; i++)
+    json += base64(media[i] as Uint8Array) + (i + 1 === n ? last : jsonParts[i + 1]);
+  return json;
 }
 
 function base64(bytes: Uint8Array): string {
