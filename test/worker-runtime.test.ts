@@ -216,6 +216,17 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
     expect(bodies(c.ingress.chunksOf(call.callId))).toEqual(['accepted', 'final']);
   });
 
+  it('answers a call whose arguments are not a JSON object with INVALID_ARGUMENTS, without running it', async () => {
+    const c = await startCluster();
+    const call = await c.enqueue({ argumentsJson: Buffer.from('["not", "an", "object"]') });
+    await waitFor('the error chunk', () => c.ingress.chunksOf(call.callId).some((k) => k.body === 'error'));
+    await waitFor('the message to be settled', () => queueEmpty(c.broker));
+    const [chunk] = c.ingress.chunksOf(call.callId);
+    expect(chunk?.error?.code).toBe('INVALID_ARGUMENTS');
+    expect(bodies(c.ingress.chunksOf(call.callId))).toEqual(['error']);
+    expect(c.sim.stats().chatRequests).toBe(0);
+  });
+
   it('sheds a call whose deadline passed before dispatch: never run, never delivered again', async () => {
     const c = await startCluster();
     const shedBefore = await count(metrics.workerShed, { pool: POOL });
