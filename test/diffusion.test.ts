@@ -319,7 +319,9 @@ describe('workflows', () => {
     const [image] = decode(a);
     expect([image?.width, image?.height]).toEqual([72, 48]);
     // Same graph up to ids → same image.
-    expect((a.content[0] as { data: Buffer }).data.equals((b.content[0] as { data: Buffer }).data)).toBe(true);
+    expect((a.content[0] as { data: Buffer }).data.equals((b.content[0] as { data: Buffer }).data)).toBe(
+      true,
+    );
   });
 
   it('a workflow whose file is missing fails the call with INVALID_CONFIG', async () => {
