@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { families } from '../services/cli/families.js';
-import { createLogger, newCallId, type ToolConfig } from '../services/core/index.js';
+import { createLogger, encodeArguments, newCallId, type ToolConfig } from '../services/core/index.js';
 import { type ChatMessage, chatAdapter } from '../workers/inference/index.js';
 import { BackendActor, pickBackend } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
@@ -188,13 +188,14 @@ async function runRouting(routing: Routing, settings: Settings, simOptions: Part
           previous = actor;
           try {
             if (!actor) throw new Error('no backend with room');
+            const args = { messages, max_tokens: settings.replyTokens };
             const result = await actor.run((endpointUrl) =>
               chatAdapter.run({
                 call: {
                   callId: newCallId(),
                   tool: tool.name,
                   pool: tool.pool,
-                  arguments: { messages, max_tokens: settings.replyTokens },
+                  argumentsJson: encodeArguments(args),
                   tenant: 'bench',
                   sessionKey,
                   priority: 'normal',
@@ -205,6 +206,7 @@ async function runRouting(routing: Routing, settings: Settings, simOptions: Part
                   enqueuedUnixMs: Date.now(),
                   wantsProgress: true,
                 },
+                arguments: args,
                 tool,
                 endpointUrl,
                 backend: 'openai-chat',

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { families } from '../services/cli/families.js';
-import { newCallId, type ToolConfig } from '../services/core/index.js';
+import { encodeArguments, newCallId, type ToolConfig } from '../services/core/index.js';
 import { closeEmbeddingCaches, createEmbedAdapter } from '../workers/embeddings/index.js';
 import type { AdapterContext, ToolAdapter } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
@@ -346,7 +346,7 @@ function context(tool: ToolConfig, texts: string[], endpointUrl: string): Adapte
       callId: newCallId(),
       tool: tool.name,
       pool: tool.pool,
-      arguments: { texts },
+      argumentsJson: encodeArguments({ texts }),
       tenant: 'bench',
       sessionKey: '',
       priority: 'normal',
@@ -357,6 +357,7 @@ function context(tool: ToolConfig, texts: string[], endpointUrl: string): Adapte
       enqueuedUnixMs: now,
       wantsProgress: false,
     },
+    arguments: { texts },
     tool,
     endpointUrl,
     backend: 'openai-embeddings',

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { build } from 'hdr-histogram-js';
 import { openBroker } from '../services/cli/index.js';
-import { newCallId, type ToolCall } from '../services/core/index.js';
+import { encodeArguments, newCallId, type ToolCall } from '../services/core/index.js';
 import { runIfMain } from './main.js';
 
 export async function measureQueue(url: string, calls: number, concurrency: number) {
@@ -34,7 +34,7 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
       callId: newCallId(),
       tool: 't',
       pool: 'p',
-      arguments: { prompt: 'a short prompt' },
+      argumentsJson: encodeArguments({ prompt: 'a short prompt' }),
       tenant: '',
       sessionKey: '',
       priority: 'normal',

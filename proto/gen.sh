@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates the TypeScript types for proto/*.proto into services/core/generated/.
-# The generated folder is never edited by hand; run `npm run gen` after changing a .proto file.
+# Regenerates the TypeScript types of proto/mcp_cluster.proto into services/core/generated/:
+# plain interfaces with no runtime import (see proto/gen-types.mjs for the mapping). The
+# generated folder is never edited by hand; run `npm run gen` after changing the .proto file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=services/core/generated
 rm -rf "$out"
-npx proto-loader-gen-types --longs=Number --enums=String --defaults --oneofs --includeComments \
-  --grpcLib=@grpc/grpc-js --outDir="$out" proto/mcp_cluster.proto
-# ESM with NodeNext resolution needs explicit extensions on relative imports.
-find "$out" -name '*.ts' -exec sed -i -E "s#(from '\.[^']*)';#\1.js';#" {} +
+mkdir -p "$out"
+node proto/gen-types.mjs proto/mcp_cluster.proto "$out/mcp_cluster.ts"

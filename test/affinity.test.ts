@@ -7,6 +7,7 @@ import {
   clusterMetrics,
   createLogger,
   type DeliveryTransport,
+  finalToJson,
   inProcessDelivery,
   newCallId,
   type ToolConfig,
@@ -395,7 +396,7 @@ describe('session affinity through the worker runtime', () => {
       );
       const chunk = await answer;
       expect(chunk.body).toBe('final');
-      conversation.answered(JSON.parse(chunk.final?.resultJson ?? '{}') as ToolResult);
+      conversation.answered(JSON.parse((chunk.final && finalToJson(chunk.final)) ?? '{}') as ToolResult);
       const after = served();
       return after.findIndex((n, i) => n > (before[i] ?? 0));
     };

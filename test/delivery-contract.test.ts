@@ -23,6 +23,9 @@ const TRANSPORTS: { name: string; make: () => DeliveryTransport }[] = [
 
 /** Long enough for a loopback connect on a busy machine, short enough to wait out once. */
 const CONNECT_TIMEOUT_MS = 500;
+/** A final chunk's body: an empty CallToolResult. */
+const FINAL = { jsonParts: ['{"content":[]}'], media: [], metaJson: '', isError: false };
+const PROGRESS = { progress: 1, total: 0, message: '' };
 
 const cleanups = cleanupAfterEach();
 
@@ -52,7 +55,13 @@ async function serveRecorder(
     ...(options.listen ? { listen: options.listen } : {}),
   });
   cleanups.push(() => server.close(0));
-  return { server, chunks, links, closed, chunksOf: (id) => chunks.filter((c) => c.callId === id) };
+  return {
+    server,
+    chunks,
+    links,
+    closed,
+    chunksOf: (id) => chunks.filter((c) => c.callId === id).map(readable),
+  };
 }
 
 function clientOf(transport: DeliveryTransport): DeliveryClient {
@@ -62,9 +71,23 @@ function clientOf(transport: DeliveryTransport): DeliveryClient {
 }
 
 /** Every signal a watcher of `callId` hears. */
+/**
+ * What a receiver reads off a message, as plain data: its fields and the `body` that names the
+ * member that is set. A decoder may keep `body` and unset members on a prototype (protobufjs does);
+ * an in-process link hands over plain objects. Both must read the same.
+ */
+function readable<M extends { body?: string; timing?: unknown }>(message: M): M {
+  const out = { ...message, body: message.body } as M;
+  if ('timing' in message || 'attempt' in message)
+    (out as { timing?: unknown }).timing = message.timing ?? null;
+  return out;
+}
+
 function record(channel: { watch(callId: string, l: (s: CallSignal) => void): () => void }, callId: string) {
   const signals: CallSignal[] = [];
-  const unwatch = channel.watch(callId, (s) => signals.push(s));
+  const unwatch = channel.watch(callId, (s) =>
+    signals.push(s.kind === 'order' ? { kind: 'order', order: readable(s.order) } : s),
+  );
   return { signals, unwatch };
 }
 
@@ -80,7 +103,9 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
         // Each send asks for the channel again: the same one comes back, not a new link.
         const channel = await client.channel(ingress.server.address);
         expect(channel.address).toBe(ingress.server.address);
-        expect(channel.send({ callId, attempt: 1, progress: { progress: step } })).toBe(true);
+        expect(
+          channel.send({ callId, attempt: 1, progress: { progress: step, total: 0, message: '' } }),
+        ).toBe(true);
       }
     }
     const channel = await client.channel(ingress.server.address);
@@ -88,10 +113,10 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
     channel.send({
       callId: 'call-a',
       attempt: 2,
-      final: { resultJson: '{"content":[]}' },
+      final: FINAL,
       timing: { queueWaitMs: 1.5, backendMs: 20, batchWaitMs: 0, sentUnixMs: 1_700_000_000_000 },
     });
-    channel.send({ callId: 'call-b', attempt: 1, error: { code: 'CANCELLED' } });
+    channel.send({ callId: 'call-b', attempt: 1, error: { code: 'CANCELLED', message: '' } });
 
     await waitFor('every chunk', () => ingress.chunks.length === calls.length * steps + 3);
     expect(ingress.links.size).toBe(1);
@@ -112,7 +137,7 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
       {
         callId: 'call-a',
         attempt: 2,
-        final: { resultJson: '{"content":[]}' },
+        final: FINAL,
         body: 'final',
         timing: { queueWaitMs: 1.5, backendMs: 20, batchWaitMs: 0, sentUnixMs: 1_700_000_000_000 },
       },
@@ -143,7 +168,7 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
     const gone = record(channel, 'call-c');
     gone.unwatch();
     for (const callId of ['call-a', 'call-b', 'call-c']) {
-      channel.send({ callId, attempt: 1, final: { resultJson: '{"content":[]}' } });
+      channel.send({ callId, attempt: 1, final: FINAL });
     }
 
     await waitFor('the three orders', () => [a, b, c].every((w) => w.signals.length === 1));
@@ -162,8 +187,8 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
     // After unsubscribing, a later order for the same call reaches nobody.
     a.unwatch();
     const again = record(channel, 'call-b');
-    channel.send({ callId: 'call-a', attempt: 1, final: { resultJson: '{"content":[]}' } });
-    channel.send({ callId: 'call-b', attempt: 1, final: { resultJson: '{"content":[]}' } });
+    channel.send({ callId: 'call-a', attempt: 1, final: FINAL });
+    channel.send({ callId: 'call-b', attempt: 1, final: FINAL });
     await waitFor('the second order for call-b', () => again.signals.length === 1);
     expect(a.signals).toHaveLength(1);
   });
@@ -183,7 +208,7 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
     await waitFor('the server to hear the link close', () => ingress.closed.length === 1);
     expect(ingress.closed[0]).toBe([...ingress.links][0]);
     expect(ingress.closed[0]?.closed).toBe(true);
-    expect(channel.send({ callId: 'call-a', attempt: 1, progress: { progress: 1 } })).toBe(false);
+    expect(channel.send({ callId: 'call-a', attempt: 1, progress: PROGRESS })).toBe(false);
     // A watcher added after the break hears it too.
     const late = record(channel, 'call-c');
     await waitFor('the late watcher to hear lost', () => late.signals.length === 1);
@@ -242,7 +267,7 @@ describe.each(TRANSPORTS)('delivery contract: $name', ({ make }) => {
       [ingress, other].every((r) => r.closed.length === 1),
     );
     for (const w of watchers) expect(w.signals).toEqual([{ kind: 'lost' }]);
-    expect(one.send({ callId: 'call-a', attempt: 1, progress: { progress: 1 } })).toBe(false);
-    expect(two.send({ callId: 'call-b', attempt: 1, progress: { progress: 1 } })).toBe(false);
+    expect(one.send({ callId: 'call-a', attempt: 1, progress: PROGRESS })).toBe(false);
+    expect(two.send({ callId: 'call-b', attempt: 1, progress: PROGRESS })).toBe(false);
   });
 });

@@ -53,9 +53,11 @@ function decode(result: ToolResult): PNG[] {
   return result.content
     .filter((c) => (c as { type: string }).type === 'image')
     .map((c) => {
-      const image = c as { data: string; mimeType: string };
+      // The adapter hands the image over as raw bytes; the ingress writes them base64.
+      const image = c as { data: Buffer; mimeType: string };
       expect(image.mimeType).toBe('image/png');
-      return PNG.sync.read(Buffer.from(image.data, 'base64'));
+      expect(Buffer.isBuffer(image.data)).toBe(true);
+      return PNG.sync.read(image.data);
     });
 }
 
@@ -75,7 +77,7 @@ describe('generateImageAdapter against the simulated ComfyUI', () => {
     expect(image?.height).toBe(64);
     expect(textOf(first)).toContain('seed 42');
     expect(textOf(first)).toContain('96x64');
-    const bytes = (r: ToolResult) => (r.content[0] as { data: string }).data;
+    const bytes = (r: ToolResult) => (r.content[0] as { data: Buffer }).data.toString('base64');
     expect(bytes(again)).toBe(bytes(first));
     expect(bytes(other)).not.toBe(bytes(first));
     expect(sim.stats()).toMatchObject({ prompts: 3, completed: 3, running: 0, pending: 0 });
@@ -318,7 +320,9 @@ describe('workflows', () => {
     const [image] = decode(a);
     expect([image?.width, image?.height]).toEqual([72, 48]);
     // Same graph up to ids → same image.
-    expect((a.content[0] as { data: string }).data).toBe((b.content[0] as { data: string }).data);
+    expect((a.content[0] as { data: Buffer }).data.equals((b.content[0] as { data: Buffer }).data)).toBe(
+      true,
+    );
   });
 
   it('a workflow whose file is missing fails the call with INVALID_CONFIG', async () => {

@@ -1,21 +1,34 @@
 import protobuf from 'protobufjs';
 import { describe, expect, it } from 'vitest';
-import { protoPath } from '../services/core/envelope.js';
 import {
-  decodeToolCall,
-  encodeToolCall,
+  type Chunk,
+  encodeArguments,
+  finalToJson,
   isExpired,
   newCallId,
+  type Order,
   PRIORITIES,
+  parseArguments,
   type ToolCall,
+  type ToolResult,
+  toFinal,
 } from '../services/core/index.js';
+import {
+  decodeToolCall,
+  deserializeChunk,
+  deserializeOrder,
+  encodeToolCall,
+  protoPath,
+  serializeChunk,
+  serializeOrder,
+} from '../services/protobuf/index.js';
 
 function fullCall(overrides: Partial<ToolCall> = {}): ToolCall {
   return {
     callId: '0f8fad5b-d9cb-469f-a165-70867728950e',
     tool: 'generate_text',
     pool: 'inference',
-    arguments: { prompt: 'Hello', max_tokens: 64, temperature: 0.2 },
+    argumentsJson: encodeArguments({ prompt: 'Hello', max_tokens: 64, temperature: 0.2 }),
     tenant: 'acme',
     sessionKey: 'sess-42',
     priority: 'normal',
@@ -72,8 +85,8 @@ describe('encodeToolCall / decodeToolCall', () => {
       big: Number.MAX_SAFE_INTEGER,
       negative: -0.000_001,
     };
-    const decoded = decodeToolCall(encodeToolCall(fullCall({ arguments: args })));
-    expect(decoded.arguments).toEqual(args);
+    const decoded = decodeToolCall(encodeToolCall(fullCall({ argumentsJson: encodeArguments(args) })));
+    expect(parseArguments(decoded.argumentsJson)).toEqual(args);
   });
 
   it('round-trips unicode in string fields and trace context', () => {
@@ -87,7 +100,7 @@ describe('encodeToolCall / decodeToolCall', () => {
 
   it('round-trips empty optional parts and zero values', () => {
     const call = fullCall({
-      arguments: {},
+      argumentsJson: encodeArguments({}),
       tenant: '',
       sessionKey: '',
       replyTo: '',
@@ -107,6 +120,21 @@ describe('encodeToolCall / decodeToolCall', () => {
     );
     expect(decoded.deadlineUnixMs).toBe(deadline);
     expect(decoded.enqueuedUnixMs).toBe(deadline - 1);
+  });
+
+  it('decodes epoch milliseconds as plain numbers, not Long objects', () => {
+    const decoded = decodeToolCall(encodeToolCall(fullCall()));
+    expect(typeof decoded.deadlineUnixMs).toBe('number');
+    expect(typeof decoded.enqueuedUnixMs).toBe('number');
+  });
+
+  it('decodes into a plain object that spreads with every field', () => {
+    const decoded = decodeToolCall(encodeToolCall(fullCall({ sessionKey: '', wantsProgress: false })));
+    // The queues spread a decoded call to set its attempt: defaults must be own properties.
+    expect({ ...decoded, attempt: 4 }).toEqual({
+      ...fullCall({ sessionKey: '', wantsProgress: false }),
+      attempt: 4,
+    });
   });
 
   it('decodes an envelope the decoder did not write itself (fresh bytes, same content)', () => {
@@ -145,25 +173,154 @@ describe('encodeToolCall / decodeToolCall', () => {
     expect(() => decodeToolCall(bytes.subarray(0, 1))).toThrow();
   });
 
-  it('throws when the arguments are not a JSON object', () => {
-    for (const args of [[1, 2], 'text', 7, null]) {
-      const bytes = encodeToolCall(fullCall({ arguments: args as unknown as Record<string, unknown> }));
-      expect(() => decodeToolCall(bytes)).toThrow();
-    }
-  });
-
-  it('throws when the arguments are not JSON', () => {
-    const type = protobuf.loadSync(protoPath()).lookupType('mcpcluster.v1.ToolCall');
-    const bytes = type.encode({ callId: 'c', tool: 't', pool: 'p', argumentsJson: '{not json' }).finish();
-    expect(() => decodeToolCall(bytes)).toThrow();
-  });
-
-  it('reads an unknown wire priority as normal', () => {
+  it('reads absent arguments and an unknown wire priority as no arguments and normal', () => {
     const type = protobuf.loadSync(protoPath()).lookupType('mcpcluster.v1.ToolCall');
     const bytes = type.encode({ callId: 'c', tool: 't', pool: 'p', priority: 7 }).finish();
     const call = decodeToolCall(bytes);
     expect(call.priority).toBe('normal');
-    expect(call.arguments).toEqual({});
+    expect(call.argumentsJson).toBeInstanceOf(Uint8Array);
+    expect(parseArguments(call.argumentsJson)).toEqual({});
+  });
+});
+
+describe('encodeArguments / parseArguments', () => {
+  it('round-trips arguments as UTF-8 JSON', () => {
+    const args = { prompt: 'Grüße 👋🏽', n: 3, nested: { list: [1, null, 'x'] } };
+    const bytes = encodeArguments(args);
+    expect(new TextDecoder().decode(bytes)).toBe(JSON.stringify(args));
+    expect(parseArguments(bytes)).toEqual(args);
+  });
+
+  it('reads no bytes as no arguments', () => {
+    expect(parseArguments(new Uint8Array())).toEqual({});
+  });
+
+  it('parses a view into a larger buffer by its own bytes only', () => {
+    const whole = new TextEncoder().encode('xx{"a":1}yy');
+    expect(parseArguments(whole.subarray(2, 9))).toEqual({ a: 1 });
+  });
+
+  it('throws when the arguments are not a JSON object', () => {
+    for (const text of ['[1,2]', '"text"', '7', 'null']) {
+      expect(() => parseArguments(new TextEncoder().encode(text))).toThrow(/not a JSON object/);
+    }
+  });
+
+  it('throws when the arguments are not JSON', () => {
+    expect(() => parseArguments(new TextEncoder().encode('{not json'))).toThrow();
+  });
+});
+
+describe('delivery chunks and orders', () => {
+  it('round-trips a final chunk with its media as bytes and its timing', () => {
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]);
+    const chunk: Chunk = {
+      callId: 'c-1',
+      attempt: 2,
+      final: { jsonParts: ['{"content":[{"data":"', '"}]}'], media: [png], metaJson: '', isError: false },
+      timing: { queueWaitMs: 1.5, backendMs: 20.25, batchWaitMs: 0, sentUnixMs: 1_900_000_000_123 },
+    };
+    const got = deserializeChunk(serializeChunk(chunk));
+    expect(got.body).toBe('final');
+    expect(got.callId).toBe('c-1');
+    expect(got.attempt).toBe(2);
+    expect(got.final?.jsonParts).toEqual(chunk.final?.jsonParts);
+    expect(Buffer.from(got.final?.media[0] ?? [])).toEqual(png);
+    expect(got.timing).toMatchObject(chunk.timing ?? {});
+    expect(typeof got.timing?.sentUnixMs).toBe('number');
+  });
+
+  it.each([
+    ['accepted', { accepted: { workerId: 'w-1' } }],
+    ['progress', { progress: { progress: 3, total: 0, message: '' } }],
+    ['error', { error: { code: 'BACKEND_UNAVAILABLE', message: 'down' } }],
+  ] as const)('names the body of a %s chunk', (body, member) => {
+    const got = deserializeChunk(serializeChunk({ callId: 'c', attempt: 1, ...member }));
+    expect(got.body).toBe(body);
+    expect(got[body]).toMatchObject(member[body as keyof typeof member] as object);
+    expect(got.timing ?? undefined).toBeUndefined();
+  });
+
+  it.each([
+    ['delivered', { delivered: { known: false } }],
+    ['cancel', { cancel: { reason: 'client' } }],
+  ] as const)('round-trips a %s order', (body, member) => {
+    const order: Order = { callId: 'c-9', ...member };
+    const got = deserializeOrder(serializeOrder(order));
+    expect(got.body).toBe(body);
+    expect(got.callId).toBe('c-9');
+    expect(got[body]).toMatchObject(member[body as keyof typeof member] as object);
+  });
+
+  it('throws on bytes that are not a chunk', () => {
+    expect(() => deserializeChunk(Uint8Array.from([0x0a, 0x7f, 0x41]))).toThrow();
+  });
+});
+
+describe('toFinal / finalToJson', () => {
+  const TIMING = '"mcp-cluster/timing":{"queueWaitMs":1,"batchWaitMs":0,"backendMs":2,"deliveryMs":0}';
+  const timing = JSON.parse(`{${TIMING}}`) as Record<string, unknown>;
+  const roundTrip = (result: ToolResult, added = TIMING) => {
+    const final = toFinal(result);
+    const json = finalToJson(
+      deserializeChunk(serializeChunk({ callId: 'c', attempt: 1, final })).final!,
+      added,
+    );
+    expect(json).toBeDefined();
+    return { final, parsed: JSON.parse(json ?? '') as Record<string, unknown> };
+  };
+
+  it('gives back a text result with the added _meta', () => {
+    const result = { content: [{ type: 'text', text: 'hi "there"\n' }], structuredContent: { n: [1, 2] } };
+    const { final, parsed } = roundTrip(result);
+    expect(final.media).toEqual([]);
+    expect(parsed).toEqual({ ...result, _meta: timing });
+  });
+
+  it('merges the added keys into the result own _meta', () => {
+    const result = { content: [], isError: true, _meta: { 'vendor/x': { y: 1 } } };
+    const { final, parsed } = roundTrip(result);
+    expect(final.isError).toBe(true);
+    expect(parsed).toEqual({ content: [], isError: true, _meta: { 'vendor/x': { y: 1 }, ...timing } });
+  });
+
+  it('adds no _meta when there is nothing to add', () => {
+    const result = { content: [{ type: 'text', text: 'x' }] };
+    expect(roundTrip(result, '').parsed).toEqual(result);
+    const withMeta = { ...result, _meta: {} };
+    expect(roundTrip(withMeta, '').parsed).toEqual(withMeta);
+  });
+
+  it('sends image and audio bytes apart and writes them base64', () => {
+    const image = Buffer.from('not really a png, but bytes \u0000\u00ff');
+    const audio = new Uint8Array([1, 2, 3, 250]);
+    const result = {
+      content: [
+        { type: 'image', data: image, mimeType: 'image/png', annotations: { data: 'x' } },
+        { type: 'text', text: 'between' },
+        { type: 'audio', data: audio, mimeType: 'audio/wav' },
+        { type: 'image', data: 'aGk=', mimeType: 'image/png' },
+      ],
+    };
+    const { final, parsed } = roundTrip(result);
+    expect(final.media).toHaveLength(2);
+    expect(final.jsonParts.join('')).not.toContain(image.toString('base64'));
+    expect(parsed).toEqual({
+      content: [
+        { type: 'image', data: image.toString('base64'), mimeType: 'image/png', annotations: { data: 'x' } },
+        { type: 'text', text: 'between' },
+        { type: 'audio', data: Buffer.from(audio).toString('base64'), mimeType: 'audio/wav' },
+        { type: 'image', data: 'aGk=', mimeType: 'image/png' },
+      ],
+      _meta: timing,
+    });
+  });
+
+  it('refuses parts that do not make a JSON object', () => {
+    expect(finalToJson({ jsonParts: ['[1]'], media: [], metaJson: '', isError: false })).toBeUndefined();
+    expect(
+      finalToJson({ jsonParts: ['{}'], media: [new Uint8Array(1)], metaJson: '', isError: false }),
+    ).toBeUndefined();
   });
 });
 

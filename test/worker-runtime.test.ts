@@ -9,6 +9,8 @@ import {
   clusterMetrics,
   type DeliveryServer,
   type DeliveryTransport,
+  encodeArguments,
+  finalToJson,
   inProcessDelivery,
   type ResolvedConfig,
   type ToolCall,
@@ -171,7 +173,9 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
   it('streams accepted, progress and final chunks, and acks once the ingress confirmed', async () => {
     const c = await startCluster();
     const okBefore = await count(metrics.workerCalls, { pool: POOL, outcome: 'ok' });
-    const call = await c.enqueue({ arguments: { prompt: 'Explain work queues.', max_tokens: 60 } });
+    const call = await c.enqueue({
+      argumentsJson: encodeArguments({ prompt: 'Explain work queues.', max_tokens: 60 }),
+    });
 
     await waitFor('the final chunk', () => c.ingress.chunksOf(call.callId).some((k) => k.body === 'final'));
     await waitFor('the message to be acked', () => queueEmpty(c.broker));
@@ -188,7 +192,7 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
     expect(chunks[0]?.accepted?.workerId).toBe(`worker-${c.config.namespace}`);
 
     const final = chunks.at(-1);
-    const result = JSON.parse(final?.final?.resultJson ?? '{}') as {
+    const result = JSON.parse((final?.final && finalToJson(final.final)) ?? '{}') as {
       content: { type: string; text: string }[];
     };
     const text = result.content[0]?.text ?? '';
@@ -204,10 +208,24 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
 
   it('sends no progress chunks when the caller did not ask for progress', async () => {
     const c = await startCluster();
-    const call = await c.enqueue({ wantsProgress: false, arguments: { prompt: 'Quietly.', max_tokens: 60 } });
+    const call = await c.enqueue({
+      wantsProgress: false,
+      argumentsJson: encodeArguments({ prompt: 'Quietly.', max_tokens: 60 }),
+    });
     await waitFor('the final chunk', () => c.ingress.chunksOf(call.callId).some((k) => k.body === 'final'));
     await waitFor('the message to be acked', () => queueEmpty(c.broker));
     expect(bodies(c.ingress.chunksOf(call.callId))).toEqual(['accepted', 'final']);
+  });
+
+  it('answers a call whose arguments are not a JSON object with INVALID_ARGUMENTS, without running it', async () => {
+    const c = await startCluster();
+    const call = await c.enqueue({ argumentsJson: Buffer.from('["not", "an", "object"]') });
+    await waitFor('the error chunk', () => c.ingress.chunksOf(call.callId).some((k) => k.body === 'error'));
+    await waitFor('the message to be settled', () => queueEmpty(c.broker));
+    const [chunk] = c.ingress.chunksOf(call.callId);
+    expect(chunk?.error?.code).toBe('INVALID_ARGUMENTS');
+    expect(bodies(c.ingress.chunksOf(call.callId))).toEqual(['error']);
+    expect(c.sim.stats().chatRequests).toBe(0);
   });
 
   it('sheds a call whose deadline passed before dispatch: never run, never delivered again', async () => {
@@ -263,7 +281,9 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
       }
       confirmTerminal(chunk, link);
     };
-    const call = await c.enqueue({ arguments: { prompt: 'A very long essay.', max_tokens: 400 } });
+    const call = await c.enqueue({
+      argumentsJson: encodeArguments({ prompt: 'A very long essay.', max_tokens: 400 }),
+    });
 
     await waitFor('the sim to see the sequence aborted', () => c.sim.stats().aborted === 1);
     await waitFor(
@@ -318,7 +338,9 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
   it('lets a running call finish during shutdown within the drain grace', async () => {
     // About 500 ms of generation, well inside a 10 s grace.
     const c = await startCluster({ sim: { tokensPerSecond: 100 }, worker: { drainGrace: '10s' } });
-    const call = await c.enqueue({ arguments: { prompt: 'Finish this.', max_tokens: 50 } });
+    const call = await c.enqueue({
+      argumentsJson: encodeArguments({ prompt: 'Finish this.', max_tokens: 50 }),
+    });
     await waitFor('the call to stream', () =>
       c.ingress.chunksOf(call.callId).some((k) => k.body === 'progress'),
     );
@@ -336,7 +358,9 @@ describe('worker runtime (memory queue, gRPC delivery, simulated backend)', () =
   it('hands a running call back at shutdown when the drain grace runs out', async () => {
     const c = await startCluster({ sim: { tokensPerSecond: 20 }, worker: { drainGrace: '1ms' } });
     const shutdownBefore = await count(metrics.workerCalls, { pool: POOL, outcome: 'shutdown' });
-    const call = await c.enqueue({ arguments: { prompt: 'A very long essay.', max_tokens: 400 } });
+    const call = await c.enqueue({
+      argumentsJson: encodeArguments({ prompt: 'A very long essay.', max_tokens: 400 }),
+    });
     await waitFor('the call to stream', () =>
       c.ingress.chunksOf(call.callId).some((k) => k.body === 'progress'),
     );

@@ -5,7 +5,6 @@ import {
   type CallQueue,
   ClusterError,
   type ConsumeOptions,
-  encodeToolCall,
   messageOf,
   PRIORITIES,
   type Priority,
@@ -14,6 +13,7 @@ import {
   type ToolCall,
   withTimeout,
 } from '../core/index.js';
+import { encodeToolCall } from '../protobuf/index.js';
 import { BullmqConsumer } from './consumer.js';
 import { DEAD_LETTER_RETENTION } from './dead-letters.js';
 import {

@@ -6,12 +6,12 @@ import {
   type ConsumeOptions,
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_MAX_DELIVERIES,
-  decodeToolCall,
   messageOf,
   type QueuedCall,
   type ToolCall,
   withTimeout,
 } from '../core/index.js';
+import { decodeToolCall } from '../protobuf/index.js';
 import { DEAD_LETTER_RETENTION, recordDeadLetter, watchDeadLetters } from './dead-letters.js';
 import { type CallJob, type JobData, type JobResult, queueName } from './jobs.js';
 import { logEvent } from './log.js';

@@ -34,7 +34,7 @@ export type { ChannelWire, OpenChannel } from './delivery/links.js';
 export { DeliveryChannels, IngressLink, WorkerChannel } from './delivery/links.js';
 export type { Chunk, ChunkReceived, Order, OrderReceived } from './delivery/messages.js';
 export type { Priority, ToolCall } from './envelope.js';
-export { decodeToolCall, encodeToolCall, isExpired, newCallId, PRIORITIES, protoPath } from './envelope.js';
+export { encodeArguments, isExpired, newCallId, PRIORITIES, parseArguments } from './envelope.js';
 export type { ClusterErrorCode } from './errors.js';
 export {
   ClusterError,
@@ -55,6 +55,7 @@ export type {
   ToolFamily,
 } from './family.js';
 export { registerFamilies } from './family.js';
+export type { CallError, Final, Timing } from './generated/mcp_cluster.js';
 export type { LifecycleState, ShutdownSteps, Stoppable } from './lifecycle.js';
 export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';
@@ -91,4 +92,6 @@ export type {
   RouteHandler,
 } from './role-server.js';
 export { listenRole, roleRoutes, startRoleServer } from './role-server.js';
+export type { ToolResult } from './tool-result.js';
+export { finalToJson, toFinal } from './tool-result.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';

@@ -1,25 +1,49 @@
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import type { ProtoGrpcType } from '../core/generated/mcp_cluster.js';
-import { protoPath } from '../core/index.js';
+import type { Chunk, Order } from '../core/index.js';
+import { deserializeChunk, deserializeOrder, serializeChunk, serializeOrder } from '../protobuf/index.js';
 
-// Where the Delivery service definition comes from: loaded from proto/mcp_cluster.proto with
-// proto-loader, typed by the generated code. The only file of this folder that knows how.
+// Where the Delivery service definition comes from: the protobuf codec's serializers for the
+// messages of `service Delivery`. The only file of this folder that knows how.
 
-/** Loader options; they must match the flags `proto/gen.sh` generates the types with. */
-const LOADER_OPTIONS: protoLoader.Options = {
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
+/**
+ * `service Delivery` of `proto/mcp_cluster.proto`, by hand: one bidirectional stream method whose
+ * messages the protobuf codec turns into bytes and back (no second protobuf runtime).
+ */
+const DELIVERY_SERVICE = {
+  Connect: {
+    path: '/mcpcluster.v1.Delivery/Connect',
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: serializeChunk,
+    requestDeserialize: deserializeChunk,
+    responseSerialize: serializeOrder,
+    responseDeserialize: deserializeOrder,
+  },
+} satisfies grpc.ServiceDefinition;
 
-let loaded: ProtoGrpcType | undefined;
+/** A client of one ingress replica's Delivery service. */
+export interface GrpcDeliveryClient extends grpc.Client {
+  Connect(): grpc.ClientDuplexStream<Chunk, Order>;
+}
 
-/** The Delivery service definition and client constructor, loaded once per process. */
-export function deliveryProto(): ProtoGrpcType['mcpcluster']['v1'] {
-  loaded ??= grpc.loadPackageDefinition(
-    protoLoader.loadSync(protoPath(), LOADER_OPTIONS),
-  ) as unknown as ProtoGrpcType;
-  return loaded.mcpcluster.v1;
+/** The Delivery service: its definition (`.service`) and a client constructor. */
+export interface DeliveryService {
+  Delivery: (new (
+    address: string,
+    credentials: grpc.ChannelCredentials,
+    options?: grpc.ChannelOptions,
+  ) => GrpcDeliveryClient) & { service: grpc.ServiceDefinition };
+}
+
+let made: DeliveryService | undefined;
+
+/** The Delivery service definition and client constructor, made once per process. */
+export function deliveryProto(): DeliveryService {
+  made ??= {
+    Delivery: grpc.makeGenericClientConstructor(
+      DELIVERY_SERVICE,
+      'Delivery',
+    ) as unknown as DeliveryService['Delivery'],
+  };
+  return made;
 }

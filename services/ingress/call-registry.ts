@@ -3,6 +3,7 @@ import {
   type ChunkReceived,
   ClusterError,
   clusterMetrics,
+  finalToJson,
   type Logger,
   parseErrorCode,
   type ToolCall,
@@ -15,9 +16,6 @@ export interface CallProgress {
   total?: number;
   message?: string;
 }
-
-/** A successful call's MCP `CallToolResult`, as the worker produced it. */
-export type CallToolResultJson = Record<string, unknown> & { content: unknown[] };
 
 /**
  * A worker's `CallToolResult` as JSON text, with the cluster's `_meta` (timing) already in it,
@@ -152,13 +150,13 @@ export class CallRegistry {
         const timing = timingOf(chunk.timing);
         if (timing) this.observePhases(entry.call.tool, timing);
         if (chunk.body === 'final') {
-          const result = parseResult(chunk.final?.resultJson ?? '');
-          if (result) {
-            const withMeta = withTiming(result, timing);
-            entry.settle({
-              kind: 'result',
-              result: { json: JSON.stringify(withMeta), isError: withMeta.isError === true },
-            });
+          const final = chunk.final;
+          // The worker's JSON with the timing spliced into its `_meta`: never parsed here.
+          const json = final
+            ? finalToJson(final, timing ? `"${TIMING_META_KEY}":${JSON.stringify(timing)}` : '')
+            : undefined;
+          if (final && json !== undefined) {
+            entry.settle({ kind: 'result', result: { json, isError: final.isError } });
           } else
             entry.settle({
               kind: 'error',
@@ -284,30 +282,6 @@ function timingOf(timing: ChunkReceived['timing']): CallTiming | undefined {
   };
 }
 
-/** Adds the call's timing to the result's `_meta` under {@link TIMING_META_KEY}. */
-function withTiming(result: CallToolResultJson, timing: CallTiming | undefined): CallToolResultJson {
-  if (!timing) return result;
-  const meta = (result._meta ?? {}) as Record<string, unknown>;
-  result._meta = { ...meta, [TIMING_META_KEY]: timing };
-  return result;
-}
-
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
-}
-
-function parseResult(json: string): CallToolResultJson | undefined {
-  try {
-    const value: unknown = JSON.parse(json);
-    if (
-      typeof value === 'object' &&
-      value !== null &&
-      Array.isArray((value as { content?: unknown }).content)
-    ) {
-      return value as CallToolResultJson;
-    }
-  } catch {
-    // Reported by the caller as INTERNAL.
-  }
-  return undefined;
 }

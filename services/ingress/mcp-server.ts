@@ -4,6 +4,7 @@ import {
   ClusterError,
   type ClusterErrorCode,
   clusterMetrics,
+  encodeArguments,
   isProtocolError,
   newCallId,
   type ToolCall,
@@ -125,7 +126,8 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         callId: newCallId(),
         tool: tool.name,
         pool: tool.pool,
-        arguments: args,
+        // Serialised once here; the worker parses them once.
+        argumentsJson: encodeArguments(args),
         tenant: scope?.tenant ?? 'default',
         sessionKey: sessionKeyOf(meta, scope),
         priority: 'normal',

@@ -5,7 +5,6 @@ import {
   type CallQueue,
   ClusterError,
   type ConsumeOptions,
-  encodeToolCall,
   messageOf,
   PRIORITIES,
   type Priority,
@@ -14,6 +13,7 @@ import {
   type ToolCall,
   withTimeout,
 } from '../core/index.js';
+import { encodeToolCall } from '../protobuf/index.js';
 import { API_TIMEOUT_MS, type NatsLink, RECONNECT_GRACE_MS } from './connection.js';
 import { NatsConsumer } from './consumer.js';
 import type { DeadLetters } from './dead-letters.js';

@@ -4,13 +4,13 @@ import {
   type ConsumeOptions,
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_MAX_DELIVERIES,
-  decodeToolCall,
   messageOf,
   PRIORITIES,
   type Priority,
   type QueuedCall,
   type ToolCall,
 } from '../core/index.js';
+import { decodeToolCall } from '../protobuf/index.js';
 import { API_TIMEOUT_MS, logEvent, type NatsLink } from './connection.js';
 import type { DeadLetters } from './dead-letters.js';
 import { PulledMessage } from './pulled-message.js';

@@ -1,6 +1,7 @@
 import { JetStreamApiCodes, type JetStreamClient } from '@nats-io/jetstream';
 import { headers, type Subscription } from '@nats-io/transport-node';
-import { clusterMetrics, decodeToolCall, messageOf } from '../core/index.js';
+import { clusterMetrics, messageOf } from '../core/index.js';
+import { decodeToolCall } from '../protobuf/index.js';
 import { API_TIMEOUT_MS, logEvent, type NatsLink } from './connection.js';
 import type { PulledMessage } from './pulled-message.js';
 import { isApiError, priorityOfSubject, type Topology } from './topology.js';

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, expect } from 'vitest';
 import {
   ClusterError,
+  encodeArguments,
   type Logger,
   newCallId,
   type ToolCall,
@@ -88,7 +89,7 @@ export function toolCall(
     callId: newCallId(),
     tool: tool.name,
     pool: tool.pool,
-    arguments: args,
+    argumentsJson: encodeArguments(args),
     tenant: 'test',
     sessionKey: '',
     priority: 'normal',
@@ -125,6 +126,7 @@ export function adapterContext(
 ): AdapterContext {
   return {
     call: toolCall(tool, args, options.call),
+    arguments: args,
     tool,
     endpointUrl,
     backend: options.backend ?? (families.template(tool.template)?.backends[0] as AdapterContext['backend']),

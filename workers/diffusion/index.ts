@@ -551,7 +551,7 @@ async function fetchImage(
   ctx: AdapterContext,
   base: string,
   ref: ImageRef,
-): Promise<{ data: string; mimeType: string }> {
+): Promise<{ data: Buffer; mimeType: string }> {
   const query = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder, type: ref.type });
   const res = await request(ctx, base, `view?${query}`);
   if (!res.ok) {
@@ -578,7 +578,8 @@ async function fetchImage(
       `ComfyUI at ${base} sent ${ref.filename} as ${type || 'untyped data'}, not an image`,
     );
   }
-  return { data: bytes.toString('base64'), mimeType: isPng ? 'image/png' : type };
+  // Raw bytes: they travel to the ingress as bytes and become base64 only in the answer.
+  return { data: bytes, mimeType: isPng ? 'image/png' : type };
 }
 
 /**
@@ -789,7 +790,7 @@ export const generateImageAdapter: ToolAdapter = {
       );
     }
     const workflow = await cachedWorkflow(ctx.tool.workflow);
-    const args = ctx.call.arguments as {
+    const args = ctx.arguments as {
       prompt: string;
       negative_prompt?: string;
       width?: number;

@@ -161,7 +161,7 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
 
   return {
     async run(ctx: AdapterContext): Promise<ToolResult> {
-      const args = ctx.call.arguments as { texts: string[]; model?: string; normalize?: boolean };
+      const args = ctx.arguments as { texts: string[]; model?: string; normalize?: boolean };
       const texts = args.texts;
       if (!Array.isArray(texts) || texts.length === 0 || !texts.every((t) => typeof t === 'string')) {
         throw new ClusterError('INVALID_ARGUMENTS', 'texts must be a non-empty array of strings');

@@ -43,7 +43,7 @@ const textResult = (text: string): ToolResult => ({ content: [{ type: 'text', te
  */
 export const generateTextAdapter: ToolAdapter = {
   async run(ctx: AdapterContext): Promise<ToolResult> {
-    const args = ctx.call.arguments as {
+    const args = ctx.arguments as {
       prompt: string;
       max_tokens?: number;
       temperature?: number;
@@ -69,7 +69,7 @@ export const generateTextAdapter: ToolAdapter = {
  */
 export const chatAdapter: ToolAdapter = {
   async run(ctx: AdapterContext): Promise<ToolResult> {
-    const args = ctx.call.arguments as {
+    const args = ctx.arguments as {
       messages: ChatMessage[];
       max_tokens?: number;
       temperature?: number;
@@ -92,7 +92,7 @@ export const chatAdapter: ToolAdapter = {
  */
 export const summarizeAdapter: ToolAdapter = {
   async run(ctx: AdapterContext): Promise<ToolResult> {
-    const args = ctx.call.arguments as { text: string; max_words?: number };
+    const args = ctx.arguments as { text: string; max_words?: number };
     const maxWords = args.max_words ?? DEFAULT_SUMMARY_WORDS;
     const present = (text: string) => trimToWords(text, maxWords);
     const { text } = await streamChatCompletion(ctx, {

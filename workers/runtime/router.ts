@@ -26,44 +26,56 @@ export const AFFINITY_LOAD_FACTOR = 1.25;
  * into `backends`, or `undefined` when every backend is unavailable or full.
  */
 export function pickBackend(backends: readonly BackendView[], sessionKey: string): number | undefined {
-  const open: number[] = [];
+  let open = 0;
+  let available = 0;
   let total = 0;
-  backends.forEach((b, i) => {
-    if (b.available && b.inFlight < b.maxConcurrency) open.push(i);
-    if (b.available) total += b.inFlight;
-  });
-  if (open.length === 0) return undefined;
+  for (const b of backends) {
+    if (!b.available) continue;
+    available += 1;
+    total += b.inFlight;
+    if (b.inFlight < b.maxConcurrency) open += 1;
+  }
+  if (open === 0) return undefined;
 
   if (sessionKey) {
-    const availableCount = backends.filter((b) => b.available).length;
-    const bound = Math.ceil(((total + 1) / availableCount) * AFFINITY_LOAD_FACTOR);
-    for (const id of rendezvousOrder(
-      backends.filter((b) => b.available).map((b) => b.id),
-      sessionKey,
-    )) {
-      const index = open.find((i) => backends[i]?.id === id);
+    const bound = Math.ceil(((total + 1) / available) * AFFINITY_LOAD_FACTOR);
+    // Each available backend hashed once, then tried in the key's order.
+    const ranked: { index: number; score: number }[] = [];
+    backends.forEach((b, index) => {
+      if (b.available) ranked.push({ index, score: score(sessionKey, b.id) });
+    });
+    ranked.sort(byScore);
+    for (const { index } of ranked) {
+      const b = backends[index] as BackendView;
       // The preferred backend is full or over the bound: try the key's next choice.
-      if (index !== undefined && (backends[index]?.inFlight ?? 0) + 1 <= bound) return index;
+      if (b.inFlight < b.maxConcurrency && b.inFlight + 1 <= bound) return index;
     }
   }
 
   let best: number | undefined;
   let bestLoad = Number.POSITIVE_INFINITY;
-  for (const i of open) {
-    const b = backends[i];
-    if (!b) continue;
+  backends.forEach((b, i) => {
+    if (!b.available || b.inFlight >= b.maxConcurrency) return;
     const load = b.inFlight / b.maxConcurrency;
     if (load < bestLoad) {
       best = i;
       bestLoad = load;
     }
-  }
+  });
   return best;
 }
 
 /** Backend ids in the order a session key prefers them (highest rendezvous weight first). */
 export function rendezvousOrder(ids: readonly string[], sessionKey: string): string[] {
-  return [...ids].sort((a, b) => score(sessionKey, b) - score(sessionKey, a));
+  return ids
+    .map((id) => ({ id, score: score(sessionKey, id) }))
+    .sort(byScore)
+    .map((r) => r.id);
+}
+
+/** Highest score first; equal scores keep their order (the sort is stable). */
+function byScore(a: { score: number }, b: { score: number }): number {
+  return b.score - a.score;
 }
 
 function score(key: string, id: string): number {

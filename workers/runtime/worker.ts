@@ -12,6 +12,7 @@ import {
   isRetryable,
   Lifecycle,
   type Logger,
+  parseArguments,
   type QueuedCall,
   type ResolvedConfig,
   type RoleServer,
@@ -19,18 +20,15 @@ import {
   startRoleServer,
   type ToolCall,
   type ToolConfig,
+  type ToolResult,
   type ToolTemplate,
   toClusterError,
+  toFinal,
 } from '../../services/core/index.js';
 import { BackendActor } from './backend-actor.js';
 import { pickBackend } from './router.js';
 
-/** A tool call's result as MCP's `CallToolResult`. */
-export interface ToolResult {
-  content: unknown[];
-  structuredContent?: Record<string, unknown>;
-  isError?: boolean;
-}
+export type { ToolResult };
 
 /** Progress a tool reports while it runs. */
 export interface ToolProgress {
@@ -43,6 +41,8 @@ export interface ToolProgress {
 /** What an adapter gets for one call. */
 export interface AdapterContext {
   call: ToolCall;
+  /** The call's arguments, parsed once from `call.argumentsJson`. */
+  arguments: Record<string, unknown>;
   tool: ToolConfig;
   /** Base URL of the backend endpoint the router chose. */
   endpointUrl: string;
@@ -106,7 +106,21 @@ type StopReason = 'cancelled' | 'deadline' | 'lost' | 'shutdown';
 interface RunningCall {
   abort: AbortController;
   reason: StopReason | undefined;
+  message: QueuedCall;
+  /** Last ack-deadline extension (or the start), `performance.now()` milliseconds. */
+  beatAtMs: number;
+  /** Set while the final chunk waits for the ingress's word. */
+  delivered: ((answer: DeliveryAnswer) => void) | undefined;
 }
+
+/** Stops a running call's work once; the first reason is the one reported. */
+function stopCall(entry: RunningCall, reason: StopReason): void {
+  if (entry.reason) return;
+  entry.reason = reason;
+  entry.abort.abort(new ClusterError('CANCELLED', `stopped: ${reason}`));
+}
+
+const ignoreProgress = (): void => {};
 
 /** Back-off after an unexpected failure in the worker itself, in milliseconds. */
 const INTERNAL_RETRY_MS = 1000;
@@ -174,41 +188,49 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const settling = new Set<Promise<void>>();
   const life = new Lifecycle((from, to) => metrics.moveWorkerState(pool, from, to));
 
+  /** The log of one call; made only when something about the call is logged. */
+  const callLog = (call: ToolCall): Logger =>
+    log.child({ callId: call.callId, tool: call.tool, attempt: call.attempt });
+
   const handle = async (message: QueuedCall): Promise<void> => {
     const { call } = message;
-    const clog = log.child({ callId: call.callId, tool: call.tool, attempt: call.attempt });
     metrics.workerInFlight.inc({ pool });
     metrics.queueDequeued.inc({ pool, priority: call.priority });
     if (call.attempt > 1) metrics.workerRedelivered.inc({ pool, priority: call.priority });
     try {
-      await runCall(message, clog);
+      await runCall(message);
     } catch (err) {
-      clog.error('call handling failed', { err });
+      callLog(call).error('call handling failed', { err });
       await message.nack(INTERNAL_RETRY_MS).catch(() => undefined);
     } finally {
       metrics.workerInFlight.dec({ pool });
     }
   };
 
-  const runCall = async (message: QueuedCall, clog: Logger): Promise<void> => {
+  const runCall = async (message: QueuedCall): Promise<void> => {
     const { call } = message;
     const tool = tools.get(call.tool);
     if (!tool) {
-      clog.error('call for a tool this pool does not serve');
-      await sendTerminalError(
-        call,
-        'INVALID_ARGUMENTS',
-        `pool ${pool} does not serve tool ${call.tool}`,
-        clog,
-      );
+      callLog(call).error('call for a tool this pool does not serve');
+      await sendTerminalError(call, 'INVALID_ARGUMENTS', `pool ${pool} does not serve tool ${call.tool}`);
       await message.term('unknown tool');
       return;
     }
     if (isExpired(call)) {
       // Shed: the caller has already been answered with a timeout; running it would waste a GPU.
       metrics.workerShed.inc({ pool, priority: call.priority });
-      clog.info('shed: deadline passed before dispatch');
+      callLog(call).info('shed: deadline passed before dispatch');
       await message.term('expired');
+      return;
+    }
+    let args: Record<string, unknown>;
+    try {
+      // The one parse of the arguments on their way from the caller to the adapter.
+      args = parseArguments(call.argumentsJson);
+    } catch (err) {
+      callLog(call).error('call arguments do not parse', { err });
+      await sendTerminalError(call, 'INVALID_ARGUMENTS', `the call's arguments are not a JSON object`);
+      await message.term('bad arguments');
       return;
     }
     const takenUnixMs = Date.now();
@@ -220,7 +242,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       channel = await delivery.channel(call.replyTo);
     } catch (err) {
       metrics.workerUndeliverable.inc({ pool });
-      clog.warn('owning ingress unreachable; dropping the call', { err, replyTo: call.replyTo });
+      callLog(call).warn('owning ingress unreachable; dropping the call', { err, replyTo: call.replyTo });
       await message.term('undeliverable');
       return;
     }
@@ -237,40 +259,33 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       return;
     }
 
-    const entry: RunningCall = { abort: new AbortController(), reason: undefined };
-    const stop = (reason: StopReason) => {
-      if (entry.reason) return;
-      entry.reason = reason;
-      entry.abort.abort(new ClusterError('CANCELLED', `stopped: ${reason}`));
+    const entry: RunningCall = {
+      abort: new AbortController(),
+      reason: undefined,
+      message,
+      beatAtMs: performance.now(),
+      delivered: undefined,
     };
     // Keyed by delivery, not call id: a call handed back (nack 0) can be delivered again to this
     // worker before the previous attempt's cleanup ran, and that cleanup must not drop it.
     const runKey = `${call.callId}#${call.attempt}`;
     running.set(runKey, entry);
-    let delivered: ((answer: DeliveryAnswer) => void) | undefined;
     const unwatch = channel.watch(call.callId, (signal) => {
       if (signal.kind === 'lost') {
-        stop('lost');
-        delivered?.('lost');
+        stopCall(entry, 'lost');
+        entry.delivered?.('lost');
       } else if (signal.order.body === 'cancel') {
-        stop('cancelled');
+        stopCall(entry, 'cancelled');
       } else if (signal.order.body === 'delivered') {
-        delivered?.(signal.order.delivered?.known ? 'confirmed' : 'unknown');
+        entry.delivered?.(signal.order.delivered?.known ? 'confirmed' : 'unknown');
       }
     });
-    const deadlineTimer = setTimeout(() => stop('deadline'), Math.max(0, call.deadlineUnixMs - Date.now()));
-    const heartbeat = setInterval(
-      () => message.inProgress().catch(() => undefined),
-      Math.max(250, config.worker.ackWaitMs / 3),
+    const deadlineTimer = setTimeout(
+      stopCall,
+      Math.max(0, call.deadlineUnixMs - Date.now()),
+      entry,
+      'deadline' satisfies StopReason,
     );
-    const awaitDelivered = () =>
-      new Promise<DeliveryAnswer>((resolve) => {
-        const timer = setTimeout(() => resolve('timeout'), config.worker.deliveryAckTimeoutMs);
-        delivered = (answer) => {
-          clearTimeout(timer);
-          resolve(answer);
-        };
-      });
 
     try {
       channel.send({ callId: call.callId, attempt: call.attempt, accepted: { workerId } });
@@ -288,6 +303,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         const result = await actor.run((endpointUrl) =>
           adapter.run({
             call,
+            arguments: args,
             tool,
             endpointUrl,
             backend: poolConfig.backend,
@@ -296,15 +312,15 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
             noteBatchWait: (ms) => {
               batchWaitMs = ms;
             },
-            progress: (p) => {
-              if (call.wantsProgress) {
-                channel.send({
-                  callId: call.callId,
-                  attempt: call.attempt,
-                  progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
-                });
-              }
-            },
+            progress: call.wantsProgress
+              ? (p) => {
+                  channel.send({
+                    callId: call.callId,
+                    attempt: call.attempt,
+                    progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
+                  });
+                }
+              : ignoreProgress,
           }),
         );
         outcome = { result };
@@ -324,7 +340,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       }
       if ('error' in outcome && isRetryable(outcome.error.code) && !lastAttempt && !isExpired(call)) {
         // Another worker (or this one, once the backend recovers) may succeed: give it back.
-        clog.warn('backend failed; handing the call back', { err: outcome.error });
+        callLog(call).warn('backend failed; handing the call back', { err: outcome.error });
         metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'retried' });
         await message.nack(retryDelayMs(call.attempt));
         return;
@@ -335,14 +351,16 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         batchWaitMs,
         sentUnixMs: Date.now(),
       };
-      const wait = awaitDelivered();
+      const wait = new Promise<DeliveryAnswer>((resolve) => {
+        const timer = setTimeout(resolve, config.worker.deliveryAckTimeoutMs, 'timeout');
+        entry.delivered = (answer) => {
+          clearTimeout(timer);
+          resolve(answer);
+        };
+      });
       if ('result' in outcome) {
-        channel.send({
-          callId: call.callId,
-          attempt: call.attempt,
-          final: { resultJson: JSON.stringify(outcome.result) },
-          timing,
-        });
+        // Media as raw bytes, `_meta` apart: the ingress splices its timing in without parsing.
+        channel.send({ callId: call.callId, attempt: call.attempt, final: toFinal(outcome.result), timing });
       } else {
         channel.send({
           callId: call.callId,
@@ -365,24 +383,37 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           break;
         case 'timeout':
           // No confirmation: the answer may not have arrived, so let the call run again.
-          clog.warn('ingress did not confirm the final chunk; handing the call back');
+          callLog(call).warn('ingress did not confirm the final chunk; handing the call back');
           await message.nack(0);
           break;
       }
     } finally {
       clearTimeout(deadlineTimer);
-      clearInterval(heartbeat);
       unwatch();
       running.delete(runKey);
     }
   };
 
-  const sendTerminalError = async (call: ToolCall, code: ClusterErrorCode, text: string, clog: Logger) => {
+  // One heartbeat timer for every running call, not one per call: each tick extends the ack
+  // deadline of the calls that went half an interval without one, so none goes a whole
+  // interval (a third of the ack wait) without.
+  const heartbeatMs = Math.max(250, config.worker.ackWaitMs / 3);
+  const heartbeat = setInterval(() => {
+    const due = performance.now() - heartbeatMs / 2;
+    for (const entry of running.values()) {
+      if (entry.beatAtMs > due) continue;
+      entry.beatAtMs = performance.now();
+      entry.message.inProgress().catch(() => undefined);
+    }
+  }, heartbeatMs / 2);
+  heartbeat.unref();
+
+  const sendTerminalError = async (call: ToolCall, code: ClusterErrorCode, text: string) => {
     try {
       const channel = await delivery.channel(call.replyTo);
       channel.send({ callId: call.callId, attempt: call.attempt, error: { code, message: text } });
     } catch (err) {
-      clog.warn('could not report the error to the ingress', { err });
+      callLog(call).warn('could not report the error to the ingress', { err });
     }
   };
 
@@ -446,6 +477,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   }
 
   async function close(): Promise<void> {
+    clearInterval(heartbeat);
     for (const actor of actors) actor.stop();
     await delivery.close();
     await http?.close();
