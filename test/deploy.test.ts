@@ -88,11 +88,15 @@ const literals = (g: Obj | undefined): Record<string, string> =>
     }),
   );
 
-/** Commands the CLI implements (the `case '<name>':` arms of services/cli/main.ts). */
+/** Commands the CLI implements: the keys of `COMMANDS` in services/cli/main.ts, one module each. */
 const cliSource = read('services/cli/main.ts');
-const cliCommands = new Set([...cliSource.matchAll(/case '([a-z-]+)':/g)].map((m) => m[1]));
-/** The CLI's usage text (`const USAGE = \`...\``). */
-const cliUsage = /const USAGE = `([^`]*)`/.exec(cliSource)?.[1] ?? '';
+const cliCommands = new Set(
+  [...(/const COMMANDS[^{]*\{([^}]*)\}/.exec(cliSource)?.[1]?.matchAll(/([a-z-]+),/g) ?? [])].map(
+    (m) => m[1],
+  ),
+);
+/** The CLI's usage text (`export const USAGE = \`...\`` in services/cli/usage.ts). */
+const cliUsage = /const USAGE = `([^`]*)`/.exec(read('services/cli/usage.ts'))?.[1] ?? '';
 /** Commands the manifests use before the CLI has them; their manifests must say so. */
 const PLANNED_COMMANDS = new Set<string>();
 /** Flags each command takes (services/cli/main.ts; `sim` also takes its options' flags). */

@@ -18,7 +18,7 @@ import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { kubernetesProvider } from '../services/autoscaler/providers/kubernetes.js';
+import { kubernetesProvider } from '../services/autoscaler/index.js';
 import { ClusterError, type ResolvedConfig } from '../services/core/index.js';
 import { resolveConfig } from './support/families.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { stampModernResult } from '../services/ingress/result-json.js';
+import { stampModernResult } from '../services/ingress/index.js';
 
 const INFO = { name: 'mcp-cluster', version: '0.1.0' };
 const INFO_JSON = JSON.stringify(INFO);

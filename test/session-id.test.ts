@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SessionIds } from '../services/ingress/session-id.js';
+import { SessionIds } from '../services/ingress/index.js';
 
 const ID_FORMAT = /^s1\.[A-Za-z0-9_-]{24}\.[A-Za-z0-9_-]{32}$/;
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildCatalog } from '../services/core/index.js';
-import { ToolValidator } from '../services/ingress/tool-validator.js';
+import { ToolValidator } from '../services/ingress/index.js';
 import { resolveConfig } from './support/families.js';
 
 const validator = new ToolValidator(buildCatalog(resolveConfig('').tools));

@@ -9,10 +9,15 @@ import {
   Server,
 } from '@modelcontextprotocol/server';
 import { ClusterError, createLogger, toToolErrorResult } from '../../services/core/index.js';
-import { createMcpFrontDoor, sendJson } from '../../services/ingress/http-server.js';
-import { cancelKeyOf, requestScope, SESSION_KEY_META_KEY } from '../../services/ingress/mcp-server.js';
-import { SessionIds } from '../../services/ingress/session-id.js';
-import { ToolValidator } from '../../services/ingress/tool-validator.js';
+import {
+  cancelKeyOf,
+  createMcpFrontDoor,
+  requestScope,
+  SESSION_KEY_META_KEY,
+  SessionIds,
+  sendJson,
+  ToolValidator,
+} from '../../services/ingress/index.js';
 import { benchConfig } from './config.js';
 import { isMain, serveFromArgs } from './entry.js';
 import { type LocalTools, localTools } from './local-tools.js';

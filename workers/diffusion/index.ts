@@ -4,9 +4,9 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { ClusterError, type ToolFamily } from '../../services/core/index.js';
-import { BackendRefusal } from '../runtime/backend-http.js';
 import {
   type AdapterContext,
+  BackendRefusal,
   postJson,
   readJson,
   type ToolAdapter,

@@ -17,8 +17,7 @@ import {
   type ToolConfig,
   type ToolFamily,
 } from '../../services/core/index.js';
-import { BackendRefusal } from '../runtime/backend-http.js';
-import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
+import { type AdapterContext, BackendRefusal, type ToolAdapter, type ToolResult } from '../runtime/index.js';
 import { BatchSlots, MicroBatcher } from './batcher.js';
 import { cacheKey, type EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCache } from './cache.js';
 import { embedMetrics } from './metrics.js';

@@ -5,8 +5,7 @@
  */
 
 import { ClusterError } from '../../services/core/index.js';
-import { BackendRefusal } from '../runtime/backend-http.js';
-import { postJson, readJson } from '../runtime/index.js';
+import { BackendRefusal, postJson, readJson } from '../runtime/index.js';
 
 interface EmbeddingsResponse {
   data?: { index?: unknown; embedding?: unknown }[];

@@ -5,7 +5,7 @@
 
 export type { BackendActorOptions } from './backend-actor.js';
 export { BackendActor } from './backend-actor.js';
-export { postJson, readJson, readSse } from './backend-http.js';
+export { BackendRefusal, postJson, readJson, readSse } from './backend-http.js';
 export type { BackendView } from './router.js';
 export { AFFINITY_LOAD_FACTOR, pickBackend, rendezvousOrder } from './router.js';
 export type {
