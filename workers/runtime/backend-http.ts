@@ -45,8 +45,8 @@ const httpsAgent = new HttpsAgent(agentOptions);
 
 /**
  * A backend's answer whose status line and headers arrived. The body is read once: by `text()`,
- * `bytes()` or iterating the response. `close()` drops the connection (what makes vLLM abort a
- * sequence); once the body has been read in full it is a no-op and the socket is kept alive.
+ * `bytes()` or iterating the response. `close()` drops the connection while the body is still
+ * coming (what makes vLLM abort a sequence); a socket whose answer arrived in full is kept alive.
  */
 export interface BackendResponse extends AsyncIterable<Buffer> {
   /** HTTP status code. */
@@ -59,7 +59,10 @@ export interface BackendResponse extends AsyncIterable<Buffer> {
   text(): Promise<string>;
   /** The whole body; rejects when the connection breaks before the body ended. */
   bytes(): Promise<Buffer>;
-  /** Drops the connection unless the body was read in full. Idempotent. */
+  /**
+   * Drops the connection unless the whole body arrived; then discards what was not read and
+   * keeps the socket. Idempotent.
+   */
   close(): void;
 }
 
@@ -207,8 +210,10 @@ class NodeResponse implements BackendResponse {
   }
 
   close(): void {
-    // Once the body ended the socket went back to the agent: destroying it would be wasteful.
+    // A body that arrived in full only needs its unread rest discarded, which hands the socket
+    // back to the agent; destroying it then would close a socket another call may hold.
     if (!this.res.complete) this.req.destroy();
+    else if (!this.res.readableEnded) this.res.resume();
   }
 
   private take(): IncomingMessage {
