@@ -7,6 +7,9 @@ import { ClusterError, type ToolFamily } from '../../services/core/index.js';
 import {
   type AdapterContext,
   BackendRefusal,
+  type BackendRequestInit,
+  type BackendResponse,
+  backendRequest,
   postJson,
   readJson,
   type ToolAdapter,
@@ -357,23 +360,27 @@ interface ImageRef {
   type: string;
 }
 
-/** A signal for one request: the call's own plus a timeout of `timeoutMs`. */
-function requestSignal(ctx: AdapterContext, timeoutMs = ctx.backendTimeoutMs): AbortSignal {
-  return AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]);
-}
-
+/**
+ * One request to ComfyUI under the call's signal, with `ctx.backendTimeoutMs` for the whole
+ * exchange (status line and body).
+ */
 async function request(
   ctx: AdapterContext,
   base: string,
   path: string,
-  init: RequestInit = {},
-): Promise<Response> {
+  init: Pick<BackendRequestInit, 'method' | 'headers' | 'body'> = {},
+): Promise<BackendResponse> {
   const url = new URL(path, base).toString();
   try {
-    return await fetch(url, { ...init, signal: requestSignal(ctx) });
+    return await backendRequest(url, {
+      ...init,
+      signal: ctx.signal,
+      timeoutMs: ctx.backendTimeoutMs,
+      timeoutCovers: 'answer',
+    });
   } catch (err) {
     if (ctx.signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled', { cause: err });
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const cause = err as { code?: string; message?: string };
     if ((err as Error).name === 'TimeoutError') {
       throw new ClusterError(
         'BACKEND_UNAVAILABLE',
@@ -383,7 +390,7 @@ async function request(
     }
     throw new ClusterError(
       'BACKEND_UNAVAILABLE',
-      `ComfyUI at ${base} is unreachable: ${cause?.code ?? cause?.message ?? (err as Error).message}`,
+      `ComfyUI at ${base} is unreachable: ${cause.code ?? cause.message}`,
       { cause: err },
     );
   }
@@ -555,7 +562,7 @@ async function fetchImage(
   const query = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder, type: ref.type });
   const res = await request(ctx, base, `view?${query}`);
   if (!res.ok) {
-    await res.body?.cancel();
+    res.close();
     throw new ClusterError(
       res.status >= 500 ? 'BACKEND_UNAVAILABLE' : 'BACKEND_PROTOCOL',
       `ComfyUI at ${base} answered ${res.status} to GET /view for ${ref.type} image ${ref.subfolder ? `${ref.subfolder}/` : ''}${ref.filename}`,
@@ -563,14 +570,14 @@ async function fetchImage(
   }
   let bytes: Buffer;
   try {
-    bytes = Buffer.from(await res.arrayBuffer());
+    bytes = await res.bytes();
   } catch (err) {
     if (ctx.signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled', { cause: err });
     throw new ClusterError('BACKEND_UNAVAILABLE', `ComfyUI at ${base} broke off image ${ref.filename}`, {
       cause: err,
     });
   }
-  const type = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
+  const type = (res.header('content-type') ?? '').split(';')[0]?.trim() ?? '';
   const isPng = bytes.subarray(0, 8).equals(PNG_SIGNATURE);
   if (!isPng && !type.startsWith('image/')) {
     throw new ClusterError(
@@ -597,7 +604,7 @@ async function stopPrompt(
   const timeoutMs = Math.min(ctx.backendTimeoutMs, 5000);
   const post = async (path: string, body: unknown) => {
     const res = await postJson(new URL(path, base).toString(), body, signal, timeoutMs);
-    await res.body?.cancel();
+    res.close();
   };
   try {
     let running = started;

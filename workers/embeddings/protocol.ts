@@ -5,7 +5,7 @@
  */
 
 import { ClusterError } from '../../services/core/index.js';
-import { BackendRefusal, postJson, readJson } from '../runtime/index.js';
+import { BackendRefusal, type BackendResponse, postJson, readJson } from '../runtime/index.js';
 
 interface EmbeddingsResponse {
   data?: { index?: unknown; embedding?: unknown }[];
@@ -71,7 +71,7 @@ export async function embedTei(
   timeoutMs: number,
 ): Promise<number[][]> {
   const url = new URL('/embed', endpointUrl).toString();
-  let res: Response;
+  let res: BackendResponse;
   try {
     res = await postJson(url, { inputs: texts, normalize, truncate: false }, signal, timeoutMs);
   } catch (err) {

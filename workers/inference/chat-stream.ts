@@ -61,8 +61,6 @@ export async function streamChatCompletion(
 ): Promise<ChatCompletion> {
   const url = new URL('/v1/chat/completions', ctx.endpointUrl).toString();
   const idleMs = ctx.backendTimeoutMs;
-  // Aborting the fetch after its headers arrived errors the body, which ends readSse's read.
-  const stalled = new AbortController();
   const res = await postJson(
     url,
     {
@@ -75,11 +73,14 @@ export async function streamChatCompletion(
       // vLLM routes on this to reuse a conversation's prefix cache; other servers ignore it.
       ...(ctx.call.sessionKey ? { user: ctx.call.sessionKey } : {}),
     },
-    AbortSignal.any([ctx.signal, stalled.signal]),
+    ctx.signal,
     ctx.backendTimeoutMs,
   );
+  // Closing the response drops the connection, which makes readSse's pending read fail.
+  let stalled = false;
   const idleTimer = setTimeout(() => {
-    stalled.abort(new DOMException(`no stream event within ${idleMs} ms`, 'TimeoutError'));
+    stalled = true;
+    res.close();
   }, idleMs);
   const present = request.present ?? ((text: string) => text);
   let text = '';
@@ -122,14 +123,14 @@ export async function streamChatCompletion(
       }
     }
   } catch (err) {
-    if (stalled.signal.aborted && !ctx.signal.aborted) throw stallError(url, idleMs, err);
+    if (stalled && !ctx.signal.aborted) throw stallError(url, idleMs, err);
     throw err;
   } finally {
     clearTimeout(idleTimer);
   }
   if (!done) {
     if (ctx.signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled');
-    if (stalled.signal.aborted) throw stallError(url, idleMs, undefined);
+    if (stalled) throw stallError(url, idleMs, undefined);
     throw new ClusterError('BACKEND_UNAVAILABLE', `backend ${url} ended the stream before [DONE]`);
   }
   return { text, tokens, finishReason };

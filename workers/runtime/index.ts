@@ -5,7 +5,17 @@
 
 export type { BackendActorOptions } from './backend-actor.js';
 export { BackendActor } from './backend-actor.js';
-export { BackendRefusal, postJson, readJson, readSse } from './backend-http.js';
+export type { BackendRequestInit, BackendResponse } from './backend-http.js';
+export {
+  BACKEND_IDLE_SOCKET_MS,
+  BACKEND_MAX_FREE_SOCKETS,
+  BACKEND_MAX_SOCKETS,
+  BackendRefusal,
+  backendRequest,
+  postJson,
+  readJson,
+  readSse,
+} from './backend-http.js';
 export type { BackendView } from './router.js';
 export { AFFINITY_LOAD_FACTOR, pickBackend, rendezvousOrder } from './router.js';
 export type {
