@@ -1,7 +1,12 @@
 import { parseArgs } from 'node:util';
 import { families } from '../services/cli/families.js';
 import { encodeArguments, newCallId, type ToolConfig } from '../services/core/index.js';
-import { closeEmbeddingCaches, createEmbedAdapter } from '../workers/embeddings/index.js';
+import {
+  closeEmbeddingCaches,
+  createEmbedAdapter,
+  type EmbedToolSettings,
+  embedSettings,
+} from '../workers/embeddings/index.js';
 import type { AdapterContext, ToolAdapter } from '../workers/runtime/index.js';
 import { type SimBackend, type SimOptions, startSimBackend } from '../workers/sim/index.js';
 import { runIfMain } from './main.js';
@@ -29,7 +34,7 @@ export interface EmbeddingsBenchOptions {
   /** The simulated GPU. Default embedFixedMs 8, embedPerTokenMs 0.02, maxEmbedBatch 256. */
   sim?: Partial<SimOptions>;
   /** Micro-batching settings of the batched mode. Default maxSize 256, maxTokens 16384, maxWaitMs 5. */
-  batch?: Partial<ToolConfig['batch']>;
+  batch?: Partial<EmbedToolSettings['batch']>;
   /** Where the JSON report goes; null: nowhere. Default `<cwd>/bench/results`. */
   outDir?: string | null;
 }
@@ -64,7 +69,7 @@ export interface Report {
     textChars: [number, number];
     capacityMs: number;
     sim: Partial<SimOptions>;
-    batch: ToolConfig['batch'];
+    batch: EmbedToolSettings['batch'];
   };
   perCall: ModeResult;
   batched: ModeResult;
@@ -105,7 +110,8 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
     maxEmbedBatch: 256,
     ...options.sim,
   };
-  const base = families.resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
+  const embedTool = families.resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
+  const base = { ...embedTool, ...embedSettings.of(embedTool) };
   const batch = { maxSize: 256, maxTokens: 16_384, maxWaitMs: 5, ...options.batch };
   const startedAt = new Date().toISOString();
   const texts = new TextSource(textChars);
@@ -127,7 +133,7 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
 
     // Per-call forwarding: every call is one backend request, sent at once, as many in flight
     // as there are callers (the backend queues them): the adapter without micro-batching.
-    const perCallTool: ToolConfig = {
+    const perCallTool: typeof base = {
       ...base,
       name: 'embed_per_call',
       cache: { ...base.cache, enabled: false },
@@ -139,7 +145,7 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
       perCallTool,
     );
 
-    const batchedTool: ToolConfig = {
+    const batchedTool: typeof base = {
       ...base,
       name: 'embed_batched',
       cache: { ...base.cache, enabled: false },

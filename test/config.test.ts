@@ -293,8 +293,10 @@ describe('resolveConfig of a file', () => {
       model: 'llama',
       deadlineMs: 90_000,
       maxTokens: 100,
-      maxTexts: 256,
+      maxTextLength: 100_000,
     });
+    // A tool has the settings of its template's family only.
+    expect(c.tools[0]).not.toHaveProperty('maxTexts');
   });
 
   it('accepts every documented broker scheme', () => {
@@ -344,6 +346,28 @@ describe('resolveConfig rejections', () => {
       ),
     );
     expect(inTool).toMatch(/tools\.0: .*"colour"/);
+    expect(inTool).toContain('a tool of template embed takes name, template, description, pool, model');
+    expect(inTool).toContain('the settings of family embeddings: maxTexts, maxTextLength, batch, cache');
+    const inBatch = configError(() =>
+      resolveConfig(
+        yaml([
+          'tools:',
+          '  - { name: t, template: embed, pool: embeddings, model: m, batch: { maxSzie: 8 } }',
+        ]),
+      ),
+    );
+    expect(inBatch).toMatch(/tools\.0\.batch: .*"maxSzie"/);
+  });
+
+  it("rejects a setting of another family's template, naming that family", () => {
+    const message = configError(() =>
+      resolveConfig(
+        yaml(['tools:', '  - { name: t, template: generate_text, pool: inference, model: m, maxTexts: 8 }']),
+      ),
+    );
+    expect(message).toMatch(
+      /tools\.0: Unrecognized key: "maxTexts" \(a setting of family embeddings \(template embed\)\); a tool of template generate_text takes .*family inference: maxTokens, maxTextLength/,
+    );
   });
 
   it('names the path and the value found for a wrong value', () => {

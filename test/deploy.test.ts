@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { ENV_OVERRIDES, PRIORITIES } from '../services/core/index.js';
+import { embedSettings } from '../workers/embeddings/index.js';
 import { families, resolveConfig } from './support/families.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -611,7 +612,9 @@ describe('GPU servers as sidecars of the worker pods', () => {
     expect(Number(option(args, '--port')), '--port').toBe(arr(server.ports).map(obj)[0]?.containerPort);
     const embed = cluster.tools.find((t) => t.pool === 'embeddings');
     expect(option(args, '--model-id')).toBe(embed?.model);
-    expect(Number(option(args, '--max-client-batch-size'))).toBe(embed?.batch.maxSize);
+    expect(Number(option(args, '--max-client-batch-size'))).toBe(
+      embed && embedSettings.of(embed).batch.maxSize,
+    );
   });
 
   it('the ComfyUI sidecar finds the generate_image checkpoint in its models folder', () => {

@@ -4,7 +4,11 @@ import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
 import type { ToolConfig } from '../services/core/index.js';
-import { generateImageAdapter, loadWorkflow } from '../workers/diffusion/index.js';
+import {
+  type DiffusionToolSettings,
+  generateImageAdapter,
+  loadWorkflow,
+} from '../workers/diffusion/index.js';
 import type { ToolProgress, ToolResult } from '../workers/runtime/index.js';
 import type { ComfySimOptions } from '../workers/sim/index.js';
 import {
@@ -29,7 +33,7 @@ const cleanups = cleanupAfterEach();
 const comfy = (options: Partial<ComfySimOptions> = {}) => startComfy(cleanups, options);
 
 interface RunOptions extends Omit<ContextOptions, 'backend' | 'call'> {
-  tool?: Partial<ToolConfig>;
+  tool?: Partial<ToolConfig & DiffusionToolSettings>;
 }
 
 /** Runs generate_image on `endpointUrl`: a 64×64 image in 3 steps unless `args` say otherwise. */

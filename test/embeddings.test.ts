@@ -9,7 +9,9 @@ import {
   closeReason,
   createEmbedAdapter,
   decodeVector,
+  type EmbedToolSettings,
   embedMetrics,
+  embedSettings,
   encodeVector,
   estimateTokens,
   fits,
@@ -36,12 +38,16 @@ import { waitFor } from './support/wait.js';
 // batcher against a scripted backend, then the adapter against the simulated GPU backend (both
 // wire formats) and a real redis-server.
 
-const defaultTool = resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
+const embedTool = resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
+const defaultTool = { ...embedTool, ...embedSettings.of(embedTool) };
 let toolCounter = 0;
 
 /** A fresh embed tool (its own name, so its own in-process cache and metric labels). */
 function tool(
-  overrides: { batch?: Partial<ToolConfig['batch']>; cache?: Partial<ToolConfig['cache']> } = {},
+  overrides: {
+    batch?: Partial<EmbedToolSettings['batch']>;
+    cache?: Partial<EmbedToolSettings['cache']>;
+  } = {},
 ) {
   toolCounter += 1;
   return {
@@ -49,7 +55,7 @@ function tool(
     name: `embed_t${toolCounter}`,
     batch: { ...defaultTool.batch, ...overrides.batch },
     cache: { ...defaultTool.cache, ...overrides.cache },
-  } satisfies ToolConfig;
+  } satisfies ToolConfig & EmbedToolSettings;
 }
 
 const cleanups = cleanupAfterEach({ before: () => vi.useRealTimers(), after: closeEmbeddingCaches });

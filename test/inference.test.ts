@@ -4,6 +4,7 @@ import {
   chatAdapter,
   generateTextAdapter,
   inferenceAdapters,
+  inferenceSettings,
   SUMMARY_TOKENS_PER_WORD,
   summarizeAdapter,
   summaryMaxTokens,
@@ -133,7 +134,7 @@ describe('summarizeAdapter against the simulated vLLM backend', () => {
     // The sim always generates max_tokens words, so it overruns: what it would say to exactly
     // this system prompt and max_tokens, cut to the first max_words words.
     const maxTokens = maxWords * SUMMARY_TOKENS_PER_WORD + 8;
-    expect(summaryMaxTokens(maxWords, summarizeTool.maxTokens)).toBe(maxTokens);
+    expect(summaryMaxTokens(maxWords, inferenceSettings.of(summarizeTool).maxTokens)).toBe(maxTokens);
     const full = await unstreamed(
       backend,
       [

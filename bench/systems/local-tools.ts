@@ -10,7 +10,7 @@ import {
   toClusterError,
   toToolErrorResult,
 } from '../../services/core/index.js';
-import { createEmbedAdapter } from '../../workers/embeddings/index.js';
+import { createEmbedAdapter, type EmbedToolSettings, embedSettings } from '../../workers/embeddings/index.js';
 import { inferenceAdapters } from '../../workers/inference/index.js';
 import type { ToolAdapter, ToolProgress, ToolResult } from '../../workers/runtime/index.js';
 
@@ -111,5 +111,11 @@ export function localTools(config: ResolvedConfig): LocalTools {
 /** The tool with micro-batching off: every call's texts go out at once, as one request. */
 function perCall(tool: ToolConfig): ToolConfig {
   if (tool.template !== 'embed') return tool;
-  return { ...tool, batch: { maxSize: tool.maxTexts, maxTokens: 1_000_000_000, maxWaitMs: 0 } };
+  const settings = embedSettings.of(tool);
+  const unbatched: ToolConfig & EmbedToolSettings = {
+    ...tool,
+    ...settings,
+    batch: { maxSize: settings.maxTexts, maxTokens: 1_000_000_000, maxWaitMs: 0 },
+  };
+  return unbatched;
 }

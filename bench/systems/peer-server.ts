@@ -2,6 +2,8 @@ import { FastMCP, type Logger } from 'fastmcp';
 import { z } from 'zod';
 import type { ToolConfig } from '../../services/core/index.js';
 import { freePort } from '../../test/support/process-guard.js';
+import { embedSettings } from '../../workers/embeddings/index.js';
+import { inferenceSettings } from '../../workers/inference/index.js';
 import { benchConfig } from './config.js';
 import { isMain, serveFromArgs } from './entry.js';
 import { localTools } from './local-tools.js';
@@ -42,6 +44,8 @@ export async function startPeerServer(options: {
   const tools = localTools(config);
   const generate = tools.config('generate_text') as ToolConfig;
   const embed = tools.config('embed') as ToolConfig;
+  const generateLimits = inferenceSettings.of(generate);
+  const embedLimits = embedSettings.of(embed);
   const describe = (name: string) => tools.definitions.find((t) => t.name === name)?.description ?? name;
 
   const server = new FastMCP({
@@ -56,16 +60,16 @@ export async function startPeerServer(options: {
     name: 'generate_text',
     description: describe('generate_text'),
     parameters: z.strictObject({
-      prompt: z.string().min(1).max(generate.maxTextLength).describe('The prompt to complete.'),
+      prompt: z.string().min(1).max(generateLimits.maxTextLength).describe('The prompt to complete.'),
       max_tokens: z
         .number()
         .int()
         .min(1)
-        .max(generate.maxTokens)
-        .default(Math.min(256, generate.maxTokens))
-        .describe(`Most tokens to generate (1-${generate.maxTokens}).`),
+        .max(generateLimits.maxTokens)
+        .default(Math.min(256, generateLimits.maxTokens))
+        .describe(`Most tokens to generate (1-${generateLimits.maxTokens}).`),
       temperature: z.number().min(0).max(2).default(0.7).describe('Sampling temperature (0-2).'),
-      system: z.string().max(generate.maxTextLength).optional().describe('Optional system prompt.'),
+      system: z.string().max(generateLimits.maxTextLength).optional().describe('Optional system prompt.'),
     }),
     timeoutMs: generate.deadlineMs,
     execute: async (args, context) =>
@@ -83,10 +87,10 @@ export async function startPeerServer(options: {
     description: describe('embed'),
     parameters: z.strictObject({
       texts: z
-        .array(z.string().min(1).max(embed.maxTextLength))
+        .array(z.string().min(1).max(embedLimits.maxTextLength))
         .min(1)
-        .max(embed.maxTexts)
-        .describe(`Texts to embed (1-${embed.maxTexts}).`),
+        .max(embedLimits.maxTexts)
+        .describe(`Texts to embed (1-${embedLimits.maxTexts}).`),
       model: z.string().min(1).optional().describe(`Embedding model; default ${embed.model}.`),
       normalize: z.boolean().default(true).describe('Scale each vector to unit length.'),
     }),

@@ -6,102 +6,7 @@ import { z } from 'zod';
 import type { JsonSchema } from './catalog.js';
 import { ClusterError } from './errors.js';
 import type { ToolFamilies } from './family.js';
-import { parseDurationMs, parseSizeBytes } from './units.js';
-
-// One declaration per setting: the zod schema below fixes its key in the file, its type, bounds,
-// default and unit, and the resolved configuration's types are derived from it (z.output). A
-// setting with a unit is parsed into a number and renamed after it (`deadline: 60s` resolves to
-// `deadlineMs: 60000`), so code reading the configuration always sees the unit in the name.
-
-declare const resolvedKey: unique symbol;
-/** A schema whose value the resolved configuration holds under another key (type-level mark). */
-type Renamed<S, R> = S & { readonly [resolvedKey]: R };
-/** How each marked schema's key is renamed at run time. */
-const RENAMES = new WeakMap<z.ZodType, (key: string) => string>();
-
-/** Marks `schema` so its setting resolves under `<key><suffix>` (e.g. `Ms`). */
-function withUnit<S extends z.ZodType, U extends string>(schema: S, suffix: U): Renamed<S, { suffix: U }> {
-  RENAMES.set(schema, (key) => `${key}${suffix}`);
-  return schema as Renamed<S, { suffix: U }>;
-}
-
-/** Marks `schema` so its setting resolves under `name`, for keys a suffix would not read well. */
-function resolvedAs<S extends z.ZodType, N extends string>(name: N, schema: S): Renamed<S, { name: N }> {
-  RENAMES.set(schema, () => name);
-  return schema as Renamed<S, { name: N }>;
-}
-
-type ResolvedKey<K extends string, S> = S extends { readonly [resolvedKey]: infer R }
-  ? R extends { name: infer N extends string }
-    ? N
-    : R extends { suffix: infer U extends string }
-      ? `${K}${U}`
-      : K
-  : K;
-
-/** The resolved form of a section: each value parsed, keys of settings with a unit renamed. */
-type Resolved<Shape extends z.core.$ZodShape> = {
-  -readonly [K in keyof Shape & string as ResolvedKey<K, Shape[K]>]: z.output<Shape[K]>;
-};
-
-/** A section of settings: unknown keys are errors, and settings with a unit are renamed (withUnit). */
-function section<Shape extends z.core.$ZodShape>(shape: Shape) {
-  const renames = new Map<string, string>();
-  for (const [key, schema] of Object.entries(shape)) {
-    const rename = RENAMES.get(schema as z.ZodType);
-    if (rename) renames.set(key, rename(key));
-  }
-  const keys = Object.keys(shape);
-  return z.strictObject(shape).transform((value) => {
-    const parsed = value as Record<string, unknown>;
-    // Every declared key, an absent optional one as undefined, as the resolved type says.
-    return Object.fromEntries(keys.map((key) => [renames.get(key) ?? key, parsed[key]])) as Resolved<Shape>;
-  });
-}
-
-/** Longest duration a setting may have: 24 h (timers past 2^31 ms would fire at once). */
-const MAX_DURATION_MS = 24 * 3_600_000;
-
-/** A duration (`250ms`, `30s`, `2m`, `1h`, or a number of ms), resolved in milliseconds as `<key>Ms`. */
-const duration = (fallback: string) =>
-  withUnit(
-    z
-      .union([z.string(), z.number()])
-      .default(fallback)
-      .transform((value, ctx) => {
-        const ms = parseDurationMs(value);
-        if (ms === undefined) {
-          ctx.addIssue({
-            code: 'custom',
-            message: `"${value}" is not a duration; write e.g. 250ms, 30s, 2m or 1h`,
-          });
-          return z.NEVER;
-        }
-        if (ms > MAX_DURATION_MS) {
-          ctx.addIssue({ code: 'custom', message: `"${value}" is longer than the 24h limit on durations` });
-          return z.NEVER;
-        }
-        return ms;
-      }),
-    'Ms',
-  );
-
-/** A size (`512kb`, `1mb`, `1gb`, or a number of bytes), resolved in bytes as `<key>Bytes`. */
-const size = (fallback: string) =>
-  withUnit(
-    z
-      .union([z.string(), z.number()])
-      .default(fallback)
-      .transform((value, ctx) => {
-        const bytes = parseSizeBytes(value);
-        if (bytes === undefined) {
-          ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write e.g. 512kb, 1mb or 1gb` });
-          return z.NEVER;
-        }
-        return bytes;
-      }),
-    'Bytes',
-  );
+import { duration, type Resolved, resolvedAs, resolvedKeys, section, size } from './settings.js';
 
 const port = z.number().int().min(0).max(65535);
 const name = z
@@ -138,7 +43,14 @@ export type BackendKind = string;
 /** What resolving a configuration needs of the registered tool families (see family.ts). */
 export type ConfigFamilies = Pick<
   ToolFamilies,
-  'templates' | 'backendKinds' | 'template' | 'backend' | 'defaultPools' | 'defaultTools'
+  | 'families'
+  | 'templates'
+  | 'backendKinds'
+  | 'template'
+  | 'family'
+  | 'backend'
+  | 'defaultPools'
+  | 'defaultTools'
 >;
 
 /** Names a family declares, as a zod enum whose message lists them. */
@@ -208,6 +120,10 @@ const poolShape = {
   gpu: gpuSchema.optional(),
 };
 
+/**
+ * What every tool has, whatever its template. A tool's other keys are its family's settings
+ * (`ToolFamily.settings`), validated against the family of its template; the kernel declares none.
+ */
 const toolShape = {
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'tool names are 1-64 of A-Z a-z 0-9 _ . -'),
   /** What the tool does: a template a registered tool family declares. */
@@ -219,31 +135,6 @@ const toolShape = {
   model: z.string().min(1),
   /** Deadline of a call that gives none. */
   deadline: duration('60s'),
-  /** Largest `max_tokens` a caller may ask for (generate_text). */
-  maxTokens: z.number().int().min(1).max(1_000_000).default(4096),
-  /** Most texts in one call (embed). */
-  maxTexts: z.number().int().min(1).max(100_000).default(256),
-  /** Longest text in characters (embed, summarize). */
-  maxTextLength: z.number().int().min(1).max(10_000_000).default(100_000),
-  /** Largest image width and height in pixels (generate_image). */
-  maxImageSize: z.number().int().min(64).max(8192).default(1024),
-  /** Most sampler steps (generate_image). */
-  maxSteps: z.number().int().min(1).max(500).default(50),
-  /** ComfyUI API-format workflow file (generate_image); default the one shipped in workers/diffusion. */
-  workflow: z.string().min(1).optional(),
-  /** Micro-batching across calls (embed): a batch closes at maxSize texts, maxTokens tokens or after maxWait. */
-  batch: section({
-    // 32 is TEI's default --max-client-batch-size; raise it for vLLM or a TEI allowing more.
-    maxSize: z.number().int().min(1).max(100_000).default(32),
-    maxTokens: z.number().int().min(1).max(10_000_000).default(16_384),
-    maxWait: duration('5ms'),
-  }).prefault({}),
-  /** Result cache (embed), keyed by model, normalisation and a hash of the text. */
-  cache: section({
-    enabled: z.boolean().default(true),
-    ttl: duration('1h'),
-    maxEntries: z.number().int().min(1).max(100_000_000).default(100_000),
-  }).prefault({}),
   /**
    * Replaces the template's input schema (JSON Schema with `"type": "object"`); it should only
    * narrow what the template accepts. Resolved: the schema in effect, the template's by default.
@@ -253,8 +144,59 @@ const toolShape = {
   outputSchema: toolJsonSchema,
 };
 
-/** A tool's settings as parsed, before its template fills in description and schemas. */
+/** Keys every tool has in the file; a family's settings cannot take these names. */
+export const TOOL_KEYS: readonly string[] = Object.keys(toolShape);
+/** Keys every tool has once resolved (`deadline` becomes `deadlineMs`). */
+export const RESOLVED_TOOL_KEYS: readonly string[] = [...resolvedKeys(toolShape).values()];
+
+/**
+ * What every tool has, as parsed, before its template fills in description and schemas. The
+ * resolved tool also holds its family's settings, read typed with the family's
+ * `ToolSettingsSpec.of` (see settings.ts).
+ */
 export type ToolSettings = Resolved<typeof toolShape>;
+
+/**
+ * The schema of one tool entry: the keys every tool has, plus the settings of its template's
+ * family, chosen by `template`. An unknown key is reported with what the tool takes, and with the
+ * families whose setting it is when it belongs to another family.
+ */
+function toolEntrySchema(families: ConfigFamilies): z.ZodType<ToolSettings> {
+  // Setting name → the families declaring it, for keys given to a tool of another family.
+  const owners = new Map<string, string[]>();
+  for (const family of families.families) {
+    const names = Object.keys(family.templates);
+    const templates = `template${names.length === 1 ? '' : 's'} ${names.join(', ')}`;
+    for (const key of Object.keys(family.settings?.shape ?? {})) {
+      owners.set(key, [...(owners.get(key) ?? []), `family ${family.name} (${templates})`]);
+    }
+  }
+  const options = families.templates.map((template) => {
+    const family = families.family(template);
+    const own = family?.settings?.shape ?? {};
+    const takes = `${TOOL_KEYS.join(', ')}${
+      Object.keys(own).length > 0
+        ? `, and the settings of family ${family?.name}: ${Object.keys(own).join(', ')}`
+        : ` (family ${family?.name} declares no settings)`
+    }`;
+    const unknownKeys = (keys: readonly string[]) => {
+      const named = keys.map((key) => {
+        const elsewhere = owners.get(key);
+        return elsewhere ? `"${key}" (a setting of ${elsewhere.join(' and ')})` : `"${key}"`;
+      });
+      return `Unrecognized key${keys.length > 1 ? 's' : ''}: ${named.join(', ')}; a tool of template ${template} takes ${takes}`;
+    };
+    return section({ ...toolShape, ...own, template: z.literal(template) }, unknownKeys);
+  });
+  const expected = families.templates.map((t) => JSON.stringify(t)).join('|');
+  const byTemplate = z.discriminatedUnion('template', options as unknown as [z.ZodObject, ...z.ZodObject[]], {
+    error: (issue) =>
+      issue.code === 'invalid_union' && issue.note === 'No matching discriminator'
+        ? `Invalid option: expected one of ${expected}`
+        : undefined,
+  });
+  return byTemplate as unknown as z.ZodType<ToolSettings>;
+}
 
 /** A pool: its settings, its name, and what its backend kind implies. */
 function resolvePool(families: ConfigFamilies, poolName: string, p: Resolved<typeof poolShape>) {
@@ -286,7 +228,7 @@ function resolveTool(families: ConfigFamilies, t: ToolSettings) {
 
 function buildConfigSchema(families: ConfigFamilies) {
   const poolSchema = section({ ...poolShape, backend: oneOf(families.backendKinds) });
-  const toolSchema = section({ ...toolShape, template: oneOf(families.templates) });
+  const toolSchema = toolEntrySchema(families);
   return section({
     cluster: section({ namespace: name.default('mcp') }).prefault({}),
     broker: section({

@@ -2,11 +2,14 @@ import type { JsonSchema } from './catalog.js';
 import {
   type ConfigEnv,
   loadConfig,
+  RESOLVED_TOOL_KEYS,
   type ResolvedConfig,
   resolveConfig,
+  TOOL_KEYS,
   type ToolSettings,
 } from './config.js';
 import { ClusterError } from './errors.js';
+import { resolvedKeys, type ToolSettingsSpec } from './settings.js';
 
 /** A protocol a pool's backend endpoints speak, e.g. `openai-chat` (vLLM) or `comfyui`. */
 export interface BackendKindSpec {
@@ -25,7 +28,10 @@ export interface TemplateSpec<Adapter = unknown> {
   description: string;
   /** Backend kinds a pool must speak to serve a tool of this template (any of them). */
   backends: readonly string[];
-  /** The argument schema of `tool` (limits such as `maxTextLength` come from its settings). */
+  /**
+   * The argument schema of `tool` (limits such as `maxTextLength` come from its family's
+   * settings, read with `ToolFamily.settings.of(tool)`).
+   */
   inputSchema(tool: ToolSettings): JsonSchema;
   /** The schema of `structuredContent`; absent for templates whose result is content only. */
   outputSchema?(tool: ToolSettings): JsonSchema;
@@ -56,6 +62,14 @@ export interface ToolFamily<Adapter = unknown> {
   backends: Readonly<Record<string, BackendKindSpec>>;
   /** Templates by name; a name is unique across registered families. */
   templates: Readonly<Record<string, TemplateSpec<Adapter>>>;
+  /**
+   * The settings a tool of any of this family's templates takes besides what every tool has
+   * (name, template, description, pool, model, deadline, inputSchema, outputSchema), with their
+   * defaults and units: declared with `toolSettings({...})`, written flat on the tool entry in the
+   * file, validated against this family only, and read typed with `settings.of(tool)`. Absent: a
+   * tool of this family takes no other key. See ToolSettingsSpec for why it is per family.
+   */
+  settings?: ToolSettingsSpec;
   /** The pool (and its tools) the built-in configuration declares for this family. */
   defaults?: { pool: string; backend: string; tools: readonly DefaultTool[] };
   /**
@@ -73,6 +87,8 @@ export interface ToolFamilies<Adapter = unknown> {
   /** Backend kind names, in registration order. */
   readonly backendKinds: readonly string[];
   template(name: string): TemplateSpec<Adapter> | undefined;
+  /** The family declaring template `name`. */
+  family(template: string): ToolFamily<Adapter> | undefined;
   backend(kind: string): BackendKindSpec | undefined;
   /** Pools of the built-in configuration: pool name → backend kind. */
   readonly defaultPools: Readonly<Record<string, string>>;
@@ -90,12 +106,14 @@ export interface ToolFamilies<Adapter = unknown> {
 
 /**
  * Registers tool families. Throws INVALID_CONFIG when two families declare one template, when
- * they declare one backend kind differently, or when a template runs on an undeclared kind.
+ * they declare one backend kind differently, when a template runs on an undeclared kind, or
+ * when a family's setting takes the name of a key every tool has.
  */
 export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>[]): ToolFamilies<Adapter> {
   const templates = new Map<string, TemplateSpec<Adapter>>();
   const backends = new Map<string, BackendKindSpec>();
   const owner = new Map<string, string>();
+  const familyOf = new Map<string, ToolFamily<Adapter>>();
   const defaultPools: Record<string, string> = {};
   const defaultTools: (DefaultTool & { pool: string })[] = [];
   for (const family of families) {
@@ -122,6 +140,16 @@ export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>
       }
       templates.set(name, spec);
       owner.set(`template ${name}`, family.name);
+      familyOf.set(name, family);
+    }
+    const settings = family.settings ? [...resolvedKeys(family.settings.shape)] : [];
+    for (const [key, resolved] of settings) {
+      if (TOOL_KEYS.includes(key) || RESOLVED_TOOL_KEYS.includes(resolved)) {
+        throw new ClusterError(
+          'INVALID_CONFIG',
+          `family ${family.name} declares setting ${key}, but every tool has ${TOOL_KEYS.includes(key) ? key : resolved}`,
+        );
+      }
     }
     if (family.defaults) {
       defaultPools[family.defaults.pool] = family.defaults.backend;
@@ -143,6 +171,7 @@ export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>
     templates: [...templates.keys()],
     backendKinds: [...backends.keys()],
     template: (name) => templates.get(name),
+    family: (template) => familyOf.get(template),
     backend: (kind) => backends.get(kind),
     defaultPools,
     defaultTools,

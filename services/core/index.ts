@@ -92,6 +92,8 @@ export type {
   RouteHandler,
 } from './role-server.js';
 export { listenRole, roleRoutes, startRoleServer } from './role-server.js';
+export type { Resolved, SettingsShape, ToolSettingsOf, ToolSettingsSpec } from './settings.js';
+export { duration, resolvedAs, section, size, toolSettings } from './settings.js';
 export type { ToolResult } from './tool-result.js';
 export { finalToJson, toFinal } from './tool-result.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';

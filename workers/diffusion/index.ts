@@ -16,8 +16,11 @@ import {
   type ToolResult,
 } from '../runtime/index.js';
 import { generateImageInput } from './schemas.js';
+import { diffusionSettings } from './settings.js';
 
 export { generateImageInput } from './schemas.js';
+export type { DiffusionToolSettings } from './settings.js';
+export { diffusionSettings } from './settings.js';
 
 // `generate_image` against ComfyUI: an API-format workflow template filled per call, submitted
 // with `POST /prompt`, followed over the `/ws` WebSocket (sampler steps become progress), and
@@ -786,7 +789,7 @@ function baseUrl(endpointUrl: string): string {
  */
 export const generateImageAdapter: ToolAdapter = {
   async prepare(tool) {
-    await loadWorkflow(tool.workflow);
+    await loadWorkflow(diffusionSettings.of(tool).workflow);
   },
   async run(ctx: AdapterContext): Promise<ToolResult> {
     if (ctx.signal.aborted) throw new ClusterError('CANCELLED', 'the call was cancelled');
@@ -796,7 +799,7 @@ export const generateImageAdapter: ToolAdapter = {
         `tool ${ctx.tool.name} (generate_image) needs a pool whose backend is comfyui, not ${ctx.backend}`,
       );
     }
-    const workflow = await cachedWorkflow(ctx.tool.workflow);
+    const workflow = await cachedWorkflow(diffusionSettings.of(ctx.tool).workflow);
     const args = ctx.arguments as {
       prompt: string;
       negative_prompt?: string;
@@ -873,6 +876,7 @@ export const generateImageAdapter: ToolAdapter = {
 export const diffusionFamily: ToolFamily<ToolAdapter> = {
   name: 'diffusion',
   backends: { comfyui: { healthPath: '/system_stats', endpointConcurrency: 1 } },
+  settings: diffusionSettings,
   templates: {
     generate_image: {
       description:

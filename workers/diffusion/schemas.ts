@@ -1,4 +1,5 @@
 import type { JsonSchema, ToolSettings } from '../../services/core/index.js';
+import { diffusionSettings } from './settings.js';
 
 const imageSideSchema = (limit: number, what: string) => ({
   type: 'integer',
@@ -11,19 +12,20 @@ const imageSideSchema = (limit: number, what: string) => ({
 
 /** `generate_image(prompt, negative_prompt?, width?, height?, steps?, seed?)`, within the tool's limits. */
 export function generateImageInput(tool: ToolSettings): JsonSchema {
+  const { maxImageSize, maxSteps } = diffusionSettings.of(tool);
   return {
     type: 'object',
     properties: {
       prompt: { type: 'string', minLength: 1, maxLength: 4000, description: 'What the image shows.' },
       negative_prompt: { type: 'string', maxLength: 4000, description: 'What the image must not show.' },
-      width: imageSideSchema(tool.maxImageSize, 'width'),
-      height: imageSideSchema(tool.maxImageSize, 'height'),
+      width: imageSideSchema(maxImageSize, 'width'),
+      height: imageSideSchema(maxImageSize, 'height'),
       steps: {
         type: 'integer',
         minimum: 1,
-        maximum: tool.maxSteps,
-        default: Math.min(20, tool.maxSteps),
-        description: `Sampler steps (1-${tool.maxSteps}).`,
+        maximum: maxSteps,
+        default: Math.min(20, maxSteps),
+        description: `Sampler steps (1-${maxSteps}).`,
       },
       seed: {
         type: 'integer',

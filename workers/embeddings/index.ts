@@ -23,6 +23,7 @@ import { cacheKey, type EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCach
 import { embedMetrics } from './metrics.js';
 import { embedOpenAI, embedTei } from './protocol.js';
 import { embedInput, embedOutput } from './schemas.js';
+import { type EmbedToolSettings, embedSettings } from './settings.js';
 
 export type { BatchPolicy, CloseReason, OpenBatchState } from './batch-policy.js';
 export { closeReason, estimateTokens, fits, waitLeftMs } from './batch-policy.js';
@@ -39,6 +40,8 @@ export {
 export { embedMetrics } from './metrics.js';
 export { embedOpenAI, embedTei } from './protocol.js';
 export { embedInput, embedOutput } from './schemas.js';
+export type { EmbedToolSettings } from './settings.js';
+export { embedSettings } from './settings.js';
 
 /**
  * Backend requests one endpoint has in flight from this worker's embed batchers, by default. Two
@@ -104,22 +107,27 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
   }
 
   const useCache = options.cache !== false;
-  const cacheFor = (tool: ToolConfig): EmbeddingCache | undefined => {
-    if (!useCache || !tool.cache.enabled) return undefined;
+  const cacheFor = (tool: ToolConfig, settings: EmbedToolSettings['cache']): EmbeddingCache | undefined => {
+    if (!useCache || !settings.enabled) return undefined;
     const id = cacheUrl
       ? `redis\u0000${cacheUrl}\u0000${keyPrefix}`
-      : `memory\u0000${tool.name}\u0000${tool.cache.maxEntries}`;
+      : `memory\u0000${tool.name}\u0000${settings.maxEntries}`;
     let cache = caches.get(id);
     if (!cache) {
       cache = cacheUrl
         ? new RedisEmbeddingCache({ url: cacheUrl, keyPrefix, log })
-        : new MemoryEmbeddingCache(tool.cache.maxEntries);
+        : new MemoryEmbeddingCache(settings.maxEntries);
       caches.set(id, cache);
     }
     return cache;
   };
 
-  const batcherFor = (ctx: AdapterContext, model: string, normalize: boolean): MicroBatcher => {
+  const batcherFor = (
+    ctx: AdapterContext,
+    batch: EmbedToolSettings['batch'],
+    model: string,
+    normalize: boolean,
+  ): MicroBatcher => {
     const tei = ctx.backend === 'tei';
     // Only TEI takes `normalize` on the wire; OpenAI-style batches serve both kinds of caller.
     const wireNormalize = tei ? String(normalize) : 'client';
@@ -135,7 +143,7 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
     }
     const labels = { pool: tool.pool, tool: tool.name };
     const batcher: MicroBatcher = new MicroBatcher({
-      policy: { ...tool.batch },
+      policy: { ...batch },
       slots,
       send: tei
         ? (texts, signal) => embedTei(endpointUrl, texts, normalize, signal, backendTimeoutMs)
@@ -174,7 +182,8 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
       const cacheVariant = tei ? String(normalize) : 'raw';
       const labels = { pool: ctx.tool.pool, tool: ctx.tool.name };
 
-      const cache = cacheFor(ctx.tool);
+      const settings = embedSettings.of(ctx.tool);
+      const cache = cacheFor(ctx.tool, settings.cache);
       const keys = cache ? texts.map((text) => cacheKey(model, cacheVariant, text)) : [];
       const vectors: (number[] | undefined)[] = cache
         ? await cache.getMany(keys)
@@ -201,8 +210,10 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
 
       if (missing.length > 0) {
         const waitFrom = performance.now();
-        const fresh = await batcherFor(ctx, model, normalize).submit(missing, ctx.signal, () =>
-          ctx.noteBatchWait?.(performance.now() - waitFrom),
+        const fresh = await batcherFor(ctx, settings.batch, model, normalize).submit(
+          missing,
+          ctx.signal,
+          () => ctx.noteBatchWait?.(performance.now() - waitFrom),
         );
         const entries: { key: string; vector: number[] }[] = [];
         missing.forEach((text, j) => {
@@ -213,7 +224,7 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
         });
         // Not awaited: a write that fails or lags only costs a later miss. (One Redis connection
         // runs commands in order, so this process's next lookup already sees the write.)
-        if (cache) void cache.setMany(entries, ctx.tool.cache.ttlMs);
+        if (cache) void cache.setMany(entries, settings.cache.ttlMs);
       }
 
       const out = (vectors as number[][]).map((v) => (!tei && normalize ? normalizeVector(v) : v));
@@ -251,6 +262,7 @@ const EMBEDDING_BACKEND = { healthPath: '/health', endpointConcurrency: 256 } as
 export const embeddingsFamily: ToolFamily<ToolAdapter> = {
   name: 'embeddings',
   backends: { 'openai-embeddings': EMBEDDING_BACKEND, tei: EMBEDDING_BACKEND },
+  settings: embedSettings,
   templates: {
     embed: {
       description:

@@ -10,6 +10,7 @@ import type { ToolFamily, ToolTemplate } from '../../services/core/index.js';
 import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
 import { type ChatMessage, streamChatCompletion } from './chat-stream.js';
 import { chatInput, generateTextInput, summarizeInput } from './schemas.js';
+import { inferenceSettings } from './settings.js';
 import {
   DEFAULT_SUMMARY_WORDS,
   SUMMARY_TEMPERATURE,
@@ -20,6 +21,8 @@ import {
 
 export type { ChatCompletion, ChatCompletionRequest, ChatMessage } from './chat-stream.js';
 export { PROGRESS_INTERVAL_MS, streamChatCompletion } from './chat-stream.js';
+export type { InferenceToolSettings } from './settings.js';
+export { inferenceSettings } from './settings.js';
 export {
   DEFAULT_SUMMARY_WORDS,
   SUMMARY_TEMPERATURE,
@@ -100,7 +103,7 @@ export const summarizeAdapter: ToolAdapter = {
         { role: 'system', content: summaryPrompt(maxWords) },
         { role: 'user', content: args.text },
       ],
-      maxTokens: summaryMaxTokens(maxWords, ctx.tool.maxTokens),
+      maxTokens: summaryMaxTokens(maxWords, inferenceSettings.of(ctx.tool).maxTokens),
       temperature: SUMMARY_TEMPERATURE,
       present,
     });
@@ -126,6 +129,7 @@ const CHAT = ['openai-chat'] as const;
 export const inferenceFamily: ToolFamily<ToolAdapter> = {
   name: 'inference',
   backends: { 'openai-chat': { healthPath: '/health', endpointConcurrency: 16 } },
+  settings: inferenceSettings,
   templates: {
     generate_text: {
       description:

@@ -1,4 +1,5 @@
 import type { JsonSchema, ToolSettings } from '../../services/core/index.js';
+import { type InferenceToolSettings, inferenceSettings } from './settings.js';
 
 // The argument schemas of the inference templates. Defaults shown to agents match what the
 // adapters apply when an argument is absent (DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE,
@@ -20,22 +21,23 @@ const temperatureSchema = {
   description: 'Sampling temperature (0-2).',
 };
 
-const text = (tool: ToolSettings, description: string) => ({
+const text = (settings: InferenceToolSettings, description: string) => ({
   type: 'string',
   minLength: 1,
-  maxLength: tool.maxTextLength,
+  maxLength: settings.maxTextLength,
   description,
 });
 
 /** `generate_text(prompt, max_tokens?, temperature?, system?)`. */
 export function generateTextInput(tool: ToolSettings): JsonSchema {
+  const settings = inferenceSettings.of(tool);
   return {
     type: 'object',
     properties: {
-      prompt: text(tool, 'The prompt to complete.'),
-      max_tokens: maxTokensSchema(tool.maxTokens),
+      prompt: text(settings, 'The prompt to complete.'),
+      max_tokens: maxTokensSchema(settings.maxTokens),
       temperature: temperatureSchema,
-      system: { type: 'string', maxLength: tool.maxTextLength, description: 'Optional system prompt.' },
+      system: { type: 'string', maxLength: settings.maxTextLength, description: 'Optional system prompt.' },
     },
     required: ['prompt'],
     additionalProperties: false,
@@ -44,6 +46,7 @@ export function generateTextInput(tool: ToolSettings): JsonSchema {
 
 /** `chat(messages, max_tokens?, temperature?)`. */
 export function chatInput(tool: ToolSettings): JsonSchema {
+  const settings = inferenceSettings.of(tool);
   return {
     type: 'object',
     properties: {
@@ -56,13 +59,13 @@ export function chatInput(tool: ToolSettings): JsonSchema {
           type: 'object',
           properties: {
             role: { type: 'string', enum: ['system', 'user', 'assistant'] },
-            content: { type: 'string', maxLength: tool.maxTextLength },
+            content: { type: 'string', maxLength: settings.maxTextLength },
           },
           required: ['role', 'content'],
           additionalProperties: false,
         },
       },
-      max_tokens: maxTokensSchema(tool.maxTokens),
+      max_tokens: maxTokensSchema(settings.maxTokens),
       temperature: temperatureSchema,
     },
     required: ['messages'],
@@ -75,7 +78,7 @@ export function summarizeInput(tool: ToolSettings): JsonSchema {
   return {
     type: 'object',
     properties: {
-      text: text(tool, 'The text to summarize.'),
+      text: text(inferenceSettings.of(tool), 'The text to summarize.'),
       max_words: {
         type: 'integer',
         minimum: 1,
