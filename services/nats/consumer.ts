@@ -542,7 +542,7 @@ export class NatsConsumer implements CallConsumer {
       ack: async () => {
         if (!release()) return;
         this.deps.forget(call.callId);
-        await link.confirm('ack', call.callId, () => m.ackConfirmed(link.nc, API_TIMEOUT_MS));
+        await link.confirm('ack', call.callId, () => m.ackConfirmed(link.requests));
       },
       nack: async (delayMs = 0) => {
         if (!release()) return;
@@ -554,7 +554,7 @@ export class NatsConsumer implements CallConsumer {
         this.markDue(priority, Math.max(0, delayMs));
         await link.confirm('nack', call.callId, () => {
           m.nak(Math.max(0, delayMs));
-          return link.nc.flush();
+          return link.flush();
         });
       },
       inProgress: async () => {
@@ -563,7 +563,7 @@ export class NatsConsumer implements CallConsumer {
         arm();
         await link.confirm('inProgress', call.callId, () => {
           m.working();
-          return link.nc.flush();
+          return link.flush();
         });
       },
       term: async (reason: string) => {
@@ -571,7 +571,7 @@ export class NatsConsumer implements CallConsumer {
         this.deps.forget(call.callId);
         await link.confirm('term', call.callId, () => {
           deadLetters.terminate(m, reason);
-          return link.nc.flush();
+          return link.flush();
         });
       },
     };

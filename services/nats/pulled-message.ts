@@ -1,4 +1,5 @@
-import type { Msg, NatsConnection } from '@nats-io/transport-node';
+import type { Msg } from '@nats-io/transport-node';
+import type { Requests } from './requests.js';
 
 const ACK = Uint8Array.of(43, 65, 67, 75); // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75); // -NAK
@@ -50,9 +51,9 @@ export class PulledMessage {
     return this.msg.data;
   }
 
-  /** Acks and resolves once the server confirmed the ack (rejects on timeout). */
-  ackConfirmed(nc: NatsConnection, timeoutMs: number): Promise<unknown> {
-    return nc.request(this.msg.reply ?? '', ACK, { timeout: timeoutMs });
+  /** Acks and resolves once the server confirmed the ack (rejects after the requests' timeout). */
+  ackConfirmed(requests: Requests): Promise<unknown> {
+    return requests.request(this.msg.reply ?? '', ACK);
   }
 
   /** Gives the message back for redelivery after `delayMs` milliseconds (now when 0). */
