@@ -771,11 +771,15 @@ describe('NATS queue: requests on the call path', () => {
       expect((acked as ClusterError).message).toContain(held.callId);
       process.kill(paused.pid, 'SIGCONT');
       stopped = false;
-      // The late replies find nobody waiting; the queue goes on working.
+      // The late replies find nobody waiting; requests go on working.
       const after = makeCall();
       await broker.queue.enqueue(after);
-      await waitFor('the delivery after the pause', () =>
-        got.some((d) => d.message.call.callId === after.callId),
+      // The consumer's pulls may have been lost in the pause: its lost-pull guard (a pull silent past
+      // its expiry plus 10 s, checked every 5 s) re-arms them, so this wait covers that.
+      await waitFor(
+        'the delivery after the pause',
+        () => got.some((d) => d.message.call.callId === after.callId),
+        30_000,
       );
     } finally {
       if (stopped) process.kill(paused.pid, 'SIGCONT');
