@@ -1,4 +1,4 @@
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -679,6 +679,112 @@ describe('NATS queue: requests on the call path', () => {
     } finally {
       await spy.close();
       await broker.close();
+    }
+  });
+
+  it('recreates a stream the broker lost and takes the enqueue that found it gone', async () => {
+    const url = server?.url ?? '';
+    const namespace = uniqueNamespace('lost');
+    const broker = await openBroker({ url, namespace, pools: [POOL] });
+    const admin = await connect({ servers: url });
+    try {
+      const jsm = await jetstreamManager(admin);
+      // What a broker restarted without its store looks like to a publish: nothing takes the subject.
+      await jsm.streams.delete(`${namespace}_calls`);
+      const call = makeCall();
+      await broker.queue.enqueue(call);
+      expect((await jsm.streams.info(`${namespace}_calls`)).state.messages).toBe(1);
+      const { got, handler, at } = recorder();
+      broker.queue.consume(POOL, { maxInFlight: 1 }, handler);
+      await waitFor('the delivery from the recreated stream', () => got.length === 1, 20_000);
+      expect(at(0).call.callId).toBe(call.callId);
+      await at(0).ack();
+      expect((await jsm.streams.info(`${namespace}_calls`)).state.messages).toBe(0);
+    } finally {
+      await admin.close();
+      await broker.close();
+    }
+  });
+
+  it('takes a second enqueue of a call id as a duplicate: the stream holds one message', async () => {
+    const url = server?.url ?? '';
+    const namespace = uniqueNamespace('dup');
+    const broker = await openBroker({ url, namespace, pools: [POOL] });
+    const spy = await connect({ servers: url });
+    try {
+      let published = 0;
+      spy.subscribe(`${namespace}.calls.>`, {
+        callback: () => {
+          published += 1;
+        },
+      });
+      await spy.flush();
+      const call = makeCall();
+      await broker.queue.enqueue(call);
+      await broker.queue.enqueue({ ...call });
+      await spy.flush();
+      // Both publishes reached the server; JetStream kept one.
+      expect(published).toBe(2);
+      const jsm = await jetstreamManager(spy);
+      expect((await jsm.streams.info(`${namespace}_calls`)).state.messages).toBe(1);
+      // The receipt of the first enqueue still cancels the call.
+      expect(await broker.queue.cancel(call.callId, POOL)).toBe(true);
+      expect((await jsm.streams.info(`${namespace}_calls`)).state.messages).toBe(0);
+    } finally {
+      await spy.close();
+      await broker.close();
+    }
+  });
+
+  it('rejects an enqueue and an ack the broker never answers with QUEUE_UNAVAILABLE naming the call', async () => {
+    // A private broker, paused with SIGSTOP: the connection stays up, requests get no reply.
+    const paused = await startNatsServer();
+    const broker = await openBroker({ url: paused.url, namespace: uniqueNamespace('hang'), pools: [POOL] });
+    let stopped = false;
+    try {
+      const { got, handler, at } = recorder();
+      // Room for the call enqueued during the pause (the server stores it once it runs again) and the next.
+      broker.queue.consume(POOL, { maxInFlight: 4 }, handler);
+      const held = makeCall();
+      await broker.queue.enqueue(held);
+      await waitFor('the delivery', () => got.length === 1);
+      process.kill(paused.pid, 'SIGSTOP');
+      stopped = true;
+      const call = makeCall();
+      const [enqueued, acked] = await Promise.all([
+        broker.queue.enqueue(call).then(
+          () => undefined,
+          (err: unknown) => err,
+        ),
+        at(0)
+          .ack()
+          .then(
+            () => undefined,
+            (err: unknown) => err,
+          ),
+      ]);
+      expect(enqueued).toBeInstanceOf(ClusterError);
+      expect(enqueued).toMatchObject({ code: 'QUEUE_UNAVAILABLE' });
+      expect((enqueued as ClusterError).message).toContain(call.callId);
+      expect(acked).toBeInstanceOf(ClusterError);
+      expect(acked).toMatchObject({ code: 'QUEUE_UNAVAILABLE' });
+      expect((acked as ClusterError).message).toContain(held.callId);
+      process.kill(paused.pid, 'SIGCONT');
+      stopped = false;
+      // The late replies find nobody waiting; requests go on working.
+      const after = makeCall();
+      await broker.queue.enqueue(after);
+      // The consumer's pulls may have been lost in the pause: its lost-pull guard (a pull silent past
+      // its expiry plus 10 s, checked every 5 s) re-arms them, so this wait covers that.
+      await waitFor(
+        'the delivery after the pause',
+        () => got.some((d) => d.message.call.callId === after.callId),
+        30_000,
+      );
+    } finally {
+      if (stopped) process.kill(paused.pid, 'SIGCONT');
+      await broker.close();
+      await paused.dispose();
     }
   });
 });

@@ -28,7 +28,7 @@ export async function openNatsBroker(options: BrokerOptions): Promise<Broker> {
     await topology.ensureStreams();
     for (const pool of options.pools) await topology.ensurePool(pool);
     const js = jsm.jetstream();
-    const queue = new NatsCallQueue(link, js, topology, new DeadLetters(link, js, topology));
+    const queue = new NatsCallQueue(link, topology, new DeadLetters(link, js, topology));
     const cancels = new NatsCancelBus(link, `${namespace}.cancels`);
     let closing: Promise<void> | undefined;
     return {

@@ -1,4 +1,4 @@
-import { JetStreamApiCodes, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
+import { JetStreamApiCodes } from '@nats-io/jetstream';
 import {
   assertName,
   type CallConsumer,
@@ -17,6 +17,7 @@ import { encodeToolCall } from '../protobuf/index.js';
 import { API_TIMEOUT_MS, type NatsLink, RECONNECT_GRACE_MS } from './connection.js';
 import { NatsConsumer } from './consumer.js';
 import type { DeadLetters } from './dead-letters.js';
+import { isNoStream, type PubAck, RequestTimeoutError } from './requests.js';
 import { isApiError, isLostTopology, type Topology } from './topology.js';
 
 /** Enqueue receipts (call id → stream sequence) kept for `cancel`. */
@@ -47,7 +48,6 @@ export class NatsCallQueue implements CallQueue {
 
   constructor(
     private readonly link: NatsLink,
-    private readonly js: JetStreamClient,
     private readonly topology: Topology,
     private readonly deadLetters: DeadLetters,
   ) {}
@@ -58,16 +58,17 @@ export class NatsCallQueue implements CallQueue {
     const subject = this.topology.subject(call.pool, call.priority);
     const data = encodeToolCall(call);
     await this.link.awaitConnected(RECONNECT_GRACE_MS);
+    const { requests } = this.link;
     let ack: PubAck;
     try {
-      ack = await this.js.publish(subject, data, { msgID: call.callId, timeout: API_TIMEOUT_MS });
+      ack = await requests.publish(subject, data, call.callId);
     } catch (err) {
       // A broker restarted without its store has no stream: the publish finds no responder (or
       // times out). Recreate it and retry once; the message id keeps the retry from duplicating the call.
       if (!(await this.streamLost(err))) throw this.unavailable(call, err);
       try {
         await this.topology.ensureStreams();
-        ack = await this.js.publish(subject, data, { msgID: call.callId, timeout: API_TIMEOUT_MS });
+        ack = await requests.publish(subject, data, call.callId);
       } catch (retryErr) {
         throw this.unavailable(call, retryErr);
       }
@@ -191,8 +192,8 @@ export class NatsCallQueue implements CallQueue {
 
   /** Whether a failed publish may have met a missing stream (and is worth one retry). */
   private async streamLost(err: unknown): Promise<boolean> {
-    if (err instanceof Error && err.name === 'JetStreamNotEnabled') return true;
-    if (!this.link.isConnected || !(err instanceof Error && err.name === 'TimeoutError')) return false;
+    if (isNoStream(err)) return true;
+    if (!this.link.isConnected || !(err instanceof RequestTimeoutError)) return false;
     try {
       await this.topology.jsm.streams.info(this.topology.stream);
       // It exists now, but a consumer loop may just have recreated it: the retry is harmless.

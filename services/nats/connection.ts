@@ -1,5 +1,6 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ClusterError, messageOf, queueLog, withTimeout } from '../core/index.js';
+import { Requests } from './requests.js';
 
 /** The event log of the NATS queue and cancel bus. */
 export const logEvent = queueLog('queue.nats');
@@ -38,10 +39,13 @@ export async function connectNats(url: string, namespace: string): Promise<NatsC
 
 /**
  * The broker connection as the queue sees it: whether it is up, a bounded wait for it to come
- * back, settles confirmed by the server, and listeners told about reconnects (pull requests and
- * core publishes sent while it was down are lost, so consumers re-arm).
+ * back, the requests of the call path (timing out after API_TIMEOUT_MS), settles confirmed by the
+ * server, and listeners told about reconnects (pull requests and core publishes sent while it was
+ * down are lost, so consumers re-arm).
  */
 export class NatsLink {
+  /** Enqueue publishes and confirmed acks: one reply subscription for the connection. */
+  readonly requests: Requests;
   private connected = true;
   private readonly reconnectWaiters = new Set<() => void>();
   private readonly reconnectListeners = new Set<() => void>();
@@ -50,6 +54,7 @@ export class NatsLink {
     readonly nc: NatsConnection,
     readonly url: string,
   ) {
+    this.requests = new Requests(nc, API_TIMEOUT_MS);
     void this.watchStatus();
   }
 
@@ -89,13 +94,14 @@ export class NatsLink {
 
   /**
    * Sends a settle once the connection is up (the client loses what it sends while down) and
-   * waits, bounded by API_TIMEOUT_MS, for the server to have it. Rejects with QUEUE_UNAVAILABLE.
+   * waits for the server to have it. `op` is bounded by API_TIMEOUT_MS itself: a request of
+   * {@link requests}, or {@link flush}. Rejects with QUEUE_UNAVAILABLE naming the call.
    */
   async confirm(what: string, callId: string, op: () => Promise<unknown>): Promise<void> {
     try {
       // Sent in this tick when the connection is up, so it leaves in one write with the pull re-arm.
       if (!this.isConnected) await this.awaitConnected(RECONNECT_GRACE_MS);
-      await withTimeout(op(), API_TIMEOUT_MS);
+      await op();
     } catch (err) {
       throw new ClusterError(
         'QUEUE_UNAVAILABLE',
@@ -105,9 +111,14 @@ export class NatsLink {
     }
   }
 
-  /** Resolves once the server has everything sent so far (bounded; failures are ignored). */
+  /** Resolves once the server has everything sent so far; rejects after API_TIMEOUT_MS. */
+  flush(): Promise<void> {
+    return withTimeout(this.nc.flush(), API_TIMEOUT_MS);
+  }
+
+  /** {@link flush}, with failures ignored. */
   async flushQuietly(): Promise<void> {
-    await withTimeout(this.nc.flush(), API_TIMEOUT_MS).catch(() => undefined);
+    await this.flush().catch(() => undefined);
   }
 
   /** Drains the connection (pending publishes go out), or closes it when the drain hangs. */

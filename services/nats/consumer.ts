@@ -30,6 +30,7 @@ const PROBE_INTERVAL_MS = 5_000;
 const PULL_GUARD_MS = 10_000;
 /** Most backoff between attempts to recreate a lost stream or consumer, in milliseconds. */
 const MAX_BACKOFF_MS = 2_000;
+const encoder = new TextEncoder();
 
 /**
  * What the loop knows about a priority's consumer, beyond what its open pulls cover:
@@ -131,6 +132,9 @@ export class NatsConsumer implements CallConsumer {
   private readonly emptySince: Record<Priority, number> = { high: 0, normal: 0, low: 0 };
   /** The priority that delivered last: where a standing pull goes when nothing is known to wait. */
   private hint: Priority = 'normal';
+  /** Pull request subjects per priority, and encoded pull bodies by batch (negative: looks). */
+  private readonly pullSubjects: Record<Priority, string>;
+  private readonly pullBodies = new Map<number, Uint8Array>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly tick: NodeJS.Timeout;
   private readonly live = new Set<() => void>();
@@ -154,6 +158,12 @@ export class NatsConsumer implements CallConsumer {
     this.maxInFlight = options.maxInFlight;
     // Redeliveries come due an ack wait after a delivery: with a short one, look for them that often.
     this.standbyMs = Math.min(STANDBY_EXPIRES_MS, Math.max(MIN_EXPIRES_MS, this.ackWaitMs));
+    const { topology } = deps;
+    this.pullSubjects = {
+      high: topology.pullSubject(pool, 'high'),
+      normal: topology.pullSubject(pool, 'normal'),
+      low: topology.pullSubject(pool, 'low'),
+    };
     this.offReconnect = deps.link.onReconnect(() => this.restart());
     this.tick = setInterval(() => this.onTick(), Math.min(PROBE_INTERVAL_MS, this.ackWaitMs));
     this.tick.unref();
@@ -247,8 +257,7 @@ export class NatsConsumer implements CallConsumer {
     lane.mode = mode;
     lane.unfilled += batch;
     lane.heardAt = Date.now();
-    const request = mode === 'look' ? { batch, no_wait: true } : { batch, expires: nanos(this.standbyMs) };
-    this.deps.link.nc.publish(this.deps.topology.pullSubject(this.pool, p), JSON.stringify(request), {
+    this.deps.link.nc.publish(this.pullSubjects[p], this.pullRequest(batch, mode), {
       reply: `${lane.prefix}.${lane.next++}`,
     });
     if (mode === 'standing') {
@@ -256,6 +265,18 @@ export class NatsConsumer implements CallConsumer {
       this.bells[p]?.unsubscribe();
       this.bells[p] = undefined;
     }
+  }
+
+  /** The body of a pull request, encoded once per batch size and mode (a standing pull re-arms with the same one). */
+  private pullRequest(batch: number, mode: 'look' | 'standing'): Uint8Array {
+    const key = mode === 'look' ? -batch : batch;
+    let body = this.pullBodies.get(key);
+    if (!body) {
+      const request = mode === 'look' ? { batch, no_wait: true } : { batch, expires: nanos(this.standbyMs) };
+      body = encoder.encode(JSON.stringify(request));
+      this.pullBodies.set(key, body);
+    }
+    return body;
   }
 
   private laneFor(p: Priority): Lane {
@@ -542,7 +563,7 @@ export class NatsConsumer implements CallConsumer {
       ack: async () => {
         if (!release()) return;
         this.deps.forget(call.callId);
-        await link.confirm('ack', call.callId, () => m.ackConfirmed(link.nc, API_TIMEOUT_MS));
+        await link.confirm('ack', call.callId, () => m.ackConfirmed(link.requests));
       },
       nack: async (delayMs = 0) => {
         if (!release()) return;
@@ -554,7 +575,7 @@ export class NatsConsumer implements CallConsumer {
         this.markDue(priority, Math.max(0, delayMs));
         await link.confirm('nack', call.callId, () => {
           m.nak(Math.max(0, delayMs));
-          return link.nc.flush();
+          return link.flush();
         });
       },
       inProgress: async () => {
@@ -563,7 +584,7 @@ export class NatsConsumer implements CallConsumer {
         arm();
         await link.confirm('inProgress', call.callId, () => {
           m.working();
-          return link.nc.flush();
+          return link.flush();
         });
       },
       term: async (reason: string) => {
@@ -571,7 +592,7 @@ export class NatsConsumer implements CallConsumer {
         this.deps.forget(call.callId);
         await link.confirm('term', call.callId, () => {
           deadLetters.terminate(m, reason);
-          return link.nc.flush();
+          return link.flush();
         });
       },
     };

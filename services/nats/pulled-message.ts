@@ -1,4 +1,5 @@
-import type { Msg, NatsConnection } from '@nats-io/transport-node';
+import type { Msg } from '@nats-io/transport-node';
+import type { Requests } from './requests.js';
 
 const ACK = Uint8Array.of(43, 65, 67, 75); // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75); // -NAK
@@ -23,21 +24,25 @@ export class PulledMessage {
 
   private constructor(
     private readonly msg: Msg,
-    tokens: string[],
+    reply: string,
+    dots: number[],
     offset: number,
   ) {
-    this.deliveryCount = Number(tokens[offset]);
-    this.seq = Number(tokens[offset + 1]);
-    this.pending = Number(tokens[offset + 4]);
+    this.deliveryCount = token(reply, dots, offset);
+    this.seq = token(reply, dots, offset + 1);
+    this.pending = token(reply, dots, offset + 4);
   }
 
   /** Reads a delivered message, or `undefined` when `msg` is a status (no JetStream ack subject). */
   static from(msg: Msg): PulledMessage | undefined {
     const reply = msg.reply;
     if (!reply?.startsWith('$JS.ACK.')) return undefined;
-    const tokens = reply.split('.');
-    if (tokens.length === 9) return new PulledMessage(msg, tokens, 4);
-    if (tokens.length >= 11) return new PulledMessage(msg, tokens, 6);
+    // Where the dots are: the three numbers are read in place instead of splitting every token out.
+    const dots: number[] = [];
+    for (let at = reply.indexOf('.'); at !== -1; at = reply.indexOf('.', at + 1)) dots.push(at);
+    const tokens = dots.length + 1;
+    if (tokens === 9) return new PulledMessage(msg, reply, dots, 4);
+    if (tokens >= 11) return new PulledMessage(msg, reply, dots, 6);
     return undefined;
   }
 
@@ -50,9 +55,9 @@ export class PulledMessage {
     return this.msg.data;
   }
 
-  /** Acks and resolves once the server confirmed the ack (rejects on timeout). */
-  ackConfirmed(nc: NatsConnection, timeoutMs: number): Promise<unknown> {
-    return nc.request(this.msg.reply ?? '', ACK, { timeout: timeoutMs });
+  /** Acks and resolves once the server confirmed the ack (rejects after the requests' timeout). */
+  ackConfirmed(requests: Requests): Promise<unknown> {
+    return requests.request(this.msg.reply ?? '', ACK);
   }
 
   /** Gives the message back for redelivery after `delayMs` milliseconds (now when 0). */
@@ -71,4 +76,9 @@ export class PulledMessage {
   term(reason?: string): void {
     this.msg.respond(reason ? encoder.encode(`+TERM ${reason}`) : TERM);
   }
+}
+
+/** Token `k` (from 0) of a dot-separated subject whose dots are at `dots`, as a number. */
+function token(subject: string, dots: number[], k: number): number {
+  return Number(subject.slice((dots[k - 1] ?? -1) + 1, dots[k] ?? subject.length));
 }
