@@ -1,7 +1,10 @@
 /**
- * The shared kernel of mcp-cluster: the call envelope, configuration, errors, the queue and
- * delivery contracts with their implementations, metrics, logging and lifecycle.
- * Ingress, workers, autoscaler and CLI import from here and nowhere deeper.
+ * The kernel of mcp-cluster: the call envelope, the queue and delivery contracts with their
+ * in-process implementations (the memory broker, the linked delivery pair), the tool-family
+ * contract, configuration, errors, lifecycle, the role server, metrics and logging. It imports no
+ * transport library: NATS, BullMQ, gRPC and protobuf implement its contracts in their own folders
+ * and the composition root (services/cli) wires them. Everything else imports from here and
+ * nowhere deeper (biome.json holds both rules).
  */
 
 export type { JsonSchema, ToolDefinition } from './catalog.js';
