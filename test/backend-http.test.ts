@@ -1,6 +1,6 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { getEventListeners } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BackendRefusal, postJson, readJson, readSse } from '../workers/runtime/index.js';
 import { type Cleanup, cleanupAfterEach, rejection, startSim } from './support/adapter-harness.js';
+import { selfSignedCertificate } from './support/tls.js';
 import { waitFor } from './support/wait.js';
 
 // The workers' HTTP client to GPU backends (workers/runtime/backend-http.ts) at the edges the
@@ -227,36 +228,11 @@ describe('https backends', () => {
   it('posts and reads JSON over TLS', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'backend-https-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-        '-days',
-        '1',
-        '-keyout',
-        join(dir, 'key.pem'),
-        '-out',
-        join(dir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
-    const srv = createHttpsServer(
-      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
-      (req, res) => {
-        req.resume();
-        req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"tls":true}'));
-      },
-    );
+    const tls = selfSignedCertificate(dir, '127.0.0.1');
+    const srv = createHttpsServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"tls":true}'));
+    });
     await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
     cleanups.push(() => new Promise<void>((resolve) => srv.close(() => resolve())));
     const url = `https://127.0.0.1:${(srv.address() as AddressInfo).port}/v1/embeddings`;
@@ -274,7 +250,7 @@ describe('https backends', () => {
       process.stdout.write(JSON.stringify(await readJson(res, 'x', signal)));
     `;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') },
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: tls.certFile },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';

@@ -10,8 +10,7 @@
  * The provider is pointed at it with a kubeconfig file in a temp dir, through the `kubeconfig` option
  * or the KUBECONFIG variable, exactly as it would read one on an operator's machine.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import { type AddressInfo, createServer as createTcpServer } from 'node:net';
@@ -21,6 +20,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { kubernetesProvider } from '../services/autoscaler/index.js';
 import { ClusterError, type ResolvedConfig } from '../services/core/index.js';
 import { resolveConfig } from './support/families.js';
+import { selfSignedCertificate } from './support/tls.js';
 
 const TOKEN = 'stand-in-token';
 const NAMESPACE = 'mcp-cluster';
@@ -179,43 +179,6 @@ class StandInApiServer {
 const dir = mkdtempSync(join(tmpdir(), 'mcp-k8s-provider-'));
 const api = new StandInApiServer();
 
-/**
- * A self-signed certificate for 127.0.0.1, made with the openssl CLI (Node cannot mint one): the
- * stand-in's serving certificate and, in the kubeconfig, its certificate authority.
- */
-function selfSignedCertificate(): { key: string; cert: string } {
-  const key = join(dir, 'apiserver.key');
-  const cert = join(dir, 'apiserver.crt');
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=stand-in-apiserver',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-      ],
-      { stdio: 'pipe' },
-    );
-  } catch (err) {
-    throw new Error(`this test needs the openssl CLI on PATH to make the stand-in's TLS certificate: ${err}`);
-  }
-  return { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') };
-}
-
 let caData = '';
 
 /** A kubeconfig for `server` with a bearer-token user, trusting the stand-in's certificate. */
@@ -276,7 +239,7 @@ async function clusterError(promise: Promise<unknown>): Promise<ClusterError> {
 const fast = { retryDelayMs: 10 };
 
 beforeAll(async () => {
-  const tls = selfSignedCertificate();
+  const tls = selfSignedCertificate(dir, 'stand-in-apiserver');
   caData = Buffer.from(tls.cert).toString('base64');
   await api.start(tls);
 });
