@@ -13,6 +13,7 @@ import {
 import { decodeToolCall } from '../protobuf/index.js';
 import { API_TIMEOUT_MS, logEvent, type NatsLink } from './connection.js';
 import type { DeadLetters } from './dead-letters.js';
+import { deliveredCall } from './delivered-call.js';
 import { PulledMessage } from './pulled-message.js';
 import { isLostTopology, type Topology } from './topology.js';
 
@@ -512,94 +513,28 @@ export class NatsConsumer implements CallConsumer {
   }
 
   private receive(priority: Priority, m: PulledMessage): void {
-    const { link, deadLetters } = this.deps;
     let decoded: ToolCall;
     try {
       decoded = decodeToolCall(m.data);
     } catch (err) {
-      void deadLetters.discardBadEnvelope(m, this.pool, err);
+      void this.deps.deadLetters.discardBadEnvelope(m, this.pool, err);
       return;
     }
-    const deliveries = m.deliveryCount;
-    const call: ToolCall = { ...decoded, attempt: deliveries };
-    const lastDelivery = deliveries >= this.maxDeliveries;
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-
-    const release = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      clearTimeout(timer);
-      this.held -= 1;
-      this.live.delete(abandon);
-      this.schedule();
-      return true;
-    };
-    const abandon = () => {
-      release();
-    };
-    const expire = () => {
-      if (!release()) return;
-      if (lastDelivery) {
-        void deadLetters.deadLetter(
-          m,
-          this.pool,
-          call.callId,
-          `ack wait expired on delivery ${deliveries}`,
-          true,
-        );
-      } else {
-        // The server redelivers it now; pull it back (here or elsewhere) without waiting for a probe.
-        this.markDue(priority, 0);
-      }
-    };
-    const arm = () => {
-      timer = setTimeout(expire, this.ackWaitMs);
-      timer.unref();
-    };
-
-    const message: QueuedCall = {
-      call,
-      ack: async () => {
-        if (!release()) return;
-        this.deps.forget(call.callId);
-        await link.confirm('ack', call.callId, () => m.ackConfirmed(link.requests));
+    const call: ToolCall = { ...decoded, attempt: m.deliveryCount };
+    const { message, abandon } = deliveredCall(m, call, {
+      ...this.deps,
+      pool: this.pool,
+      ackWaitMs: this.ackWaitMs,
+      lastDelivery: m.deliveryCount >= this.maxDeliveries,
+      released: () => {
+        this.held -= 1;
+        this.live.delete(abandon);
+        this.schedule();
       },
-      nack: async (delayMs = 0) => {
-        if (!release()) return;
-        if (lastDelivery) {
-          this.deps.forget(call.callId);
-          await deadLetters.deadLetter(m, this.pool, call.callId, `nacked on delivery ${deliveries}`, false);
-          return;
-        }
-        this.markDue(priority, Math.max(0, delayMs));
-        await link.confirm('nack', call.callId, () => {
-          m.nak(Math.max(0, delayMs));
-          return link.flush();
-        });
-      },
-      inProgress: async () => {
-        if (settled) return;
-        clearTimeout(timer);
-        arm();
-        await link.confirm('inProgress', call.callId, () => {
-          m.working();
-          return link.flush();
-        });
-      },
-      term: async (reason: string) => {
-        if (!release()) return;
-        this.deps.forget(call.callId);
-        await link.confirm('term', call.callId, () => {
-          deadLetters.terminate(m, reason);
-          return link.flush();
-        });
-      },
-    };
-
+      dueAgain: (afterMs) => this.markDue(priority, afterMs),
+    });
     this.held += 1;
     this.live.add(abandon);
-    arm();
     try {
       this.handler(message);
     } catch (err) {
