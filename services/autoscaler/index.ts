@@ -22,16 +22,8 @@ export {
 export {
   type HttpReadOptions,
   histogramQuantile,
-  MAX_EXPOSITION_LINE_CHARS,
   type MetricsSource,
   type PoolRates,
-  type PromExposition,
-  type PromMetricType,
-  type PromSample,
-  parsePrometheusText,
-  parsePromNumber,
-  prometheusQueries,
-  prometheusSource,
   type ScrapeOptions,
   scrapeSource,
 } from './metrics-source.js';
@@ -44,6 +36,15 @@ export {
   planCapacity,
   planToJson,
 } from './plan.js';
+export {
+  MAX_EXPOSITION_LINE_CHARS,
+  type PromExposition,
+  type PromMetricType,
+  type PromSample,
+  parsePrometheusText,
+  parsePromNumber,
+} from './prom-text.js';
+export { prometheusQueries, prometheusSource } from './prometheus-source.js';
 export type { ScalingProvider } from './provider.js';
 export {
   FIELD_MANAGER,

@@ -1,6 +1,7 @@
 /**
  * Live per-pool figures for the autoscaler and the capacity planner, read either straight from the
- * processes' `/metrics` pages (`scrapeSource`) or from a Prometheus server (`prometheusSource`).
+ * processes' `/metrics` pages (`scrapeSource`, here) or from a Prometheus server (`prometheusSource`,
+ * prometheus-source.ts); the text format both parse is in prom-text.ts.
  *
  * Both answer the same question: over the interval since the previous read, how many calls arrived
  * per pool, how many finished, how long the backend took per call, and what the queue and the workers
@@ -17,224 +18,7 @@
  * | replicas | `mcp_cluster_worker_replicas{pool,state="running"}` | sum (each worker sets 1 on its own state) |
  */
 import { ClusterError, createLogger, type Logger } from '../core/index.js';
-
-// ---------------------------------------------------------------------------------------------------
-// The text exposition format
-// ---------------------------------------------------------------------------------------------------
-
-/** Metric family types of the text format (`# TYPE` lines). */
-export type PromMetricType = 'counter' | 'gauge' | 'histogram' | 'summary' | 'untyped';
-
-/** One sample line: `name{label="value",...} value [timestamp]`. */
-export interface PromSample {
-  readonly name: string;
-  /** Label values by name; a prototype-less object, so a label named `__proto__` is an ordinary key. */
-  readonly labels: Readonly<Record<string, string>>;
-  /** The value; NaN and ±Infinity are legal. */
-  readonly value: number;
-  /** The optional timestamp, ms since the Unix epoch; undefined when the line has none. */
-  readonly timestampMs: number | undefined;
-}
-
-/** A parsed `/metrics` page. */
-export interface PromExposition {
-  readonly samples: readonly PromSample[];
-  /** Family name → type, from the `# TYPE` lines. */
-  readonly types: ReadonlyMap<string, PromMetricType>;
-}
-
-/**
- * Longest line the parser accepts, in characters (1 MiB). A real exposition line is a name, a few
- * bounded labels and a number; a longer one is a broken or hostile target, reported by line number.
- */
-export const MAX_EXPOSITION_LINE_CHARS = 1 << 20;
-
-const METRIC_TYPES = new Set<string>(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
-const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
-const INFINITY = /^([+-]?)inf(?:inity)?$/i;
-const TIMESTAMP = /^-?\d{1,19}$/;
-const COMMENT = /^#[ \t]+(HELP|TYPE)[ \t]+(\S+)(?:[ \t]+(.*))?$/;
-
-function isNameStart(ch: number): boolean {
-  // A-Z a-z _ :
-  return (ch >= 65 && ch <= 90) || (ch >= 97 && ch <= 122) || ch === 95 || ch === 58;
-}
-function isNameChar(ch: number): boolean {
-  return isNameStart(ch) || (ch >= 48 && ch <= 57);
-}
-function isBlank(ch: number): boolean {
-  return ch === 32 || ch === 9;
-}
-
-/** A token for an error message: bounded in length, quoted, control characters escaped by JSON. */
-function shown(token: string): string {
-  return JSON.stringify(token.length > 40 ? `${token.slice(0, 40)}…` : token);
-}
-
-/**
- * A sample value or a number in a Prometheus API answer: decimal or exponent notation, `NaN`, `+Inf`,
- * `-Inf` (case-insensitive, as Go's ParseFloat). undefined for anything else (hex, `1_000`, empty).
- */
-export function parsePromNumber(token: string): number | undefined {
-  if (DECIMAL.test(token)) return Number(token);
-  const inf = INFINITY.exec(token);
-  if (inf) return inf[1] === '-' ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY;
-  if (/^nan$/i.test(token)) return Number.NaN;
-  return undefined;
-}
-
-/**
- * Parses the Prometheus text exposition format (version 0.0.4, as prom-client writes it): `# HELP` and
- * `# TYPE` lines, other comments, blank lines, samples with optional labels (values escaped with `\\`,
- * `\"` and `\n`, a trailing comma allowed), values including `NaN` and `±Inf`, and an optional integer
- * timestamp in ms. `origin` names the source in error messages (a URL).
- * @throws ClusterError `BACKEND_PROTOCOL` naming the line and column of the first malformed line.
- */
-export function parsePrometheusText(text: string, origin = 'metrics text'): PromExposition {
-  const samples: PromSample[] = [];
-  const types = new Map<string, PromMetricType>();
-  let lineNo = 0;
-  let start = 0;
-  while (start <= text.length) {
-    let end = text.indexOf('\n', start);
-    if (end < 0) end = text.length;
-    lineNo++;
-    const fail = (column: number, message: string): never => {
-      throw new ClusterError('BACKEND_PROTOCOL', `${origin}: line ${lineNo}, column ${column}: ${message}`);
-    };
-    if (end - start > MAX_EXPOSITION_LINE_CHARS) {
-      fail(
-        1,
-        `the line is ${end - start} characters long, more than the ${MAX_EXPOSITION_LINE_CHARS} accepted`,
-      );
-    }
-    let line = text.slice(start, end);
-    start = end + 1;
-    if (line.endsWith('\r')) line = line.slice(0, -1);
-    let i = 0;
-    while (i < line.length && isBlank(line.charCodeAt(i))) i++;
-    if (i === line.length) continue;
-    if (line.charCodeAt(i) === 35 /* # */) {
-      const comment = COMMENT.exec(line.slice(i));
-      if (comment?.[1] === 'TYPE') {
-        const family = comment[2] ?? '';
-        const type = (comment[3] ?? '').trim();
-        if (!METRIC_NAME.test(family)) fail(i + 1, `# TYPE names ${shown(family)}, not a metric name`);
-        if (!METRIC_TYPES.has(type)) {
-          fail(
-            i + 1,
-            `# TYPE ${family} has type ${shown(type)}; expected counter, gauge, histogram, summary or untyped`,
-          );
-        }
-        if (!types.has(family)) types.set(family, type as PromMetricType);
-      }
-      // HELP text and free comments carry nothing the readers need.
-      continue;
-    }
-    samples.push(parseSampleLine(line, i, fail));
-  }
-  return { samples, types };
-}
-
-function parseSampleLine(
-  line: string,
-  from: number,
-  fail: (column: number, message: string) => never,
-): PromSample {
-  let i = from;
-  if (!isNameStart(line.charCodeAt(i)))
-    fail(i + 1, `expected a metric name, found ${shown(line.slice(i, i + 20))}`);
-  while (i < line.length && isNameChar(line.charCodeAt(i))) i++;
-  const name = line.slice(from, i);
-  const labels: Record<string, string> = Object.create(null) as Record<string, string>;
-  const skipBlanks = () => {
-    while (i < line.length && isBlank(line.charCodeAt(i))) i++;
-  };
-  skipBlanks();
-  if (line[i] === '{') {
-    i++;
-    for (;;) {
-      skipBlanks();
-      if (i >= line.length) fail(i + 1, `the label set of ${name} is not closed with "}"`);
-      if (line[i] === '}') {
-        i++;
-        break;
-      }
-      const labelStart = i;
-      const first = line.charCodeAt(i);
-      // Label names are metric names without ":".
-      if (!isNameStart(first) || first === 58) {
-        fail(i + 1, `expected a label name, found ${shown(line.slice(i, i + 20))}`);
-      }
-      while (i < line.length && isNameChar(line.charCodeAt(i)) && line.charCodeAt(i) !== 58) i++;
-      const label = line.slice(labelStart, i);
-      skipBlanks();
-      if (line[i] !== '=') fail(i + 1, `expected "=" after label ${label}`);
-      i++;
-      skipBlanks();
-      if (line[i] !== '"') fail(i + 1, `the value of label ${label} must be in double quotes`);
-      const quoteAt = i;
-      i++;
-      let value = '';
-      let chunkStart = i;
-      for (;;) {
-        if (i >= line.length) fail(quoteAt + 1, `the value of label ${label} has no closing quote`);
-        const ch = line[i];
-        if (ch === '"') break;
-        if (ch === '\\') {
-          value += line.slice(chunkStart, i);
-          const next = line[i + 1];
-          if (next === '\\' || next === '"') value += next;
-          else if (next === 'n') value += '\n';
-          else if (next === undefined) fail(quoteAt + 1, `the value of label ${label} has no closing quote`);
-          else
-            fail(i + 1, `invalid escape "\\${next}" in the value of label ${label} (use \\\\, \\" or \\n)`);
-          i += 2;
-          chunkStart = i;
-          continue;
-        }
-        i++;
-      }
-      value += line.slice(chunkStart, i);
-      i++;
-      if (Object.hasOwn(labels, label)) fail(labelStart + 1, `label ${label} appears twice`);
-      labels[label] = value;
-      skipBlanks();
-      if (line[i] === ',') {
-        i++;
-        continue;
-      }
-      if (line[i] === '}') {
-        i++;
-        break;
-      }
-      fail(i + 1, `expected "," or "}" after the value of label ${label}`);
-    }
-    skipBlanks();
-  } else if (i === from + name.length && i < line.length) {
-    fail(i + 1, `expected a blank or "{" after the metric name ${name}`);
-  }
-  const valueStart = i;
-  while (i < line.length && !isBlank(line.charCodeAt(i))) i++;
-  const valueToken = line.slice(valueStart, i);
-  if (valueToken === '') fail(valueStart + 1, `${name} has no value`);
-  const value = parsePromNumber(valueToken);
-  if (value === undefined)
-    fail(valueStart + 1, `${shown(valueToken)} is not a number (e.g. 12, 1.5e3, NaN, +Inf)`);
-  skipBlanks();
-  let timestampMs: number | undefined;
-  if (i < line.length) {
-    const tsStart = i;
-    while (i < line.length && !isBlank(line.charCodeAt(i))) i++;
-    const token = line.slice(tsStart, i);
-    if (!TIMESTAMP.test(token)) fail(tsStart + 1, `${shown(token)} is not a timestamp (integer ms)`);
-    timestampMs = Number(token);
-    skipBlanks();
-    if (i < line.length) fail(i + 1, `unexpected ${shown(line.slice(i, i + 20))} after the timestamp`);
-  }
-  return { name, labels, value: value as number, timestampMs };
-}
+import { type PromExposition, type PromSample, parsePrometheusText, parsePromNumber } from './prom-text.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Pool rates
@@ -293,8 +77,10 @@ export interface HttpReadOptions {
   readonly maxBodyBytes?: number;
 }
 
-const DEFAULT_TIMEOUT_MS = 5_000;
-const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Default `HttpReadOptions.timeoutMs`, in milliseconds. */
+export const DEFAULT_TIMEOUT_MS = 5_000;
+/** Default `HttpReadOptions.maxBodyBytes`. */
+export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 /** Why a fetch failed, in words: `connection refused`, `no answer within 5000 ms`, ... */
 function networkReason(err: unknown, timeoutMs: number): string {
@@ -311,7 +97,7 @@ function networkReason(err: unknown, timeoutMs: number): string {
  * GET `url` and read its body as text, bounded in time and size.
  * @throws ClusterError `BACKEND_UNAVAILABLE` (unreachable, timeout), `BACKEND_PROTOCOL` (body too large).
  */
-async function getBounded(
+export async function getBounded(
   url: string,
   timeoutMs: number,
   maxBodyBytes: number,
@@ -438,13 +224,14 @@ function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): Pool
 // Scraping /metrics pages
 // ---------------------------------------------------------------------------------------------------
 
-const ENQUEUED = 'mcp_cluster_queue_enqueued_total';
-const WORKER_CALLS = 'mcp_cluster_worker_calls_total';
-const SERVICE = 'mcp_cluster_backend_duration_seconds';
-const INFLIGHT = 'mcp_cluster_worker_inflight_calls';
-const DEPTH = 'mcp_cluster_queue_depth';
-const OLDEST = 'mcp_cluster_queue_oldest_age_seconds';
-const REPLICAS = 'mcp_cluster_worker_replicas';
+/** The metric names of services/core/metrics.ts both sources read. */
+export const ENQUEUED = 'mcp_cluster_queue_enqueued_total';
+export const WORKER_CALLS = 'mcp_cluster_worker_calls_total';
+export const SERVICE = 'mcp_cluster_backend_duration_seconds';
+export const INFLIGHT = 'mcp_cluster_worker_inflight_calls';
+export const DEPTH = 'mcp_cluster_queue_depth';
+export const OLDEST = 'mcp_cluster_queue_oldest_age_seconds';
+export const REPLICAS = 'mcp_cluster_worker_replicas';
 
 type CounterKind = 'arrival' | 'completion' | 'serviceSum' | 'serviceCount' | 'serviceBucket';
 
@@ -681,155 +468,6 @@ export function scrapeSource(urls: () => readonly string[], options: ScrapeOptio
     },
     async close() {
       previous.clear();
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Prometheus HTTP API
-// ---------------------------------------------------------------------------------------------------
-
-/** The PromQL `prometheusSource` sends, by figure, for a rate window of `windowMs`. */
-export function prometheusQueries(windowMs: number): Record<string, string> {
-  const ms = Math.round(windowMs);
-  const w = ms % 1000 === 0 ? `[${ms / 1000}s]` : `[${ms}ms]`;
-  return {
-    arrivals: `sum by (pool) (rate(${ENQUEUED}${w}))`,
-    completions: `sum by (pool) (rate(${WORKER_CALLS}{outcome!="retried"}${w}))`,
-    serviceSum: `sum by (pool) (increase(${SERVICE}_sum${w}))`,
-    serviceCount: `sum by (pool) (increase(${SERVICE}_count${w}))`,
-    serviceP95: `histogram_quantile(0.95, sum by (pool, le) (rate(${SERVICE}_bucket${w})))`,
-    inFlight: `sum by (pool) (${INFLIGHT})`,
-    queueDepth: `sum by (pool) (max by (pool, priority) (${DEPTH}))`,
-    oldestAge: `max by (pool) (${OLDEST})`,
-    replicas: `sum by (pool) (${REPLICAS}{state="running"})`,
-  };
-}
-
-/**
- * Reads the same figures from a Prometheus server's instant-query API (`GET <baseUrl>/api/v1/query`):
- * `rate()` / `increase()` over the last `windowMs`, `histogram_quantile(0.95, ...)` for the p95, `max by`
- * for the broker-wide queue gauges (see {@link prometheusQueries}). Every read covers the window ending
- * now; it should be at least twice Prometheus's scrape interval, or `rate()` has too few samples and
- * reports nothing (a pool that reports nothing has rate 0).
- * @throws ClusterError from `read()`: `BACKEND_UNAVAILABLE` when Prometheus cannot be reached, answers
- *   non-200 or says `unavailable`/`timeout`; `BACKEND_PROTOCOL` on an answer that is not Prometheus's
- *   JSON or an `error` status (e.g. a query it rejects).
- */
-export function prometheusSource(
-  baseUrl: string,
-  windowMs: number,
-  options: HttpReadOptions = {},
-): MetricsSource {
-  if (!/^https?:\/\/[^/]/.test(baseUrl)) {
-    throw new ClusterError(
-      'INVALID_CONFIG',
-      `the Prometheus URL must be http:// or https://, got "${baseUrl}"`,
-    );
-  }
-  if (!Number.isFinite(windowMs) || windowMs < 1000) {
-    throw new ClusterError(
-      'INVALID_CONFIG',
-      `the Prometheus rate window must be at least 1s, got ${windowMs} ms`,
-    );
-  }
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const endpoint = `${baseUrl.replace(/\/+$/, '')}/api/v1/query`;
-  const queries = prometheusQueries(windowMs);
-
-  async function query(promql: string): Promise<Map<string, number>> {
-    const url = `${endpoint}?${new URLSearchParams({ query: promql })}`;
-    const { status, text } = await getBounded(url, timeoutMs, maxBodyBytes, 'application/json');
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (err) {
-      if (status !== 200) {
-        throw new ClusterError('BACKEND_UNAVAILABLE', `Prometheus at ${endpoint} answered HTTP ${status}`, {
-          cause: err,
-        });
-      }
-      throw new ClusterError(
-        'BACKEND_PROTOCOL',
-        `Prometheus at ${endpoint} answered with something that is not JSON (${shown(text)}); is ${baseUrl} a Prometheus server?`,
-        { cause: err },
-      );
-    }
-    const answer = (typeof body === 'object' && body !== null ? body : {}) as {
-      status?: unknown;
-      errorType?: unknown;
-      error?: unknown;
-      data?: { resultType?: unknown; result?: unknown };
-    };
-    if (answer.status === 'error' || status !== 200) {
-      const kind = typeof answer.errorType === 'string' ? answer.errorType : `HTTP ${status}`;
-      const why = typeof answer.error === 'string' ? `: ${answer.error.slice(0, 500)}` : '';
-      const code =
-        kind === 'unavailable' || kind === 'timeout' || status >= 500
-          ? 'BACKEND_UNAVAILABLE'
-          : 'BACKEND_PROTOCOL';
-      throw new ClusterError(code, `Prometheus at ${endpoint} refused query ${promql} (${kind})${why}`);
-    }
-    if (
-      answer.status !== 'success' ||
-      answer.data?.resultType !== 'vector' ||
-      !Array.isArray(answer.data.result)
-    ) {
-      throw new ClusterError(
-        'BACKEND_PROTOCOL',
-        `Prometheus at ${endpoint} answered ${shown(text)} to ${promql}; expected {"status":"success","data":{"resultType":"vector",...}}`,
-      );
-    }
-    const byPool = new Map<string, number>();
-    for (const item of answer.data.result as unknown[]) {
-      const entry = item as { metric?: { pool?: unknown }; value?: unknown };
-      const pair = entry?.value;
-      const raw =
-        Array.isArray(pair) && pair.length === 2 && typeof pair[1] === 'string' ? pair[1] : undefined;
-      const value = raw === undefined ? undefined : parsePromNumber(raw);
-      if (value === undefined || typeof entry.metric !== 'object' || entry.metric === null) {
-        throw new ClusterError(
-          'BACKEND_PROTOCOL',
-          `Prometheus at ${endpoint} answered a sample ${shown(JSON.stringify(item) ?? '')} to ${promql}; expected {"metric":{...},"value":[time,"number"]}`,
-        );
-      }
-      if (typeof entry.metric.pool === 'string') byPool.set(entry.metric.pool, value);
-    }
-    return byPool;
-  }
-
-  return {
-    async read() {
-      const names = Object.keys(queries);
-      const answers = await Promise.all(names.map((name) => query(queries[name] as string)));
-      const figures = Object.fromEntries(names.map((name, i) => [name, answers[i] as Map<string, number>]));
-      const pools = new Set<string>();
-      for (const answer of answers) for (const pool of answer.keys()) pools.add(pool);
-      const rates = new Map<string, PoolRates>();
-      const finite = (name: string, pool: string) => {
-        const v = figures[name]?.get(pool);
-        return v !== undefined && Number.isFinite(v) ? v : 0;
-      };
-      for (const pool of [...pools].sort()) {
-        const count = finite('serviceCount', pool);
-        const p95 = figures.serviceP95?.get(pool);
-        const arrival = finite('arrivals', pool);
-        const completed = finite('completions', pool);
-        rates.set(pool, {
-          pool,
-          arrivalPerSec: arrival > 0 ? arrival : 0,
-          completedPerSec: completed > 0 ? completed : 0,
-          meanServiceMs: count > 0 ? (finite('serviceSum', pool) / count) * 1000 : Number.NaN,
-          p95ServiceMs: count > 0 && p95 !== undefined ? p95 * 1000 : Number.NaN,
-          inFlight: finite('inFlight', pool),
-          queueDepth: finite('queueDepth', pool),
-          oldestWaitMs: finite('oldestAge', pool) * 1000,
-          replicas: finite('replicas', pool),
-          windowMs,
-        });
-      }
-      return rates;
     },
   };
 }
