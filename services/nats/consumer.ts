@@ -13,7 +13,7 @@ import {
 import { decodeToolCall } from '../protobuf/index.js';
 import { API_TIMEOUT_MS, logEvent, type NatsLink } from './connection.js';
 import type { DeadLetters } from './dead-letters.js';
-import { deliveredCall } from './delivered-call.js';
+import { type DeliveredCallContext, deliveredCall } from './delivered-call.js';
 import { PulledMessage } from './pulled-message.js';
 import { isLostTopology, type Topology } from './topology.js';
 
@@ -139,6 +139,8 @@ export class NatsConsumer implements CallConsumer {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly tick: NodeJS.Timeout;
   private readonly live = new Set<() => void>();
+  /** What each delivered call settles through (see deliveredCall). */
+  private readonly settling: DeliveredCallContext;
   private readonly offReconnect: () => void;
   /** Consumers exist and the loop may pull (false while opening or recovering). */
   private active = false;
@@ -159,6 +161,18 @@ export class NatsConsumer implements CallConsumer {
     this.maxInFlight = options.maxInFlight;
     // Redeliveries come due an ack wait after a delivery: with a short one, look for them that often.
     this.standbyMs = Math.min(STANDBY_EXPIRES_MS, Math.max(MIN_EXPIRES_MS, this.ackWaitMs));
+    this.settling = {
+      ...deps,
+      pool,
+      ackWaitMs: this.ackWaitMs,
+      maxDeliveries: this.maxDeliveries,
+      released: (abandon) => {
+        this.held -= 1;
+        this.live.delete(abandon);
+        this.schedule();
+      },
+      dueAgain: (p, afterMs) => this.markDue(p, afterMs),
+    };
     const { topology } = deps;
     this.pullSubjects = {
       high: topology.pullSubject(pool, 'high'),
@@ -521,18 +535,7 @@ export class NatsConsumer implements CallConsumer {
       return;
     }
     const call: ToolCall = { ...decoded, attempt: m.deliveryCount };
-    const { message, abandon } = deliveredCall(m, call, {
-      ...this.deps,
-      pool: this.pool,
-      ackWaitMs: this.ackWaitMs,
-      lastDelivery: m.deliveryCount >= this.maxDeliveries,
-      released: () => {
-        this.held -= 1;
-        this.live.delete(abandon);
-        this.schedule();
-      },
-      dueAgain: (afterMs) => this.markDue(priority, afterMs),
-    });
+    const { message, abandon } = deliveredCall(m, call, priority, this.settling);
     this.held += 1;
     this.live.add(abandon);
     try {

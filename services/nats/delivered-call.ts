@@ -1,9 +1,9 @@
-import type { QueuedCall, ToolCall } from '../core/index.js';
+import type { Priority, QueuedCall, ToolCall } from '../core/index.js';
 import type { NatsLink } from './connection.js';
 import type { DeadLetters } from './dead-letters.js';
 import type { PulledMessage } from './pulled-message.js';
 
-/** What settling one delivered call needs from the consumer that pulled it. */
+/** What settling a delivered call needs from the consumer that pulled it; one per consumer. */
 export interface DeliveredCallContext {
   link: NatsLink;
   deadLetters: DeadLetters;
@@ -12,12 +12,15 @@ export interface DeliveredCallContext {
   pool: string;
   /** How long the call may go unsettled before the server redelivers it, in milliseconds. */
   ackWaitMs: number;
-  /** This delivery is the last the consumer allows: giving it back dead-letters it. */
-  lastDelivery: boolean;
-  /** The call was settled, abandoned or its ack wait ran out: its slot is free. Called once. */
-  released(): void;
-  /** The call will be delivered again in `afterMs` milliseconds (a nack, an expired ack wait). */
-  dueAgain(afterMs: number): void;
+  /** Deliveries after which a call is dead-lettered instead of given back. */
+  maxDeliveries: number;
+  /**
+   * A call was settled, abandoned or its ack wait ran out: its slot is free. Called once per call,
+   * with the call's `abandon`.
+   */
+  released(abandon: () => void): void;
+  /** A call of `priority` will be delivered again in `afterMs` milliseconds (a nack, an expired ack wait). */
+  dueAgain(priority: Priority, afterMs: number): void;
 }
 
 /**
@@ -30,10 +33,12 @@ export interface DeliveredCallContext {
 export function deliveredCall(
   m: PulledMessage,
   call: ToolCall,
+  priority: Priority,
   ctx: DeliveredCallContext,
 ): { message: QueuedCall; abandon: () => void } {
   const { link, deadLetters } = ctx;
   const deliveries = call.attempt;
+  const lastDelivery = deliveries >= ctx.maxDeliveries;
   let settled = false;
   let timer: NodeJS.Timeout | undefined;
 
@@ -41,12 +46,13 @@ export function deliveredCall(
     if (settled) return false;
     settled = true;
     clearTimeout(timer);
-    ctx.released();
+    ctx.released(abandon);
     return true;
   };
+  const abandon = () => void release();
   const expire = () => {
     if (!release()) return;
-    if (ctx.lastDelivery) {
+    if (lastDelivery) {
       void deadLetters.deadLetter(
         m,
         ctx.pool,
@@ -56,7 +62,7 @@ export function deliveredCall(
       );
     } else {
       // The server redelivers it now; pull it back (here or elsewhere) without waiting for a probe.
-      ctx.dueAgain(0);
+      ctx.dueAgain(priority, 0);
     }
   };
   const arm = () => {
@@ -73,12 +79,12 @@ export function deliveredCall(
     },
     nack: async (delayMs = 0) => {
       if (!release()) return;
-      if (ctx.lastDelivery) {
+      if (lastDelivery) {
         ctx.forget(call.callId);
         await deadLetters.deadLetter(m, ctx.pool, call.callId, `nacked on delivery ${deliveries}`, false);
         return;
       }
-      ctx.dueAgain(Math.max(0, delayMs));
+      ctx.dueAgain(priority, Math.max(0, delayMs));
       await link.confirm('nack', call.callId, () => {
         m.nak(Math.max(0, delayMs));
         return link.flush();
@@ -103,5 +109,5 @@ export function deliveredCall(
     },
   };
   arm();
-  return { message, abandon: () => void release() };
+  return { message, abandon };
 }
