@@ -8,14 +8,13 @@ import {
   ProtocolErrorCode,
   Server,
 } from '@modelcontextprotocol/server';
-import { ClusterError, createLogger, toToolErrorResult } from '../../services/core/index.js';
+import { ClusterError, createLogger, sendJson, toToolErrorResult } from '../../services/core/index.js';
 import {
   cancelKeyOf,
   createMcpFrontDoor,
   requestScope,
   SESSION_KEY_META_KEY,
   SessionIds,
-  sendJson,
   ToolValidator,
 } from '../../services/ingress/index.js';
 import { benchConfig } from './config.js';

@@ -94,7 +94,7 @@ export type {
   RoleServer,
   RouteHandler,
 } from './role-server.js';
-export { listenRole, roleRoutes, startRoleServer } from './role-server.js';
+export { listenRole, roleRoutes, sendJson, startRoleServer } from './role-server.js';
 export type { Resolved, SettingsShape, ToolSettingsOf, ToolSettingsSpec } from './settings.js';
 export { duration, resolvedAs, section, size, toolSettings } from './settings.js';
 export type { ToolResult } from './tool-result.js';

@@ -135,8 +135,18 @@ export function startRoleServer(options: RoleRoutesOptions & ListenOptions): Pro
   return listenRole(roleRoutes(options), options);
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+/** Writes `body` as a JSON answer with `status` (and any extra `headers`), in one write. */
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }

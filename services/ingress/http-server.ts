@@ -1,6 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { McpHttpHandler } from '@modelcontextprotocol/server';
-import { ClusterError, clusterMetrics, JSON_RPC, type Logger, toJsonRpcError } from '../core/index.js';
+import {
+  ClusterError,
+  clusterMetrics,
+  JSON_RPC,
+  type Logger,
+  sendJson,
+  toJsonRpcError,
+} from '../core/index.js';
 import { type RequestScope, requestScope } from './mcp-server.js';
 import type { SessionIds } from './session-id.js';
 import type { ToolCallFastPath } from './tool-call-fast-path.js';
@@ -358,20 +365,4 @@ async function writeResponse(
     res.off('close', onClose);
     res.end();
   }
-}
-
-/** Writes a JSON body with a status. */
-export function sendJson(
-  res: ServerResponse,
-  status: number,
-  body: unknown,
-  headers: Record<string, string> = {},
-): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-    ...headers,
-  });
-  res.end(text);
 }

@@ -22,7 +22,7 @@ export { TIMING_META_KEY } from './call-registry.js';
 // The front door's parts, for a one-process MCP server built the same way (the benchmark's direct
 // baseline) and for the suites that test them alone.
 export type { FrontDoorOptions } from './http-server.js';
-export { createMcpFrontDoor, sendJson } from './http-server.js';
+export { createMcpFrontDoor } from './http-server.js';
 export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } from './mcp-server.js';
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
