@@ -205,6 +205,8 @@ async function runRouting(routing: Routing, settings: Settings, simOptions: Part
                   traceContext: {},
                   enqueuedUnixMs: Date.now(),
                   wantsProgress: true,
+                  principal: 'anonymous',
+                  scopes: [],
                 },
                 arguments: args,
                 tool,

@@ -362,6 +362,8 @@ function context(tool: ToolConfig, texts: string[], endpointUrl: string): Adapte
       traceContext: {},
       enqueuedUnixMs: now,
       wantsProgress: false,
+      principal: 'anonymous',
+      scopes: [],
     },
     arguments: { texts },
     tool,

@@ -44,6 +44,8 @@ export async function measureQueue(url: string, calls: number, concurrency: numb
       traceContext: {},
       enqueuedUnixMs: Date.now(),
       wantsProgress: false,
+      principal: 'anonymous',
+      scopes: [],
     };
     const started = performance.now();
     const done = new Promise<void>((resolve) => waiting.set(call.callId, resolve));

@@ -66,6 +66,8 @@ function makeCall(pool: string): ToolCall {
     traceContext: {},
     enqueuedUnixMs: now,
     wantsProgress: false,
+    principal: 'anonymous',
+    scopes: [],
   };
 }
 

@@ -149,6 +149,7 @@ describe('resolveConfig defaults', () => {
         maxScaleUpStep: 4,
         replicaConcurrency: 16,
       },
+      scopes: [],
       gpu: undefined,
       healthPath: '/health',
     });
@@ -281,6 +282,7 @@ describe('resolveConfig of a file', () => {
       healthIntervalMs: 5000,
       backendTimeoutMs: 30_000,
       scaling: expect.objectContaining({ minReplicas: 0, maxReplicas: 10 }),
+      scopes: [],
       gpu: undefined,
       healthPath: '/health',
     });
@@ -758,5 +760,80 @@ describe('autoscaling and planning settings', () => {
       contextTokens: 0,
       concurrentSequences: 1,
     });
+  });
+});
+
+describe('auth settings', () => {
+  it('default to mode none with no scopes anywhere', () => {
+    const c = resolveConfig('');
+    expect(c.auth).toMatchObject({
+      mode: 'none',
+      allowUnauthenticated: false,
+      resource: '',
+      requiredScopes: [],
+      tenants: [],
+      oauth: { issuer: '', jwksUri: '', audience: '', tenantClaim: 'tenant', clockSkewMs: 30_000 },
+      apiKeys: { file: '', pollIntervalMs: 2000 },
+    });
+    expect(c.tools.every((t) => t.scopes.length === 0)).toBe(true);
+  });
+
+  it('give each tool its pool scopes unless it names its own', () => {
+    const c = resolveConfig(
+      yaml([
+        'pools:',
+        '  embeddings: { backend: openai-embeddings, scopes: [pool:embeddings] }',
+        'tools:',
+        '  - { name: embed, template: embed, pool: embeddings, model: m }',
+        '  - { name: embed_public, template: embed, pool: embeddings, model: m, scopes: [] }',
+        '  - { name: embed_admin, template: embed, pool: embeddings, model: m, scopes: [tools:admin, pool:embeddings] }',
+      ]),
+    );
+    expect(c.tools.map((t) => [t.name, t.scopes])).toEqual([
+      ['embed', ['pool:embeddings']],
+      ['embed_public', []],
+      ['embed_admin', ['tools:admin', 'pool:embeddings']],
+    ]);
+  });
+
+  it('take the mode, resource, issuer and keys file from the environment', () => {
+    const c = resolveConfig('', {
+      MCP_CLUSTER_AUTH_MODE: 'oauth+api-keys',
+      MCP_CLUSTER_AUTH_RESOURCE: 'https://mcp.example.com/mcp',
+      MCP_CLUSTER_OAUTH_ISSUER: 'https://auth.example.com',
+      MCP_CLUSTER_API_KEYS_FILE: '/etc/mcp-cluster/keys.yaml',
+    });
+    expect(c.auth).toMatchObject({
+      mode: 'oauth+api-keys',
+      resource: 'https://mcp.example.com/mcp',
+      oauth: { issuer: 'https://auth.example.com' },
+      apiKeys: { file: '/etc/mcp-cluster/keys.yaml' },
+    });
+  });
+
+  it('refuse oauth without the resource or the issuer, naming both settings', () => {
+    const message = configError(() => resolveConfig(yaml(['auth: { mode: oauth }'])));
+    expect(message).toContain('auth.resource');
+    expect(message).toContain('auth.oauth.issuer');
+  });
+
+  it('refuse api-keys without a keys file, pointing at keys create', () => {
+    const message = configError(() => resolveConfig(yaml(['auth: { mode: api-keys }'])));
+    expect(message).toMatch(/auth\.apiKeys\.file: .*keys create/);
+  });
+
+  it.each([
+    ['auth: { mode: basic }', /auth\.mode/],
+    ['auth: { requiredScopes: ["has space"] }', /auth\.requiredScopes\.0: a scope is/],
+    ['auth: { requiredScopes: ["quote\\"d"] }', /auth\.requiredScopes\.0/],
+    ['auth: { resource: "ftp://x/mcp" }', /auth\.resource/],
+    ['auth: { oauth: { algorithms: [none] } }', /auth\.oauth\.algorithms\.0/],
+    ['auth: { oauth: { algorithms: [] } }', /auth\.oauth\.algorithms/],
+    ['auth: { oauth: { clockSkew: forever } }', /auth\.oauth\.clockSkew/],
+    ['auth: { tenants: ["a b"] }', /auth\.tenants\.0/],
+    ['auth: { token: x }', /auth: .*"token"/],
+    ['pools: { inference: { backend: openai-chat, scopes: "pool:inference" } }', /pools\.inference\.scopes/],
+  ])('reject %s', (text, expected) => {
+    expect(configError(() => resolveConfig(`${text}\n`))).toMatch(expected);
   });
 });

@@ -41,6 +41,8 @@ function fullCall(overrides: Partial<ToolCall> = {}): ToolCall {
     },
     enqueuedUnixMs: 1_899_999_999_000,
     wantsProgress: true,
+    principal: 'https://auth.example.com#agent-7',
+    scopes: ['mcp', 'pool:embeddings'],
     ...overrides,
   };
 }

@@ -379,6 +379,8 @@ describe('metrics of an embedded cluster', () => {
       traceContext: {},
       enqueuedUnixMs: Date.now() - 1000,
       wantsProgress: false,
+      principal: 'anonymous',
+      scopes: [],
     };
     await broker.queue.enqueue(call);
     const high = { pool: 'inference', priority: 'high' };
@@ -556,6 +558,8 @@ describe('dead letters', () => {
       traceContext: {},
       enqueuedUnixMs: now,
       wantsProgress: false,
+      principal: 'anonymous',
+      scopes: [],
     };
   }
 

@@ -121,6 +121,8 @@ function makeCall(priority: Priority = 'normal', pool = POOL): ToolCall {
     traceContext: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
     enqueuedUnixMs: now,
     wantsProgress: true,
+    principal: 'anonymous',
+    scopes: [],
   };
 }
 

@@ -8,9 +8,16 @@ import {
   ProtocolErrorCode,
   Server,
 } from '@modelcontextprotocol/server';
-import { ClusterError, createLogger, sendJson, toToolErrorResult } from '../../services/core/index.js';
+import {
+  buildCatalog,
+  ClusterError,
+  createLogger,
+  sendJson,
+  toToolErrorResult,
+} from '../../services/core/index.js';
 import {
   cancelKeyOf,
+  createFrontDoorAuth,
   createMcpFrontDoor,
   requestScope,
   SESSION_KEY_META_KEY,
@@ -60,6 +67,8 @@ export async function startDirectServer(options: {
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
     sessions: new SessionIds(randomBytes(16).toString('hex')),
+    // Mode none, as the cluster it is compared with runs in the benchmark.
+    auth: createFrontDoorAuth(config, buildCatalog(config.tools), log),
     handler,
     accepting: () => true,
     log,

@@ -85,6 +85,8 @@ export function localTools(config: ResolvedConfig): LocalTools {
             traceContext: {},
             enqueuedUnixMs: now,
             wantsProgress: options.onProgress !== undefined,
+            principal: 'anonymous',
+            scopes: [],
           },
           arguments: args,
           tool,

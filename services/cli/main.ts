@@ -4,6 +4,7 @@ import { type ExitCode, SERVING } from './args.js';
 import { autoscaler } from './commands/autoscaler.js';
 import { config } from './commands/config.js';
 import { ingress } from './commands/ingress.js';
+import { keys } from './commands/keys.js';
 import { plan } from './commands/plan.js';
 import { sim } from './commands/sim.js';
 import { up } from './commands/up.js';
@@ -19,6 +20,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<ExitCode>> = {
   sim,
   config,
   plan,
+  keys,
 };
 
 async function main(argv: string[]): Promise<ExitCode> {

@@ -13,6 +13,9 @@ Usage:
                                                      kubernetes, local worker processes or metrics only)
   mcp-cluster sim [--kind vllm|comfyui] [--port N] [--ttft-ms N] [--tokens-per-second N] ...
   mcp-cluster config check [--config FILE]
+  mcp-cluster keys create --tenant NAME [--scopes a,b] [--expires 90d] [--name TEXT]
+                                                     mints an API key; prints it once, with the entry
+                                                     to add to the keys file (auth.apiKeys.file)
   mcp-cluster plan [--config FILE] (--metrics URL ... | --prometheus URL) [--window 10s] [--what-if X]
                    [--target-wait 1s] [--percentile 0.95] [--json]
                                                      observe per-pool rates, then size each pool for a

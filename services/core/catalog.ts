@@ -13,6 +13,8 @@ export interface ToolDefinition {
   outputSchema?: JsonSchema;
   /** Deadline of a call that gives none, in milliseconds. */
   deadlineMs: number;
+  /** Scopes a caller needs to see and call the tool when the ingress authenticates (all of them). */
+  scopes: readonly string[];
 }
 
 /**
@@ -28,5 +30,6 @@ export function buildCatalog(tools: readonly ToolConfig[]): ToolDefinition[] {
     inputSchema: tool.inputSchema,
     ...(tool.outputSchema ? { outputSchema: tool.outputSchema } : {}),
     deadlineMs: tool.deadlineMs,
+    scopes: tool.scopes,
   }));
 }

@@ -13,6 +13,13 @@ const name = z
   .string()
   .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'use lowercase letters, digits, "-" and "_", starting with a letter');
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+/** An OAuth scope (RFC 6749 `scope-token`): printable ASCII without space, double quote or backslash. */
+const scopeToken = z
+  .string()
+  .regex(
+    /^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/,
+    'a scope is 1-128 printable ASCII characters without space, double quote or backslash',
+  );
 
 /** Why a tool schema from the config cannot serve as an MCP tool schema, or undefined. */
 function schemaProblem(schema: Record<string, unknown>): string | undefined {
@@ -116,6 +123,12 @@ const poolShape = {
   backendTimeout: duration('30s'),
   /** How the autoscaler sizes this pool (replicas = worker processes/pods, each with its GPU backend). */
   scaling: scalingSchema.prefault({}),
+  /**
+   * OAuth scopes (or API-key scopes) a caller needs for every tool of this pool when `auth.mode` is
+   * not `none`, e.g. `[pool:embeddings]`; a tool's own `scopes` replace these. Default none: any
+   * authenticated caller may call the pool's tools.
+   */
+  scopes: z.array(scopeToken).default([]),
   /** What one replica needs on a GPU, for `mcp-cluster plan`; absent: the plan prints no GPU sizing. */
   gpu: gpuSchema.optional(),
 };
@@ -142,6 +155,11 @@ const toolShape = {
   inputSchema: toolJsonSchema,
   /** Replaces the template's output schema (JSON Schema). Resolved: the one in effect, if any. */
   outputSchema: toolJsonSchema,
+  /**
+   * Scopes a caller needs to see and call this tool when `auth.mode` is not `none`, e.g.
+   * `[tools:embed]`. Absent: the pool's `scopes`. Resolved: the scopes in effect.
+   */
+  scopes: z.array(scopeToken).optional(),
 };
 
 /** Keys every tool has in the file; a family's settings cannot take these names. */
@@ -266,6 +284,68 @@ function buildConfigSchema(families: ConfigFamilies) {
         deliveryAdvertise: delivery.advertise,
       }))
       .prefault({}),
+    /**
+     * Who may call the ingress. `none` (the default) trusts every caller and honours the
+     * `Mcp-Cluster-Tenant` header; it is allowed only on a loopback `ingress.host` unless
+     * `allowUnauthenticated` says otherwise. `oauth` takes bearer JWT access tokens from
+     * `oauth.issuer`; `api-keys` takes the keys in `apiKeys.file`; `oauth+api-keys` takes both.
+     */
+    auth: section({
+      mode: z.enum(['none', 'oauth', 'api-keys', 'oauth+api-keys']).default('none'),
+      /** Lets mode `none` listen on a non-loopback address (behind a gateway that authenticates); logs a warning. */
+      allowUnauthenticated: z.boolean().default(false),
+      /**
+       * This server's canonical resource URI (RFC 8707, RFC 9728), the URL agents reach `/mcp` at,
+       * e.g. `https://mcp.example.com/mcp`. Tokens must be issued for it. Required with `oauth`.
+       */
+      resource: z.union([httpUrl, z.literal('')]).default(''),
+      /** Scopes every request needs, whatever it calls; named in the 401 challenge. Default none. */
+      requiredScopes: z.array(scopeToken).default([]),
+      /** Tenants named in metric labels; calls of any other tenant are counted as `other`. */
+      tenants: z.array(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/)).default([]),
+      oauth: section({
+        /** The authorization server's issuer identifier; tokens must carry it as `iss`. */
+        issuer: z.union([httpUrl, z.literal('')]).default(''),
+        /** Where the issuer's signing keys are; empty: read from the issuer's metadata (RFC 8414, then OpenID discovery). */
+        jwksUri: z.union([httpUrl, z.literal('')]).default(''),
+        /** The `aud` tokens must carry; empty: `auth.resource`. */
+        audience: z.string().default(''),
+        /** The claim naming the caller's tenant; a token without it is refused. */
+        tenantClaim: z.string().min(1).max(128).default('tenant'),
+        /** Clock difference tolerated on `exp` and `nbf`. */
+        clockSkew: duration('30s'),
+        /** Signature algorithms accepted (never `none`). */
+        algorithms: z
+          .array(
+            z.enum([
+              'RS256',
+              'RS384',
+              'RS512',
+              'PS256',
+              'PS384',
+              'PS512',
+              'ES256',
+              'ES384',
+              'ES512',
+              'EdDSA',
+            ]),
+          )
+          .min(1)
+          .default(['RS256', 'PS256', 'ES256', 'EdDSA']),
+        /** Least time between two fetches of the JWKS (a token with an unknown `kid` triggers one). */
+        jwksCooldown: duration('30s'),
+        /** How long fetched keys are trusted before the JWKS is fetched again. */
+        jwksMaxAge: duration('10m'),
+        /** Timeout of one JWKS or metadata fetch. */
+        fetchTimeout: duration('5s'),
+      }).prefault({}),
+      apiKeys: section({
+        /** YAML file of API keys (see `mcp-cluster keys create`); re-read on SIGHUP and when it changes. */
+        file: z.string().default(''),
+        /** How often the keys file is checked for changes. */
+        pollInterval: duration('2s'),
+      }).prefault({}),
+    }).prefault({}),
     worker: section({
       /** Health and metrics HTTP port of a worker process (0: any free port). */
       port: port.default(0),
@@ -334,12 +414,14 @@ function buildConfigSchema(families: ConfigFamilies) {
       .min(1)
       .prefault(() => families.defaultTools.map((t) => ({ ...t })))
       .transform((tools) => tools.map((t) => resolveTool(families, t))),
-  }).transform(({ cluster, broker, cache, ...rest }) => ({
+  }).transform(({ cluster, broker, cache, tools, ...rest }) => ({
     namespace: cluster.namespace,
     brokerUrl: broker.url,
     /** `redis://` URL of the shared result cache; empty for an in-process cache. */
     cacheUrl: cache.url,
     ...rest,
+    // A tool without scopes of its own takes its pool's (an unknown pool is reported by `check`).
+    tools: tools.map((t) => ({ ...t, scopes: t.scopes ?? rest.pools[t.pool]?.scopes ?? [] })),
   }));
 }
 
@@ -378,6 +460,10 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_DELIVERY_PORT: ['ingress', 'delivery', 'port'],
   MCP_CLUSTER_DELIVERY_ADVERTISE: ['ingress', 'delivery', 'advertise'],
   MCP_CLUSTER_SESSION_SECRET: ['ingress', 'sessionSecret'],
+  MCP_CLUSTER_AUTH_MODE: ['auth', 'mode'],
+  MCP_CLUSTER_AUTH_RESOURCE: ['auth', 'resource'],
+  MCP_CLUSTER_OAUTH_ISSUER: ['auth', 'oauth', 'issuer'],
+  MCP_CLUSTER_API_KEYS_FILE: ['auth', 'apiKeys', 'file'],
   MCP_CLUSTER_WORKER_HOST: ['worker', 'host'],
   MCP_CLUSTER_WORKER_PORT: ['worker', 'port'],
   MCP_CLUSTER_AUTOSCALER_PROVIDER: ['autoscaler', 'provider'],
@@ -553,6 +639,20 @@ function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): voi
       }
     }
   });
+  const { auth } = c;
+  if (auth.mode === 'oauth' || auth.mode === 'oauth+api-keys') {
+    if (auth.resource === '')
+      problems.push(
+        `  auth.resource: mode ${auth.mode} needs this server's canonical URL, e.g. https://mcp.example.com/mcp (tokens are checked to be issued for it)`,
+      );
+    if (auth.oauth.issuer === '')
+      problems.push(`  auth.oauth.issuer: mode ${auth.mode} needs the authorization server's issuer URL`);
+  }
+  if ((auth.mode === 'api-keys' || auth.mode === 'oauth+api-keys') && auth.apiKeys.file === '') {
+    problems.push(
+      `  auth.apiKeys.file: mode ${auth.mode} needs the keys file (create keys with \`mcp-cluster keys create\`)`,
+    );
+  }
   if (c.cacheUrl !== '' && !/^rediss?:\/\//.test(c.cacheUrl)) {
     problems.push(`  cache.url: "${c.cacheUrl}" must be a redis:// URL, or empty for an in-process cache`);
   }

@@ -6,18 +6,27 @@ import type { CallQueue } from './queue/call-queue.js';
  * Every Prometheus metric mcp-cluster exports, on one registry per process (the embedded mode
  * runs ingress and workers in one process, so they share it). Names follow
  * `mcp_cluster_<component>_<what>_<unit>`; labels are bounded: pool, tool, priority, outcome,
- * reason, backend (an endpoint index, not a URL).
+ * reason, backend (an endpoint index, not a URL), tenant (those named in `auth.tenants`, the rest
+ * as `other`).
  */
 export interface ClusterMetrics {
   readonly registry: Registry;
-  /** Calls answered by the ingress, by tool and outcome (ok, tool_error, timeout, cancelled, rejected). */
-  ingressCalls: Counter<'tool' | 'outcome'>;
+  /**
+   * Calls answered by the ingress, by tool, outcome (ok, tool_error, timeout, cancelled, rejected)
+   * and tenant (bounded: see `tenantLabel`).
+   */
+  ingressCalls: Counter<'tool' | 'outcome' | 'tenant'>;
   /** Wall time from request arrival to answer at the ingress, in seconds. */
   callDuration: Histogram<'tool' | 'outcome'>;
   /** Calls this ingress replica is waiting on. */
   ingressInFlight: Gauge;
   /** HTTP requests refused before reaching the MCP layer (host, origin, body_size, parse, method). */
   ingressRejected: Counter<'reason'>;
+  /**
+   * Requests refused by authentication, by reason (missing, malformed, expired, not_yet_valid,
+   * issuer, audience, signature, algorithm, tenant, unknown_key, scope, keys_unavailable, session).
+   */
+  authFailures: Counter<'reason'>;
   /** Cancels handled, by how they arrived (disconnect, notification, bus, deadline). */
   ingressCancels: Counter<'source'>;
   /** Calls finished by workers, by pool, tool and outcome. */
@@ -104,7 +113,7 @@ export function clusterMetrics(): ClusterMetrics {
     ingressCalls: new Counter({
       name: 'mcp_cluster_ingress_calls_total',
       help: 'Calls answered by the ingress.',
-      labelNames: ['tool', 'outcome'],
+      labelNames: ['tool', 'outcome', 'tenant'],
       registers,
     }),
     callDuration: new Histogram({
@@ -117,6 +126,12 @@ export function clusterMetrics(): ClusterMetrics {
     ingressInFlight: new Gauge({
       name: 'mcp_cluster_ingress_inflight_calls',
       help: 'Calls this ingress replica waits on.',
+      registers,
+    }),
+    authFailures: new Counter({
+      name: 'mcp_cluster_auth_failures_total',
+      help: 'Requests refused by authentication, by reason.',
+      labelNames: ['reason'],
       registers,
     }),
     ingressRejected: new Counter({

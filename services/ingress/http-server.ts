@@ -8,6 +8,7 @@ import {
   sendJson,
   toJsonRpcError,
 } from '../core/index.js';
+import { type FrontDoorAuth, identityOf } from './auth/index.js';
 import { type RequestScope, requestScope } from './mcp-server.js';
 import type { SessionIds } from './session-id.js';
 import type { ToolCallFastPath } from './tool-call-fast-path.js';
@@ -21,6 +22,8 @@ export interface FrontDoorOptions {
   /** Largest request body, in bytes; larger ones get 413. */
   maxBodyBytes: number;
   sessions: SessionIds;
+  /** Who the caller is and what they may call; mode `none` trusts everyone. */
+  auth: FrontDoorAuth;
   handler: McpHttpHandler;
   /** Serves plain `tools/call` requests without the SDK; the rest goes to `handler`. */
   fastPath?: ToolCallFastPath;
@@ -91,10 +94,16 @@ export function createMcpFrontDoor(
       );
     }
 
+    // Authenticated before the body is read: an unknown caller costs no more than its headers.
+    const authInfo = await options.auth.authenticate(req);
+    if (authInfo instanceof Response) return writeResponse(res, authInfo, {});
+    const identity = identityOf(authInfo);
+
     let sessionId: string | undefined;
     const given = req.headers[SESSION_HEADER];
     if (typeof given === 'string' && given !== '') {
-      if (!options.sessions.verify(given)) {
+      // A real id initialized by another principal fails like a forged one: it names nothing of theirs.
+      if (!options.sessions.verify(given, identity.principal)) {
         return rejectWith(
           res,
           404,
@@ -154,6 +163,8 @@ export function createMcpFrontDoor(
           'Invalid Request: the body must be a JSON-RPC message object',
         );
       }
+      const denied = options.auth.challengeFor(parsed, authInfo);
+      if (denied) return writeResponse(res, denied, {});
       if (handleCancels(parsed, sessionId, options)) {
         res.writeHead(202).end();
         return;
@@ -164,20 +175,22 @@ export function createMcpFrontDoor(
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
     });
-    const mintedSession = isInitialize(parsed) ? options.sessions.mint() : undefined;
+    const mintedSession = isInitialize(parsed) ? options.sessions.mint(identity.principal) : undefined;
     const scope: RequestScope = {
       sessionId: sessionId ?? mintedSession,
       signal: abort.signal,
       sessionKeyHeader: headerValue(req, 'mcp-cluster-session-key')?.slice(0, 256),
-      tenant: tenantOf(headerValue(req, 'mcp-cluster-tenant')),
       traceparent: headerValue(req, 'traceparent'),
     };
     try {
-      const fast = mintedSession ? undefined : options.fastPath?.tryServe(req, res, parsed, scope);
+      const fast = mintedSession ? undefined : options.fastPath?.tryServe(req, res, parsed, scope, identity);
       if (fast !== undefined) return await fast;
       const request = webRequestOf(req, text, abort.signal);
       const response = await requestScope.run(scope, () =>
-        options.handler.fetch(request, parsed === undefined ? {} : { parsedBody: parsed }),
+        options.handler.fetch(
+          request,
+          parsed === undefined ? { authInfo } : { parsedBody: parsed, authInfo },
+        ),
       );
       await writeResponse(
         res,
@@ -252,11 +265,6 @@ function isObject(value: unknown): value is Record<string, unknown> {
 function headerValue(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
   return typeof value === 'string' && value !== '' ? value : undefined;
-}
-
-/** Tenant names become label values and keys: only short, plain names pass. */
-function tenantOf(value: string | undefined): string {
-  return value && /^[A-Za-z0-9_.-]{1,64}$/.test(value) ? value : 'default';
 }
 
 function hostnameOf(host: string | undefined): string | undefined {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Broker,
   buildCatalog,
@@ -11,13 +12,17 @@ import {
   type ResolvedConfig,
   roleRoutes,
   type Stoppable,
+  sendJson,
 } from '../core/index.js';
+import { createFrontDoorAuth } from './auth/index.js';
 import { CallRegistry } from './call-registry.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
 import { ToolValidator } from './tool-validator.js';
 
+export type { ApiKeyEntry, CallerIdentity, FrontDoorAuth, NewApiKey } from './auth/index.js';
+export { createApiKey, createFrontDoorAuth, isLoopback, keysFileEntry, parseKeysFile } from './auth/index.js';
 export { TIMING_META_KEY } from './call-registry.js';
 // The front door's parts, for a one-process MCP server built the same way (the benchmark's direct
 // baseline) and for the suites that test them alone.
@@ -36,6 +41,11 @@ export interface Ingress extends Stoppable {
   readonly port: number;
   /** The address workers deliver this replica's chunks to (`ToolCall.replyTo`). */
   readonly deliveryAddress: string;
+  /**
+   * Re-reads what can change without a restart (the API keys file); the ingress command calls it
+   * on SIGHUP. False when the file was refused and the keys read before stay in force.
+   */
+  reloadCredentials(): boolean;
 }
 
 /**
@@ -52,6 +62,9 @@ export async function startIngress(
   const log = createLogger('ingress');
   const metrics = clusterMetrics();
   const tools = buildCatalog(config.tools);
+  // First, so that a configuration that must not serve (no auth on a public address, an
+  // unreadable keys file) stops the replica before it listens.
+  const auth = createFrontDoorAuth(config, tools, log);
   const registry = new CallRegistry(broker.queue, log);
   const life = new Lifecycle();
 
@@ -77,6 +90,14 @@ export async function startIngress(
     registry,
     replyTo: () => deliveryAddress,
     maxDeadlineMs: config.ingress.maxDeadlineMs,
+    auth,
+    ...(auth.enforced
+      ? {
+          allows: auth.allows,
+          audit: log.child({ audit: true }),
+          tenantLabel: tenantLabelOf(config.auth.tenants),
+        }
+      : {}),
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
@@ -102,7 +123,10 @@ export async function startIngress(
         return { ready: brokerReady, broker: brokerReady, delivery: deliveryAddress };
       },
       refreshMetrics: () => metrics.refreshQueueGauges(broker.queue, pools),
-      routes: { '/mcp': (req, res) => mcp.serve(req, res) },
+      routes: {
+        '/mcp': (req, res) => mcp.serve(req, res),
+        ...Object.fromEntries(auth.routes.map((route) => [route.path, metadataRoute(route.body)])),
+      },
       notFoundHint: 'the MCP endpoint is /mcp',
     }),
     {
@@ -129,6 +153,7 @@ export async function startIngress(
     get state() {
       return life.state;
     },
+    reloadCredentials: () => auth.reload(),
     shutdown: () => life.shutdown({ drain, close }),
   };
 
@@ -141,10 +166,47 @@ export async function startIngress(
 
   async function close(): Promise<void> {
     unsubscribeCancels();
+    auth.close();
     await mcp.close();
     await http.close();
     await deliveryServer.close();
     metrics.ingressInFlight.set(0);
     log.info('ingress stopped');
   }
+}
+
+/** Tenants as metric labels: those named in `auth.tenants` as themselves, every other as `other`. */
+function tenantLabelOf(named: readonly string[]): (tenant: string) => string {
+  const known = new Set(named);
+  return (tenant) => (known.has(tenant) ? tenant : 'other');
+}
+
+/**
+ * Serves an RFC 9728 metadata document: GET and HEAD, readable from any origin (browser-based
+ * MCP clients discover the authorization server from it).
+ */
+function metadataRoute(body: unknown): (req: IncomingMessage, res: ServerResponse) => void {
+  const json = JSON.stringify(body);
+  return (req, res) => {
+    const cors = { 'access-control-allow-origin': '*', 'access-control-allow-methods': 'GET, HEAD, OPTIONS' };
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { ...cors, 'access-control-allow-headers': '*' }).end();
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendJson(
+        res,
+        405,
+        { error: 'method_not_allowed', error_description: 'use GET' },
+        { allow: 'GET, HEAD, OPTIONS' },
+      );
+      return;
+    }
+    res.writeHead(200, {
+      ...cors,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(json),
+    });
+    res.end(req.method === 'HEAD' ? undefined : json);
+  };
 }

@@ -20,8 +20,17 @@ export interface McpEndpoint {
  * rest. Both paths run calls through one {@link createToolCaller}.
  */
 export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
-  const { tools, validator, registry, replyTo, maxDeadlineMs, ...door } = options;
-  const deps: McpServerDeps = { tools, validator, registry, replyTo, maxDeadlineMs };
+  const { tools, validator, registry, replyTo, maxDeadlineMs, allows, tenantLabel, audit, ...door } = options;
+  const deps: McpServerDeps = {
+    tools,
+    validator,
+    registry,
+    replyTo,
+    maxDeadlineMs,
+    ...(allows ? { allows } : {}),
+    ...(tenantLabel ? { tenantLabel } : {}),
+    ...(audit ? { audit } : {}),
+  };
   const caller = createToolCaller(deps);
   const handler = createMcpHandler(createMcpServerFactory(deps, caller), {
     legacy: 'stateless',

@@ -6,6 +6,7 @@ import {
   clusterMetrics,
   encodeArguments,
   isProtocolError,
+  type Logger,
   newCallId,
   type ToolCall,
   type ToolDefinition,
@@ -13,6 +14,7 @@ import {
   toJsonRpcError,
   toToolErrorResult,
 } from '../core/index.js';
+import { type CallerIdentity, identityOf } from './auth/index.js';
 import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
 import type { ToolValidator } from './tool-validator.js';
 
@@ -24,7 +26,6 @@ export interface RequestScope {
   signal: AbortSignal;
   /** Explicit affinity key from the `Mcp-Cluster-Session-Key` header. */
   sessionKeyHeader: string | undefined;
-  tenant: string;
   traceparent: string | undefined;
 }
 
@@ -52,6 +53,12 @@ export interface McpServerDeps {
   /** Address workers send this replica's chunks to. */
   replyTo: () => string;
   maxDeadlineMs: number;
+  /** Whether a caller holding `scopes` may see and call `tool` (default: everyone may). */
+  allows?: (tool: ToolDefinition, scopes: readonly string[]) => boolean;
+  /** Tenant as a metric label: those named in `auth.tenants`, the rest as `other` (default: as is). */
+  tenantLabel?: (tenant: string) => string;
+  /** Writes the audit line of each answered call; absent: no audit of calls. */
+  audit?: Logger;
 }
 
 /** The server identity answered on `initialize` and stamped on 2026-07-28 results. */
@@ -66,6 +73,8 @@ export interface ToolCallRequest {
   /** The JSON-RPC request id in its JSON form (the 2025-era cancel key uses it). */
   requestIdJson: string;
   scope: RequestScope | undefined;
+  /** Who calls, as the front door verified it. */
+  identity: CallerIdentity;
   /** Aborts when the caller is gone; the call is then cancelled. */
   signal: AbortSignal;
   /** Called with each progress report when `meta.progressToken` is set. */
@@ -87,23 +96,39 @@ export interface ToolCaller {
 /** The `tools/call` logic shared by both serving paths: validation, deadline, enqueue, metrics. */
 export function createToolCaller(deps: McpServerDeps): ToolCaller {
   const byName = new Map(deps.tools.map((t) => [t.name, t]));
-  const names = [...byName.keys()].join(', ');
+  const allows = deps.allows ?? (() => true);
+  const tenantLabel = deps.tenantLabel ?? ((tenant: string) => tenant);
   const metrics = clusterMetrics();
   return {
     knows: (name) => byName.has(name),
     async call(request) {
       const started = performance.now();
+      const { identity } = request;
       const tool = byName.get(request.name);
-      if (!tool) {
-        metrics.ingressCalls.inc({ tool: 'unknown', outcome: 'rejected' });
+      // A tool the caller's scopes hide is as unknown to them as one the catalog lacks.
+      if (!tool || !allows(tool, identity.scopes)) {
+        metrics.ingressCalls.inc({
+          tool: 'unknown',
+          outcome: 'rejected',
+          tenant: tenantLabel(identity.tenant),
+        });
+        const names = deps.tools.filter((t) => allows(t, identity.scopes)).map((t) => t.name);
         throw new ClusterError(
           'UNKNOWN_TOOL',
-          `unknown tool "${request.name}"; tools/list names the tools this cluster serves (${names})`,
+          `unknown tool "${request.name}"; tools/list names the tools this cluster serves you (${names.join(', ')})`,
         );
       }
+      let callId = '';
       const finish = (result: ToolResultText, outcome: string): ToolResultText => {
-        metrics.ingressCalls.inc({ tool: tool.name, outcome });
+        metrics.ingressCalls.inc({ tool: tool.name, outcome, tenant: tenantLabel(identity.tenant) });
         metrics.callDuration.observe({ tool: tool.name, outcome }, (performance.now() - started) / 1000);
+        deps.audit?.info('call', {
+          tenant: identity.tenant,
+          principal: identity.principal,
+          tool: tool.name,
+          outcome,
+          ...(callId ? { callId } : {}),
+        });
         return result;
       };
       const failed = (error: ClusterError): ToolResultText => ({
@@ -122,13 +147,14 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         return finish(failed(new ClusterError('INVALID_ARGUMENTS', deadline)), 'rejected');
       const wantsProgress = meta.progressToken !== undefined && request.onProgress !== undefined;
       const now = Date.now();
+      callId = newCallId();
       const call: ToolCall = {
-        callId: newCallId(),
+        callId,
         tool: tool.name,
         pool: tool.pool,
         // Serialised once here; the worker parses them once.
         argumentsJson: encodeArguments(args),
-        tenant: scope?.tenant ?? 'default',
+        tenant: identity.tenant,
         sessionKey: sessionKeyOf(meta, scope),
         priority: 'normal',
         deadlineUnixMs: now + deadline,
@@ -137,6 +163,9 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         traceContext: scope?.traceparent ? { traceparent: scope.traceparent } : {},
         enqueuedUnixMs: now,
         wantsProgress,
+        // The verified identity, never the credential: tokens and keys stay here.
+        principal: identity.principal,
+        scopes: [...identity.scopes],
       };
       const outcome = await deps.registry.run(call, {
         signal: request.signal,
@@ -159,18 +188,23 @@ export function createMcpServerFactory(
   deps: McpServerDeps,
   caller: ToolCaller = createToolCaller(deps),
 ): () => Server {
-  const listing = {
-    tools: deps.tools.map((t) => ({
-      name: t.name,
-      description: t.description,
-      inputSchema: t.inputSchema,
-      ...(t.outputSchema ? { outputSchema: t.outputSchema } : {}),
-    })),
-  };
+  const entryOf = (t: ToolDefinition) => ({
+    name: t.name,
+    description: t.description,
+    inputSchema: t.inputSchema,
+    ...(t.outputSchema ? { outputSchema: t.outputSchema } : {}),
+  });
+  const listing = { tools: deps.tools.map(entryOf) };
+  const allows = deps.allows;
 
   return () => {
     const server = new Server(SERVER_INFO, { capabilities: { tools: { listChanged: false } } });
-    server.setRequestHandler('tools/list', () => listing as never);
+    server.setRequestHandler('tools/list', (_request, ctx) => {
+      if (!allows) return listing as never;
+      // Callers see only the tools their scopes let them call.
+      const { scopes } = identityOf(ctx.http?.authInfo);
+      return { tools: deps.tools.filter((t) => allows(t, scopes)).map(entryOf) } as never;
+    });
     server.setRequestHandler('tools/call', async (request, ctx) => {
       const scope = requestScope.getStore();
       const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
@@ -182,6 +216,7 @@ export function createMcpServerFactory(
           meta,
           requestIdJson: JSON.stringify(ctx.mcpReq.id),
           scope,
+          identity: identityOf(ctx.http?.authInfo),
           signal: scope ? AbortSignal.any([scope.signal, ctx.mcpReq.signal]) : ctx.mcpReq.signal,
           onProgress: (p) => {
             ctx.mcpReq

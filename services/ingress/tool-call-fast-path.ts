@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { classifyInboundRequest, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/server';
 import { type Logger, toClusterError, toJsonRpcError } from '../core/index.js';
+import type { CallerIdentity } from './auth/index.js';
 import type { RequestScope, ToolCaller } from './mcp-server.js';
 import { stampModernResult } from './result-json.js';
 
@@ -30,6 +31,8 @@ export interface ToolCallFastPath {
     res: ServerResponse,
     parsed: unknown,
     scope: RequestScope,
+    /** The caller, as the front door verified it. */
+    identity: CallerIdentity,
   ): Promise<void> | undefined;
 }
 
@@ -123,7 +126,12 @@ export function createToolCallFastPath(options: {
     return { era, id, name, arguments: args, meta, progressToken };
   };
 
-  const serve = async (res: ServerResponse, call: PlainCall, scope: RequestScope): Promise<void> => {
+  const serve = async (
+    res: ServerResponse,
+    call: PlainCall,
+    scope: RequestScope,
+    identity: CallerIdentity,
+  ): Promise<void> => {
     const idJson = JSON.stringify(call.id);
     let keepAlive: NodeJS.Timeout | undefined;
     const gone = () => res.destroyed || res.writableEnded;
@@ -144,6 +152,7 @@ export function createToolCallFastPath(options: {
           meta: call.meta,
           requestIdJson: idJson,
           scope,
+          identity,
           signal: scope.signal,
           onProgress:
             progressToken === undefined
@@ -186,9 +195,9 @@ export function createToolCallFastPath(options: {
   };
 
   return {
-    tryServe(req, res, parsed, scope) {
+    tryServe(req, res, parsed, scope, identity) {
       const call = plainCallOf(req, parsed);
-      return call ? serve(res, call, scope) : undefined;
+      return call ? serve(res, call, scope, identity) : undefined;
     },
   };
 }

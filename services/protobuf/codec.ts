@@ -41,6 +41,8 @@ export function decodeToolCall(bytes: Uint8Array): ToolCall {
     traceContext: m.traceContext,
     enqueuedUnixMs: m.enqueuedUnixMs,
     wantsProgress: m.wantsProgress,
+    principal: m.principal,
+    scopes: m.scopes,
   };
 }
 

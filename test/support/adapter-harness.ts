@@ -99,6 +99,8 @@ export function toolCall(
     traceContext: {},
     enqueuedUnixMs: Date.now(),
     wantsProgress: true,
+    principal: 'anonymous',
+    scopes: [],
     ...overrides,
   };
 }

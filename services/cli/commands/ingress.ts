@@ -19,6 +19,8 @@ export async function ingress(args: string[]): Promise<ExitCode> {
   requireSharedBroker('ingress', values);
   const broker = await brokerFor(config);
   const front = await startIngress(config, broker, deliveryFor(config, false));
+  // SIGHUP re-reads the API keys file: a revoked key stops working without a restart.
+  process.on('SIGHUP', () => front.reloadCredentials());
   exitOnSignals(
     [
       {

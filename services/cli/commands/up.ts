@@ -86,6 +86,8 @@ export async function up(args: string[]): Promise<ExitCode> {
       ),
     );
   }
+  // SIGHUP re-reads the API keys file: a revoked key stops working without a restart.
+  process.on('SIGHUP', () => front.reloadCredentials());
   exitOnSignals(
     [
       {

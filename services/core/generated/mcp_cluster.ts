@@ -60,6 +60,16 @@ export interface ToolCall {
    * True when the caller asked for progress notifications.
    */
   wantsProgress: boolean;
+  /**
+   * Who made the call, as the ingress verified it: "<issuer>#<subject>" for an OAuth token,
+   * "key:<key id>" for an API key, "anonymous" when the ingress does not authenticate. Never the
+   * credential itself: tokens and keys stay at the ingress.
+   */
+  principal: string;
+  /**
+   * The scopes the caller's credential grants (empty when the ingress does not authenticate).
+   */
+  scopes: string[];
 }
 
 /**
