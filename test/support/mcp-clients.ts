@@ -1,9 +1,16 @@
 import {
   Client as ClientV2,
+  type OAuthClientProvider,
   StreamableHTTPClientTransport as TransportV2,
 } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+/** How a test client authenticates: an OAuth provider (v2 only) or fixed headers (an API key). */
+export interface ClientCredentials {
+  authProvider?: OAuthClientProvider;
+  headers?: Record<string, string>;
+}
 
 /** The calls the tests make, the same for the v1 and the v2 client. */
 export interface TestClient {
@@ -32,13 +39,23 @@ export interface TestClient {
  * package, `v1` speaks the 2025 revisions with `@modelcontextprotocol/sdk` (it sends initialize
  * and gets a session id).
  */
-export async function connectClient(kind: 'v1' | 'v2', url: string): Promise<TestClient> {
+export async function connectClient(
+  kind: 'v1' | 'v2',
+  url: string,
+  credentials: ClientCredentials = {},
+): Promise<TestClient> {
+  const requestInit = credentials.headers ? { requestInit: { headers: credentials.headers } } : {};
   if (kind === 'v2') {
     const client = new ClientV2(
       { name: 'mcp-cluster-test', version: '1.0.0' },
       { versionNegotiation: { mode: { pin: '2026-07-28' } } },
     );
-    await client.connect(new TransportV2(new URL(url)));
+    await client.connect(
+      new TransportV2(new URL(url), {
+        ...requestInit,
+        ...(credentials.authProvider ? { authProvider: credentials.authProvider } : {}),
+      }),
+    );
     return {
       label: 'v2 client (2026-07-28)',
       listTools: async () => (await client.listTools()).tools,
@@ -54,8 +71,9 @@ export async function connectClient(kind: 'v1' | 'v2', url: string): Promise<Tes
       close: () => client.close(),
     };
   }
+  if (credentials.authProvider) throw new Error('the v1 test client takes credentials as headers only');
   const client = new ClientV1({ name: 'mcp-cluster-test-v1', version: '1.0.0' });
-  await client.connect(new TransportV1(new URL(url)));
+  await client.connect(new TransportV1(new URL(url), requestInit));
   return {
     label: 'v1 client (2025)',
     listTools: async () => (await client.listTools()).tools,

@@ -15,4 +15,4 @@ export type { SimOptions } from './options.js';
 export { parseSimArgs, resolveSimOptions, simFlags, simOptionDefaults } from './options.js';
 export type { SimBackend } from './server.js';
 export { startSimBackend } from './server.js';
-export type { SimStats } from './sim-state.js';
+export type { RecordedRequest, SimStats } from './sim-state.js';

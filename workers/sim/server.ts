@@ -14,7 +14,14 @@ import {
 import { badRequest, parseJsonObject, readBody, SimRequestError, sendError, sendJson } from './http-io.js';
 import { metricsContentType, renderMetrics } from './metrics.js';
 import { resolveSimOptions, type SimOptions } from './options.js';
-import { createSimState, type SimState, type SimStats, snapshotStats } from './sim-state.js';
+import {
+  createSimState,
+  type RecordedRequest,
+  recordRequest,
+  type SimState,
+  type SimStats,
+  snapshotStats,
+} from './sim-state.js';
 import { parseTeiEmbedRequest, runTeiEmbed, sendTeiError, TeiError, teiInfo } from './tei.js';
 
 /** A running simulated backend. */
@@ -25,6 +32,8 @@ export interface SimBackend {
   readonly port: number;
   /** A snapshot of the counters. */
   stats(): SimStats;
+  /** The last requests received (not those under `/sim/`), with their headers; also `GET /sim/requests`. */
+  recentRequests(): RecordedRequest[];
   /**
    * Injects failures for tests (the same as `POST /sim/fail {mode, count}`): `mode` applies to
    * the next `count` inference requests (chat completions, `/v1/embeddings`, TEI `/embed`), or
@@ -53,6 +62,7 @@ const routes: Record<string, readonly Method[]> = {
   '/metrics': ['GET'],
   '/sim/stats': ['GET'],
   '/sim/fail': ['GET', 'POST'],
+  '/sim/requests': ['GET'],
 };
 
 /**
@@ -184,6 +194,9 @@ async function route(
     case '/sim/stats':
       sendJson(res, 200, snapshotStats(state));
       return;
+    case '/sim/requests':
+      sendJson(res, 200, { requests: state.recentRequests });
+      return;
     case '/sim/fail': {
       if (req.method === 'GET') {
         sendJson(res, 200, state.failures.state);
@@ -209,6 +222,8 @@ async function handleRequest(state: SimState, req: IncomingMessage, res: ServerR
   res.once('close', () => {
     if (!res.writableFinished) clientGone.abort();
   });
+  const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
+  if (!path.startsWith('/sim/')) recordRequest(state, { method: req.method ?? '', path, headers: { ...req.headers } });
   try {
     await route(state, req, res, clientGone.signal);
   } catch (err) {
@@ -268,6 +283,7 @@ export async function startSimBackend(input: Partial<SimOptions> = {}): Promise<
     url: `http://${urlHost(options.host)}:${port}`,
     port,
     stats: () => snapshotStats(state),
+    recentRequests: () => [...state.recentRequests],
     setFailure: (mode, count) => state.failures.set(mode, count),
     close() {
       closing ??= new Promise<void>((resolve) => {

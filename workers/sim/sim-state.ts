@@ -142,6 +142,27 @@ export interface SimState {
   };
   /** Accepted embeddings requests per input count. */
   readonly embedBatchSizes: Map<number, number>;
+  /**
+   * The last {@link RECENT_REQUESTS} model and health requests, oldest first, with the headers as
+   * received: tests read them to prove what reaches a backend (no caller credentials, say).
+   */
+  readonly recentRequests: RecordedRequest[];
+}
+
+/** How many requests `recentRequests` keeps. */
+export const RECENT_REQUESTS = 256;
+
+/** One request as the backend received it. */
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** Remembers one request, dropping the oldest past {@link RECENT_REQUESTS}. */
+export function recordRequest(state: SimState, request: RecordedRequest): void {
+  state.recentRequests.push(request);
+  if (state.recentRequests.length > RECENT_REQUESTS) state.recentRequests.shift();
 }
 
 export function createSimState(options: SimOptions): SimState {
@@ -196,6 +217,7 @@ export function createSimState(options: SimOptions): SimState {
     histograms,
     counters,
     embedBatchSizes: new Map(),
+    recentRequests: [],
   };
 }
 
