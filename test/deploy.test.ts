@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { ENV_OVERRIDES, PRIORITIES } from '../services/core/index.js';
+import { isLoopback, parseKeysFile } from '../services/ingress/index.js';
 import { embedSettings } from '../workers/embeddings/index.js';
 import { families, resolveConfig } from './support/families.js';
 
@@ -311,6 +312,38 @@ describe('environment variables', () => {
     const ingress = ourContainers.find(({ c }) => arr(c.args)[0] === 'ingress');
     const refs = arr(ingress?.c.envFrom).map((e) => str(obj(obj(e).secretRef).name));
     expect(refs).toContain('mcp-cluster-session');
+  });
+});
+
+describe('identity in the manifests', () => {
+  it('the Kubernetes ingress listens on every address, so it authenticates, with keys from a mounted Secret', async () => {
+    expect(isLoopback(cluster.ingress.host)).toBe(false);
+    expect(cluster.auth.mode).not.toBe('none');
+    expect(cluster.auth.allowUnauthenticated).toBe(false);
+    const ingress = ourContainers.find(({ c }) => arr(c.args)[0] === 'ingress');
+    const keysDir = dirname(cluster.auth.apiKeys.file);
+    const mount = arr(ingress?.c.volumeMounts)
+      .map(obj)
+      .find((m) => m.mountPath === keysDir);
+    // A whole-volume mount (no subPath): kubelet updates the file in place when the Secret changes.
+    expect(mount?.subPath).toBeUndefined();
+    const volume = arr(podSpec(ingress!.d).volumes)
+      .map(obj)
+      .find((v) => v.name === mount?.name);
+    const secretName = str(obj(volume?.secret).secretName);
+    const keys = generator(baseKustomization.secretGenerator, secretName);
+    // Applied in place, not as a new hash-named Secret that would roll the ingress.
+    expect(obj(keys?.options).disableNameSuffixHash).toBe(true);
+    const [target = '', source = ''] = str(arr(keys?.files)[0]).split('=');
+    expect(join(keysDir, target)).toBe(cluster.auth.apiKeys.file);
+    expect(parseKeysFile(read(join('deploy/kubernetes/base', source)), source).size).toBe(0);
+  });
+
+  it('compose runs without credentials only on the host loopback, saying so', () => {
+    const ingress = composeOurs.find((x) => arr(x.s.command)[0] === 'ingress');
+    const env = obj(ingress?.s.environment);
+    expect(str(env.MCP_CLUSTER_AUTH_ALLOW_UNAUTHENTICATED)).toBe('true');
+    expect(arr(ingress?.s.ports).map(str)).toEqual(['127.0.0.1:3000:3000']);
   });
 });
 

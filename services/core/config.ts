@@ -461,6 +461,7 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_DELIVERY_ADVERTISE: ['ingress', 'delivery', 'advertise'],
   MCP_CLUSTER_SESSION_SECRET: ['ingress', 'sessionSecret'],
   MCP_CLUSTER_AUTH_MODE: ['auth', 'mode'],
+  MCP_CLUSTER_AUTH_ALLOW_UNAUTHENTICATED: ['auth', 'allowUnauthenticated'],
   MCP_CLUSTER_AUTH_RESOURCE: ['auth', 'resource'],
   MCP_CLUSTER_OAUTH_ISSUER: ['auth', 'oauth', 'issuer'],
   MCP_CLUSTER_API_KEYS_FILE: ['auth', 'apiKeys', 'file'],
@@ -477,6 +478,8 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
 export type ConfigEnv = Record<string, string | undefined>;
 
 const NUMERIC_LEAVES = new Set(['port']);
+/** Settings whose environment override is `true` or `false`. */
+const BOOLEAN_LEAVES = new Set(['allowUnauthenticated']);
 
 /**
  * Reads, overrides and validates a configuration against the registered tool `families` (they
@@ -548,7 +551,13 @@ function applyEnv(doc: Record<string, unknown>, env: ConfigEnv, families: Config
     const value = env[variable];
     if (value === undefined || value === '') continue;
     const leaf = path[path.length - 1] ?? '';
-    setAt(doc, path, NUMERIC_LEAVES.has(leaf) && /^\d+$/.test(value) ? Number(value) : value);
+    const typed =
+      NUMERIC_LEAVES.has(leaf) && /^\d+$/.test(value)
+        ? Number(value)
+        : BOOLEAN_LEAVES.has(leaf) && /^(true|false)$/.test(value)
+          ? value === 'true'
+          : value;
+    setAt(doc, path, typed);
   }
   for (const [variable, value] of Object.entries(env)) {
     const m = /^MCP_CLUSTER_BACKENDS_([A-Z0-9_]+)$/.exec(variable);
