@@ -137,10 +137,8 @@ pools:
   const refusal = async (headers: Record<string, string>) => {
     const res = await post(rpc('tools/list'), headers);
     // An accepted request is answered as MCP (maybe as an SSE stream); a refusal as OAuth error JSON.
-    const body = (res.ok ? (await res.text(), {}) : await res.json()) as {
-      error?: string;
-      error_description?: string;
-    };
+    const text = await res.text();
+    const body: { error?: string; error_description?: string } = res.ok ? {} : JSON.parse(text);
     return { status: res.status, body, challenge: res.headers.get('www-authenticate') ?? '' };
   };
   const failures = async (reason: string) =>

@@ -223,7 +223,8 @@ async function handleRequest(state: SimState, req: IncomingMessage, res: ServerR
     if (!res.writableFinished) clientGone.abort();
   });
   const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
-  if (!path.startsWith('/sim/')) recordRequest(state, { method: req.method ?? '', path, headers: { ...req.headers } });
+  if (!path.startsWith('/sim/'))
+    recordRequest(state, { method: req.method ?? '', path, headers: { ...req.headers } });
   try {
     await route(state, req, res, clientGone.signal);
   } catch (err) {
