@@ -3,6 +3,7 @@ import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:
 import { createServer, type Server } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseKeysFile } from '../services/ingress/index.js';
 import {
   CLI,
   type CliResult,
@@ -288,6 +289,55 @@ describe('mcp-cluster flags', () => {
   it('sim --ttft-ms abc exits 2 naming the flag and the value', async () => {
     const result = await runCli(['sim', '--ttft-ms', 'abc']);
     expectUserError(result, '--ttft-ms', '"abc"');
+  });
+});
+
+describe('mcp-cluster keys create', () => {
+  it('prints a key once and the keys-file entry that admits it', async () => {
+    const result = await runCli([
+      'keys',
+      'create',
+      '--tenant',
+      'acme',
+      '--scopes',
+      'mcp, pool:embeddings',
+      '--expires',
+      '12h',
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    const key = /^ {2}(mcpk_[0-9a-f]{12}_[A-Za-z0-9_-]{43})$/m.exec(result.stdout)?.[1] ?? '';
+    expect(key).not.toBe('');
+    expect(result.stdout.split(key)).toHaveLength(2);
+    const entryText = result.stdout
+      .split('\n')
+      .filter(
+        (line, i, lines) => i >= lines.findIndex((l) => l.startsWith('  - id: ')) && line.startsWith('  '),
+      )
+      .filter((line) => !line.includes('mcpk_'))
+      .map((line) => line.slice(2))
+      .join('\n');
+    const entry = [...parseKeysFile(`keys:\n${entryText}\n`, 'printed entry').values()][0];
+    expect(entry).toMatchObject({ tenant: 'acme', scopes: ['mcp', 'pool:embeddings'], id: key.slice(5, 17) });
+    const hours = (Date.parse(entry?.expires ?? '') - Date.now()) / 3_600_000;
+    expect(hours).toBeGreaterThan(11.9);
+    expect(hours).toBeLessThanOrEqual(12);
+  });
+
+  it.each([
+    [['keys', 'create'], '--tenant'],
+    [['keys', 'create', '--tenant', 'a b'], '"a b"'],
+    [['keys', 'create', '--tenant', 'x'.repeat(65)], '--tenant'],
+    [['keys', 'create', '--tenant', 'a', '--expires', '5y'], '--expires'],
+    [['keys', 'create', '--tenant', 'a', '--expires', '0d'], '--expires'],
+    [['keys', 'create', '--tenant', 'a', '--expires', '99999d'], '--expires'],
+    [['keys', 'create', '--tenant', 'a', '--scopes', 'ok,"quoted"'], '--scopes'],
+    [['keys', 'create', '--tenant', 'a', '--bogus'], '--bogus'],
+    [['keys', 'list'], 'keys create'],
+    [['keys'], 'keys create'],
+  ])('%j exits 2 naming %s, printing no key', async (args, mention) => {
+    const result = await runCli(args);
+    expectUserError(result, mention);
+    expect(result.stdout).not.toContain('mcpk_');
   });
 });
 

@@ -454,6 +454,7 @@ describe('metrics of an embedded cluster', () => {
       'side',
       'le',
       'direction',
+      'tenant',
     ]);
     const samples = (await ingressMetrics()).samples.filter(
       (s) => s.name.startsWith('mcp_cluster_') && !s.name.startsWith('mcp_cluster_process_'),

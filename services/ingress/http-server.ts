@@ -163,7 +163,7 @@ export function createMcpFrontDoor(
           'Invalid Request: the body must be a JSON-RPC message object',
         );
       }
-      const denied = options.auth.challengeFor(parsed, authInfo);
+      const denied = await options.auth.challengeFor(parsed, authInfo);
       if (denied) return writeResponse(res, denied, {});
       if (handleCancels(parsed, sessionId, options)) {
         res.writeHead(202).end();

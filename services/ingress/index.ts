@@ -91,13 +91,9 @@ export async function startIngress(
     replyTo: () => deliveryAddress,
     maxDeadlineMs: config.ingress.maxDeadlineMs,
     auth,
-    ...(auth.enforced
-      ? {
-          allows: auth.allows,
-          audit: log.child({ audit: true }),
-          tenantLabel: tenantLabelOf(config.auth.tenants),
-        }
-      : {}),
+    // The tenant label is bounded in every mode: without auth the tenant is a header anyone writes.
+    tenantLabel: tenantLabelOf(config.auth.tenants),
+    ...(auth.enforced ? { allows: auth.allows, audit: log.child({ audit: true }) } : {}),
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
@@ -175,9 +171,12 @@ export async function startIngress(
   }
 }
 
-/** Tenants as metric labels: those named in `auth.tenants` as themselves, every other as `other`. */
+/**
+ * Tenants as metric labels: `default` and those named in `auth.tenants` as themselves, every
+ * other as `other`.
+ */
 function tenantLabelOf(named: readonly string[]): (tenant: string) => string {
-  const known = new Set(named);
+  const known = new Set(['default', ...named]);
   return (tenant) => (known.has(tenant) ? tenant : 'other');
 }
 

@@ -1,11 +1,18 @@
 import type { IncomingMessage } from 'node:http';
-import type { AuthInfo, OAuthMetadata, OAuthTokenVerifier } from '@modelcontextprotocol/server';
+import type {
+  AuthInfo,
+  JSONRPCRequest,
+  OAuthMetadata,
+  OAuthTokenVerifier,
+  ScopeChallengeHandler,
+} from '@modelcontextprotocol/server';
 import {
   bearerAuthChallengeResponse,
   buildOAuthProtectedResourceMetadata,
   getOAuthProtectedResourceMetadataUrl,
   OAuthError,
   OAuthErrorCode,
+  requireScopes,
   verifyBearerToken,
 } from '@modelcontextprotocol/server';
 import {
@@ -61,7 +68,7 @@ export interface FrontDoorAuth {
    * The 403 `insufficient_scope` answer for the first `tools/call` in `body` (a message or a
    * batch) whose tool needs scopes `authInfo` lacks, naming every scope needed; else undefined.
    */
-  challengeFor(body: unknown, authInfo: AuthInfo): Response | undefined;
+  challengeFor(body: unknown, authInfo: AuthInfo): Promise<Response | undefined>;
   /** The RFC 9728 protected-resource metadata documents (path-aware and root forms); none without OAuth. */
   readonly routes: AuthRoute[];
   /** Re-reads the API keys file (SIGHUP); false when it was refused and the old keys stay. */
@@ -113,7 +120,7 @@ export function createFrontDoorAuth(
         return { token: '', clientId: ANONYMOUS, scopes: [], extra: identityExtra(identity) };
       },
       allows: () => true,
-      challengeFor: () => undefined,
+      challengeFor: async () => undefined,
       routes: [],
       reload: () => true,
       close: () => undefined,
@@ -185,6 +192,12 @@ export function createFrontDoorAuth(
   };
   const allows = (tool: ToolDefinition, scopes: readonly string[]) =>
     tool.scopes.every((s) => scopes.includes(s));
+  // The SDK's scope-challenge handler per tool that needs scopes of its own.
+  const challenges = new Map<string, ScopeChallengeHandler>();
+  for (const tool of tools) {
+    const [first, ...rest] = tool.scopes;
+    if (first !== undefined) challenges.set(tool.name, requireScopes(first, ...rest));
+  }
 
   return {
     mode: auth.mode,
@@ -211,12 +224,16 @@ export function createFrontDoorAuth(
       }
     },
     allows,
-    challengeFor(body, authInfo) {
+    async challengeFor(body, authInfo) {
       for (const message of Array.isArray(body) ? body : [body]) {
         const name = toolCallName(message);
         const tool = name === undefined ? undefined : byName.get(name);
-        if (!tool || allows(tool, authInfo.scopes)) continue;
-        const needed = [...new Set([...baseScopes, ...tool.scopes])];
+        const handler = tool && challenges.get(tool.name);
+        if (!tool || !handler) continue;
+        const challenge = await handler({ request: message as JSONRPCRequest, authInfo });
+        if (!challenge) continue;
+        // The challenge names the complete set: what every request needs and what the tool needs.
+        const needed = [...new Set([...baseScopes, ...challenge.scopes])];
         const lacking = tool.scopes.filter((s) => !authInfo.scopes.includes(s));
         const error = new AuthRefusal(
           'scope',
