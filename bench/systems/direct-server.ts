@@ -59,6 +59,7 @@ export async function startDirectServer(options: {
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
+    maxJsonDepth: config.ingress.maxJsonDepth,
     sessions: new SessionIds(randomBytes(16).toString('hex')),
     handler,
     accepting: () => true,
