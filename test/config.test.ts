@@ -113,6 +113,9 @@ describe('resolveConfig defaults', () => {
       allowedHosts: ['localhost', '127.0.0.1', '[::1]'],
       allowedOrigins: ['http://localhost', 'http://127.0.0.1'],
       maxBodyBytes: 1_048_576,
+      maxJsonDepth: 64,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
       sessionSecret: '',
       maxDeadlineMs: 600_000,
       drainGraceMs: 30_000,
@@ -721,6 +724,19 @@ describe('autoscaling and planning settings', () => {
     expect(bad(['planner: { percentile: 1 }'])).toThrow(/planner\.percentile/);
     expect(bad(['pools:', '  p:', '    backend: tei', '    gpu: { contextTokens: 10 }'])).toThrow(
       /pools\.p\.gpu\.modelParamsBillions/,
+    );
+  });
+
+  it('bounds the ingress request limits: nesting depth, and timeouts above 0 with headers within the request', () => {
+    const c = resolveConfig(yaml(['ingress: { maxJsonDepth: 200, headersTimeout: 2s, requestTimeout: 1m }']));
+    expect(c.ingress).toMatchObject({ maxJsonDepth: 200, headersTimeoutMs: 2000, requestTimeoutMs: 60_000 });
+    const bad = (lines: string[]) => () => resolveConfig(yaml(lines));
+    expect(bad(['ingress: { maxJsonDepth: 5000 }'])).toThrow(/ingress\.maxJsonDepth: .*1000/);
+    expect(bad(['ingress: { maxJsonDepth: 2 }'])).toThrow(/ingress\.maxJsonDepth: .*8/);
+    expect(bad(['ingress: { headersTimeout: 0s }'])).toThrow(/ingress\.headersTimeout: must be above 0/);
+    expect(bad(['ingress: { requestTimeout: 0 }'])).toThrow(/ingress\.requestTimeout: must be above 0/);
+    expect(bad(['ingress: { headersTimeout: 40s }'])).toThrow(
+      /ingress\.headersTimeout: 40000ms is above ingress\.requestTimeout \(30000ms\)/,
     );
   });
 

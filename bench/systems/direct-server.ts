@@ -66,6 +66,7 @@ export async function startDirectServer(options: {
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
+    maxJsonDepth: config.ingress.maxJsonDepth,
     sessions: new SessionIds(randomBytes(16).toString('hex')),
     // Mode none, as the cluster it is compared with runs in the benchmark.
     auth: createFrontDoorAuth(config, buildCatalog(config.tools), log),

@@ -269,6 +269,27 @@ function buildConfigSchema(families: ConfigFamilies) {
       /** Origin header values accepted, e.g. `https://app.example.com`; requests without Origin are allowed. */
       allowedOrigins: z.array(z.string().min(1)).default(['http://localhost', 'http://127.0.0.1']),
       maxBodySize: resolvedAs('maxBodyBytes', size('1mb')),
+      /**
+       * Deepest nesting of arrays and objects a request body may have, counting the JSON-RPC
+       * message as level 1 (its `params` is level 2, a `tools/call`'s `arguments` level 3, one more
+       * in a batch). Deeper bodies get HTTP 400 with a JSON-RPC Invalid Request error, found by a
+       * scan of the raw text before it is parsed: code that recurses on the parsed value (schema
+       * validation, serialisation) would overflow the stack a few thousand levels down. Below 8 the
+       * MCP envelope itself (client capabilities in `_meta`) may not fit; above 1000 that recursion
+       * comes within reach of the stack again.
+       */
+      maxJsonDepth: z.number().int().min(8).max(1000).default(64),
+      /**
+       * Time a client has to send a request's headers, from its first byte; then it gets HTTP 408 and
+       * the connection is closed (a slowloris client holds no socket longer). At most `requestTimeout`.
+       */
+      headersTimeout: duration('10s'),
+      /**
+       * Time a client has to send a whole request, headers and body, from its first byte; then it
+       * gets HTTP 408 and the connection is closed (a client trickling its body holds no socket
+       * longer). Only receiving counts: the response streams for as long as the call runs.
+       */
+      requestTimeout: duration('30s'),
       /** HMAC key for session ids; every replica needs the same. Empty: random per process. */
       sessionSecret: z.string().default(''),
       /** Upper bound on a caller-given deadline. */
@@ -680,6 +701,22 @@ function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): voi
         `  pools.${poolName}.scaling.minReplicas: ${p.scaling.minReplicas} is above maxReplicas ${p.scaling.maxReplicas}`,
       );
     }
+  }
+  // 0 would turn Node's timeout off, and Node refuses a headers timeout above the request timeout.
+  const { headersTimeoutMs, requestTimeoutMs } = c.ingress;
+  for (const [key, ms] of [
+    ['headersTimeout', headersTimeoutMs],
+    ['requestTimeout', requestTimeoutMs],
+  ] as const) {
+    if (ms <= 0)
+      problems.push(
+        `  ingress.${key}: must be above 0 (e.g. 10s), or a slow client holds its socket forever`,
+      );
+  }
+  if (headersTimeoutMs > requestTimeoutMs && requestTimeoutMs > 0) {
+    problems.push(
+      `  ingress.headersTimeout: ${headersTimeoutMs}ms is above ingress.requestTimeout (${requestTimeoutMs}ms), which includes the headers; lower headersTimeout or raise requestTimeout`,
+    );
   }
   // A shorter interval would only re-read the same broker figures; at 0 the loop would spin.
   if (c.autoscaler.intervalMs < 100) {

@@ -90,6 +90,7 @@ export {
 export type {
   ListenOptions,
   Readiness,
+  ReceiveTimeouts,
   RoleRoutesOptions,
   RoleServer,
   RouteHandler,

@@ -2,6 +2,7 @@ import {
   createServer,
   type Server as HttpServer,
   type IncomingMessage,
+  type ServerOptions,
   type ServerResponse,
 } from 'node:http';
 import { ClusterError } from './errors.js';
@@ -75,6 +76,40 @@ export interface ListenOptions {
   portSetting: string;
   /** Called when a handler throws: the request gets a JSON 500 if nothing was sent yet. */
   onError?(err: unknown): void;
+  /** How long a client may take to send a request; absent: Node's defaults (60 s, 300 s). */
+  receiveTimeouts?: ReceiveTimeouts;
+}
+
+/**
+ * Bounds on receiving one request, in milliseconds (Node's `headersTimeout` and `requestTimeout`).
+ * Past either the client gets 408 and its connection is closed. Node counts only the receiving:
+ * once the request is complete, a response may stream for as long as it takes.
+ */
+export interface ReceiveTimeouts {
+  /** From the request's first byte to the end of its headers. At most `requestMs`. */
+  headersMs: number;
+  /** From the request's first byte to the end of its body. */
+  requestMs: number;
+}
+
+/** Longest pause between Node's checks of the timeouts: its default. */
+const MAX_TIMEOUT_CHECK_MS = 30_000;
+/** Shortest pause between them: each check walks the server's connections. */
+const MIN_TIMEOUT_CHECK_MS = 50;
+
+/**
+ * Node's `http.createServer` options for `timeouts`. Node checks them on an interval (30 s by
+ * default, whatever the timeouts); checking four times per shortest timeout cuts a client off at
+ * most a quarter of that timeout late.
+ */
+function serverOptions(timeouts: ReceiveTimeouts | undefined): ServerOptions {
+  if (!timeouts) return {};
+  const interval = Math.floor(Math.min(timeouts.headersMs, timeouts.requestMs) / 4);
+  return {
+    headersTimeout: timeouts.headersMs,
+    requestTimeout: timeouts.requestMs,
+    connectionsCheckingInterval: Math.min(MAX_TIMEOUT_CHECK_MS, Math.max(MIN_TIMEOUT_CHECK_MS, interval)),
+  };
 }
 
 /** A role's listening HTTP server. */
@@ -94,7 +129,7 @@ export interface RoleServer {
  *   or not allowed.
  */
 export async function listenRole(handler: RouteHandler, options: ListenOptions): Promise<RoleServer> {
-  const server = createServer((req, res) => {
+  const server = createServer(serverOptions(options.receiveTimeouts), (req, res) => {
     Promise.resolve()
       .then(() => handler(req, res))
       .catch((err: unknown) => {

@@ -9,7 +9,9 @@ import {
   toJsonRpcError,
 } from '../core/index.js';
 import { type FrontDoorAuth, identityOf } from './auth/index.js';
+import { nestsDeeperThan } from './json-depth.js';
 import { type RequestScope, requestScope } from './mcp-server.js';
+import { unsupportedProtocolVersion } from './protocol-version.js';
 import type { SessionIds } from './session-id.js';
 import type { ToolCallFastPath } from './tool-call-fast-path.js';
 
@@ -21,6 +23,11 @@ export interface FrontDoorOptions {
   allowedOrigins: string[];
   /** Largest request body, in bytes; larger ones get 413. */
   maxBodyBytes: number;
+  /**
+   * Deepest nesting of arrays and objects in a request body (the message itself is level 1);
+   * deeper bodies get 400 before they are parsed. See {@link nestsDeeperThan}.
+   */
+  maxJsonDepth: number;
   sessions: SessionIds;
   /** Who the caller is and what they may call; mode `none` trusts everyone. */
   auth: FrontDoorAuth;
@@ -37,8 +44,9 @@ export interface FrontDoorOptions {
 const SESSION_HEADER = 'mcp-session-id';
 
 /**
- * Serves `/mcp`: checks Host and Origin, bounds and parses the body so malformed input gets a
- * JSON-RPC error before any MCP machinery runs, handles 2025-era cancels itself (they may name
+ * Serves `/mcp`: checks Host and Origin, bounds (size, nesting) and parses the body so malformed
+ * input gets a JSON-RPC error before any MCP machinery runs, refuses an `MCP-Protocol-Version`
+ * this server does not serve, handles 2025-era cancels itself (they may name
  * a call owned by another replica), mints signed session ids on `initialize`, serves plain
  * `tools/call` requests on the fast path, and hands the rest to the SDK's stateless handler.
  */
@@ -143,6 +151,16 @@ export function createMcpFrontDoor(
       }
       if (read === 'aborted') return;
       text = read.toString('utf8');
+      // Before JSON.parse and all that recurses on the parsed value (ajv, JSON.stringify, zod).
+      if (nestsDeeperThan(text, options.maxJsonDepth)) {
+        return reject(
+          res,
+          400,
+          'json_depth',
+          JSON_RPC.INVALID_REQUEST,
+          `request body nests deeper than ${options.maxJsonDepth} levels (setting ingress.maxJsonDepth)`,
+        );
+      }
       try {
         parsed = JSON.parse(text);
       } catch (err) {
@@ -162,6 +180,11 @@ export function createMcpFrontDoor(
           JSON_RPC.INVALID_REQUEST,
           'Invalid Request: the body must be a JSON-RPC message object',
         );
+      }
+      const unsupported = unsupportedProtocolVersion(req.headers['mcp-protocol-version'], parsed);
+      if (unsupported) {
+        metrics.ingressRejected.inc({ reason: 'protocol_version' });
+        return sendJson(res, 400, { jsonrpc: '2.0', error: unsupported, id: null });
       }
       const denied = await options.auth.challengeFor(parsed, authInfo);
       if (denied) return writeResponse(res, denied, {});

@@ -28,6 +28,7 @@ export { TIMING_META_KEY } from './call-registry.js';
 // baseline) and for the suites that test them alone.
 export type { FrontDoorOptions } from './http-server.js';
 export { createMcpFrontDoor } from './http-server.js';
+export { nestsDeeperThan } from './json-depth.js';
 export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } from './mcp-server.js';
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
@@ -97,6 +98,7 @@ export async function startIngress(
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,
+    maxJsonDepth: config.ingress.maxJsonDepth,
     sessions,
     accepting: () => life.running,
     log,
@@ -130,6 +132,10 @@ export async function startIngress(
       port: config.ingress.port,
       portSetting: '--port or ingress.port',
       onError: (err) => log.error('request failed', { err }),
+      receiveTimeouts: {
+        headersMs: config.ingress.headersTimeoutMs,
+        requestMs: config.ingress.requestTimeoutMs,
+      },
     },
   );
   http.server.keepAliveTimeout = 65_000;
