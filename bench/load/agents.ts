@@ -51,6 +51,8 @@ export interface LoadOptions {
   progress?: boolean;
   /** Seed of the tool choice and think-time jitter (default 1). */
   seed?: number;
+  /** Headers every request carries (a credential); default none. */
+  headers?: Record<string, string>;
 }
 
 export interface LoadResult {
@@ -211,7 +213,14 @@ async function connectAll(o: Normalized): Promise<{ clients: LoadClient[]; liste
         return;
       }
       try {
-        const client = await connectLoadClient(o.client, o.url, o.callTimeoutMs, o.progress, perAgentMs);
+        const client = await connectLoadClient(
+          o.client,
+          o.url,
+          o.callTimeoutMs,
+          o.progress,
+          perAgentMs,
+          o.headers,
+        );
         clients[index] = client;
         // A real agent lists the tools first; for v2 this also fills the client's tool cache.
         const names = await withTimeout(client.listTools(), perAgentMs, 'tools/list');

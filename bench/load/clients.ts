@@ -47,11 +47,13 @@ export async function connectLoadClient(
   callTimeoutMs: number,
   progress: boolean,
   connectTimeoutMs = callTimeoutMs,
+  headers?: Record<string, string>,
 ): Promise<LoadClient> {
+  const transport = headers ? { requestInit: { headers } } : {};
   if (kind === 'v2') {
     const client = new ClientV2(CLIENT_INFO, { versionNegotiation: { mode: { pin: '2026-07-28' } } });
     await settleOrClose(
-      client.connect(new TransportV2(new URL(url)), { timeout: connectTimeoutMs }),
+      client.connect(new TransportV2(new URL(url), transport), { timeout: connectTimeoutMs }),
       client,
       connectTimeoutMs,
     );
@@ -67,7 +69,7 @@ export async function connectLoadClient(
   }
   const client = new ClientV1(CLIENT_INFO);
   await settleOrClose(
-    client.connect(new TransportV1(new URL(url)), { timeout: connectTimeoutMs }),
+    client.connect(new TransportV1(new URL(url), transport), { timeout: connectTimeoutMs }),
     client,
     connectTimeoutMs,
   );

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SpawnedBroker, startBrokerServer, uniqueNamespace } from '../../test/support/brokers.js';
 import { removeTempDir, trackTempDir } from '../../test/support/process-guard.js';
+import type { BenchAuth } from './auth.js';
 import { benchConfigYaml } from './config.js';
 import { answersOk, type ChildRole, CLI, jsonLine, serverNodeArgs, spawnRole, waitUntil } from './process.js';
 
@@ -25,6 +26,8 @@ export interface ClusterStartOptions {
   embedCache: boolean;
   inferenceInFlight: number | undefined;
   timeoutMs: number;
+  /** Authentication at the ingress (cluster-memory only); default none. */
+  auth?: BenchAuth | undefined;
 }
 
 /** The banner line of `mcp-cluster up` that names the endpoint. */
@@ -53,6 +56,7 @@ export async function startClusterMemory(options: ClusterStartOptions): Promise<
       backendUrl: options.backendUrl,
       embedCache: options.embedCache,
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
+      ...(options.auth ? { authYaml: options.auth.yaml } : {}),
     }),
   );
   let role: ChildRole<string> | undefined;
@@ -60,7 +64,7 @@ export async function startClusterMemory(options: ClusterStartOptions): Promise<
     role = await spawnRole<string>({
       name: 'cluster-memory (mcp-cluster up)',
       command: process.execPath,
-      args: [...serverNodeArgs(), CLI, 'up', '--port', '0', '--config', path],
+      args: [...serverNodeArgs(), CLI, 'up', '--port', String(options.auth?.port ?? 0), '--config', path],
       ready: (stdout) => UP_URL.exec(stdout)?.[1],
       timeoutMs: options.timeoutMs,
     });
@@ -96,6 +100,7 @@ export async function startClusterDistributed(
   options: ClusterStartOptions,
 ): Promise<StartedCluster> {
   const label = kind === 'nats' ? 'cluster-nats' : 'cluster-bullmq';
+  if (options.auth) throw new Error(`${label}: --auth is measured on cluster-memory only`);
   const broker: SpawnedBroker = await startBrokerServer(kind, { readyTimeoutMs: options.timeoutMs });
   const { dir, path } = writeTempConfig(
     benchConfigYaml({

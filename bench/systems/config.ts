@@ -25,6 +25,8 @@ export interface BenchConfigOptions {
   embedCache?: boolean;
   /** Calls one inference worker holds. Default INFERENCE_IN_FLIGHT. */
   inferenceInFlight?: number;
+  /** The `auth:` section's YAML lines (see auth.ts); default none (mode none). */
+  authYaml?: string;
 }
 
 /**
@@ -68,6 +70,7 @@ export function benchConfigYaml(options: BenchConfigOptions): string {
     '    model: sim-embed',
     '    deadline: 60s',
     `    cache: { enabled: ${options.embedCache === true} }`,
+    ...(options.authYaml ? [options.authYaml] : []),
     '',
   ].join('\n');
 }

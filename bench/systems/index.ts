@@ -1,3 +1,4 @@
+import type { BenchAuth } from './auth.js';
 import { startClusterDistributed, startClusterMemory } from './cluster.js';
 import { builtFile, type ChildRole, jsonLine, serverNodeArgs, spawnRole } from './process.js';
 
@@ -43,6 +44,8 @@ export interface SystemOptions {
   inferenceInFlight?: number;
   /** Start timeout of each process, in milliseconds. Default 30 s. */
   startTimeoutMs?: number;
+  /** cluster-memory: authenticate callers (see auth.ts); the load sends `auth.headers`. */
+  auth?: BenchAuth;
 }
 
 export interface SystemUnderTest {
@@ -82,6 +85,7 @@ export async function startSystem(name: SystemName, options: SystemOptions): Pro
   switch (name) {
     case 'direct':
     case 'peer': {
+      if (options.auth) throw new Error(`startSystem: ${name} has no authentication to measure`);
       const role: ChildRole<Record<string, unknown>> = await spawnRole({
         name,
         command: process.execPath,
@@ -111,6 +115,7 @@ export async function startSystem(name: SystemName, options: SystemOptions): Pro
         embedCache: options.embedCache === true,
         inferenceInFlight: options.inferenceInFlight,
         timeoutMs,
+        auth: options.auth,
       };
       running =
         name === 'cluster-memory'
