@@ -366,8 +366,9 @@ pools:
     await waitFor('the rotated key accepted', async () => (await refusal(bearer(rotated))).status === 200);
 
     await as.stop();
-    // Keys already fetched still verify...
-    expect((await refusal(bearer(agentsToken))).status).toBe(200);
+    // A token never seen before, signed with a key already fetched, still verifies...
+    const unseenToken = await as.signToken({ ...decodeJwt(rotated), jti: 'minted-during-the-outage' });
+    expect((await refusal(bearer(unseenToken))).status).toBe(200);
     // ...a token naming a key not seen yet cannot be checked: 503 with a retry hint, not 401.
     const unseen = await signToken({ ...before, exp: now() + 600 }, { kid: 'unseen-key' });
     // (Within the 200 ms cooldown after the last fetch the key set is not asked again: 401 meanwhile.)
@@ -390,6 +391,19 @@ pools:
     expect(afterOutage).not.toBe(before.kid);
     // The unseen key id is now answered as what it is: a key the issuer does not publish.
     expect((await refusal(bearer(unseen))).status).toBe(401);
+  });
+
+  it('remembers a verified token no longer than its exp', async () => {
+    const shortLived = await forged((c) => ({ ...c, iat: now(), exp: now() + 2 }));
+    expect((await refusal(bearer(shortLived))).status).toBe(200);
+    // Verified once, answered from memory on the next calls...
+    expect((await refusal(bearer(shortLived))).status).toBe(200);
+    // ...until it expires: then refused like any expired token.
+    const expired = await waitFor('the short-lived token refused', async () => {
+      const answer = await refusal(bearer(shortLived));
+      return answer.status === 401 ? answer : undefined;
+    });
+    expect(expired.body.error_description).toMatch(/expired/);
   });
 
   it('counts refusals by reason', async () => {
