@@ -18,6 +18,7 @@ const EXPECTED_GRPC: Record<ClusterErrorCode, grpcStatus> = {
   INVALID_ARGUMENTS: grpcStatus.INVALID_ARGUMENT,
   UNKNOWN_TOOL: grpcStatus.NOT_FOUND,
   UNKNOWN_SESSION: grpcStatus.NOT_FOUND,
+  UNKNOWN_JOB: grpcStatus.NOT_FOUND,
   INVALID_CONFIG: grpcStatus.FAILED_PRECONDITION,
   QUEUE_UNAVAILABLE: grpcStatus.UNAVAILABLE,
   DEADLINE_EXCEEDED: grpcStatus.DEADLINE_EXCEEDED,
@@ -51,7 +52,7 @@ describe.each(CODES)('code %s', (code) => {
     const rpc = toJsonRpcError(err);
     expect(Object.values(JSON_RPC)).toContain(rpc.code);
     expect(rpc.code).toBe(
-      code === 'UNKNOWN_TOOL' || code === 'INVALID_ARGUMENTS'
+      code === 'UNKNOWN_TOOL' || code === 'UNKNOWN_JOB' || code === 'INVALID_ARGUMENTS'
         ? JSON_RPC.INVALID_PARAMS
         : code === 'UNKNOWN_SESSION'
           ? JSON_RPC.SESSION_NOT_FOUND
@@ -94,7 +95,7 @@ describe('JSON_RPC', () => {
 
 describe('isProtocolError', () => {
   it('is true only for unknown tools and unknown sessions', () => {
-    expect(CODES.filter(isProtocolError)).toEqual(['UNKNOWN_TOOL', 'UNKNOWN_SESSION']);
+    expect(CODES.filter(isProtocolError)).toEqual(['UNKNOWN_TOOL', 'UNKNOWN_SESSION', 'UNKNOWN_JOB']);
   });
 });
 

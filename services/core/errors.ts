@@ -9,6 +9,8 @@ export type ClusterErrorCode =
   | 'UNKNOWN_TOOL'
   /** The `Mcp-Session-Id` was not minted by this cluster (forged, altered, or another secret's). */
   | 'UNKNOWN_SESSION'
+  /** No batch job, task or file of that id belongs to the caller's tenant (absent, deleted or another's). */
+  | 'UNKNOWN_JOB'
   /** The configuration file or an override is invalid; names the setting. */
   | 'INVALID_CONFIG'
   /** The broker (NATS, Redis) cannot be reached or refused the operation. */
@@ -66,7 +68,7 @@ export const JSON_RPC = {
  * Per MCP: unknown tools are protocol errors; everything a model could react to is a tool error.
  */
 export function isProtocolError(code: ClusterErrorCode): boolean {
-  return code === 'UNKNOWN_TOOL' || code === 'UNKNOWN_SESSION';
+  return code === 'UNKNOWN_TOOL' || code === 'UNKNOWN_SESSION' || code === 'UNKNOWN_JOB';
 }
 
 /** The JSON-RPC error object for a ClusterError. */
@@ -77,6 +79,7 @@ export function toJsonRpcError(err: ClusterError): { code: number; message: stri
 function jsonRpcCodeOf(code: ClusterErrorCode): number {
   switch (code) {
     case 'UNKNOWN_TOOL':
+    case 'UNKNOWN_JOB':
     case 'INVALID_ARGUMENTS':
       return JSON_RPC.INVALID_PARAMS;
     case 'UNKNOWN_SESSION':
@@ -104,6 +107,7 @@ const GRPC_STATUS: Record<ClusterErrorCode, number> = {
   INVALID_ARGUMENTS: 3, // INVALID_ARGUMENT
   UNKNOWN_TOOL: 5, // NOT_FOUND
   UNKNOWN_SESSION: 5, // NOT_FOUND
+  UNKNOWN_JOB: 5, // NOT_FOUND
   INVALID_CONFIG: 9, // FAILED_PRECONDITION
   QUEUE_UNAVAILABLE: 14, // UNAVAILABLE
   DEADLINE_EXCEEDED: 4, // DEADLINE_EXCEEDED
