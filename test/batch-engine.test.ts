@@ -109,7 +109,9 @@ tools:
     rows.forEach((row, i) => {
       const got = row.embedding as number[];
       expect(got).toHaveLength(expected[i]?.length ?? -1);
-      got.forEach((v, d) => expect(v).toBeCloseTo(Math.fround(expected[i]?.[d] ?? Number.NaN), 6));
+      got.forEach((v, d) => {
+        expect(v).toBeCloseTo(Math.fround(expected[i]?.[d] ?? Number.NaN), 6);
+      });
     });
   });
 
