@@ -5,7 +5,7 @@ import type { Broker, JobStore } from '../services/core/index.js';
 import { type BatchJobs, createBatchJobs, type JobOwner, type JobView } from '../services/jobs/index.js';
 import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
 import { resolveConfig } from './support/families.js';
-import { type RoleProcess, startRole, writeConfig } from './support/processes.js';
+import { metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 const OWNER: JobOwner = { tenant: 'spot', principal: 'key:000000000000' };
@@ -32,7 +32,15 @@ describe.each([
   beforeAll(async () => {
     broker = await startBroker();
     // 60 ms per backend batch, one batch at a time: about 1,600 texts in 5-10 s with 5 workers.
-    sim = await startRole('sim', ['sim', '--port', '0', '--embed-fixed-ms', '60', '--embedding-dimensions', '16']);
+    sim = await startRole('sim', [
+      'sim',
+      '--port',
+      '0',
+      '--embed-fixed-ms',
+      '60',
+      '--embedding-dimensions',
+      '16',
+    ]);
     const namespace = `chaos${randomUUID().slice(0, 8)}`;
     const yaml = `
 cluster: { namespace: ${namespace} }
@@ -50,7 +58,15 @@ tools:
     workers.push(
       ...(await Promise.all(
         Array.from({ length: WORKERS }, (_, i) =>
-          startRole(`worker-${i + 1}`, ['worker', '--pool', 'embeddings', '--port', '0', '--config', configPath]),
+          startRole(`worker-${i + 1}`, [
+            'worker',
+            '--pool',
+            'embeddings',
+            '--port',
+            '0',
+            '--config',
+            configPath,
+          ]),
         ),
       )),
     );
@@ -88,7 +104,9 @@ tools:
       'the job completed after the preemptions and the restart',
       async () => {
         const current: JobView | undefined = await view().catch(() => undefined);
-        return current && ['completed', 'failed', 'cancelled', 'expired'].includes(current.status) ? current : undefined;
+        return current && ['completed', 'failed', 'cancelled', 'expired'].includes(current.status)
+          ? current
+          : undefined;
       },
       90_000,
     );
@@ -97,7 +115,8 @@ tools:
 
     // Line by line against the input ids: every id once, in input order, nothing else.
     let text = '';
-    for await (const piece of jobs.fileContent(OWNER, done.outputFileId as string)) text += Buffer.from(piece).toString();
+    for await (const piece of jobs.fileContent(OWNER, done.outputFileId as string))
+      text += Buffer.from(piece).toString();
     const ids = text
       .split('\n')
       .filter((line) => line !== '')
@@ -105,5 +124,13 @@ tools:
     expect(ids).toHaveLength(ROWS);
     expect(new Set(ids).size).toBe(ROWS);
     expect(ids).toEqual(items.map((item) => item.id));
+
+    // Not vacuous: the survivors ran chunks the preempted workers had taken.
+    let redelivered = 0;
+    for (const survivor of workers.slice(3)) {
+      const text = await (await fetch(`http://127.0.0.1:${String(survivor.ready.port)}/metrics`)).text();
+      redelivered += metricValue(text, 'mcp_cluster_worker_redelivered_total');
+    }
+    expect(redelivered).toBeGreaterThan(0);
   }, 180_000);
 });
