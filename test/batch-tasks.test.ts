@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,8 +38,10 @@ import { type BatchJobs, batchJobDelivery, createBatchJobs } from '../services/j
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
+import { type SpawnedBroker, startNatsServer } from './support/brokers.js';
 import { resolveConfig } from './support/families.js';
 import { removeTempDir, trackTempDir } from './support/process-guard.js';
+import { type RoleProcess, startRole, writeConfig } from './support/processes.js';
 import { sleep, waitFor } from './support/wait.js';
 
 const TEXTS = ['the first text of the batch', 'a second one', 'and a third, somewhat longer, text'];
@@ -60,6 +63,154 @@ interface BatchResult {
   };
   isError?: boolean;
   _meta?: Record<string, unknown>;
+}
+
+/** An API key, or the headers that identify the caller (`Mcp-Cluster-Tenant` without auth). */
+type Credential = string | Record<string, string>;
+const headersOf = (credential: Credential): Record<string, string> =>
+  typeof credential === 'string' ? { 'x-api-key': credential } : credential;
+
+/** A v1 (2025-era) client that declares the tasks capability. */
+const connectV1 = async (url: string, credential: Credential) => {
+  const client = new ClientV1(
+    { name: 'batch-tasks-v1', version: '1.0.0' },
+    { capabilities: { tasks: { list: {}, cancel: {}, requests: {} } } },
+  );
+  await client.connect(new TransportV1(new URL(url), { requestInit: { headers: headersOf(credential) } }));
+  return client;
+};
+/** A v2 client on 2026-07-28; `tasks`: it declares the tasks extension in its capabilities. */
+const connectV2 = async (url: string, credential: Credential, tasks: boolean) => {
+  const client = new ClientV2(
+    { name: 'batch-tasks-v2', version: '1.0.0' },
+    {
+      versionNegotiation: { mode: { pin: MODERN } },
+      ...(tasks ? { capabilities: { extensions: { [TASKS_EXTENSION_ID_V2]: {} } } } : {}),
+    },
+  );
+  await client.connect(new TransportV2(new URL(url), { requestInit: { headers: headersOf(credential) } }));
+  return client;
+};
+
+const expectSameVectors = (got: number[][] | undefined, expected: number[][]) => {
+  expect(got).toHaveLength(expected.length);
+  got?.forEach((vector, i) => {
+    expect(vector).toHaveLength(expected[i]?.length ?? -1);
+    // Batch outputs are stored as float32.
+    vector.forEach((v, d) => {
+      expect(v).toBeCloseTo(expected[i]?.[d] ?? Number.NaN, 6);
+    });
+  });
+};
+
+let rpcId = 0;
+/**
+ * One 2026-07-28 JSON-RPC request over plain HTTP, with the standard headers (`Mcp-Name` is the
+ * tool name or the task id) and, unless `params._meta` has them, the request envelope.
+ */
+const post2026 = async (
+  url: string,
+  credential: Credential,
+  request: { method: string; params?: Record<string, unknown> },
+  signal?: AbortSignal,
+  headers: Record<string, string> = {},
+): Promise<{
+  result?: Record<string, unknown>;
+  error?: { code: number; message: string; data?: unknown };
+}> => {
+  const params = request.params ?? {};
+  const meta = (params._meta as Record<string, unknown> | undefined) ?? {
+    'io.modelcontextprotocol/protocolVersion': MODERN,
+    'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1.0.0' },
+    'io.modelcontextprotocol/clientCapabilities': { extensions: { [TASKS_EXTENSION_ID_V2]: {} } },
+  };
+  const name = request.method === 'tools/call' ? params.name : params.taskId;
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': MODERN,
+      'mcp-method': request.method,
+      ...(typeof name === 'string' ? { 'mcp-name': name } : {}),
+      ...headersOf(credential),
+      ...headers,
+    },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: ++rpcId,
+      method: request.method,
+      params: { ...params, _meta: meta },
+    }),
+    ...(signal ? { signal } : {}),
+  });
+  const text = await res.text();
+  const data = text.startsWith('{') ? text : (/^data: (.*)$/m.exec(text)?.[1] ?? '{}');
+  return JSON.parse(data);
+};
+
+/** Rejects with the JSON-RPC error code `promise` failed with. */
+const codeOf = async (promise: Promise<unknown>): Promise<number> => {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (err instanceof McpError || err instanceof ProtocolError) return err.code;
+  throw new Error(`expected a JSON-RPC error, got ${err instanceof Error ? err.message : String(err)}`);
+};
+
+/**
+ * Runs embed_batch on `texts` as a 2026-07-28 task with the ext-tasks session over a v2 client
+ * connected to `urls[0]`. The session's wire requests go over plain HTTP (the v2 client refuses a
+ * `resultType: "task"` answer), alternating between `urls` so that a task created on one replica
+ * is polled on another, and each answer is checked against the extension's schemas. `served`
+ * lists `method@index of the url` in order.
+ */
+async function runWithExtTasks(urls: string[], credential: Credential, texts: string[]) {
+  const client = await connectV2(urls[0] as string, credential, false);
+  const served: string[] = [];
+  let turn = 0;
+  const session = createTaskSessionFromClient(client, {
+    endpointId: 'batch-tasks',
+    rawDispatch: async (request, options) => {
+      const index = turn++ % urls.length;
+      const call = request as { method: string; params?: Record<string, unknown> };
+      served.push(`${call.method}@${index}`);
+      const answer = await post2026(urls[index] as string, credential, call, options?.signal);
+      if (answer.error) return { kind: 'error', error: answer.error as never };
+      if (call.method === 'tools/call')
+        expect(CreateTaskResultV2Schema.safeParse(answer.result).success).toBe(true);
+      if (call.method === 'tasks/get')
+        expect(GetTaskResultV2Schema.safeParse(answer.result).success).toBe(true);
+      return { kind: 'result', result: answer.result as never };
+    },
+    v2RequestFraming: {
+      protocolVersion: MODERN,
+      clientInfo: { name: 'batch-tasks-v2', version: '1.0.0' },
+      clientCapabilities: {},
+    },
+  });
+  try {
+    expect(client.getServerCapabilities()?.extensions).toEqual({ [TASKS_EXTENSION_ID_V2]: {} });
+    expect(client.getServerCapabilities()).not.toHaveProperty('tasks');
+    const listed = (await client.listTools()).tools.find((t) => t.name === 'embed_batch');
+    expect(listed).toBeDefined();
+    expect(listed).not.toHaveProperty('execution');
+
+    const execution = await session.callTool('embed_batch', { texts });
+    expect(execution.kind).toBe('task');
+    const taskId = execution.handle?.taskId as string;
+    expect(taskId).toMatch(/^batch_/);
+    const { outcome } = await execution.settle();
+    expect(outcome.status).toBe('completed');
+    const result = resultFromTaskOutcome(outcome) as unknown as BatchResult;
+    // The same task, read again through the session's controller: it stays completed.
+    expect((await session.task(taskId as never).snapshot()).status).toBe('completed');
+    return { taskId, result, served };
+  } finally {
+    await session.close();
+    await client.close();
+  }
 }
 
 // embed_batch as an MCP Task, end to end: two ingress replicas over one memory queue and job store
@@ -135,28 +286,6 @@ tools:
   const urlA = () => replicas[0]?.url as string;
   const urlB = () => replicas[1]?.url as string;
 
-  /** A v1 (2025-era) client that declares the tasks capability. */
-  const connectV1 = async (url: string, key: string) => {
-    const client = new ClientV1(
-      { name: 'batch-tasks-v1', version: '1.0.0' },
-      { capabilities: { tasks: { list: {}, cancel: {}, requests: {} } } },
-    );
-    await client.connect(new TransportV1(new URL(url), { requestInit: { headers: { 'x-api-key': key } } }));
-    return client;
-  };
-  /** A v2 client on 2026-07-28; `tasks`: it declares the tasks extension in its capabilities. */
-  const connectV2 = async (url: string, key: string, tasks: boolean) => {
-    const client = new ClientV2(
-      { name: 'batch-tasks-v2', version: '1.0.0' },
-      {
-        versionNegotiation: { mode: { pin: MODERN } },
-        ...(tasks ? { capabilities: { extensions: { [TASKS_EXTENSION_ID_V2]: {} } } } : {}),
-      },
-    );
-    await client.connect(new TransportV2(new URL(url), { requestInit: { headers: { 'x-api-key': key } } }));
-    return client;
-  };
-
   /** The vectors the interactive `embed` tool returns for `texts`. */
   const embedded = async (texts: string[]) => {
     const client = await connectV1(urlA(), acme.key);
@@ -168,73 +297,6 @@ tools:
       await client.close();
     }
   };
-  const expectSameVectors = (got: number[][] | undefined, expected: number[][]) => {
-    expect(got).toHaveLength(expected.length);
-    got?.forEach((vector, i) => {
-      expect(vector).toHaveLength(expected[i]?.length ?? -1);
-      // Batch outputs are stored as float32.
-      vector.forEach((v, d) => {
-        expect(v).toBeCloseTo(expected[i]?.[d] ?? Number.NaN, 6);
-      });
-    });
-  };
-
-  let rpcId = 0;
-  /**
-   * One 2026-07-28 JSON-RPC request over plain HTTP, with the standard headers (`Mcp-Name` is the
-   * tool name or the task id) and, unless `params._meta` has them, the request envelope.
-   */
-  const post2026 = async (
-    url: string,
-    key: string,
-    request: { method: string; params?: Record<string, unknown> },
-    signal?: AbortSignal,
-    headers: Record<string, string> = {},
-  ): Promise<{
-    result?: Record<string, unknown>;
-    error?: { code: number; message: string; data?: unknown };
-  }> => {
-    const params = request.params ?? {};
-    const meta = (params._meta as Record<string, unknown> | undefined) ?? {
-      'io.modelcontextprotocol/protocolVersion': MODERN,
-      'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1.0.0' },
-      'io.modelcontextprotocol/clientCapabilities': { extensions: { [TASKS_EXTENSION_ID_V2]: {} } },
-    };
-    const name = request.method === 'tools/call' ? params.name : params.taskId;
-    const res = await fetch(url, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        'mcp-protocol-version': MODERN,
-        'mcp-method': request.method,
-        ...(typeof name === 'string' ? { 'mcp-name': name } : {}),
-        'x-api-key': key,
-        ...headers,
-      },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: ++rpcId,
-        method: request.method,
-        params: { ...params, _meta: meta },
-      }),
-      ...(signal ? { signal } : {}),
-    });
-    const text = await res.text();
-    const data = text.startsWith('{') ? text : (/^data: (.*)$/m.exec(text)?.[1] ?? '{}');
-    return JSON.parse(data);
-  };
-
-  /** Rejects with the JSON-RPC error code `promise` failed with. */
-  const codeOf = async (promise: Promise<unknown>): Promise<number> => {
-    const err = await promise.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    if (err instanceof McpError || err instanceof ProtocolError) return err.code;
-    throw new Error(`expected a JSON-RPC error, got ${err instanceof Error ? err.message : String(err)}`);
-  };
-
   describe('2025-11-25 task shape, v1 client (experimental tasks)', () => {
     it('lists embed_batch as task-capable and advertises the tasks capability', async () => {
       const client = await connectV1(urlA(), acme.key);
@@ -402,61 +464,16 @@ tools:
 
   describe('2026-07-28 tasks extension, v2 client (ext-tasks session, raw JSON-RPC dispatch)', () => {
     it('advertises the extension, creates a task, polls it across replicas and gets the vectors', async () => {
-      const client = await connectV2(urlA(), acme.key, false);
-      const served: string[] = [];
-      let turn = 0;
-      const session = createTaskSessionFromClient(client, {
-        endpointId: 'batch-tasks',
-        // Alternates between the replicas: a task created on one is polled on the other.
-        rawDispatch: async (request, options) => {
-          const url = turn++ % 2 === 0 ? urlA() : urlB();
-          const call = request as { method: string; params?: Record<string, unknown> };
-          served.push(`${call.method}@${url === urlA() ? 'A' : 'B'}`);
-          const answer = await post2026(url, acme.key, call, options?.signal);
-          if (answer.error) return { kind: 'error', error: answer.error as never };
-          if (call.method === 'tools/call')
-            expect(CreateTaskResultV2Schema.safeParse(answer.result).success).toBe(true);
-          if (call.method === 'tasks/get')
-            expect(GetTaskResultV2Schema.safeParse(answer.result).success).toBe(true);
-          return { kind: 'result', result: answer.result as never };
-        },
-        v2RequestFraming: {
-          protocolVersion: MODERN,
-          clientInfo: { name: 'batch-tasks-v2', version: '1.0.0' },
-          clientCapabilities: {},
-        },
+      const { taskId, result, served } = await runWithExtTasks([urlA(), urlB()], acme.key, TEXTS);
+      expect(result.structuredContent).toMatchObject({
+        job_id: taskId,
+        status: 'completed',
+        ids: ['0', '1', '2'],
       });
-      try {
-        expect(client.getServerCapabilities()?.extensions).toEqual({ [TASKS_EXTENSION_ID_V2]: {} });
-        expect(client.getServerCapabilities()).not.toHaveProperty('tasks');
-        const listed = (await client.listTools()).tools.find((t) => t.name === 'embed_batch');
-        expect(listed).toBeDefined();
-        expect(listed).not.toHaveProperty('execution');
-
-        const execution = await session.callTool('embed_batch', { texts: TEXTS });
-        expect(execution.kind).toBe('task');
-        const taskId = execution.handle?.taskId as string;
-        expect(taskId).toMatch(/^batch_/);
-        const { outcome } = await execution.settle();
-        expect(outcome.status).toBe('completed');
-        const result = resultFromTaskOutcome(outcome) as unknown as BatchResult;
-        expect(result.structuredContent).toMatchObject({
-          job_id: taskId,
-          status: 'completed',
-          ids: ['0', '1', '2'],
-        });
-        expectSameVectors(result.structuredContent?.vectors, await embedded(TEXTS));
-        expect(served[0]).toBe('tools/call@A');
-        expect(served.filter((s) => s.startsWith('tasks/get')).length).toBeGreaterThan(0);
-        expect(new Set(served.map((s) => s.slice(-1)))).toEqual(new Set(['A', 'B']));
-
-        // The same task, read again through the session's controller: it stays completed.
-        const snapshot = await session.task(taskId as never).snapshot();
-        expect(snapshot.status).toBe('completed');
-      } finally {
-        await session.close();
-        await client.close();
-      }
+      expectSameVectors(result.structuredContent?.vectors, await embedded(TEXTS));
+      expect(served[0]).toBe('tools/call@0');
+      expect(served.filter((s) => s.startsWith('tasks/get')).length).toBeGreaterThan(0);
+      expect(new Set(served.map((s) => s.slice(-1)))).toEqual(new Set(['0', '1']));
     });
 
     it('drives tasks/get, tasks/update and tasks/cancel with the v2 client itself; refuses strangers', async () => {
@@ -647,5 +664,79 @@ tools:
         await client.close();
       }
     });
+  });
+});
+
+// The same task flows across OS processes: two `mcp-cluster ingress` replicas and an embeddings
+// worker on NATS JetStream, whose KV and Object Store hold the jobs. Without auth on loopback, the
+// tenant is the `Mcp-Cluster-Tenant` header.
+describe('embed_batch as an MCP Task across processes on NATS JetStream', () => {
+  let broker: SpawnedBroker;
+  let sim: RoleProcess;
+  const roles: RoleProcess[] = [];
+  const acme = { 'mcp-cluster-tenant': 'acme' };
+  const globex = { 'mcp-cluster-tenant': 'globex' };
+  const url = (i: number) => String(roles[i]?.ready.url);
+
+  beforeAll(async () => {
+    broker = await startNatsServer();
+    sim = await startRole('sim', ['sim', '--port', '0']);
+    const configPath = writeConfig(`
+cluster: { namespace: tasks${randomUUID().slice(0, 8)} }
+broker: { url: "${broker.url}" }
+ingress: { port: 0, sessionSecret: "tasks-${randomUUID()}" }
+batch: { chunkSize: 2 }
+pools:
+  embeddings: { backend: openai-embeddings, endpoints: [{ url: "${String(sim.ready.url)}" }] }
+tools:
+  - { name: embed, template: embed, pool: embeddings, model: sim-embed }
+`);
+    roles.push(
+      ...(await Promise.all([
+        startRole('ingress-a', ['ingress', '--config', configPath]),
+        startRole('ingress-b', ['ingress', '--config', configPath]),
+        startRole('worker-embeddings', ['worker', '--pool', 'embeddings', '--config', configPath]),
+      ])),
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(roles.map((r) => r.stop()));
+    await sim?.stop();
+    await broker?.stop();
+  }, 60_000);
+
+  it('a task created on one replica is polled, read and listed on the other; another tenant gets -32602', async () => {
+    const a = await connectV1(url(0), acme);
+    const b = await connectV1(url(1), acme);
+    const stranger = await connectV1(url(1), globex);
+    try {
+      const created = await a.request(
+        { method: 'tools/call', params: { name: 'embed_batch', arguments: { texts: TEXTS }, task: {} } },
+        CreateTaskResultSchema,
+      );
+      const { taskId } = created.task;
+      const task = await waitFor('the task to complete on the other replica', async () => {
+        const seen = await b.experimental.tasks.getTask(taskId);
+        return seen.status === 'completed' ? seen : undefined;
+      });
+      expect(task.taskId).toBe(taskId);
+      const result = (await b.experimental.tasks.getTaskResult(taskId, CallToolResultSchema)) as BatchResult;
+      const embedded = (await b.callTool({ name: 'embed', arguments: { texts: TEXTS } })) as BatchResult;
+      expectSameVectors(result.structuredContent?.vectors, embedded.structuredContent?.vectors as number[][]);
+      expect((await b.experimental.tasks.listTasks()).tasks.map((t) => t.taskId)).toContain(taskId);
+
+      expect(await codeOf(stranger.experimental.tasks.getTask(taskId))).toBe(-32602);
+      expect(await codeOf(stranger.experimental.tasks.cancelTask(taskId))).toBe(-32602);
+      expect(await codeOf(b.experimental.tasks.getTask(UNKNOWN_ID))).toBe(-32602);
+
+      const modern = await runWithExtTasks([url(1), url(0)], acme, TEXTS);
+      expectSameVectors(
+        modern.result.structuredContent?.vectors,
+        embedded.structuredContent?.vectors as number[][],
+      );
+    } finally {
+      await Promise.all([a.close(), b.close(), stranger.close()]);
+    }
   });
 });
