@@ -139,6 +139,7 @@ export function createMcpTasks(options: McpTasksOptions): McpTasks {
   const retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
   const embedTools = tools.filter((t) => t.template === 'embed');
   const embedToolOf = (pool: string) => embedTools.find((t) => t.pool === pool);
+  const embedPools = [...new Set(embedTools.map((t) => t.pool))];
   const defaultPool =
     options.defaultPool !== undefined && embedToolOf(options.defaultPool)
       ? options.defaultPool
@@ -146,10 +147,10 @@ export function createMcpTasks(options: McpTasksOptions): McpTasks {
   const defaultTool = defaultPool === undefined ? undefined : embedToolOf(defaultPool);
   const tool: ToolDefinition | undefined = defaultTool && {
     name: EMBED_BATCH,
-    description: describeTool(embedTools.map((t) => t.pool)),
+    description: describeTool(embedPools),
     pool: defaultTool.pool,
     template: EMBED_BATCH,
-    inputSchema: inputSchemaOf(embedTools.map((t) => t.pool)),
+    inputSchema: inputSchemaOf(embedPools),
     outputSchema: OUTPUT_SCHEMA,
     deadlineMs: defaultTool.deadlineMs,
     scopes: defaultTool.scopes,
@@ -656,7 +657,7 @@ function inputSchemaOf(pools: string[]): JsonSchema {
       },
       pool: {
         type: 'string',
-        enum: pools.filter((p, i) => pools.indexOf(p) === i),
+        enum: pools,
         description: 'The pool whose embed tool runs the job.',
       },
     },
