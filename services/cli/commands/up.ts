@@ -120,7 +120,8 @@ export async function up(args: string[]): Promise<ExitCode> {
       `mcp-cluster is up (embedded: ${config.brokerUrl} queue, ${Object.keys(config.pools).length} pools${sims.length ? `, ${sims.length} simulated backends` : ''})`,
       '',
       `  MCP endpoint (Streamable HTTP):  ${front.url}`,
-      `  tools:                           ${config.tools.map((t) => t.name).join(', ')}`,
+      `  tools:                           ${config.tools.map((t) => t.name).join(', ')}${config.tools.some((t) => t.template === 'embed') ? ', embed_batch' : ''}`,
+      `  batch jobs (OpenAI Batch API):   ${base}/v1/batches  (or mcp-cluster batch submit FILE)`,
       `  health / metrics:                ${base}/readyz  ${base}/metrics`,
       ...(scaler
         ? [
