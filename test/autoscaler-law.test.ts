@@ -307,3 +307,173 @@ describe('control law edge cases', () => {
     expect(() => scalingPolicy({ maxScaleUpPerStep: { factor: 0.5 } })).toThrow(RangeError);
   });
 });
+
+describe('batch backlog (priority low)', () => {
+  /** k = 4 calls at once, S = 1 s: one replica completes r = 4 calls/s; D = 10 min: 2400 calls per replica. */
+  const policy = scalingPolicy({
+    minReplicas: 0,
+    maxReplicas: 20,
+    perReplicaConcurrency: 4,
+    targetQueueWaitMs: 1000,
+    batchDrainTargetMs: 600_000,
+    scaleDownStabilizationMs: WINDOW,
+  });
+  const PER_REPLICA = 4 * 600;
+  const obs = (o: Partial<PoolObservation>): PoolObservation => ({
+    atMs: 0,
+    queueDepth: 0,
+    oldestWaitMs: 0,
+    arrivalRatePerSec: 0,
+    serviceTimeMs: 1000,
+    inFlight: 0,
+    currentReplicas: 1,
+    ...o,
+  });
+
+  it('a backlog of N calls and no interactive load sizes to ceil(N / (r × D)), capped by maxReplicas', () => {
+    for (const [queued, inFlight] of [
+      [2400, 0],
+      [2390, 11],
+      [9_000, 1_000],
+      [1, 0],
+    ] as const) {
+      const d = decideReplicas(
+        policy,
+        initialScalerState(),
+        obs({ batchQueueDepth: queued, batchInFlight: inFlight, currentReplicas: 20 }),
+      );
+      // Queued and in flight both count: the backlog is every call not yet done.
+      expect(d.required, `${queued} + ${inFlight}`).toBe(Math.ceil((queued + inFlight) / PER_REPLICA));
+    }
+    // Sized like interactive calls (Q·S/T with T = 1 s) the same 10 000 calls would want 2500 replicas.
+    const big = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({ batchQueueDepth: 1_000_000, currentReplicas: 5 }),
+    );
+    expect(big.required).toBe(policy.maxReplicas);
+    expect(big.replicas).toBe(growthLimit(5, policy.maxScaleUpPerStep));
+    expect(big.reason).toBe('scale-up-capped');
+  });
+
+  it('counts D from the oldest queued call: half of it gone needs twice the replicas, past it one more', () => {
+    const backlog = { batchQueueDepth: 4_800, currentReplicas: 2 };
+    expect(decideReplicas(policy, initialScalerState(), obs(backlog)).required).toBe(2);
+    expect(
+      decideReplicas(policy, initialScalerState(), obs({ ...backlog, batchOldestWaitMs: 300_000 })).required,
+    ).toBe(4);
+    // Behind plan: at least what a whole D would take, and one more than now.
+    const late = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({ ...backlog, batchOldestWaitMs: 700_000, currentReplicas: 6 }),
+    );
+    expect(late.required).toBe(7);
+    // Calls in flight have no age in the queue figures: with none queued, the backlog is finishing.
+    expect(
+      decideReplicas(policy, initialScalerState(), obs({ batchInFlight: 4, batchOldestWaitMs: 900_000 }))
+        .required,
+    ).toBe(1);
+  });
+
+  it('interactive load on top takes the max of the two, not the sum', () => {
+    const batch = { batchQueueDepth: 5 * PER_REPLICA, currentReplicas: 5 };
+    // λ·S = 12 busy slots / k 4 = 3 interactive replicas < 5 for the backlog.
+    const light = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({ ...batch, arrivalRatePerSec: 12, inFlight: 12 }),
+    );
+    expect(light.required).toBe(5);
+    // λ·S = 40 busy slots = 10 interactive replicas > 5.
+    const heavy = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({ ...batch, arrivalRatePerSec: 40, inFlight: 40, currentReplicas: 10 }),
+    );
+    expect(heavy.required).toBe(10);
+    // Batch arrivals are not in λ: the same backlog with no interactive calls is 5, whatever its burst.
+    expect(decideReplicas(policy, initialScalerState(), obs(batch)).required).toBe(5);
+  });
+
+  it('an emptied backlog returns to the interactive size after the stabilisation window', () => {
+    let state = initialScalerState();
+    let replicas = 3;
+    const interactive = { arrivalRatePerSec: 12, inFlight: 12 };
+    const step = (t: number, o: Partial<PoolObservation>) => {
+      const d = decideReplicas(
+        policy,
+        state,
+        obs({ ...interactive, ...o, atMs: t, currentReplicas: replicas }),
+      );
+      state = d.state;
+      replicas = d.replicas;
+      return d;
+    };
+    expect(step(0, {}).replicas).toBe(3);
+    // A job of 6 replicas' worth arrives: up at once.
+    expect(step(2_000, { batchQueueDepth: 6 * PER_REPLICA })).toMatchObject({
+      replicas: 6,
+      reason: 'scale-up',
+    });
+    // It is done 60 s later; the window holds 6 until 5 min after the last batch recommendation.
+    expect(step(60_000, {})).toMatchObject({ replicas: 6, reason: 'stabilizing', required: 3 });
+    expect(step(2_000 + WINDOW - 1_000, {}).replicas).toBe(6);
+    expect(step(2_000 + WINDOW + 1_000, {})).toMatchObject({ replicas: 3, reason: 'scale-down' });
+  });
+
+  it('wakes a pool at zero for a backlog, even with no service time yet, and keeps it from idling to zero', () => {
+    const d = decideReplicas(
+      policy,
+      initialScalerState(),
+      obs({ batchQueueDepth: 10, serviceTimeMs: Number.NaN, currentReplicas: 0 }),
+    );
+    expect(d).toMatchObject({ replicas: 1, reason: 'wake-from-zero', required: 1 });
+    // No arrival for longer than idleToZero, but calls are in flight: the pool stays.
+    let state = initialScalerState();
+    for (let t = 0; t <= policy.idleToZeroMs + 60_000; t += 30_000) {
+      const step = decideReplicas(policy, state, obs({ atMs: t, batchInFlight: 4, currentReplicas: 1 }));
+      state = step.state;
+      expect(step.replicas, `at ${t} ms`).toBe(1);
+    }
+  });
+
+  it('over a simulated job, finishes within D, where sizing from now would take about D · (1 + ln R)', () => {
+    /** Runs a job of `calls` on a pool decided every 2 s, replicas effective one tick later; seconds to finish. */
+    const finish = (law: (o: PoolObservation) => PoolObservation) => {
+      let state = initialScalerState();
+      let replicas = 0;
+      let queued = 8 * PER_REPLICA;
+      let peak = 0;
+      for (let t = 0; t < 4 * 600; t += 2) {
+        const capacity = replicas * 4 * 2; // calls served in this 2 s tick
+        const inFlight = Math.min(queued, replicas * 4);
+        queued = Math.max(0, queued - capacity);
+        if (queued === 0) return { seconds: t, peak };
+        const d = decideReplicas(
+          policy,
+          state,
+          law(
+            obs({
+              atMs: t * 1000,
+              batchQueueDepth: queued - inFlight,
+              batchInFlight: inFlight,
+              batchOldestWaitMs: t * 1000,
+              currentReplicas: replicas,
+            }),
+          ),
+        );
+        state = d.state;
+        replicas = d.replicas;
+        peak = Math.max(peak, replicas);
+      }
+      return { seconds: Number.POSITIVE_INFINITY, peak };
+    };
+    const anchored = finish((o) => o);
+    expect(anchored.seconds).toBeLessThanOrEqual(600);
+    expect(anchored.peak).toBeLessThanOrEqual(9);
+    // The same law blind to the backlog's age (as if every call had just been queued) runs late.
+    const rolling = finish((o) => ({ ...o, batchOldestWaitMs: 0 }));
+    expect(rolling.seconds).toBeGreaterThan(600);
+  });
+});

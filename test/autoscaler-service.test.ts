@@ -50,7 +50,7 @@ tools:
   - { name: gen_beta, template: generate_text, pool: beta, model: m }
 `;
 
-function makeCall(pool: string): ToolCall {
+function makeCall(pool: string, priority: ToolCall['priority'] = 'normal'): ToolCall {
   const now = Date.now();
   return {
     callId: newCallId(),
@@ -59,7 +59,7 @@ function makeCall(pool: string): ToolCall {
     argumentsJson: encodeArguments({ prompt: 'x' }),
     tenant: 't',
     sessionKey: 's',
-    priority: 'normal',
+    priority,
     deadlineUnixMs: now + 120_000,
     attempt: 0,
     replyTo: '127.0.0.1:9',
@@ -112,11 +112,14 @@ function rates(pool: string, arrivalPerSec: number, meanServiceMs: number): Pool
   return {
     pool,
     arrivalPerSec,
+    lowArrivalPerSec: 0,
     completedPerSec: arrivalPerSec,
     meanServiceMs,
     p95ServiceMs: meanServiceMs,
     inFlight: 0,
     queueDepth: 0,
+    lowQueueDepth: 0,
+    lowInFlight: 0,
     oldestWaitMs: 0,
     replicas: 0,
     windowMs: 1000,
@@ -242,6 +245,35 @@ describe('autoscaler service loop', () => {
     await until(() => provider.set.get('beta') === 1, 'beta scaled while the source fails');
   });
 
+  it('sizes a low-priority backlog by batchDrainTarget, apart from the interactive figures', async () => {
+    // D = 5 s and calls of 1 s on 2 slots: one replica works off 10 batch calls in D (less the
+    // oldest call's age: D counts from its enqueue).
+    const batchConfig = resolveConfig(
+      CONFIG.replace('scaleDownStabilization: 1s', 'batchDrainTarget: 5s, scaleDownStabilization: 1s'),
+      {},
+    );
+    for (let i = 0; i < 35; i++) await broker.queue.enqueue(makeCall('alpha', 'low'));
+    await broker.queue.enqueue(makeCall('alpha', 'high'));
+    // The job's 35 chunks arrived as a burst of 35/s; the interactive part is the 1 high call.
+    const source: Pick<MetricsSource, 'read'> = {
+      read: async () => new Map([['alpha', { ...rates('alpha', 36, 1000), lowArrivalPerSec: 35 }]]),
+    };
+    scaler = await startAutoscaler({ config: batchConfig, broker, provider, source, serveHttp: false });
+    await until(() => provider.set.get('alpha') === 4, 'alpha sized for its backlog');
+    const alpha = scaler.status().find((s) => s.pool === 'alpha');
+    expect(alpha?.policy.batchDrainTargetMs).toBe(5000);
+    expect(alpha?.observation).toMatchObject({
+      queueDepth: 1,
+      batchQueueDepth: 35,
+      batchInFlight: 0,
+      arrivalRatePerSec: 1,
+    });
+    // 35 calls / (2 calls/s × 5 s) = 3.5 → 4; the burst read as λ = 36/s would have asked for maxReplicas.
+    expect(alpha?.required).toBe(4);
+    await until(() => scaler && scaler.ticks >= 3, 'three ticks');
+    expect(provider.set.get('alpha')).toBe(4);
+  });
+
   it('a pool whose queue figures cannot be read is not decided; the others are', async () => {
     const flaky: Pick<Broker, 'queue'> = {
       queue: {
@@ -346,6 +378,7 @@ describe('policyFromConfig', () => {
       minReplicas: 1,
       maxReplicas: 7,
       targetQueueWaitMs: 250,
+      batchDrainTargetMs: 3_600_000,
       scaleDownStabilizationMs: 3000,
       idleToZeroMs: 4000,
       maxScaleUpPerStep: { factor: 3, absolute: 2 },

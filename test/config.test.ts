@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ClusterError, parseDurationMs, parseSizeBytes } from '../services/core/index.js';
+import { backendsVariable, ClusterError, parseDurationMs, parseSizeBytes } from '../services/core/index.js';
 import { resolveConfig } from './support/families.js';
 
 /** Runs `fn`, expecting a ClusterError INVALID_CONFIG, and returns its message. */
@@ -125,7 +125,8 @@ describe('resolveConfig defaults', () => {
       port: 0,
       ackWaitMs: 30_000,
       maxDeliveries: 5,
-      drainGraceMs: 30_000,
+      // Under a spot node's 30 s preemption notice, with room for a 5 s preStop.
+      drainGraceMs: 20_000,
       deliveryConnectTimeoutMs: 5000,
       deliveryAckTimeoutMs: 10_000,
     });
@@ -146,6 +147,7 @@ describe('resolveConfig defaults', () => {
         minReplicas: 0,
         maxReplicas: 10,
         targetQueueWaitMs: 1000,
+        batchDrainTargetMs: 3_600_000,
         scaleDownStabilizationMs: 300_000,
         idleToZeroMs: 600_000,
         maxScaleUpFactor: 2,
@@ -536,6 +538,27 @@ describe('resolveConfig environment overrides', () => {
     ]);
   });
 
+  it('reaches a pool with "-" in its name as "_" (Deployment names cannot hold "_", variables cannot hold "-")', () => {
+    const source = yaml([
+      'pools:',
+      '  embeddings-spot:',
+      '    backend: tei',
+      'tools:',
+      '  - { name: embed_bulk, template: embed, pool: embeddings-spot, model: m }',
+    ]);
+    expect(backendsVariable('embeddings-spot')).toBe('MCP_CLUSTER_BACKENDS_EMBEDDINGS_SPOT');
+    const c = resolveConfig(source, { MCP_CLUSTER_BACKENDS_EMBEDDINGS_SPOT: 'http://127.0.0.1:8080' });
+    expect(Object.keys(c.pools)).toEqual(['embeddings-spot']);
+    expect(c.pools['embeddings-spot']?.endpoints).toEqual([
+      { url: 'http://127.0.0.1:8080', maxConcurrency: 256 },
+    ]);
+    // Two declared pools the one variable could mean: refused, naming both.
+    const both = yaml(['pools:', '  a-b: { backend: tei }', '  a_b: { backend: tei }']);
+    expect(() => resolveConfig(both, { MCP_CLUSTER_BACKENDS_A_B: 'http://x:1' })).toThrow(
+      /MCP_CLUSTER_BACKENDS_A_B matches pools a-b and a_b/,
+    );
+  });
+
   it('gives the embeddings pool its embeddings backend', () => {
     const c = resolveConfig('', { MCP_CLUSTER_BACKENDS_EMBEDDINGS: 'http://e:8001' });
     expect(c.pools.embeddings).toMatchObject({
@@ -662,6 +685,7 @@ describe('autoscaling and planning settings', () => {
         '      minReplicas: 1',
         '      maxReplicas: 6',
         '      targetQueueWait: 250ms',
+        '      batchDrainTarget: 2h',
         '      scaleDownStabilization: 1m',
         '      idleToZero: 30s',
         '      replicaConcurrency: 8',
@@ -686,6 +710,7 @@ describe('autoscaling and planning settings', () => {
       minReplicas: 1,
       maxReplicas: 6,
       targetQueueWaitMs: 250,
+      batchDrainTargetMs: 7_200_000,
       scaleDownStabilizationMs: 60_000,
       idleToZeroMs: 30_000,
       replicaConcurrency: 8,
@@ -717,6 +742,12 @@ describe('autoscaling and planning settings', () => {
     ).toThrow(/pools\.p\.scaling\.minReplicas: 5 is above maxReplicas 2/);
     expect(bad(['pools:', '  p:', '    backend: tei', '    scaling: { targetQueueWait: 0s }'])).toThrow(
       /pools\.p\.scaling\.targetQueueWait: must be above 0/,
+    );
+    expect(bad(['pools:', '  p:', '    backend: tei', '    scaling: { batchDrainTarget: 0s }'])).toThrow(
+      /pools\.p\.scaling\.batchDrainTarget: must be above 0/,
+    );
+    expect(bad(['pools:', '  p:', '    backend: tei', '    scaling: { batchDrainTarget: 2d }'])).toThrow(
+      /pools\.p\.scaling\.batchDrainTarget/,
     );
     expect(bad(['autoscaler: { provider: helm }'])).toThrow(/autoscaler\.provider/);
     expect(bad(['autoscaler: { interval: 10ms }'])).toThrow(/autoscaler\.interval: 10ms is too short/);

@@ -3,12 +3,13 @@
  * (commands, flags, environment variables, ports, probe paths, metric and queue names) matches the
  * code. Nothing here runs Docker, Kubernetes or the network.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { ENV_OVERRIDES, PRIORITIES } from '../services/core/index.js';
+import { backendsVariable, ENV_OVERRIDES, PRIORITIES } from '../services/core/index.js';
 import { isLoopback, parseKeysFile } from '../services/ingress/index.js';
 import { embedSettings } from '../workers/embeddings/index.js';
 import { families, resolveConfig } from './support/families.js';
@@ -55,6 +56,18 @@ const podSpec = (d: Doc) => obj(obj(obj(d.doc.spec).template).spec);
 const podLabels = (d: Doc) => obj(obj(obj(obj(d.doc.spec).template).metadata).labels);
 const containers = (d: Doc) => arr(podSpec(d).containers).map(obj);
 const isOurs = (c: Obj) => /^mcp-cluster(:|$)/.test(str(c.image));
+/** What a container's preStop hook waits, ms: `exec: sleep N` or the `sleep` action; 0 without one. */
+function preStopMs(c: Obj): number {
+  const hook = obj(obj(c.lifecycle).preStop);
+  const seconds = obj(hook.sleep).seconds;
+  if (typeof seconds === 'number') return seconds * 1000;
+  const command = arr(obj(hook.exec).command).map(str);
+  const sleep = command.join(' ').match(/\bsleep (\d+(?:\.\d+)?)\b/);
+  expect(Object.keys(hook).length === 0 || sleep !== null, `a preStop that is not a sleep: ${command}`).toBe(
+    true,
+  );
+  return sleep ? Number(sleep[1]) * 1000 : 0;
+}
 
 /** The Deployments (and StatefulSets) whose containers run the mcp-cluster image. */
 const workloads = [...kube('Deployment'), ...kube('StatefulSet')];
@@ -457,7 +470,9 @@ describe('ports, probes, services', () => {
         expect(obj(d.doc.spec).replicas).toBe(2);
         expect(grace).toBeGreaterThan(cluster.ingress.drainGraceMs);
       }
-      if (command === 'worker') expect(grace).toBeGreaterThan(cluster.worker.drainGraceMs);
+      // The preStop runs before SIGTERM, inside the same grace period.
+      if (command === 'worker')
+        expect(grace, d.file).toBeGreaterThan(cluster.worker.drainGraceMs + preStopMs(c));
       // Worker pods set it per container: their GPU server images run as root.
       const nonRoot = obj(podSpec(d).securityContext).runAsNonRoot ?? obj(c.securityContext).runAsNonRoot;
       expect(nonRoot, d.file).toBe(true);
@@ -480,6 +495,8 @@ describe('GPU servers as sidecars of the worker pods', () => {
   const NODES: Record<string, Obj> = {
     inference: { 'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3' },
     embeddings: { 'nvidia.com/gpu.product': 'NVIDIA-L40S' },
+    // The same GPUs, and on top of them spot nodes only (the spot pool's tests below).
+    'embeddings-spot': { 'nvidia.com/gpu.product': 'NVIDIA-L40S' },
     diffusion: { 'mcp-cluster/gpu-role': 'diffusion' },
   };
 
@@ -574,10 +591,8 @@ describe('GPU servers as sidecars of the worker pods', () => {
   it("the worker's MCP_CLUSTER_BACKENDS_<POOL> is its sidecar on 127.0.0.1, and it overrides the pool", () => {
     for (const pool of Object.keys(cluster.pools)) {
       const { d, server, env } = replica(pool);
-      const url = env[`MCP_CLUSTER_BACKENDS_${pool.toUpperCase()}`];
-      expect(url, `${pool}: MCP_CLUSTER_BACKENDS_${pool.toUpperCase()}`).toMatch(
-        /^http:\/\/127\.0\.0\.1:\d+$/,
-      );
+      const url = env[backendsVariable(pool)];
+      expect(url, `${pool}: ${backendsVariable(pool)}`).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       const port = Number(new URL(url ?? 'http://x').port);
       const ports = arr(server.ports).map((p) => obj(p).containerPort);
       expect(ports, `${pool}: ${url} is not a port of ${str(server.name)}`).toContain(port);
@@ -598,7 +613,7 @@ describe('GPU servers as sidecars of the worker pods', () => {
       const backend = cluster.pools[pool]?.backend ?? '';
       const path = healthPaths[backend];
       expect(path, backend).toBeDefined();
-      const port = Number(new URL(env[`MCP_CLUSTER_BACKENDS_${pool.toUpperCase()}`] ?? 'http://x').port);
+      const port = Number(new URL(env[backendsVariable(pool)] ?? 'http://x').port);
       for (const probe of ['readinessProbe', 'startupProbe']) {
         expect(obj(obj(server[probe]).httpGet).path, `${pool} ${probe}`).toBe(path);
         expect(probePort(server, probe), `${pool} ${probe} port`).toBe(port);
@@ -639,15 +654,24 @@ describe('GPU servers as sidecars of the worker pods', () => {
       expect(tool.model, tool.name).toBe(served);
   });
 
-  it("the TEI sidecar serves the embed tool's model and batch size", () => {
-    const { server } = replica('embeddings');
-    const args = arr(server.args).map(str);
-    expect(Number(option(args, '--port')), '--port').toBe(arr(server.ports).map(obj)[0]?.containerPort);
-    const embed = cluster.tools.find((t) => t.pool === 'embeddings');
-    expect(option(args, '--model-id')).toBe(embed?.model);
-    expect(Number(option(args, '--max-client-batch-size'))).toBe(
-      embed && embedSettings.of(embed).batch.maxSize,
-    );
+  it("each TEI sidecar serves its pool's embed tool's model and batch size", () => {
+    const teiPools = Object.values(cluster.pools)
+      .filter((p) => p.backend === 'tei')
+      .map((p) => p.name);
+    expect(teiPools.sort()).toEqual(['embeddings', 'embeddings-spot']);
+    for (const pool of teiPools) {
+      const { server } = replica(pool);
+      const args = arr(server.args).map(str);
+      expect(Number(option(args, '--port')), `${pool} --port`).toBe(
+        arr(server.ports).map(obj)[0]?.containerPort,
+      );
+      const embed = cluster.tools.find((t) => t.pool === pool && t.template === 'embed');
+      expect(embed, `${pool}: an embed tool`).toBeDefined();
+      expect(option(args, '--model-id'), pool).toBe(embed?.model);
+      expect(Number(option(args, '--max-client-batch-size')), pool).toBe(
+        embed && embedSettings.of(embed).batch.maxSize,
+      );
+    }
   });
 
   it('the ComfyUI sidecar finds the generate_image checkpoint in its models folder', () => {
@@ -760,9 +784,15 @@ describe('autoscaling', () => {
       expect(str(obj(spec.scaleTargetRef).name)).toBe(`mcp-cluster-worker-${pool}`);
       expect(spec.minReplicaCount, pool).toBe(cluster.pools[pool]?.scaling.minReplicas);
       expect(spec.maxReplicaCount, pool).toBe(cluster.pools[pool]?.scaling.maxReplicas);
-      const [trigger] = arr(spec.triggers).map(obj);
-      expect(trigger?.type).toBe('prometheus');
-      expect(str(obj(trigger?.metadata).query)).toContain(`mcp_cluster_queue_depth{pool="${pool}"}`);
+      const triggers = arr(spec.triggers).map(obj);
+      expect(triggers.length, pool).toBeGreaterThan(0);
+      for (const trigger of triggers) {
+        expect(trigger.type).toBe('prometheus');
+        const query = str(obj(trigger.metadata).query);
+        expect(query, pool).toMatch(new RegExp(`mcp_cluster_queue_depth\\{pool="${pool}"[,}]`));
+        // Every series the query reads is its own pool's.
+        for (const m of query.matchAll(/\{pool="([^"]+)"/g)) expect(m[1], query).toBe(pool);
+      }
     }
   });
 });
@@ -843,9 +873,10 @@ describe('the built-in autoscaler on Kubernetes', () => {
       expect(flags(args).get('--pool')).toBe(pool);
       // The autoscaler owns spec.replicas; a value here would be re-applied over its decisions.
       expect(obj(d!.doc.spec).replicas, `${prefix}${pool}`).toBeUndefined();
-      // Scale-down is a SIGTERM: the worker must finish draining before SIGKILL.
+      // Scale-down is a SIGTERM after the preStop: the worker must finish draining before SIGKILL.
       const graceMs = Number(podSpec(d!).terminationGracePeriodSeconds) * 1000;
-      expect(graceMs, `${prefix}${pool}`).toBeGreaterThan(cluster.worker.drainGraceMs);
+      const worker = containers(d!).find((c) => arr(c.args)[0] === 'worker') ?? {};
+      expect(graceMs, `${prefix}${pool}`).toBeGreaterThan(cluster.worker.drainGraceMs + preStopMs(worker));
     }
     expect(workerDeployments).toHaveLength(Object.keys(cluster.pools).length);
   });
@@ -930,6 +961,170 @@ describe('the built-in autoscaler on Kubernetes', () => {
       (x) => x.file === 'deploy/compose.bullmq.yaml' && x.name === service?.name,
     );
     expect(obj(bullmq?.s.environment).MCP_CLUSTER_BROKER_URL).toBe('redis://redis:6379');
+  });
+});
+
+describe('the spot batch pool', () => {
+  /** Spot labels of the providers named in workers.yaml: label → the value spot nodes carry. */
+  const SPOT_LABELS: Record<string, string> = {
+    'cloud.google.com/gke-spot': 'true',
+    'eks.amazonaws.com/capacityType': 'SPOT',
+    'kubernetes.azure.com/scalesetpriority': 'spot',
+  };
+  /** The taints spot nodes carry by default on AKS and GKE Autopilot. */
+  const SPOT_TAINTS = [
+    { key: 'kubernetes.azure.com/scalesetpriority', value: 'spot' },
+    { key: 'cloud.google.com/gke-spot', value: 'true' },
+  ];
+  /** The spot notice of GCP and Azure (AWS gives 2 minutes): the whole stop must fit in it. */
+  const SPOT_NOTICE_MS = 30_000;
+  const prefix = cluster.autoscaler.kubernetes.deploymentPrefix;
+  const batchPool = cluster.batch.pool;
+  const deployment = (pool: string) =>
+    kube('Deployment', 'deploy/kubernetes/base').find((d) => obj(d.doc.metadata).name === `${prefix}${pool}`);
+  /** The required node affinity's terms as (key, values) per term. */
+  const requiredTerms = (d: Doc) =>
+    arr(
+      obj(obj(obj(podSpec(d).affinity).nodeAffinity).requiredDuringSchedulingIgnoredDuringExecution)
+        .nodeSelectorTerms,
+    ).map((t) => arr(obj(t).matchExpressions).map(obj));
+  const isSpotTerm = (term: Obj[]) =>
+    term.length === 1 &&
+    SPOT_LABELS[str(term[0]?.key)] !== undefined &&
+    term[0]?.operator === 'In' &&
+    arr(term[0]?.values).includes(SPOT_LABELS[str(term[0]?.key)]);
+
+  it('batch.pool names a pool of cluster.yaml that serves an embed tool, apart from interactive embed', () => {
+    expect(batchPool).toBe('embeddings-spot');
+    const pool = cluster.pools[batchPool];
+    expect(pool, `batch.pool ${batchPool}`).toBeDefined();
+    const bulk = cluster.tools.filter((t) => t.pool === batchPool && t.template === 'embed');
+    expect(bulk.map((t) => t.name)).toEqual(['embed_bulk']);
+    // Interactive embed stays on the on-demand pool, with the same model, so vectors compare.
+    const embed = cluster.tools.find((t) => t.name === 'embed');
+    expect(embed?.pool).toBe('embeddings');
+    expect(bulk[0]?.model).toBe(embed?.model);
+    expect(pool?.backend).toBe(cluster.pools.embeddings?.backend);
+    // Scaled on its own backlog: to zero without a job, a batch drain target of its own.
+    expect(pool?.scaling).toMatchObject({ minReplicas: 0, batchDrainTargetMs: 3_600_000 });
+    expect(pool?.scaling.maxReplicas).toBeGreaterThanOrEqual(1);
+  });
+
+  it("its workers run on spot nodes only: required affinity on the providers' spot labels, and their taints tolerated", () => {
+    const d = deployment(batchPool);
+    expect(d, `${prefix}${batchPool}`).toBeDefined();
+    const terms = requiredTerms(d!);
+    // ORed terms, each one provider's spot label, so the pool schedules on whichever cloud it runs.
+    for (const term of terms)
+      expect(
+        isSpotTerm(term) ||
+          term[0]?.key === 'cloud.google.com/gke-preemptible' ||
+          term[0]?.key === 'karpenter.sh/capacity-type',
+        JSON.stringify(term),
+      ).toBe(true);
+    for (const label of Object.keys(SPOT_LABELS)) {
+      expect(
+        terms.some((t) => t[0]?.key === label),
+        `a term on ${label}`,
+      ).toBe(true);
+    }
+    const tolerations = arr(podSpec(d!).tolerations).map(obj);
+    for (const taint of SPOT_TAINTS) {
+      expect(
+        tolerations.some(
+          (t) =>
+            t.key === taint.key &&
+            t.value === taint.value &&
+            t.operator === 'Equal' &&
+            t.effect === 'NoSchedule',
+        ),
+        `tolerates ${taint.key}=${taint.value}:NoSchedule`,
+      ).toBe(true);
+    }
+    expect(tolerations.some((t) => t.key === 'nvidia.com/gpu')).toBe(true);
+  });
+
+  it('the interactive pools stay off spot nodes', () => {
+    for (const pool of Object.keys(cluster.pools).filter((p) => p !== batchPool)) {
+      const d = deployment(pool)!;
+      expect(requiredTerms(d), pool).toEqual([]);
+      const keys = arr(podSpec(d).tolerations).map((t) => str(obj(t).key));
+      for (const label of Object.keys(SPOT_LABELS)) expect(keys, pool).not.toContain(label);
+    }
+  });
+
+  it('stops within the 30 s spot notice: preStop + worker.drainGrace < terminationGracePeriodSeconds ≤ 30 s', () => {
+    const d = deployment(batchPool)!;
+    const worker = containers(d).find((c) => arr(c.args)[0] === 'worker')!;
+    const preStop = preStopMs(worker);
+    expect(preStop, 'a preStop, counted in the budget').toBe(5000);
+    expect(cluster.worker.drainGraceMs).toBe(20_000);
+    const graceMs = Number(podSpec(d).terminationGracePeriodSeconds) * 1000;
+    expect(graceMs).toBeLessThanOrEqual(SPOT_NOTICE_MS);
+    expect(preStop + cluster.worker.drainGraceMs).toBeLessThan(graceMs);
+    // The manifest says so where the numbers are.
+    expect(read(d.file)).toMatch(/preStop 5s \+ worker\.drainGrace 20s = 25s < 30s/);
+  });
+
+  it('the KEDA overlays scale it on its backlog: every priority on NATS, queued + running low calls on BullMQ', () => {
+    const scaled = (file: string) =>
+      docs.find(
+        (d) =>
+          d.file === file &&
+          d.doc.kind === 'ScaledObject' &&
+          obj(obj(d.doc.spec).scaleTargetRef).name === `${prefix}${batchPool}`,
+      );
+    const nats = scaled('deploy/keda/nats/scaledobjects.yaml');
+    expect(nats, 'NATS ScaledObject').toBeDefined();
+    const thresholds = Object.fromEntries(
+      arr(obj(nats!.doc.spec).triggers).map((t) => {
+        const m = obj(obj(t).metadata);
+        return [str(m.consumer), Number(m.lagThreshold)];
+      }),
+    );
+    // A replica works off far more batch chunks within batchDrainTarget than interactive calls wait.
+    expect(thresholds[`${batchPool}_low`]).toBeGreaterThan(100 * (thresholds[`${batchPool}_normal`] ?? 0));
+    const bullmq = scaled('deploy/keda/bullmq/scaledobjects.yaml');
+    expect(bullmq, 'BullMQ ScaledObject').toBeDefined();
+    const queries = arr(obj(bullmq!.doc.spec).triggers).map((t) => str(obj(obj(t).metadata).query));
+    expect(queries).toContainEqual(
+      expect.stringContaining(`mcp_cluster_queue_depth{pool="${batchPool}",priority="low"}`),
+    );
+    expect(queries).toContainEqual(
+      expect.stringContaining(`mcp_cluster_queue_inflight{pool="${batchPool}",priority="low"}`),
+    );
+    for (const o of [nats!, bullmq!]) expect(obj(o.doc.spec).minReplicaCount).toBe(0);
+  });
+});
+
+describe('kustomize builds', () => {
+  const kubectl = (() => {
+    try {
+      execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.skipIf(!kubectl).each([
+    ['deploy/kubernetes/base', 0],
+    ['deploy/kubernetes/overlays/bullmq', 0],
+    ['deploy/kubernetes/overlays/keda', 1],
+    ['deploy/kubernetes/overlays/bullmq-keda', 1],
+  ])('kubectl kustomize %s renders every worker Deployment', (dir, scaledObjects) => {
+    const text = execFileSync('kubectl', ['kustomize', join(root, dir)], { encoding: 'utf8' });
+    const rendered = parseAllDocuments(text).map((d) => obj(d.toJS()));
+    const name = (o: Obj) => str(obj(o.metadata).name);
+    const prefix = cluster.autoscaler.kubernetes.deploymentPrefix;
+    const workers = rendered.filter((o) => o.kind === 'Deployment' && name(o).startsWith(prefix)).map(name);
+    expect(workers.sort()).toEqual(
+      Object.keys(cluster.pools)
+        .map((p) => `${prefix}${p}`)
+        .sort(),
+    );
+    const objects = rendered.filter((o) => o.kind === 'ScaledObject').map(name);
+    expect(objects.sort()).toEqual(scaledObjects ? workers.sort() : []);
   });
 });
 

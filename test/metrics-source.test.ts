@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   histogramQuantile,
+  interactiveArrivalPerSec,
   MAX_EXPOSITION_LINE_CHARS,
   type PoolRates,
   parsePrometheusText,
@@ -427,12 +428,15 @@ describe('scrapeSource over real HTTP targets', () => {
     expect(first.get('inference')).toEqual({
       pool: 'inference',
       arrivalPerSec: 0,
+      lowArrivalPerSec: 0,
       completedPerSec: 0,
       meanServiceMs: Number.NaN,
       p95ServiceMs: Number.NaN,
       inFlight: 4,
       // Both processes export the broker's figure (3 normal, 1 high): max per priority, then sum.
       queueDepth: 4,
+      lowQueueDepth: 0,
+      lowInFlight: 0,
       oldestWaitMs: 500,
       replicas: 1,
       windowMs: 0,
@@ -475,6 +479,42 @@ describe('scrapeSource over real HTTP targets', () => {
     expect(idle.completedPerSec).toBe(0);
     expect(idle.meanServiceMs).toBeNaN();
     expect(idle.p95ServiceMs).toBeNaN();
+  });
+
+  it('keeps low-priority (batch) arrivals, depth and in-flight apart from the interactive ones', async () => {
+    // An ingress that enqueued a batch job's chunks at priority low beside interactive calls, and
+    // exports the broker's queue figures per priority (two ingress replicas: the same figures twice).
+    const page = (normal: number, low: number) =>
+      [
+        `mcp_cluster_queue_enqueued_total{pool="embeddings",priority="normal"} ${normal}`,
+        `mcp_cluster_queue_enqueued_total{pool="embeddings",priority="low"} ${low}`,
+        'mcp_cluster_queue_depth{pool="embeddings",priority="normal"} 2',
+        'mcp_cluster_queue_depth{pool="embeddings",priority="low"} 900',
+        'mcp_cluster_queue_inflight{pool="embeddings",priority="normal"} 3',
+        'mcp_cluster_queue_inflight{pool="embeddings",priority="low"} 256',
+        '',
+      ].join('\n');
+    const a = await startTarget(page(10, 0));
+    const b = await startTarget(page(0, 0));
+    const clock = manualClock();
+    const source = scrapeSource(() => [a.url, b.url], { clock: clock.read });
+    await source.read();
+    // In 2 s: 8 interactive calls and a job of 1000 chunks on a, nothing on b.
+    a.text = page(18, 1000);
+    clock.now += 2000;
+    const r = (await source.read()).get('embeddings') as PoolRates;
+    expect(r.arrivalPerSec).toBeCloseTo(504, 9);
+    expect(r.lowArrivalPerSec).toBeCloseTo(500, 9);
+    expect(interactiveArrivalPerSec(r)).toBeCloseTo(4, 9);
+    // Gauges are the broker's own figures: max across processes, never summed.
+    expect(r).toMatchObject({ queueDepth: 902, lowQueueDepth: 900, lowInFlight: 256 });
+
+    // Then only batch chunks arrive: the interactive rate is exactly 0, not a rounding residue.
+    a.text = page(18, 1700);
+    clock.now += 2000;
+    const batchOnly = (await source.read()).get('embeddings') as PoolRates;
+    expect(batchOnly.lowArrivalPerSec).toBeCloseTo(350, 9);
+    expect(Object.is(interactiveArrivalPerSec(batchOnly), 0)).toBe(true);
   });
 
   it('counts the new value of a restarted process as its increase (counter went down, or new start time)', async () => {
@@ -634,7 +674,7 @@ describe('scrapeSource over real HTTP targets', () => {
 
 /** The PromQL we expect for a 60 s window, written out by hand. */
 const EXPECTED_PROMQL = [
-  'sum by (pool) (rate(mcp_cluster_queue_enqueued_total[60s]))',
+  'sum by (pool) (rate(mcp_cluster_queue_enqueued_total{priority!="low"}[60s]))',
   'sum by (pool) (rate(mcp_cluster_worker_calls_total{outcome!="retried"}[60s]))',
   'sum by (pool) (increase(mcp_cluster_backend_duration_seconds_sum[60s]))',
   'sum by (pool) (increase(mcp_cluster_backend_duration_seconds_count[60s]))',
@@ -643,6 +683,9 @@ const EXPECTED_PROMQL = [
   'sum by (pool) (max by (pool, priority) (mcp_cluster_queue_depth))',
   'max by (pool) (mcp_cluster_queue_oldest_age_seconds)',
   'sum by (pool) (mcp_cluster_worker_replicas{state="running"})',
+  'sum by (pool) (rate(mcp_cluster_queue_enqueued_total{priority="low"}[60s]))',
+  'max by (pool) (mcp_cluster_queue_depth{priority="low"})',
+  'max by (pool) (mcp_cluster_queue_inflight{priority="low"})',
 ];
 
 type Vector = { metric: Record<string, string>; value: [number, string] }[];
@@ -692,7 +735,23 @@ const v = (pairs: [string | undefined, string][]): Vector =>
 
 describe('prometheusSource', () => {
   it('sends the expected PromQL and turns the vectors into pool rates', async () => {
-    const [arrivals, completions, sum, count, p95, inFlight, depth, oldest, replicas] = EXPECTED_PROMQL as [
+    const [
+      arrivals,
+      completions,
+      sum,
+      count,
+      p95,
+      inFlight,
+      depth,
+      oldest,
+      replicas,
+      lowArrivals,
+      lowDepth,
+      lowInFlight,
+    ] = EXPECTED_PROMQL as [
+      string,
+      string,
+      string,
       string,
       string,
       string,
@@ -732,23 +791,41 @@ describe('prometheusSource', () => {
         ['inference', '2'],
         ['embeddings', '1'],
       ]),
+      // A batch job on embeddings: its chunks arrived, 5 wait and 2 run; no interactive arrival.
+      [lowArrivals]: v([
+        ['inference', '0'],
+        ['embeddings', '0.1'],
+      ]),
+      [lowDepth]: v([['embeddings', '5']]),
+      [lowInFlight]: v([['embeddings', '2']]),
     });
     const rates = await prometheusSource(`${prom.url}/`, 60_000).read();
     expect([...prom.queries].sort()).toEqual([...EXPECTED_PROMQL].sort());
     expect(rates.get('inference')).toEqual({
       pool: 'inference',
       arrivalPerSec: 12.5,
+      lowArrivalPerSec: 0,
       completedPerSec: 12,
       meanServiceMs: 50,
       p95ServiceMs: 120,
       inFlight: 3,
       queueDepth: 7,
+      lowQueueDepth: 0,
+      lowInFlight: 0,
       oldestWaitMs: 250,
       replicas: 2,
       windowMs: 60_000,
     } satisfies PoolRates);
     const embeddings = rates.get('embeddings') as PoolRates;
-    expect(Object.is(embeddings.arrivalPerSec, 0)).toBe(true);
+    expect(embeddings).toMatchObject({
+      arrivalPerSec: 0.1,
+      lowArrivalPerSec: 0.1,
+      lowQueueDepth: 5,
+      lowInFlight: 2,
+    });
+    // Only batch calls arrived: the interactive rate is exactly 0, the law's idle test.
+    expect(Object.is(interactiveArrivalPerSec(embeddings), 0)).toBe(true);
+    expect(interactiveArrivalPerSec(rates.get('inference') as PoolRates)).toBe(12.5);
     expect(embeddings.meanServiceMs).toBeNaN();
     expect(embeddings.p95ServiceMs).toBeNaN();
     expect([...rates.keys()]).toEqual(['embeddings', 'inference']);

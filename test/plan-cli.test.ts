@@ -52,11 +52,14 @@ function rates(pool: string, r: Partial<PoolRates>): PoolRates {
   return {
     pool,
     arrivalPerSec: 0,
+    lowArrivalPerSec: 0,
     completedPerSec: 0,
     meanServiceMs: Number.NaN,
     p95ServiceMs: Number.NaN,
     inFlight: 0,
     queueDepth: 0,
+    lowQueueDepth: 0,
+    lowInFlight: 0,
     oldestWaitMs: 0,
     replicas: 0,
     windowMs: 10_000,
@@ -225,6 +228,117 @@ pools:
     expect(idle.neededReplicas).toBe(0);
   });
 
+  describe('a low-priority (batch) backlog', () => {
+    // Embeddings: k = 4, S = 500 ms, so one replica kept full completes r = 8 calls/s; 2 running.
+    const backlog = (r: Partial<PoolRates> = {}) =>
+      new Map([
+        [
+          'embeddings',
+          rates('embeddings', {
+            completedPerSec: 16,
+            meanServiceMs: 500,
+            replicas: 2,
+            lowQueueDepth: 28_000,
+            lowInFlight: 800,
+            ...r,
+          }),
+        ],
+      ]);
+
+    it('gives its ETA at the current replicas and the replicas that finish it by the deadline', () => {
+      const plan = planCapacity(backlog(), config);
+      const embeddings = plan.pools.find((p) => p.pool === 'embeddings')!;
+      // 28 800 calls at 2 × 8 calls/s: 1800 s. The pool's batchDrainTarget (default 1 h) is the deadline:
+      // ceil(28 800 / (8 × 3600)) = 1.
+      expect(embeddings.batch).toEqual({
+        queued: 28_000,
+        inFlight: 800,
+        backlog: 28_800,
+        perReplicaPerSec: 8,
+        etaMs: 1_800_000,
+        deadlineMs: 3_600_000,
+        neededReplicas: 1,
+      });
+      expect(plan.batchDeadlineMs).toBeUndefined();
+      // A deadline of 10 min: ceil(28 800 / (8 × 600)) = 6; of 5 min: 12, above maxReplicas 10.
+      expect(planCapacity(backlog(), config, { batchDeadlineMs: 600_000 }).pools[1]?.batch).toMatchObject({
+        deadlineMs: 600_000,
+        neededReplicas: 6,
+        etaMs: 1_800_000,
+      });
+      const tight = planCapacity(backlog(), config, { batchDeadlineMs: 300_000 }).pools[1]!;
+      expect(tight.batch?.neededReplicas).toBe(12);
+      expect(tight.notes.join('\n')).toContain(
+        'the batch backlog needs 12 replicas to finish within 5.0 min, above scaling.maxReplicas 10: at that ceiling it takes 6.0 min',
+      );
+      // The pool's own setting is the default deadline.
+      const slow = resolveConfig(
+        PLAN_YAML.replace('replicaConcurrency: 4 }', 'replicaConcurrency: 4, batchDrainTarget: 20m }'),
+      );
+      expect(planCapacity(backlog(), slow).pools[1]?.batch).toMatchObject({
+        deadlineMs: 1_200_000,
+        neededReplicas: 3,
+      });
+      expect(() => planCapacity(backlog(), config, { batchDeadlineMs: 0 })).toThrow(RangeError);
+      expect(() => planCapacity(backlog(), config, { batchDeadlineMs: Number.NaN })).toThrow(RangeError);
+    });
+
+    it('keeps batch arrivals out of the queue-wait model, and says what it cannot know', () => {
+      // A job's chunks arrived in a burst of 500/s, with 4 interactive calls/s beside them.
+      const mixed = planCapacity(backlog({ arrivalPerSec: 504, lowArrivalPerSec: 500 }), config);
+      const embeddings = mixed.pools.find((p) => p.pool === 'embeddings')!;
+      expect(embeddings.observedArrivalPerSec).toBe(4);
+      expect(embeddings.offeredLoad).toBeCloseTo(2, 12);
+      // A pool working off a job submitted before the window: completions without arrivals are expected.
+      const quiet = planCapacity(backlog(), config).pools.find((p) => p.pool === 'embeddings')!;
+      expect(quiet.notes.join('\n')).not.toContain("read the ingress's /metrics");
+
+      const stopped = planCapacity(backlog({ replicas: 0 }), config).pools[1]!;
+      expect(stopped.batch?.etaMs).toBe(Number.POSITIVE_INFINITY);
+      expect(stopped.batch?.neededReplicas).toBe(1);
+      expect(stopped.notes.join('\n')).toContain('no running replica: it does not progress');
+      const unknown = planCapacity(backlog({ meanServiceMs: Number.NaN, completedPerSec: 0 }), config)
+        .pools[1]!;
+      expect(unknown.batch?.etaMs).toBeNaN();
+      expect(unknown.batch?.neededReplicas).toBeUndefined();
+      expect(unknown.notes.join('\n')).toContain('a batch backlog of 28800 calls, but no call finished');
+
+      const json = planToJson(planCapacity(backlog({ replicas: 0 }), config, { batchDeadlineMs: 7_200_000 }));
+      expect(json.batchDeadlineMs).toBe(7_200_000);
+      const pools = json.pools as Record<string, unknown>[];
+      expect(pools.find((p) => p.pool === 'embeddings')?.batch).toEqual({
+        queued: 28_000,
+        inFlight: 800,
+        backlog: 28_800,
+        perReplicaPerSec: 8,
+        etaMs: null,
+        progressingNow: false,
+        deadlineMs: 7_200_000,
+        neededReplicas: 1,
+      });
+      // A pool without a backlog has no batch plan at all.
+      expect(pools.find((p) => p.pool === 'inference')?.batch).toBeNull();
+      expect(JSON.parse(JSON.stringify(json))).toEqual(json);
+    });
+
+    it('prints a batch table only when some pool has a backlog', () => {
+      const text = formatPlan(planCapacity(backlog(), config, { batchDeadlineMs: 600_000 }));
+      const lines = text.split('\n');
+      const title = lines.indexOf('Batch backlog (priority low):');
+      expect(title).toBeGreaterThan(0);
+      const header = lines[title + 1]!;
+      const row = lines[title + 2]!;
+      expect(header).toMatch(
+        /^pool\s+backlog\s+queued\s+in flight\s+calls\/s per replica\s+replicas\s+ETA now\s+deadline\s+needed by deadline$/,
+      );
+      expect(row).toMatch(/^embeddings\s+28800\s+28000\s+800\s+8\.00\s+2\s+30\.0 min\s+10\.0 min\s+6$/);
+      // Right-aligned under its header.
+      expect(row.length).toBe(header.length);
+      expect(text).toContain('batch (priority low): arrivals are interactive only');
+      expect(formatPlan(planCapacity(observed, config))).not.toContain('Batch backlog');
+    });
+  });
+
   it('formats an aligned table with the model, assumptions and notes', () => {
     const text = formatPlan(planCapacity(observed, config, { whatIf: 2 }));
     const lines = text.split('\n');
@@ -331,6 +445,9 @@ describe('mcp-cluster plan (flags and failures)', () => {
     [['--percentile', '1.5', ...anyTarget], '--percentile'],
     [['--percentile', 'p100', ...anyTarget], '--percentile'],
     [['--percentile', '0', ...anyTarget], '--percentile'],
+    [['--batch-deadline', 'soon', ...anyTarget], '--batch-deadline'],
+    [['--batch-deadline', '0s', ...anyTarget], '--batch-deadline'],
+    [['--batch-deadline', '48h', ...anyTarget], '24h'],
     [['--metrics', 'ftp://10.0.0.5/metrics'], 'http://'],
     [['--metrics', 'not a url'], '"not a url"'],
     [['--metrics', ''], '--metrics needs a URL'],
@@ -417,7 +534,9 @@ describe('mcp-cluster plan (flags and failures)', () => {
     try {
       const result = await runCli(['plan', '--prometheus', prom.url, '--window', '2m', '--json']);
       expect(result.code, result.stderr).toBe(0);
-      expect(queries).toContain('sum by (pool) (rate(mcp_cluster_queue_enqueued_total[120s]))');
+      expect(queries).toContain(
+        'sum by (pool) (rate(mcp_cluster_queue_enqueued_total{priority!="low"}[120s]))',
+      );
       const plan = JSON.parse(result.stdout) as PlanJson;
       expect(plan.windowMs).toBe(120_000);
       const inference = plan.pools.find((p) => p.pool === 'inference')!;
@@ -427,6 +546,55 @@ describe('mcp-cluster plan (flags and failures)', () => {
       );
     } finally {
       await stop(prom.server);
+    }
+  });
+
+  it('--batch-deadline plans each batch backlog for it, in the table and in --json', async () => {
+    // One worker of embeddings with a job's backlog: 28 000 chunks queued, 800 in flight, 2 replicas;
+    // every scrape shows 100 more calls of exactly 500 ms each.
+    let scrapes = 0;
+    const page = await serve((_req, res) => {
+      const n = 100 * ++scrapes;
+      res.end(
+        [
+          'mcp_cluster_queue_depth{pool="embeddings",priority="low"} 28000',
+          'mcp_cluster_queue_inflight{pool="embeddings",priority="low"} 800',
+          `mcp_cluster_worker_calls_total{pool="embeddings",tool="embed",outcome="ok"} ${n}`,
+          `mcp_cluster_backend_duration_seconds_bucket{pool="embeddings",tool="embed",le="1"} ${n}`,
+          `mcp_cluster_backend_duration_seconds_bucket{pool="embeddings",tool="embed",le="+Inf"} ${n}`,
+          `mcp_cluster_backend_duration_seconds_sum{pool="embeddings",tool="embed"} ${n / 2}`,
+          `mcp_cluster_backend_duration_seconds_count{pool="embeddings",tool="embed"} ${n}`,
+          'mcp_cluster_worker_replicas{pool="embeddings",state="running"} 2',
+          '',
+        ].join('\n'),
+      );
+    });
+    const config = writeConfig(PLAN_YAML);
+    const args = ['plan', '--config', config, '--metrics', `${page.url}/metrics`, '--window', '50ms'];
+    try {
+      const json = await runCli([...args, '--batch-deadline', '10m', '--json']);
+      expect(json.code, json.stderr).toBe(0);
+      const plan = JSON.parse(json.stdout) as PlanJson & { batchDeadlineMs: number };
+      expect(plan.batchDeadlineMs).toBe(600_000);
+      const embeddings = plan.pools.find((p) => p.pool === 'embeddings') as PlanJson['pools'][number] & {
+        batch: Record<string, unknown>;
+      };
+      expect(embeddings.batch).toEqual({
+        queued: 28_000,
+        inFlight: 800,
+        backlog: 28_800,
+        perReplicaPerSec: 8,
+        etaMs: 1_800_000,
+        progressingNow: true,
+        deadlineMs: 600_000,
+        neededReplicas: 6,
+      });
+      const text = await runCli(args);
+      expect(text.code, text.stderr).toBe(0);
+      // Without the flag: the pool's batchDrainTarget, 1 h by default, which one replica meets.
+      expect(text.stdout).toMatch(/^embeddings\s+28800\s+28000\s+800\s+8\.00\s+2\s+30\.0 min\s+1\.0 h\s+1$/m);
+    } finally {
+      await stop(page.server);
     }
   });
 

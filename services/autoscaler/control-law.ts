@@ -7,18 +7,42 @@
  * ## The law
  *
  * Let λ = arrival rate (calls/s), S = mean service time per call (s), Q = queue depth (calls),
- * T = target queue wait (s), k = per-replica concurrency (calls one replica serves at once).
+ * T = target queue wait (s), k = per-replica concurrency (calls one replica serves at once). λ, Q,
+ * inFlight and the oldest wait are the interactive figures, priorities high and normal; Qb and Fb are
+ * the low-priority (batch) calls queued and in flight, Ab the age of the oldest queued one (0 when
+ * none is queued), D the batch drain target (s).
  *
  *     busySlots    = max(λ · S, inFlight)          Little's law: calls in service on average
  *     drainSlots   = Q · S / T                      slots that clear today's backlog within T
- *     required     = ceil((busySlots + drainSlots) / k)
- *     if Q > 0 and oldestWaitMs > T: required ≥ current + 1   (the model lags reality: add one)
- *     if there is any demand (λ > 0, Q > 0 or inFlight > 0): required ≥ 1
+ *     interactive  = ceil((busySlots + drainSlots) / k)
+ *     if Q > 0 and oldestWaitMs > T: interactive ≥ current + 1   (the model lags reality: add one)
+ *     r            = k / S                          calls/s one replica completes when kept full
+ *     batch        = ceil((Qb + Fb) / (r · (D − Ab)))          while Ab < D: done by the oldest's deadline
+ *     batch        = max(ceil((Qb + Fb) / (r · D)), current + 1)   once Ab ≥ D: behind plan, add one
+ *     required     = max(interactive, batch)
+ *     if there is any demand (λ > 0, Q, inFlight, Qb or Fb > 0): required ≥ 1
  *     required     = min(required, maxReplicas)
  *
  * `inFlight` is a floor on the busy term because a lagging or smoothed arrival rate under-reports a
- * load that is already being served. When S is unknown (0, negative or not finite) only `inFlight` and
- * "any demand ⇒ ≥ 1" are used.
+ * load that is already being served. When S is unknown (0, negative or not finite) only `inFlight`,
+ * the old-call rules and "any demand ⇒ ≥ 1" are used.
+ *
+ * Batch work is sized on its own because its wait target is not T: a chunk of a million-text job that
+ * starts an hour after it was queued is on plan, and sizing the backlog by Q · S / T would call up the
+ * whole `maxReplicas` for every job. k / S is what one replica completes per second when it is kept
+ * full (Little's law), which a backlog does. The two needs are combined with max, not added: low
+ * priority only fills the slots interactive calls leave, the interactive term keeps headroom that the
+ * backlog uses, and the batch term is re-read every interval, so a backlog that drains slower than
+ * planned (interactive calls took the slots) grows older and raises it. Batch arrivals do not enter λ: a job enqueues
+ * all its chunks at once, and that burst read as a rate would size the pool for the burst.
+ *
+ * D counts from when the oldest waiting batch call was queued, not from now: a fresh job of N calls
+ * gets ceil(N / (r · D)) replicas, and as it drains at that pace the requirement stays put until it is
+ * done. Measured from now, the requirement would fall with the backlog, the pool would shrink after
+ * each stabilisation window, and the backlog would decay roughly exponentially: a job needing R
+ * replicas would take about D · (1 + ln R) instead of D. Anchored on the oldest call, a young job
+ * queued behind an old one is sized for the old one's deadline until the old one's calls are taken,
+ * which errs on the side of more replicas for a while.
  *
  * Then, like the Kubernetes HPA's `behavior` (scale-up window 0, scale-down window
  * `scaleDownStabilizationMs`, selectPolicy Max):
@@ -30,8 +54,9 @@
  *   and steady load never flaps.
  * - never below `max(minReplicas, 1)` while the pool is active or has been idle for less than
  *   `idleToZeroMs`; to **zero** only when `minReplicas` is 0 and there have been no arrivals, no queued
- *   and no in-flight calls for `idleToZeroMs` (the idle period is its own stabilisation window); from
- *   zero back to ≥ 1 on the first observation with a queued call or an arrival.
+ *   and no in-flight calls (batch ones included) for `idleToZeroMs` (the idle period is its own
+ *   stabilisation window); from zero back to ≥ 1 on the first observation with a queued call or an
+ *   arrival.
  *
  * Providers should report `arrivalRatePerSec` as exactly 0 when no call arrived during their
  * measurement window (an exponentially decaying average never reaches 0 and would keep the pool awake).
@@ -51,8 +76,13 @@ export interface ScalingPolicy {
   readonly minReplicas: number;
   /** Most replicas. Default 10. */
   readonly maxReplicas: number;
-  /** Queue wait the pool is sized for, ms. Default 1000. */
+  /** Queue wait the pool is sized for, ms: interactive calls (priorities high and normal). Default 1000. */
   readonly targetQueueWaitMs: number;
+  /**
+   * Time in which the pool should work off its low-priority (batch) backlog, queued and in flight, ms.
+   * Default 3 600 000 (1 h).
+   */
+  readonly batchDrainTargetMs: number;
   /** Scale down only to the highest recommendation of this trailing window, ms. Default 300 000 (5 min, as HPA). */
   readonly scaleDownStabilizationMs: number;
   /** With `minReplicas` 0: go to zero after this long without arrivals, queued or in-flight calls, ms. Default 600 000. */
@@ -67,6 +97,7 @@ export const DEFAULT_SCALING_POLICY: ScalingPolicy = Object.freeze({
   minReplicas: 0,
   maxReplicas: 10,
   targetQueueWaitMs: 1_000,
+  batchDrainTargetMs: 3_600_000,
   scaleDownStabilizationMs: 300_000,
   idleToZeroMs: 600_000,
   maxScaleUpPerStep: Object.freeze({ factor: 2, absolute: 4 }),
@@ -98,6 +129,8 @@ export function scalingPolicy(overrides: Partial<ScalingPolicy> = {}): ScalingPo
   }
   nonNeg('targetQueueWaitMs', p.targetQueueWaitMs);
   if (p.targetQueueWaitMs === 0) throw new RangeError('targetQueueWaitMs must be > 0');
+  nonNeg('batchDrainTargetMs', p.batchDrainTargetMs);
+  if (p.batchDrainTargetMs === 0) throw new RangeError('batchDrainTargetMs must be > 0');
   nonNeg('scaleDownStabilizationMs', p.scaleDownStabilizationMs);
   nonNeg('idleToZeroMs', p.idleToZeroMs);
   if (!Number.isFinite(p.perReplicaConcurrency) || p.perReplicaConcurrency < 1) {
@@ -111,20 +144,38 @@ export function scalingPolicy(overrides: Partial<ScalingPolicy> = {}): ScalingPo
   return p;
 }
 
-/** One look at a pool: queue stats from the broker, worker stats from the pool. */
+/**
+ * One look at a pool: queue stats from the broker, worker stats from the pool. The interactive
+ * figures (`queueDepth`, `oldestWaitMs`, `arrivalRatePerSec`, `inFlight`) are of priorities high and
+ * normal, the `batch…` ones of priority low. A caller that cannot tell priorities apart puts
+ * everything in the interactive figures and leaves the batch ones out (they default to 0), which sizes
+ * every call against the queue-wait target.
+ */
 export interface PoolObservation {
   /** When the observation was taken, ms on any monotonic clock. */
   readonly atMs: number;
-  /** Calls waiting in the queue (all priorities). */
+  /** Interactive calls waiting in the queue (priorities high and normal). */
   readonly queueDepth: number;
-  /** Age of the oldest waiting call, ms (0 when the queue is empty). */
+  /** Age of the oldest waiting interactive call, ms (0 when none waits). */
   readonly oldestWaitMs: number;
-  /** Arrivals per second over the provider's measurement window; exactly 0 when none arrived. */
+  /**
+   * Interactive arrivals per second over the provider's measurement window; exactly 0 when none
+   * arrived. Batch arrivals stay out: a job enqueues its chunks in one burst.
+   */
   readonly arrivalRatePerSec: number;
-  /** Mean service time of one call, ms; 0 or NaN when unknown (no completions yet). */
+  /** Mean service time of one call (any priority), ms; 0 or NaN when unknown (no completions yet). */
   readonly serviceTimeMs: number;
-  /** Calls being served right now across the pool. */
+  /** Interactive calls being served right now across the pool. */
   readonly inFlight: number;
+  /** Low-priority (batch) calls waiting in the queue. Default 0. */
+  readonly batchQueueDepth?: number;
+  /** Low-priority calls being served right now across the pool. Default 0. */
+  readonly batchInFlight?: number;
+  /**
+   * Age of the oldest waiting low-priority call, ms (0 when none waits). Default 0. The batch drain
+   * target counts from its enqueue: it is how far the backlog already is into its time.
+   */
+  readonly batchOldestWaitMs?: number;
   /** Replicas the pool is set to now (the provider's desired/spec count, not only the ready ones). */
   readonly currentReplicas: number;
 }
@@ -183,9 +234,54 @@ export function growthLimit(current: number, limit: ScaleUpLimit): number {
   return Math.max(byFactor, byAbsolute, current + 1);
 }
 
+/** Whether the observation shows any demand: an arrival, or a queued or in-flight call of any priority. */
+function hasDemand(obs: PoolObservation): boolean {
+  return (
+    clean(obs.arrivalRatePerSec) > 0 ||
+    clean(obs.queueDepth) > 0 ||
+    clean(obs.inFlight) > 0 ||
+    clean(obs.batchQueueDepth ?? 0) > 0 ||
+    clean(obs.batchInFlight ?? 0) > 0
+  );
+}
+
+/**
+ * Calls one replica completes per second when it is kept full: k / S (Little's law), with S in
+ * seconds; 0 when the service time is unknown.
+ */
+export function perReplicaRate(
+  policy: Pick<ScalingPolicy, 'perReplicaConcurrency'>,
+  serviceTimeMs: number,
+): number {
+  const serviceSec = clean(serviceTimeMs) / 1000;
+  return serviceSec > 0 ? policy.perReplicaConcurrency / serviceSec : 0;
+}
+
+/**
+ * Replicas the low-priority backlog (queued + in flight) needs to be worked off within
+ * `batchDrainTargetMs` of when its oldest waiting call was queued: ceil(backlog / (r · (D − age))) with
+ * r = {@link perReplicaRate}; once that age is D or more (behind plan), the current count plus one,
+ * and never less than ceil(backlog / (r · D)). 0 without a backlog; when the service time is unknown,
+ * only the behind-plan rule applies. Not clamped to maxReplicas.
+ */
+export function batchReplicas(policy: ScalingPolicy, obs: PoolObservation): number {
+  const queued = clean(obs.batchQueueDepth ?? 0);
+  const backlog = queued + clean(obs.batchInFlight ?? 0);
+  if (backlog === 0) return 0;
+  const rate = perReplicaRate(policy, obs.serviceTimeMs);
+  // Calls in flight have no age here; with none queued the backlog is only finishing.
+  const ageMs = queued > 0 ? clean(obs.batchOldestWaitMs ?? 0) : 0;
+  const leftMs = policy.batchDrainTargetMs - ageMs;
+  const within = (ms: number) => (rate > 0 ? Math.ceil(backlog / (rate * (ms / 1000)) - 1e-9) : 0);
+  let replicas: number;
+  if (leftMs > 0) replicas = within(leftMs);
+  else replicas = Math.max(within(policy.batchDrainTargetMs), Math.floor(clean(obs.currentReplicas)) + 1);
+  return Number.isFinite(replicas) ? replicas : policy.maxReplicas;
+}
+
 /**
  * Replicas the load needs right now, before caps and windows (see the module comment for the formula),
- * clamped to [0, maxReplicas].
+ * clamped to [0, maxReplicas]: the larger of the interactive and the batch requirement.
  */
 export function requiredReplicas(policy: ScalingPolicy, obs: PoolObservation): number {
   const lambda = clean(obs.arrivalRatePerSec);
@@ -201,7 +297,8 @@ export function requiredReplicas(policy: ScalingPolicy, obs: PoolObservation): n
   if (!Number.isFinite(required)) required = policy.maxReplicas;
   if (depth > 0 && clean(obs.oldestWaitMs) > policy.targetQueueWaitMs)
     required = Math.max(required, current + 1);
-  if (lambda > 0 || depth > 0 || inFlight > 0) required = Math.max(required, 1);
+  required = Math.max(required, batchReplicas(policy, obs));
+  if (hasDemand(obs)) required = Math.max(required, 1);
   return Math.min(Math.max(required, 0), policy.maxReplicas);
 }
 
@@ -224,7 +321,7 @@ export function decideReplicas(
 ): ScalingDecision {
   const now = Number.isFinite(obs.atMs) ? obs.atMs : 0;
   const current = Math.min(Math.floor(clean(obs.currentReplicas)), Number.MAX_SAFE_INTEGER);
-  const active = clean(obs.arrivalRatePerSec) > 0 || clean(obs.queueDepth) > 0 || clean(obs.inFlight) > 0;
+  const active = hasDemand(obs);
   const lastActiveAtMs = active || state.lastActiveAtMs === null ? now : state.lastActiveAtMs;
   const idleForMs = now - lastActiveAtMs;
 

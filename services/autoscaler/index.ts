@@ -5,11 +5,13 @@
  * behind `mcp-cluster plan`.
  */
 export {
+  batchReplicas,
   DEFAULT_SCALING_POLICY,
   decideReplicas,
   growthLimit,
   initialScalerState,
   type PoolObservation,
+  perReplicaRate,
   type Recommendation,
   requiredReplicas,
   type ScalerState,
@@ -22,6 +24,7 @@ export {
 export {
   type HttpReadOptions,
   histogramQuantile,
+  interactiveArrivalPerSec,
   type MetricsSource,
   type PoolRates,
   type ScrapeOptions,
@@ -31,6 +34,7 @@ export {
   type CapacityPlan,
   formatPlan,
   type PlanOptions,
+  type PoolBatchPlan,
   type PoolGpuPlan,
   type PoolPlan,
   planCapacity,

@@ -9,11 +9,12 @@
  *
  * | figure | metric | combined over processes |
  * | --- | --- | --- |
- * | arrivals | `mcp_cluster_queue_enqueued_total{pool,priority}` (ingress) | sum of increases |
+ * | arrivals | `mcp_cluster_queue_enqueued_total{pool,priority}` (ingress) | sum of increases; priority low also apart |
  * | completions | `mcp_cluster_worker_calls_total{pool,tool,outcome}`, outcome ≠ `retried` | sum of increases |
  * | service time | `mcp_cluster_backend_duration_seconds{pool,tool}` histogram | Δsum / Δcount; p95 from Δbuckets |
  * | in flight | `mcp_cluster_worker_inflight_calls{pool}` | sum |
- * | queue depth | `mcp_cluster_queue_depth{pool,priority}` | max per priority (every process exports the same broker-wide figure), then sum over priorities |
+ * | queue depth | `mcp_cluster_queue_depth{pool,priority}` | max per priority (every process exports the same broker-wide figure), then sum over priorities; priority low also apart |
+ * | low-priority in flight | `mcp_cluster_queue_inflight{pool,priority="low"}` | max (a broker-wide figure, like the depth) |
  * | oldest wait | `mcp_cluster_queue_oldest_age_seconds{pool,priority}` | max |
  * | replicas | `mcp_cluster_worker_replicas{pool,state="running"}` | sum (each worker sets 1 on its own state) |
  */
@@ -32,6 +33,12 @@ export interface PoolRates {
    * Exactly 0 when no call arrived in the window, so an idle pool can be recognised as idle.
    */
   readonly arrivalPerSec: number;
+  /**
+   * The low-priority (batch) part of `arrivalPerSec`, calls/s. The sources compute `arrivalPerSec` as
+   * the other priorities' rate plus this one, so `arrivalPerSec − lowArrivalPerSec` is exactly 0 when
+   * only batch calls arrived (see {@link interactiveArrivalPerSec}).
+   */
+  readonly lowArrivalPerSec: number;
   /** Calls workers finished per second over the window, any outcome but `retried`. */
   readonly completedPerSec: number;
   /** Mean backend time per finished call over the window, ms; NaN when no call finished. */
@@ -45,6 +52,10 @@ export interface PoolRates {
   readonly inFlight: number;
   /** Calls waiting in the pool's queue now, summed over priorities. */
   readonly queueDepth: number;
+  /** The low-priority (batch) part of `queueDepth`: calls waiting now. */
+  readonly lowQueueDepth: number;
+  /** Low-priority calls taken from the queue and not yet settled now (the broker's count). */
+  readonly lowInFlight: number;
   /** Age of the oldest waiting call now, ms; 0 when the queue is empty. */
   readonly oldestWaitMs: number;
   /** Worker replicas of the pool in state `running` now. */
@@ -145,9 +156,22 @@ export async function getBounded(
   return { status: res.status, text: Buffer.concat(chunks).toString('utf8') };
 }
 
+/**
+ * Arrivals per second of priorities high and normal: what the control law and the planner size the
+ * queue-wait target for (a batch job enqueues its chunks in one burst, which is no arrival rate).
+ * Never negative; exactly 0 when only low-priority calls arrived.
+ */
+export function interactiveArrivalPerSec(r: Pick<PoolRates, 'arrivalPerSec' | 'lowArrivalPerSec'>): number {
+  const all = Number.isFinite(r.arrivalPerSec) ? r.arrivalPerSec : 0;
+  const low = Number.isFinite(r.lowArrivalPerSec) ? r.lowArrivalPerSec : 0;
+  return all - low > 0 ? all - low : 0;
+}
+
 /** The figures of one pool as they are accumulated before the division into rates. */
 interface PoolAccumulator {
+  /** Arrivals of priorities other than low. */
   arrivalPerSec: number;
+  lowArrivalPerSec: number;
   completedPerSec: number;
   serviceSumSec: number;
   serviceCount: number;
@@ -156,6 +180,8 @@ interface PoolAccumulator {
   inFlight: number;
   /** Depth and oldest age per priority: the max over processes. */
   depthByPriority: Map<string, number>;
+  /** Low-priority calls in flight: the max over processes (each exports the broker's figure). */
+  lowInFlight: number;
   oldestAgeSec: number;
   replicas: number;
 }
@@ -163,12 +189,14 @@ interface PoolAccumulator {
 function newAccumulator(): PoolAccumulator {
   return {
     arrivalPerSec: 0,
+    lowArrivalPerSec: 0,
     completedPerSec: 0,
     serviceSumSec: 0,
     serviceCount: 0,
     buckets: new Map(),
     inFlight: 0,
     depthByPriority: new Map(),
+    lowInFlight: 0,
     oldestAgeSec: 0,
     replicas: 0,
   };
@@ -208,12 +236,17 @@ function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): Pool
   return {
     pool,
     // Exactly 0 (never -0 or a rounding residue) when nothing arrived: the control law's idle test.
-    arrivalPerSec: acc.arrivalPerSec > 0 ? acc.arrivalPerSec : 0,
+    // The other priorities plus low, so that subtracting low again leaves exactly their 0.
+    arrivalPerSec:
+      acc.arrivalPerSec + acc.lowArrivalPerSec > 0 ? acc.arrivalPerSec + acc.lowArrivalPerSec : 0,
+    lowArrivalPerSec: acc.lowArrivalPerSec > 0 ? acc.lowArrivalPerSec : 0,
     completedPerSec: acc.completedPerSec > 0 ? acc.completedPerSec : 0,
     meanServiceMs: served ? (acc.serviceSumSec / acc.serviceCount) * 1000 : Number.NaN,
     p95ServiceMs: served ? histogramQuantile(0.95, acc.buckets) * 1000 : Number.NaN,
     inFlight: acc.inFlight,
     queueDepth,
+    lowQueueDepth: acc.depthByPriority.get(LOW) ?? 0,
+    lowInFlight: acc.lowInFlight,
     oldestWaitMs: acc.oldestAgeSec * 1000,
     replicas: acc.replicas,
     windowMs,
@@ -230,10 +263,13 @@ export const WORKER_CALLS = 'mcp_cluster_worker_calls_total';
 export const SERVICE = 'mcp_cluster_backend_duration_seconds';
 export const INFLIGHT = 'mcp_cluster_worker_inflight_calls';
 export const DEPTH = 'mcp_cluster_queue_depth';
+export const QUEUE_INFLIGHT = 'mcp_cluster_queue_inflight';
+/** The priority of batch work (job chunks), sized apart from the interactive priorities. */
+export const LOW = 'low';
 export const OLDEST = 'mcp_cluster_queue_oldest_age_seconds';
 export const REPLICAS = 'mcp_cluster_worker_replicas';
 
-type CounterKind = 'arrival' | 'completion' | 'serviceSum' | 'serviceCount' | 'serviceBucket';
+type CounterKind = 'arrival' | 'lowArrival' | 'completion' | 'serviceSum' | 'serviceCount' | 'serviceBucket';
 
 /** One counter series of one target, reduced to what the rates need. */
 interface CounterSeries {
@@ -281,14 +317,20 @@ function readingOf(exposition: PromExposition, atMs: number): TargetReading {
     if (pool === undefined || !name.startsWith('mcp_cluster_')) continue;
     let kind: CounterKind | undefined;
     let le = Number.NaN;
-    if (name === ENQUEUED) kind = 'arrival';
+    if (name === ENQUEUED) kind = labels.priority === LOW ? 'lowArrival' : 'arrival';
     else if (name === WORKER_CALLS) kind = labels.outcome === 'retried' ? undefined : 'completion';
     else if (name === `${SERVICE}_sum`) kind = 'serviceSum';
     else if (name === `${SERVICE}_count`) kind = 'serviceCount';
     else if (name === `${SERVICE}_bucket`) {
       le = parsePromNumber(labels.le ?? '') ?? Number.NaN;
       kind = Number.isNaN(le) ? undefined : 'serviceBucket';
-    } else if (name === INFLIGHT || name === DEPTH || name === OLDEST || name === REPLICAS) {
+    } else if (
+      name === INFLIGHT ||
+      name === DEPTH ||
+      name === OLDEST ||
+      name === REPLICAS ||
+      (name === QUEUE_INFLIGHT && labels.priority === LOW)
+    ) {
       if (Number.isFinite(value)) {
         gauges.push({ pool, name, priority: labels.priority ?? '', state: labels.state ?? '', value });
       }
@@ -402,6 +444,7 @@ export function scrapeSource(urls: () => readonly string[], options: ScrapeOptio
         } else if (g.name === DEPTH) {
           a.depthByPriority.set(g.priority, Math.max(a.depthByPriority.get(g.priority) ?? 0, g.value));
         } else if (g.name === OLDEST) a.oldestAgeSec = Math.max(a.oldestAgeSec, g.value);
+        else if (g.name === QUEUE_INFLIGHT) a.lowInFlight = Math.max(a.lowInFlight, g.value);
       }
       if (first) return;
       let restarted = false;
@@ -426,6 +469,9 @@ export function scrapeSource(urls: () => readonly string[], options: ScrapeOptio
         switch (series.kind) {
           case 'arrival':
             if (targetWindowSec > 0) a.arrivalPerSec += increase / targetWindowSec;
+            break;
+          case 'lowArrival':
+            if (targetWindowSec > 0) a.lowArrivalPerSec += increase / targetWindowSec;
             break;
           case 'completion':
             if (targetWindowSec > 0) a.completedPerSec += increase / targetWindowSec;

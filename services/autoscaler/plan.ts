@@ -4,7 +4,8 @@
  * percentile, and what GPUs and money that takes. Pure: rates in, plan out.
  */
 import type { ResolvedConfig } from '../core/index.js';
-import type { PoolRates } from './metrics-source.js';
+import { perReplicaRate } from './control-law.js';
+import { interactiveArrivalPerSec, type PoolRates } from './metrics-source.js';
 import {
   DEFAULT_GPU_TIERS,
   fitGpuTier,
@@ -27,6 +28,33 @@ export interface PlanOptions {
   readonly targetWaitMs?: number;
   /** Fraction of calls that must wait at most the target, in (0, 1). Default `config.planner.percentile`. */
   readonly percentile?: number;
+  /**
+   * Time in which each pool's low-priority (batch) backlog should be finished, ms. Default each pool's
+   * `scaling.batchDrainTarget` (1 h unless set).
+   */
+  readonly batchDeadlineMs?: number;
+}
+
+/**
+ * The low-priority (batch) backlog of one pool: when it finishes at the current replicas, and the
+ * replicas that finish it by a deadline. Times in ms, rates in calls/s; NaN: unknown (no call finished
+ * in the window, so no service time); Infinity: never (no running replica).
+ */
+export interface PoolBatchPlan {
+  /** Low-priority calls waiting in the queue. */
+  readonly queued: number;
+  /** Low-priority calls taken by workers and not yet settled. */
+  readonly inFlight: number;
+  /** queued + inFlight: the calls (job chunks) left. */
+  readonly backlog: number;
+  /** Calls one replica completes per second when kept full: replicaConcurrency / mean service time. */
+  readonly perReplicaPerSec: number;
+  /** backlog / (replicas × perReplicaPerSec): when the backlog is done at the current replicas. */
+  readonly etaMs: number;
+  /** The deadline planned for: `--batch-deadline`, else the pool's `scaling.batchDrainTarget`. */
+  readonly deadlineMs: number;
+  /** ceil(backlog / (perReplicaPerSec × deadline)); undefined when the rate is unknown. */
+  readonly neededReplicas: number | undefined;
 }
 
 /** GPU sizing of one pool at the needed replicas. */
@@ -53,9 +81,12 @@ export interface PoolGpuPlan {
  */
 export interface PoolPlan {
   readonly pool: string;
-  /** Arrivals per second as observed. */
+  /**
+   * Interactive arrivals per second as observed: priorities high and normal. Low-priority (batch)
+   * calls arrive in bursts of a job's chunks and are planned by their backlog instead (`batch`).
+   */
   readonly observedArrivalPerSec: number;
-  /** Arrivals per second planned for: observed × what-if. */
+  /** Interactive arrivals per second planned for: observed × what-if. */
   readonly arrivalPerSec: number;
   readonly completedPerSec: number;
   /** Mean backend time per call: the M/M/c service time S. */
@@ -86,6 +117,8 @@ export interface PoolPlan {
   readonly maxReplicas: number;
   /** GPU sizing; undefined when the pool has no `gpu` section. */
   readonly gpu: PoolGpuPlan | undefined;
+  /** The low-priority backlog's ETA and needed replicas; undefined when the pool has no such backlog. */
+  readonly batch: PoolBatchPlan | undefined;
   /** What the reader should know about this pool's figures. */
   readonly notes: readonly string[];
 }
@@ -96,6 +129,8 @@ export interface CapacityPlan {
   readonly targetWaitMs: number;
   readonly percentile: number;
   readonly whatIf: number;
+  /** `PlanOptions.batchDeadlineMs`; undefined: each pool's `scaling.batchDrainTarget`. */
+  readonly batchDeadlineMs: number | undefined;
   /** Length of the observation the rates cover, ms. */
   readonly windowMs: number;
   /** Where the GPU prices come from. */
@@ -132,6 +167,10 @@ export function planCapacity(
   if (!(percentile > 0 && percentile < 1)) {
     throw new RangeError(`percentile must be a fraction in (0, 1), got ${percentile}`);
   }
+  const { batchDeadlineMs } = options;
+  if (batchDeadlineMs !== undefined && !(Number.isFinite(batchDeadlineMs) && batchDeadlineMs > 0)) {
+    throw new RangeError(`batchDeadlineMs must be a finite number above 0, got ${batchDeadlineMs}`);
+  }
   const fromConfig = config.planner.gpuTiers.length > 0;
   const tiers: readonly GpuTier[] = fromConfig ? config.planner.gpuTiers : DEFAULT_GPU_TIERS;
   let windowMs = 0;
@@ -140,7 +179,7 @@ export function planCapacity(
   const pools = Object.values(config.pools).map((pool) => {
     const observed = rates.get(pool.name);
     if (observed) windowMs = Math.max(windowMs, observed.windowMs);
-    return planPool(pool, observed, tiers, { whatIf, targetWaitMs, percentile });
+    return planPool(pool, observed, tiers, { whatIf, targetWaitMs, percentile, batchDeadlineMs });
   });
   const notes: string[] = [];
   for (const pool of rates.keys()) {
@@ -167,13 +206,21 @@ export function planCapacity(
       : 'GPU prices are the built-in EXAMPLE placeholders, not quotes: set planner.gpuTiers to what you pay',
   ];
   if (whatIf !== 1) {
-    assumptions.push(`what-if: observed arrival rates × ${whatIf}, service times as observed`);
+    assumptions.push(
+      `what-if: observed arrival rates × ${whatIf}, service times as observed${pools.some((p) => p.batch) ? ', batch backlogs as they are' : ''}`,
+    );
+  }
+  if (pools.some((p) => p.batch)) {
+    assumptions.push(
+      'batch (priority low): arrivals are interactive only (high, normal); a backlog is its queued and in-flight calls; one replica kept full completes r = replicaConcurrency / S calls/s; ETA = backlog / (replicas × r), as if the backlog had the replicas to itself (interactive calls go first); needed = ceil(backlog / (r × deadline)), which the autoscaler combines with the interactive need by max',
+    );
   }
   return {
     model: QUEUEING_MODEL,
     targetWaitMs,
     percentile,
     whatIf,
+    batchDeadlineMs,
     windowMs,
     priceTable: fromConfig ? 'config' : 'built-in example',
     gpuTiers: tiers,
@@ -189,16 +236,18 @@ function planPool(
   pool: ResolvedConfig['pools'][string],
   observed: PoolRates | undefined,
   tiers: readonly GpuTier[],
-  target: { whatIf: number; targetWaitMs: number; percentile: number },
+  target: { whatIf: number; targetWaitMs: number; percentile: number; batchDeadlineMs: number | undefined },
 ): PoolPlan {
   const notes: string[] = [];
   const k = pool.scaling.replicaConcurrency;
-  const observedArrival = observed?.arrivalPerSec ?? 0;
+  const observedArrival = observed ? interactiveArrivalPerSec(observed) : 0;
+  const batchBacklog = (observed?.lowQueueDepth ?? 0) + (observed?.lowInFlight ?? 0);
   const lambda = observedArrival * target.whatIf;
   const meanServiceMs = observed?.meanServiceMs ?? Number.NaN;
   const replicas = observed?.replicas ?? 0;
   if (!observed) notes.push(`pool ${pool.name}: no metrics for it, planned as idle`);
-  if (observed && observedArrival === 0 && observed.completedPerSec > 0) {
+  // A pool working off a batch backlog submitted before the window finishes calls with no arrivals.
+  if (observed && observed.arrivalPerSec === 0 && batchBacklog === 0 && observed.completedPerSec > 0) {
     notes.push(
       `pool ${pool.name}: no arrivals counted but ${formatRate(observed.completedPerSec)} calls/s finished: read the ingress's /metrics too (it counts arrivals)`,
     );
@@ -263,6 +312,12 @@ function planPool(
     };
   }
 
+  const batch =
+    observed && batchBacklog > 0
+      ? planBatch(pool, observed, replicas, target.batchDeadlineMs ?? pool.scaling.batchDrainTargetMs)
+      : undefined;
+  if (batch) notes.push(...batchNotes(pool, batch, replicas));
+
   return {
     pool: pool.name,
     observedArrivalPerSec: observedArrival,
@@ -284,8 +339,59 @@ function planPool(
     waitAtNeededMs: then?.percentileWaitMs ?? Number.NaN,
     maxReplicas: pool.scaling.maxReplicas,
     gpu,
+    batch,
     notes,
   };
+}
+
+/** The ETA and the replicas needed of a pool's low-priority backlog (> 0 calls). */
+function planBatch(
+  pool: ResolvedConfig['pools'][string],
+  observed: PoolRates,
+  replicas: number,
+  deadlineMs: number,
+): PoolBatchPlan {
+  const queued = observed.lowQueueDepth;
+  const inFlight = observed.lowInFlight;
+  const backlog = queued + inFlight;
+  const rate = perReplicaRate(
+    { perReplicaConcurrency: pool.scaling.replicaConcurrency },
+    observed.meanServiceMs,
+  );
+  const known = rate > 0;
+  return {
+    queued,
+    inFlight,
+    backlog,
+    perReplicaPerSec: known ? rate : Number.NaN,
+    etaMs: !known
+      ? Number.NaN
+      : replicas > 0
+        ? (backlog / (replicas * rate)) * 1000
+        : Number.POSITIVE_INFINITY,
+    deadlineMs,
+    // The same rounding as the control law's batch term, so the plan and the autoscaler agree.
+    neededReplicas: known ? Math.ceil(backlog / (rate * (deadlineMs / 1000)) - 1e-9) : undefined,
+  };
+}
+
+function batchNotes(pool: ResolvedConfig['pools'][string], batch: PoolBatchPlan, replicas: number): string[] {
+  const notes: string[] = [];
+  if (Number.isNaN(batch.etaMs)) {
+    notes.push(
+      `pool ${pool.name}: a batch backlog of ${batch.backlog} calls, but no call finished in the window, so its rate is unknown: observe longer (--window)`,
+    );
+  } else if (replicas === 0) {
+    notes.push(
+      `pool ${pool.name}: a batch backlog of ${batch.backlog} calls and no running replica: it does not progress until one starts`,
+    );
+  }
+  if (batch.neededReplicas !== undefined && batch.neededReplicas > pool.scaling.maxReplicas) {
+    notes.push(
+      `pool ${pool.name}: the batch backlog needs ${batch.neededReplicas} replicas to finish within ${formatDuration(batch.deadlineMs)}, above scaling.maxReplicas ${pool.scaling.maxReplicas}: at that ceiling it takes ${formatDuration((batch.backlog / (pool.scaling.maxReplicas * batch.perReplicaPerSec)) * 1000)}`,
+    );
+  }
+  return notes;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -308,6 +414,7 @@ export function planToJson(plan: CapacityPlan): Record<string, unknown> {
     targetWaitMs: plan.targetWaitMs,
     percentile: plan.percentile,
     whatIf: plan.whatIf,
+    batchDeadlineMs: plan.batchDeadlineMs ?? null,
     windowMs: plan.windowMs,
     priceTable: plan.priceTable,
     gpuTiers: plan.gpuTiers.map((t) => ({
@@ -348,6 +455,19 @@ export function planToJson(plan: CapacityPlan): Record<string, unknown> {
             costPerHour: jsonNumber(p.gpu.costPerHour),
           }
         : null,
+      batch: p.batch
+        ? {
+            queued: p.batch.queued,
+            inFlight: p.batch.inFlight,
+            backlog: p.batch.backlog,
+            perReplicaPerSec: jsonNumber(p.batch.perReplicaPerSec),
+            etaMs: jsonNumber(p.batch.etaMs),
+            // Tells the two nulls of etaMs apart, like stableNow: false is "never at these replicas".
+            progressingNow: p.batch.etaMs !== Number.POSITIVE_INFINITY,
+            deadlineMs: p.batch.deadlineMs,
+            neededReplicas: p.batch.neededReplicas ?? null,
+          }
+        : null,
       notes: p.notes,
     })),
     totalGpus: plan.totalGpus,
@@ -376,6 +496,15 @@ function formatMs(ms: number): string {
   if (ms < 1000) return `${ms.toFixed(0)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(2)} s`;
   return `${(ms / 60_000).toFixed(1)} min`;
+}
+
+/** A span that may run to hours (an ETA, a deadline): `45 s`, `12.5 min`, `3.2 h`; `∞`, `—`. */
+function formatDuration(ms: number): string {
+  if (Number.isNaN(ms)) return '—';
+  if (ms === Number.POSITIVE_INFINITY) return '∞';
+  if (ms < 60_000) return formatMs(ms);
+  if (ms < 3_600_000) return `${(ms / 60_000).toFixed(1)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
 }
 
 function formatShare(fraction: number): string {
@@ -468,9 +597,44 @@ export function formatPlan(plan: CapacityPlan): string {
     '',
     ...table(header, rows, new Set([11])),
     '',
-    'Assumptions:',
-    ...plan.assumptions.map((a) => `  - ${a}`),
   ];
+  const batched = plan.pools.filter((p) => p.batch);
+  if (batched.length > 0) {
+    const batchRows = batched.map((p) => {
+      const b = p.batch as PoolBatchPlan;
+      return [
+        p.pool,
+        String(b.backlog),
+        String(b.queued),
+        String(b.inFlight),
+        formatRate(b.perReplicaPerSec),
+        String(p.replicas),
+        formatDuration(b.etaMs),
+        formatDuration(b.deadlineMs),
+        b.neededReplicas === undefined ? '—' : String(b.neededReplicas),
+      ];
+    });
+    lines.push(
+      'Batch backlog (priority low):',
+      ...table(
+        [
+          'pool',
+          'backlog',
+          'queued',
+          'in flight',
+          'calls/s per replica',
+          'replicas',
+          'ETA now',
+          'deadline',
+          'needed by deadline',
+        ],
+        batchRows,
+        new Set(),
+      ),
+      '',
+    );
+  }
+  lines.push('Assumptions:', ...plan.assumptions.map((a) => `  - ${a}`));
   const notes = [...plan.pools.flatMap((p) => p.notes), ...plan.notes];
   if (notes.length > 0) lines.push('', 'Notes:', ...notes.map((n) => `  - ${n}`));
   return `${lines.join('\n')}\n`;

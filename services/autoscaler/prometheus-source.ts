@@ -7,9 +7,11 @@ import {
   getBounded,
   type HttpReadOptions,
   INFLIGHT,
+  LOW,
   type MetricsSource,
   OLDEST,
   type PoolRates,
+  QUEUE_INFLIGHT,
   REPLICAS,
   SERVICE,
   WORKER_CALLS,
@@ -24,13 +26,17 @@ export function prometheusQueries(windowMs: number): Record<string, string> {
   const ms = Math.round(windowMs);
   const w = ms % 1000 === 0 ? `[${ms / 1000}s]` : `[${ms}ms]`;
   return {
-    arrivals: `sum by (pool) (rate(${ENQUEUED}${w}))`,
+    // Apart by priority: low is batch work (see interactiveArrivalPerSec), and the total is their sum.
+    arrivals: `sum by (pool) (rate(${ENQUEUED}{priority!="${LOW}"}${w}))`,
+    lowArrivals: `sum by (pool) (rate(${ENQUEUED}{priority="${LOW}"}${w}))`,
     completions: `sum by (pool) (rate(${WORKER_CALLS}{outcome!="retried"}${w}))`,
     serviceSum: `sum by (pool) (increase(${SERVICE}_sum${w}))`,
     serviceCount: `sum by (pool) (increase(${SERVICE}_count${w}))`,
     serviceP95: `histogram_quantile(0.95, sum by (pool, le) (rate(${SERVICE}_bucket${w})))`,
     inFlight: `sum by (pool) (${INFLIGHT})`,
     queueDepth: `sum by (pool) (max by (pool, priority) (${DEPTH}))`,
+    lowQueueDepth: `max by (pool) (${DEPTH}{priority="${LOW}"})`,
+    lowInFlight: `max by (pool) (${QUEUE_INFLIGHT}{priority="${LOW}"})`,
     oldestAge: `max by (pool) (${OLDEST})`,
     replicas: `sum by (pool) (${REPLICAS}{state="running"})`,
   };
@@ -145,15 +151,20 @@ export function prometheusSource(
         const count = finite('serviceCount', pool);
         const p95 = figures.serviceP95?.get(pool);
         const arrival = finite('arrivals', pool);
+        const low = finite('lowArrivals', pool);
         const completed = finite('completions', pool);
         rates.set(pool, {
           pool,
-          arrivalPerSec: arrival > 0 ? arrival : 0,
+          // The sum here, not a third query: subtracting low again must leave exactly 0 (see PoolRates).
+          arrivalPerSec: arrival + low > 0 ? arrival + low : 0,
+          lowArrivalPerSec: low > 0 ? low : 0,
           completedPerSec: completed > 0 ? completed : 0,
           meanServiceMs: count > 0 ? (finite('serviceSum', pool) / count) * 1000 : Number.NaN,
           p95ServiceMs: count > 0 && p95 !== undefined ? p95 * 1000 : Number.NaN,
           inFlight: finite('inFlight', pool),
           queueDepth: finite('queueDepth', pool),
+          lowQueueDepth: finite('lowQueueDepth', pool),
+          lowInFlight: finite('lowInFlight', pool),
           oldestWaitMs: finite('oldestAge', pool) * 1000,
           replicas: finite('replicas', pool),
           windowMs,

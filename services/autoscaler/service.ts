@@ -21,7 +21,7 @@ import {
   type ScalingReason,
   scalingPolicy,
 } from './control-law.js';
-import type { MetricsSource, PoolRates } from './metrics-source.js';
+import { interactiveArrivalPerSec, type MetricsSource, type PoolRates } from './metrics-source.js';
 import type { ScalingProvider } from './provider.js';
 
 /** Options of {@link startAutoscaler}. */
@@ -30,14 +30,16 @@ export interface AutoscalerOptions {
   config: ResolvedConfig;
   /**
    * The broker of the pools' queues: queue depth, in-flight calls and the oldest wait come from
-   * `queue.stats` (exact and cheap). Not closed by `shutdown()`.
+   * `queue.stats` (exact and cheap), per priority: low is batch work, high and normal interactive.
+   * Not closed by `shutdown()`.
    */
   broker: Pick<Broker, 'queue'>;
   /** Where decisions land. Owned by the autoscaler: `shutdown()` closes it (the local provider drains its workers). */
   provider: ScalingProvider;
   /**
    * Arrival rate and mean service time per pool (`scrapeSource` or `prometheusSource`; the queue
-   * figures come from the broker, which is exact, so only these two are used). A read that fails or
+   * figures come from the broker, which is exact, so only these two are used; the arrival rate without
+   * its low-priority part, see {@link interactiveArrivalPerSec}). A read that fails or
    * takes over half an interval leaves the previous rates in use for up to three intervals. Absent:
    * arrival 0 and service time unknown, so the law sizes pools from queued and in-flight calls only (any
    * queued call wakes a pool; a call waiting longer than the target adds a replica).
@@ -103,6 +105,7 @@ export function policyFromConfig(pool: Pick<PoolConfig, 'name' | 'scaling'>): Sc
       minReplicas: s.minReplicas,
       maxReplicas: s.maxReplicas,
       targetQueueWaitMs: s.targetQueueWaitMs,
+      batchDrainTargetMs: s.batchDrainTargetMs,
       scaleDownStabilizationMs: s.scaleDownStabilizationMs,
       idleToZeroMs: s.idleToZeroMs,
       maxScaleUpPerStep: { factor: s.maxScaleUpFactor, absolute: s.maxScaleUpStep },
@@ -210,22 +213,26 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
         `the ${provider.kind} provider's replicas of pool ${pool}`,
       ),
     ]);
-    let queueDepth = 0;
-    let inFlight = 0;
-    let oldestWaitMs = 0;
+    // Low priority is batch work, sized on its own drain target; high and normal are interactive.
+    const interactive = { depth: 0, inFlight: 0, oldestMs: 0 };
+    const batch = { depth: 0, inFlight: 0, oldestMs: 0 };
     for (const s of stats) {
-      queueDepth += s.depth;
-      inFlight += s.inFlight;
-      oldestWaitMs = Math.max(oldestWaitMs, s.oldestAgeMs);
+      const into = s.priority === 'low' ? batch : interactive;
+      into.depth += s.depth;
+      into.inFlight += s.inFlight;
+      into.oldestMs = Math.max(into.oldestMs, s.oldestAgeMs);
     }
     const r = ratesOf(pool);
     return {
       atMs: clock(),
-      queueDepth,
-      oldestWaitMs,
-      arrivalRatePerSec: r && Number.isFinite(r.arrivalPerSec) ? r.arrivalPerSec : 0,
+      queueDepth: interactive.depth,
+      oldestWaitMs: interactive.oldestMs,
+      arrivalRatePerSec: r ? interactiveArrivalPerSec(r) : 0,
       serviceTimeMs: r ? r.meanServiceMs : Number.NaN,
-      inFlight,
+      inFlight: interactive.inFlight,
+      batchQueueDepth: batch.depth,
+      batchInFlight: batch.inFlight,
+      batchOldestWaitMs: batch.oldestMs,
       currentReplicas: current,
     };
   };
@@ -266,6 +273,8 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
       queueDepth: obs.queueDepth,
       oldestWaitMs: Math.round(obs.oldestWaitMs),
       inFlight: obs.inFlight,
+      batchQueueDepth: obs.batchQueueDepth ?? 0,
+      batchInFlight: obs.batchInFlight ?? 0,
       arrivalPerSec: obs.arrivalRatePerSec,
       serviceTimeMs: Number.isFinite(obs.serviceTimeMs) ? Math.round(obs.serviceTimeMs) : null,
     };

@@ -17,9 +17,10 @@ Usage:
                                                      mints an API key; prints it once, with the entry
                                                      to add to the keys file (auth.apiKeys.file)
   mcp-cluster plan [--config FILE] (--metrics URL ... | --prometheus URL) [--window 10s] [--what-if X]
-                   [--target-wait 1s] [--percentile 0.95] [--json]
+                   [--target-wait 1s] [--percentile 0.95] [--batch-deadline 1h] [--json]
                                                      observe per-pool rates, then size each pool for a
-                                                     queue-wait target (M/M/c) with GPUs and cost
+                                                     queue-wait target (M/M/c) with GPUs and cost, and
+                                                     each batch backlog's ETA and replicas for a deadline
 
 Options:
   --config FILE   YAML configuration (default: $MCP_CLUSTER_CONFIG, else built-in defaults)

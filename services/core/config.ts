@@ -80,8 +80,15 @@ const scalingSchema = section({
   minReplicas: z.number().int().min(0).max(10_000).default(0),
   /** Most replicas. */
   maxReplicas: z.number().int().min(1).max(10_000).default(10),
-  /** Queue wait the pool is sized for. */
+  /** Queue wait the pool is sized for: calls of priority high and normal (interactive). */
   targetQueueWait: duration('1s'),
+  /**
+   * Time in which the pool should work off its low-priority (batch) backlog, queued and in flight.
+   * Batch chunks are not sized like interactive calls: a job of a million texts waiting an hour is
+   * on plan, so the autoscaler adds the replicas that finish the backlog within this time at the
+   * measured per-replica rate, not the ones that would start every chunk within `targetQueueWait`.
+   */
+  batchDrainTarget: duration('1h'),
   /** Scale down only to the highest recommendation seen within this trailing window. */
   scaleDownStabilization: duration('5m'),
   /** Without arrivals, queued or running calls for this long, a pool with minReplicas 0 goes to zero. */
@@ -396,8 +403,12 @@ function buildConfigSchema(families: ConfigFamilies) {
       ackWait: duration('30s'),
       /** Deliveries before a call is dead-lettered. */
       maxDeliveries: z.number().int().min(1).max(100).default(5),
-      /** How long SIGTERM waits for running calls before handing them back. */
-      drainGrace: duration('30s'),
+      /**
+       * How long SIGTERM waits for running calls before handing them back to the queue. Below 30 s
+       * because a spot node's preemption notice is 30 s: with a 5 s preStop this leaves 5 s for the
+       * hand-back and the exit (keep terminationGracePeriodSeconds above preStop + drainGrace).
+       */
+      drainGrace: duration('20s'),
       /** How long a worker tries to reach an ingress replica before calling the call undeliverable. */
       deliveryConnectTimeout: duration('5s'),
       /** How long a worker waits for the ingress to confirm a final chunk. */
@@ -490,7 +501,7 @@ function configSchema(families: ConfigFamilies): ReturnType<typeof buildConfigSc
 
 /**
  * Environment variables that override the file, each naming the setting it replaces.
- * `MCP_CLUSTER_BACKENDS_<POOL>` takes a comma-separated list of endpoint URLs.
+ * `MCP_CLUSTER_BACKENDS_<POOL>` takes a comma-separated list of endpoint URLs ({@link backendsVariable}).
  */
 export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_NAMESPACE: ['cluster', 'namespace'],
@@ -515,6 +526,14 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_PROMETHEUS_URL: ['autoscaler', 'prometheusUrl'],
   MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],
 };
+
+/**
+ * The variable that sets the endpoints of `pool`: `MCP_CLUSTER_BACKENDS_` and the name upper-cased,
+ * with `-` as `_` (environment variable names are C identifiers).
+ */
+export function backendsVariable(pool: string): string {
+  return `MCP_CLUSTER_BACKENDS_${pool.toUpperCase().replace(/-/g, '_')}`;
+}
 
 /** The environment: variable name → value. */
 export type ConfigEnv = Record<string, string | undefined>;
@@ -604,8 +623,18 @@ function applyEnv(doc: Record<string, unknown>, env: ConfigEnv, families: Config
   for (const [variable, value] of Object.entries(env)) {
     const m = /^MCP_CLUSTER_BACKENDS_([A-Z0-9_]+)$/.exec(variable);
     if (!m?.[1] || !value) continue;
-    const pool = m[1].toLowerCase();
     const pools = (doc.pools ?? defaultPoolsDoc(families)) as Record<string, Record<string, unknown>>;
+    // A declared pool whose name has a `-` (Deployment names cannot have `_`) is reached with `_`.
+    const declared = isMapping(pools)
+      ? Object.keys(pools).filter((name) => backendsVariable(name) === variable)
+      : [];
+    if (declared.length > 1) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `${variable} matches pools ${declared.join(' and ')}; rename one of them (a "-" in a pool name reads as "_" here)`,
+      );
+    }
+    const pool = declared[0] ?? m[1].toLowerCase();
     // Own keys only, so a pool named like `__proto__` is validated, not written onto Object.prototype.
     const found = isMapping(pools) && Object.hasOwn(pools, pool) ? pools[pool] : undefined;
     // A `pools` or pool entry that is not a mapping is left for validation to report by path.
@@ -716,6 +745,9 @@ function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): voi
   for (const [poolName, p] of Object.entries(c.pools)) {
     if (p.scaling.targetQueueWaitMs <= 0) {
       problems.push(`  pools.${poolName}.scaling.targetQueueWait: must be above 0 (e.g. 500ms)`);
+    }
+    if (p.scaling.batchDrainTargetMs <= 0) {
+      problems.push(`  pools.${poolName}.scaling.batchDrainTarget: must be above 0 (e.g. 1h)`);
     }
     if (p.scaling.minReplicas > p.scaling.maxReplicas) {
       problems.push(

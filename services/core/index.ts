@@ -20,7 +20,7 @@ export type {
   ToolSettings,
   ToolTemplate,
 } from './config.js';
-export { ENV_OVERRIDES, processId } from './config.js';
+export { backendsVariable, ENV_OVERRIDES, processId } from './config.js';
 export type {
   CallSignal,
   ChunkHandler,

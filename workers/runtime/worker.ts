@@ -1,6 +1,7 @@
 import {
   type BackendKind,
   type Broker,
+  backendsVariable,
   type CallConsumer,
   ClusterError,
   type ClusterErrorCode,
@@ -151,7 +152,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   if (poolConfig.endpoints.length === 0) {
     throw new ClusterError(
       'INVALID_CONFIG',
-      `pool "${pool}" has no backend endpoints (set pools.${pool}.endpoints or MCP_CLUSTER_BACKENDS_${pool.toUpperCase()})`,
+      `pool "${pool}" has no backend endpoints (set pools.${pool}.endpoints or ${backendsVariable(pool)})`,
     );
   }
   const tools = new Map(config.tools.filter((t) => t.pool === pool).map((t) => [t.name, t]));

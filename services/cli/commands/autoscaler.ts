@@ -11,7 +11,7 @@ import {
   startAutoscaler,
   workerProcessLauncher,
 } from '../../autoscaler/index.js';
-import { ClusterError, createLogger, exitOnSignals } from '../../core/index.js';
+import { backendsVariable, ClusterError, createLogger, exitOnSignals } from '../../core/index.js';
 import { COMMON, configFrom, configPathOf, type ExitCode, parse, portFlag, SERVING } from '../args.js';
 import { brokerScheme } from '../brokers.js';
 import { brokerFor } from '../compose.js';
@@ -51,7 +51,7 @@ export async function autoscaler(args: string[]): Promise<ExitCode> {
       'INVALID_CONFIG',
       `autoscaler.provider local starts \`mcp-cluster worker\` processes, which need backend endpoints; ` +
         `${bare.map((p) => `pools.${p.name}.endpoints`).join(', ')} ${bare.length > 1 ? 'are' : 'is'} empty ` +
-        `(set them or MCP_CLUSTER_BACKENDS_${bare[0]?.name.toUpperCase()})`,
+        `(set them or ${backendsVariable(bare[0]?.name ?? '')})`,
     );
   }
   const host = config.worker.host;

@@ -18,6 +18,7 @@ const PLAN_OPTIONS = {
   'what-if': { type: 'string' },
   'target-wait': { type: 'string' },
   percentile: { type: 'string' },
+  'batch-deadline': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -29,7 +30,8 @@ const PLAN_PROMETHEUS_WINDOW_MS = 5 * 60_000;
 
 /**
  * `mcp-cluster plan`: reads per-pool rates (two scrapes of the `/metrics` pages `--window` apart, or
- * one Prometheus query over `--window`), then prints the capacity plan. Exit 0 with the plan, 1 when
+ * one Prometheus query over `--window`), then prints the capacity plan, with the ETA of each pool's
+ * low-priority (batch) backlog and the replicas that finish it within `--batch-deadline`. Exit 0 with the plan, 1 when
  * a metrics source cannot be read, 2 on bad flags or when no source is given.
  */
 export async function plan(args: string[]): Promise<ExitCode> {
@@ -38,6 +40,8 @@ export async function plan(args: string[]): Promise<ExitCode> {
   const whatIf = whatIfFlag(values['what-if']);
   const targetWaitMs = durationFlag(values['target-wait'], '--target-wait', 0);
   const percentile = percentileFlag(values.percentile);
+  // When each pool's low-priority backlog should be done; default its scaling.batchDrainTarget.
+  const batchDeadlineMs = durationFlag(values['batch-deadline'], '--batch-deadline', 1);
   const windowMs = durationFlag(values.window, '--window', 1);
   const metricsFlags = (values.metrics ?? []).flatMap((v) => v.split(',')).map((u) => u.trim());
   if (values.metrics !== undefined && metricsFlags.every((u) => u === '')) {
@@ -97,6 +101,7 @@ export async function plan(args: string[]): Promise<ExitCode> {
     whatIf,
     ...(targetWaitMs !== undefined ? { targetWaitMs } : {}),
     ...(percentile !== undefined ? { percentile } : {}),
+    ...(batchDeadlineMs !== undefined ? { batchDeadlineMs } : {}),
   });
   process.stdout.write(
     values.json ? `${JSON.stringify(planToJson(capacity), null, 2)}\n` : formatPlan(capacity),
