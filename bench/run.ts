@@ -17,6 +17,7 @@ const SCENARIOS: Record<string, string> = {
   affinity: 'time to first token of multi-turn sessions, session affinity against round-robin',
   cpu: 'CPU per call of every process of one system (default cluster-nats) under the overhead load',
   queue: 'the queue hop alone: enqueue to delivery on one broker (default nats://127.0.0.1:4222)',
+  batch: 'a batch embedding job against the backend capacity; interactive p95 with and without a job',
 };
 
 /** Scenarios that live in scenarios.ts; the others have their own script. */

@@ -6,6 +6,7 @@ export interface LatencySummary {
   mean: number;
   p50: number;
   p90: number;
+  p95: number;
   p99: number;
   p999: number;
   max: number;
@@ -44,6 +45,7 @@ export class LatencyRecorder {
       mean: round3(h.mean / 1000),
       p50: round3(h.getValueAtPercentile(50) / 1000),
       p90: round3(h.getValueAtPercentile(90) / 1000),
+      p95: round3(h.getValueAtPercentile(95) / 1000),
       p99: round3(h.getValueAtPercentile(99) / 1000),
       p999: round3(h.getValueAtPercentile(99.9) / 1000),
       max: round3(h.maxValue / 1000),
@@ -52,7 +54,7 @@ export class LatencyRecorder {
 }
 
 export function emptySummary(): LatencySummary {
-  return { count: 0, mean: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
+  return { count: 0, mean: 0, p50: 0, p90: 0, p95: 0, p99: 0, p999: 0, max: 0 };
 }
 
 function round3(ms: number): number {

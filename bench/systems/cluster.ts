@@ -28,6 +28,8 @@ export interface ClusterStartOptions {
   timeoutMs: number;
   /** Authentication at the ingress (cluster-memory only); default none. */
   auth?: BenchAuth | undefined;
+  /** More configuration sections (YAML), e.g. `batch:`. */
+  configYaml?: string | undefined;
 }
 
 /** The banner line of `mcp-cluster up` that names the endpoint. */
@@ -56,7 +58,7 @@ export async function startClusterMemory(options: ClusterStartOptions): Promise<
       backendUrl: options.backendUrl,
       embedCache: options.embedCache,
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
-      ...(options.auth ? { authYaml: options.auth.yaml } : {}),
+      extraYaml: [options.auth?.yaml, options.configYaml].filter(Boolean).join('\n'),
     }),
   );
   let role: ChildRole<string> | undefined;
@@ -110,6 +112,7 @@ export async function startClusterDistributed(
       sessionSecret: randomBytes(16).toString('hex'),
       embedCache: options.embedCache,
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
+      ...(options.configYaml ? { extraYaml: options.configYaml } : {}),
     }),
   );
   const roles: ChildRole<Record<string, unknown>>[] = [];

@@ -25,8 +25,8 @@ export interface BenchConfigOptions {
   embedCache?: boolean;
   /** Calls one inference worker holds. Default INFERENCE_IN_FLIGHT. */
   inferenceInFlight?: number;
-  /** The `auth:` section's YAML lines (see auth.ts); default none (mode none). */
-  authYaml?: string;
+  /** More top-level YAML sections (`auth:` from auth.ts, `batch:`); default none. */
+  extraYaml?: string;
 }
 
 /**
@@ -70,7 +70,7 @@ export function benchConfigYaml(options: BenchConfigOptions): string {
     '    model: sim-embed',
     '    deadline: 60s',
     `    cache: { enabled: ${options.embedCache === true} }`,
-    ...(options.authYaml ? [options.authYaml] : []),
+    ...(options.extraYaml ? [options.extraYaml] : []),
     '',
   ].join('\n');
 }

@@ -46,6 +46,8 @@ export interface SystemOptions {
   startTimeoutMs?: number;
   /** cluster-memory: authenticate callers (see auth.ts); the load sends `auth.headers`. */
   auth?: BenchAuth;
+  /** Cluster: more configuration sections (YAML), e.g. `batch: { directory: ... }`. */
+  configYaml?: string;
 }
 
 export interface SystemUnderTest {
@@ -116,6 +118,7 @@ export async function startSystem(name: SystemName, options: SystemOptions): Pro
         inferenceInFlight: options.inferenceInFlight,
         timeoutMs,
         auth: options.auth,
+        configYaml: options.configYaml,
       };
       running =
         name === 'cluster-memory'

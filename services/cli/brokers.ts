@@ -1,4 +1,12 @@
-import { type Broker, type BrokerOptions, ClusterError, openMemoryBroker } from '../core/index.js';
+import {
+  type Broker,
+  type BrokerOptions,
+  ClusterError,
+  type JobStore,
+  type JobStoreOptions,
+  openMemoryBroker,
+  openMemoryJobStore,
+} from '../core/index.js';
 
 /**
  * The composition root's choice of queue implementation. The kernel defines the `CallQueue` and
@@ -35,4 +43,17 @@ export function brokerScheme(url: string): 'memory' | 'nats' | 'redis' {
     'INVALID_CONFIG',
     `broker.url "${url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
   );
+}
+
+/**
+ * Opens the batch-job store of the broker a URL names (see `JobStore`): JetStream KV and Object
+ * Store on `nats://`, keys on `redis://`, the process's memory (or `directory`) on `memory:`.
+ */
+export async function openJobStore(options: JobStoreOptions): Promise<JobStore> {
+  switch (brokerScheme(options.url)) {
+    case 'memory':
+      return openMemoryJobStore(options.directory ? { directory: options.directory } : {});
+    default:
+      throw new ClusterError('INVALID_CONFIG', `batch jobs on ${options.url} are not available yet`);
+  }
 }

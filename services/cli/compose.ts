@@ -1,13 +1,16 @@
 import {
   type Broker,
   ClusterError,
+  createLogger,
   type DeliveryTransport,
   inProcessDelivery,
+  type JobStore,
   type ResolvedConfig,
 } from '../core/index.js';
 import { grpcDelivery } from '../grpc/index.js';
+import { type BatchJobs, batchJobDelivery, createBatchJobs } from '../jobs/index.js';
 import { brokerChosen, type ConfigFlags } from './args.js';
-import { brokerScheme, openBroker } from './brokers.js';
+import { brokerScheme, openBroker, openJobStore } from './brokers.js';
 
 // What the composition root wires into the roles (the tool families are in families.ts): the transports calls
 // travel on (the broker, and the delivery transport results come back on).
@@ -15,6 +18,29 @@ import { brokerScheme, openBroker } from './brokers.js';
 /** Opens the broker of `config.brokerUrl` with the queues of every configured pool. */
 export function brokerFor(config: ResolvedConfig): Promise<Broker> {
   return openBroker({ url: config.brokerUrl, namespace: config.namespace, pools: Object.keys(config.pools) });
+}
+
+/** Opens the batch-job store that goes with `config.brokerUrl` (see `openJobStore`). */
+export function jobStoreFor(config: ResolvedConfig): Promise<JobStore> {
+  return openJobStore({
+    url: config.brokerUrl,
+    namespace: config.namespace,
+    ...(config.batch.directory ? { directory: config.batch.directory } : {}),
+  });
+}
+
+/** The batch engine an ingress serves jobs with, over the broker's queue and job store. */
+export function batchJobsFor(
+  config: ResolvedConfig,
+  broker: Broker,
+  store: JobStore,
+): BatchJobs & { close(): Promise<void> } {
+  return createBatchJobs({ store, queue: broker.queue, config, log: createLogger('batch') });
+}
+
+/** A worker's delivery: `transport` for calls from an ingress, the job store for batch chunks. */
+export function workerDeliveryFor(transport: DeliveryTransport, store: JobStore): DeliveryTransport {
+  return batchJobDelivery(transport, store, createLogger('batch'));
 }
 
 /**

@@ -367,6 +367,27 @@ function buildConfigSchema(families: ConfigFamilies) {
         pollInterval: duration('2s'),
       }).prefault({}),
     }).prefault({}),
+    /** Batch embedding jobs (`mcp-cluster batch`, `/v1/batches`, the `embed_batch` tool). */
+    batch: section({
+      /** Pool whose embed tool runs a job that names no pool. */
+      pool: z.string().default('embeddings'),
+      /** Texts per chunk: one low-priority queued call, micro-batched like any embed call. */
+      chunkSize: z.number().int().min(1).max(1024).default(64),
+      /** Most input lines (texts) of one job. */
+      maxLines: z.number().int().min(1).max(10_000_000).default(1_000_000),
+      /** Largest input file or inline input of one job. */
+      maxInputSize: resolvedAs('maxInputBytes', size('200mb')),
+      /** How long a job may run before it expires (OpenAI's `completion_window`). */
+      completionWindow: duration('24h'),
+      /** How long a finished job's record, input and results are kept, in hours (default 7 days). */
+      retentionHours: z
+        .number()
+        .min(0.01)
+        .max(24 * 365)
+        .default(168),
+      /** `memory:` broker only: a directory for job blobs instead of the heap (empty: the heap). */
+      directory: z.string().default(''),
+    }).prefault({}),
     worker: section({
       /** Health and metrics HTTP port of a worker process (0: any free port). */
       port: port.default(0),

@@ -14,6 +14,7 @@ import {
   type Stoppable,
   sendJson,
 } from '../core/index.js';
+import type { BatchJobs } from '../jobs/index.js';
 import { createFrontDoorAuth } from './auth/index.js';
 import { CallRegistry } from './call-registry.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
@@ -33,6 +34,15 @@ export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } fro
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
 export { ToolValidator } from './tool-validator.js';
+
+/** What an ingress serves beyond the tool calls of its catalog. */
+export interface IngressOptions {
+  /**
+   * The batch engine (`createBatchJobs`), shared with nothing else in the replica; closed by the
+   * composition root. Without it the replica serves no batch jobs.
+   */
+  jobs?: BatchJobs;
+}
 
 /** A running ingress replica. */
 export interface Ingress extends Stoppable {
@@ -59,6 +69,7 @@ export async function startIngress(
   config: ResolvedConfig,
   broker: Broker,
   delivery: DeliveryTransport,
+  options: IngressOptions = {},
 ): Promise<Ingress> {
   const log = createLogger('ingress');
   const metrics = clusterMetrics();
@@ -146,6 +157,7 @@ export async function startIngress(
     url: `http://${displayHost}:${port}/mcp`,
     delivery: deliveryAddress,
     broker: broker.url,
+    batchJobs: options.jobs !== undefined,
   });
 
   return {

@@ -1,7 +1,7 @@
 import { createLogger, exitOnSignals } from '../../core/index.js';
 import { startIngress } from '../../ingress/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
-import { brokerFor, deliveryFor, requireSharedBroker } from '../compose.js';
+import { batchJobsFor, brokerFor, deliveryFor, jobStoreFor, requireSharedBroker } from '../compose.js';
 import { help } from '../usage.js';
 
 const log = createLogger('cli');
@@ -18,7 +18,9 @@ export async function ingress(args: string[]): Promise<ExitCode> {
   const config = configFrom(values, env);
   requireSharedBroker('ingress', values);
   const broker = await brokerFor(config);
-  const front = await startIngress(config, broker, deliveryFor(config, false));
+  const jobStore = await jobStoreFor(config);
+  const jobs = batchJobsFor(config, broker, jobStore);
+  const front = await startIngress(config, broker, deliveryFor(config, false), { jobs });
   // SIGHUP re-reads the API keys file: a revoked key stops working without a restart.
   process.on('SIGHUP', () => front.reloadCredentials());
   exitOnSignals(
@@ -29,6 +31,8 @@ export async function ingress(args: string[]): Promise<ExitCode> {
         },
         async shutdown() {
           await front.shutdown();
+          await jobs.close();
+          await jobStore.close();
           await broker.close();
         },
       },

@@ -18,7 +18,7 @@ import {
 } from '../../core/index.js';
 import { startIngress } from '../../ingress/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
-import { brokerFor, deliveryFor } from '../compose.js';
+import { batchJobsFor, brokerFor, deliveryFor, jobStoreFor, workerDeliveryFor } from '../compose.js';
 import { families } from '../families.js';
 import { help } from '../usage.js';
 
@@ -55,8 +55,11 @@ export async function up(args: string[]): Promise<ExitCode> {
   }
   config = { ...config, pools };
   const broker = await brokerFor(config);
-  const delivery = deliveryFor(config, true);
-  const front = await startIngress(config, broker, delivery);
+  const jobStore = await jobStoreFor(config);
+  const jobs = batchJobsFor(config, broker, jobStore);
+  // Workers write batch chunks to the job store; calls from the ingress go back over `delivery`.
+  const delivery = workerDeliveryFor(deliveryFor(config, true), jobStore);
+  const front = await startIngress(config, broker, delivery, { jobs });
   const adapters = families.adapters(config);
   let workers: Worker[] = [];
   let scaler: Autoscaler | undefined;
@@ -100,7 +103,9 @@ export async function up(args: string[]): Promise<ExitCode> {
           await scaler?.shutdown();
           await rates?.close?.();
           await Promise.all(workers.map((w) => w.shutdown()));
+          await jobs.close();
           await families.close();
+          await jobStore.close();
           await broker.close();
           await Promise.all(sims.map((s) => s.close()));
         },

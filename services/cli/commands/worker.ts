@@ -1,7 +1,7 @@
 import { startWorker } from '../../../workers/runtime/index.js';
 import { ClusterError, createLogger, exitOnSignals, processId } from '../../core/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
-import { brokerFor, deliveryFor, requireSharedBroker } from '../compose.js';
+import { brokerFor, deliveryFor, jobStoreFor, requireSharedBroker, workerDeliveryFor } from '../compose.js';
 import { families } from '../families.js';
 import { help } from '../usage.js';
 
@@ -23,12 +23,14 @@ export async function worker(args: string[]): Promise<ExitCode> {
   }
   requireSharedBroker('worker', values);
   const broker = await brokerFor(config);
+  const jobStore = await jobStoreFor(config);
   const running = await startWorker({
     config,
     pool: values.pool,
     broker,
     adapters: families.adapters(config),
-    delivery: deliveryFor(config, false),
+    // Batch chunks are answered into the job store, everything else to its ingress.
+    delivery: workerDeliveryFor(deliveryFor(config, false), jobStore),
     workerId: `${processId()}-${values.pool}`,
   });
   exitOnSignals(
@@ -40,6 +42,7 @@ export async function worker(args: string[]): Promise<ExitCode> {
         async shutdown() {
           await running.shutdown();
           await families.close();
+          await jobStore.close();
           await broker.close();
         },
       },
