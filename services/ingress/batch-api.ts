@@ -182,6 +182,14 @@ export function createBatchApi(options: BatchApiOptions): RouteHandler {
 
   /** Reads the multipart upload within the limit, checks its fields and stores the file. */
   async function upload(req: IncomingMessage, owner: JobOwner): Promise<FileView> {
+    // The parsed form is out of reach once its file's bytes are: the engine's check of the lines
+    // does not run with two copies of the input held.
+    const { filename, bytes } = await readUpload(req);
+    return jobs.uploadFile(owner, filename, bytes);
+  }
+
+  /** The file part of a multipart upload, read within the limit, its fields checked. */
+  async function readUpload(req: IncomingMessage): Promise<{ filename: string; bytes: Uint8Array }> {
     const type = req.headers['content-type'] ?? '';
     if (!/^multipart\/form-data\s*;/i.test(type)) {
       throw new ApiError(
@@ -240,8 +248,10 @@ export function createBatchApi(options: BatchApiOptions): RouteHandler {
       );
     }
     if (file.size > uploadLimit) throw tooLarge(file.size);
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    return jobs.uploadFile(owner, (file.name || 'input.jsonl').slice(0, MAX_FILENAME), bytes);
+    return {
+      filename: (file.name || 'input.jsonl').slice(0, MAX_FILENAME),
+      bytes: new Uint8Array(await file.arrayBuffer()),
+    };
   }
 
   function tooLarge(bytes: number | undefined): ApiError {
