@@ -34,6 +34,29 @@ export async function openBroker(options: BrokerOptions): Promise<Broker> {
   }
 }
 
+/**
+ * Opens the job store (durable state of batch jobs) in the broker `options.url` names, picked like
+ * {@link openBroker}: JetStream KV and Object Store for `nats://`, plain keys for `redis://` /
+ * `rediss://`, and for `memory:` an in-process store (blobs in `options.directory` when set, else
+ * the heap). The store opens its own connection. Rejects with `ClusterError('INVALID_CONFIG')` for
+ * an unknown scheme or a namespace that cannot name buckets or keys, and
+ * `ClusterError('QUEUE_UNAVAILABLE')` when the broker cannot be reached.
+ */
+export async function openJobStore(options: JobStoreOptions): Promise<JobStore> {
+  switch (brokerScheme(options.url)) {
+    case 'memory':
+      return openMemoryJobStore({ directory: options.directory });
+    case 'nats': {
+      const { openNatsJobStore } = await import('../nats/index.js');
+      return openNatsJobStore(options);
+    }
+    case 'redis': {
+      const { openRedisJobStore } = await import('../bullmq/index.js');
+      return openRedisJobStore(options);
+    }
+  }
+}
+
 /** Which implementation a broker URL selects; throws INVALID_CONFIG naming the URL otherwise. */
 export function brokerScheme(url: string): 'memory' | 'nats' | 'redis' {
   if (url === 'memory:' || url.startsWith('memory:')) return 'memory';
@@ -43,17 +66,4 @@ export function brokerScheme(url: string): 'memory' | 'nats' | 'redis' {
     'INVALID_CONFIG',
     `broker.url "${url}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
   );
-}
-
-/**
- * Opens the batch-job store of the broker a URL names (see `JobStore`): JetStream KV and Object
- * Store on `nats://`, keys on `redis://`, the process's memory (or `directory`) on `memory:`.
- */
-export async function openJobStore(options: JobStoreOptions): Promise<JobStore> {
-  switch (brokerScheme(options.url)) {
-    case 'memory':
-      return openMemoryJobStore(options.directory ? { directory: options.directory } : {});
-    default:
-      throw new ClusterError('INVALID_CONFIG', `batch jobs on ${options.url} are not available yet`);
-  }
 }

@@ -4,6 +4,6 @@
  * implementation by URL scheme, the delivery transport, and registers the tool families.
  */
 
-export { brokerScheme, openBroker } from './brokers.js';
+export { brokerScheme, openBroker, openJobStore } from './brokers.js';
 export { brokerFor, deliveryFor } from './compose.js';
 export { families } from './families.js';

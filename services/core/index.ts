@@ -60,7 +60,7 @@ export type {
 export { registerFamilies } from './family.js';
 export type { CallError, Final, Timing } from './generated/mcp_cluster.js';
 export type { JobStore, JobStoreOptions, StoredRecord } from './jobs/job-store.js';
-export { assertStoreName } from './jobs/job-store.js';
+export { assertStoreName, assertStorePrefix } from './jobs/job-store.js';
 export { openMemoryJobStore } from './jobs/memory-store.js';
 export type { LifecycleState, ShutdownSteps, Stoppable } from './lifecycle.js';
 export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';

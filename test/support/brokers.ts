@@ -43,6 +43,11 @@ export interface SpawnedBroker {
 export interface BrokerStartOptions {
   /** How long the broker may take to accept connections, in milliseconds. Default 10 s. */
   readyTimeoutMs?: number;
+  /**
+   * Redis only: keep data across `restart()` (append-only file, fsync on every write), as a
+   * production Redis behind durable jobs runs. Default false. NATS always keeps its store.
+   */
+  persistent?: boolean;
 }
 
 const DEFAULT_READY_TIMEOUT_MS = 10_000;
@@ -75,7 +80,10 @@ export async function startNatsServer(options: BrokerStartOptions = {}): Promise
   );
 }
 
-/** Spawns `redis-server` without persistence on a free port (a restart therefore starts empty). */
+/**
+ * Spawns `redis-server` on a free port, without persistence (a restart starts empty) unless
+ * `options.persistent`.
+ */
 export async function startRedisServer(options: BrokerStartOptions = {}): Promise<SpawnedBroker> {
   const port = await freePort();
   return startBroker(
@@ -90,7 +98,9 @@ export async function startRedisServer(options: BrokerStartOptions = {}): Promis
         '--save',
         '',
         '--appendonly',
-        'no',
+        options.persistent ? 'yes' : 'no',
+        '--appendfsync',
+        'always',
         '--dir',
         dir,
       ],

@@ -1,6 +1,12 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertStoreName, type JobStore, type JobStoreOptions, type StoredRecord } from './job-store.js';
+import {
+  assertStoreName,
+  assertStorePrefix,
+  type JobStore,
+  type JobStoreOptions,
+  type StoredRecord,
+} from './job-store.js';
 
 /**
  * The job store of the embedded cluster (`memory:`): records in a map, blobs in the heap or, with
@@ -9,6 +15,8 @@ import { assertStoreName, type JobStore, type JobStoreOptions, type StoredRecord
  */
 export function openMemoryJobStore(options: Pick<JobStoreOptions, 'directory'> = {}): JobStore {
   const records = new Map<string, StoredRecord>();
+  // One counter for every key, like a stream sequence: a re-created key never reuses a revision.
+  let lastRevision = 0;
   const heapBlobs = new Map<string, Uint8Array>();
   const dir = options.directory;
   if (dir) mkdirSync(dir, { recursive: true });
@@ -25,21 +33,23 @@ export function openMemoryJobStore(options: Pick<JobStoreOptions, 'directory'> =
     async create(key, value) {
       assertStoreName(key);
       if (records.has(key)) return false;
-      records.set(key, { value: Uint8Array.from(value), revision: 1 });
+      records.set(key, { value: Uint8Array.from(value), revision: ++lastRevision });
       return true;
     },
     async update(key, value, revision) {
       assertStoreName(key);
       const found = records.get(key);
       if (!found || found.revision !== revision) return false;
-      records.set(key, { value: Uint8Array.from(value), revision: revision + 1 });
-      return revision + 1;
+      const next = ++lastRevision;
+      records.set(key, { value: Uint8Array.from(value), revision: next });
+      return next;
     },
     async delete(key) {
       assertStoreName(key);
       records.delete(key);
     },
     async keys(prefix) {
+      assertStorePrefix(prefix);
       return withPrefix(records.keys(), prefix);
     },
     async putBlob(name, bytes) {
@@ -63,6 +73,7 @@ export function openMemoryJobStore(options: Pick<JobStoreOptions, 'directory'> =
       else heapBlobs.delete(name);
     },
     async blobNames(prefix) {
+      assertStorePrefix(prefix);
       return withPrefix(dir ? readdirSync(dir) : heapBlobs.keys(), prefix);
     },
     async close() {},
