@@ -514,6 +514,14 @@ tools:
       ['an unknown batch', '/v1/batches/batch_AAAAAAAAAAAAAAAAAAAAAA', { headers: auth() }, 404, /no batch/],
       ['a dotted batch id', '/v1/batches/batch..x', { headers: auth() }, 404, /no batch/],
       ['a NUL in a batch id', '/v1/batches/a%00b', { headers: auth() }, 404, /no batch/],
+      ['a broken escape in a batch id', '/v1/batches/%ZZ', { headers: auth() }, 404, /no batch/],
+      [
+        'a batch id with a path under it',
+        '/v1/batches/batch_x/cancel/now',
+        { method: 'POST', headers: auth() },
+        404,
+        /no route/,
+      ],
       ['an unknown file', '/v1/files/file-AAAAAAAAAAAAAAAAAAAAAA', { headers: auth() }, 404, /no file/],
       [
         'unknown file content',

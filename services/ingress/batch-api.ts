@@ -156,8 +156,12 @@ export function createBatchApi(options: BatchApiOptions): RouteHandler {
     const identity = identityOf(authInfo);
     const owner: JobOwner = { tenant: identity.tenant, principal: identity.principal };
 
-    const url = new URL(req.url ?? '/', 'http://ingress');
-    const route = routeOf(req.method ?? 'GET', url.pathname);
+    // Split by hand, as roleRoutes does: `new URL` throws on some targets a client may send.
+    const target = req.url ?? '/';
+    const queryAt = target.indexOf('?');
+    const pathname = queryAt < 0 ? target : target.slice(0, queryAt);
+    const query = new URLSearchParams(queryAt < 0 ? '' : target.slice(queryAt + 1));
+    const route = routeOf(req.method ?? 'GET', pathname);
     switch (route.op) {
       case 'upload':
         return sendJson(res, 200, fileObject(await upload(req, owner)));
@@ -171,7 +175,7 @@ export function createBatchApi(options: BatchApiOptions): RouteHandler {
         return;
       }
       case 'listBatches':
-        return sendJson(res, 200, await listBatches(url.searchParams, owner));
+        return sendJson(res, 200, await listBatches(query, owner));
       case 'getBatch':
         return sendJson(res, 200, batchObject(await jobs.get(owner, route.id)));
       case 'cancelBatch':
