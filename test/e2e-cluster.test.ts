@@ -129,6 +129,7 @@ tools:
         expect((await client.listTools()).map((t) => t.name).sort()).toEqual([
           'chat',
           'embed',
+          'embed_batch',
           'generate_image',
           'generate_text',
           'generate_text_idle',

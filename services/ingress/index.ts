@@ -21,6 +21,7 @@ import { CallRegistry } from './call-registry.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
+import { createMcpTasks } from './tasks.js';
 import { ToolValidator } from './tool-validator.js';
 
 export type { ApiKeyEntry, CallerIdentity, FrontDoorAuth, NewApiKey } from './auth/index.js';
@@ -77,9 +78,22 @@ export async function startIngress(
   const log = createLogger('ingress');
   const metrics = clusterMetrics();
   const tools = buildCatalog(config.tools);
+  // `embed_batch` and the MCP task methods, when the replica serves batch jobs and the cluster
+  // has an embed tool; its scope challenges are those of the default pool's embed tool.
+  const tasks = options.jobs
+    ? createMcpTasks({
+        jobs: options.jobs,
+        tools,
+        defaultPool: config.batch.pool,
+        retentionMs: config.batch.retentionHours * 3_600_000,
+        maxDeadlineMs: config.ingress.maxDeadlineMs,
+        allows: (tool, scopes) => !auth.enforced || auth.allows(tool, scopes),
+        log,
+      })
+    : undefined;
   // First, so that a configuration that must not serve (no auth on a public address, an
   // unreadable keys file) stops the replica before it listens.
-  const auth = createFrontDoorAuth(config, tools, log);
+  const auth = createFrontDoorAuth(config, tasks?.tool ? [...tools, tasks.tool] : tools, log);
   const registry = new CallRegistry(broker.queue, log);
   const life = new Lifecycle();
 
@@ -109,6 +123,7 @@ export async function startIngress(
     // The tenant label is bounded in every mode: without auth the tenant is a header anyone writes.
     tenantLabel: tenantLabelOf(config.auth.tenants),
     ...(auth.enforced ? { allows: auth.allows, audit: log.child({ audit: true }) } : {}),
+    ...(tasks ? { tasks } : {}),
     allowedHosts: config.ingress.allowedHosts,
     allowedOrigins: config.ingress.allowedOrigins,
     maxBodyBytes: config.ingress.maxBodyBytes,

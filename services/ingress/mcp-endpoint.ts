@@ -20,7 +20,8 @@ export interface McpEndpoint {
  * rest. Both paths run calls through one {@link createToolCaller}.
  */
 export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
-  const { tools, validator, registry, replyTo, maxDeadlineMs, allows, tenantLabel, audit, ...door } = options;
+  const { tools, validator, registry, replyTo, maxDeadlineMs, allows, tenantLabel, audit, tasks, ...door } =
+    options;
   const deps: McpServerDeps = {
     tools,
     validator,
@@ -30,6 +31,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     ...(allows ? { allows } : {}),
     ...(tenantLabel ? { tenantLabel } : {}),
     ...(audit ? { audit } : {}),
+    ...(tasks ? { tasks } : {}),
   };
   const caller = createToolCaller(deps);
   const handler = createMcpHandler(createMcpServerFactory(deps, caller), {

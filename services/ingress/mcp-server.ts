@@ -16,6 +16,7 @@ import {
 } from '../core/index.js';
 import { type CallerIdentity, identityOf } from './auth/index.js';
 import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
+import type { McpTasks } from './tasks.js';
 import type { ToolValidator } from './tool-validator.js';
 
 /** What the HTTP layer knows about the request a handler serves. */
@@ -59,6 +60,8 @@ export interface McpServerDeps {
   tenantLabel?: (tenant: string) => string;
   /** Writes the audit line of each answered call; absent: no audit of calls. */
   audit?: Logger;
+  /** `embed_batch` and the task methods (see tasks.ts); absent: the replica serves no batch jobs. */
+  tasks?: McpTasks;
 }
 
 /** The server identity answered on `initialize` and stamped on 2026-07-28 results. */
@@ -195,17 +198,20 @@ export function createMcpServerFactory(
     ...(t.outputSchema ? { outputSchema: t.outputSchema } : {}),
   });
   const listing = { tools: deps.tools.map(entryOf) };
-  const allows = deps.allows;
+  const { allows, tasks } = deps;
 
   return () => {
-    const server = new Server(SERVER_INFO, { capabilities: { tools: { listChanged: false } } });
+    const options = { capabilities: { tools: { listChanged: false } } };
+    const server = tasks ? tasks.createServer(SERVER_INFO, options) : new Server(SERVER_INFO, options);
     server.setRequestHandler('tools/list', (_request, ctx) => {
-      if (!allows) return listing as never;
+      if (!allows && !tasks) return listing as never;
       // Callers see only the tools their scopes let them call.
       const { scopes } = identityOf(ctx.http?.authInfo);
-      return { tools: deps.tools.filter((t) => allows(t, scopes)).map(entryOf) } as never;
+      const catalog = allows ? deps.tools.filter((t) => allows(t, scopes)).map(entryOf) : listing.tools;
+      return { tools: tasks ? [...catalog, ...tasks.list(scopes)] : catalog } as never;
     });
     server.setRequestHandler('tools/call', async (request, ctx) => {
+      if (tasks?.handles(request.params.name)) return (await tasks.call(request, ctx)) as never;
       const scope = requestScope.getStore();
       const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
       const progressToken = meta.progressToken as string | number | undefined;
