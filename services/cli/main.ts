@@ -2,6 +2,7 @@
 import { ClusterError } from '../core/index.js';
 import { type ExitCode, SERVING } from './args.js';
 import { autoscaler } from './commands/autoscaler.js';
+import { batch } from './commands/batch.js';
 import { config } from './commands/config.js';
 import { ingress } from './commands/ingress.js';
 import { keys } from './commands/keys.js';
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<ExitCode>> = {
   config,
   plan,
   keys,
+  batch,
 };
 
 async function main(argv: string[]): Promise<ExitCode> {

@@ -21,6 +21,15 @@ Usage:
                                                      observe per-pool rates, then size each pool for a
                                                      queue-wait target (M/M/c) with GPUs and cost, and
                                                      each batch backlog's ETA and replicas for a deadline
+  mcp-cluster batch submit FILE [--pool NAME] [--wait] [--json]
+  mcp-cluster batch status ID | list [--limit N] | cancel ID  [--json]
+  mcp-cluster batch results ID -o FILE [--errors FILE]
+                                                     batch embedding jobs (JSONL in, one row per id out)
+                                                     through the cluster's /v1 API: --url URL
+                                                     ($MCP_CLUSTER_URL, default http://127.0.0.1:3000),
+                                                     --api-key KEY ($MCP_CLUSTER_API_KEY) or --token
+                                                     TOKEN ($MCP_CLUSTER_TOKEN); submit --wait shows
+                                                     progress and exits 0 only if the job completed
 
 Options:
   --config FILE   YAML configuration (default: $MCP_CLUSTER_CONFIG, else built-in defaults)

@@ -25,6 +25,11 @@ export interface RoleRoutesOptions {
   refreshMetrics?(): Promise<void>;
   /** Further paths of this role (`/mcp` on the ingress, `/status` on the autoscaler). */
   routes?: Record<string, RouteHandler>;
+  /**
+   * Paths served by prefix, tried after `routes`: `'/v1/'` serves every path under it (the
+   * OpenAI-compatible batch API on the ingress). Each prefix ends with `/`.
+   */
+  prefixRoutes?: Record<string, RouteHandler>;
   /** Appended to the 404 message, e.g. `the MCP endpoint is /mcp`. */
   notFoundHint?: string;
 }
@@ -40,6 +45,9 @@ export function roleRoutes(options: RoleRoutesOptions): RouteHandler {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const own = options.routes?.[path];
     if (own) return own(req, res);
+    for (const [prefix, handler] of Object.entries(options.prefixRoutes ?? {})) {
+      if (path.startsWith(prefix)) return handler(req, res);
+    }
     switch (path) {
       case '/healthz':
         return sendJson(res, 200, { status: 'ok' });

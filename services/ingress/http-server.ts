@@ -290,13 +290,15 @@ function headerValue(req: IncomingMessage, name: string): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined;
 }
 
-function hostnameOf(host: string | undefined): string | undefined {
+/** The hostname part of a Host header (an IPv6 literal with its brackets), for `ingress.allowedHosts`. */
+export function hostnameOf(host: string | undefined): string | undefined {
   if (!host) return undefined;
   if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1);
   return host.split(':')[0];
 }
 
-function originAllowed(origin: string, allowed: string[]): boolean {
+/** Whether an Origin header is one of `ingress.allowedOrigins` (an entry without a port allows any port). */
+export function originAllowed(origin: string, allowed: string[]): boolean {
   let url: URL;
   try {
     url = new URL(origin);
@@ -351,7 +353,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_la
   });
 }
 
-async function writeResponse(
+/** Writes a web `Response` (an auth refusal, the SDK's answer) to `res`, with `extra` headers. */
+export async function writeResponse(
   res: ServerResponse,
   response: Response,
   extra: Record<string, string>,

@@ -16,6 +16,7 @@ import {
 } from '../core/index.js';
 import type { BatchJobs } from '../jobs/index.js';
 import { createFrontDoorAuth } from './auth/index.js';
+import { createBatchApi } from './batch-api.js';
 import { CallRegistry } from './call-registry.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
@@ -25,6 +26,8 @@ import { ToolValidator } from './tool-validator.js';
 
 export type { ApiKeyEntry, CallerIdentity, FrontDoorAuth, NewApiKey } from './auth/index.js';
 export { createApiKey, createFrontDoorAuth, isLoopback, keysFileEntry, parseKeysFile } from './auth/index.js';
+export type { BatchApiOptions } from './batch-api.js';
+export { batchObject, createBatchApi } from './batch-api.js';
 export { TIMING_META_KEY } from './call-registry.js';
 // The front door's parts, for a one-process MCP server built the same way (the benchmark's direct
 // baseline) and for the suites that test them alone.
@@ -151,7 +154,27 @@ export async function startIngress(
         '/mcp': (req, res) => mcp.serve(req, res),
         ...Object.fromEntries(auth.routes.map((route) => [route.path, metadataRoute(route.body)])),
       },
-      notFoundHint: 'the MCP endpoint is /mcp',
+      // The OpenAI-compatible Files and Batch API subset, behind the same authentication.
+      ...(options.jobs
+        ? {
+            prefixRoutes: {
+              '/v1/': createBatchApi({
+                jobs: options.jobs,
+                auth,
+                maxUploadBytes: config.batch.maxInputBytes,
+                tools,
+                defaultPool: config.batch.pool,
+                allowedHosts: config.ingress.allowedHosts,
+                allowedOrigins: config.ingress.allowedOrigins,
+                accepting: () => life.running,
+                log,
+              }),
+            },
+          }
+        : {}),
+      notFoundHint: options.jobs
+        ? 'the MCP endpoint is /mcp, the batch API is under /v1/'
+        : 'the MCP endpoint is /mcp',
     }),
     {
       host: config.ingress.host,
