@@ -207,6 +207,12 @@ tools:
     }
     expect((await jobs.list(GLOBEX)).map((j) => j.id)).not.toContain(job.id);
     expect((await jobs.list(ACME)).map((j) => j.id)).toContain(job.id);
+    // Newest first, in creation order even within one second; paging after an unknown job ends.
+    const later = await jobs.submit(ACME, { items: [{ id: 'later', text: 'later' }] });
+    const listed = (await jobs.list(ACME)).map((j) => j.id);
+    expect(listed.indexOf(later.id)).toBeLessThan(listed.indexOf(job.id));
+    expect((await jobs.list(ACME, { after: later.id, limit: 1 })).map((j) => j.id)).toEqual([listed[1]]);
+    expect(await jobs.list(ACME, { after: 'batch_AAAAAAAAAAAAAAAAAAAAAA' })).toEqual([]);
     for (const id of ['batch_nope', 'batch_AAAAAAAAAAAAAAAAAAAAAA', '../etc/passwd', '', 'job.x']) {
       expect((await rejection(jobs.get(ACME, id))).code).toBe('UNKNOWN_JOB');
     }

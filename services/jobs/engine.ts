@@ -152,6 +152,7 @@ export function createBatchJobs(options: BatchJobsOptions): BatchJobs & { close(
       completedRows: 0,
       failedRows: 0,
       times: { created, validating: created },
+      createdMs: Date.now(),
       expiresAt: created + Math.ceil(windowMs / 1000),
       ...(inputFileId ? { inputFileId } : {}),
       ...(metadata ? { metadata } : {}),
@@ -331,8 +332,16 @@ export function createBatchJobs(options: BatchJobsOptions): BatchJobs & { close(
         const record = decodeRecord(found.value);
         if (record.owner.tenant === owner.tenant) records.push(record);
       }
-      records.sort((a, b) => b.times.created - a.times.created || (a.id < b.id ? 1 : -1));
-      const from = listOptions.after ? records.findIndex((r) => r.id === listOptions.after) + 1 : 0;
+      const createdOf = (r: JobRecord) => r.createdMs ?? r.times.created * 1000;
+      records.sort((a, b) => createdOf(b) - createdOf(a) || (a.id < b.id ? 1 : -1));
+      let from = 0;
+      if (listOptions.after) {
+        // A page after a job that is gone (or never was) is empty, not the first page again:
+        // a client paging while jobs are deleted must not loop.
+        const at = records.findIndex((r) => r.id === listOptions.after);
+        if (at < 0) return [];
+        from = at + 1;
+      }
       return records.slice(from, from + limit).map(viewOf);
     },
     cancel,
