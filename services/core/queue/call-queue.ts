@@ -60,6 +60,12 @@ export interface ConsumeOptions {
   ackWaitMs?: number;
   /** Deliveries after which a message is dead-lettered instead of redelivered. Default 5. */
   maxDeliveries?: number;
+  /**
+   * The priorities this consumer takes, highest first among them; default all three. A worker
+   * runs one consumer for `high` and `normal` and another, with a small `maxInFlight`, for `low`
+   * (batch chunks), so batch work never fills the room interactive calls need.
+   */
+  priorities?: readonly Priority[];
 }
 
 /** A handle on a running consumer. */
