@@ -404,6 +404,11 @@ function buildConfigSchema(families: ConfigFamilies) {
       /** Deliveries before a call is dead-lettered. */
       maxDeliveries: z.number().int().min(1).max(100).default(5),
       /**
+       * Batch chunks (priority low) one worker runs at once, apart from its interactive room
+       * (`maxInFlight`): a few keep the backend busy when no interactive call waits.
+       */
+      batchInFlight: z.number().int().min(1).max(1024).default(4),
+      /**
        * How long SIGTERM waits for running calls before handing them back to the queue. Below 30 s
        * because a spot node's preemption notice is 30 s: with a 5 s preStop this leaves 5 s for the
        * hand-back and the exit (keep terminationGracePeriodSeconds above preStop + drainGrace).

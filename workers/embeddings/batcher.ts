@@ -18,8 +18,11 @@ export type SendBatch = (texts: string[], signal: AbortSignal) => Promise<number
  */
 export class BatchSlots {
   #used = 0;
-  // A Set keeps arrival order; a woken batcher that still waits re-registers at the end (round robin).
+  // Sets keep arrival order; a woken batcher that still waits re-registers at the end (round robin).
+  // Interactive batchers are woken before background (batch-job) ones: a freed slot goes to an
+  // interactive batch first, so batch chunks fill the GPU only with what interactive calls leave.
   readonly #waiting = new Set<() => void>();
+  readonly #background = new Set<() => void>();
 
   constructor(readonly limit: number) {}
 
@@ -35,19 +38,23 @@ export class BatchSlots {
 
   give(): void {
     this.#used -= 1;
-    for (const wake of [...this.#waiting]) {
-      if (this.#used >= this.limit) break;
-      this.#waiting.delete(wake);
-      wake();
+    for (const waiting of [this.#waiting, this.#background]) {
+      for (const wake of [...waiting]) {
+        if (this.#used >= this.limit) return;
+        waiting.delete(wake);
+        wake();
+      }
     }
   }
 
-  wait(wake: () => void): void {
-    this.#waiting.add(wake);
+  /** Waits for a slot; `background` waiters are woken only when no interactive one waits. */
+  wait(wake: () => void, background = false): void {
+    (background ? this.#background : this.#waiting).add(wake);
   }
 
   leave(wake: () => void): void {
     this.#waiting.delete(wake);
+    this.#background.delete(wake);
   }
 }
 
@@ -70,6 +77,8 @@ export interface MicroBatcherOptions {
   isolate?: (err: ClusterError) => boolean;
   /** Called when the batcher holds nothing any more (no open, queued or running batch). */
   onIdle?: () => void;
+  /** Batch-job texts: this batcher waits behind interactive ones for the endpoint's slots. Default false. */
+  background?: boolean;
   /** Clock in milliseconds; default `performance.now`. */
   now?: () => number;
 }
@@ -275,7 +284,7 @@ export class MicroBatcher {
       }
       if (!next) break;
       if (!this.options.slots.tryTake()) {
-        this.options.slots.wait(this.#wake);
+        this.options.slots.wait(this.#wake, this.options.background === true);
         return;
       }
       if (next === this.#open) this.#open = undefined;

@@ -132,7 +132,11 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
     // Only TEI takes `normalize` on the wire; OpenAI-style batches serve both kinds of caller.
     const wireNormalize = tei ? String(normalize) : 'client';
     const { tool, endpointUrl, backendTimeoutMs } = ctx;
-    const key = [maxInFlight, endpointUrl, ctx.backend, tool.name, model, wireNormalize].join('\u0000');
+    // Batch-job chunks (priority low) batch among themselves, behind interactive calls.
+    const background = ctx.call.priority === 'low';
+    const key = [maxInFlight, endpointUrl, ctx.backend, tool.name, model, wireNormalize, background].join(
+      '\u0000',
+    );
     const existing = batchers.get(key);
     if (existing) return existing;
     const slotsKey = `${maxInFlight}\u0000${endpointUrl}`;
@@ -145,6 +149,7 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
     const batcher: MicroBatcher = new MicroBatcher({
       policy: { ...batch },
       slots,
+      background,
       send: tei
         ? (texts, signal) => embedTei(endpointUrl, texts, normalize, signal, backendTimeoutMs)
         : (texts, signal) => embedOpenAI(endpointUrl, model, texts, signal, backendTimeoutMs),

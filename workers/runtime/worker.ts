@@ -418,15 +418,23 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     }
   };
 
-  let consumer: CallConsumer | undefined = broker.queue.consume(
-    pool,
-    { maxInFlight, ackWaitMs: config.worker.ackWaitMs, maxDeliveries: config.worker.maxDeliveries },
-    (message) => {
-      const work = handle(message);
-      settling.add(work);
-      void work.finally(() => settling.delete(work));
-    },
-  );
+  const onMessage = (message: QueuedCall) => {
+    const work = handle(message);
+    settling.add(work);
+    void work.finally(() => settling.delete(work));
+  };
+  const settings = { ackWaitMs: config.worker.ackWaitMs, maxDeliveries: config.worker.maxDeliveries };
+  // Two consumers: interactive calls (high, normal) get the worker's whole room; batch chunks
+  // (low) get a few slots of their own, enough to keep the backend busy between interactive
+  // calls but never so many that interactive calls wait behind a worker full of chunks.
+  let consumers: CallConsumer[] | undefined = [
+    broker.queue.consume(pool, { ...settings, maxInFlight, priorities: ['high', 'normal'] }, onMessage),
+    broker.queue.consume(
+      pool,
+      { ...settings, maxInFlight: config.worker.batchInFlight, priorities: ['low'] },
+      onMessage,
+    ),
+  ];
   life.started();
 
   let http: RoleServer | undefined;
@@ -463,8 +471,8 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   async function drain(): Promise<void> {
     log.info('draining', { inFlight: running.size });
-    await consumer?.stop();
-    consumer = undefined;
+    await Promise.all((consumers ?? []).map((c) => c.stop()));
+    consumers = undefined;
     // Running calls get the grace period to finish; the rest are handed back to the queue.
     const grace = new Promise((resolve) => setTimeout(resolve, config.worker.drainGraceMs).unref());
     await Promise.race([Promise.allSettled([...settling]), grace]);
