@@ -84,6 +84,7 @@ async function natsGarbage(url: string, namespace: string): Promise<void> {
 
 async function redisGarbage(url: string, namespace: string): Promise<void> {
   const connection = new Redis(url, { maxRetriesPerRequest: 1 });
+  // The queue of high and normal calls (low ones have `calls-<pool>.low`).
   const queue = new Queue(`calls-${POOL}`, { connection, prefix: namespace });
   try {
     await queue.add(
@@ -491,6 +492,118 @@ describe.each(backends)('CallQueue contract: $name', (backend) => {
     });
     expect(seen).toHaveLength(calls.length);
     expect(new Set(seen)).toEqual(new Set(calls.map((c) => c.callId)));
+  });
+
+  it('gives a consumer only the priorities it takes, two of them on one pool at once', async () => {
+    const broker = await open(uniqueNamespace('lanes'));
+    const calls = PRIORITIES.flatMap((p) => [makeCall(p), makeCall(p)]);
+    for (const call of calls) await broker.queue.enqueue(call);
+    const batch: ToolCall[] = [];
+    const interactive: ToolCall[] = [];
+    broker.queue.consume(POOL, { maxInFlight: 4, priorities: ['low'] }, (m) => {
+      batch.push(m.call);
+      void m.ack();
+    });
+    // Given lowest first: a consumer takes its priorities highest first whatever the order.
+    broker.queue.consume(POOL, { maxInFlight: 4, priorities: ['normal', 'high'] }, (m) => {
+      interactive.push(m.call);
+      void m.ack();
+    });
+    await waitFor('every call', () => batch.length + interactive.length === calls.length);
+    await waitFor('every call settled', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return PRIORITIES.every((p) => s[p].depth === 0 && s[p].inFlight === 0);
+    });
+    expect(batch.map((c) => c.priority)).toEqual(['low', 'low']);
+    expect(interactive.map((c) => c.priority).sort()).toEqual(['high', 'high', 'normal', 'normal']);
+    expect(new Set([...batch, ...interactive].map((c) => c.callId))).toEqual(
+      new Set(calls.map((c) => c.callId)),
+    );
+  });
+
+  it('delivers a normal call at once behind a low backlog the low consumer holds, each within its maxInFlight', async () => {
+    const broker = await open(uniqueNamespace('backlog'));
+    let batchHeld = 0;
+    let batchMost = 0;
+    const batch = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 2, priorities: ['low'] }, (m) => {
+      batchHeld += 1;
+      batchMost = Math.max(batchMost, batchHeld);
+      batch.handler(m);
+    });
+    const interactive = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 2, priorities: ['high', 'normal'] }, interactive.handler);
+    const backlog = Array.from({ length: 8 }, () => makeCall('low'));
+    for (const call of backlog) await broker.queue.enqueue(call);
+    await waitFor('the low consumer full and the rest of the backlog waiting', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return batch.got.length === 2 && s.low.inFlight === 2 && s.low.depth === 6;
+    });
+
+    // The backlog takes no room of the interactive consumer: a normal call goes straight through.
+    const normal = makeCall('normal');
+    const enqueuedAt = Date.now();
+    await broker.queue.enqueue(normal);
+    await waitFor('the normal call', () => interactive.got.length === 1, 2_000);
+    expect(interactive.at(0).call.callId).toBe(normal.callId);
+    expect((interactive.got[0]?.atMs ?? 0) - enqueuedAt).toBeLessThan(2_000);
+    // Nor does the interactive consumer take low calls while the low consumer is full.
+    const more = [makeCall('normal'), makeCall('normal')];
+    for (const call of more) await broker.queue.enqueue(call);
+    await waitFor('the interactive consumer full', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return interactive.got.length === 2 && s.normal.inFlight === 2 && s.normal.depth === 1;
+    });
+    expect(batch.got).toHaveLength(2);
+    expect(interactive.got.map((d) => d.message.call.priority)).toEqual(['normal', 'normal']);
+
+    for (let i = 0; i < 3; i++) {
+      await waitFor(`interactive delivery #${i}`, () => interactive.got.length > i);
+      await interactive.at(i).ack();
+    }
+    for (let i = 0; i < backlog.length; i++) {
+      await waitFor(`batch delivery #${i}`, () => batch.got.length > i);
+      // Counted settled before the ack: a queue may hand over the next one during the ack.
+      batchHeld -= 1;
+      await batch.at(i).ack();
+    }
+    expect(batchMost).toBeLessThanOrEqual(2);
+    expect(batch.got.map((d) => d.message.call.callId)).toEqual(backlog.map((c) => c.callId));
+    expect(interactive.got).toHaveLength(3);
+  });
+
+  it('cancels and reports queued calls of every priority', async () => {
+    const broker = await open(uniqueNamespace('cancel-all'));
+    const calls = PRIORITIES.map((p) => makeCall(p));
+    for (const call of calls) await broker.queue.enqueue(call);
+    const queued = byPriority(await broker.queue.stats(POOL));
+    for (const p of PRIORITIES) expect(queued[p]).toMatchObject({ depth: 1, inFlight: 0 });
+    for (const call of calls) expect(await broker.queue.cancel(call.callId, POOL)).toBe(true);
+    for (const call of calls) expect(await broker.queue.cancel(call.callId, POOL)).toBe(false);
+    const empty = byPriority(await broker.queue.stats(POOL));
+    for (const p of PRIORITIES) expect(empty[p]).toMatchObject({ depth: 0, inFlight: 0, oldestAgeMs: 0 });
+
+    const { got, handler, at } = recorder();
+    broker.queue.consume(POOL, { maxInFlight: 1, priorities: ['low'] }, handler);
+    const low = makeCall('low');
+    await broker.queue.enqueue(low);
+    await waitFor('the low call in flight', async () => {
+      const s = byPriority(await broker.queue.stats(POOL));
+      return got.length === 1 && s.low.inFlight === 1 && s.low.depth === 0;
+    });
+    expect(await broker.queue.cancel(low.callId, POOL)).toBe(false);
+    await at(0).ack();
+  });
+
+  it('refuses a consumer of no priority or of an unknown one', async () => {
+    const broker = await open(uniqueNamespace('no-lane'));
+    const handler = () => undefined;
+    expect(() => broker.queue.consume(POOL, { maxInFlight: 1, priorities: [] }, handler)).toThrow(
+      expect.objectContaining({ code: 'INVALID_CONFIG' }),
+    );
+    expect(() =>
+      broker.queue.consume(POOL, { maxInFlight: 1, priorities: ['urgent' as Priority] }, handler),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_CONFIG' }));
   });
 
   it('stops delivering after stop(), while held calls can still be settled', async () => {

@@ -1,12 +1,12 @@
 import type { Broker, BrokerOptions } from '../core/index.js';
 import { BullmqCallQueue } from './call-queue.js';
 import { RedisCancelBus } from './cancel-bus.js';
-import { assertRedisName } from './jobs.js';
+import { assertRedisName, LANES } from './jobs.js';
 import { connectOrFail, createClient, PRODUCER_RETRIES_PER_REQUEST } from './redis-connection.js';
 
 /**
- * Opens the BullMQ broker on Redis: one queue `calls-<pool>` per pool under the key prefix
- * `<namespace>`, job id = call id, failed jobs as the dead-letter set, and cancel orders on
+ * Opens the BullMQ broker on Redis: two queues per pool under the key prefix `<namespace>`,
+ * `calls-<pool>` for high and normal calls and `calls-<pool>.low` for low ones, job id = call id, failed jobs as the dead-letter set, and cancel orders on
  * the pub/sub channel `<namespace>:cancels`. Rejects with `ClusterError('QUEUE_UNAVAILABLE')`
  * naming the URL when Redis cannot be reached within a few seconds; afterwards every
  * connection reconnects by itself.
@@ -20,7 +20,7 @@ export async function openBullmqBroker(options: BrokerOptions): Promise<Broker> 
   });
   await connectOrFail(producer, options.url);
   const queue = new BullmqCallQueue(options.url, options.namespace, producer);
-  for (const pool of options.pools) queue.queueFor(pool);
+  for (const pool of options.pools) for (const lane of LANES) queue.queueFor(pool, lane);
   const cancels = new RedisCancelBus(options.url, `${options.namespace}:cancels`, producer);
   let closing: Promise<void> | undefined;
   return {

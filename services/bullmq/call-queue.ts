@@ -20,6 +20,10 @@ import {
   assertRedisName,
   type JobData,
   type JobResult,
+  LANE_PRIORITIES,
+  LANES,
+  type Lane,
+  laneOf,
   PRIORITY_NUMBER,
   priorityOf,
   queueName,
@@ -34,9 +38,14 @@ const STATS_SCAN_LIMIT = 1_000;
 
 type CallBullQueue = Queue<JobData, JobResult, string>;
 
-/** The BullMQ call queue: enqueue, cancel and stats on the producer connection. See `openBullmqBroker`. */
+/**
+ * The BullMQ call queue: enqueue, cancel and stats on the producer connection, over the two queues
+ * of each pool (high and normal on `calls-<pool>`, low on `calls-<pool>.low`; see `Lane`). See
+ * `openBullmqBroker`.
+ */
 export class BullmqCallQueue implements CallQueue {
   readonly kind = 'bullmq' as const;
+  /** BullMQ queues by `<lane>:<pool>`. */
   private readonly queues = new Map<string, CallBullQueue>();
   private readonly consumers = new Set<BullmqConsumer>();
   /** Shared by every worker (BullMQ needs `maxRetriesPerRequest: null` there); each worker adds its own blocking connection. */
@@ -49,26 +58,27 @@ export class BullmqCallQueue implements CallQueue {
     private readonly producer: Redis,
   ) {}
 
-  /** The BullMQ queue of a pool, created on first use. */
-  queueFor(pool: string): CallBullQueue {
-    let queue = this.queues.get(pool);
+  /** The BullMQ queue of a pool's lane, created on first use. */
+  queueFor(pool: string, lane: Lane): CallBullQueue {
+    const key = `${lane}:${pool}`;
+    let queue = this.queues.get(key);
     if (!queue) {
       assertRedisName(pool, 'pool');
-      queue = new Queue<JobData, JobResult, string>(queueName(pool), {
+      queue = new Queue<JobData, JobResult, string>(queueName(pool, lane), {
         connection: this.producer,
         prefix: this.namespace,
       });
       queue.on('error', (err) =>
-        logEvent('warn', 'queue_error', { pool, error: messageOf(err) }, `queue:${pool}`),
+        logEvent('warn', 'queue_error', { pool, lane, error: messageOf(err) }, `queue:${key}`),
       );
-      this.queues.set(pool, queue);
+      this.queues.set(key, queue);
     }
     return queue;
   }
 
   async enqueue(call: ToolCall): Promise<void> {
     this.assertOpen();
-    const queue = this.queueFor(call.pool);
+    const queue = this.queueFor(call.pool, laneOf(call.priority));
     const data: JobData = { envelope: Buffer.from(encodeToolCall(call)).toString('base64') };
     try {
       // Adding an id that exists (queued, running or dead) is a no-op in BullMQ: de-duplication.
@@ -111,12 +121,17 @@ export class BullmqCallQueue implements CallQueue {
 
   async cancel(callId: string, pool: string): Promise<boolean> {
     this.assertOpen();
-    const queue = this.queueFor(pool);
     try {
-      const state = await queue.getJobState(callId);
-      if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') return false;
-      // Removal refuses a locked job, so a worker that took it meanwhile keeps it (false).
-      return (await queue.remove(callId)) === 1;
+      // The caller does not say the call's priority: look in both lanes (a call id is in one).
+      for (const lane of LANES) {
+        const queue = this.queueFor(pool, lane);
+        const state = await queue.getJobState(callId);
+        if (state === 'unknown') continue;
+        if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') return false;
+        // Removal refuses a locked job, so a worker that took it meanwhile keeps it (false).
+        return (await queue.remove(callId)) === 1;
+      }
+      return false;
     } catch (err) {
       throw new ClusterError(
         'QUEUE_UNAVAILABLE',
@@ -128,29 +143,23 @@ export class BullmqCallQueue implements CallQueue {
 
   async stats(pool: string): Promise<QueueStats[]> {
     this.assertOpen();
-    const queue = this.queueFor(pool);
     try {
       const now = Date.now();
-      const counts = await queue.getCountsPerPriority(PRIORITIES.map((p) => PRIORITY_NUMBER[p]));
-      // Stalled jobs come back on the plain wait list whatever their priority, and BullMQ counts
-      // active jobs only in total: read those (bounded) jobs' priorities to split them.
-      const [waiting, active] = await Promise.all([
-        this.jobsOf(queue, 'wait', ['priority', 'timestamp']),
-        this.jobsOf(queue, 'active', ['priority']),
+      // The main queue is read for every priority: low calls queued there before an upgrade to
+      // two lanes are still waiting (and the high/normal consumer will run them).
+      const [main, low] = await Promise.all([
+        this.laneFigures(this.queueFor(pool, 'main'), PRIORITIES),
+        this.laneFigures(this.queueFor(pool, 'low'), LANE_PRIORITIES.low),
       ]);
-      const heads = await Promise.all(PRIORITIES.map((p) => this.oldestPrioritized(queue, p)));
-      return PRIORITIES.map((priority, i) => {
-        const waitingHere = waiting.filter((job) => job.priority === priority);
-        const timestamps = waitingHere.map((job) => job.timestamp).filter((t) => t > 0);
-        const head = heads[i];
-        if (head !== undefined && head > 0) timestamps.push(head);
-        const oldest = timestamps.length > 0 ? Math.min(...timestamps) : undefined;
+      return PRIORITIES.map((priority) => {
+        const rows = [main.get(priority), low.get(priority)].filter((r) => r !== undefined);
+        const oldest = Math.min(...rows.map((r) => r.oldest));
         return {
           pool,
           priority,
-          depth: (counts[String(PRIORITY_NUMBER[priority])] ?? 0) + waitingHere.length,
-          inFlight: active.filter((job) => job.priority === priority).length,
-          oldestAgeMs: oldest === undefined ? 0 : Math.max(0, now - oldest),
+          depth: rows.reduce((n, r) => n + r.depth, 0),
+          inFlight: rows.reduce((n, r) => n + r.inFlight, 0),
+          oldestAgeMs: Number.isFinite(oldest) ? Math.max(0, now - oldest) : 0,
         };
       });
     } catch (err) {
@@ -160,6 +169,37 @@ export class BullmqCallQueue implements CallQueue {
         { cause: err },
       );
     }
+  }
+
+  /**
+   * Depth, in-flight and the oldest waiting job's enqueue time (epoch ms, Infinity when none) of
+   * `priorities` on one BullMQ queue.
+   */
+  private async laneFigures(
+    queue: CallBullQueue,
+    priorities: readonly Priority[],
+  ): Promise<Map<Priority, { depth: number; inFlight: number; oldest: number }>> {
+    const counts = await queue.getCountsPerPriority(priorities.map((p) => PRIORITY_NUMBER[p]));
+    // Stalled jobs come back on the plain wait list whatever their priority, and BullMQ counts
+    // active jobs only in total: read those (bounded) jobs' priorities to split them.
+    const [waiting, active] = await Promise.all([
+      this.jobsOf(queue, 'wait', ['priority', 'timestamp']),
+      this.jobsOf(queue, 'active', ['priority']),
+    ]);
+    const heads = await Promise.all(priorities.map((p) => this.oldestPrioritized(queue, p)));
+    const figures = new Map<Priority, { depth: number; inFlight: number; oldest: number }>();
+    priorities.forEach((priority, i) => {
+      const waitingHere = waiting.filter((job) => job.priority === priority);
+      const timestamps = waitingHere.map((job) => job.timestamp).filter((t) => t > 0);
+      const head = heads[i];
+      if (head !== undefined && head > 0) timestamps.push(head);
+      figures.set(priority, {
+        depth: (counts[String(PRIORITY_NUMBER[priority])] ?? 0) + waitingHere.length,
+        inFlight: active.filter((job) => job.priority === priority).length,
+        oldest: Math.min(...timestamps),
+      });
+    });
+    return figures;
   }
 
   /** Priorities and timestamps of the first jobs of a BullMQ list (`wait`, `active`). */

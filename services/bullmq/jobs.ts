@@ -32,9 +32,33 @@ export function priorityLabel(priority: number | undefined): Priority | 'unknown
   return priorityOf(priority) ?? 'unknown';
 }
 
-/** The BullMQ queue that holds the calls of `pool` (under the key prefix `<namespace>`). */
-export function queueName(pool: string): string {
-  return `calls-${pool}`;
+/**
+ * The two BullMQ queues of a pool. A BullMQ Worker takes whatever its queue holds, highest job
+ * priority first, and cannot be told to leave a priority alone; so calls that a worker consumes
+ * under a budget of their own (low: batch chunks, see `ConsumeOptions.priorities`) live on a queue
+ * of their own, and a consumer opens a Worker per queue its priorities touch.
+ * - `main`: high and normal calls (job priorities 1 and 2);
+ * - `low`: low calls (job priority 3, kept so labels and figures read the same on both).
+ */
+export type Lane = 'main' | 'low';
+/** Both lanes, the higher first: the order a consumer spanning both looks in. */
+export const LANES: readonly Lane[] = ['main', 'low'];
+/** The priorities each lane's queue holds. */
+export const LANE_PRIORITIES: Record<Lane, readonly Priority[]> = { main: ['high', 'normal'], low: ['low'] };
+
+/** The lane (queue) calls of `priority` are enqueued on. */
+export function laneOf(priority: Priority): Lane {
+  return priority === 'low' ? 'low' : 'main';
+}
+
+/**
+ * The BullMQ queue that holds the calls of `pool` on `lane` (under the key prefix `<namespace>`):
+ * `calls-<pool>` (high and normal: the name every release used, so calls queued before an upgrade
+ * are still found) and `calls-<pool>.low`. A pool name cannot hold a `.`, so no pool's main queue
+ * can be another pool's low one (`-` could: pool `a-low`).
+ */
+export function queueName(pool: string, lane: Lane = 'main'): string {
+  return lane === 'main' ? `calls-${pool}` : `calls-${pool}.low`;
 }
 
 /** Throws `INVALID_CONFIG` unless `name` (a pool, the namespace) can be part of a Redis key. */

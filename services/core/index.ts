@@ -84,6 +84,7 @@ export { openMemoryBroker } from './queue/memory.js';
 export type { QueueLog } from './queue/queue-support.js';
 export {
   assertName,
+  consumedPriorities,
   encodeCancelOrder,
   messageOf,
   parseCancelOrder,

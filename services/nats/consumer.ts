@@ -2,10 +2,10 @@ import { createInbox, type Msg, nanos, type Subscription } from '@nats-io/transp
 import {
   type CallConsumer,
   type ConsumeOptions,
+  consumedPriorities,
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_MAX_DELIVERIES,
   messageOf,
-  PRIORITIES,
   type Priority,
   type QueuedCall,
   type ToolCall,
@@ -69,8 +69,8 @@ export interface ConsumerDeps {
 }
 
 /**
- * One consume loop over the three priority consumers of a pool (`<pool>_high`, `_normal`, `_low`),
- * never holding more than `maxInFlight` messages delivered or asked for (`held + reserved`). It makes
+ * One consume loop over the priority consumers of a pool (`<pool>_high`, `_normal`, `_low`; only
+ * those of `ConsumeOptions.priorities` when given), never holding more than `maxInFlight` messages delivered or asked for (`held + reserved`). It makes
  * no consumer-info requests: what it knows about each priority comes free with the traffic.
  *
  * - Standing pulls. When one priority is the only one that may have calls, the whole free room goes
@@ -131,8 +131,14 @@ export class NatsConsumer implements CallConsumer {
   };
   /** When each priority was last seen empty by a pull (for probes). */
   private readonly emptySince: Record<Priority, number> = { high: 0, normal: 0, low: 0 };
+  /**
+   * The priorities this loop pulls, highest first (`ConsumeOptions.priorities`): it opens pulls,
+   * bells and probes on their consumers only, so a loop for `low` and one for `high` + `normal` on
+   * the same pool (one worker, two consumers) use disjoint durables and never take each other's calls.
+   */
+  private readonly priorities: readonly Priority[];
   /** The priority that delivered last: where a standing pull goes when nothing is known to wait. */
-  private hint: Priority = 'normal';
+  private hint: Priority;
   /** Pull request subjects per priority, and encoded pull bodies by batch (negative: looks). */
   private readonly pullSubjects: Record<Priority, string>;
   private readonly pullBodies = new Map<number, Uint8Array>();
@@ -159,6 +165,9 @@ export class NatsConsumer implements CallConsumer {
     this.ackWaitMs = options.ackWaitMs ?? DEFAULT_ACK_WAIT_MS;
     this.maxDeliveries = options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES;
     this.maxInFlight = options.maxInFlight;
+    this.priorities = consumedPriorities(options);
+    // Interactive traffic is mostly `normal`: idle there when this loop takes it, else on its highest.
+    this.hint = this.priorities.includes('normal') ? 'normal' : (this.priorities[0] ?? 'normal');
     // Redeliveries come due an ack wait after a delivery: with a short one, look for them that often.
     this.standbyMs = Math.min(STANDBY_EXPIRES_MS, Math.max(MIN_EXPIRES_MS, this.ackWaitMs));
     this.settling = {
@@ -194,7 +203,7 @@ export class NatsConsumer implements CallConsumer {
       this.timers.clear();
       this.offReconnect();
       this.wakeRecovery?.();
-      for (const p of PRIORITIES) {
+      for (const p of this.priorities) {
         this.bells[p]?.unsubscribe();
         this.bells[p] = undefined;
         this.withdraw(p);
@@ -212,7 +221,7 @@ export class NatsConsumer implements CallConsumer {
 
   private get reserved(): number {
     let n = 0;
-    for (const p of PRIORITIES) n += this.lanes[p]?.unfilled ?? 0;
+    for (const p of this.priorities) n += this.lanes[p]?.unfilled ?? 0;
     for (const lane of this.draining) n += lane.unfilled;
     return n;
   }
@@ -224,7 +233,7 @@ export class NatsConsumer implements CallConsumer {
   }
 
   private looking(): boolean {
-    return PRIORITIES.some((p) => this.lanes[p]?.mode === 'look' && (this.lanes[p]?.unfilled ?? 0) > 0);
+    return this.priorities.some((p) => this.lanes[p]?.mode === 'look' && (this.lanes[p]?.unfilled ?? 0) > 0);
   }
 
   /** Runs `fill` once after the current burst of events (several settles in a tick make one pull). */
@@ -242,16 +251,16 @@ export class NatsConsumer implements CallConsumer {
     if (this.stopped || !this.active || !this.deps.link.isConnected) return;
     const room = this.maxInFlight - this.held - this.reserved;
     if (room <= 0) {
-      const waiting = PRIORITIES.some((p) => this.knowledge[p] === 'ready' && !this.covered(p));
+      const waiting = this.priorities.some((p) => this.knowledge[p] === 'ready' && !this.covered(p));
       if (waiting) {
-        for (const p of PRIORITIES) {
+        for (const p of this.priorities) {
           if (this.knowledge[p] !== 'ready' && this.covered(p)) this.withdraw(p, true);
         }
       }
       return;
     }
     if (this.looking()) return;
-    const open = PRIORITIES.filter((p) => !this.covered(p) && this.knowledge[p] !== 'empty');
+    const open = this.priorities.filter((p) => !this.covered(p) && this.knowledge[p] !== 'empty');
     const first = open[0];
     if (first === undefined) this.pull(this.hint, room, 'standing');
     else if (open.length === 1 && (this.knowledge[first] === 'ready' || first === this.hint))
@@ -417,7 +426,7 @@ export class NatsConsumer implements CallConsumer {
   private onTick(): void {
     if (this.stopped || !this.active) return;
     const now = Date.now();
-    for (const p of PRIORITIES) {
+    for (const p of this.priorities) {
       const lane = this.lanes[p];
       if (lane && lane.unfilled > 0) {
         const limit = lane.mode === 'look' ? API_TIMEOUT_MS : this.standbyMs + PULL_GUARD_MS;
@@ -443,7 +452,7 @@ export class NatsConsumer implements CallConsumer {
    * redeliveries of calls other consumers held (they ring no bell).
    */
   private probeWatched(): void {
-    for (const p of PRIORITIES) {
+    for (const p of this.priorities) {
       if (this.knowledge[p] === 'empty' && !this.covered(p)) this.knowledge[p] = 'probe';
     }
   }
@@ -451,7 +460,7 @@ export class NatsConsumer implements CallConsumer {
   /** After a reconnect: pulls sent before it may be gone, and publishes during it rang no bell. */
   private restart(): void {
     if (this.stopped) return;
-    for (const p of PRIORITIES) {
+    for (const p of this.priorities) {
       this.withdraw(p);
       this.knowledge[p] = 'unknown';
     }
@@ -477,7 +486,7 @@ export class NatsConsumer implements CallConsumer {
               error: messageOf(err),
             });
           }
-          for (const p of PRIORITIES) {
+          for (const p of this.priorities) {
             this.withdraw(p);
             this.knowledge[p] = 'unknown';
           }
@@ -496,7 +505,15 @@ export class NatsConsumer implements CallConsumer {
         }
         try {
           if (err !== undefined && isLostTopology(err)) await this.deps.topology.ensureStreams();
-          await this.deps.topology.upsertConsumers(this.pool, this.ackWaitMs, this.maxDeliveries, true);
+          // Only this loop's durables: two loops on one pool may run with different ack waits, and
+          // each must not bring the other's consumers to its own.
+          await this.deps.topology.upsertConsumers(
+            this.pool,
+            this.ackWaitMs,
+            this.maxDeliveries,
+            true,
+            this.priorities,
+          );
           this.deps.deadLetters.watchMaxDeliveries();
           this.failures = 0;
           this.active = !this.stopped;

@@ -132,16 +132,18 @@ export class Topology {
   }
 
   /**
-   * Creates the pool's three consumers, or (with `apply`) brings existing ones to this ack wait
-   * (milliseconds) and delivery limit: a worker's consume options are the source of truth.
+   * Creates the pool's consumers of `priorities` (default all three), or (with `apply`) brings
+   * existing ones to this ack wait (milliseconds) and delivery limit: a worker's consume options are
+   * the source of truth for the priorities it consumes.
    */
   async upsertConsumers(
     pool: string,
     ackWaitMs: number,
     maxDeliveries: number,
     apply: boolean,
+    priorities: readonly Priority[] = PRIORITIES,
   ): Promise<void> {
-    for (const priority of PRIORITIES) {
+    for (const priority of priorities) {
       const durable = this.durable(pool, priority);
       const config: Partial<ConsumerConfig> = {
         durable_name: durable,
@@ -180,7 +182,8 @@ export class Topology {
         });
       }
     }
-    this.ensuredPools.set(pool, Promise.resolve());
+    // Only a pass over all three proves the pool complete (stats reads every priority's consumer).
+    if (PRIORITIES.every((p) => priorities.includes(p))) this.ensuredPools.set(pool, Promise.resolve());
   }
 }
 

@@ -13,6 +13,7 @@ import type {
   QueueStats,
 } from './call-queue.js';
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './call-queue.js';
+import { consumedPriorities } from './queue-support.js';
 
 interface Entry {
   call: ToolCall;
@@ -63,8 +64,10 @@ export class MemoryCallQueue implements CallQueue {
   private pump(state: PoolState): void {
     for (const consumer of state.consumers) {
       while (consumer.hasRoom()) {
-        const entry = takeNext(state);
-        if (!entry) return;
+        // Only the consumer's own priorities: a consumer for `low` never takes an interactive call,
+        // so one that found nothing of its own leaves the rest to the next consumer.
+        const entry = takeNext(state, consumer.priorities);
+        if (!entry) break;
         consumer.deliver(entry);
       }
     }
@@ -153,8 +156,9 @@ export class MemoryCallQueue implements CallQueue {
   }
 }
 
-function takeNext(state: PoolState): Entry | undefined {
-  for (const priority of PRIORITIES) {
+/** The next waiting entry among `priorities` (highest first), taken off its list. */
+function takeNext(state: PoolState, priorities: readonly Priority[]): Entry | undefined {
+  for (const priority of priorities) {
     const entry = state.waiting[priority].shift();
     if (entry) return entry;
   }
@@ -162,6 +166,9 @@ function takeNext(state: PoolState): Entry | undefined {
 }
 
 class MemoryConsumer implements CallConsumer {
+  /** The priorities this consumer takes, highest first (`ConsumeOptions.priorities`). */
+  readonly priorities: readonly Priority[];
+  /** Messages delivered to this consumer and not yet settled: `maxInFlight` bounds it per consumer. */
   private held = 0;
   private stopped = false;
   private readonly ackWaitMs: number;
@@ -175,6 +182,7 @@ class MemoryConsumer implements CallConsumer {
   ) {
     this.ackWaitMs = options.ackWaitMs ?? DEFAULT_ACK_WAIT_MS;
     this.maxDeliveries = options.maxDeliveries ?? DEFAULT_MAX_DELIVERIES;
+    this.priorities = consumedPriorities(options);
   }
 
   hasRoom(): boolean {

@@ -1,6 +1,7 @@
+import { PRIORITIES, type Priority } from '../envelope.js';
 import { ClusterError } from '../errors.js';
 import { createLogger } from '../logger.js';
-import type { CancelOrder } from './call-queue.js';
+import type { CancelOrder, ConsumeOptions } from './call-queue.js';
 
 /** Rejects with a timeout error when `promise` has not settled within `ms` milliseconds. */
 export function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -83,4 +84,28 @@ export function parseCancelOrder(text: string): CancelOrder | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The priorities a consumer takes (`ConsumeOptions.priorities`), highest first and each once
+ * whatever order the caller gave; all three when none are given. Throws
+ * `ClusterError('INVALID_CONFIG')` for an empty list or a name that is not a priority, so a typo
+ * never leaves a consumer silently taking nothing.
+ */
+export function consumedPriorities(options: ConsumeOptions): readonly Priority[] {
+  const asked = options.priorities;
+  if (asked === undefined) return PRIORITIES;
+  for (const p of asked) {
+    if (!PRIORITIES.includes(p)) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `unknown priority "${String(p)}" in the consumer's priorities`,
+      );
+    }
+  }
+  const chosen = PRIORITIES.filter((p) => asked.includes(p));
+  if (chosen.length === 0) {
+    throw new ClusterError('INVALID_CONFIG', 'a consumer must take at least one priority');
+  }
+  return chosen;
 }
