@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- batch [--texts N] [--system cluster-memory|cluster-nats|cluster-bullmq]
- * [--interactive-rate R] [--interactive-seconds S]`: a batch embedding job through the cluster's
+ * [--interactive-rate R] [--interactive-seconds S] [--embed-fixed-ms MS] [--embed-per-token-ms MS]`: a batch embedding job through the cluster's
  * OpenAI-compatible Batch API against the simulated embedding backend, side by side with what
  * that backend can do alone:
  *
@@ -56,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
       system: { type: 'string', default: 'cluster-memory' },
       'interactive-rate': { type: 'string', default: '20' },
       'interactive-seconds': { type: 'string', default: '20' },
+      'embed-fixed-ms': { type: 'string' },
+      'embed-per-token-ms': { type: 'string' },
     },
     strict: true,
   });
@@ -70,8 +72,15 @@ async function main(argv: string[]): Promise<number> {
   if (!system.startsWith('cluster-'))
     throw new Error('--system takes cluster-memory, cluster-nats or cluster-bullmq');
 
-  const sim = await startSim(EMBED_GPU);
-  const results: Record<string, unknown> = { texts, system, sim: EMBED_GPU };
+  const simFlags: SimFlags = { ...EMBED_GPU };
+  for (const flag of ['embed-fixed-ms', 'embed-per-token-ms'] as const) {
+    const value = values[flag];
+    if (value === undefined) continue;
+    if (!(Number(value) >= 0)) throw new Error(`--${flag} takes a number of milliseconds, got "${value}"`);
+    simFlags[flag] = Number(value);
+  }
+  const sim = await startSim(simFlags);
+  const results: Record<string, unknown> = { texts, system, sim: simFlags };
   try {
     const capacity = await backendCapacity(sim.url, 8000);
     results.capacityTextsPerSec = capacity;

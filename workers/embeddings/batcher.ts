@@ -18,20 +18,32 @@ export type SendBatch = (texts: string[], signal: AbortSignal) => Promise<number
  */
 export class BatchSlots {
   #used = 0;
+  /** When an interactive batcher last took or waited for a slot (performance.now() ms). */
+  #urgentAtMs = Number.NEGATIVE_INFINITY;
   // Sets keep arrival order; a woken batcher that still waits re-registers at the end (round robin).
   // Interactive batchers are woken before background (batch-job) ones: a freed slot goes to an
   // interactive batch first, so batch chunks fill the GPU only with what interactive calls leave.
   readonly #waiting = new Set<() => void>();
   readonly #background = new Set<() => void>();
 
-  constructor(readonly limit: number) {}
+  constructor(
+    readonly limit: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   get used(): number {
     return this.#used;
   }
 
-  tryTake(): boolean {
-    if (this.#used >= this.limit) return false;
+  /**
+   * Takes a slot if there is room. While interactive batches have come by within
+   * {@link URGENT_RECENT_MS}, background batches leave one slot free for them: an interactive batch
+   * then waits only for the batch the backend is running, not also for one queued behind it.
+   */
+  tryTake(background = false): boolean {
+    if (!background) this.#urgentAtMs = this.now();
+    const reserve = background && this.limit > 1 && this.now() - this.#urgentAtMs < URGENT_RECENT_MS ? 1 : 0;
+    if (this.#used >= this.limit - reserve) return false;
     this.#used += 1;
     return true;
   }
@@ -49,6 +61,7 @@ export class BatchSlots {
 
   /** Waits for a slot; `background` waiters are woken only when no interactive one waits. */
   wait(wake: () => void, background = false): void {
+    if (!background) this.#urgentAtMs = this.now();
     (background ? this.#background : this.#waiting).add(wake);
   }
 
@@ -57,6 +70,9 @@ export class BatchSlots {
     this.#background.delete(wake);
   }
 }
+
+/** How long after an interactive batch background batches keep a slot free for the next, in ms. */
+export const URGENT_RECENT_MS = 1000;
 
 /** Settings of one batcher. */
 export interface MicroBatcherOptions {
@@ -283,7 +299,7 @@ export class MicroBatcher {
         }
       }
       if (!next) break;
-      if (!this.options.slots.tryTake()) {
+      if (!this.options.slots.tryTake(this.options.background === true)) {
         this.options.slots.wait(this.#wake, this.options.background === true);
         return;
       }
