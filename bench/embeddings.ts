@@ -112,7 +112,7 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
   };
   const embedTool = families.resolveConfig('', {}).tools.find((t) => t.template === 'embed') as ToolConfig;
   const base = { ...embedTool, ...embedSettings.of(embedTool) };
-  const batch = { maxSize: 256, maxTokens: 16_384, maxWaitMs: 5, ...options.batch };
+  const batch = { maxSize: 256, maxTokens: 16_384, maxWaitMs: 5, backgroundPauseMs: 0, ...options.batch };
   const startedAt = new Date().toISOString();
   const texts = new TextSource(textChars);
 
@@ -137,7 +137,12 @@ export async function runEmbeddingsBench(options: EmbeddingsBenchOptions = {}): 
       ...base,
       name: 'embed_per_call',
       cache: { ...base.cache, enabled: false },
-      batch: { maxSize: Math.max(textsPerCall[1], 1), maxTokens: 10_000_000, maxWaitMs: 0 },
+      batch: {
+        maxSize: Math.max(textsPerCall[1], 1),
+        maxTokens: 10_000_000,
+        maxWaitMs: 0,
+        backgroundPauseMs: 0,
+      },
     };
     const perCall = await drive(
       'per-call',

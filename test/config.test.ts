@@ -125,6 +125,7 @@ describe('resolveConfig defaults', () => {
       port: 0,
       ackWaitMs: 30_000,
       maxDeliveries: 5,
+      batchInFlight: 4,
       // Under a spot node's 30 s preemption notice, with room for a 5 s preStop.
       drainGraceMs: 20_000,
       deliveryConnectTimeoutMs: 5000,

@@ -415,6 +415,60 @@ describe('MicroBatcher (scripted backend)', () => {
   });
 });
 
+describe('BatchSlots: interactive batches before batch-job ones', () => {
+  it('gives a freed slot to a waiting interactive batcher before a waiting background one', () => {
+    const slots = new BatchSlots(1);
+    expect(slots.tryTake()).toBe(true);
+    const woken: string[] = [];
+    // A woken batcher takes the slot in the same turn, as MicroBatcher's pump does.
+    slots.wait(() => {
+      woken.push('background');
+      slots.tryTake(true);
+    }, true);
+    slots.wait(() => {
+      woken.push('interactive');
+      slots.tryTake();
+    });
+    slots.give();
+    expect(woken).toEqual(['interactive']);
+  });
+
+  it('lets batch-job batches take every slot, at once, when no interactive batch came by', () => {
+    let now = 0;
+    const slots = new BatchSlots(2, 200, () => now);
+    expect(slots.tryTake(true)).toBe(true);
+    expect(slots.tryTake(true)).toBe(true);
+    expect(slots.used).toBe(2);
+    now = 5;
+    slots.give();
+    expect(slots.tryTake(true)).toBe(true);
+  });
+
+  it('while interactive batches are about, keeps a slot free for them and paces batch-job batches', () => {
+    let now = 0;
+    const slots = new BatchSlots(2, 200, () => now);
+    expect(slots.tryTake()).toBe(true); // an interactive batch
+    slots.give();
+    now = 10;
+    expect(slots.tryTake(true)).toBe(true); // the first background batch goes
+    slots.give();
+    now = 20;
+    expect(slots.tryTake(true)).toBe(false); // the next one waits for its pause...
+    now = 210;
+    expect(slots.tryTake(true)).toBe(true); // ...of 200 ms
+    // One slot is left for interactive batches: a second background batch may not take it.
+    now = 420;
+    expect(slots.tryTake(true)).toBe(false);
+    expect(slots.tryTake()).toBe(true);
+    // A second after the last interactive batch, background batches have every slot again.
+    slots.give();
+    slots.give();
+    now = 1500;
+    expect(slots.tryTake(true)).toBe(true);
+    expect(slots.tryTake(true)).toBe(true);
+  });
+});
+
 describe('result cache (unit)', () => {
   it('stores float32-exact vectors in 4 bytes a component and others in 8, bit for bit', () => {
     const f32 = [0.5, -0.25, Math.fround(0.1)];

@@ -117,7 +117,7 @@ function perCall(tool: ToolConfig): ToolConfig {
   const unbatched: ToolConfig & EmbedToolSettings = {
     ...tool,
     ...settings,
-    batch: { maxSize: settings.maxTexts, maxTokens: 1_000_000_000, maxWaitMs: 0 },
+    batch: { maxSize: settings.maxTexts, maxTokens: 1_000_000_000, maxWaitMs: 0, backgroundPauseMs: 0 },
   };
   return unbatched;
 }

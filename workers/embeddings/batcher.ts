@@ -20,14 +20,23 @@ export class BatchSlots {
   #used = 0;
   /** When an interactive batcher last took or waited for a slot (performance.now() ms). */
   #urgentAtMs = Number.NEGATIVE_INFINITY;
+  /** When a background batch last took a slot. */
+  #backgroundAtMs = Number.NEGATIVE_INFINITY;
+  #backgroundTimer: NodeJS.Timeout | undefined;
   // Sets keep arrival order; a woken batcher that still waits re-registers at the end (round robin).
   // Interactive batchers are woken before background (batch-job) ones: a freed slot goes to an
   // interactive batch first, so batch chunks fill the GPU only with what interactive calls leave.
   readonly #waiting = new Set<() => void>();
   readonly #background = new Set<() => void>();
 
+  /**
+   * @param limit backend requests in flight to the endpoint at once.
+   * @param backgroundPauseMs while interactive batches are about, the least time between two
+   *   background batches, in ms (0: none; see the embed tool's `batch.backgroundPause`).
+   */
   constructor(
     readonly limit: number,
+    readonly backgroundPauseMs = 0,
     private readonly now: () => number = () => performance.now(),
   ) {}
 
@@ -37,14 +46,25 @@ export class BatchSlots {
 
   /**
    * Takes a slot if there is room. While interactive batches have come by within
-   * {@link URGENT_RECENT_MS}, background batches leave one slot free for them: an interactive batch
-   * then waits only for the batch the backend is running, not also for one queued behind it.
+   * {@link URGENT_RECENT_MS}, background batches leave one slot free for them (an interactive
+   * batch then waits only for the batch the backend runs, not also one queued behind it) and go
+   * at most one per `backgroundPauseMs`: the backend cannot stop a batch once started, so the
+   * share of time it spends on batch work is the chance an interactive call waits for one.
    */
   tryTake(background = false): boolean {
-    if (!background) this.#urgentAtMs = this.now();
-    const reserve = background && this.limit > 1 && this.now() - this.#urgentAtMs < URGENT_RECENT_MS ? 1 : 0;
-    if (this.#used >= this.limit - reserve) return false;
+    const now = this.now();
+    if (!background) this.#urgentAtMs = now;
+    else if (now - this.#urgentAtMs < URGENT_RECENT_MS) {
+      if (this.limit > 1 && this.#used >= this.limit - 1) return false;
+      const due = this.#backgroundAtMs + this.backgroundPauseMs;
+      if (now < due) {
+        this.#wakeBackgroundAt(due - now);
+        return false;
+      }
+    }
+    if (this.#used >= this.limit) return false;
     this.#used += 1;
+    if (background) this.#backgroundAtMs = now;
     return true;
   }
 
@@ -68,6 +88,22 @@ export class BatchSlots {
   leave(wake: () => void): void {
     this.#waiting.delete(wake);
     this.#background.delete(wake);
+  }
+
+  /** Wakes the background waiters once their pause is over (they try again, and wait again if refused). */
+  #wakeBackgroundAt(ms: number): void {
+    if (this.#backgroundTimer) return;
+    this.#backgroundTimer = setTimeout(
+      () => {
+        this.#backgroundTimer = undefined;
+        for (const wake of [...this.#background]) {
+          this.#background.delete(wake);
+          wake();
+        }
+      },
+      Math.max(1, Math.ceil(ms)),
+    );
+    this.#backgroundTimer.unref();
   }
 }
 

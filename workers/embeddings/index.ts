@@ -139,10 +139,10 @@ export function createEmbedAdapter(options: EmbedAdapterOptions = {}): ToolAdapt
     );
     const existing = batchers.get(key);
     if (existing) return existing;
-    const slotsKey = `${maxInFlight}\u0000${endpointUrl}`;
+    const slotsKey = `${maxInFlight}\u0000${endpointUrl}\u0000${batch.backgroundPauseMs}`;
     let slots = endpointSlots.get(slotsKey);
     if (!slots) {
-      slots = new BatchSlots(maxInFlight);
+      slots = new BatchSlots(maxInFlight, batch.backgroundPauseMs);
       endpointSlots.set(slotsKey, slots);
     }
     const labels = { pool: tool.pool, tool: tool.name };
