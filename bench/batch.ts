@@ -12,7 +12,8 @@
  *
  * Prints a Markdown table and writes JSON under bench/results/batch-<time>/.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runLoad } from './load/agents.js';
@@ -95,14 +96,15 @@ async function main(argv: string[]): Promise<number> {
       `batch-${new Date().toISOString().replace(/[:.]/g, '-')}`,
     );
     mkdirSync(dir, { recursive: true });
+    // Blobs on disk on the memory broker: a million vectors are not the ingress's heap.
+    const blobs = mkdtempSync(join(tmpdir(), 'mcp-cluster-bench-blobs-'));
     const sut = await startSystem(system, {
       backendUrl: sim.url,
-      // Blobs on disk on the memory broker: a million vectors are not the ingress's heap.
-      configYaml: `batch: { directory: ${JSON.stringify(join(dir, 'blobs'))} }`,
+      configYaml: `batch: { directory: ${JSON.stringify(blobs)} }`,
     });
     const base = sut.url.replace(/\/mcp$/, '');
     try {
-      const rss = sampleRss([...sut.pids, sim.pid], 500);
+      const rss = sampleRss(sut.pids, 500);
       const alone = await runJob(base, texts);
       const samples = rss.stop();
       results.batchAlone = { ...alone, shareOfCapacity: alone.textsPerSec / capacity };
@@ -153,6 +155,7 @@ async function main(argv: string[]): Promise<number> {
       );
     } finally {
       await sut.stop();
+      rmSync(blobs, { recursive: true, force: true });
     }
     writeFileSync(join(dir, 'batch.json'), `${JSON.stringify(results, null, 2)}\n`);
     process.stdout.write(`results: ${dir}/batch.json\n`);
