@@ -42,6 +42,11 @@ interface PendingCall {
   timer: NodeJS.Timeout;
 }
 
+/** Unmatched cancels remembered at most (each is a short key and a reason). */
+export const EARLY_CANCELS = 10_000;
+/** How long an unmatched cancel waits for its call, in ms: longer than a request's trip, far shorter than a session. */
+export const EARLY_CANCEL_TTL_MS = 30_000;
+
 /**
  * The calls this ingress replica waits on, keyed by call id. It turns delivery chunks into
  * progress and answers, answers each call exactly once (duplicate finals from redeliveries
@@ -52,6 +57,13 @@ export class CallRegistry {
   private readonly pending = new Map<string, PendingCall>();
   /** `(session id, request id)` of 2025-era callers → call id, for `notifications/cancelled`. */
   private readonly byCancelKey = new Map<string, string>();
+  /**
+   * Cancels that matched no call here, by cancel key, oldest first: a 2025-era client sends the
+   * `tools/call` and its `notifications/cancelled` as separate HTTP requests, and under load the
+   * cancel can arrive first, at this replica or (over the bus) at every other. Kept for
+   * {@link EARLY_CANCEL_TTL_MS}, at most {@link EARLY_CANCELS} of them, and applied when the call registers.
+   */
+  private readonly earlyCancels = new Map<string, { reason: string; source: string; untilMs: number }>();
   private readonly metrics = clusterMetrics();
 
   constructor(
@@ -96,6 +108,12 @@ export class CallRegistry {
       if (options.cancelKey) this.byCancelKey.set(options.cancelKey, call.callId);
       if (options.signal?.aborted) {
         onAbort();
+        return;
+      }
+      const early = options.cancelKey ? this.takeEarlyCancel(options.cancelKey) : undefined;
+      if (early) {
+        // Its cancel overtook it: never queued, answered CANCELLED at once.
+        this.cancel(call.callId, early.reason, early.source);
         return;
       }
       options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -212,7 +230,21 @@ export class CallRegistry {
   /** Cancels the call a 2025-era caller identified by `(session id, request id)`; false if not here. */
   cancelByKey(cancelKey: string, reason: string, source: string): boolean {
     const callId = this.byCancelKey.get(cancelKey);
-    return callId ? this.cancel(callId, reason, source) : false;
+    if (callId) return this.cancel(callId, reason, source);
+    this.earlyCancels.delete(cancelKey);
+    if (this.earlyCancels.size >= EARLY_CANCELS)
+      this.earlyCancels.delete(this.earlyCancels.keys().next().value as string);
+    this.earlyCancels.set(cancelKey, { reason, source, untilMs: Date.now() + EARLY_CANCEL_TTL_MS });
+    return false;
+  }
+
+  /** The remembered cancel of `cancelKey`, if one came within its time to live (then forgotten). */
+  private takeEarlyCancel(cancelKey: string): { reason: string; source: string } | undefined {
+    if (this.earlyCancels.size === 0) return undefined;
+    const early = this.earlyCancels.get(cancelKey);
+    if (!early) return undefined;
+    this.earlyCancels.delete(cancelKey);
+    return early.untilMs > Date.now() ? early : undefined;
   }
 
   private expire(callId: string): void {
