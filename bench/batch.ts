@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- batch [--texts N] [--system cluster-memory|cluster-nats|cluster-bullmq]
- * [--interactive-rate R] [--interactive-seconds S] [--embed-fixed-ms MS] [--embed-per-token-ms MS]`: a batch embedding job through the cluster's
+ * [--interactive-rate R] [--interactive-seconds S] [--embed-fixed-ms MS] [--embed-per-token-ms MS]
+ * [--background-pause 0ms]`: a batch embedding job through the cluster's
  * OpenAI-compatible Batch API against the simulated embedding backend, side by side with what
  * that backend can do alone:
  *
@@ -59,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
       'interactive-seconds': { type: 'string', default: '20' },
       'embed-fixed-ms': { type: 'string' },
       'embed-per-token-ms': { type: 'string' },
+      'background-pause': { type: 'string' },
     },
     strict: true,
   });
@@ -81,7 +83,12 @@ async function main(argv: string[]): Promise<number> {
     simFlags[flag] = Number(value);
   }
   const sim = await startSim(simFlags);
-  const results: Record<string, unknown> = { texts, system, sim: simFlags };
+  const results: Record<string, unknown> = {
+    texts,
+    system,
+    sim: simFlags,
+    backgroundPause: values['background-pause'] ?? 'the tool default',
+  };
   try {
     const capacity = await backendCapacity(sim.url, 8000);
     results.capacityTextsPerSec = capacity;
@@ -101,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
     const sut = await startSystem(system, {
       backendUrl: sim.url,
       configYaml: `batch: { directory: ${JSON.stringify(blobs)} }`,
+      ...(values['background-pause'] ? { embedBackgroundPause: values['background-pause'] } : {}),
     });
     const base = sut.url.replace(/\/mcp$/, '');
     try {

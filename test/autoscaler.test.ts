@@ -1,16 +1,15 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type SpawnedBroker, startNatsServer } from './support/brokers.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 import {
-  CLI,
-  cleanEnv,
   metricValue,
   type RoleProcess,
   runCli,
   STACK_TRACE,
   startRole,
+  startUp as startUpProcess,
   writeConfig,
 } from './support/processes.js';
 import { waitFor } from './support/wait.js';
@@ -257,42 +256,10 @@ const INFO = { MCP_CLUSTER_LOG_LEVEL: 'info' };
 const runCliInfo = (args: string[], env: Record<string, string> = {}) =>
   runCli(args, { ...INFO, ...env }, 20_000);
 
-/** `mcp-cluster up <args>`, resolved once it printed its banner, with the URLs the banner gives. */
+/** `mcp-cluster up <args>` at info, with the URLs its banner gives. */
 async function startUp(args: string[]) {
-  const child = spawn(process.execPath, [CLI, 'up', '--port', '0', ...args], {
-    env: cleanEnv(INFO),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`up printed no banner in 20 s:\n${stderr}`)), 20_000);
-    child.once('exit', () => reject(new Error(`up exited before its banner:\n${stderr}`)));
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      if (stdout.includes('Ctrl-C stops it.')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  return {
-    banner: stdout,
-    mcpUrl: /MCP endpoint \(Streamable HTTP\):\s+(\S+)/.exec(stdout)?.[1] ?? '',
-    statusUrl: /autoscaler \(in-process workers\):\s+(\S+)/.exec(stdout)?.[1],
-    logs: () => stderr,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      const force = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      const code = await exited;
-      clearTimeout(force);
-      return code;
-    },
-  };
+  const up = await startUpProcess(args, INFO);
+  return { ...up, statusUrl: /autoscaler \(in-process workers\):\s+(\S+)/.exec(up.banner)?.[1] };
 }
 
 describe('mcp-cluster autoscaler and up --autoscale', () => {

@@ -6,7 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BatchObject, ProgressView } from '../services/cli/commands/batch.js';
 import { createApiKey, keysFileEntry } from '../services/ingress/index.js';
 import { findOnPath, freePort, removeTempDir, trackChild, trackTempDir } from './support/process-guard.js';
-import { CLI, cleanEnv, type RoleProcess, runCli, STACK_TRACE, startRole } from './support/processes.js';
+import {
+  CLI,
+  cleanEnv,
+  type RoleProcess,
+  runCli,
+  STACK_TRACE,
+  startRole,
+  startUp as startUpProcess,
+} from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mcp-cluster-batch-cli-'));
@@ -118,44 +126,10 @@ describe('mcp-cluster batch: flags and files refused before anything is sent', (
   });
 });
 
-/** `mcp-cluster up` as its own process, resolved once it printed its banner. */
-async function startUp(
-  configPath: string,
-): Promise<{ url: string; stop(): Promise<number | null>; logs(): string }> {
-  const child = spawn(process.execPath, [CLI, 'up', '--port', '0', '--config', configPath], {
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  trackChild(child);
-  let stdout = '';
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`up printed no banner in 20 s:\n${stderr}`)), 20_000);
-    child.once('exit', () => reject(new Error(`up exited before its banner:\n${stderr}`)));
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      if (stdout.includes('Ctrl-C stops it.')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  const mcp = /MCP endpoint \(Streamable HTTP\):\s+(\S+)/.exec(stdout)?.[1] ?? '';
-  return {
-    url: mcp.replace(/\/mcp$/, ''),
-    logs: () => stderr,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      const force = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      const code = await exited;
-      clearTimeout(force);
-      return code;
-    },
-  };
+/** `mcp-cluster up` on `configPath`, with the base URL its banner gives (its MCP URL minus `/mcp`). */
+async function startUp(configPath: string) {
+  const up = await startUpProcess(['--config', configPath]);
+  return { ...up, url: up.mcpUrl.replace(/\/mcp$/, '') };
 }
 
 // `mcp-cluster up` with API keys of two tenants: a pool on its own simulated backend, and a slow

@@ -30,6 +30,8 @@ export interface ClusterStartOptions {
   auth?: BenchAuth | undefined;
   /** More configuration sections (YAML), e.g. `batch:`. */
   configYaml?: string | undefined;
+  /** The embed tool's `batch.backgroundPause`; default the tool's own. */
+  embedBackgroundPause?: string | undefined;
 }
 
 /** The banner line of `mcp-cluster up` that names the endpoint. */
@@ -59,6 +61,7 @@ export async function startClusterMemory(options: ClusterStartOptions): Promise<
       embedCache: options.embedCache,
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
       extraYaml: [options.auth?.yaml, options.configYaml].filter(Boolean).join('\n'),
+      ...(options.embedBackgroundPause ? { embedBackgroundPause: options.embedBackgroundPause } : {}),
     }),
   );
   let role: ChildRole<string> | undefined;
@@ -113,6 +116,7 @@ export async function startClusterDistributed(
       embedCache: options.embedCache,
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
       ...(options.configYaml ? { extraYaml: options.configYaml } : {}),
+      ...(options.embedBackgroundPause ? { embedBackgroundPause: options.embedBackgroundPause } : {}),
     }),
   );
   const roles: ChildRole<Record<string, unknown>>[] = [];

@@ -27,6 +27,8 @@ export interface BenchConfigOptions {
   inferenceInFlight?: number;
   /** More top-level YAML sections (`auth:` from auth.ts, `batch:`); default none. */
   extraYaml?: string;
+  /** The embed tool's `batch.backgroundPause` (e.g. `0ms`); default the tool's own (200ms). */
+  embedBackgroundPause?: string;
 }
 
 /**
@@ -70,6 +72,9 @@ export function benchConfigYaml(options: BenchConfigOptions): string {
     '    model: sim-embed',
     '    deadline: 60s',
     `    cache: { enabled: ${options.embedCache === true} }`,
+    ...(options.embedBackgroundPause
+      ? [`    batch: { backgroundPause: ${options.embedBackgroundPause} }`]
+      : []),
     ...(options.extraYaml ? [options.extraYaml] : []),
     '',
   ].join('\n');

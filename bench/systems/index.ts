@@ -48,6 +48,8 @@ export interface SystemOptions {
   auth?: BenchAuth;
   /** Cluster: more configuration sections (YAML), e.g. `batch: { directory: ... }`. */
   configYaml?: string;
+  /** Cluster: the embed tool's `batch.backgroundPause` (e.g. `0ms`); default the tool's own. */
+  embedBackgroundPause?: string;
 }
 
 export interface SystemUnderTest {
@@ -119,6 +121,7 @@ export async function startSystem(name: SystemName, options: SystemOptions): Pro
         timeoutMs,
         auth: options.auth,
         configYaml: options.configYaml,
+        embedBackgroundPause: options.embedBackgroundPause,
       };
       running =
         name === 'cluster-memory'

@@ -10,7 +10,8 @@ import {
 } from '../core/index.js';
 import type { BatchJobs, FileView, JobOwner, JobView, SubmitOptions } from '../jobs/index.js';
 import { type FrontDoorAuth, identityOf } from './auth/index.js';
-import { hostnameOf, originAllowed, writeResponse } from './http-server.js';
+import { hostnameOf, originAllowed, readBody, writeResponse } from './http-server.js';
+import { batchObject, EMBEDDINGS, fileObject } from './openai-objects.js';
 
 /** What the OpenAI-compatible batch API needs. */
 export interface BatchApiOptions {
@@ -36,8 +37,6 @@ export interface BatchApiOptions {
   log: Logger;
 }
 
-/** The one endpoint a batch may name: the cluster runs embedding batches only. */
-const EMBEDDINGS = '/v1/embeddings';
 /** Largest JSON body of `POST /v1/batches` (16 metadata pairs of 64 + 512 characters fit many times). */
 const MAX_JSON_BODY = 64 * 1024;
 /** Room for the multipart framing and the `purpose` field around the file itself. */
@@ -473,38 +472,15 @@ async function readJsonObject(req: IncomingMessage): Promise<Record<string, unkn
       'unsupported_media_type',
     );
   }
-  const declared = Number(req.headers['content-length']);
-  const tooLarge = () =>
-    new ApiError(
+  const read = await readBody(req, MAX_JSON_BODY);
+  if (read === 'too_large') {
+    throw new ApiError(
       413,
       `the request body exceeds ${MAX_JSON_BODY} bytes; a batch is created from an uploaded file`,
       'body_too_large',
     );
-  if (Number.isFinite(declared) && declared > MAX_JSON_BODY) throw tooLarge();
-  const text = await new Promise<string | undefined>((resolve, reject) => {
-    const parts: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    // Not an async iterator: leaving one early destroys the socket, and with it the 413.
-    req.on('data', (part: Buffer) => {
-      if (done) return;
-      size += part.length;
-      if (size > MAX_JSON_BODY) {
-        done = true;
-        reject(tooLarge());
-        return;
-      }
-      parts.push(part);
-    });
-    req.on('end', () => {
-      if (!done) resolve(Buffer.concat(parts).toString('utf8'));
-      done = true;
-    });
-    req.on('error', () => {
-      if (!done) resolve(undefined);
-      done = true;
-    });
-  });
+  }
+  const text = read === 'aborted' ? undefined : read.toString('utf8');
   if (text === undefined)
     throw new ApiError(400, 'the request was cut off before its end', 'incomplete_body');
   let value: unknown;
@@ -596,66 +572,6 @@ function countingBody(req: IncomingMessage, limit: number) {
     { highWaterMark: 1024 * 1024, size: (chunk) => chunk.byteLength },
   );
   return state;
-}
-
-/** The OpenAI File object of a file. */
-function fileObject(file: FileView) {
-  return {
-    id: file.id,
-    object: 'file',
-    bytes: file.bytes,
-    created_at: file.createdAt,
-    filename: file.filename,
-    purpose: file.purpose,
-    status: 'processed',
-    expires_at: null,
-    status_details: null,
-  };
-}
-
-/** The OpenAI Batch object of a job. */
-export function batchObject(job: JobView) {
-  return {
-    id: job.id,
-    object: 'batch',
-    endpoint: EMBEDDINGS,
-    model: job.model,
-    errors:
-      job.errors && job.errors.length > 0
-        ? {
-            object: 'list',
-            data: job.errors.map((e) => ({
-              code: e.line === undefined ? 'invalid_input' : 'invalid_line',
-              message: e.message,
-              param: null,
-              line: e.line ?? null,
-            })),
-          }
-        : null,
-    input_file_id: job.inputFileId ?? null,
-    completion_window: windowText(job.expiresAt - job.createdAt),
-    status: job.status,
-    output_file_id: job.outputFileId ?? null,
-    error_file_id: job.errorFileId ?? null,
-    created_at: job.createdAt,
-    in_progress_at: job.inProgressAt ?? null,
-    expires_at: job.expiresAt,
-    finalizing_at: job.finalizingAt ?? null,
-    completed_at: job.completedAt ?? null,
-    failed_at: job.failedAt ?? null,
-    expired_at: job.expiredAt ?? null,
-    cancelling_at: job.cancellingAt ?? null,
-    cancelled_at: job.cancelledAt ?? null,
-    request_counts: { total: job.counts.total, completed: job.counts.completed, failed: job.counts.failed },
-    metadata: job.metadata ?? null,
-  };
-}
-
-/** A completion window in seconds as OpenAI writes it: `24h`, else minutes or seconds. */
-function windowText(seconds: number): string {
-  if (seconds > 0 && seconds % 3600 === 0) return `${seconds / 3600}h`;
-  if (seconds > 0 && seconds % 60 === 0) return `${seconds / 60}m`;
-  return `${Math.max(0, Math.round(seconds))}s`;
 }
 
 /** The OpenAI-shaped answer of anything a route threw. */

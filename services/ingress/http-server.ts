@@ -317,7 +317,11 @@ export function originAllowed(origin: string, allowed: string[]): boolean {
   });
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
+/**
+ * Reads a request body of at most `limit` bytes: refused on its Content-Length before a byte is
+ * read, or counted as it arrives (the rest is then read and dropped, so the answer still gets out).
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();

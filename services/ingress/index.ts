@@ -27,7 +27,7 @@ import { ToolValidator } from './tool-validator.js';
 export type { ApiKeyEntry, CallerIdentity, FrontDoorAuth, NewApiKey } from './auth/index.js';
 export { createApiKey, createFrontDoorAuth, isLoopback, keysFileEntry, parseKeysFile } from './auth/index.js';
 export type { BatchApiOptions } from './batch-api.js';
-export { batchObject, createBatchApi } from './batch-api.js';
+export { createBatchApi } from './batch-api.js';
 export { TIMING_META_KEY } from './call-registry.js';
 // The front door's parts, for a one-process MCP server built the same way (the benchmark's direct
 // baseline) and for the suites that test them alone.
@@ -35,6 +35,7 @@ export type { FrontDoorOptions } from './http-server.js';
 export { createMcpFrontDoor } from './http-server.js';
 export { nestsDeeperThan } from './json-depth.js';
 export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } from './mcp-server.js';
+export { batchObject } from './openai-objects.js';
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
 export { ToolValidator } from './tool-validator.js';

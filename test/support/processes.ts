@@ -153,3 +153,57 @@ export function runCli(
 
 /** Lines like `    at fn (file.js:1:2)`: a stack trace, which no user error should print. */
 export const STACK_TRACE = /^\s+at .+[:(]/m;
+
+/** `mcp-cluster up` running as its own process (see {@link startUp}). */
+export interface UpProcess {
+  /** What it printed on stdout up to its banner's end. */
+  readonly banner: string;
+  /** The MCP endpoint the banner names, e.g. `http://127.0.0.1:PORT/mcp`. */
+  readonly mcpUrl: string;
+  /** Everything it wrote to stderr so far (its JSON logs). */
+  logs(): string;
+  /** SIGTERM, then SIGKILL after 15 s; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `mcp-cluster up --port 0 <args>` in {@link cleanEnv} plus `env` and resolves once it
+ * printed its banner (`up` prints people's text, not a JSON ready line, so {@link startRole} does
+ * not fit it). Rejects with its stderr when it exits first or prints no banner within 20 s.
+ */
+export async function startUp(args: string[], env: Record<string, string> = {}): Promise<UpProcess> {
+  const child = spawn(process.execPath, [CLI, 'up', '--port', '0', ...args], {
+    env: cleanEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  trackChild(child);
+  let stdout = '';
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`up printed no banner in 20 s:\n${stderr}`)), 20_000);
+    child.once('exit', () => reject(new Error(`up exited before its banner:\n${stderr}`)));
+    child.stdout?.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout.includes('Ctrl-C stops it.')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return {
+    banner: stdout,
+    mcpUrl: /MCP endpoint \(Streamable HTTP\):\s+(\S+)/.exec(stdout)?.[1] ?? '',
+    logs: () => stderr,
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      const force = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const code = await exited;
+      clearTimeout(force);
+      return code;
+    },
+  };
+}

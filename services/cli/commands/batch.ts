@@ -1,32 +1,16 @@
-import { accessSync, constants, createWriteStream, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
 import type { ExitCode } from '../args.js';
+import { ApiRefusal, ClusterApi, Failure, refusedAs, toFailure } from '../batch-client.js';
+import { type BatchObject, durationText, FINAL, ProgressView } from '../batch-progress.js';
 import { help } from '../usage.js';
 
 /** Where `mcp-cluster up` serves, minus `/mcp`. */
 export const DEFAULT_CLUSTER_URL = 'http://127.0.0.1:3000';
+// The view of a job lives apart (batch-progress.ts); its tests import it from here too.
+export { type BatchObject, durationText, ProgressView };
 
-/** The OpenAI Batch object as the cluster's `/v1/batches` answers it (the fields read here). */
-export interface BatchObject {
-  id: string;
-  status: string;
-  model?: string;
-  errors: { data: { message: string; line: number | null }[] } | null;
-  input_file_id: string | null;
-  output_file_id: string | null;
-  error_file_id: string | null;
-  created_at: number;
-  expires_at: number;
-  completed_at: number | null;
-  request_counts: { total: number; completed: number; failed: number };
-  metadata: Record<string, string> | null;
-}
-
-const FINAL = new Set(['completed', 'failed', 'cancelled', 'expired']);
 const USAGE = `usage:
   mcp-cluster batch submit FILE [--pool NAME] [--wait] [--json]
   mcp-cluster batch status ID [--json]
@@ -60,15 +44,6 @@ const SUBCOMMANDS = {
 } as const;
 type Subcommand = keyof typeof SUBCOMMANDS;
 
-/** Ends the command with `code` after printing `message` (no stack trace). */
-class Failure extends Error {
-  constructor(
-    readonly code: ExitCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 /** A usage error: the command line is incomplete (the usage follows the message). */
 const usage = (message: string) => new Failure(2, `${message}\n${USAGE}`);
 /** A bad flag value or argument: the message names it. */
@@ -363,101 +338,6 @@ async function follow(api: ClusterApi, first: BatchObject): Promise<BatchObject>
 /** How long `--wait` keeps polling a cluster that stopped answering. */
 const UNREACHABLE_GIVE_UP_MS = 30_000;
 
-/**
- * The progress of a job: on a terminal one line redrawn in place (`\r`) at most four times a
- * second with rows done/total, percent, rate, ETA and failed rows; elsewhere a plain line per
- * state change and at most one every five seconds.
- */
-export class ProgressView {
-  private readonly samples: { at: number; done: number }[] = [];
-  private lastDraw = Number.NEGATIVE_INFINITY;
-  private lastStatus: string | undefined;
-  private drawn = false;
-
-  constructor(
-    private readonly write: (text: string) => void,
-    private readonly tty: boolean,
-    private readonly now: () => number = Date.now,
-    /** The terminal's width: a longer line would wrap, and `\r` redraw only its last row. */
-    private readonly columns: () => number | undefined = () => undefined,
-  ) {}
-
-  update(job: BatchObject): void {
-    const at = this.now();
-    const { completed, failed, total } = job.request_counts;
-    const done = completed + failed;
-    this.samples.push({ at, done });
-    // The rate over the last ten seconds: recent enough to follow a change of speed.
-    while (this.samples.length > 2 && at - (this.samples[1]?.at ?? at) >= RATE_WINDOW_MS)
-      this.samples.shift();
-    const changed = job.status !== this.lastStatus;
-    this.lastStatus = job.status;
-    const final = FINAL.has(job.status);
-    const every = this.tty ? TTY_REDRAW_MS : PLAIN_LINE_MS;
-    if (!changed && !final && at - this.lastDraw < every) return;
-    this.lastDraw = at;
-    const parts = this.partsOf(job, done, total, failed, at);
-    if (this.tty) {
-      // On a narrow terminal the bar goes first, then the id: the numbers always show.
-      // A terminal that does not say its width (0, as under `script`) is taken as wide enough.
-      const columns = this.columns();
-      const width = columns && columns >= 20 ? columns - 1 : Number.POSITIVE_INFINITY;
-      let line = [parts.id, parts.status, parts.bar, ...parts.numbers].join('  ');
-      if (line.length > width) line = [parts.id, parts.status, ...parts.numbers].join('  ');
-      if (line.length > width) line = [parts.status, ...parts.numbers].join('  ');
-      if (line.length > width) line = [parts.status, ...parts.numbers].join(' ');
-      this.write(`\r${line.slice(0, width)}\x1b[K`);
-      this.drawn = true;
-    } else this.write(`${[parts.id, parts.status, ...parts.numbers].join('  ')}\n`);
-  }
-
-  /** Ends the redrawn line. */
-  end(): void {
-    if (this.tty && this.drawn) this.write('\n');
-    this.drawn = false;
-  }
-
-  private partsOf(job: BatchObject, done: number, total: number, failed: number, at: number) {
-    const fraction = total > 0 ? done / total : 0;
-    const oldest = this.samples[0];
-    const seconds = oldest ? (at - oldest.at) / 1000 : 0;
-    const rate = oldest && seconds >= 0.5 ? (done - oldest.done) / seconds : undefined;
-    const left = total - done;
-    const eta =
-      FINAL.has(job.status) || left <= 0 ? '0s' : rate && rate > 0 ? durationText(left / rate) : '--';
-    return {
-      id: job.id,
-      status: job.status,
-      bar: bar(fraction),
-      numbers: [
-        `${done}/${total} rows`,
-        `${(fraction * 100).toFixed(1)}%`,
-        `${rate === undefined ? '--' : rate < 10 ? rate.toFixed(1) : Math.round(rate)} rows/s`,
-        `ETA ${eta}`,
-        `failed ${failed}`,
-      ],
-    };
-  }
-}
-
-const RATE_WINDOW_MS = 10_000;
-const TTY_REDRAW_MS = 250;
-const PLAIN_LINE_MS = 5000;
-
-function bar(fraction: number): string {
-  const width = 20;
-  const full = Math.min(width, Math.floor(fraction * width));
-  return `[${'#'.repeat(full)}${'.'.repeat(width - full)}]`;
-}
-
-/** `45s`, `3m05s`, `2h07m`. */
-export function durationText(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-}
-
 function summaryOf(job: BatchObject, elapsedMs: number): string {
   const { completed, failed, total } = job.request_counts;
   const head = `${job.id} ${job.status}: ${completed}/${total} rows done, ${failed} failed in ${durationText(elapsedMs / 1000)}`;
@@ -604,154 +484,3 @@ function checkWritable(path: string, flag: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The HTTP API
-
-/** A refusal of the cluster's API: its status and the OpenAI error's message, code and param. */
-class ApiRefusal extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly code: string | undefined,
-    readonly param: string | undefined,
-  ) {
-    super(message);
-  }
-}
-
-/** Timeout of one API request; an upload gets longer. */
-const REQUEST_TIMEOUT_MS = 30_000;
-const UPLOAD_TIMEOUT_MS = 30 * 60_000;
-
-class ClusterApi {
-  constructor(
-    readonly base: string,
-    private readonly authorization: string | undefined,
-  ) {}
-
-  async json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    const res = await this.send(path, {
-      method,
-      ...(body === undefined
-        ? {}
-        : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
-    return res.json();
-  }
-
-  async upload(filename: string, bytes: Uint8Array<ArrayBuffer>): Promise<{ id: string }> {
-    const form = new FormData();
-    form.set('purpose', 'batch');
-    form.set('file', new Blob([bytes], { type: 'application/jsonl' }), filename);
-    const res = await this.send('/v1/files', { method: 'POST', body: form }, UPLOAD_TIMEOUT_MS);
-    return (await res.json()) as { id: string };
-  }
-
-  /** Writes file `fileId`'s content to `path` (an empty file when there is none); returns its rows. */
-  async download(fileId: string | null, path: string): Promise<number> {
-    const out = createWriteStream(path);
-    if (!fileId) {
-      await new Promise<void>((resolve, reject) =>
-        out.end((err?: Error | null) => (err ? reject(err) : resolve())),
-      );
-      return 0;
-    }
-    const res = await this.send(`/v1/files/${fileId}/content`, { method: 'GET' }, UPLOAD_TIMEOUT_MS).catch(
-      refusedAs(),
-    );
-    let rows = 0;
-    const body = Readable.fromWeb(res.body as NodeReadableStream<Uint8Array>);
-    body.on('data', (chunk: Buffer) => {
-      for (const byte of chunk) if (byte === 10) rows++;
-    });
-    try {
-      await pipeline(body, out);
-    } catch (err) {
-      throw new Failure(1, `downloading ${fileId} to ${path} failed: ${(err as Error).message}`);
-    }
-    return rows;
-  }
-
-  /** Sends a request; a network failure is a Failure (exit 1), a refusal an ApiRefusal. */
-  private async send(path: string, init: RequestInit, timeoutMs = REQUEST_TIMEOUT_MS): Promise<Response> {
-    const headers = new Headers(init.headers);
-    if (this.authorization) headers.set('authorization', this.authorization);
-    let res: Response;
-    try {
-      res = await fetch(`${this.base}${path}`, { ...init, headers, signal: AbortSignal.timeout(timeoutMs) });
-    } catch (err) {
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const why =
-        (err as Error).name === 'TimeoutError'
-          ? `no answer within ${timeoutMs / 1000} s`
-          : (cause?.code ?? cause?.message ?? (err as Error).message);
-      throw new Failure(
-        1,
-        `cannot reach the cluster at ${this.base} (${why}); is it running? Pass --url or set MCP_CLUSTER_URL`,
-      );
-    }
-    if (res.ok) return res;
-    const text = await res.text().catch(() => '');
-    throw refusalOf(res.status, text, path);
-  }
-}
-
-/** The refusal in an answer's body: the OpenAI error shape, an OAuth error, or the role's 404. */
-function refusalOf(status: number, text: string, path: string): ApiRefusal {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  const error = (body as { error?: unknown } | undefined)?.error;
-  if (typeof error === 'object' && error !== null) {
-    const e = error as { message?: unknown; code?: unknown; param?: unknown };
-    return new ApiRefusal(
-      status,
-      typeof e.message === 'string' ? e.message : `HTTP ${status}`,
-      typeof e.code === 'string' ? e.code : undefined,
-      typeof e.param === 'string' ? e.param : undefined,
-    );
-  }
-  const description = (body as { error_description?: unknown } | undefined)?.error_description;
-  if (typeof description === 'string') return new ApiRefusal(status, description, String(error), undefined);
-  if (status === 404 && typeof error === 'string' && error.startsWith('no route')) {
-    return new ApiRefusal(status, `this server has no batch API (${error})`, 'no_batch_api', undefined);
-  }
-  return new ApiRefusal(
-    status,
-    `HTTP ${status} on ${path}${text ? `: ${text.slice(0, 200)}` : ''}`,
-    undefined,
-    undefined,
-  );
-}
-
-/**
- * Turns an API refusal into the command's failure: `exitOf` may claim it as a bad argument (2),
- * the rest exit 1 with a message saying what to do.
- */
-function refusedAs(
-  exitOf: (e: ApiRefusal) => ExitCode | undefined = () => undefined,
-  messageOf: (e: ApiRefusal) => string = (e) => e.message,
-): (err: unknown) => never {
-  return (err) => {
-    if (!(err instanceof ApiRefusal)) throw err;
-    const code = exitOf(err);
-    if (code !== undefined) throw new Failure(code, messageOf(err));
-    throw toFailure(err, messageOf(err));
-  };
-}
-
-function toFailure(err: ApiRefusal, message = err.message): Failure {
-  if (err.status === 401) {
-    return new Failure(
-      1,
-      `the cluster refused the credential (401: ${message}); pass --api-key KEY or --token TOKEN, or set MCP_CLUSTER_API_KEY or MCP_CLUSTER_TOKEN`,
-    );
-  }
-  if (err.status === 403) return new Failure(1, `the cluster refused the request (403: ${message})`);
-  if (err.status === 404 && err.code === 'not_found') {
-    return new Failure(1, `${message} (unknown here, or not your tenant's)`);
-  }
-  return new Failure(1, `the cluster answered ${err.status}: ${message}`);
-}
