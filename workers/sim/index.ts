@@ -13,6 +13,8 @@ export type { SimFailureMode, SimFailureState } from './failures.js';
 export { simFailureModes } from './failures.js';
 export type { SimOptions } from './options.js';
 export { parseSimArgs, resolveSimOptions, simFlags, simOptionDefaults } from './options.js';
+/** The seeded text generator: tests check an answer word for word against it. */
+export { generateTokens } from './seeded-output.js';
 export type { SimBackend } from './server.js';
 export { startSimBackend } from './server.js';
 export type { RecordedRequest, SimStats } from './sim-state.js';
