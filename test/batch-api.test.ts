@@ -473,6 +473,13 @@ tools:
         'completion_window',
       ],
       [
+        'a completion_window past batch.completionWindow',
+        '/v1/batches',
+        json({ ...good, completion_window: '48h' }),
+        400,
+        /completion_window may be at most 86400s/,
+      ],
+      [
         'too much metadata',
         '/v1/batches',
         json({ ...good, metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) }),

@@ -1,6 +1,7 @@
 import {
   type Broker,
   ClusterError,
+  callRetentionMs,
   createLogger,
   type DeliveryTransport,
   inProcessDelivery,
@@ -15,9 +16,22 @@ import { brokerScheme, openBroker, openJobStore } from './brokers.js';
 // What the composition root wires into the roles (the tool families are in families.ts): the transports calls
 // travel on (the broker, and the delivery transport results come back on).
 
-/** Opens the broker of `config.brokerUrl` with the queues of every configured pool. */
+/**
+ * Opens the broker of `config.brokerUrl` with the queues of every configured pool, keeping a call's
+ * message as long as the longest deadline a call can carry allows: an interactive call's deadline is
+ * capped by `ingress.maxDeadline`, a batch chunk's is its job's completion window (at most
+ * `batch.completionWindow`).
+ */
 export function brokerFor(config: ResolvedConfig): Promise<Broker> {
-  return openBroker({ url: config.brokerUrl, namespace: config.namespace, pools: Object.keys(config.pools) });
+  return openBroker({
+    url: config.brokerUrl,
+    namespace: config.namespace,
+    pools: Object.keys(config.pools),
+    callRetentionMs: callRetentionMs(
+      Math.max(config.ingress.maxDeadlineMs, config.batch.completionWindowMs),
+      config.worker.ackWaitMs,
+    ),
+  });
 }
 
 /** Opens the batch-job store that goes with `config.brokerUrl` (see `openJobStore`). */

@@ -79,7 +79,12 @@ export type {
   QueuedCall,
   QueueStats,
 } from './queue/call-queue.js';
-export { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './queue/call-queue.js';
+export {
+  CALL_RETENTION_SLACK_MS,
+  callRetentionMs,
+  DEFAULT_ACK_WAIT_MS,
+  DEFAULT_MAX_DELIVERIES,
+} from './queue/call-queue.js';
 export { openMemoryBroker } from './queue/memory.js';
 export type { QueueLog } from './queue/queue-support.js';
 export {

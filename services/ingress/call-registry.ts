@@ -27,8 +27,15 @@ export interface ToolResultText {
   readonly isError: boolean;
 }
 
-/** How a call the ingress waited on ended. */
-export type CallOutcome = { kind: 'result'; result: ToolResultText } | { kind: 'error'; error: ClusterError };
+/**
+ * How a call the ingress waited on ended. `withdrawn`: its caller withdrew the request with a
+ * 2025-era `notifications/cancelled` (here or, over the bus, at another replica); the work was
+ * stopped and, as the MCP spec asks of the receiver of a cancel, the request gets no answer.
+ */
+export type CallOutcome =
+  | { kind: 'result'; result: ToolResultText }
+  | { kind: 'error'; error: ClusterError }
+  | { kind: 'withdrawn' };
 
 interface PendingCall {
   call: ToolCall;
@@ -78,8 +85,9 @@ export class CallRegistry {
 
   /**
    * Enqueues `call` and resolves with its outcome: the worker's result or error, a
-   * DEADLINE_EXCEEDED error at `call.deadlineUnixMs`, or CANCELLED when `signal` aborts.
-   * Never rejects.
+   * DEADLINE_EXCEEDED error at `call.deadlineUnixMs`, CANCELLED when `signal` aborts, or
+   * `withdrawn` when a cancel for `cancelKey` comes (or came first). No progress is reported once it
+   * resolved. Never rejects.
    */
   run(
     call: ToolCall,
@@ -112,8 +120,8 @@ export class CallRegistry {
       }
       const early = options.cancelKey ? this.takeEarlyCancel(options.cancelKey) : undefined;
       if (early) {
-        // Its cancel overtook it: never queued, answered CANCELLED at once.
-        this.cancel(call.callId, early.reason, early.source);
+        // Its cancel overtook it: never queued, withdrawn at once.
+        this.cancel(call.callId, early.reason, early.source, true);
         return;
       }
       options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -213,24 +221,30 @@ export class CallRegistry {
 
   /**
    * Cancels a call this replica owns: removes it from the queue when still waiting, or orders
-   * the worker that runs it to abort the backend request. Resolves the caller with CANCELLED.
+   * the worker that runs it to abort the backend request. Resolves the caller with CANCELLED, or
+   * (`withdrawn`) with the outcome that writes no answer.
    */
-  cancel(callId: string, reason: string, source: string): boolean {
+  cancel(callId: string, reason: string, source: string, withdrawn = false): boolean {
     const entry = this.pending.get(callId);
     if (!entry) return false;
     this.metrics.ingressCancels.inc({ source });
     this.stopWork(entry, reason);
-    entry.settle({
-      kind: 'error',
-      error: new ClusterError('CANCELLED', `the call was cancelled (${reason})`),
-    });
+    entry.settle(
+      withdrawn
+        ? { kind: 'withdrawn' }
+        : { kind: 'error', error: new ClusterError('CANCELLED', `the call was cancelled (${reason})`) },
+    );
     return true;
   }
 
-  /** Cancels the call a 2025-era caller identified by `(session id, request id)`; false if not here. */
+  /**
+   * Withdraws the call a 2025-era caller identified by `(session id, request id)` with
+   * `notifications/cancelled`: its work stops and its request gets no answer. False if the call is
+   * not here (the cancel is then remembered for a call still on its way).
+   */
   cancelByKey(cancelKey: string, reason: string, source: string): boolean {
     const callId = this.byCancelKey.get(cancelKey);
-    if (callId) return this.cancel(callId, reason, source);
+    if (callId) return this.cancel(callId, reason, source, true);
     this.earlyCancels.delete(cancelKey);
     if (this.earlyCancels.size >= EARLY_CANCELS)
       this.earlyCancels.delete(this.earlyCancels.keys().next().value as string);

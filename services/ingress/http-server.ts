@@ -204,6 +204,7 @@ export function createMcpFrontDoor(
       signal: abort.signal,
       sessionKeyHeader: headerValue(req, 'mcp-cluster-session-key')?.slice(0, 256),
       traceparent: headerValue(req, 'traceparent'),
+      withdraw: () => withdrawResponse(res),
     };
     try {
       const fast = mintedSession ? undefined : options.fastPath?.tryServe(req, res, parsed, scope, identity);
@@ -221,7 +222,7 @@ export function createMcpFrontDoor(
         mintedSession && response.ok ? { [SESSION_HEADER]: mintedSession } : {},
       );
     } catch (err) {
-      if (abort.signal.aborted) return;
+      if (abort.signal.aborted || res.writableEnded) return;
       options.log.error('mcp request failed', { err });
       if (!res.headersSent)
         sendJson(res, 500, {
@@ -357,12 +358,39 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 
   });
 }
 
-/** Writes a web `Response` (an auth refusal, the SDK's answer) to `res`, with `extra` headers. */
+/** Headers of an SSE response, as the SDK writes them. */
+export const SSE_HEADERS = {
+  'content-type': 'text/event-stream',
+  'cache-control': 'no-cache, no-transform',
+  connection: 'keep-alive',
+  'x-accel-buffering': 'no',
+};
+
+/**
+ * Ends the response to a request its caller withdrew (2025-era `notifications/cancelled`) without a
+ * JSON-RPC response, as the MCP spec asks of a cancel's receiver: an SSE stream already open ends
+ * after what it carried, otherwise the answer is an empty SSE stream (a 2025 client accepts one for
+ * every request; the v1 SDK client reads it to its end and, finding no event ids, does not resume it).
+ */
+export function withdrawResponse(res: ServerResponse): void {
+  if (res.writableEnded || res.destroyed) return;
+  if (!res.headersSent) res.writeHead(200, SSE_HEADERS);
+  res.end();
+}
+
+/**
+ * Writes a web `Response` (an auth refusal, the SDK's answer) to `res`, with `extra` headers; a
+ * response already ended (a withdrawn request) takes nothing more, and the body is dropped.
+ */
 export async function writeResponse(
   res: ServerResponse,
   response: Response,
   extra: Record<string, string>,
 ): Promise<void> {
+  if (res.writableEnded) {
+    await response.body?.cancel().catch(() => undefined);
+    return;
+  }
   const headers: Record<string, string> = { ...extra };
   response.headers.forEach((value, key) => {
     headers[key] = value;
@@ -377,6 +405,7 @@ export async function writeResponse(
     // streaming it takes a write for the chunk and another for the chunked terminator (socket
     // writes were the largest self time of the ingress under the overhead benchmark's profile).
     const body = Buffer.from(await response.arrayBuffer());
+    if (res.writableEnded) return;
     headers['content-length'] = String(body.byteLength);
     res.writeHead(response.status, headers);
     res.end(body);
@@ -390,6 +419,10 @@ export async function writeResponse(
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
+      if (res.writableEnded) {
+        await reader.cancel().catch(() => undefined);
+        break;
+      }
       if (!res.write(value)) {
         await new Promise<void>((resolve) => {
           res.once('drain', resolve);

@@ -28,6 +28,12 @@ export interface RequestScope {
   /** Explicit affinity key from the `Mcp-Cluster-Session-Key` header. */
   sessionKeyHeader: string | undefined;
   traceparent: string | undefined;
+  /**
+   * Ends the HTTP response without answering the request: its caller withdrew it with
+   * `notifications/cancelled`. An SSE stream already open ends after the notifications it carried;
+   * otherwise the answer is an empty SSE stream. Nothing written afterwards reaches the caller.
+   */
+  withdraw(): void;
 }
 
 /** The scope of the HTTP request being served, carried across the SDK's async calls. */
@@ -90,10 +96,12 @@ export interface ToolCaller {
   knows(name: string): boolean;
   /**
    * Validates, enqueues and waits for one call. Resolves with the `CallToolResult` as JSON text
-   * (a worker's result, or an `isError` result for invalid arguments, a deadline or a cancel);
-   * rejects with a ClusterError UNKNOWN_TOOL for a tool not in the catalog.
+   * (a worker's result, or an `isError` result for invalid arguments, a deadline or a disconnect),
+   * or with `undefined` when the caller withdrew the request (a 2025-era `notifications/cancelled`):
+   * then the request must get no answer and no more progress. Rejects with a ClusterError
+   * UNKNOWN_TOOL for a tool not in the catalog.
    */
-  call(request: ToolCallRequest): Promise<ToolResultText>;
+  call(request: ToolCallRequest): Promise<ToolResultText | undefined>;
 }
 
 /** The `tools/call` logic shared by both serving paths: validation, deadline, enqueue, metrics. */
@@ -177,6 +185,10 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       });
       if (outcome.kind === 'result')
         return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');
+      if (outcome.kind === 'withdrawn') {
+        finish(failed(new ClusterError('CANCELLED', 'the caller cancelled the request')), 'cancelled');
+        return undefined;
+      }
       return finish(failed(outcome.error), outcomeOf(outcome.error.code));
     },
   };
@@ -233,6 +245,13 @@ export function createMcpServerFactory(
               .catch(() => undefined);
           },
         });
+        if (!answer) {
+          // The front door ends the response here; what the SDK then writes goes nowhere.
+          scope?.withdraw();
+          return toToolErrorResult(
+            new ClusterError('CANCELLED', 'the caller cancelled the request'),
+          ) as never;
+        }
         return JSON.parse(answer.json) as CallToolResult;
       } catch (err) {
         const error = toClusterError(err);

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { classifyInboundRequest, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/server';
 import { type Logger, toClusterError, toJsonRpcError } from '../core/index.js';
 import type { CallerIdentity } from './auth/index.js';
+import { SSE_HEADERS } from './http-server.js';
 import type { RequestScope, ToolCaller } from './mcp-server.js';
 import { stampModernResult } from './result-json.js';
 
@@ -18,7 +19,8 @@ import { stampModernResult } from './result-json.js';
  * writes is what the SDK writes for the same request:
  * - 2026-07-28: a JSON response, switched to an SSE stream by the first progress notification
  *   (the SDK's "auto" response mode); the result stamped with `resultType` and `serverInfo`.
- * - 2025 revisions (stateless): an SSE stream with progress notifications and then the response.
+ * - 2025 revisions (stateless): an SSE stream with progress notifications and then the response,
+ *   or, once the caller withdrew the request (`notifications/cancelled`), nothing more.
  * - SSE streams get a keep-alive comment every 15 s, as the SDK's do.
  */
 export interface ToolCallFastPath {
@@ -50,12 +52,6 @@ const PARAM_KEYS = new Set(['name', 'arguments', '_meta']);
 const LEGACY_REVISIONS = new Set(SUPPORTED_PROTOCOL_VERSIONS.filter((v) => v < MODERN_REVISION));
 /** Interval of SSE keep-alive comments: the SDK's default (`DEFAULT_SSE_KEEP_ALIVE_MS`). */
 const KEEP_ALIVE_MS = 15_000;
-const SSE_HEADERS = {
-  'content-type': 'text/event-stream',
-  'cache-control': 'no-cache, no-transform',
-  connection: 'keep-alive',
-  'x-accel-buffering': 'no',
-};
 
 interface PlainCall {
   era: 'modern' | 'legacy';
@@ -168,6 +164,11 @@ export function createToolCallFastPath(options: {
                   res.write(`event: message\ndata: ${JSON.stringify(note)}\n\n`);
                 },
         });
+        if (!answer) {
+          // Withdrawn by its caller: the stream ends without a response.
+          scope.withdraw();
+          return;
+        }
         const json = oneLine(answer.json);
         const result = call.era === 'modern' ? stampModernResult(json, serverInfoJson) : json;
         message = `{"result":${result},"jsonrpc":"2.0","id":${idJson}}`;

@@ -131,6 +131,14 @@ export function createBatchJobs(options: BatchJobsOptions): BatchJobs & { close(
       inputFileId = file.id;
     }
     const windowMs = submitOptions.completionWindowMs ?? settings.completionWindowMs;
+    // A chunk's deadline is the job's window: the broker keeps a queued call only as long as the
+    // configured window allows (a NATS stream's max_age), so a longer one could lose chunks.
+    if (windowMs > settings.completionWindowMs) {
+      throw new ClusterError(
+        'INVALID_ARGUMENTS',
+        `completion_window may be at most ${settings.completionWindowMs / 1000}s here (batch.completionWindow), got ${windowMs / 1000}s`,
+      );
+    }
     const metadata = checkMetadata(submitOptions.metadata);
     const id = `${JOB_PREFIX}${randomBytes(16).toString('base64url').slice(0, 22)}`;
     const chunkSize = settings.chunkSize;

@@ -93,7 +93,7 @@ export type JobInput =
 export interface SubmitOptions {
   /** Pool to run the chunks on; default `batch.pool`. It must serve an `embed` tool. */
   pool?: string;
-  /** How long the job may take before it expires; default `batch.completionWindow`. */
+  /** How long the job may take before it expires; default and most `batch.completionWindow`. */
   completionWindowMs?: number;
   /** Up to 16 short string pairs kept with the job. */
   metadata?: Record<string, string>;

@@ -1,6 +1,7 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { assertName, type Broker, type BrokerOptions, ClusterError, messageOf } from '../core/index.js';
+import { AnsweredSweep } from './answered-sweep.js';
 import { NatsCallQueue } from './call-queue.js';
 import { NatsCancelBus } from './cancel-bus.js';
 import { API_TIMEOUT_MS, connectNats, NatsLink } from './connection.js';
@@ -10,7 +11,9 @@ import { Topology } from './topology.js';
 /**
  * Opens the NATS JetStream broker: the call queue on the streams and consumers of
  * {@link Topology}, and cancel orders on the core subject `<ns>.cancels`. Creates or updates the
- * streams (and the consumers of `options.pools`) idempotently, so concurrent opens are safe.
+ * streams (the calls stream's `max_age` from `options.callRetentionMs`) and the consumers of
+ * `options.pools` idempotently, so concurrent opens are safe, and removes answered calls a crashed
+ * broker brought back, at open and after every reconnect ({@link AnsweredSweep}).
  * Rejects with `ClusterError('QUEUE_UNAVAILABLE')` naming the URL when the broker cannot be reached
  * or has no JetStream, and `ClusterError('INVALID_CONFIG')` for a namespace or pool that cannot name
  * NATS subjects; the connection then reconnects by itself for its whole life.
@@ -24,9 +27,11 @@ export async function openNatsBroker(options: BrokerOptions): Promise<Broker> {
   try {
     const jsm = await jetstreamManager(nc, { timeout: API_TIMEOUT_MS });
     const link = new NatsLink(nc, url);
-    const topology = new Topology(jsm, url, namespace);
+    const topology = new Topology(jsm, url, namespace, options.callRetentionMs);
     await topology.ensureStreams();
     for (const pool of options.pools) await topology.ensurePool(pool);
+    const sweep = new AnsweredSweep(link, topology);
+    await sweep.run();
     const js = jsm.jetstream();
     const queue = new NatsCallQueue(link, topology, new DeadLetters(link, js, topology));
     const cancels = new NatsCancelBus(link, `${namespace}.cancels`);
@@ -37,6 +42,7 @@ export async function openNatsBroker(options: BrokerOptions): Promise<Broker> {
       cancels,
       close: () => {
         closing ??= (async () => {
+          sweep.close();
           await queue.close();
           await cancels.close();
           await link.close();

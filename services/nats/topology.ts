@@ -13,6 +13,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import {
+  CALL_RETENTION_SLACK_MS,
   ClusterError,
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_MAX_DELIVERIES,
@@ -26,6 +27,11 @@ const DUPLICATE_WINDOW_MS = 120_000;
 /** Dead letters kept for inspection. */
 const DEAD_MAX_AGE_MS = 14 * 24 * 3600 * 1000;
 const DEAD_MAX_MSGS = 100_000;
+/**
+ * `max_age` of a calls stream created without a configured retention: what `callRetentionMs` gives
+ * for the default configuration (batch.completionWindow 24 h, worker.ackWait 30 s).
+ */
+const DEFAULT_CALL_RETENTION_MS = 24 * 3600 * 1000 + DEFAULT_ACK_WAIT_MS + CALL_RETENTION_SLACK_MS;
 /** JetStream API error: a stream with that name exists with another configuration. */
 const STREAM_NAME_IN_USE = 10058;
 /** Prefix of the JetStream API subjects (no domain is configured). */
@@ -44,10 +50,15 @@ export class Topology {
   /** Pools whose consumers exist (created at open or on first use). */
   private readonly ensuredPools = new Map<string, Promise<void>>();
 
+  /**
+   * @param callRetentionMs the calls stream's `max_age` in milliseconds (see `callRetentionMs` in
+   * the kernel); undefined: a new stream gets DEFAULT_CALL_RETENTION_MS and an existing one keeps its own.
+   */
   constructor(
     readonly jsm: JetStreamManager,
     readonly url: string,
     readonly namespace: string,
+    readonly callRetentionMs?: number,
   ) {
     this.stream = `${namespace}_calls`;
     this.deadStream = `${namespace}_dead`;
@@ -73,9 +84,13 @@ export class Topology {
     return `${this.namespace}.dead.${pool}`;
   }
 
-  /** Creates or updates both streams; safe to run from many processes at once. */
+  /**
+   * Creates or updates both streams; safe to run from many processes at once. Retention, storage
+   * and subjects are fixed once a stream exists (JetStream refuses to change retention or storage);
+   * `max_age` may change, so the calls stream takes the configured retention on every open.
+   */
   async ensureStreams(): Promise<void> {
-    await this.upsertStream({
+    const calls = {
       name: this.stream,
       subjects: [`${this.namespace}.calls.>`],
       retention: RetentionPolicy.Workqueue,
@@ -84,7 +99,15 @@ export class Topology {
       duplicate_window: nanos(DUPLICATE_WINDOW_MS),
       // Direct gets let stats() read the oldest waiting message cheaply.
       allow_direct: true,
-    });
+    };
+    // Work-queue retention removes a message when its call is acked, but a broker killed right after
+    // acks may bring answered calls back (see removeAnswered), and nothing else would ever remove
+    // them: max_age bounds how long anything outlives the longest deadline a call can carry.
+    const maxAge = nanos(this.callRetentionMs ?? DEFAULT_CALL_RETENTION_MS);
+    await this.upsertStream(
+      { ...calls, max_age: maxAge },
+      this.callRetentionMs === undefined ? calls : { ...calls, max_age: maxAge },
+    );
     await this.upsertStream({
       name: this.deadStream,
       subjects: [`${this.namespace}.dead.>`],
@@ -97,13 +120,17 @@ export class Topology {
     });
   }
 
-  private async upsertStream(config: Partial<StreamConfig> & { name: string }): Promise<void> {
+  /** Adds the stream with `config`, or brings an existing one to `update` (default `config`). */
+  private async upsertStream(
+    config: Partial<StreamConfig> & { name: string },
+    update: Partial<StreamConfig> = config,
+  ): Promise<void> {
     try {
       await this.jsm.streams.add(config);
     } catch (err) {
       if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw err;
       try {
-        await this.jsm.streams.update(config.name, config);
+        await this.jsm.streams.update(config.name, update);
       } catch (updateErr) {
         throw new ClusterError(
           'QUEUE_UNAVAILABLE',
@@ -124,6 +151,52 @@ export class Topology {
       this.ensuredPools.set(pool, ensured);
     }
     return ensured;
+  }
+
+  /** The pools whose consumers this process made sure of. */
+  knownPools(): string[] {
+    return [...this.ensuredPools.keys()];
+  }
+
+  /**
+   * Deletes the messages of `pool` at or below their consumer's ack floor and returns how many per
+   * priority (priorities with none are left out). In a work-queue stream such a message is an
+   * answered call that should be gone: a broker killed (SIGKILL, power loss) soon after acks can
+   * come back with the consumer's acks on disk but not the stream's removals of the acked messages.
+   * Each subject has exactly one consumer and its ack floor only rises, so no consumer will ever
+   * deliver these messages and nothing else removes them; left alone they would sit in the stream
+   * (and its byte and message counts) until `max_age`. A pool without consumers, or a broker without
+   * the stream, has nothing to remove.
+   */
+  async removeAnswered(pool: string): Promise<Partial<Record<Priority, number>>> {
+    const removed: Partial<Record<Priority, number>> = {};
+    // A stream that lost its tail (a store cut short) numbers new calls below a consumer's floor:
+    // those were never answered, so a floor past the stream's end is not trusted.
+    let lastSeq: number;
+    try {
+      lastSeq = (await this.jsm.streams.info(this.stream)).state.last_seq;
+    } catch (err) {
+      if (isLostTopology(err)) return removed;
+      throw err;
+    }
+    for (const priority of PRIORITIES) {
+      const subject = this.subject(pool, priority);
+      let floor: number;
+      try {
+        floor = (await this.jsm.consumers.info(this.stream, this.durable(pool, priority))).ack_floor
+          .stream_seq;
+      } catch (err) {
+        if (isLostTopology(err)) continue;
+        throw err;
+      }
+      if (floor === 0 || floor > lastSeq) continue;
+      // One direct get tells whether anything lies below the floor, so the usual pass writes nothing.
+      const first = await this.jsm.direct.getMessage(this.stream, { seq: 1, next_by_subj: subject });
+      if (!first || first.seq > floor) continue;
+      const { purged } = await this.jsm.streams.purge(this.stream, { filter: subject, seq: floor + 1 });
+      if (purged > 0) removed[priority] = purged;
+    }
+    return removed;
   }
 
   /** Forgets that the pool's consumers exist (a broker that lost its store lost them). */

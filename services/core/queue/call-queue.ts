@@ -143,4 +143,29 @@ export interface BrokerOptions {
   namespace: string;
   /** Pools this process may consume or enqueue for (used to create streams/consumers up front). */
   pools: string[];
+  /**
+   * How long the broker may keep a call's message before dropping it unread, in milliseconds (NATS:
+   * the calls stream's `max_age`, set on create and brought to this value when a process opens the
+   * broker); see {@link callRetentionMs}. Absent: a new stream gets the retention of the default
+   * configuration and an existing one keeps its own. BullMQ and memory ignore it.
+   */
+  callRetentionMs?: number;
+}
+
+/** Slack on top of the longest deadline and one ack wait in {@link callRetentionMs}: 5 minutes. */
+export const CALL_RETENTION_SLACK_MS = 5 * 60_000;
+
+/**
+ * How long a queued call's message is worth keeping, in milliseconds: the longest deadline a call
+ * can carry (`longestDeadlineMs`: an interactive call's is capped by `ingress.maxDeadline`, a batch
+ * chunk's is its job's completion window), plus one ack wait (`ackWaitMs`) and
+ * {@link CALL_RETENTION_SLACK_MS}. Past its deadline a call is worth nothing (a worker drops it as
+ * shed), so a broker may then drop the message; the ack wait leaves room for the redelivery of a
+ * call whose worker died at its deadline, so a worker still sees it and counts it shed rather than
+ * it vanishing, and the slack covers clock skew between the ingress that stamps the deadline and the
+ * broker that stamps the message. It bounds how long anything the broker holds by mistake (answered
+ * calls a crashed broker brought back) can linger.
+ */
+export function callRetentionMs(longestDeadlineMs: number, ackWaitMs: number): number {
+  return longestDeadlineMs + ackWaitMs + CALL_RETENTION_SLACK_MS;
 }
