@@ -24,13 +24,25 @@ export interface BackendActorOptions {
   healthPath?: string;
   /** Consecutive backend failures that open the breaker. Default 5. */
   breakerFailures?: number;
-  /** How long an open breaker waits before letting one call through, in milliseconds. Default 5000. */
+  /**
+   * How long an open breaker waits before letting one call through, in milliseconds, unless the
+   * health probe sees the backend come back first. Default 5000.
+   */
   breakerHalfOpenMs?: number;
+  /**
+   * Probe interval while the backend is unhealthy or its breaker is not closed, in milliseconds
+   * (at most `healthIntervalMs`), so a recovered backend is noticed within about this long
+   * rather than within a whole `healthIntervalMs`. Default 1000.
+   */
+  recoveryProbeIntervalMs?: number;
 }
+
+/** Default of `BackendActorOptions.recoveryProbeIntervalMs`. */
+export const RECOVERY_PROBE_INTERVAL_MS = 1000;
 
 /**
  * `mcp_cluster_backend_breaker_state` of each breaker state: 0 closed, 1 half-open, 2 open.
- * Isolated (held open by hand; nothing here isolates) counts as open.
+ * Isolated counts as open (the probe isolates a breaker only for an instant, to close it, unreported).
  */
 const BREAKER_GAUGE: Record<CircuitState, number> = {
   [CircuitState.Closed]: 0,
@@ -51,6 +63,11 @@ function isBackendFailure(err: unknown): err is ClusterError {
   );
 }
 
+/** Whether `err` is a call an open breaker turned away without sending it to the backend. */
+export function isBreakerRefusal(err: unknown): boolean {
+  return err instanceof ClusterError && err.cause instanceof BrokenCircuitError;
+}
+
 /**
  * One backend endpoint as an actor: it owns the endpoint's concurrency limit, a health probe
  * and a circuit breaker. Calls reach the backend only through `run`, so the in-flight count the
@@ -61,9 +78,23 @@ export class BackendActor {
   private healthy = true;
   private readonly breaker: CircuitBreakerPolicy;
   private probeTimer: NodeJS.Timeout | undefined;
+  /** Whether the probe loop runs (between `startProbe` and `stop`). */
+  private probing = false;
+  /** Whether a probe request is out now; the loop schedules the next when it ends. */
+  private probeOut = false;
+  /** When the last probe started, `performance.now()` milliseconds. */
+  private probeStartedAt = Number.NEGATIVE_INFINITY;
   /** When the breaker last opened (Date.now()). */
   private breakerOpenedAt = 0;
+  /** Breaks so far: a probe that started before the latest break says nothing about it. */
+  private breaks = 0;
+  /** The probe saw the backend down since the latest break. */
+  private downSinceBreak = false;
+  /** Set while the probe closes the breaker (see `closeAfterRecovery`). */
+  private closingAfterRecovery = false;
   private readonly halfOpenAfterMs: number;
+  private readonly recoveryProbeMs: number;
+  private readonly listeners = new Set<() => void>();
   private readonly metrics = clusterMetrics();
   private readonly labels: { pool: string; backend: string };
   /**
@@ -82,6 +113,10 @@ export class BackendActor {
   ) {
     this.labels = { pool: options.pool, backend: String(options.index) };
     this.halfOpenAfterMs = options.breakerHalfOpenMs ?? 5000;
+    this.recoveryProbeMs = Math.min(
+      options.healthIntervalMs,
+      options.recoveryProbeIntervalMs ?? RECOVERY_PROBE_INTERVAL_MS,
+    );
     this.breaker = circuitBreaker(
       handleWhen((err) => {
         if (!isBackendFailure(err)) return false;
@@ -99,11 +134,20 @@ export class BackendActor {
       },
     );
     this.breaker.onBreak(() => {
+      if (this.closingAfterRecovery) return;
       this.breakerOpenedAt = Date.now();
+      this.breaks += 1;
+      this.downSinceBreak = !this.healthy;
+      // Once the wait is over the breaker admits a trial call: tell the calls waiting for a backend.
+      setTimeout(() => this.changed(), this.halfOpenAfterMs).unref();
+      // Look at the backend soon rather than at the next routine probe.
+      this.probeSoon();
     });
     this.breaker.onStateChange((state) => {
+      if (this.closingAfterRecovery && state === CircuitState.Isolated) return;
       log.warn('backend breaker', { backend: options.url, state: CircuitState[state] });
       this.metrics.backendBreaker.set(this.labels, BREAKER_GAUGE[state]);
+      this.changed();
     });
     this.metrics.backendBreaker.set(this.labels, BREAKER_GAUGE[this.breaker.state]);
     this.metrics.backendHealthy.set(this.labels, 1);
@@ -137,6 +181,20 @@ export class BackendActor {
     }
   }
 
+  /**
+   * Calls `listener` whenever this backend may have become available or got room: the probe's
+   * verdict changed, the breaker changed state or its wait ran out, a request ended. Returns
+   * the function that removes it.
+   */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const listener of [...this.listeners]) listener();
+  }
+
   get isHealthy(): boolean {
     return this.healthy;
   }
@@ -158,44 +216,99 @@ export class BackendActor {
           { cause: err },
         );
       }
+      // A failing backend may be down: look at it soon rather than at the next routine probe.
+      if (isBackendFailure(err)) this.probeSoon();
       throw toClusterError(err);
     } finally {
       this.running -= 1;
       this.metrics.backendInFlight.set(this.labels, this.running);
+      this.changed();
     }
   }
 
-  /** Starts the periodic health probe (`GET <url><healthPath>`). */
+  /**
+   * Starts the health probe (`GET <url><healthPath>`): every `healthIntervalMs` while the backend
+   * is healthy and its breaker closed, every `recoveryProbeIntervalMs` otherwise. A probe that
+   * saw the backend down since its breaker opened and then sees it answer closes the breaker
+   * (`closeAfterRecovery`); a probe that never saw it down (its health endpoint answers while its
+   * requests fail) proves nothing, and the breaker waits `breakerHalfOpenMs` for a trial call.
+   */
   startProbe(): void {
-    const probe = async () => {
-      let ok = false;
-      try {
-        const res = await fetch(new URL(this.options.healthPath ?? '/health', this.options.url), {
-          signal: AbortSignal.timeout(Math.max(1000, this.options.healthIntervalMs)),
-        });
-        ok = res.ok;
-        await res.body?.cancel();
-      } catch {
-        ok = false;
-      }
-      if (ok !== this.healthy)
-        this.log.warn(ok ? 'backend healthy again' : 'backend unhealthy', { backend: this.options.url });
-      this.healthy = ok;
-      this.metrics.backendHealthy.set(this.labels, ok ? 1 : 0);
-    };
-    const loop = () => {
-      void probe().finally(() => {
-        if (this.probeTimer !== undefined) {
-          this.probeTimer = setTimeout(loop, this.options.healthIntervalMs);
-          this.probeTimer.unref();
-        }
-      });
-    };
-    this.probeTimer = setTimeout(loop, 0);
+    this.probing = true;
+    this.scheduleProbe(0);
+  }
+
+  /** Whether the probe runs at its recovery pace. */
+  private get recovering(): boolean {
+    return !this.healthy || this.breaker.state !== CircuitState.Closed;
+  }
+
+  private scheduleProbe(delayMs: number): void {
+    if (!this.probing || this.probeOut) return;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => void this.probe(), delayMs);
     this.probeTimer.unref();
   }
 
+  /** Brings the next probe forward to at most `recoveryProbeIntervalMs` after the last one. */
+  private probeSoon(): void {
+    const sinceLast = performance.now() - this.probeStartedAt;
+    this.scheduleProbe(Math.max(0, this.recoveryProbeMs - sinceLast));
+  }
+
+  private async probe(): Promise<void> {
+    this.probeOut = true;
+    this.probeStartedAt = performance.now();
+    const breaksAtStart = this.breaks;
+    const intervalMs = this.recovering ? this.recoveryProbeMs : this.options.healthIntervalMs;
+    let ok = false;
+    try {
+      const res = await fetch(new URL(this.options.healthPath ?? '/health', this.options.url), {
+        signal: AbortSignal.timeout(Math.max(1000, intervalMs)),
+      });
+      ok = res.ok;
+      await res.body?.cancel();
+    } catch {
+      ok = false;
+    }
+    this.probeOut = false;
+    if (!this.probing) return;
+    if (ok !== this.healthy)
+      this.log.warn(ok ? 'backend healthy again' : 'backend unhealthy', { backend: this.options.url });
+    const wasAvailable = this.view().available;
+    this.healthy = ok;
+    this.metrics.backendHealthy.set(this.labels, ok ? 1 : 0);
+    // Only a probe that started after the latest break speaks about it.
+    const broken = this.breaker.state === CircuitState.Open || this.breaker.state === CircuitState.HalfOpen;
+    if (breaksAtStart === this.breaks && broken) {
+      if (!ok) this.downSinceBreak = true;
+      else if (this.downSinceBreak) this.closeAfterRecovery();
+    }
+    if (this.view().available !== wasAvailable) this.changed();
+    this.scheduleProbe(this.recovering ? this.recoveryProbeMs : this.options.healthIntervalMs);
+  }
+
+  /**
+   * Closes the open breaker at once, with the probe that saw the backend go down and come back
+   * as its trial. A half-open trial call would do the same, but only once it ended: every other
+   * call would wait out one whole call (a long generation, an image) before the backend got
+   * work again. The breaker's failure count stays at its threshold until a call succeeds, so if
+   * the backend still fails its requests, the first failure opens the breaker again, as a failed
+   * trial would. (cockatiel closes a breaker only through a trial or by ending an isolation, so
+   * this isolates it and ends the isolation at once, without reporting the isolation.)
+   */
+  private closeAfterRecovery(): void {
+    this.closingAfterRecovery = true;
+    try {
+      this.breaker.isolate().dispose();
+    } finally {
+      this.closingAfterRecovery = false;
+    }
+    this.log.warn('backend back: breaker closed by the health probe', { backend: this.options.url });
+  }
+
   stop(): void {
+    this.probing = false;
     if (this.probeTimer) clearTimeout(this.probeTimer);
     this.probeTimer = undefined;
   }

@@ -27,7 +27,7 @@ import {
   toFinal,
 } from '../../services/core/index.js';
 import { BackendActor } from './backend-actor.js';
-import { pickBackend } from './router.js';
+import { runWhenAvailable } from './backend-wait.js';
 
 export type { ToolResult };
 
@@ -127,12 +127,22 @@ const ignoreProgress = (): void => {};
 const INTERNAL_RETRY_MS = 1000;
 
 /**
- * Delay before a call handed back for lack of a working backend is offered again: 1 s after
- * the first delivery, doubling each time, at most 15 s, so a short backend outage is ridden out
- * within `maxDeliveries` deliveries instead of burning them all in a few seconds.
+ * How long a call waits between two deliveries when no backend could run it, in milliseconds:
+ * a ceiling of 1 s after the first delivery, doubling each time, at most 15 s, and a uniformly
+ * random point in its upper half ("equal jitter"), so calls handed back together after one
+ * outage come back spread out rather than in lockstep. A call that found no backend available
+ * waits this long on the worker (and runs the moment one comes back); one that failed at the
+ * backend waits it in the queue, where another worker may take it.
+ *
+ * With `worker.maxDeliveries` 5 the four waits before the last delivery come to 0.5-1, 1-2, 2-4
+ * and 4-8 s: 7.5 to 15 s in all, 11.25 s expected, so an outage up to 7.5 s is always ridden out
+ * before the last delivery. The last delivery never hands back nor fails for want of a backend:
+ * it waits on the worker until the call's deadline, so any outage shorter than what is left of
+ * the deadline (a tool's default `deadline` is 60 s) is ridden out too.
  */
-export function retryDelayMs(attempt: number): number {
-  return Math.min(1000 * 2 ** Math.max(0, attempt - 1), 15_000);
+export function retryDelayMs(attempt: number, random: () => number = Math.random): number {
+  const ceilingMs = Math.min(1000 * 2 ** Math.max(0, attempt - 1), 15_000);
+  return Math.round(ceilingMs / 2 + (random() * ceilingMs) / 2);
 }
 
 /**
@@ -248,17 +258,10 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       return;
     }
 
-    const index = pickBackend(
-      actors.map((a) => a.view()),
-      call.sessionKey,
-    );
-    const actor = index === undefined ? undefined : actors[index];
     const lastAttempt = call.attempt >= config.worker.maxDeliveries;
-    if (!actor && !lastAttempt) {
-      // Every backend is down or full: hand the call back so it waits in the queue, not here.
-      await message.nack(retryDelayMs(call.attempt));
-      return;
-    }
+    // How long this delivery may wait here for a backend: its back-off, or on the last delivery
+    // until the deadline, so a backend outage never spends a call's last delivery.
+    const waitUntilUnixMs = lastAttempt ? call.deadlineUnixMs : Date.now() + retryDelayMs(call.attempt);
 
     const entry: RunningCall = {
       abort: new AbortController(),
@@ -290,46 +293,47 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
     try {
       channel.send({ callId: call.callId, attempt: call.attempt, accepted: { workerId } });
-      const started = performance.now();
-      let outcome: { result: ToolResult } | { error: ClusterError };
+      let started: number | undefined;
+      let outcome: { result: ToolResult } | { error: ClusterError } | undefined;
       try {
-        if (!actor) {
-          // The last delivery and still no backend: tell the caller now rather than at its deadline.
-          throw new ClusterError(
-            'BACKEND_UNAVAILABLE',
-            `no backend of pool ${pool} was healthy with room after ${call.attempt} deliveries; retry later`,
-          );
-        }
         const adapter = options.adapters[tool.template] as ToolAdapter;
-        const result = await actor.run((endpointUrl) =>
-          adapter.run({
-            call,
-            arguments: args,
-            tool,
-            endpointUrl,
-            backend: poolConfig.backend,
-            signal: entry.abort.signal,
-            backendTimeoutMs: poolConfig.backendTimeoutMs,
-            noteBatchWait: (ms) => {
-              batchWaitMs = ms;
-            },
-            progress: call.wantsProgress
-              ? (p) => {
-                  channel.send({
-                    callId: call.callId,
-                    attempt: call.attempt,
-                    progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
-                  });
-                }
-              : ignoreProgress,
-          }),
+        // Held in `running` meanwhile: heartbeats keep the delivery alive, cancels reach it.
+        const ran = await runWhenAvailable(
+          actors,
+          call.sessionKey,
+          { untilUnixMs: waitUntilUnixMs, signal: entry.abort.signal },
+          (actor) =>
+            actor.run((endpointUrl) => {
+              started = performance.now();
+              return adapter.run({
+                call,
+                arguments: args,
+                tool,
+                endpointUrl,
+                backend: poolConfig.backend,
+                signal: entry.abort.signal,
+                backendTimeoutMs: poolConfig.backendTimeoutMs,
+                noteBatchWait: (ms) => {
+                  batchWaitMs = ms;
+                },
+                progress: call.wantsProgress
+                  ? (p) => {
+                      channel.send({
+                        callId: call.callId,
+                        attempt: call.attempt,
+                        progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
+                      });
+                    }
+                  : ignoreProgress,
+              });
+            }),
         );
-        outcome = { result };
+        outcome = ran;
       } catch (err) {
         outcome = { error: toClusterError(err) };
       }
-      const backendMs = performance.now() - started;
-      metrics.backendDuration.observe({ pool, tool: tool.name }, backendMs / 1000);
+      const backendMs = started === undefined ? 0 : performance.now() - started;
+      if (started !== undefined) metrics.backendDuration.observe({ pool, tool: tool.name }, backendMs / 1000);
 
       if (entry.reason) {
         // The work was stopped from outside; the caller has its answer or is gone.
@@ -338,6 +342,20 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         if (entry.reason === 'shutdown') await message.nack(0);
         else await message.term(entry.reason);
         return;
+      }
+      if (!outcome && !lastAttempt) {
+        // No backend came back within this delivery's back-off, waited here: hand the call back
+        // at once, for a worker whose backend may be up.
+        await message.nack(0);
+        return;
+      }
+      if (!outcome) {
+        outcome = {
+          error: new ClusterError(
+            'BACKEND_UNAVAILABLE',
+            `no backend of pool ${pool} was available before the call's deadline, after ${call.attempt} deliveries; retry later`,
+          ),
+        };
       }
       if ('error' in outcome && isRetryable(outcome.error.code) && !lastAttempt && !isExpired(call)) {
         // Another worker (or this one, once the backend recovers) may succeed: give it back.
