@@ -76,10 +76,15 @@ export type {
   CancelBus,
   CancelOrder,
   ConsumeOptions,
+  DataLost,
   QueuedCall,
   QueueStats,
 } from './queue/call-queue.js';
-export { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './queue/call-queue.js';
+export {
+  BROKER_RECONNECT_GRACE_MS,
+  DEFAULT_ACK_WAIT_MS,
+  DEFAULT_MAX_DELIVERIES,
+} from './queue/call-queue.js';
 export { openMemoryBroker } from './queue/memory.js';
 export type { QueueLog } from './queue/queue-support.js';
 export {
