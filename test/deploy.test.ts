@@ -274,6 +274,49 @@ describe('the cluster configuration', () => {
     }
   });
 
+  it('every Redis we ship keeps its data across a restart: append-only file on a volume', () => {
+    /** The value after `--flag` in an argument list, or undefined. */
+    const flag = (args: string[], name: string) => {
+      const i = args.indexOf(`--${name}`);
+      return i === -1 ? undefined : args[i + 1];
+    };
+    const expectPersistent = (args: string[], where: string) => {
+      expect(flag(args, 'appendonly'), where).toBe('yes');
+      expect(['everysec', 'always'], where).toContain(flag(args, 'appendfsync'));
+      expect(flag(args, 'maxmemory-policy'), where).toBe('noeviction');
+    };
+    // Compose: the redis service's command, and a named volume on its data directory.
+    const compose = composeServices.find(
+      (x) => x.file === 'deploy/compose.bullmq.yaml' && x.name === 'redis',
+    );
+    expect(compose, 'redis in deploy/compose.bullmq.yaml').toBeDefined();
+    expectPersistent(arr(compose!.s.command).map(str), 'compose redis command');
+    const composeDoc = composeDocs.find((d) => d.file === 'deploy/compose.bullmq.yaml')!.doc;
+    const mounts = arr(compose!.s.volumes).map(str);
+    const named = mounts.find((m) => m.endsWith(':/data'))?.split(':')[0];
+    expect(named, 'compose redis mounts a volume on /data').toBeTruthy();
+    expect(Object.keys(obj(composeDoc.volumes))).toContain(named);
+    // Kubernetes: the overlay's Redis Deployment, its /data mount and the claim behind it.
+    const overlay = 'deploy/kubernetes/overlays/bullmq';
+    const redis = kube('Deployment', overlay).find((d) => str(obj(d.doc.metadata).name) === 'redis');
+    expect(redis, 'the Redis Deployment of the bullmq overlay').toBeDefined();
+    const container = containers(redis!).find((c) => c.name === 'redis')!;
+    expectPersistent(arr(container.args).map(str), 'kubernetes redis args');
+    const mount = arr(container.volumeMounts)
+      .map(obj)
+      .find((m) => m.mountPath === '/data');
+    expect(mount, 'kubernetes redis mounts /data').toBeDefined();
+    const volume = arr(podSpec(redis!).volumes)
+      .map(obj)
+      .find((v) => v.name === mount!.name);
+    const claim = str(obj(volume?.persistentVolumeClaim).claimName);
+    expect(claim, 'the /data volume is a PersistentVolumeClaim').toBeTruthy();
+    expect(
+      kube('PersistentVolumeClaim', overlay).map((d) => str(obj(d.doc.metadata).name)),
+      'the claim is shipped with the overlay',
+    ).toContain(claim);
+  });
+
   it('the bullmq overlay switches the broker to Redis', () => {
     const overlay = docs.find((d) => d.file === 'deploy/kubernetes/overlays/bullmq/kustomization.yaml')!.doc;
     const env = literals(generator(overlay.configMapGenerator, 'mcp-cluster-env'));

@@ -1,25 +1,34 @@
-import type { Broker, BrokerOptions } from '../core/index.js';
+import { type Broker, type BrokerOptions, ClusterError, messageOf } from '../core/index.js';
 import { BullmqCallQueue } from './call-queue.js';
 import { RedisCancelBus } from './cancel-bus.js';
+import { RedisEpoch } from './epoch.js';
 import { assertRedisName, LANES } from './jobs.js';
-import { connectOrFail, createClient, PRODUCER_RETRIES_PER_REQUEST } from './redis-connection.js';
+import { connectOrFail, createClient, PRODUCER_OPTIONS } from './redis-connection.js';
 
 /**
  * Opens the BullMQ broker on Redis: two queues per pool under the key prefix `<namespace>`,
  * `calls-<pool>` for high and normal calls and `calls-<pool>.low` for low ones, job id = call id, failed jobs as the dead-letter set, and cancel orders on
  * the pub/sub channel `<namespace>:cancels`. Rejects with `ClusterError('QUEUE_UNAVAILABLE')`
  * naming the URL when Redis cannot be reached within a few seconds; afterwards every
- * connection reconnects by itself.
+ * connection reconnects by itself. The key `<namespace>:epoch` tells whether a reconnected Redis
+ * still has its data (see `RedisEpoch` and `CallQueue.onDataLost`).
  */
 export async function openBullmqBroker(options: BrokerOptions): Promise<Broker> {
   assertRedisName(options.namespace, 'broker namespace');
   for (const pool of options.pools) assertRedisName(pool, 'pool');
-  // One producer connection carries enqueues, cancels, stats and cancel orders.
-  const producer = createClient(options.url, 'producer', {
-    maxRetriesPerRequest: PRODUCER_RETRIES_PER_REQUEST,
-  });
+  // One producer connection carries enqueues, cancels, stats, cancel orders and the epoch.
+  const producer = createClient(options.url, 'producer', PRODUCER_OPTIONS);
   await connectOrFail(producer, options.url);
-  const queue = new BullmqCallQueue(options.url, options.namespace, producer);
+  const epoch = new RedisEpoch(producer, `${options.namespace}:epoch`, options.url);
+  try {
+    await epoch.open();
+  } catch (err) {
+    producer.disconnect();
+    throw new ClusterError('QUEUE_UNAVAILABLE', `Redis at ${options.url} did not answer: ${messageOf(err)}`, {
+      cause: err,
+    });
+  }
+  const queue = new BullmqCallQueue(options.url, options.namespace, producer, epoch);
   for (const pool of options.pools) for (const lane of LANES) queue.queueFor(pool, lane);
   const cancels = new RedisCancelBus(options.url, `${options.namespace}:cancels`, producer);
   let closing: Promise<void> | undefined;

@@ -1,10 +1,13 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
+  BROKER_RECONNECT_GRACE_MS,
   type CallConsumer,
   type CallQueue,
   ClusterError,
   type ConsumeOptions,
+  type DataLost,
   messageOf,
   PRIORITIES,
   type Priority,
@@ -16,6 +19,7 @@ import {
 import { encodeToolCall } from '../protobuf/index.js';
 import { BullmqConsumer } from './consumer.js';
 import { DEAD_LETTER_RETENTION } from './dead-letters.js';
+import type { RedisEpoch } from './epoch.js';
 import {
   assertRedisName,
   type JobData,
@@ -29,7 +33,13 @@ import {
   queueName,
 } from './jobs.js';
 import { logEvent } from './log.js';
-import { CLOSE_TIMEOUT_MS, COMMAND_TIMEOUT_MS, createClient } from './redis-connection.js';
+import {
+  awaitReady,
+  CLOSE_TIMEOUT_MS,
+  COMMAND_TIMEOUT_MS,
+  createClient,
+  within,
+} from './redis-connection.js';
 
 /** BullMQ stores prioritized jobs in one sorted set scored `priority * 2^32 + counter`. */
 const PRIORITY_SCORE_STEP = 0x100000000;
@@ -37,6 +47,16 @@ const PRIORITY_SCORE_STEP = 0x100000000;
 const STATS_SCAN_LIMIT = 1_000;
 
 type CallBullQueue = Queue<JobData, JobResult, string>;
+
+/** Pause before an enqueue tries again after its connection dropped, in milliseconds. */
+const RETRY_PAUSE_MS = 50;
+
+/** Whether a failed command met a connection that is down rather than a Redis error reply. */
+function isConnectionError(err: unknown): boolean {
+  return /Stream isn't writeable|Connection is closed|max retries per request|ECONNRESET|ECONNREFUSED|EPIPE/i.test(
+    messageOf(err),
+  );
+}
 
 /**
  * The BullMQ call queue: enqueue, cancel and stats on the producer connection, over the two queues
@@ -56,7 +76,12 @@ export class BullmqCallQueue implements CallQueue {
     readonly url: string,
     readonly namespace: string,
     private readonly producer: Redis,
+    private readonly epoch: RedisEpoch,
   ) {}
+
+  onDataLost(listener: (event: DataLost) => void): () => void {
+    return this.epoch.onDataLost(listener);
+  }
 
   /** The BullMQ queue of a pool's lane, created on first use. */
   queueFor(pool: string, lane: Lane): CallBullQueue {
@@ -80,24 +105,47 @@ export class BullmqCallQueue implements CallQueue {
     this.assertOpen();
     const queue = this.queueFor(call.pool, laneOf(call.priority));
     const data: JobData = { envelope: Buffer.from(encodeToolCall(call)).toString('base64') };
-    try {
-      // Adding an id that exists (queued, running or dead) is a no-op in BullMQ: de-duplication.
-      await withTimeout(
-        queue.add(call.tool || 'call', data, {
-          jobId: call.callId,
-          priority: PRIORITY_NUMBER[call.priority],
-          attempts: 1,
-          removeOnComplete: true,
-          removeOnFail: DEAD_LETTER_RETENTION,
-        }),
-        COMMAND_TIMEOUT_MS,
-      );
-    } catch (err) {
-      throw new ClusterError(
-        'QUEUE_UNAVAILABLE',
-        `Redis at ${this.url} did not take call ${call.callId} for pool ${call.pool}: ${messageOf(err)}`,
-        { cause: err },
-      );
+    // A short outage delays the call instead of failing it: wait up to BROKER_RECONNECT_GRACE_MS
+    // (from the first try) for the connection, and try again when it dropped under a try. The
+    // producer has no offline queue, so nothing is sent while it is down (see PRODUCER_OPTIONS);
+    // a try again is safe, as the job id de-duplicates it.
+    const until = Date.now() + BROKER_RECONNECT_GRACE_MS;
+    for (;;) {
+      if (!(await awaitReady(this.producer, Math.max(0, until - Date.now())))) {
+        throw new ClusterError(
+          'QUEUE_UNAVAILABLE',
+          `Redis at ${this.url} is unreachable (no connection for ${BROKER_RECONNECT_GRACE_MS} ms, ${this.producer.status}); call ${call.callId} for pool ${call.pool} was not queued, retry it`,
+        );
+      }
+      // After a reconnect, learn whether Redis lost its data before queueing into it, so the
+      // ingress fails the calls that were lost, not this one.
+      await this.epoch.verified();
+      try {
+        // Adding an id that exists (queued, running or dead) is a no-op in BullMQ: de-duplication.
+        await withTimeout(
+          queue.add(call.tool || 'call', data, {
+            jobId: call.callId,
+            priority: PRIORITY_NUMBER[call.priority],
+            attempts: 1,
+            removeOnComplete: true,
+            removeOnFail: DEAD_LETTER_RETENTION,
+          }),
+          COMMAND_TIMEOUT_MS,
+        );
+        return;
+      } catch (err) {
+        // The connection went down under the try (ioredis may not have marked it yet: "Stream
+        // isn't writeable"): wait for it again while the bound allows.
+        if (Date.now() < until && (this.producer.status !== 'ready' || isConnectionError(err))) {
+          await sleep(RETRY_PAUSE_MS);
+          continue;
+        }
+        throw new ClusterError(
+          'QUEUE_UNAVAILABLE',
+          `Redis at ${this.url} did not take call ${call.callId} for pool ${call.pool}: ${messageOf(err)}`,
+          { cause: err },
+        );
+      }
     }
   }
 
@@ -251,12 +299,20 @@ export class BullmqCallQueue implements CallQueue {
     }
   }
 
+  /**
+   * Stops the consumers and closes the queues: within CLOSE_TIMEOUT_MS each while Redis answers,
+   * at once (connections dropped, nothing waited on) while it does not.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.consumers].map((c) => c.shutdown()));
+    const reachable = this.producer.status === 'ready';
     await Promise.all(
-      [...this.queues.values()].map((q) => withTimeout(q.close(), CLOSE_TIMEOUT_MS).catch(() => undefined)),
+      [...this.queues.values()].map((q) => {
+        const closing = q.close().catch(() => undefined);
+        return reachable ? within(closing, CLOSE_TIMEOUT_MS) : undefined;
+      }),
     );
     this.workerClient?.disconnect();
   }

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import {
+  BROKER_RECONNECT_GRACE_MS,
   type CallConsumer,
   ClusterError,
   type ConsumeOptions,
@@ -27,7 +28,7 @@ import {
   queueName,
 } from './jobs.js';
 import { logEvent } from './log.js';
-import { CLOSE_TIMEOUT_MS } from './redis-connection.js';
+import { awaitReady, CLOSE_TIMEOUT_MS, COMMAND_TIMEOUT_MS, within } from './redis-connection.js';
 
 /** Longest wait for new work before looking again, in seconds (a publish wakes the consumer at once). */
 const DRAIN_DELAY_S = 5;
@@ -91,7 +92,7 @@ export class BullmqConsumer implements CallConsumer {
   private closing?: Promise<void>;
 
   constructor(
-    connection: Redis,
+    private readonly connection: Redis,
     namespace: string,
     private readonly pool: string,
     options: ConsumeOptions,
@@ -131,6 +132,11 @@ export class BullmqConsumer implements CallConsumer {
     this.loop = this.run();
   }
 
+  /**
+   * Stops fetching. Resolves once the loop ended, or at once while Redis is unreachable: a fetch
+   * waiting for the connection then puts back the job it gets (the loop checks `stopped`), so no
+   * job reaches the handler after this resolves either way.
+   */
   async stop(): Promise<void> {
     if (!this.stopped) {
       this.stopped = true;
@@ -141,31 +147,58 @@ export class BullmqConsumer implements CallConsumer {
       this.closing = (async () => {
         await this.loop;
         if (this.held > 0) await new Promise<void>((resolve) => (this.drained = resolve));
-        await this.closeWorkers(false);
+        await this.closeWorkers();
       })();
     }
-    await this.loop;
+    if (this.connection.status === 'ready') await within(this.loop, COMMAND_TIMEOUT_MS);
   }
 
-  /** Stops, forgets unsettled jobs (their locks lapse and they are redelivered), closes the workers. */
+  /**
+   * Stops, forgets unsettled jobs (their locks lapse and they are redelivered), closes the workers:
+   * within CLOSE_TIMEOUT_MS while Redis answers, at once while it does not.
+   */
   async shutdown(): Promise<void> {
     await this.stop();
     for (const abandon of [...this.live]) abandon();
-    try {
-      await withTimeout(this.closing ?? Promise.resolve(), CLOSE_TIMEOUT_MS);
-    } catch {
-      await this.closeWorkers(true);
+    const closing = this.closing ?? Promise.resolve();
+    if (this.connection.status === 'ready') {
+      try {
+        await withTimeout(closing, CLOSE_TIMEOUT_MS);
+        return;
+      } catch {
+        // Fall through: drop the connections.
+      }
     }
+    // Worker.close(true) would return the graceful close already in progress, which waits on
+    // Redis for as long as it is gone (the worker connection never times a command out): drop
+    // the connections instead; what they had pending fails and the close in progress ends.
+    // Not awaited: a disconnect first waits for the connection's setup, which waits for Redis.
+    this.waker.disconnect();
+    for (const l of this.lanes) l.worker.disconnect().catch(() => undefined);
   }
 
-  private async closeWorkers(force: boolean): Promise<void> {
+  private async closeWorkers(): Promise<void> {
     await Promise.all(
       this.lanes.map((l) =>
-        l.worker.close(force).catch((err: unknown) => {
+        l.worker.close().catch((err: unknown) => {
           logEvent('warn', 'worker_close_failed', { pool: this.pool, lane: l.lane, error: messageOf(err) });
         }),
       ),
     );
+  }
+
+  /**
+   * Runs one command of a settle: waits up to BROKER_RECONNECT_GRACE_MS for a lost connection,
+   * then up to COMMAND_TIMEOUT_MS for the answer. The worker connection queues commands while
+   * Redis is down (BullMQ needs it so): one that times out here may still run after a reconnect,
+   * which is harmless: it carries this delivery's lock token, so Redis refuses it once the job was
+   * redelivered, and otherwise it does what was asked.
+   */
+  private async bounded<T>(command: () => Promise<T>): Promise<T> {
+    if (!(await awaitReady(this.connection, BROKER_RECONNECT_GRACE_MS))) {
+      throw new Error(`no connection to Redis for ${BROKER_RECONNECT_GRACE_MS} ms`);
+    }
+    return withTimeout(command(), COMMAND_TIMEOUT_MS);
   }
 
   /** Fetches while a slot is free, sleeps on the markers while every queue is empty, until stop(). */
@@ -282,11 +315,11 @@ export class BullmqConsumer implements CallConsumer {
     /** Runs a settle that moves the job; one Redis did not confirm is left for stalled-job recovery. */
     const settle = async (what: string, move: () => Promise<unknown>): Promise<void> => {
       try {
-        await move();
+        await this.bounded(move);
       } catch (err) {
         throw new ClusterError(
           'QUEUE_UNAVAILABLE',
-          `Redis did not confirm the ${what} of call ${call.callId}: ${messageOf(err)}`,
+          `Redis did not confirm the ${what} of call ${call.callId} (it will be redelivered): ${messageOf(err)}`,
           { cause: err },
         );
       }
@@ -315,7 +348,7 @@ export class BullmqConsumer implements CallConsumer {
         arm();
         let extended: number;
         try {
-          extended = await job.extendLock(token, this.ackWaitMs);
+          extended = await this.bounded(() => job.extendLock(token, this.ackWaitMs));
         } catch (err) {
           throw new ClusterError(
             'QUEUE_UNAVAILABLE',

@@ -244,9 +244,16 @@ function bytesOf(buffer: Buffer): Uint8Array {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
-/** Closes a connection politely (pending replies arrive), or at once when Redis does not answer. */
+/**
+ * Closes a connection politely (pending replies arrive), or at once when Redis is not connected
+ * or does not answer (a quit would wait in the offline queue for a Redis that may never return).
+ */
 async function quit(client: Redis): Promise<void> {
   if (client.status === 'end') return;
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
   try {
     await withTimeout(client.quit(), COMMAND_TIMEOUT_MS);
   } catch {

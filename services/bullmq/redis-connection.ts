@@ -11,10 +11,17 @@ export const COMMAND_TIMEOUT_MS = 5_000;
 /** How long `close` waits for a queue or a worker before forcing it shut, in milliseconds. */
 export const CLOSE_TIMEOUT_MS = 5_000;
 /**
- * Redis commands a producer connection retries across reconnects before failing, so enqueue
- * reports QUEUE_UNAVAILABLE in about a second instead of hanging through an outage.
+ * Options of the producer connection (enqueue, cancel, stats, cancel orders, the epoch). No offline
+ * queue and no resend of unanswered commands after a reconnect: a command is written to a live
+ * connection once or rejected at once, so a call whose enqueue the caller was told failed is never
+ * queued later by a command that waited in the client (a ghost call). An enqueue waits for the
+ * connection itself instead (`awaitReady`, BROKER_RECONNECT_GRACE_MS).
  */
-export const PRODUCER_RETRIES_PER_REQUEST = 3;
+export const PRODUCER_OPTIONS: RedisOptions = {
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: 0,
+};
 
 /**
  * A Redis connection that reconnects forever and logs its errors (throttled) under `role`
@@ -32,6 +39,29 @@ export function createClient(url: string, role: string, extra: RedisOptions): Re
     logEvent('warn', 'redis_connection_error', { role, url, error: err.message }, `redis:${role}`),
   );
   return client;
+}
+
+/**
+ * Waits up to `ms` milliseconds for `client` to be connected and ready; resolves whether it is.
+ * Never waits on a client that was closed.
+ */
+export function awaitReady(client: Redis, ms: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true);
+  if (client.status === 'end') return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      client.off('ready', done);
+      resolve(client.status === 'ready');
+    };
+    const timer = setTimeout(done, ms);
+    client.on('ready', done);
+  });
+}
+
+/** Resolves once `promise` settled or `ms` milliseconds passed, whichever comes first; never rejects. */
+export async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  await withTimeout(promise, ms).catch(() => undefined);
 }
 
 /**

@@ -76,10 +76,12 @@ export type {
   CancelBus,
   CancelOrder,
   ConsumeOptions,
+  DataLost,
   QueuedCall,
   QueueStats,
 } from './queue/call-queue.js';
 export {
+  BROKER_RECONNECT_GRACE_MS,
   CALL_RETENTION_SLACK_MS,
   callRetentionMs,
   DEFAULT_ACK_WAIT_MS,

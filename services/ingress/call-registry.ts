@@ -43,6 +43,8 @@ interface PendingCall {
   link: WorkerLink | undefined;
   /** Attempt number of the accepting delivery (a redelivery replaces the link). */
   attempt: number;
+  /** Set once the broker took the call (its enqueue resolved). */
+  queued: boolean;
   cancelKey: string | undefined;
   onProgress: ((p: CallProgress) => void) | undefined;
   settle: (outcome: CallOutcome) => void;
@@ -99,6 +101,7 @@ export class CallRegistry {
         call,
         link: undefined,
         attempt: 0,
+        queued: false,
         cancelKey: options.cancelKey,
         onProgress: options.onProgress,
         settle: (outcome) => {
@@ -126,7 +129,10 @@ export class CallRegistry {
       }
       options.signal?.addEventListener('abort', onAbort, { once: true });
       this.queue.enqueue(call).then(
-        () => this.metrics.queueEnqueued.inc({ pool: call.pool, priority: call.priority }),
+        () => {
+          entry.queued = true;
+          this.metrics.queueEnqueued.inc({ pool: call.pool, priority: call.priority });
+        },
         (err: unknown) => {
           const error =
             err instanceof ClusterError
@@ -288,6 +294,29 @@ export class CallRegistry {
     this.queue
       .cancel(callId, pool)
       .catch((err: unknown) => this.log.warn('queue cancel failed', { callId, err }));
+  }
+
+  /**
+   * The broker lost its data (see `CallQueue.onDataLost`): answers at once, with a retryable
+   * QUEUE_UNAVAILABLE, every call that was queued and that no worker has accepted, instead of
+   * letting its caller wait for the deadline of a call that no longer exists. Calls a worker
+   * accepted are still running and will be answered; calls whose enqueue is still under way
+   * went to the broker as it is now. Returns how many calls were failed.
+   */
+  failQueued(reason: string): number {
+    let failed = 0;
+    for (const entry of [...this.pending.values()]) {
+      if (!entry.queued || entry.link) continue;
+      failed += 1;
+      entry.settle({
+        kind: 'error',
+        error: new ClusterError(
+          'QUEUE_UNAVAILABLE',
+          `the broker lost this queued call before a worker took it (${reason}); retry the call`,
+        ),
+      });
+    }
+    return failed;
   }
 
   /** Settles every call with SHUTTING_DOWN (used when the grace period ran out). */

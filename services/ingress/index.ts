@@ -113,6 +113,16 @@ export async function startIngress(
   const unsubscribeCancels = await broker.cancels.subscribe((order) => {
     registry.cancelByKey(cancelKeyOf(order.sessionId, order.requestId), order.reason, 'bus');
   });
+  // A broker that lost its data (Redis restarted without persistence) lost the calls queued in
+  // it: their callers get a retryable error now rather than a timeout at their deadline.
+  const unwatchDataLoss = broker.queue.onDataLost?.((event) => {
+    const failed = registry.failQueued(event.reason);
+    log.warn('the broker lost its queued calls; failed the waiting ones with a retryable error', {
+      broker: event.url,
+      reason: event.reason,
+      calls: failed,
+    });
+  });
 
   const mcp = createMcpEndpoint({
     tools,
@@ -219,6 +229,7 @@ export async function startIngress(
 
   async function close(): Promise<void> {
     unsubscribeCancels();
+    unwatchDataLoss?.();
     auth.close();
     await mcp.close();
     await http.close();

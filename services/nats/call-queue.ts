@@ -38,7 +38,9 @@ interface Receipt {
  * The JetStream call queue: publishes with the call id as `Nats-Msg-Id` (de-duplication within the
  * stream's duplicate window), cancels a still-queued call by the stream sequence its enqueue
  * returned (a receipt kept by the enqueuing replica), reports figures from consumer info, and
- * starts one {@link NatsConsumer} per `consume`.
+ * starts one {@link NatsConsumer} per `consume`. An enqueue waits up to RECONNECT_GRACE_MS for a
+ * lost connection, then fails with QUEUE_UNAVAILABLE naming the URL. It has no `onDataLost`: the
+ * streams are on file storage, so a restarted server still has every call it acknowledged.
  */
 export class NatsCallQueue implements CallQueue {
   readonly kind = 'nats' as const;

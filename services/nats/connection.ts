@@ -1,5 +1,5 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { ClusterError, messageOf, queueLog, withTimeout } from '../core/index.js';
+import { BROKER_RECONNECT_GRACE_MS, ClusterError, messageOf, queueLog, withTimeout } from '../core/index.js';
 import { Requests } from './requests.js';
 
 /** The event log of the NATS queue and cancel bus. */
@@ -7,8 +7,8 @@ export const logEvent = queueLog('queue.nats');
 
 /** Timeout of JetStream API calls, publishes and confirmed settles, in milliseconds. */
 export const API_TIMEOUT_MS = 5_000;
-/** How long an enqueue or a settle waits for a dropped connection to come back before failing. */
-export const RECONNECT_GRACE_MS = 3_000;
+/** How long an enqueue or a settle waits for a dropped connection to come back before failing (same on every broker). */
+export const RECONNECT_GRACE_MS = BROKER_RECONNECT_GRACE_MS;
 /** Timeout of the initial TCP/NATS handshake; the open must fail fast on a dead URL. */
 const CONNECT_TIMEOUT_MS = 3_000;
 /** Pause between reconnect attempts after a broker restart. */

@@ -1,5 +1,6 @@
 import {
   type BackendKind,
+  BROKER_RECONNECT_GRACE_MS,
   type Broker,
   backendsVariable,
   type CallConsumer,
@@ -125,6 +126,44 @@ const ignoreProgress = (): void => {};
 
 /** Back-off after an unexpected failure in the worker itself, in milliseconds. */
 const INTERNAL_RETRY_MS = 1000;
+/**
+ * How long a shutdown waits, after the grace period, for the calls it stopped to be handed back,
+ * in milliseconds: a settle waits BROKER_RECONNECT_GRACE_MS for a lost broker, then is abandoned
+ * (the broker redelivers the call after its ack wait).
+ */
+const HAND_BACK_WAIT_MS = BROKER_RECONNECT_GRACE_MS + 1_000;
+/** A broker outage's settle failures are logged at most this often, in milliseconds. */
+const SETTLE_FAILURE_LOG_EVERY_MS = 5_000;
+
+/**
+ * Settles (ack, nack, term) the broker did not confirm, logged as one warning per outage with a
+ * count instead of an error per call: the first at once, then at most every
+ * SETTLE_FAILURE_LOG_EVERY_MS, and one line with the total once settles are confirmed again.
+ * Nothing is lost: the broker redelivers an unsettled call after its ack wait (at-least-once).
+ */
+class SettleFailures {
+  private failures = 0;
+  private loggedAtMs = 0;
+
+  constructor(private readonly log: Logger) {}
+
+  failed(err: ClusterError): void {
+    this.failures += 1;
+    const now = Date.now();
+    if (this.failures > 1 && now - this.loggedAtMs < SETTLE_FAILURE_LOG_EVERY_MS) return;
+    this.loggedAtMs = now;
+    this.log.warn('the broker did not confirm settles; those calls will be redelivered', {
+      failures: this.failures,
+      error: err.message,
+    });
+  }
+
+  confirmed(): void {
+    if (this.failures === 0) return;
+    this.log.info('the broker confirms settles again', { failuresDuringOutage: this.failures });
+    this.failures = 0;
+  }
+}
 
 /**
  * How long a call waits between two deliveries when no backend could run it, in milliseconds:
@@ -198,6 +237,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const running = new Map<string, RunningCall>();
   const settling = new Set<Promise<void>>();
   const life = new Lifecycle((from, to) => metrics.moveWorkerState(pool, from, to));
+  const settleFailures = new SettleFailures(log);
 
   /** The log of one call; made only when something about the call is logged. */
   const callLog = (call: ToolCall): Logger =>
@@ -210,7 +250,13 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     if (call.attempt > 1) metrics.workerRedelivered.inc({ pool, priority: call.priority });
     try {
       await runCall(message);
+      settleFailures.confirmed();
     } catch (err) {
+      if (err instanceof ClusterError && err.code === 'QUEUE_UNAVAILABLE') {
+        // The broker is unreachable: the settle is abandoned and the call redelivered later.
+        settleFailures.failed(err);
+        return;
+      }
       callLog(call).error('call handling failed', { err });
       await message.nack(INTERNAL_RETRY_MS).catch(() => undefined);
     } finally {
@@ -500,7 +546,16 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         entry.abort.abort(new ClusterError('SHUTTING_DOWN', 'worker shutting down'));
       }
     }
-    await Promise.allSettled([...settling]);
+    // Bounded: a hand-back the broker cannot take is abandoned (redelivered after the ack wait).
+    const handedBack = await Promise.race([
+      Promise.allSettled([...settling]).then(() => true),
+      new Promise<false>((resolve) => setTimeout(resolve, HAND_BACK_WAIT_MS, false).unref()),
+    ]);
+    if (!handedBack) {
+      log.warn('calls not handed back in time; the broker redelivers them after their ack wait', {
+        calls: settling.size,
+      });
+    }
   }
 
   async function close(): Promise<void> {

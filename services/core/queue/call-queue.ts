@@ -40,9 +40,37 @@ export interface CallQueue {
   /** Resolves once the broker connection is usable (used by `/readyz`). */
   ready(): Promise<boolean>;
 
-  /** Closes the connection. Consumers stop; unsettled messages return to the queue. */
+  /**
+   * Registers a listener told when the broker is found to have lost its data (every queued call
+   * with it), e.g. a Redis without persistence that restarted; returns a function that removes it.
+   * The ingress fails at once, with a retryable error, the calls it waits on that no worker has
+   * accepted yet. Optional: a broker that cannot lose acknowledged calls (NATS JetStream on file
+   * storage, the in-process memory queue) does not implement it, and it never fires there.
+   */
+  onDataLost?(listener: (event: DataLost) => void): () => void;
+
+  /**
+   * Closes the connection. Consumers stop; unsettled messages return to the queue. Bounded: a
+   * broker that cannot be reached is given up on within a few seconds, never waited on.
+   */
   close(): Promise<void>;
 }
+
+/** What {@link CallQueue.onDataLost} reports. */
+export interface DataLost {
+  /** The broker URL. */
+  url: string;
+  /** Why the data is taken as lost, for logs (e.g. "the epoch key is missing"). */
+  reason: string;
+}
+
+/**
+ * How long an enqueue or a settle (ack, nack, term) waits for a lost broker connection to come
+ * back before failing with `QUEUE_UNAVAILABLE`, in milliseconds: the same on every broker, so a
+ * broker restart shorter than this delays calls instead of failing them. A settle that fails is
+ * abandoned: the broker redelivers the call later (at-least-once).
+ */
+export const BROKER_RECONNECT_GRACE_MS = 3_000;
 
 /** Default `ConsumeOptions.ackWaitMs`, in milliseconds. */
 export const DEFAULT_ACK_WAIT_MS = 30_000;
