@@ -274,6 +274,21 @@ describe('the cluster configuration', () => {
     }
   });
 
+  it('the NATS we ship keeps its JetStream store on a volume', () => {
+    const nats = composeServices.find((x) => x.file === 'deploy/compose.yaml' && x.name === 'nats');
+    expect(nats, 'nats in deploy/compose.yaml').toBeDefined();
+    const args = arr(nats!.s.command).map(str);
+    expect(args).toContain('-js');
+    const storeDir = args[args.indexOf('-sd') + 1];
+    expect(args.indexOf('-sd'), 'nats runs with a store directory (-sd)').toBeGreaterThan(-1);
+    const mount = arr(nats!.s.volumes)
+      .map(str)
+      .find((m) => m.endsWith(`:${storeDir}`));
+    expect(mount, `a volume on ${storeDir}`).toBeTruthy();
+    const doc = composeDocs.find((d) => d.file === 'deploy/compose.yaml')!.doc;
+    expect(Object.keys(obj(doc.volumes))).toContain(mount!.split(':')[0]);
+  });
+
   it('every Redis we ship keeps its data across a restart: append-only file on a volume', () => {
     /** The value after `--flag` in an argument list, or undefined. */
     const flag = (args: string[], name: string) => {
