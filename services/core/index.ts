@@ -98,6 +98,7 @@ export {
   queueLog,
   withTimeout,
 } from './queue/queue-support.js';
+export type { ShareLedger } from './queue/share-ledger.js';
 export type {
   ListenOptions,
   Readiness,
