@@ -468,6 +468,33 @@ describe('sim backend: models, health, metrics', () => {
     const stats = (await (await fetch(`${sim.url}/sim/stats`)).json()) as SimStats;
     expect(stats).toEqual(sim.stats());
   });
+
+  it('records requests in arrival order, numbered, with the user and max_tokens of chat requests', async () => {
+    const before = sim.recentRequests().at(-1)?.seq ?? 0;
+    for (const [user, maxTokens] of [
+      ['tenant-a', 3],
+      ['tenant-b', 5],
+    ] as const) {
+      const res = await post(sim, '/v1/chat/completions', {
+        model: 'my-llm',
+        messages: [{ role: 'user', content: 'abcdefgh' }],
+        max_tokens: maxTokens,
+        user,
+      });
+      await res.arrayBuffer();
+    }
+    await (await fetch(`${sim.url}/health`)).arrayBuffer();
+    const { requests } = (await (await fetch(`${sim.url}/sim/requests`)).json()) as {
+      requests: { seq: number; path: string; chat?: unknown }[];
+    };
+    const mine = requests.filter((r) => r.seq > before);
+    expect(mine.map((r) => r.seq)).toEqual([before + 1, before + 2, before + 3]);
+    expect(mine.map((r) => r.chat)).toEqual([
+      { user: 'tenant-a', maxTokens: 3, promptTokens: 2 },
+      { user: 'tenant-b', maxTokens: 5, promptTokens: 2 },
+      undefined,
+    ]);
+  });
 });
 
 describe('sim options', () => {

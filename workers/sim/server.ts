@@ -128,6 +128,7 @@ async function route(
   req: IncomingMessage,
   res: ServerResponse,
   clientGone: AbortSignal,
+  record: RecordedRequest | undefined,
 ): Promise<void> {
   const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
   const methods = Object.hasOwn(routes, path) ? routes[path] : undefined;
@@ -150,7 +151,14 @@ async function route(
     case '/v1/chat/completions': {
       const body = await readRequestBody(state, req, res, 'openai');
       if (body === undefined || (await injectedFailure(state, 'chat', body, res, clientGone))) return;
-      await runChatCompletion(state, parseChatRequest(state, parseJsonObject(body)), res, clientGone);
+      const request = parseChatRequest(state, parseJsonObject(body));
+      if (record)
+        record.chat = {
+          user: request.user,
+          maxTokens: request.requestedMaxTokens,
+          promptTokens: request.promptTokens,
+        };
+      await runChatCompletion(state, request, res, clientGone);
       return;
     }
     case '/v1/embeddings': {
@@ -223,10 +231,11 @@ async function handleRequest(state: SimState, req: IncomingMessage, res: ServerR
     if (!res.writableFinished) clientGone.abort();
   });
   const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
-  if (!path.startsWith('/sim/'))
-    recordRequest(state, { method: req.method ?? '', path, headers: { ...req.headers } });
+  const record = path.startsWith('/sim/')
+    ? undefined
+    : recordRequest(state, { method: req.method ?? '', path, headers: { ...req.headers } });
   try {
-    await route(state, req, res, clientGone.signal);
+    await route(state, req, res, clientGone.signal, record);
   } catch (err) {
     if (err instanceof SimRequestError) {
       sendError(res, err);

@@ -147,6 +147,8 @@ export interface SimState {
    * received: tests read them to prove what reaches a backend (no caller credentials, say).
    */
   readonly recentRequests: RecordedRequest[];
+  /** Requests recorded so far, the dropped ones included: the next record's `seq` minus one. */
+  recordedRequests: number;
 }
 
 /** How many requests `recentRequests` keeps. */
@@ -154,15 +156,28 @@ export const RECENT_REQUESTS = 256;
 
 /** One request as the backend received it. */
 export interface RecordedRequest {
+  /**
+   * Arrival number, from 1, counting every recorded request (also those dropped since): a
+   * reader polling `/sim/requests` joins its reads on it and sees the exact arrival order.
+   */
+  seq: number;
   method: string;
   path: string;
   headers: Record<string, string | string[] | undefined>;
+  /**
+   * For an accepted chat completions request: its OpenAI `user` field (the caller's session key,
+   * which tests set to tell tenants apart), `max_tokens` as sent and the prompt's tokens.
+   */
+  chat?: { user: string | undefined; maxTokens: number | null; promptTokens: number };
 }
 
-/** Remembers one request, dropping the oldest past {@link RECENT_REQUESTS}. */
-export function recordRequest(state: SimState, request: RecordedRequest): void {
-  state.recentRequests.push(request);
+/** Remembers one request, dropping the oldest past {@link RECENT_REQUESTS}, and returns its record. */
+export function recordRequest(state: SimState, request: Omit<RecordedRequest, 'seq'>): RecordedRequest {
+  state.recordedRequests += 1;
+  const record: RecordedRequest = { seq: state.recordedRequests, ...request };
+  state.recentRequests.push(record);
   if (state.recentRequests.length > RECENT_REQUESTS) state.recentRequests.shift();
+  return record;
 }
 
 export function createSimState(options: SimOptions): SimState {
@@ -218,6 +233,7 @@ export function createSimState(options: SimOptions): SimState {
     counters,
     embedBatchSizes: new Map(),
     recentRequests: [],
+    recordedRequests: 0,
   };
 }
 
