@@ -32,6 +32,8 @@ export interface ClusterStartOptions {
   configYaml?: string | undefined;
   /** The embed tool's `batch.backgroundPause`; default the tool's own. */
   embedBackgroundPause?: string | undefined;
+  /** More settings of the inference pool (YAML lines), e.g. its fair queue. */
+  inferencePoolYaml?: string[] | undefined;
 }
 
 /** The banner line of `mcp-cluster up` that names the endpoint. */
@@ -62,6 +64,7 @@ export async function startClusterMemory(options: ClusterStartOptions): Promise<
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
       extraYaml: [options.auth?.yaml, options.configYaml].filter(Boolean).join('\n'),
       ...(options.embedBackgroundPause ? { embedBackgroundPause: options.embedBackgroundPause } : {}),
+      ...(options.inferencePoolYaml ? { inferencePoolYaml: options.inferencePoolYaml } : {}),
     }),
   );
   let role: ChildRole<string> | undefined;
@@ -117,6 +120,7 @@ export async function startClusterDistributed(
       ...(options.inferenceInFlight ? { inferenceInFlight: options.inferenceInFlight } : {}),
       ...(options.configYaml ? { extraYaml: options.configYaml } : {}),
       ...(options.embedBackgroundPause ? { embedBackgroundPause: options.embedBackgroundPause } : {}),
+      ...(options.inferencePoolYaml ? { inferencePoolYaml: options.inferencePoolYaml } : {}),
     }),
   );
   const roles: ChildRole<Record<string, unknown>>[] = [];

@@ -29,6 +29,8 @@ export interface BenchConfigOptions {
   extraYaml?: string;
   /** The embed tool's `batch.backgroundPause` (e.g. `0ms`); default the tool's own (200ms). */
   embedBackgroundPause?: string;
+  /** More settings of the inference pool, YAML lines at the pool's indent (e.g. `fairQueue: { size: 64 }`). */
+  inferencePoolYaml?: string[];
 }
 
 /**
@@ -61,6 +63,7 @@ export function benchConfigYaml(options: BenchConfigOptions): string {
     '    backend: openai-chat',
     `    endpoints: [${inferenceEndpoints.join(', ')}]`,
     `    maxInFlight: ${inFlight}`,
+    ...(options.inferencePoolYaml ?? []).map((line) => `    ${line}`),
     '  embeddings:',
     '    backend: openai-embeddings',
     `    endpoints: [{ url: ${url} }]`,

@@ -50,6 +50,8 @@ export interface SystemOptions {
   configYaml?: string;
   /** Cluster: the embed tool's `batch.backgroundPause` (e.g. `0ms`); default the tool's own. */
   embedBackgroundPause?: string;
+  /** Cluster: more settings of the inference pool, YAML lines (e.g. `fairQueue: { size: 64 }`). */
+  inferencePoolYaml?: string[];
 }
 
 export interface SystemUnderTest {
@@ -122,6 +124,7 @@ export async function startSystem(name: SystemName, options: SystemOptions): Pro
         auth: options.auth,
         configYaml: options.configYaml,
         embedBackgroundPause: options.embedBackgroundPause,
+        inferencePoolYaml: options.inferencePoolYaml,
       };
       running =
         name === 'cluster-memory'
