@@ -62,8 +62,8 @@ return live
  * once when Redis has not cached them (after a restart).
  *
  * Bounded like an enqueue: a command waits up to BROKER_RECONNECT_GRACE_MS (3 s) for a lost
- * connection (the producer has no offline queue, so nothing is sent late), then gets
- * COMMAND_TIMEOUT_MS (5 s); failures reject with QUEUE_UNAVAILABLE.
+ * connection, tried again if it drops under a try (the producer has no offline queue, so nothing is
+ * sent late), and gets COMMAND_TIMEOUT_MS (5 s) a try; failures reject with QUEUE_UNAVAILABLE.
  */
 export class RedisShareLedger implements ShareLedger {
   private readonly key: string;
@@ -116,21 +116,30 @@ export class RedisShareLedger implements ShareLedger {
   /** Nothing of its own: the producer connection belongs to the broker. */
   async close(): Promise<void> {}
 
+  /**
+   * Runs `op` once the connection is up, like an enqueue: waits up to BROKER_RECONNECT_GRACE_MS
+   * (from the first try) for it, and tries again when it dropped under a try (both scripts are
+   * idempotent), so a short blip delays an operation instead of failing it.
+   */
   private async run<T>(what: string, replica: string, op: () => Promise<T>): Promise<T> {
-    if (!(await awaitReady(this.client, BROKER_RECONNECT_GRACE_MS))) {
-      throw new ClusterError(
-        'QUEUE_UNAVAILABLE',
-        `share ledger ${what} (${replica}): Redis at ${this.url} is unreachable (no connection for ${BROKER_RECONNECT_GRACE_MS} ms, ${this.client.status})`,
-      );
-    }
-    try {
-      return await withTimeout(op(), COMMAND_TIMEOUT_MS);
-    } catch (err) {
-      throw new ClusterError(
-        'QUEUE_UNAVAILABLE',
-        `share ledger ${what} (${replica}) on Redis at ${this.url} failed: ${messageOf(err)}`,
-        { cause: err },
-      );
+    const until = Date.now() + BROKER_RECONNECT_GRACE_MS;
+    for (;;) {
+      if (!(await awaitReady(this.client, Math.max(0, until - Date.now())))) {
+        throw new ClusterError(
+          'QUEUE_UNAVAILABLE',
+          `share ledger ${what} (${replica}): Redis at ${this.url} is unreachable (no connection for ${BROKER_RECONNECT_GRACE_MS} ms, ${this.client.status})`,
+        );
+      }
+      try {
+        return await withTimeout(op(), COMMAND_TIMEOUT_MS);
+      } catch (err) {
+        if (this.client.status !== 'ready' && Date.now() < until) continue;
+        throw new ClusterError(
+          'QUEUE_UNAVAILABLE',
+          `share ledger ${what} (${replica}) on Redis at ${this.url} failed: ${messageOf(err)}`,
+          { cause: err },
+        );
+      }
     }
   }
 

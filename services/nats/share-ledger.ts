@@ -103,7 +103,9 @@ export class NatsShareLedger implements ShareLedger {
       try {
         await this.watching;
       } catch (err) {
+        // Open afresh next time, bucket included (it may be what went: deleted, or lost with a server).
         this.watching = undefined;
+        this.kvHandle = undefined;
         throw err;
       }
     });
