@@ -1233,6 +1233,53 @@ describe('metric names', () => {
     }
   });
 
+  it('the alert rules cover tenants shed as overloaded and a failing shares ledger', () => {
+    const rules = docs
+      .filter((d) => d.file === 'deploy/prometheus/rules.yaml')
+      .flatMap((d) => arr(d.doc.groups))
+      .flatMap((g) => arr(obj(g).rules))
+      .map(obj);
+    const overloaded = rules.find((r) =>
+      /mcp_cluster_tenant_rejected_total\{reason="overloaded"\}/.test(str(r.expr)),
+    );
+    expect(overloaded?.for).toBe('10m');
+    expect(str(overloaded?.expr)).toMatch(/sum by \(pool, tenant\)/);
+    expect(rules.some((r) => /mcp_cluster_share_ledger_errors_total/.test(str(r.expr)))).toBe(true);
+  });
+
+  it('the dashboard has a tenant view: a tenant variable and admission, wait, cost share and held panels', () => {
+    const dash = JSON.parse(read('deploy/grafana/dashboard.json')) as Obj;
+    const variables = arr(obj(dash.templating).list).map(obj);
+    const tenant = variables.find((v) => v.name === 'tenant');
+    expect(str(tenant?.definition)).toMatch(/label_values\(mcp_cluster_tenant_[a-z_]+, tenant\)/);
+    expect(tenant?.includeAll).toBe(true);
+    const exprs = arr(dash.panels)
+      .flatMap((p) => arr(obj(p).targets))
+      .map((t) => str(obj(t).expr));
+    const tenantExprs = exprs.filter((e) => e.includes('mcp_cluster_tenant_'));
+    for (const metric of [
+      'mcp_cluster_tenant_admitted_total',
+      'mcp_cluster_tenant_rejected_total',
+      'mcp_cluster_tenant_queue_wait_seconds_bucket',
+      'mcp_cluster_tenant_cost_served_total',
+      'mcp_cluster_tenant_held_calls',
+    ]) {
+      const uses = tenantExprs.filter((e) => e.includes(metric));
+      expect(uses.length, metric).toBeGreaterThan(0);
+      for (const e of uses) expect(e, metric).toMatch(/tenant=~"\$tenant"/);
+    }
+    expect(
+      exprs.some((e) => /sum by \(pool, tenant, reason\) \(rate\(mcp_cluster_tenant_rejected_total/.test(e)),
+    ).toBe(true);
+    expect(
+      exprs.some((e) =>
+        /histogram_quantile\(0\.95, sum by \(le, pool, tenant\) \(rate\(mcp_cluster_tenant_queue_wait_seconds_bucket/.test(
+          e,
+        ),
+      ),
+    ).toBe(true);
+  });
+
   it('the dashboard shows call duration quantiles from the histogram', () => {
     const text = read('deploy/grafana/dashboard.json');
     expect(text).toMatch(

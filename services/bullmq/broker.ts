@@ -4,11 +4,13 @@ import { RedisCancelBus } from './cancel-bus.js';
 import { RedisEpoch } from './epoch.js';
 import { assertRedisName, LANES } from './jobs.js';
 import { connectOrFail, createClient, PRODUCER_OPTIONS } from './redis-connection.js';
+import { RedisShareLedger } from './share-ledger.js';
 
 /**
  * Opens the BullMQ broker on Redis: two queues per pool under the key prefix `<namespace>`,
  * `calls-<pool>` for high and normal calls and `calls-<pool>.low` for low ones, job id = call id, failed jobs as the dead-letter set, and cancel orders on
- * the pub/sub channel `<namespace>:cancels`. Rejects with `ClusterError('QUEUE_UNAVAILABLE')`
+ * the pub/sub channel `<namespace>:cancels`, and the shares ledger in the hash `<namespace>:shares`
+ * (see `RedisShareLedger`). Rejects with `ClusterError('QUEUE_UNAVAILABLE')`
  * naming the URL when Redis cannot be reached within a few seconds; afterwards every
  * connection reconnects by itself. The key `<namespace>:epoch` tells whether a reconnected Redis
  * still has its data (see `RedisEpoch` and `CallQueue.onDataLost`).
@@ -31,13 +33,17 @@ export async function openBullmqBroker(options: BrokerOptions): Promise<Broker> 
   const queue = new BullmqCallQueue(options.url, options.namespace, producer, epoch);
   for (const pool of options.pools) for (const lane of LANES) queue.queueFor(pool, lane);
   const cancels = new RedisCancelBus(options.url, `${options.namespace}:cancels`, producer);
+  // On the producer connection; no I/O until first used.
+  const shares = new RedisShareLedger(options.url, options.namespace, producer);
   let closing: Promise<void> | undefined;
   return {
     url: options.url,
     queue,
     cancels,
+    shares,
     close: () => {
       closing ??= (async () => {
+        await shares.close();
         await queue.close();
         await cancels.close();
         producer.disconnect();

@@ -99,6 +99,14 @@ export {
   withTimeout,
 } from './queue/queue-support.js';
 export type { ShareLedger } from './queue/share-ledger.js';
+export {
+  assertReplicaId,
+  encodeShareValue,
+  isReplicaId,
+  MAX_REPLICA_ID_LENGTH,
+  MAX_SHARE_TTL_MS,
+  MAX_SHARE_VALUE_BYTES,
+} from './queue/share-ledger.js';
 export type {
   ListenOptions,
   Readiness,

@@ -75,6 +75,28 @@ export interface ClusterMetrics {
   workerInFlight: Gauge<'pool'>;
   /** Open delivery streams (on a worker: to ingress replicas; on an ingress: from workers). */
   deliveryStreams: Gauge<'side'>;
+  /**
+   * Per-tenant admission at the ingress (issue 13, fair share). The tenant label is bounded like
+   * `ingressCalls`: `default`, the tenants of `auth.tenants` and of the `tenants` config, else `other`.
+   * Calls admitted by the tenant's limits (queued at once, or held at the ingress for its fair-queue quota).
+   */
+  tenantAdmitted: Counter<'pool' | 'tenant'>;
+  /** Calls refused before anything was queued, by reason: rate, concurrency (429), overloaded (503). */
+  tenantRejected: Counter<'pool' | 'tenant' | 'reason'>;
+  /** Time from enqueue, or from being held at the ingress, to a worker taking the call, in seconds. */
+  tenantQueueWait: Histogram<'pool' | 'tenant'>;
+  /**
+   * Estimated cost of answered calls, in the pool's cost units (inference: tokens, embeddings: texts,
+   * diffusion: steps x pixels); shares of its rate are the tenants' served shares.
+   */
+  tenantCostServed: Counter<'pool' | 'tenant'>;
+  /** Calls this ingress replica holds for their tenant's fair-queue quota (not yet queued). */
+  tenantHeldCalls: Gauge<'pool' | 'tenant'>;
+  /**
+   * Failed publishes and reads of the shares ledger (`Broker.shares`), counted by the ingress loop that
+   * publishes and reads it; meanwhile the replica enforces limits on its local figures.
+   */
+  shareLedgerErrors: Counter;
   /** Queue figures, refreshed at scrape time by the processes that hold a queue. */
   queueDepth: Gauge<'pool' | 'priority'>;
   queueInFlight: Gauge<'pool' | 'priority'>;
@@ -268,6 +290,42 @@ export function clusterMetrics(): ClusterMetrics {
       name: 'mcp_cluster_delivery_streams',
       help: 'Open delivery streams.',
       labelNames: ['side'],
+      registers,
+    }),
+    tenantAdmitted: new Counter({
+      name: 'mcp_cluster_tenant_admitted_total',
+      help: 'Calls admitted by the per-tenant limits at the ingress (queued, or held for the fair-queue quota).',
+      labelNames: ['pool', 'tenant'],
+      registers,
+    }),
+    tenantRejected: new Counter({
+      name: 'mcp_cluster_tenant_rejected_total',
+      help: 'Calls refused at the ingress before queueing, by reason: rate, concurrency, overloaded.',
+      labelNames: ['pool', 'tenant', 'reason'],
+      registers,
+    }),
+    tenantQueueWait: new Histogram({
+      name: 'mcp_cluster_tenant_queue_wait_seconds',
+      help: 'Time from enqueue (or hold at the ingress) to a worker taking the call, in seconds.',
+      labelNames: ['pool', 'tenant'],
+      buckets: latency,
+      registers,
+    }),
+    tenantCostServed: new Counter({
+      name: 'mcp_cluster_tenant_cost_served_total',
+      help: 'Estimated cost of answered calls, in cost units (inference tokens, embedding texts, diffusion steps x pixels).',
+      labelNames: ['pool', 'tenant'],
+      registers,
+    }),
+    tenantHeldCalls: new Gauge({
+      name: 'mcp_cluster_tenant_held_calls',
+      help: 'Calls held at this ingress replica for their tenant fair-queue quota, in calls.',
+      labelNames: ['pool', 'tenant'],
+      registers,
+    }),
+    shareLedgerErrors: new Counter({
+      name: 'mcp_cluster_share_ledger_errors_total',
+      help: 'Failed publishes and reads of the shares ledger; limits then use local figures.',
       registers,
     }),
     queueDepth: new Gauge({

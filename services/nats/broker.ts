@@ -6,11 +6,13 @@ import { NatsCallQueue } from './call-queue.js';
 import { NatsCancelBus } from './cancel-bus.js';
 import { API_TIMEOUT_MS, connectNats, NatsLink } from './connection.js';
 import { DeadLetters } from './dead-letters.js';
+import { NatsShareLedger } from './share-ledger.js';
 import { Topology } from './topology.js';
 
 /**
  * Opens the NATS JetStream broker: the call queue on the streams and consumers of
- * {@link Topology}, and cancel orders on the core subject `<ns>.cancels`. Creates or updates the
+ * {@link Topology}, cancel orders on the core subject `<ns>.cancels`, and the shares ledger on the
+ * KV bucket `<ns>_shares` ({@link NatsShareLedger}, created on first use). Creates or updates the
  * streams (the calls stream's `max_age` from `options.callRetentionMs`) and the consumers of
  * `options.pools` idempotently, so concurrent opens are safe, and removes answered calls a crashed
  * broker brought back, at open and after every reconnect ({@link AnsweredSweep}).
@@ -35,14 +37,18 @@ export async function openNatsBroker(options: BrokerOptions): Promise<Broker> {
     const js = jsm.jetstream();
     const queue = new NatsCallQueue(link, topology, new DeadLetters(link, js, topology));
     const cancels = new NatsCancelBus(link, `${namespace}.cancels`);
+    // Sets nothing up on the broker until first used (workers never use it).
+    const shares = new NatsShareLedger(link, namespace);
     let closing: Promise<void> | undefined;
     return {
       url,
       queue,
       cancels,
+      shares,
       close: () => {
         closing ??= (async () => {
           sweep.close();
+          await shares.close();
           await queue.close();
           await cancels.close();
           await link.close();

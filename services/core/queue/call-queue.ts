@@ -1,4 +1,5 @@
 import type { Priority, ToolCall } from '../envelope.js';
+import type { ShareLedger } from './share-ledger.js';
 
 /**
  * The queue of calls, partitioned by pool and priority. One contract, three implementations
@@ -152,11 +153,17 @@ export interface CancelOrder {
   reason: string;
 }
 
-/** What a broker URL opens: the call queue and the cancel bus on the same connection(s). */
+/** What a broker URL opens: the call queue, the cancel bus and the shares ledger on the same connection(s). */
 export interface Broker {
   readonly url: string;
   readonly queue: CallQueue;
   readonly cancels: CancelBus;
+  /**
+   * The ingress replicas' shares ledger (per-tenant limits and fair queueing across replicas). It
+   * uses the broker's connection and sets nothing up until first used, so roles that never touch
+   * it (workers, the autoscaler) pay nothing for it. Closed by `close`.
+   */
+  readonly shares: ShareLedger;
   close(): Promise<void>;
 }
 

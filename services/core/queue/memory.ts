@@ -13,6 +13,7 @@ import type {
   QueueStats,
 } from './call-queue.js';
 import { DEFAULT_ACK_WAIT_MS, DEFAULT_MAX_DELIVERIES } from './call-queue.js';
+import { MemoryShareLedger } from './memory-share-ledger.js';
 import { consumedPriorities } from './queue-support.js';
 
 interface Entry {
@@ -248,21 +249,25 @@ const brokers = new Map<string, Broker>();
 
 /**
  * Opens the in-process broker. Every caller in one process with the same namespace shares it,
- * which is what lets the embedded mode run ingress and workers side by side.
+ * which is what lets the embedded mode run ingress and workers side by side (and lets in-process
+ * ingress replicas see each other's entries in `shares`).
  */
 export function openMemoryBroker(options: BrokerOptions): Broker {
   const existing = brokers.get(options.namespace);
   if (existing) return existing;
   const queue = new MemoryCallQueue();
   const cancels = new MemoryCancelBus();
+  const shares = new MemoryShareLedger();
   const broker: Broker = {
     url: options.url,
     queue,
     cancels,
+    shares,
     close: async () => {
       brokers.delete(options.namespace);
       await queue.close();
       await cancels.close();
+      shares.clear();
     },
   };
   brokers.set(options.namespace, broker);
