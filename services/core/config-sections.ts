@@ -89,9 +89,7 @@ export const batchSchema = section({
 }).prefault({});
 
 /** A tenant name as callers carry it (the OAuth claim, the API key's tenant, the header in mode `none`). */
-export const tenantName = z
-  .string()
-  .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'tenant names are 1-64 of A-Z a-z 0-9 _ . -');
+const TENANT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /**
  * One tenant's limits on one pool, enforced by the ingress replicas together (see the admission
@@ -108,7 +106,12 @@ const poolLimitsSchema = section({
    * Calls admitted at once above `rate` (the bucket's size), in calls. Default: `rate` rounded up
    * (one second's worth), at least 1. Needs `rate`.
    */
-  burst: z.number().int('must be a whole number of calls').min(1, 'must be at least 1 call').max(10_000_000).optional(),
+  burst: z
+    .number()
+    .int('must be a whole number of calls')
+    .min(1, 'must be at least 1 call')
+    .max(10_000_000)
+    .optional(),
   /** Calls admitted and not yet answered at once (held, queued or running), over every replica. */
   concurrency: z
     .number()
@@ -138,8 +141,14 @@ const tenantSchema = section({
  * buckets and caps, not one shared between them). Default: `default: { weight: 1 }` and no limits.
  */
 export const tenantsSchema = z
-  .record(tenantName, tenantSchema)
+  .record(z.string(), tenantSchema)
   .default({})
+  .superRefine((tenants, ctx) => {
+    for (const name of Object.keys(tenants)) {
+      if (!TENANT_NAME.test(name))
+        ctx.addIssue({ code: 'custom', path: [name], message: 'tenant names are 1-64 of A-Z a-z 0-9 _ . -' });
+    }
+  })
   .transform((tenants) => ({
     ...tenants,
     default: tenants.default ?? { weight: 1, limits: {} },
