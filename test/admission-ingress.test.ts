@@ -8,7 +8,7 @@ import {
   JSON_RPC,
   type ShareLedger,
 } from '../services/core/index.js';
-import { type Ingress, localShareLedger, startIngress } from '../services/ingress/index.js';
+import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
@@ -103,9 +103,8 @@ tenants:
   beforeAll(async () => {
     sim = await startSimBackend({ ttftMs: 5, tokensPerSecond: 400 });
     broker = await openBroker({ url: 'memory:', namespace: 'admission-test', pools: ['inference'] });
-    ledger = localShareLedger();
-    // The broker's ledger, as `broker.shares` offers it (the ingress takes it from there).
-    Object.assign(broker, { shares: ledger });
+    // The broker's ledger, which the ingress publishes to: the test writes "other replicas" into it.
+    ledger = broker.shares;
     delivery = inProcessDelivery();
     worker = await startWorker({
       config: config(),

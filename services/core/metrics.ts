@@ -101,18 +101,6 @@ export interface ClusterMetrics {
   queueDepth: Gauge<'pool' | 'priority'>;
   queueInFlight: Gauge<'pool' | 'priority'>;
   queueOldestAge: Gauge<'pool' | 'priority'>;
-  /** Calls admitted by the ingress's admission layer, by pool and tenant (bounded). */
-  tenantAdmitted: Counter<'pool' | 'tenant'>;
-  /** Calls refused at admission, by pool, tenant and reason (rate, concurrency, overloaded). */
-  tenantRejected: Counter<'pool' | 'tenant' | 'reason'>;
-  /** Time from enqueue (or hold at the ingress) to a worker taking the call, in seconds. */
-  tenantQueueWait: Histogram<'pool' | 'tenant'>;
-  /** Estimated cost of answered calls, in the pool's cost units (tokens, texts, megapixel-steps). */
-  tenantCostServed: Counter<'pool' | 'tenant'>;
-  /** Calls waiting at this ingress replica for their tenant's fair share of the pool. */
-  tenantHeldCalls: Gauge<'pool' | 'tenant'>;
-  /** Failed publishes and reads of the shares ledger (ingress replicas' admission figures). */
-  shareLedgerErrors: Counter;
   /**
    * Sets `queueDepth`, `queueInFlight` and `queueOldestAge` of `pools` from `queue.stats`; a
    * `/metrics` handler calls it before reading the registry. A pool whose figures the broker does
@@ -356,42 +344,6 @@ export function clusterMetrics(): ClusterMetrics {
       name: 'mcp_cluster_queue_oldest_age_seconds',
       help: 'Age of the oldest waiting call.',
       labelNames: ['pool', 'priority'],
-      registers,
-    }),
-    tenantAdmitted: new Counter({
-      name: 'mcp_cluster_tenant_admitted_total',
-      help: 'Calls admitted at the ingress, per tenant.',
-      labelNames: ['pool', 'tenant'],
-      registers,
-    }),
-    tenantRejected: new Counter({
-      name: 'mcp_cluster_tenant_rejected_total',
-      help: 'Calls refused at admission (rate, concurrency, overloaded), per tenant.',
-      labelNames: ['pool', 'tenant', 'reason'],
-      registers,
-    }),
-    tenantQueueWait: new Histogram({
-      name: 'mcp_cluster_tenant_queue_wait_seconds',
-      help: 'Time from enqueue or hold at the ingress to a worker taking the call, per tenant.',
-      labelNames: ['pool', 'tenant'],
-      buckets: latency,
-      registers,
-    }),
-    tenantCostServed: new Counter({
-      name: 'mcp_cluster_tenant_cost_served_total',
-      help: 'Estimated cost of answered calls (tokens, texts, megapixel-steps), per tenant.',
-      labelNames: ['pool', 'tenant'],
-      registers,
-    }),
-    tenantHeldCalls: new Gauge({
-      name: 'mcp_cluster_tenant_held_calls',
-      help: 'Calls waiting at this ingress replica for their tenant fair share.',
-      labelNames: ['pool', 'tenant'],
-      registers,
-    }),
-    shareLedgerErrors: new Counter({
-      name: 'mcp_cluster_share_ledger_errors_total',
-      help: 'Failed publishes and reads of the shares ledger.',
       registers,
     }),
     async refreshQueueGauges(queue, pools) {

@@ -11,12 +11,11 @@ import {
   listenRole,
   type ResolvedConfig,
   roleRoutes,
-  type ShareLedger,
   type Stoppable,
   sendJson,
 } from '../core/index.js';
 import type { BatchJobs } from '../jobs/index.js';
-import { localShareLedger, startAdmission } from './admission/index.js';
+import { startAdmission } from './admission/index.js';
 import { createFrontDoorAuth } from './auth/index.js';
 import { createBatchApi } from './batch-api.js';
 import { CallRegistry } from './call-registry.js';
@@ -33,7 +32,6 @@ export {
   costEstimatorOf,
   DEFAULT_FAIR_QUEUE_SIZE,
   fairQueueSizes,
-  localShareLedger,
   startAdmission,
   startSharePublisher,
   TokenBucket,
@@ -116,8 +114,8 @@ export async function startIngress(
   const admission = startAdmission({
     config,
     tools,
-    // The broker's ledger once it offers one (NATS KV, Redis keys, memory); else this process's own.
-    ledger: (broker as { shares?: ShareLedger }).shares ?? localShareLedger(),
+    // Shared by every replica on the broker (JetStream KV, a Redis hash, in-process for memory:).
+    ledger: broker.shares,
     tenantLabel,
     log,
   });

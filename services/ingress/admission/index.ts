@@ -18,7 +18,6 @@ export {
   DEFAULT_FAIR_QUEUE_CALLS,
   DEFAULT_FAIR_QUEUE_SIZE,
 } from './cost.js';
-export { localShareLedger } from './local-ledger.js';
 export type { SharePublisher } from './publisher.js';
 export { ENTRY_TTL_MS, PUBLISH_INTERVAL_MS, startSharePublisher } from './publisher.js';
 export type { ReplicaEntry } from './shares.js';
