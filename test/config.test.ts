@@ -157,6 +157,8 @@ describe('resolveConfig defaults', () => {
       },
       scopes: [],
       gpu: undefined,
+      // The backend kind's default size applies (see the ingress's admission layer).
+      fairQueue: { size: undefined },
       healthPath: '/health',
     });
     expect(pools.diffusion?.scaling.replicaConcurrency).toBe(1);
@@ -290,6 +292,7 @@ describe('resolveConfig of a file', () => {
       scaling: expect.objectContaining({ minReplicas: 0, maxReplicas: 10 }),
       scopes: [],
       gpu: undefined,
+      fairQueue: { size: undefined },
       healthPath: '/health',
     });
     expect(c.tools).toHaveLength(1);

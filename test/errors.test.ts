@@ -3,10 +3,12 @@ import { describe, expect, it } from 'vitest';
 import {
   ClusterError,
   type ClusterErrorCode,
+  httpStatusOf,
   isProtocolError,
   isRetryable,
   JSON_RPC,
   parseErrorCode,
+  retryAfterSeconds,
   toClusterError,
   toGrpcStatus,
   toJsonRpcError,
@@ -28,6 +30,8 @@ const EXPECTED_GRPC: Record<ClusterErrorCode, grpcStatus> = {
   UNDELIVERABLE: grpcStatus.UNAVAILABLE,
   BAD_ENVELOPE: grpcStatus.INVALID_ARGUMENT,
   SHUTTING_DOWN: grpcStatus.UNAVAILABLE,
+  RATE_LIMITED: grpcStatus.RESOURCE_EXHAUSTED,
+  OVERLOADED: grpcStatus.UNAVAILABLE,
   INTERNAL: grpcStatus.INTERNAL,
 };
 const CODES = Object.keys(EXPECTED_GRPC) as ClusterErrorCode[];
@@ -56,7 +60,11 @@ describe.each(CODES)('code %s', (code) => {
         ? JSON_RPC.INVALID_PARAMS
         : code === 'UNKNOWN_SESSION'
           ? JSON_RPC.SESSION_NOT_FOUND
-          : JSON_RPC.INTERNAL_ERROR,
+          : code === 'RATE_LIMITED'
+            ? JSON_RPC.RATE_LIMITED
+            : code === 'OVERLOADED'
+              ? JSON_RPC.OVERLOADED
+              : JSON_RPC.INTERNAL_ERROR,
     );
     expect(rpc.message).toBe(err.message);
     expect(rpc.data).toEqual({ code });
@@ -81,7 +89,7 @@ describe.each(CODES)('code %s', (code) => {
 });
 
 describe('JSON_RPC', () => {
-  it('has the standard JSON-RPC 2.0 codes and MCP session-not-found', () => {
+  it('has the standard JSON-RPC 2.0 codes, MCP session-not-found and the refusals at admission', () => {
     expect(JSON_RPC).toEqual({
       PARSE_ERROR: -32700,
       INVALID_REQUEST: -32600,
@@ -89,13 +97,21 @@ describe('JSON_RPC', () => {
       INVALID_PARAMS: -32602,
       INTERNAL_ERROR: -32603,
       SESSION_NOT_FOUND: -32001,
+      RATE_LIMITED: -32029,
+      OVERLOADED: -32053,
     });
   });
 });
 
 describe('isProtocolError', () => {
-  it('is true only for unknown tools and unknown sessions', () => {
-    expect(CODES.filter(isProtocolError)).toEqual(['UNKNOWN_TOOL', 'UNKNOWN_SESSION', 'UNKNOWN_JOB']);
+  it('is true only for unknown tools, sessions and jobs, and the refusals at admission', () => {
+    expect(CODES.filter(isProtocolError)).toEqual([
+      'UNKNOWN_TOOL',
+      'UNKNOWN_SESSION',
+      'UNKNOWN_JOB',
+      'RATE_LIMITED',
+      'OVERLOADED',
+    ]);
   });
 });
 
@@ -151,11 +167,26 @@ describe('toClusterError', () => {
   });
 });
 
+describe('refusals at admission', () => {
+  it('carry an HTTP status, a Retry-After in whole seconds and retryAfterMs in the JSON-RPC data', () => {
+    const err = new ClusterError('RATE_LIMITED', 'over the rate', { retryAfterMs: 1200.4 });
+    expect(httpStatusOf('RATE_LIMITED')).toBe(429);
+    expect(httpStatusOf('OVERLOADED')).toBe(503);
+    expect(httpStatusOf('INTERNAL')).toBeUndefined();
+    expect(retryAfterSeconds(err)).toBe('2');
+    expect(retryAfterSeconds(new ClusterError('OVERLOADED', 'x', { retryAfterMs: 10 }))).toBe('1');
+    expect(toJsonRpcError(err).data).toEqual({ code: 'RATE_LIMITED', retryAfterMs: 1201 });
+    expect(isProtocolError('RATE_LIMITED') && isProtocolError('OVERLOADED')).toBe(true);
+  });
+});
+
 describe('isRetryable', () => {
   it('is true exactly for failures another delivery may get past', () => {
     expect(CODES.filter(isRetryable).sort()).toEqual([
       'BACKEND_UNAVAILABLE',
+      'OVERLOADED',
       'QUEUE_UNAVAILABLE',
+      'RATE_LIMITED',
       'SHUTTING_DOWN',
     ]);
   });

@@ -87,3 +87,84 @@ export const batchSchema = section({
   /** `memory:` broker only: a directory for job blobs instead of the heap (empty: the heap). */
   directory: z.string().default(''),
 }).prefault({});
+
+/** A tenant name as callers carry it (the OAuth claim, the API key's tenant, the header in mode `none`). */
+const TENANT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * One tenant's limits on one pool, enforced by the ingress replicas together (see the admission
+ * layer, services/ingress/admission). Each is optional: absent, that limit does not apply.
+ */
+const poolLimitsSchema = section({
+  /** Calls per second admitted (a token bucket's refill), summed over every ingress replica. */
+  rate: z
+    .number()
+    .gt(0, 'must be above 0 calls/s; leave rate out for no rate limit')
+    .max(1_000_000)
+    .optional(),
+  /**
+   * Calls admitted at once above `rate` (the bucket's size), in calls. Default: `rate` rounded up
+   * (one second's worth), at least 1. Needs `rate`.
+   */
+  burst: z
+    .number()
+    .int('must be a whole number of calls')
+    .min(1, 'must be at least 1 call')
+    .max(10_000_000)
+    .optional(),
+  /** Calls admitted and not yet answered at once (held, queued or running), over every replica. */
+  concurrency: z
+    .number()
+    .int('must be a whole number of calls')
+    .min(1, 'must be at least 1 call; leave concurrency out for no cap')
+    .max(10_000_000)
+    .optional(),
+});
+
+/**
+ * A tenant's share and limits. `weight` is its relative share of a pool whose fair queue is full
+ * (a backlogged pool): with weights 2 and 1, two backlogged tenants are served cost 2:1.
+ */
+const tenantSchema = section({
+  /** Relative share of a backlogged pool, above 0 (default 1). */
+  weight: z
+    .number()
+    .gt(0, 'must be above 0 (a relative share, e.g. 1 or 2)')
+    .max(10_000, 'must be at most 10000 (weights are relative: scale them all down)')
+    .default(1),
+  /** Limits per pool name (the pool must be declared under `pools`). */
+  limits: z.record(z.string(), poolLimitsSchema).default({}),
+});
+
+/**
+ * Tenants by name. `default` applies to every tenant not named here, each on its own (its own
+ * buckets and caps, not one shared between them). Default: `default: { weight: 1 }` and no limits.
+ */
+export const tenantsSchema = z
+  .record(z.string(), tenantSchema)
+  .default({})
+  .superRefine((tenants, ctx) => {
+    for (const name of Object.keys(tenants)) {
+      if (!TENANT_NAME.test(name))
+        ctx.addIssue({ code: 'custom', path: [name], message: 'tenant names are 1-64 of A-Z a-z 0-9 _ . -' });
+    }
+  })
+  .transform((tenants) => ({
+    ...tenants,
+    default: tenants.default ?? { weight: 1, limits: {} },
+  }));
+
+/**
+ * A pool's fair queue: the queued cost (work no worker took yet, in the pool's cost units:
+ * inference tokens, embedding texts, diffusion megapixel-steps) the broker holds, shared out among
+ * the tenants with work waiting by weight. A tenant at its share waits at the ingress instead.
+ */
+export const fairQueueSchema = section({
+  /**
+   * Cost units the broker queue holds for all tenants together; 0 turns fair queueing off for
+   * the pool. Default the pool's backend kind's (see the admission layer's `DEFAULT_FAIR_QUEUE_SIZE`):
+   * openai-chat 16384 tokens, openai-embeddings and tei 2048 texts, comfyui 200 megapixel-steps,
+   * any other kind 64 calls.
+   */
+  size: z.number().min(0, 'must be 0 (off) or more cost units').max(1e12).optional(),
+});

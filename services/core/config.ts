@@ -4,7 +4,14 @@ import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { JsonSchema } from './catalog.js';
-import { authSchema, batchSchema, httpUrl, scopeToken } from './config-sections.js';
+import {
+  authSchema,
+  batchSchema,
+  fairQueueSchema,
+  httpUrl,
+  scopeToken,
+  tenantsSchema,
+} from './config-sections.js';
 import { ClusterError } from './errors.js';
 import type { ToolFamilies } from './family.js';
 import { duration, type Resolved, resolvedAs, resolvedKeys, section, size } from './settings.js';
@@ -131,6 +138,8 @@ const poolShape = {
   scopes: z.array(scopeToken).default([]),
   /** What one replica needs on a GPU, for `mcp-cluster plan`; absent: the plan prints no GPU sizing. */
   gpu: gpuSchema.optional(),
+  /** Fair queueing among tenants in this pool (see `fairQueueSchema`). */
+  fairQueue: fairQueueSchema.prefault({}),
 };
 
 /**
@@ -306,6 +315,8 @@ function buildConfigSchema(families: ConfigFamilies) {
       }))
       .prefault({}),
     auth: authSchema,
+    /** Per-tenant weights and limits (see `tenantsSchema`); `default` applies to unnamed tenants. */
+    tenants: tenantsSchema,
     batch: batchSchema,
     worker: section({
       /** Health and metrics HTTP port of a worker process (0: any free port). */
@@ -670,6 +681,19 @@ function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): voi
       problems.push(
         `  pools.${poolName}.scaling.minReplicas: ${p.scaling.minReplicas} is above maxReplicas ${p.scaling.maxReplicas}`,
       );
+    }
+  }
+  for (const [tenant, t] of Object.entries(c.tenants)) {
+    for (const [poolName, limits] of Object.entries(t.limits)) {
+      if (!c.pools[poolName]) {
+        problems.push(
+          `  tenants.${tenant}.limits.${poolName}: no pool "${poolName}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`,
+        );
+      } else if (limits.burst !== undefined && limits.rate === undefined) {
+        problems.push(
+          `  tenants.${tenant}.limits.${poolName}.burst: a burst needs a rate (calls/s) to refill it; set rate too`,
+        );
+      }
     }
   }
   // 0 would turn Node's timeout off, and Node refuses a headers timeout above the request timeout.

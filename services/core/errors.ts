@@ -29,18 +29,31 @@ export type ClusterErrorCode =
   | 'BAD_ENVELOPE'
   /** The process is draining and takes no new work. */
   | 'SHUTTING_DOWN'
+  /**
+   * The caller's tenant is over one of its limits on the pool (rate or concurrency): refused at
+   * the ingress before anything was queued. HTTP 429 with `Retry-After`; retry after that time.
+   */
+  | 'RATE_LIMITED'
+  /**
+   * The pool's expected queue wait exceeds the call's remaining deadline: refused at the ingress
+   * before anything was queued. HTTP 503 with `Retry-After`; retryable (later, or with a longer deadline).
+   */
+  | 'OVERLOADED'
   /** A bug: an invariant did not hold. */
   | 'INTERNAL';
 
 /** A failure with a code, a message a person can act on, and the underlying cause. */
 export class ClusterError extends Error {
   override readonly name = 'ClusterError';
+  /** When a retry may succeed, in milliseconds from now (RATE_LIMITED, OVERLOADED); else undefined. */
+  readonly retryAfterMs: number | undefined;
   constructor(
     readonly code: ClusterErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterMs?: number },
   ) {
     super(message, options);
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 
@@ -60,6 +73,13 @@ export const JSON_RPC = {
   INTERNAL_ERROR: -32603,
   /** MCP's server-defined code for a session id the server does not know (answered with HTTP 404). */
   SESSION_NOT_FOUND: -32001,
+  /**
+   * mcp-cluster's server-defined codes (JSON-RPC leaves -32000..-32099 to the implementation):
+   * a tenant over its limit (answered with HTTP 429), and a pool whose queue wait exceeds the
+   * call's deadline (HTTP 503). The numbers echo the HTTP statuses.
+   */
+  RATE_LIMITED: -32029,
+  OVERLOADED: -32053,
 } as const;
 
 /**
@@ -68,12 +88,48 @@ export const JSON_RPC = {
  * Per MCP: unknown tools are protocol errors; everything a model could react to is a tool error.
  */
 export function isProtocolError(code: ClusterErrorCode): boolean {
-  return code === 'UNKNOWN_TOOL' || code === 'UNKNOWN_SESSION' || code === 'UNKNOWN_JOB';
+  return (
+    code === 'UNKNOWN_TOOL' ||
+    code === 'UNKNOWN_SESSION' ||
+    code === 'UNKNOWN_JOB' ||
+    // Refusals at admission answer the HTTP request itself (429 / 503 with Retry-After).
+    code === 'RATE_LIMITED' ||
+    code === 'OVERLOADED'
+  );
 }
 
-/** The JSON-RPC error object for a ClusterError. */
-export function toJsonRpcError(err: ClusterError): { code: number; message: string; data: { code: string } } {
-  return { code: jsonRpcCodeOf(err.code), message: err.message, data: { code: err.code } };
+/**
+ * The HTTP status of a request refused with this error, where it has its own: 429 for RATE_LIMITED,
+ * 503 for OVERLOADED; undefined for the others (answered 200 with a JSON-RPC error or tool result).
+ */
+export function httpStatusOf(code: ClusterErrorCode): number | undefined {
+  if (code === 'RATE_LIMITED') return 429;
+  if (code === 'OVERLOADED') return 503;
+  return undefined;
+}
+
+/** The `Retry-After` header value (whole seconds, at least 1) of an error that carries `retryAfterMs`. */
+export function retryAfterSeconds(err: ClusterError): string | undefined {
+  return err.retryAfterMs === undefined ? undefined : String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));
+}
+
+/**
+ * The JSON-RPC error object for a ClusterError; `data.retryAfterMs` when the error says when to
+ * retry (RATE_LIMITED, OVERLOADED).
+ */
+export function toJsonRpcError(err: ClusterError): {
+  code: number;
+  message: string;
+  data: { code: string; retryAfterMs?: number };
+} {
+  return {
+    code: jsonRpcCodeOf(err.code),
+    message: err.message,
+    data:
+      err.retryAfterMs === undefined
+        ? { code: err.code }
+        : { code: err.code, retryAfterMs: Math.ceil(err.retryAfterMs) },
+  };
 }
 
 function jsonRpcCodeOf(code: ClusterErrorCode): number {
@@ -84,6 +140,10 @@ function jsonRpcCodeOf(code: ClusterErrorCode): number {
       return JSON_RPC.INVALID_PARAMS;
     case 'UNKNOWN_SESSION':
       return JSON_RPC.SESSION_NOT_FOUND;
+    case 'RATE_LIMITED':
+      return JSON_RPC.RATE_LIMITED;
+    case 'OVERLOADED':
+      return JSON_RPC.OVERLOADED;
     default:
       return JSON_RPC.INTERNAL_ERROR;
   }
@@ -117,6 +177,8 @@ const GRPC_STATUS: Record<ClusterErrorCode, number> = {
   UNDELIVERABLE: 14, // UNAVAILABLE
   BAD_ENVELOPE: 3, // INVALID_ARGUMENT
   SHUTTING_DOWN: 14, // UNAVAILABLE
+  RATE_LIMITED: 8, // RESOURCE_EXHAUSTED
+  OVERLOADED: 14, // UNAVAILABLE
   INTERNAL: 13, // INTERNAL
 };
 
@@ -132,7 +194,17 @@ export function parseErrorCode(value: string): ClusterErrorCode {
   return CODES.has(value) ? (value as ClusterErrorCode) : 'INTERNAL';
 }
 
-/** Whether a failure is worth retrying on another delivery (another worker or backend may succeed). */
+/**
+ * Whether a failure is worth retrying: on another delivery (another worker or backend may
+ * succeed), or, for the refusals at admission (RATE_LIMITED, OVERLOADED), by the caller after the
+ * `Retry-After` they carry.
+ */
 export function isRetryable(code: ClusterErrorCode): boolean {
-  return code === 'BACKEND_UNAVAILABLE' || code === 'QUEUE_UNAVAILABLE' || code === 'SHUTTING_DOWN';
+  return (
+    code === 'BACKEND_UNAVAILABLE' ||
+    code === 'QUEUE_UNAVAILABLE' ||
+    code === 'SHUTTING_DOWN' ||
+    code === 'RATE_LIMITED' ||
+    code === 'OVERLOADED'
+  );
 }

@@ -41,10 +41,12 @@ export { encodeArguments, isExpired, newCallId, PRIORITIES, parseArguments } fro
 export type { ClusterErrorCode } from './errors.js';
 export {
   ClusterError,
+  httpStatusOf,
   isProtocolError,
   isRetryable,
   JSON_RPC,
   parseErrorCode,
+  retryAfterSeconds,
   toClusterError,
   toGrpcStatus,
   toJsonRpcError,

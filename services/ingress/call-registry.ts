@@ -37,8 +37,27 @@ export type CallOutcome =
   | { kind: 'error'; error: ClusterError }
   | { kind: 'withdrawn' };
 
+/**
+ * What the admission layer (admission/) follows an admitted call with; the registry reports the
+ * call's transitions to it. `held`: the call waits at this replica for its tenant's fair share of
+ * the pool and must not be enqueued until released.
+ */
+export interface AdmissionTicket {
+  readonly held: boolean;
+  /** `enqueue` runs once the held call may go to the broker (at once if it already may). */
+  whenReleased(enqueue: () => void): void;
+  /** A worker took the call (its first `accepted` chunk). */
+  accepted(): void;
+  /** The call ended, answered with a result or not; a held call is dropped from its tenant's hold. */
+  ended(answered: boolean): void;
+}
+
 interface PendingCall {
   call: ToolCall;
+  /** The admission's ticket, when the replica admits calls (absent in some unit tests). */
+  ticket: AdmissionTicket | undefined;
+  /** Set once the call went to the broker (a held call has not). */
+  enqueued: boolean;
   /** The worker stream that accepted the call; set once a worker took it. */
   link: WorkerLink | undefined;
   /** Attempt number of the accepting delivery (a redelivery replaces the link). */
@@ -93,12 +112,20 @@ export class CallRegistry {
    */
   run(
     call: ToolCall,
-    options: { signal?: AbortSignal; onProgress?: (p: CallProgress) => void; cancelKey?: string },
+    options: {
+      signal?: AbortSignal;
+      onProgress?: (p: CallProgress) => void;
+      cancelKey?: string;
+      /** The call's admission; a held call is enqueued when the ticket releases it, if ever. */
+      ticket?: AdmissionTicket;
+    },
   ): Promise<CallOutcome> {
     return new Promise<CallOutcome>((resolve) => {
       const onAbort = () => this.cancel(call.callId, 'client', 'disconnect');
       const entry: PendingCall = {
         call,
+        ticket: options.ticket,
+        enqueued: false,
         link: undefined,
         attempt: 0,
         queued: false,
@@ -110,6 +137,7 @@ export class CallRegistry {
           this.pending.delete(call.callId);
           if (entry.cancelKey) this.byCancelKey.delete(entry.cancelKey);
           this.metrics.ingressInFlight.dec();
+          entry.ticket?.ended(outcome.kind === 'result');
           resolve(outcome);
         },
         timer: setTimeout(() => this.expire(call.callId), Math.max(0, call.deadlineUnixMs - Date.now())),
@@ -128,25 +156,31 @@ export class CallRegistry {
         return;
       }
       options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.queue.enqueue(call).then(
-        () => {
-          entry.queued = true;
-          this.metrics.queueEnqueued.inc({ pool: call.pool, priority: call.priority });
-        },
-        (err: unknown) => {
-          const error =
-            err instanceof ClusterError
-              ? err
-              : new ClusterError(
-                  'QUEUE_UNAVAILABLE',
-                  `could not enqueue the call: ${(err as Error).message}`,
-                  { cause: err },
-                );
-          this.log.warn('enqueue failed', { callId: call.callId, err: error });
-          this.pending.get(call.callId)?.settle({ kind: 'error', error });
-        },
-      );
+      if (entry.ticket?.held) entry.ticket.whenReleased(() => this.enqueue(entry));
+      else this.enqueue(entry);
     });
+  }
+
+  /** Puts the call of `entry` on the queue; a failure answers it with QUEUE_UNAVAILABLE. */
+  private enqueue(entry: PendingCall): void {
+    const { call } = entry;
+    entry.enqueued = true;
+    this.queue.enqueue(call).then(
+      () => {
+        entry.queued = true;
+        this.metrics.queueEnqueued.inc({ pool: call.pool, priority: call.priority });
+      },
+      (err: unknown) => {
+        const error =
+          err instanceof ClusterError
+            ? err
+            : new ClusterError('QUEUE_UNAVAILABLE', `could not enqueue the call: ${(err as Error).message}`, {
+                cause: err,
+              });
+        this.log.warn('enqueue failed', { callId: call.callId, err: error });
+        this.pending.get(call.callId)?.settle({ kind: 'error', error });
+      },
+    );
   }
 
   /** Handles one chunk from a worker stream. */
@@ -162,6 +196,7 @@ export class CallRegistry {
         }
         entry.link = link;
         entry.attempt = chunk.attempt;
+        entry.ticket?.accepted();
         return;
       case 'progress':
         if (entry?.onProgress && chunk.progress) {
@@ -273,7 +308,11 @@ export class CallRegistry {
     this.metrics.ingressCancels.inc({ source: 'deadline' });
     this.stopWork(entry, 'deadline');
     const waitedMs = Date.now() - entry.call.enqueuedUnixMs;
-    const where = entry.link ? 'while running' : 'while queued (no worker took it in time)';
+    const where = entry.link
+      ? 'while running'
+      : entry.enqueued
+        ? 'while queued (no worker took it in time)'
+        : `while held at the ingress behind its tenant's fair share of pool ${entry.call.pool} (never queued)`;
     entry.settle({
       kind: 'error',
       error: new ClusterError(
@@ -289,6 +328,8 @@ export class CallRegistry {
       entry.link.send({ callId, cancel: { reason } });
       return;
     }
+    // Held at this replica: never reached the broker, nothing to remove there.
+    if (!entry.enqueued) return;
     // Not taken yet: remove it from the queue. If a worker takes it meanwhile, its `accepted`
     // chunk finds no pending entry and is answered with a cancel.
     this.queue

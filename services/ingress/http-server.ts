@@ -3,8 +3,10 @@ import type { McpHttpHandler } from '@modelcontextprotocol/server';
 import {
   ClusterError,
   clusterMetrics,
+  httpStatusOf,
   JSON_RPC,
   type Logger,
+  retryAfterSeconds,
   sendJson,
   toJsonRpcError,
 } from '../core/index.js';
@@ -216,6 +218,25 @@ export function createMcpFrontDoor(
           parsed === undefined ? { authInfo } : { parsedBody: parsed, authInfo },
         ),
       );
+      const refused = scope.refused;
+      const refusedStatus = refused && !Array.isArray(parsed) ? httpStatusOf(refused.code) : undefined;
+      if (refused && refusedStatus !== undefined && response.ok) {
+        // The SDK answered the refused call with its JSON-RPC error; the status and Retry-After
+        // are the refusal's, as on the fast path. (In a JSON-RPC batch the error stays in its slot.)
+        const retryAfter = retryAfterSeconds(refused);
+        await writeResponse(
+          res,
+          new Response(response.body, {
+            status: refusedStatus,
+            headers: {
+              ...Object.fromEntries(response.headers),
+              ...(retryAfter ? { 'retry-after': retryAfter } : {}),
+            },
+          }),
+          {},
+        );
+        return;
+      }
       await writeResponse(
         res,
         response,

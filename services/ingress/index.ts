@@ -15,6 +15,7 @@ import {
   sendJson,
 } from '../core/index.js';
 import type { BatchJobs } from '../jobs/index.js';
+import { startAdmission } from './admission/index.js';
 import { createFrontDoorAuth } from './auth/index.js';
 import { createBatchApi } from './batch-api.js';
 import { CallRegistry } from './call-registry.js';
@@ -24,6 +25,17 @@ import { SessionIds } from './session-id.js';
 import { createMcpTasks } from './tasks.js';
 import { ToolValidator } from './tool-validator.js';
 
+export type { IngressAdmission } from './admission/index.js';
+export {
+  Admission,
+  COST_ESTIMATORS,
+  costEstimatorOf,
+  DEFAULT_FAIR_QUEUE_SIZE,
+  fairQueueSizes,
+  startAdmission,
+  startSharePublisher,
+  TokenBucket,
+} from './admission/index.js';
 export type { ApiKeyEntry, CallerIdentity, FrontDoorAuth, NewApiKey } from './auth/index.js';
 export { createApiKey, createFrontDoorAuth, isLoopback, keysFileEntry, parseKeysFile } from './auth/index.js';
 export type { BatchApiOptions } from './batch-api.js';
@@ -97,6 +109,16 @@ export async function startIngress(
   const auth = createFrontDoorAuth(config, tasks?.tool ? [...tools, tasks.tool] : tools, log);
   const registry = new CallRegistry(broker.queue, log);
   const life = new Lifecycle();
+  // The tenant label is bounded in every mode: without auth the tenant is a header anyone writes.
+  const tenantLabel = tenantLabelOf([...config.auth.tenants, ...Object.keys(config.tenants)]);
+  const admission = startAdmission({
+    config,
+    tools,
+    // Shared by every replica on the broker (JetStream KV, a Redis hash, in-process for memory:).
+    ledger: broker.shares,
+    tenantLabel,
+    log,
+  });
 
   const deliveryServer: DeliveryServer = await delivery.serve({
     onChunk: (chunk, link) => registry.onChunk(chunk, link),
@@ -131,8 +153,8 @@ export async function startIngress(
     replyTo: () => deliveryAddress,
     maxDeadlineMs: config.ingress.maxDeadlineMs,
     auth,
-    // The tenant label is bounded in every mode: without auth the tenant is a header anyone writes.
-    tenantLabel: tenantLabelOf(config.auth.tenants),
+    tenantLabel,
+    admission,
     ...(auth.enforced ? { allows: auth.allows, audit: log.child({ audit: true }) } : {}),
     ...(tasks ? { tasks } : {}),
     allowedHosts: config.ingress.allowedHosts,
@@ -228,6 +250,7 @@ export async function startIngress(
   }
 
   async function close(): Promise<void> {
+    await admission.stop();
     unsubscribeCancels();
     unwatchDataLoss?.();
     auth.close();
@@ -240,8 +263,8 @@ export async function startIngress(
 }
 
 /**
- * Tenants as metric labels: `default` and those named in `auth.tenants` as themselves, every
- * other as `other`.
+ * Tenants as metric labels: `default` and those named in `auth.tenants` or under `tenants` as
+ * themselves, every other as `other`.
  */
 function tenantLabelOf(named: readonly string[]): (tenant: string) => string {
   const known = new Set(['default', ...named]);

@@ -20,8 +20,19 @@ export interface McpEndpoint {
  * rest. Both paths run calls through one {@link createToolCaller}.
  */
 export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
-  const { tools, validator, registry, replyTo, maxDeadlineMs, allows, tenantLabel, audit, tasks, ...door } =
-    options;
+  const {
+    tools,
+    validator,
+    registry,
+    replyTo,
+    maxDeadlineMs,
+    allows,
+    tenantLabel,
+    audit,
+    tasks,
+    admission,
+    ...door
+  } = options;
   const deps: McpServerDeps = {
     tools,
     validator,
@@ -32,6 +43,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     ...(tenantLabel ? { tenantLabel } : {}),
     ...(audit ? { audit } : {}),
     ...(tasks ? { tasks } : {}),
+    ...(admission ? { admission } : {}),
   };
   const caller = createToolCaller(deps);
   const handler = createMcpHandler(createMcpServerFactory(deps, caller), {

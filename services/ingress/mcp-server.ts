@@ -14,6 +14,7 @@ import {
   toJsonRpcError,
   toToolErrorResult,
 } from '../core/index.js';
+import type { IngressAdmission } from './admission/index.js';
 import { type CallerIdentity, identityOf } from './auth/index.js';
 import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
 import type { McpTasks } from './tasks.js';
@@ -34,6 +35,11 @@ export interface RequestScope {
    * otherwise the answer is an empty SSE stream. Nothing written afterwards reaches the caller.
    */
   withdraw(): void;
+  /**
+   * Set when the admission refused the request's call (RATE_LIMITED, OVERLOADED): the front door
+   * then answers the SDK's JSON-RPC error with the refusal's HTTP status and `Retry-After`.
+   */
+  refused?: ClusterError;
 }
 
 /** The scope of the HTTP request being served, carried across the SDK's async calls. */
@@ -68,6 +74,8 @@ export interface McpServerDeps {
   audit?: Logger;
   /** `embed_batch` and the task methods (see tasks.ts); absent: the replica serves no batch jobs. */
   tasks?: McpTasks;
+  /** Per-tenant limits, fair queueing and load shedding (see admission/); absent: every call is admitted. */
+  admission?: Pick<IngressAdmission, 'admit'>;
 }
 
 /** The server identity answered on `initialize` and stamped on 2026-07-28 results. */
@@ -178,8 +186,16 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         principal: identity.principal,
         scopes: [...identity.scopes],
       };
+      // Before anything is queued: over a limit, or in a pool too backlogged for the deadline, the
+      // request itself is refused (HTTP 429 / 503 with Retry-After, a JSON-RPC error).
+      const ticket = deps.admission?.admit(tool, args, identity.tenant, call.deadlineUnixMs);
+      if (ticket instanceof ClusterError) {
+        finish(failed(ticket), 'rejected');
+        throw ticket;
+      }
       const outcome = await deps.registry.run(call, {
         signal: request.signal,
+        ...(ticket ? { ticket } : {}),
         ...(scope?.sessionId ? { cancelKey: cancelKeyOf(scope.sessionId, request.requestIdJson) } : {}),
         ...(wantsProgress ? { onProgress: request.onProgress } : {}),
       });
@@ -256,6 +272,7 @@ export function createMcpServerFactory(
       } catch (err) {
         const error = toClusterError(err);
         if (!isProtocolError(error.code)) throw err;
+        if (scope && error.retryAfterMs !== undefined) scope.refused = error;
         const rpc = toJsonRpcError(error);
         throw new ProtocolError(rpc.code, rpc.message, rpc.data);
       }

@@ -1,6 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { classifyInboundRequest, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/server';
-import { type Logger, toClusterError, toJsonRpcError } from '../core/index.js';
+import {
+  httpStatusOf,
+  type Logger,
+  retryAfterSeconds,
+  toClusterError,
+  toJsonRpcError,
+} from '../core/index.js';
 import type { CallerIdentity } from './auth/index.js';
 import { SSE_HEADERS } from './http-server.js';
 import type { RequestScope, ToolCaller } from './mcp-server.js';
@@ -141,6 +147,8 @@ export function createToolCallFastPath(options: {
     const { progressToken } = call;
     try {
       let message: string;
+      /** A refusal at admission: answered with its own HTTP status and Retry-After. */
+      let refusal: { status: number; retryAfter: string | undefined } | undefined;
       try {
         const answer = await caller.call({
           name: call.name,
@@ -174,11 +182,21 @@ export function createToolCallFastPath(options: {
         message = `{"result":${result},"jsonrpc":"2.0","id":${idJson}}`;
       } catch (err) {
         const error = toClusterError(err);
-        if (error.code !== 'UNKNOWN_TOOL') log.error('tools/call failed', { err });
+        const status = httpStatusOf(error.code);
+        if (status !== undefined) refusal = { status, retryAfter: retryAfterSeconds(error) };
+        else if (error.code !== 'UNKNOWN_TOOL') log.error('tools/call failed', { err });
         message = JSON.stringify({ jsonrpc: '2.0', id: call.id, error: toJsonRpcError(error) });
       }
       if (gone()) return;
-      if (res.headersSent) {
+      if (refusal && !res.headersSent) {
+        // Either era reads a JSON answer (a 2025 caller's Accept has application/json too).
+        res.writeHead(refusal.status, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(message),
+          ...(refusal.retryAfter ? { 'retry-after': refusal.retryAfter } : {}),
+        });
+        res.end(message);
+      } else if (res.headersSent) {
         res.end(`event: message\ndata: ${message}\n\n`);
       } else if (call.era === 'legacy') {
         res.writeHead(200, SSE_HEADERS);

@@ -1,0 +1,618 @@
+import { ClusterError, clusterMetrics } from '../../core/index.js';
+import type { AdmissionTicket } from '../call-registry.js';
+import {
+  ENTRY_VERSION,
+  type PoolFigures,
+  type ReplicaEntry,
+  readEntry,
+  type TenantFigures,
+} from './shares.js';
+import { TokenBucket } from './token-bucket.js';
+
+/** A tenant's limits on one pool (config `tenants.<name>.limits.<pool>`); each optional. */
+export interface PoolLimits {
+  /** Calls/s over all replicas. */
+  rate?: number | undefined;
+  /** Calls above the rate at once; default `rate` rounded up, at least 1. */
+  burst?: number | undefined;
+  /** Calls admitted and not answered at once, over all replicas. */
+  concurrency?: number | undefined;
+}
+
+/** A tenant's settings (config `tenants.<name>`). */
+export interface TenantSettings {
+  weight: number;
+  limits: Readonly<Record<string, PoolLimits>>;
+}
+
+export interface AdmissionOptions {
+  /** Tenants by name; `default` applies to every tenant not named. */
+  tenants: Readonly<Record<string, TenantSettings>>;
+  /** Fair queue size of each pool, in its cost units (0: fair queueing off). */
+  fairQueueSizes: Readonly<Record<string, number>>;
+  /** A tenant as a (bounded) metric label. */
+  tenantLabel: (tenant: string) => string;
+  /** Milliseconds since the epoch; injected by the unit tests. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** What the admission decides for one call. */
+export interface AdmitRequest {
+  tenant: string;
+  pool: string;
+  /** Estimated cost in the pool's units (see cost.ts). */
+  cost: number;
+  deadlineUnixMs: number;
+}
+
+/** Averaging time of a tenant's demand rate (calls/s asked), in ms. */
+export const DEMAND_TAU_MS = 2_000;
+/** Averaging time of a pool's service rate (cost/s taken by workers), in ms. */
+export const SERVICE_TAU_MS = 10_000;
+/**
+ * Demand (calls/s) every replica is credited with when the rate limit is split by demand share, so
+ * a replica that saw no demand yet still refills its bucket a little and the shares sum to 1.
+ */
+const DEMAND_FLOOR_PER_S = 0.1;
+/** Demand (calls/s, averaged) above which a tenant with nothing in flight still counts as using a pool. */
+export const ACTIVE_DEMAND_PER_S = 0.05;
+/** Retry-After of a refusal for concurrency: when a call ends is unknown; 1 s is the header's granularity. */
+export const CONCURRENCY_RETRY_MS = 1_000;
+
+type TicketState = 'held' | 'queued' | 'accepted' | 'ended';
+
+interface TenantState {
+  readonly tenant: string;
+  readonly label: string;
+  readonly pool: PoolState;
+  readonly weight: number;
+  readonly limits: PoolLimits | undefined;
+  bucket: TokenBucket | undefined;
+  queuedCost: number;
+  queuedCalls: number;
+  inFlight: number;
+  heldCalls: number;
+  heldCost: number;
+  /** Held calls in arrival order; ended ones are skipped when they reach the head. */
+  held: Ticket[];
+  /** The sum of the other replicas' figures (zero while the ledger is unreachable). */
+  others: TenantFigures;
+  demandCount: number;
+  demandPerS: number;
+  /**
+   * Whether the tenant uses the pool: calls in flight (held, queued or running) at any replica, or
+   * calls asked within the last few seconds (demand above {@link ACTIVE_DEMAND_PER_S}). Its weight
+   * is then in the pool's sum, so a tenant making one call after another (an agent's loop) keeps
+   * its share between two calls, and a flooding tenant's quota does not grow back to the whole
+   * queue each time the other's call is answered.
+   */
+  active: boolean;
+}
+
+interface PoolState {
+  readonly name: string;
+  readonly fairSize: number;
+  readonly tenants: Map<string, TenantState>;
+  /** Sum of the weights of the tenants using the pool (see `TenantState.active`). */
+  activeWeight: number;
+  queuedCost: number;
+  queuedCalls: number;
+  othersQueuedCost: number;
+  othersCostPerS: number;
+  othersCallsPerS: number;
+  /** Taken by workers since the last tick, and whether calls were queued at the last tick. */
+  acceptedCalls: number;
+  acceptedCost: number;
+  backlogged: boolean;
+  callsPerS: number;
+  costPerS: number;
+  heldTenants: Set<TenantState>;
+}
+
+const zeroFigures = (): TenantFigures => ({
+  queuedCost: 0,
+  queuedCalls: 0,
+  inFlight: 0,
+  heldCalls: 0,
+  heldCost: 0,
+  demandPerS: 0,
+});
+
+/**
+ * The admission layer's state and decisions, on an injected clock and with no I/O: the ingress
+ * runs one per replica and feeds it the ledger's entries (see publisher.ts).
+ *
+ * Per call, in order, all synchronous (no await, no broker round trip):
+ * 1. concurrency: the tenant's calls admitted and not answered, here plus at the other replicas
+ *    (as last published), must stay below its cap; else RATE_LIMITED (limit `concurrency`);
+ * 2. rate: a token from this replica's bucket for the tenant and pool, whose refill and size are
+ *    the tenant's rate and burst times this replica's share of the tenant's demand; else
+ *    RATE_LIMITED (limit `rate`) with the time until the next token;
+ * 3. shedding: the pool's expected queue wait (queued cost ahead, all tenants, plus this tenant's
+ *    held cost, over the pool's measured service rate in cost/s) must not exceed the call's
+ *    remaining deadline; else OVERLOADED with the time the backlog needs to shrink enough. No
+ *    shedding while the service rate is unknown (no worker took a call of a backlogged pool yet);
+ * 4. fair hold: when the tenant's queued cost (all replicas) plus this call's would pass its quota
+ *    (`fairQueue.size x weight / sum of the weights of tenants with work waiting`), or it already
+ *    has calls held, the call waits here in the tenant's FIFO; a tenant with nothing queued always
+ *    gets one call in, so a call costing more than the quota is not held forever.
+ * A refused call counts in no figure but the demand; a token is taken only when the call passed
+ * the concurrency and shedding checks too.
+ */
+export class Admission {
+  private readonly pools = new Map<string, PoolState>();
+  private readonly now: () => number;
+  private readonly metrics = clusterMetrics();
+  private lastTickMs: number;
+  /** Whether the last ledger read succeeded; false: every figure is this replica's own. */
+  private ledgerUp = true;
+  /** Replicas live in the last successful read (this one included), at least 1. */
+  private replicas = 1;
+
+  constructor(private readonly options: AdmissionOptions) {
+    this.now = options.now ?? Date.now;
+    this.lastTickMs = this.now();
+    for (const [name, size] of Object.entries(options.fairQueueSizes)) {
+      this.pools.set(name, {
+        name,
+        fairSize: size,
+        tenants: new Map(),
+        activeWeight: 0,
+        queuedCost: 0,
+        queuedCalls: 0,
+        othersQueuedCost: 0,
+        othersCostPerS: 0,
+        othersCallsPerS: 0,
+        acceptedCalls: 0,
+        acceptedCost: 0,
+        backlogged: false,
+        callsPerS: 0,
+        costPerS: 0,
+        heldTenants: new Set(),
+      });
+    }
+  }
+
+  /** Whether the replica reads the other replicas' figures (false during a ledger outage). */
+  get sharing(): boolean {
+    return this.ledgerUp;
+  }
+
+  /**
+   * Admits `request` or refuses it. Admitted: a ticket the call registry follows the call with
+   * (`held` when it waits for its tenant's fair share). Refused: a ClusterError RATE_LIMITED or
+   * OVERLOADED whose `retryAfterMs` says when to retry. A pool without state (not configured)
+   * admits everything.
+   */
+  admit(request: AdmitRequest): ClusterError | Ticket {
+    const pool = this.pools.get(request.pool);
+    if (!pool) return new Ticket(this, undefined, request.cost, this.now());
+    const t = this.tenantState(pool, request.tenant);
+    const now = this.now();
+    t.demandCount += 1;
+    this.touch(t);
+    const limits = t.limits;
+    if (limits?.concurrency !== undefined) {
+      const cap = this.ledgerUp
+        ? limits.concurrency - t.others.inFlight
+        : Math.max(1, Math.floor(limits.concurrency / this.replicas));
+      if (t.inFlight >= cap) {
+        return this.refuse(
+          t,
+          'concurrency',
+          new ClusterError(
+            'RATE_LIMITED',
+            `tenant "${t.tenant}" is at its concurrency limit of ${limits.concurrency} calls in flight on pool "${pool.name}"; retry after ${CONCURRENCY_RETRY_MS} ms, when one of its calls has ended`,
+            { retryAfterMs: CONCURRENCY_RETRY_MS },
+          ),
+        );
+      }
+    }
+    if (t.bucket && !t.bucket.has(now)) {
+      const waitMs = Math.ceil(t.bucket.msUntilToken(now));
+      return this.refuse(
+        t,
+        'rate',
+        new ClusterError(
+          'RATE_LIMITED',
+          `tenant "${t.tenant}" is over its rate limit of ${limits?.rate} calls/s (burst ${this.burstOf(limits)}) on pool "${pool.name}"; retry after ${waitMs} ms`,
+          { retryAfterMs: waitMs },
+        ),
+      );
+    }
+    const shed = this.expectedWait(pool, t);
+    if (shed !== undefined) {
+      const remainingMs = request.deadlineUnixMs - now;
+      if (shed > remainingMs) {
+        const retryMs = Math.max(1_000, Math.ceil(shed - remainingMs));
+        return this.refuse(
+          t,
+          'overloaded',
+          new ClusterError(
+            'OVERLOADED',
+            `pool "${pool.name}" is overloaded: the expected queue wait is ${Math.round(shed)} ms, above the call's remaining deadline of ${Math.max(0, remainingMs)} ms; retry after ${retryMs} ms or with a longer deadline`,
+            { retryAfterMs: retryMs },
+          ),
+        );
+      }
+    }
+    t.bucket?.take(now);
+    t.inFlight += 1;
+    this.metrics.tenantAdmitted.inc({ pool: pool.name, tenant: t.label });
+    const ticket = new Ticket(this, t, request.cost, now);
+    if (pool.fairSize > 0 && (t.heldCalls > 0 || this.overQuota(t, request.cost))) {
+      ticket.state = 'held';
+      t.held.push(ticket);
+      t.heldCalls += 1;
+      t.heldCost += request.cost;
+      pool.heldTenants.add(t);
+      this.metrics.tenantHeldCalls.inc({ pool: pool.name, tenant: t.label });
+    } else {
+      this.toQueued(t, ticket);
+    }
+    this.touch(t);
+    return ticket;
+  }
+
+  /**
+   * The pool's expected queue wait for a new call of `t`, in ms; undefined while the service rate
+   * is unknown. Ahead of it: every tenant's queued cost and `t`'s own held cost.
+   */
+  private expectedWait(pool: PoolState, t: TenantState): number | undefined {
+    const costPerS = pool.costPerS + (this.ledgerUp ? pool.othersCostPerS : 0);
+    if (costPerS <= 0) return undefined;
+    const ahead =
+      pool.queuedCost + t.heldCost + (this.ledgerUp ? pool.othersQueuedCost + t.others.heldCost : 0);
+    return (ahead / costPerS) * 1000;
+  }
+
+  /** `t`'s quota of its pool's fair queue, in cost units. */
+  quotaOf(pool: string, tenant: string): number {
+    const p = this.pools.get(pool);
+    return p ? this.quota(this.tenantState(p, tenant)) : Number.POSITIVE_INFINITY;
+  }
+
+  private quota(t: TenantState): number {
+    const weights = t.pool.activeWeight + (t.active ? 0 : t.weight);
+    return (t.pool.fairSize * t.weight) / weights;
+  }
+
+  /** Whether a call of `cost` would take `t` past its quota (never when it has nothing queued). */
+  private overQuota(t: TenantState, cost: number): boolean {
+    const queued = t.queuedCost + (this.ledgerUp ? t.others.queuedCost : 0);
+    const anyQueued = t.queuedCalls > 0 || (this.ledgerUp && t.others.queuedCalls > 0);
+    return anyQueued && queued + cost > this.quota(t);
+  }
+
+  private toQueued(t: TenantState, ticket: Ticket): void {
+    ticket.state = 'queued';
+    t.queuedCalls += 1;
+    t.queuedCost += ticket.cost;
+    t.pool.queuedCalls += 1;
+    t.pool.queuedCost += ticket.cost;
+  }
+
+  private unqueue(t: TenantState, cost: number): void {
+    t.queuedCalls -= 1;
+    t.queuedCost = t.queuedCalls === 0 ? 0 : t.queuedCost - cost;
+    t.pool.queuedCalls -= 1;
+    t.pool.queuedCost = t.pool.queuedCalls === 0 ? 0 : t.pool.queuedCost - cost;
+  }
+
+  /** A worker took the call of `ticket` (its `accepted` chunk reached this replica). */
+  onAccepted(ticket: Ticket): void {
+    const t = ticket.tenantState;
+    if (!t || ticket.state !== 'queued') return;
+    ticket.state = 'accepted';
+    this.unqueue(t, ticket.cost);
+    t.pool.acceptedCalls += 1;
+    t.pool.acceptedCost += ticket.cost;
+    this.metrics.tenantQueueWait.observe(
+      { pool: t.pool.name, tenant: t.label },
+      Math.max(0, this.now() - ticket.sinceMs) / 1000,
+    );
+    this.touch(t);
+    this.pump(t.pool);
+  }
+
+  /** The call of `ticket` ended (answered, failed, cancelled, expired); `answered`: with a result. */
+  onEnded(ticket: Ticket, answered: boolean): void {
+    const t = ticket.tenantState;
+    if (!t || ticket.state === 'ended') return;
+    if (ticket.state === 'held') {
+      t.heldCalls -= 1;
+      t.heldCost = t.heldCalls === 0 ? 0 : t.heldCost - ticket.cost;
+      this.metrics.tenantHeldCalls.dec({ pool: t.pool.name, tenant: t.label });
+    } else if (ticket.state === 'queued') this.unqueue(t, ticket.cost);
+    ticket.state = 'ended';
+    t.inFlight -= 1;
+    if (answered) this.metrics.tenantCostServed.inc({ pool: t.pool.name, tenant: t.label }, ticket.cost);
+    this.touch(t);
+    this.pump(t.pool);
+  }
+
+  /** Releases the held calls of `pool` that now fit their tenants' quotas, oldest first per tenant. */
+  private pump(pool: PoolState): void {
+    if (pool.heldTenants.size === 0) return;
+    for (const t of pool.heldTenants) {
+      while (t.heldCalls > 0) {
+        const head = t.held[0];
+        if (!head) break;
+        if (head.state !== 'held') {
+          t.held.shift();
+          continue;
+        }
+        if (this.overQuota(t, head.cost)) break;
+        t.held.shift();
+        t.heldCalls -= 1;
+        t.heldCost = t.heldCalls === 0 ? 0 : t.heldCost - head.cost;
+        this.metrics.tenantHeldCalls.dec({ pool: pool.name, tenant: t.label });
+        this.toQueued(t, head);
+        head.release();
+      }
+      if (t.heldCalls === 0) {
+        t.held.length = 0;
+        pool.heldTenants.delete(t);
+      }
+    }
+  }
+
+  /** Updates `t.active` and its pool's sum of active weights. */
+  private touch(t: TenantState): void {
+    const active =
+      t.inFlight > 0 ||
+      t.demandCount > 0 ||
+      t.demandPerS >= ACTIVE_DEMAND_PER_S ||
+      (this.ledgerUp && (t.others.inFlight > 0 || t.others.demandPerS >= ACTIVE_DEMAND_PER_S));
+    if (active === t.active) return;
+    t.active = active;
+    t.pool.activeWeight += active ? t.weight : -t.weight;
+  }
+
+  private refuse(t: TenantState, reason: 'rate' | 'concurrency' | 'overloaded', error: ClusterError) {
+    this.metrics.tenantRejected.inc({ pool: t.pool.name, tenant: t.label, reason });
+    return error;
+  }
+
+  private burstOf(limits: PoolLimits | undefined): number {
+    return limits?.burst ?? Math.max(1, Math.ceil(limits?.rate ?? 1));
+  }
+
+  private tenantState(pool: PoolState, tenant: string): TenantState {
+    let t = pool.tenants.get(tenant);
+    if (t) return t;
+    const settings = this.options.tenants[tenant] ?? this.options.tenants.default;
+    const limits = settings?.limits[pool.name];
+    t = {
+      tenant,
+      label: this.options.tenantLabel(tenant),
+      pool,
+      weight: settings?.weight ?? 1,
+      limits,
+      bucket: undefined,
+      queuedCost: 0,
+      queuedCalls: 0,
+      inFlight: 0,
+      heldCalls: 0,
+      heldCost: 0,
+      held: [],
+      others: zeroFigures(),
+      demandCount: 0,
+      demandPerS: 0,
+      active: false,
+    };
+    if (limits?.rate !== undefined) {
+      const share = this.rateShare(t);
+      t.bucket = new TokenBucket(limits.rate * share, Math.max(1, this.burstOf(limits) * share), this.now());
+    }
+    pool.tenants.set(tenant, t);
+    return t;
+  }
+
+  /**
+   * This replica's share of `t`'s rate limit: its share of the tenant's demand over the live
+   * replicas (each credited {@link DEMAND_FLOOR_PER_S}, so a replica with no demand yet gets a
+   * sliver and the shares sum to 1); during a ledger outage, 1 / the replicas last seen.
+   */
+  private rateShare(t: TenantState): number {
+    if (!this.ledgerUp) return 1 / this.replicas;
+    const local = t.demandPerS + DEMAND_FLOOR_PER_S;
+    return local / (local + t.others.demandPerS + DEMAND_FLOOR_PER_S * (this.replicas - 1));
+  }
+
+  /**
+   * Advances the averages to now: demand rates, and the pool's service rate over the interval when
+   * it had calls queued (an idle pool's rate says nothing about its capacity, so it is kept).
+   * Called every publish period, before the entry is built.
+   */
+  tick(): void {
+    const now = this.now();
+    const dt = now - this.lastTickMs;
+    if (dt <= 0) return;
+    this.lastTickMs = now;
+    const decay = (tau: number) => 1 - Math.exp(-dt / tau);
+    for (const pool of this.pools.values()) {
+      if (pool.backlogged || pool.acceptedCalls > 0) {
+        const a = decay(SERVICE_TAU_MS);
+        // The first measurement is taken as it is: from 0 the average would need several
+        // periods to come near the real rate, shedding nothing meanwhile.
+        const first = pool.costPerS === 0;
+        const callsPerS = (pool.acceptedCalls / dt) * 1000;
+        const costPerS = (pool.acceptedCost / dt) * 1000;
+        pool.callsPerS = first ? callsPerS : pool.callsPerS + a * (callsPerS - pool.callsPerS);
+        pool.costPerS = first ? costPerS : pool.costPerS + a * (costPerS - pool.costPerS);
+      }
+      pool.acceptedCalls = 0;
+      pool.acceptedCost = 0;
+      pool.backlogged = pool.queuedCalls > 0;
+      const a = decay(DEMAND_TAU_MS);
+      for (const t of pool.tenants.values()) {
+        t.demandPerS += a * ((t.demandCount / dt) * 1000 - t.demandPerS);
+        t.demandCount = 0;
+        if (t.demandPerS < 1e-3) t.demandPerS = 0;
+      }
+    }
+    this.refresh();
+  }
+
+  /** This replica's entry for the ledger: its own figures, tenants with any figure above 0. */
+  entry(): ReplicaEntry {
+    const pools: Record<string, PoolFigures> = {};
+    for (const pool of this.pools.values()) {
+      const tenants: Record<string, TenantFigures> = {};
+      for (const t of pool.tenants.values()) {
+        if (t.inFlight === 0 && t.demandPerS === 0) continue;
+        tenants[t.tenant] = {
+          queuedCost: t.queuedCost,
+          queuedCalls: t.queuedCalls,
+          inFlight: t.inFlight,
+          heldCalls: t.heldCalls,
+          heldCost: t.heldCost,
+          demandPerS: t.demandPerS,
+        };
+      }
+      pools[pool.name] = { acceptedCallsPerS: pool.callsPerS, acceptedCostPerS: pool.costPerS, tenants };
+    }
+    return { v: ENTRY_VERSION, pools };
+  }
+
+  /**
+   * Takes the ledger's live entries (`self`'s own is skipped): the other replicas' figures replace
+   * those read before. Entries that are not of this version are ignored.
+   */
+  applyEntries(entries: ReadonlyMap<string, unknown>, self: string): void {
+    for (const pool of this.pools.values()) {
+      pool.othersQueuedCost = 0;
+      pool.othersCostPerS = 0;
+      pool.othersCallsPerS = 0;
+      for (const t of pool.tenants.values()) t.others = zeroFigures();
+    }
+    let replicas = 1;
+    for (const [replica, value] of entries) {
+      if (replica === self) continue;
+      const entry = readEntry(value);
+      if (!entry) continue;
+      replicas += 1;
+      for (const [name, figures] of Object.entries(entry.pools)) {
+        const pool = this.pools.get(name);
+        if (!pool) continue;
+        pool.othersCostPerS += figures.acceptedCostPerS;
+        pool.othersCallsPerS += figures.acceptedCallsPerS;
+        for (const [tenant, f] of Object.entries(figures.tenants)) {
+          pool.othersQueuedCost += f.queuedCost;
+          const o = this.tenantState(pool, tenant).others;
+          o.queuedCost += f.queuedCost;
+          o.queuedCalls += f.queuedCalls;
+          o.inFlight += f.inFlight;
+          o.heldCalls += f.heldCalls;
+          o.heldCost += f.heldCost;
+          o.demandPerS += f.demandPerS;
+        }
+      }
+    }
+    this.replicas = replicas;
+    this.ledgerUp = true;
+    this.refresh();
+  }
+
+  /**
+   * The ledger cannot be read: every limit falls back to this replica's own figures, rate and
+   * concurrency to 1 / (replicas last seen) of the tenant's limit, until a read succeeds again.
+   */
+  ledgerUnavailable(): void {
+    if (!this.ledgerUp) return;
+    this.ledgerUp = false;
+    this.refresh();
+  }
+
+  /** Recomputes what depends on the other replicas' figures, drops idle tenants, releases held calls. */
+  private refresh(): void {
+    const now = this.now();
+    for (const pool of this.pools.values()) {
+      pool.activeWeight = 0;
+      for (const [name, t] of pool.tenants) {
+        t.active = false;
+        this.touch(t);
+        const idle =
+          t.inFlight === 0 &&
+          t.demandCount === 0 &&
+          t.demandPerS === 0 &&
+          !t.active &&
+          t.others.inFlight === 0 &&
+          t.others.demandPerS === 0;
+        if (idle) {
+          pool.tenants.delete(name);
+          continue;
+        }
+        if (t.bucket && t.limits?.rate !== undefined) {
+          const share = this.rateShare(t);
+          t.bucket.resize(t.limits.rate * share, Math.max(1, this.burstOf(t.limits) * share), now);
+        }
+      }
+      this.pump(pool);
+    }
+  }
+
+  /** Figures for tests and diagnostics: a tenant's state on a pool, as this replica sees it. */
+  figures(
+    pool: string,
+    tenant: string,
+  ): (TenantFigures & { quota: number; others: TenantFigures }) | undefined {
+    const t = this.pools.get(pool)?.tenants.get(tenant);
+    if (!t) return undefined;
+    return {
+      queuedCost: t.queuedCost,
+      queuedCalls: t.queuedCalls,
+      inFlight: t.inFlight,
+      heldCalls: t.heldCalls,
+      heldCost: t.heldCost,
+      demandPerS: t.demandPerS,
+      quota: this.quota(t),
+      others: { ...t.others },
+    };
+  }
+}
+
+/**
+ * One admitted call as the admission follows it: held at the ingress, queued in the broker,
+ * accepted by a worker, ended. The call registry reports the transitions; each counts once.
+ */
+export class Ticket implements AdmissionTicket {
+  state: TicketState = 'queued';
+  private onRelease: (() => void) | undefined;
+  private released = false;
+
+  constructor(
+    private readonly admission: Admission,
+    readonly tenantState: TenantState | undefined,
+    readonly cost: number,
+    /** When the call was admitted (enqueued or held), ms since the epoch. */
+    readonly sinceMs: number,
+  ) {}
+
+  get held(): boolean {
+    return this.state === 'held';
+  }
+
+  whenReleased(enqueue: () => void): void {
+    if (this.released) enqueue();
+    else this.onRelease = enqueue;
+  }
+
+  /** Called by the admission when the held call may go to the broker. */
+  release(): void {
+    this.released = true;
+    const enqueue = this.onRelease;
+    this.onRelease = undefined;
+    enqueue?.();
+  }
+
+  accepted(): void {
+    this.admission.onAccepted(this);
+  }
+
+  ended(answered: boolean): void {
+    this.onRelease = undefined;
+    this.admission.onEnded(this, answered);
+  }
+}

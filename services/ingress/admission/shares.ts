@@ -1,0 +1,84 @@
+// The figures one ingress replica publishes to the shares ledger (services/core/queue/share-ledger.ts)
+// and reads from the others: one JSON entry per replica, replaced every publish period and
+// expiring with the ledger's time to live, so a dead replica's figures drop out on their own.
+
+/** Version of the entry's shape; entries of another version are ignored (a rolling upgrade). */
+export const ENTRY_VERSION = 1;
+
+/** One tenant's figures on one pool at one replica. Counts in calls, costs in the pool's cost units. */
+export interface TenantFigures {
+  /** Cost of the tenant's calls in the broker queue (enqueued, not yet taken by a worker). */
+  queuedCost: number;
+  queuedCalls: number;
+  /** Calls admitted and not yet answered (held, queued or running). */
+  inFlight: number;
+  /** Calls waiting at the replica for the tenant's fair share, and their cost. */
+  heldCalls: number;
+  heldCost: number;
+  /** Calls asked per second (admitted and refused), an exponentially weighted average. */
+  demandPerS: number;
+}
+
+/** One pool's figures at one replica. */
+export interface PoolFigures {
+  /**
+   * Rate at which workers took this replica's calls of the pool while it had calls queued (its
+   * share of the pool's service rate), calls/s and cost units/s, exponentially weighted.
+   */
+  acceptedCallsPerS: number;
+  acceptedCostPerS: number;
+  /** Tenants with any figure above 0, by tenant name. */
+  tenants: Record<string, TenantFigures>;
+}
+
+/** A replica's entry in the ledger. */
+export interface ReplicaEntry {
+  v: typeof ENTRY_VERSION;
+  pools: Record<string, PoolFigures>;
+}
+
+export const ZERO_TENANT: Readonly<TenantFigures> = {
+  queuedCost: 0,
+  queuedCalls: 0,
+  inFlight: 0,
+  heldCalls: 0,
+  heldCost: 0,
+  demandPerS: 0,
+};
+
+const TENANT_KEYS = Object.keys(ZERO_TENANT) as (keyof TenantFigures)[];
+
+/** A finite number at least 0, else 0: another replica's entry is read, never trusted. */
+const figure = (value: unknown): number =>
+  typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : 0;
+
+/**
+ * Reads another replica's entry; undefined when it is not an entry of this version (a replica of
+ * another release, or garbage). Bad figures read as 0.
+ */
+export function readEntry(value: unknown): ReplicaEntry | undefined {
+  if (!isObject(value) || value.v !== ENTRY_VERSION || !isObject(value.pools)) return undefined;
+  const pools: Record<string, PoolFigures> = {};
+  for (const [pool, raw] of Object.entries(value.pools)) {
+    if (!isObject(raw)) continue;
+    const tenants: Record<string, TenantFigures> = {};
+    if (isObject(raw.tenants)) {
+      for (const [tenant, t] of Object.entries(raw.tenants)) {
+        if (!isObject(t)) continue;
+        const figures = { ...ZERO_TENANT };
+        for (const key of TENANT_KEYS) figures[key] = figure(t[key]);
+        tenants[tenant] = figures;
+      }
+    }
+    pools[pool] = {
+      acceptedCallsPerS: figure(raw.acceptedCallsPerS),
+      acceptedCostPerS: figure(raw.acceptedCostPerS),
+      tenants,
+    };
+  }
+  return { v: ENTRY_VERSION, pools };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
