@@ -44,6 +44,11 @@ export type CallOutcome =
  */
 export interface AdmissionTicket {
   readonly held: boolean;
+  /**
+   * The call's tenant had nothing queued or held in the pool: a `normal` call is queued at `high`
+   * (callers never ask for `high`), so it waits for a free slot, not behind other tenants' backlogs.
+   */
+  readonly sparse: boolean;
   /** `enqueue` runs once the held call may go to the broker (at once if it already may). */
   whenReleased(enqueue: () => void): void;
   /** A worker took the call (its first `accepted` chunk). */
@@ -163,6 +168,8 @@ export class CallRegistry {
 
   /** Puts the call of `entry` on the queue; a failure answers it with QUEUE_UNAVAILABLE. */
   private enqueue(entry: PendingCall): void {
+    if (entry.ticket?.sparse && entry.call.priority === 'normal')
+      entry.call = { ...entry.call, priority: 'high' };
     const { call } = entry;
     entry.enqueued = true;
     this.queue.enqueue(call).then(

@@ -248,6 +248,14 @@ export class Admission {
       pool.heldTenants.add(t);
       this.metrics.tenantHeldCalls.inc({ pool: pool.name, tenant: t.label });
     } else {
+      // A sparse tenant (nothing of its own queued or held anywhere) jumps the pool's queue, as
+      // fair queueing's sparse flows do: its call waits for a free slot, not behind the quota
+      // of a tenant that floods. A flooding tenant's calls go through its hold, never sparse.
+      ticket.sparse =
+        pool.fairSize > 0 &&
+        t.queuedCalls === 0 &&
+        t.heldCalls === 0 &&
+        (!this.ledgerUp || (t.others.queuedCalls === 0 && t.others.heldCalls === 0));
       this.toQueued(t, ticket);
     }
     this.touch(t);
@@ -579,6 +587,8 @@ export class Admission {
  */
 export class Ticket implements AdmissionTicket {
   state: TicketState = 'queued';
+  /** Queued at once while its tenant had nothing queued or held: it goes ahead of backlogs. */
+  sparse = false;
   private onRelease: (() => void) | undefined;
   private released = false;
 
