@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type Autoscaler,
   type LocalReplica,
@@ -24,8 +24,11 @@ import {
   clusterMetrics,
   encodeArguments,
   newCallId,
+  type ReplicaEntry,
   type ResolvedConfig,
+  type ShareLedger,
   type ToolCall,
+  ZERO_TENANT,
 } from '../services/core/index.js';
 import { resolveConfig } from './support/families.js';
 import { metricValue } from './support/processes.js';
@@ -118,11 +121,42 @@ function rates(pool: string, arrivalPerSec: number, meanServiceMs: number): Pool
     p95ServiceMs: meanServiceMs,
     inFlight: 0,
     queueDepth: 0,
+    heldCalls: 0,
     lowQueueDepth: 0,
     lowInFlight: 0,
     oldestWaitMs: 0,
     replicas: 0,
     windowMs: 1000,
+  };
+}
+
+/** An ingress replica's shares-ledger entry holding `held[pool][tenant]` calls for their fair-queue quota. */
+function heldEntry(held: Record<string, Record<string, number>>): ReplicaEntry {
+  return {
+    v: 1,
+    pools: Object.fromEntries(
+      Object.entries(held).map(([pool, tenants]) => [
+        pool,
+        {
+          acceptedCallsPerS: 1,
+          acceptedCostPerS: 100,
+          tenants: Object.fromEntries(
+            Object.entries(tenants).map(([tenant, heldCalls]) => [
+              tenant,
+              // Queued and in-flight figures are the broker's business here: only held calls add depth.
+              {
+                ...ZERO_TENANT,
+                queuedCalls: 2,
+                queuedCost: 200,
+                inFlight: 5,
+                heldCalls,
+                heldCost: heldCalls * 100,
+              },
+            ]),
+          ),
+        },
+      ]),
+    ),
   };
 }
 
@@ -272,6 +306,94 @@ describe('autoscaler service loop', () => {
     expect(alpha?.required).toBe(4);
     await until(() => scaler && scaler.ticks >= 3, 'three ticks');
     expect(provider.set.get('alpha')).toBe(4);
+  });
+
+  it('counts the calls held at the ingresses (shares ledger, all replicas and tenants) as interactive depth', async () => {
+    // Fair queueing keeps a flood at the ingresses: the broker holds 1 interactive call (and a batch
+    // chunk) of alpha, two ingress replicas hold 10 more between them, and 2 of beta.
+    await broker.queue.enqueue(makeCall('alpha'));
+    await broker.queue.enqueue(makeCall('alpha', 'low'));
+    await broker.shares.publish(
+      'ingress-a',
+      heldEntry({ alpha: { acme: 4, other: 3 }, beta: { acme: 2 } }),
+      60_000,
+    );
+    await broker.shares.publish('ingress-b', heldEntry({ alpha: { acme: 3, default: 0 } }), 60_000);
+    // Entries of another release or garbage count nothing.
+    await broker.shares.publish(
+      'ingress-c',
+      { v: 99, pools: { alpha: { tenants: { acme: { heldCalls: 50 } } } } },
+      60_000,
+    );
+    await broker.shares.publish('ingress-d', 'not an entry', 60_000);
+    // Calls of 1 s, no arrivals: the depth alone sizes the pool. 11 calls × 1 s / 1 s target on 2
+    // slots per replica = 6 replicas (5.5 rounded up), reached in two steps (0 → 4 → 6).
+    const source: Pick<MetricsSource, 'read'> = {
+      read: async () =>
+        new Map([
+          ['alpha', rates('alpha', 0, 1000)],
+          ['beta', rates('beta', 0, 1000)],
+        ]),
+    };
+    scaler = await startAutoscaler({ config, broker, provider, source, serveHttp: false });
+    await until(() => provider.set.get('alpha') === 6, 'alpha sized for queued plus held calls');
+    await until(() => provider.set.get('beta') === 1, 'beta woken by its held calls alone');
+    const alpha = scaler.status().find((s) => s.pool === 'alpha');
+    expect(alpha?.observation).toMatchObject({ queueDepth: 11, batchQueueDepth: 1 });
+    expect(alpha?.required).toBe(6);
+    expect(scaler.status().find((s) => s.pool === 'beta')?.observation?.queueDepth).toBe(2);
+
+    // The flood is served: the replicas hold nothing more, and the depth is the broker's again.
+    await broker.shares.publish('ingress-a', heldEntry({}), 60_000);
+    await broker.shares.withdraw('ingress-b');
+    await until(
+      () => scaler?.status().find((s) => s.pool === 'alpha')?.observation?.queueDepth === 1,
+      'held calls gone from the depth',
+    );
+  });
+
+  it('keeps scaling from the broker when the shares ledger cannot be read (logged once, counted as 0)', async () => {
+    let ledgerDown = true;
+    const shares: ShareLedger = {
+      publish: (r, v, t) => broker.shares.publish(r, v, t),
+      read: async () => {
+        if (ledgerDown) throw new ClusterError('QUEUE_UNAVAILABLE', 'shares bucket unreachable');
+        return broker.shares.read();
+      },
+      withdraw: (r) => broker.shares.withdraw(r),
+      close: () => broker.shares.close(),
+    };
+    await broker.shares.publish('ingress-a', heldEntry({ alpha: { acme: 9 } }), 60_000);
+    await broker.queue.enqueue(makeCall('beta'));
+    const errorsBefore = (await clusterMetrics().shareLedgerErrors.get()).values[0]?.value ?? 0;
+    const stderr = vi.spyOn(process.stderr, 'write');
+    try {
+      scaler = await startAutoscaler({
+        config,
+        broker: { queue: broker.queue, shares },
+        provider,
+        serveHttp: false,
+      });
+      await until(
+        () => provider.set.get('beta') === 1,
+        'beta scaled from the broker while the ledger is down',
+      );
+      await until(() => scaler && scaler.ticks >= 4, 'four ticks');
+      // alpha's held calls are not seen: no demand, no replica, and no error on the pool.
+      expect(provider.callsFor('alpha')).toEqual([]);
+      expect(scaler.status().map((s) => s.error)).toEqual([null, null]);
+      const lines = () => stderr.mock.calls.map(([chunk]) => String(chunk));
+      expect(lines().filter((l) => l.includes('reading the shares ledger failed'))).toHaveLength(1);
+      const errorsNow = (await clusterMetrics().shareLedgerErrors.get()).values[0]?.value ?? 0;
+      expect(errorsNow - errorsBefore).toBeGreaterThanOrEqual(4);
+
+      // The ledger is back: alpha's held calls wake it, and the recovery is logged once.
+      ledgerDown = false;
+      await until(() => provider.set.get('alpha') === 1, 'alpha woken by its held calls');
+      expect(lines().filter((l) => l.includes('reading the shares ledger works again'))).toHaveLength(1);
+    } finally {
+      stderr.mockRestore();
+    }
   });
 
   it('a pool whose queue figures cannot be read is not decided; the others are', async () => {

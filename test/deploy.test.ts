@@ -817,10 +817,23 @@ describe('autoscaling', () => {
       expect(spec.pollingInterval).toBe(5);
       expect(spec.cooldownPeriod).toBeTypeOf('number');
       const triggers = arr(spec.triggers).map(obj);
-      expect(triggers.map((t) => str(obj(t.metadata).consumer)).sort()).toEqual(
+      const lagTriggers = triggers.filter((t) => t.type !== 'prometheus');
+      expect(lagTriggers.map((t) => str(obj(t.metadata).consumer)).sort()).toEqual(
         PRIORITIES.map((p) => consumer(pool, p)).sort(),
       );
-      for (const t of triggers) {
+      // The calls held at the ingresses for their tenant's fair-queue quota are not in the stream:
+      // one Prometheus trigger adds them to the interactive depth, at the interactive lag threshold.
+      const held = triggers.filter((t) => t.type === 'prometheus');
+      expect(held, pool).toHaveLength(1);
+      const heldMeta = obj(held[0]?.metadata);
+      expect(str(heldMeta.query), pool).toBe(interactiveDemandQuery(pool, ',priority!="low"'));
+      expect(str(heldMeta.serverAddress)).toBe(cluster.autoscaler.prometheusUrl);
+      expect(heldMeta.threshold, pool).toBe(
+        obj(lagTriggers.find((t) => obj(t.metadata).consumer === consumer(pool, 'normal'))?.metadata)
+          .lagThreshold,
+      );
+      expect(heldMeta.activationThreshold).toBe('0');
+      for (const t of lagTriggers) {
         const m = obj(t.metadata);
         expect(t.type).toBe('nats-jetstream');
         expect(m.stream).toBe(stream);
@@ -851,9 +864,32 @@ describe('autoscaling', () => {
         // Every series the query reads is its own pool's.
         for (const m of query.matchAll(/\{pool="([^"]+)"/g)) expect(m[1], query).toBe(pool);
       }
+      // The interactive trigger counts the calls held at the ingresses too (batch chunks are never
+      // held, so the low-priority backlog trigger does not).
+      const queries = triggers.map((t) => str(obj(t.metadata).query));
+      const interactive = queries.filter((q) => !q.includes('priority="low"'));
+      expect(interactive, pool).toHaveLength(1);
+      expect(interactive[0]).toBe(interactiveDemandQuery(pool, queries.length > 1 ? ',priority!="low"' : ''));
+      for (const q of queries.filter((x) => x.includes('priority="low"'))) {
+        expect(q).not.toContain('mcp_cluster_tenant_held_calls');
+      }
     }
   });
 });
+
+/**
+ * The interactive demand of `pool` as the KEDA Prometheus triggers query it: the broker's queue depth
+ * (max across ingress replicas per priority, then summed; `priorities` narrows the selector) plus the
+ * calls held at the ingresses for their tenant's fair-queue quota (summed over replicas and tenants).
+ * Each side `or vector(0)`: in PromQL `A + B` is empty when either side is, and the held-calls gauge
+ * has no series until a replica has held a call, so without it KEDA would read no value at all.
+ */
+function interactiveDemandQuery(pool: string, priorities: string): string {
+  return (
+    `(sum(max by (priority) (mcp_cluster_queue_depth{pool="${pool}"${priorities}})) or vector(0))` +
+    ` + (sum(mcp_cluster_tenant_held_calls{pool="${pool}"}) or vector(0))`
+  );
+}
 
 describe('the built-in autoscaler on Kubernetes', () => {
   const autoscaler = () => {
@@ -1202,6 +1238,7 @@ describe('metric names', () => {
   it.each([
     'deploy/prometheus/rules.yaml',
     'deploy/keda/bullmq/scaledobjects.yaml',
+    'deploy/keda/nats/scaledobjects.yaml',
     'deploy/grafana/dashboard.json',
   ])('%s references only metrics the code exports', (file) => {
     // Comments may mention planned metrics; only the queries count.

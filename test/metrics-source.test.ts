@@ -435,6 +435,7 @@ describe('scrapeSource over real HTTP targets', () => {
       inFlight: 4,
       // Both processes export the broker's figure (3 normal, 1 high): max per priority, then sum.
       queueDepth: 4,
+      heldCalls: 0,
       lowQueueDepth: 0,
       lowInFlight: 0,
       oldestWaitMs: 500,
@@ -515,6 +516,40 @@ describe('scrapeSource over real HTTP targets', () => {
     const batchOnly = (await source.read()).get('embeddings') as PoolRates;
     expect(batchOnly.lowArrivalPerSec).toBeCloseTo(350, 9);
     expect(Object.is(interactiveArrivalPerSec(batchOnly), 0)).toBe(true);
+  });
+
+  it('adds the calls held at the ingresses (summed over replicas and tenants) to the interactive depth', async () => {
+    // Two ingress replicas under a flood: the broker queue holds only the fair-queue size (the same
+    // broker-wide figure on both), while each replica holds its own share of the backlog per tenant.
+    const page = (held: Record<string, number>) =>
+      [
+        'mcp_cluster_queue_depth{pool="inference",priority="normal"} 4',
+        'mcp_cluster_queue_depth{pool="inference",priority="low"} 10',
+        '# TYPE mcp_cluster_tenant_held_calls gauge',
+        ...Object.entries(held).map(
+          ([tenant, calls]) => `mcp_cluster_tenant_held_calls{pool="inference",tenant="${tenant}"} ${calls}`,
+        ),
+        '',
+      ].join('\n');
+    const a = await startTarget(page({ acme: 30, other: 2 }));
+    const b = await startTarget(page({ acme: 25, default: 0 }));
+    // A worker exports no held calls; its idle embeddings pool stays at 0.
+    const worker = await startTarget(workerPage({ ok: 0, buckets: [0, 0, 0, 0], sum: 0, inFlight: 1 }));
+    const source = scrapeSource(() => [a.url, b.url, worker.url]);
+    const rates = await source.read();
+    expect(rates.get('inference')).toMatchObject({
+      // Broker: max per priority (4 normal + 10 low); held: 30 + 2 + 25 + 0, never a max.
+      queueDepth: 4 + 10 + 57,
+      heldCalls: 57,
+      // Batch chunks are never held: the low part is the broker's alone.
+      lowQueueDepth: 10,
+    });
+    expect(rates.get('embeddings')).toMatchObject({ queueDepth: 0, heldCalls: 0 });
+
+    // The flood drains: held calls are a gauge, read as they are now.
+    a.text = page({ acme: 0 });
+    b.text = page({});
+    expect((await source.read()).get('inference')).toMatchObject({ queueDepth: 14, heldCalls: 0 });
   });
 
   it('counts the new value of a restarted process as its increase (counter went down, or new start time)', async () => {
@@ -686,6 +721,7 @@ const EXPECTED_PROMQL = [
   'sum by (pool) (rate(mcp_cluster_queue_enqueued_total{priority="low"}[60s]))',
   'max by (pool) (mcp_cluster_queue_depth{priority="low"})',
   'max by (pool) (mcp_cluster_queue_inflight{priority="low"})',
+  'sum by (pool) (mcp_cluster_tenant_held_calls)',
 ];
 
 type Vector = { metric: Record<string, string>; value: [number, string] }[];
@@ -748,7 +784,9 @@ describe('prometheusSource', () => {
       lowArrivals,
       lowDepth,
       lowInFlight,
+      held,
     ] = EXPECTED_PROMQL as [
+      string,
       string,
       string,
       string,
@@ -798,6 +836,12 @@ describe('prometheusSource', () => {
       ]),
       [lowDepth]: v([['embeddings', '5']]),
       [lowInFlight]: v([['embeddings', '2']]),
+      // Fair queueing holds 9 inference calls at the ingresses (summed over replicas and tenants),
+      // and 4 calls of a pool whose broker queue is empty (no depth series at all).
+      [held]: v([
+        ['inference', '9'],
+        ['diffusion', '4'],
+      ]),
     });
     const rates = await prometheusSource(`${prom.url}/`, 60_000).read();
     expect([...prom.queries].sort()).toEqual([...EXPECTED_PROMQL].sort());
@@ -809,7 +853,9 @@ describe('prometheusSource', () => {
       meanServiceMs: 50,
       p95ServiceMs: 120,
       inFlight: 3,
-      queueDepth: 7,
+      // 7 in the broker queue and 9 held at the ingresses: demand waiting either way.
+      queueDepth: 16,
+      heldCalls: 9,
       lowQueueDepth: 0,
       lowInFlight: 0,
       oldestWaitMs: 250,
@@ -828,7 +874,9 @@ describe('prometheusSource', () => {
     expect(interactiveArrivalPerSec(rates.get('inference') as PoolRates)).toBe(12.5);
     expect(embeddings.meanServiceMs).toBeNaN();
     expect(embeddings.p95ServiceMs).toBeNaN();
-    expect([...rates.keys()]).toEqual(['embeddings', 'inference']);
+    expect(embeddings).toMatchObject({ queueDepth: 0, heldCalls: 0 });
+    expect(rates.get('diffusion')).toMatchObject({ queueDepth: 4, heldCalls: 4, lowQueueDepth: 0 });
+    expect([...rates.keys()]).toEqual(['diffusion', 'embeddings', 'inference']);
   });
 
   it.each([

@@ -58,6 +58,7 @@ function rates(pool: string, r: Partial<PoolRates>): PoolRates {
     p95ServiceMs: Number.NaN,
     inFlight: 0,
     queueDepth: 0,
+    heldCalls: 0,
     lowQueueDepth: 0,
     lowInFlight: 0,
     oldestWaitMs: 0,

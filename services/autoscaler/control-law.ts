@@ -154,7 +154,10 @@ export function scalingPolicy(overrides: Partial<ScalingPolicy> = {}): ScalingPo
 export interface PoolObservation {
   /** When the observation was taken, ms on any monotonic clock. */
   readonly atMs: number;
-  /** Interactive calls waiting in the queue (priorities high and normal). */
+  /**
+   * Interactive calls waiting for a worker (priorities high and normal): in the broker queue, plus
+   * those the ingress replicas hold for their tenant's fair-queue quota.
+   */
   readonly queueDepth: number;
   /** Age of the oldest waiting interactive call, ms (0 when none waits). */
   readonly oldestWaitMs: number;

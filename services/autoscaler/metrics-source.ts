@@ -13,7 +13,7 @@
  * | completions | `mcp_cluster_worker_calls_total{pool,tool,outcome}`, outcome ≠ `retried` | sum of increases |
  * | service time | `mcp_cluster_backend_duration_seconds{pool,tool}` histogram | Δsum / Δcount; p95 from Δbuckets |
  * | in flight | `mcp_cluster_worker_inflight_calls{pool}` | sum |
- * | queue depth | `mcp_cluster_queue_depth{pool,priority}` | max per priority (every process exports the same broker-wide figure), then sum over priorities; priority low also apart |
+ * | queue depth | `mcp_cluster_queue_depth{pool,priority}` plus `mcp_cluster_tenant_held_calls{pool,tenant}` (ingress) | depth: max per priority (every process exports the same broker-wide figure), then sum over priorities; priority low also apart. Held calls: sum over processes and tenants (each ingress replica exports only the calls it holds itself), added to the interactive depth (batch calls are never held); also apart |
  * | low-priority in flight | `mcp_cluster_queue_inflight{pool,priority="low"}` | max (a broker-wide figure, like the depth) |
  * | oldest wait | `mcp_cluster_queue_oldest_age_seconds{pool,priority}` | max |
  * | replicas | `mcp_cluster_worker_replicas{pool,state="running"}` | sum (each worker sets 1 on its own state) |
@@ -50,8 +50,17 @@ export interface PoolRates {
   readonly p95ServiceMs: number;
   /** Calls workers hold now (taken from the queue, not yet settled), summed over workers. */
   readonly inFlight: number;
-  /** Calls waiting in the pool's queue now, summed over priorities. */
+  /**
+   * Calls waiting for a worker now, summed over priorities: those in the pool's broker queue plus
+   * `heldCalls`, the calls the ingress replicas hold for their tenant's fair-queue quota (fair
+   * queueing keeps a flood at the ingresses, so the broker's queue alone would hide it).
+   */
   readonly queueDepth: number;
+  /**
+   * The part of `queueDepth` held at the ingress replicas (not yet in the broker queue), summed over
+   * replicas and tenants; always interactive (priorities high and normal), never in `lowQueueDepth`.
+   */
+  readonly heldCalls: number;
   /** The low-priority (batch) part of `queueDepth`: calls waiting now. */
   readonly lowQueueDepth: number;
   /** Low-priority calls taken from the queue and not yet settled now (the broker's count). */
@@ -182,6 +191,8 @@ interface PoolAccumulator {
   depthByPriority: Map<string, number>;
   /** Low-priority calls in flight: the max over processes (each exports the broker's figure). */
   lowInFlight: number;
+  /** Calls held at the ingress replicas: the sum over processes (each exports its own). */
+  heldCalls: number;
   oldestAgeSec: number;
   replicas: number;
 }
@@ -197,6 +208,7 @@ function newAccumulator(): PoolAccumulator {
     inFlight: 0,
     depthByPriority: new Map(),
     lowInFlight: 0,
+    heldCalls: 0,
     oldestAgeSec: 0,
     replicas: 0,
   };
@@ -230,7 +242,7 @@ export function histogramQuantile(q: number, buckets: ReadonlyMap<number, number
 }
 
 function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): PoolRates {
-  let queueDepth = 0;
+  let queueDepth = acc.heldCalls;
   for (const depth of acc.depthByPriority.values()) queueDepth += depth;
   const served = acc.serviceCount > 0;
   return {
@@ -245,6 +257,7 @@ function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): Pool
     p95ServiceMs: served ? histogramQuantile(0.95, acc.buckets) * 1000 : Number.NaN,
     inFlight: acc.inFlight,
     queueDepth,
+    heldCalls: acc.heldCalls,
     lowQueueDepth: acc.depthByPriority.get(LOW) ?? 0,
     lowInFlight: acc.lowInFlight,
     oldestWaitMs: acc.oldestAgeSec * 1000,
@@ -268,6 +281,8 @@ export const QUEUE_INFLIGHT = 'mcp_cluster_queue_inflight';
 export const LOW = 'low';
 export const OLDEST = 'mcp_cluster_queue_oldest_age_seconds';
 export const REPLICAS = 'mcp_cluster_worker_replicas';
+/** Calls an ingress replica holds for their tenant's fair-queue quota (services/ingress/admission). */
+export const HELD = 'mcp_cluster_tenant_held_calls';
 
 type CounterKind = 'arrival' | 'lowArrival' | 'completion' | 'serviceSum' | 'serviceCount' | 'serviceBucket';
 
@@ -329,6 +344,7 @@ function readingOf(exposition: PromExposition, atMs: number): TargetReading {
       name === DEPTH ||
       name === OLDEST ||
       name === REPLICAS ||
+      name === HELD ||
       (name === QUEUE_INFLIGHT && labels.priority === LOW)
     ) {
       if (Number.isFinite(value)) {
@@ -445,6 +461,7 @@ export function scrapeSource(urls: () => readonly string[], options: ScrapeOptio
           a.depthByPriority.set(g.priority, Math.max(a.depthByPriority.get(g.priority) ?? 0, g.value));
         } else if (g.name === OLDEST) a.oldestAgeSec = Math.max(a.oldestAgeSec, g.value);
         else if (g.name === QUEUE_INFLIGHT) a.lowInFlight = Math.max(a.lowInFlight, g.value);
+        else if (g.name === HELD && g.value > 0) a.heldCalls += g.value;
       }
       if (first) return;
       let restarted = false;

@@ -5,6 +5,7 @@ import {
   DEPTH,
   ENQUEUED,
   getBounded,
+  HELD,
   type HttpReadOptions,
   INFLIGHT,
   LOW,
@@ -35,6 +36,9 @@ export function prometheusQueries(windowMs: number): Record<string, string> {
     serviceP95: `histogram_quantile(0.95, sum by (pool, le) (rate(${SERVICE}_bucket${w})))`,
     inFlight: `sum by (pool) (${INFLIGHT})`,
     queueDepth: `sum by (pool) (max by (pool, priority) (${DEPTH}))`,
+    // Each ingress replica exports only the calls it holds itself: a sum, not a max. Added to the
+    // depth when the answers are combined (a pool may have either figure without the other).
+    heldCalls: `sum by (pool) (${HELD})`,
     lowQueueDepth: `max by (pool) (${DEPTH}{priority="${LOW}"})`,
     lowInFlight: `max by (pool) (${QUEUE_INFLIGHT}{priority="${LOW}"})`,
     oldestAge: `max by (pool) (${OLDEST})`,
@@ -45,7 +49,8 @@ export function prometheusQueries(windowMs: number): Record<string, string> {
 /**
  * Reads the same figures from a Prometheus server's instant-query API (`GET <baseUrl>/api/v1/query`):
  * `rate()` / `increase()` over the last `windowMs`, `histogram_quantile(0.95, ...)` for the p95, `max by`
- * for the broker-wide queue gauges (see {@link prometheusQueries}). Every read covers the window ending
+ * for the broker-wide queue gauges, a sum for the calls the ingress replicas hold (see
+ * {@link prometheusQueries}). Every read covers the window ending
  * now; it should be at least twice Prometheus's scrape interval, or `rate()` has too few samples and
  * reports nothing (a pool that reports nothing has rate 0).
  * @throws ClusterError from `read()`: `BACKEND_UNAVAILABLE` when Prometheus cannot be reached, answers
@@ -153,6 +158,7 @@ export function prometheusSource(
         const arrival = finite('arrivals', pool);
         const low = finite('lowArrivals', pool);
         const completed = finite('completions', pool);
+        const held = Math.max(0, finite('heldCalls', pool));
         rates.set(pool, {
           pool,
           // The sum here, not a third query: subtracting low again must leave exactly 0 (see PoolRates).
@@ -162,7 +168,8 @@ export function prometheusSource(
           meanServiceMs: count > 0 ? (finite('serviceSum', pool) / count) * 1000 : Number.NaN,
           p95ServiceMs: count > 0 && p95 !== undefined ? p95 * 1000 : Number.NaN,
           inFlight: finite('inFlight', pool),
-          queueDepth: finite('queueDepth', pool),
+          queueDepth: finite('queueDepth', pool) + held,
+          heldCalls: held,
           lowQueueDepth: finite('lowQueueDepth', pool),
           lowInFlight: finite('lowInFlight', pool),
           oldestWaitMs: finite('oldestAge', pool) * 1000,

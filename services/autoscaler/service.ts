@@ -4,6 +4,7 @@ import {
   type ClusterErrorCode,
   clusterMetrics,
   createLogger,
+  heldCallsByPool,
   Lifecycle,
   type PoolConfig,
   type ResolvedConfig,
@@ -31,9 +32,13 @@ export interface AutoscalerOptions {
   /**
    * The broker of the pools' queues: queue depth, in-flight calls and the oldest wait come from
    * `queue.stats` (exact and cheap), per priority: low is batch work, high and normal interactive.
-   * Not closed by `shutdown()`.
+   * With `shares` (the ingress replicas' shares ledger), the calls the ingresses hold for their
+   * tenant's fair-queue quota count as interactive queue depth too: fair queueing keeps a flood at
+   * the ingresses, and the broker's queue alone never shows more than the pools' fair-queue size.
+   * Without it, or while the ledger cannot be read (logged once per outage), no held calls are
+   * counted. Not closed by `shutdown()`.
    */
-  broker: Pick<Broker, 'queue'>;
+  broker: Pick<Broker, 'queue'> & Partial<Pick<Broker, 'shares'>>;
   /** Where decisions land. Owned by the autoscaler: `shutdown()` closes it (the local provider drains its workers). */
   provider: ScalingProvider;
   /**
@@ -120,7 +125,8 @@ export function policyFromConfig(pool: Pick<PoolConfig, 'name' | 'scaling'>): Sc
 
 /**
  * Starts the autoscaler loop: every `autoscaler.interval`, each pool is observed (queue figures from
- * the broker, rates from the source, replicas from the provider), `decideReplicas` decides, and a
+ * the broker and the calls held at the ingresses from its shares ledger, rates from the source,
+ * replicas from the provider), `decideReplicas` decides, and a
  * changed count goes to `provider.scale`. A queued call is therefore seen, and acted on, within one
  * interval.
  *
@@ -204,7 +210,42 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
   const ratesOf = (pool: string): PoolRates | undefined =>
     clock() - ratesAtMs <= STALE_RATES_INTERVALS * intervalMs ? rates.get(pool) : undefined;
 
-  const observe = async (pool: string): Promise<PoolObservation> => {
+  // Calls held at the ingress replicas per pool, read from the shares ledger once per tick (one read
+  // covers every pool). The entries live ~1.5 s, so a dead ingress's held calls drop out on their own.
+  let held: ReadonlyMap<string, number> = new Map();
+  let readingHeld: Promise<void> | undefined;
+  let ledgerFailing = false;
+  const refreshHeld = async (budgetMs: number) => {
+    const ledger = broker.shares;
+    if (!ledger) return;
+    readingHeld ??= ledger
+      .read()
+      .then(heldCallsByPool)
+      .then(
+        (next) => {
+          held = next;
+          if (ledgerFailing) log.info('reading the shares ledger works again');
+          ledgerFailing = false;
+        },
+        (err: unknown) => {
+          // Scaling goes on from the broker's queue alone: better under-sized for an outage than stopped.
+          held = new Map();
+          metrics.shareLedgerErrors.inc();
+          if (!ledgerFailing) {
+            log.warn('reading the shares ledger failed; counting no calls held at the ingresses for now', {
+              err,
+            });
+          }
+          ledgerFailing = true;
+        },
+      )
+      .finally(() => {
+        readingHeld = undefined;
+      });
+    await within(readingHeld, budgetMs);
+  };
+
+  const observe = async (pool: string, heldCalls: number): Promise<PoolObservation> => {
     const [stats, current] = await Promise.all([
       deadline(broker.queue.stats(pool), 'QUEUE_UNAVAILABLE', `queue figures of pool ${pool}`),
       deadline(
@@ -225,7 +266,8 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     const r = ratesOf(pool);
     return {
       atMs: clock(),
-      queueDepth: interactive.depth,
+      // Held calls are interactive: batch chunks (priority low) are never held at the ingress.
+      queueDepth: interactive.depth + heldCalls,
       oldestWaitMs: interactive.oldestMs,
       arrivalRatePerSec: r ? interactiveArrivalPerSec(r) : 0,
       serviceTimeMs: r ? r.meanServiceMs : Number.NaN,
@@ -240,8 +282,9 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
   const step = async (pool: string) => {
     const policy = policies.get(pool) as ScalingPolicy;
     let obs: PoolObservation;
+    const heldCalls = held.get(pool) ?? 0;
     try {
-      obs = await observe(pool);
+      obs = await observe(pool, heldCalls);
     } catch (err) {
       const error = toClusterError(err);
       log.warn('observing the pool failed; trying again next interval', { pool, err: error });
@@ -271,6 +314,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
       reason: decision.reason,
       required: decision.required,
       queueDepth: obs.queueDepth,
+      heldCalls,
       oldestWaitMs: Math.round(obs.oldestWaitMs),
       inFlight: obs.inFlight,
       batchQueueDepth: obs.batchQueueDepth ?? 0,
@@ -295,7 +339,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
 
   const tick = async () => {
     const startedAt = clock();
-    await refreshRates(intervalMs / 2);
+    await Promise.all([refreshRates(intervalMs / 2), refreshHeld(intervalMs / 2)]);
     const started: Promise<void>[] = [];
     for (const pool of pools) {
       if (busy.has(pool)) {

@@ -100,6 +100,8 @@ export {
   queueLog,
   withTimeout,
 } from './queue/queue-support.js';
+export type { PoolFigures, ReplicaEntry, TenantFigures } from './queue/share-entry.js';
+export { ENTRY_VERSION, heldCallsByPool, readEntry, ZERO_TENANT } from './queue/share-entry.js';
 export type { ShareLedger } from './queue/share-ledger.js';
 export {
   assertReplicaId,

@@ -1,12 +1,13 @@
-import { ClusterError, clusterMetrics } from '../../core/index.js';
-import type { AdmissionTicket } from '../call-registry.js';
 import {
+  ClusterError,
+  clusterMetrics,
   ENTRY_VERSION,
   type PoolFigures,
   type ReplicaEntry,
   readEntry,
   type TenantFigures,
-} from './shares.js';
+} from '../../core/index.js';
+import type { AdmissionTicket } from '../call-registry.js';
 import { TokenBucket } from './token-bucket.js';
 
 /** A tenant's limits on one pool (config `tenants.<name>.limits.<pool>`); each optional. */

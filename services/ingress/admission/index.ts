@@ -20,7 +20,6 @@ export {
 } from './cost.js';
 export type { SharePublisher } from './publisher.js';
 export { ENTRY_TTL_MS, PUBLISH_INTERVAL_MS, startSharePublisher } from './publisher.js';
-export type { ReplicaEntry } from './shares.js';
 export { TokenBucket } from './token-bucket.js';
 
 /** The admission layer of one ingress replica, as the call path uses it. */

@@ -1,6 +1,8 @@
-// The figures one ingress replica publishes to the shares ledger (services/core/queue/share-ledger.ts)
-// and reads from the others: one JSON entry per replica, replaced every publish period and
-// expiring with the ledger's time to live, so a dead replica's figures drop out on their own.
+// The figures one ingress replica publishes to the shares ledger (share-ledger.ts) and reads from
+// the others: one JSON entry per replica, replaced every publish period and expiring with the
+// ledger's time to live, so a dead replica's figures drop out on their own. Written by the ingress's
+// admission (services/ingress/admission); read by it and by the autoscaler, which counts the calls
+// held at the ingresses as queue depth. Kept in the kernel so that both read it with one decoder.
 
 /** Version of the entry's shape; entries of another version are ignored (a rolling upgrade). */
 export const ENTRY_VERSION = 1;
@@ -81,4 +83,24 @@ export function readEntry(value: unknown): ReplicaEntry | undefined {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Calls held at the ingress replicas for their tenant's fair-queue quota, per pool: the sum over the
+ * live entries in `entries` (as `ShareLedger.read()` returns them) and over tenants. Each replica
+ * publishes only its own held calls, so the sum counts every held call once. Entries that are not of
+ * this version are skipped (see {@link readEntry}); a pool absent from the result holds none.
+ */
+export function heldCallsByPool(entries: ReadonlyMap<string, unknown>): Map<string, number> {
+  const held = new Map<string, number>();
+  for (const value of entries.values()) {
+    const entry = readEntry(value);
+    if (!entry) continue;
+    for (const [pool, figures] of Object.entries(entry.pools)) {
+      let calls = 0;
+      for (const tenant of Object.values(figures.tenants)) calls += tenant.heldCalls;
+      if (calls > 0) held.set(pool, (held.get(pool) ?? 0) + calls);
+    }
+  }
+  return held;
 }
