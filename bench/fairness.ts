@@ -147,14 +147,14 @@ function report(results: ClusterResult[], flags: Flags, fairShare: boolean): str
     '',
     '### B steady (4 agents, 1 s think, replica 1) alone and with A flooding (160 agents over every replica)',
     '',
-    '| system | replicas | B p50 alone ms | B p95 alone ms | B p50 with A ms | B p95 with A ms | p50 ratio | p95 ratio (target <= 1.2) | A calls/s | pool use | B failures | A failures |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+    '| system | replicas | B p50 alone ms | B p95 alone ms | B p50 with A ms | B p95 with A ms | p50 ratio | p95 ratio (target <= 1.2) | B queue wait p95 alone / with A ms | A calls/s | pool use | B failures | A failures |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ];
   for (const r of results) {
     const i = r.isolation;
     if (!i) continue;
     lines.push(
-      `| ${r.system} | ${r.replicas} | ${f0(i.bAlone.p50)} | ${f0(i.bAlone.p95)} | ${f0(i.bWithA.p50)} | ${f0(i.bWithA.p95)} | ${f2(i.p50Ratio)}x | **${f2(i.p95Ratio)}x** | ${i.aCallsPerSec.toFixed(1)} | ${(i.poolUse * 100).toFixed(0)}% | ${fails(i.bFailures)} | ${fails(i.aFailures)} |`,
+      `| ${r.system} | ${r.replicas} | ${f0(i.bAlone.p50)} | ${f0(i.bAlone.p95)} | ${f0(i.bWithA.p50)} | ${f0(i.bWithA.p95)} | ${f2(i.p50Ratio)}x | **${f2(i.p95Ratio)}x** | ${f0(i.bWaitAlone.p95)} / ${f0(i.bWaitWithA.p95)} | ${i.aCallsPerSec.toFixed(1)} | ${(i.poolUse * 100).toFixed(0)}% | ${fails(i.bFailures)} | ${fails(i.aFailures)} |`,
     );
   }
   lines.push(

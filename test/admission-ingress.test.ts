@@ -325,6 +325,34 @@ tenants:
     });
   }
 
+  it("a tenant with nothing queued goes ahead of another tenant's backlog: its call is queued at high", async () => {
+    const { url } = await start();
+    const byPriority = async (priority: string) =>
+      (await clusterMetrics().queueEnqueued.get()).values
+        .filter((v) => v.labels.pool === 'inference' && v.labels.priority === priority)
+        .reduce((n, v) => n + v.value, 0);
+    // Another replica's flood: the acme tenant has calls queued in the pool.
+    await publishOther(otherReplica({ acme: { queuedCost: 400 } }));
+    const flooder = await connectClient('v2', url, { headers: headersOf('acme') });
+    const calm = await connectClient('v1', url, { headers: headersOf('calm') });
+    try {
+      const high = await byPriority('high');
+      const normal = await byPriority('normal');
+      const [a, c] = await Promise.all([
+        flooder.callTool('generate_text', { prompt: 'flood', max_tokens: 4 }),
+        calm.callTool('generate_text', { prompt: 'calm', max_tokens: 4 }),
+      ]);
+      expect(a.isError).toBeFalsy();
+      expect(c.isError).toBeFalsy();
+      // acme has calls queued (at the other replica): its call is normal; calm has none: high.
+      expect(await byPriority('high')).toBe(high + 1);
+      expect(await byPriority('normal')).toBe(normal + 1);
+    } finally {
+      await flooder.close();
+      await calm.close();
+    }
+  });
+
   it('a held call whose deadline passes gets DEADLINE_EXCEEDED and is never queued', async () => {
     const { url } = await start();
     await publishOther(otherReplica({ acme: { queuedCost: 1000 } }));

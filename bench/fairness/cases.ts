@@ -12,6 +12,7 @@ import {
   failuresOf,
   isRateRefusal,
   latencyOf,
+  queueWaitOf,
   type RunningTenant,
   sleep,
   startedIn,
@@ -101,6 +102,9 @@ export interface ClusterResult {
   isolation?: {
     bAlone: ReturnType<typeof latencyOf>;
     bWithA: ReturnType<typeof latencyOf>;
+    /** B's queue wait (the cluster's own figure, worker took the call minus enqueue), alone and with A. */
+    bWaitAlone: ReturnType<typeof queueWaitOf>;
+    bWaitWithA: ReturnType<typeof queueWaitOf>;
     p50Ratio: number;
     p95Ratio: number;
     aCallsPerSec: number;
@@ -173,6 +177,8 @@ export async function runCases(
     result.isolation = {
       bAlone,
       bWithA,
+      bWaitAlone: queueWaitOf(endedIn(b.records, t0, t1)),
+      bWaitWithA: queueWaitOf(endedIn(b.records, t2, t3)),
       p50Ratio: bWithA.p50 / bAlone.p50,
       p95Ratio: bWithA.p95 / bAlone.p95,
       aCallsPerSec: aDone.filter((r) => r.outcome === 'ok').length / ((t3 - t2) / 1000),

@@ -45,6 +45,8 @@ export interface CallRecord {
   outcome: string;
   maxTokens: number;
   promptChars: number;
+  /** The call's queue wait as the cluster reported it (`_meta["mcp-cluster/timing"]`), ms; NaN without one. */
+  queueWaitMs: number;
 }
 
 /** A running tenant load. */
@@ -96,13 +98,17 @@ export async function startTenant(load: TenantLoad): Promise<RunningTenant> {
     const client = clients[agent] as LoadClient;
     const startMs = performance.now();
     inFlight += 1;
+    let queueWaitMs = Number.NaN;
     const done = client
       .call(params)
       .then(
-        (result) =>
-          result.isError
+        (result) => {
+          const timing = result._meta?.['mcp-cluster/timing'] as { queueWaitMs?: unknown } | undefined;
+          if (typeof timing?.queueWaitMs === 'number') queueWaitMs = timing.queueWaitMs;
+          return result.isError
             ? `tool_error:${String(result._meta?.['mcp-cluster/error-code'] ?? 'unknown')}`
-            : 'ok',
+            : 'ok';
+        },
         (err: unknown) => errorKind(err),
       )
       .then((outcome) => {
@@ -115,6 +121,7 @@ export async function startTenant(load: TenantLoad): Promise<RunningTenant> {
           outcome,
           maxTokens: load.maxTokens,
           promptChars: load.prompt.length,
+          queueWaitMs,
         });
       });
     settled.add(done);
@@ -205,6 +212,16 @@ export function latencyOf(records: CallRecord[]): { count: number; p50: number; 
     .sort((a, b) => a - b);
   const at = (q: number) => ms[Math.min(ms.length - 1, Math.max(0, Math.ceil(q * ms.length) - 1))] ?? 0;
   return { count: ms.length, p50: at(0.5), p95: at(0.95), p99: at(0.99) };
+}
+
+/** p50 and p95 of the queue wait the cluster reported for the answered calls among `records`, ms. */
+export function queueWaitOf(records: CallRecord[]): { p50: number; p95: number } {
+  const ms = records
+    .filter((r) => r.outcome === 'ok' && Number.isFinite(r.queueWaitMs))
+    .map((r) => r.queueWaitMs)
+    .sort((a, b) => a - b);
+  const at = (q: number) => ms[Math.min(ms.length - 1, Math.max(0, Math.ceil(q * ms.length) - 1))] ?? 0;
+  return { p50: at(0.5), p95: at(0.95) };
 }
 
 /** Failures by kind among `records`. */

@@ -45,7 +45,7 @@ export type CallOutcome =
 export interface AdmissionTicket {
   readonly held: boolean;
   /**
-   * The call's tenant had nothing queued or held in the pool: a `normal` call is queued at `high`
+   * The call's tenant was under its fair share of the pool: a `normal` call is queued at `high`
    * (callers never ask for `high`), so it waits for a free slot, not behind other tenants' backlogs.
    */
   readonly sparse: boolean;

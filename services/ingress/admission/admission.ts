@@ -57,6 +57,13 @@ export const SERVICE_TAU_MS = 10_000;
 const DEMAND_FLOOR_PER_S = 0.1;
 /** Demand (calls/s, averaged) above which a tenant with nothing in flight still counts as using a pool. */
 export const ACTIVE_DEMAND_PER_S = 0.05;
+/**
+ * How much work the pool's fair queue holds, in milliseconds of the pool's service rate: long
+ * enough to cover the refill (a worker takes a call, its `accepted` chunk reaches the owning
+ * replica, which queues the next), short enough that a held call is soon in fair order.
+ */
+export const FAIR_ROOM_MS = 500;
+
 /** Retry-After of a refusal for concurrency: when a call ends is unknown; 1 s is the header's granularity. */
 export const CONCURRENCY_RETRY_MS = 1_000;
 
@@ -76,6 +83,11 @@ interface TenantState {
   heldCost: number;
   /** Held calls in arrival order; ended ones are skipped when they reach the head. */
   held: Ticket[];
+  /**
+   * Virtual finish of the tenant's last call released or queued here (start-time fair queueing):
+   * its start (the pool's virtual time, or this if later) plus its cost over the tenant's weight.
+   */
+  finish: number;
   /** The sum of the other replicas' figures (zero while the ledger is unreachable). */
   others: TenantFigures;
   demandCount: number;
@@ -108,6 +120,8 @@ interface PoolState {
   callsPerS: number;
   costPerS: number;
   heldTenants: Set<TenantState>;
+  /** Virtual time: the start tag of the call released last (start-time fair queueing). */
+  vtime: number;
 }
 
 const zeroFigures = (): TenantFigures => ({
@@ -170,6 +184,7 @@ export class Admission {
         callsPerS: 0,
         costPerS: 0,
         heldTenants: new Set(),
+        vtime: 0,
       });
     }
   }
@@ -241,7 +256,18 @@ export class Admission {
     t.inFlight += 1;
     this.metrics.tenantAdmitted.inc({ pool: pool.name, tenant: t.label });
     const ticket = new Ticket(this, t, request.cost, now);
-    if (pool.fairSize > 0 && (t.heldCalls > 0 || this.overQuota(t, request.cost))) {
+    // A tenant under its share (start-time fair queueing: its virtual finish runs ahead of the
+    // pool's virtual time by no more than this call, so it has used no more than its share lately;
+    // two calls at once keep it) with nothing held here
+    // and nothing queued or held at other replicas is sparse: its call skips the hold and is queued at high, so it waits for a free
+    // slot, not behind the backlog of a tenant that floods (whose finish runs ahead of the pool's
+    // virtual time with every call it sends).
+    const sparse =
+      pool.fairSize > 0 &&
+      t.heldCalls === 0 &&
+      t.finish <= pool.vtime + request.cost / t.weight &&
+      (!this.ledgerUp || (t.others.heldCalls === 0 && t.others.queuedCalls === 0));
+    if (pool.fairSize > 0 && !sparse && (t.heldCalls > 0 || this.mustWait(t, request.cost))) {
       ticket.state = 'held';
       t.held.push(ticket);
       t.heldCalls += 1;
@@ -249,14 +275,11 @@ export class Admission {
       pool.heldTenants.add(t);
       this.metrics.tenantHeldCalls.inc({ pool: pool.name, tenant: t.label });
     } else {
-      // A sparse tenant (nothing of its own queued or held anywhere) jumps the pool's queue, as
-      // fair queueing's sparse flows do: its call waits for a free slot, not behind the quota
-      // of a tenant that floods. A flooding tenant's calls go through its hold, never sparse.
-      ticket.sparse =
-        pool.fairSize > 0 &&
-        t.queuedCalls === 0 &&
-        t.heldCalls === 0 &&
-        (!this.ledgerUp || (t.others.queuedCalls === 0 && t.others.heldCalls === 0));
+      ticket.sparse = sparse;
+      // A sparse call moves its tenant's finish, never the pool's virtual time: that advances with
+      // the backlog's releases only, so a flood cannot pass itself off as sparse call after call.
+      if (sparse) t.finish = this.startTag(t) + ticket.cost / t.weight;
+      else if (pool.fairSize > 0) this.stamp(t, ticket.cost);
       this.toQueued(t, ticket);
     }
     this.touch(t);
@@ -286,11 +309,56 @@ export class Admission {
     return (t.pool.fairSize * t.weight) / weights;
   }
 
-  /** Whether a call of `cost` would take `t` past its quota (never when it has nothing queued). */
+  /**
+   * Whether a call of `cost` must wait here: its tenant has something queued (a tenant with
+   * nothing queued always gets one call in, so a call costing more than any room is not held
+   * forever), and either the pool's fair queue (its queued cost, all replicas) has no room for
+   * it or it would take the tenant past its quota.
+   */
+  private mustWait(t: TenantState, cost: number): boolean {
+    const anyQueued = t.queuedCalls > 0 || (this.ledgerUp && t.others.queuedCalls > 0);
+    return anyQueued && (!this.poolHasRoom(t.pool, cost) || this.overQuota(t, cost));
+  }
+
+  /**
+   * Whether the pool's fair queue has room for `cost`. The room is at most half the fair-queue size,
+   * the quotas together the whole size: on one replica the shared room runs out first, so the order
+   * of release (start-time fair queueing, see `pump`) decides who is served, by weight and cost.
+   * The quotas bound what one tenant can put ahead of others when replicas see different tenants.
+   */
+  private poolHasRoom(pool: PoolState, cost: number): boolean {
+    const queued = pool.queuedCost + (this.ledgerUp ? pool.othersQueuedCost : 0);
+    return queued === 0 || queued + cost <= this.room(pool);
+  }
+
+  /**
+   * The pool's fair queue room, in cost units: what its workers take in {@link FAIR_ROOM_MS} at
+   * the measured service rate (all replicas), enough that a freed slot finds a call while the
+   * ingress refills the queue, at most half the fair-queue size; half the size while the rate is
+   * unknown. Held calls wait here in fair order; the queue ahead of any call stays this short.
+   */
+  private room(pool: PoolState): number {
+    const costPerS = pool.costPerS + (this.ledgerUp ? pool.othersCostPerS : 0);
+    const half = pool.fairSize / 2;
+    return costPerS > 0 ? Math.min(half, (costPerS * FAIR_ROOM_MS) / 1000) : half;
+  }
+
+  /** Whether a call of `cost` would take `t` past its quota. */
   private overQuota(t: TenantState, cost: number): boolean {
     const queued = t.queuedCost + (this.ledgerUp ? t.others.queuedCost : 0);
-    const anyQueued = t.queuedCalls > 0 || (this.ledgerUp && t.others.queuedCalls > 0);
-    return anyQueued && queued + cost > this.quota(t);
+    return queued > 0 && queued + cost > this.quota(t);
+  }
+
+  /** The start tag a call of `t` would get now. */
+  private startTag(t: TenantState): number {
+    return Math.max(t.pool.vtime, t.finish);
+  }
+
+  /** Stamps a call of `cost` of `t` as released: its start becomes the pool's virtual time. */
+  private stamp(t: TenantState, cost: number): void {
+    const start = this.startTag(t);
+    t.pool.vtime = start;
+    t.finish = start + cost / t.weight;
   }
 
   private toQueued(t: TenantState, ticket: Ticket): void {
@@ -340,29 +408,42 @@ export class Admission {
     this.pump(t.pool);
   }
 
-  /** Releases the held calls of `pool` that now fit their tenants' quotas, oldest first per tenant. */
+  /**
+   * Releases held calls of `pool` while its fair queue has room, one at a time, each time from the
+   * tenant whose next call has the smallest start tag (start-time fair queueing: served cost over
+   * weight, a tenant coming back starting at the pool's virtual time, so idling banks no credit);
+   * a tenant at its quota is passed over. Each tenant's calls leave in arrival order.
+   */
   private pump(pool: PoolState): void {
-    if (pool.heldTenants.size === 0) return;
-    for (const t of pool.heldTenants) {
-      while (t.heldCalls > 0) {
-        const head = t.held[0];
-        if (!head) break;
-        if (head.state !== 'held') {
-          t.held.shift();
+    while (pool.heldTenants.size > 0) {
+      let next: TenantState | undefined;
+      let head: Ticket | undefined;
+      for (const t of [...pool.heldTenants]) {
+        while (t.held[0] && t.held[0].state !== 'held') t.held.shift();
+        const first = t.held[0];
+        if (!first || t.heldCalls === 0) {
+          t.held.length = 0;
+          pool.heldTenants.delete(t);
           continue;
         }
-        if (this.overQuota(t, head.cost)) break;
-        t.held.shift();
-        t.heldCalls -= 1;
-        t.heldCost = t.heldCalls === 0 ? 0 : t.heldCost - head.cost;
-        this.metrics.tenantHeldCalls.dec({ pool: pool.name, tenant: t.label });
-        this.toQueued(t, head);
-        head.release();
+        if (this.overQuota(t, first.cost)) continue;
+        if (!next || this.startTag(t) < this.startTag(next)) {
+          next = t;
+          head = first;
+        }
       }
-      if (t.heldCalls === 0) {
-        t.held.length = 0;
-        pool.heldTenants.delete(t);
+      if (!next || !head || !this.poolHasRoom(pool, head.cost)) return;
+      next.held.shift();
+      next.heldCalls -= 1;
+      next.heldCost = next.heldCalls === 0 ? 0 : next.heldCost - head.cost;
+      this.metrics.tenantHeldCalls.dec({ pool: pool.name, tenant: next.label });
+      if (next.heldCalls === 0) {
+        next.held.length = 0;
+        pool.heldTenants.delete(next);
       }
+      this.stamp(next, head.cost);
+      this.toQueued(next, head);
+      head.release();
     }
   }
 
@@ -405,6 +486,7 @@ export class Admission {
       heldCalls: 0,
       heldCost: 0,
       held: [],
+      finish: 0,
       others: zeroFigures(),
       demandCount: 0,
       demandPerS: 0,
@@ -588,7 +670,7 @@ export class Admission {
  */
 export class Ticket implements AdmissionTicket {
   state: TicketState = 'queued';
-  /** Queued at once while its tenant had nothing queued or held: it goes ahead of backlogs. */
+  /** Queued at once while its tenant was under its share: it goes ahead of backlogs (at high). */
   sparse = false;
   private onRelease: (() => void) | undefined;
   private released = false;
