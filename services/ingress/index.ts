@@ -32,6 +32,7 @@ export {
   costEstimatorOf,
   DEFAULT_FAIR_QUEUE_SIZE,
   fairQueueSizes,
+  SPARSE_BURST_CALLS,
   startAdmission,
   startSharePublisher,
   TokenBucket,

@@ -64,6 +64,13 @@ export const ACTIVE_DEMAND_PER_S = 0.05;
  */
 export const FAIR_ROOM_MS = 500;
 
+/**
+ * Calls a tenant under its share may send at once and still skip the hold (queued at high): a few
+ * agents answering at the same moment. A flooding tenant gets this many once, then holds calls,
+ * and a tenant holding calls is never sparse.
+ */
+export const SPARSE_BURST_CALLS = 4;
+
 /** Retry-After of a refusal for concurrency: when a call ends is unknown; 1 s is the header's granularity. */
 export const CONCURRENCY_RETRY_MS = 1_000;
 
@@ -111,6 +118,8 @@ interface PoolState {
   queuedCost: number;
   queuedCalls: number;
   othersQueuedCost: number;
+  /** The other replicas' held cost, all tenants (as last published). */
+  othersHeldCost: number;
   othersCostPerS: number;
   othersCallsPerS: number;
   /** Taken by workers since the last tick, and whether calls were queued at the last tick. */
@@ -176,6 +185,7 @@ export class Admission {
         queuedCost: 0,
         queuedCalls: 0,
         othersQueuedCost: 0,
+        othersHeldCost: 0,
         othersCostPerS: 0,
         othersCallsPerS: 0,
         acceptedCalls: 0,
@@ -257,15 +267,16 @@ export class Admission {
     this.metrics.tenantAdmitted.inc({ pool: pool.name, tenant: t.label });
     const ticket = new Ticket(this, t, request.cost, now);
     // A tenant under its share (start-time fair queueing: its virtual finish runs ahead of the
-    // pool's virtual time by no more than this call, so it has used no more than its share lately;
-    // two calls at once keep it) with nothing held here
+    // pool's virtual time by no more than SPARSE_BURST_CALLS such calls, so it has used no more
+    // than its share lately; an agent team's few calls at once keep it) with nothing held here
     // and nothing queued or held at other replicas is sparse: its call skips the hold and is queued at high, so it waits for a free
     // slot, not behind the backlog of a tenant that floods (whose finish runs ahead of the pool's
     // virtual time with every call it sends).
     const sparse =
       pool.fairSize > 0 &&
       t.heldCalls === 0 &&
-      t.finish <= pool.vtime + request.cost / t.weight &&
+      this.startTag(t) + request.cost / t.weight <=
+        pool.vtime + (SPARSE_BURST_CALLS * request.cost) / t.weight &&
       (!this.ledgerUp || (t.others.heldCalls === 0 && t.others.queuedCalls === 0));
     if (pool.fairSize > 0 && !sparse && (t.heldCalls > 0 || this.mustWait(t, request.cost))) {
       ticket.state = 'held';
@@ -327,8 +338,15 @@ export class Admission {
    * The quotas bound what one tenant can put ahead of others when replicas see different tenants.
    */
   private poolHasRoom(pool: PoolState, cost: number): boolean {
-    const queued = pool.queuedCost + (this.ledgerUp ? pool.othersQueuedCost : 0);
-    return queued === 0 || queued + cost <= this.room(pool);
+    if (pool.queuedCost === 0) return true;
+    // Each replica fills its part of the room, in proportion to the work it has waiting (queued
+    // and held): the replicas' figures are up to one publish old, so filling the whole room from
+    // each would put several rooms in the queue, in arrival order rather than fair order.
+    let held = 0;
+    for (const t of pool.heldTenants) held += t.heldCost;
+    const mine = pool.queuedCost + held + cost;
+    const others = this.ledgerUp ? pool.othersQueuedCost + pool.othersHeldCost : 0;
+    return pool.queuedCost + cost <= (this.room(pool) * mine) / (mine + others);
   }
 
   /**
@@ -574,6 +592,7 @@ export class Admission {
   applyEntries(entries: ReadonlyMap<string, unknown>, self: string): void {
     for (const pool of this.pools.values()) {
       pool.othersQueuedCost = 0;
+      pool.othersHeldCost = 0;
       pool.othersCostPerS = 0;
       pool.othersCallsPerS = 0;
       for (const t of pool.tenants.values()) t.others = zeroFigures();
@@ -591,6 +610,7 @@ export class Admission {
         pool.othersCallsPerS += figures.acceptedCallsPerS;
         for (const [tenant, f] of Object.entries(figures.tenants)) {
           pool.othersQueuedCost += f.queuedCost;
+          pool.othersHeldCost += f.heldCost;
           const o = this.tenantState(pool, tenant).others;
           o.queuedCost += f.queuedCost;
           o.queuedCalls += f.queuedCalls;

@@ -10,7 +10,7 @@ import {
 import { type SharePublisher, startSharePublisher } from './publisher.js';
 
 export type { AdmissionOptions, AdmitRequest, PoolLimits, TenantSettings } from './admission.js';
-export { Admission, CONCURRENCY_RETRY_MS, Ticket } from './admission.js';
+export { Admission, CONCURRENCY_RETRY_MS, FAIR_ROOM_MS, SPARSE_BURST_CALLS, Ticket } from './admission.js';
 export type { CostEstimator } from './cost.js';
 export {
   COST_ESTIMATORS,
