@@ -34,10 +34,11 @@ import { startSim } from './scenarios.js';
 import { startSystem } from './systems/index.js';
 
 /**
- * The fair queue of the inference pool, in cost units (estimated tokens): 256 holds about six
- * 42-token calls of a tenant when two share it, and two of the long case's 129-token ones.
+ * The fair queue size of the inference pool, in cost units (estimated tokens); 0: the cluster's
+ * default (16384 for openai-chat), the setting a user gets. The room the fair queue keeps follows
+ * the pool's service rate (500 ms of work), so the size only caps it.
  */
-const DEFAULT_FAIR_QUEUE_SIZE = 256;
+const DEFAULT_FAIR_QUEUE_SIZE = 0;
 
 interface Flags {
   systems: ('nats' | 'bullmq')[];
