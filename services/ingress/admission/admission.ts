@@ -315,8 +315,21 @@ export class Admission {
     return p ? this.quota(this.tenantState(p, tenant)) : Number.POSITIVE_INFINITY;
   }
 
+  /**
+   * `t`'s quota: the fair-queue size shared by the weights of the tenants with work waiting (queued
+   * or held, at any replica). Only a bound across replicas: the fair order itself comes from the
+   * start tags, and the room (half the size at most) runs out before the quotas do.
+   */
   private quota(t: TenantState): number {
-    const weights = t.pool.activeWeight + (t.active ? 0 : t.weight);
+    let weights = t.weight;
+    for (const other of t.pool.tenants.values()) {
+      if (other === t) continue;
+      const waiting =
+        other.queuedCalls +
+        other.heldCalls +
+        (this.ledgerUp ? other.others.queuedCalls + other.others.heldCalls : 0);
+      if (waiting > 0) weights += other.weight;
+    }
     return (t.pool.fairSize * t.weight) / weights;
   }
 
