@@ -55,8 +55,6 @@ export const SERVICE_TAU_MS = 10_000;
  * a replica that saw no demand yet still refills its bucket a little and the shares sum to 1.
  */
 const DEMAND_FLOOR_PER_S = 0.1;
-/** Demand (calls/s, averaged) above which a tenant with nothing in flight still counts as using a pool. */
-export const ACTIVE_DEMAND_PER_S = 0.05;
 /**
  * How much work the pool's fair queue holds, in milliseconds of the pool's service rate: long
  * enough to cover the refill (a worker takes a call, its `accepted` chunk reaches the owning
@@ -99,22 +97,12 @@ interface TenantState {
   others: TenantFigures;
   demandCount: number;
   demandPerS: number;
-  /**
-   * Whether the tenant uses the pool: calls in flight (held, queued or running) at any replica, or
-   * calls asked within the last few seconds (demand above {@link ACTIVE_DEMAND_PER_S}). Its weight
-   * is then in the pool's sum, so a tenant making one call after another (an agent's loop) keeps
-   * its share between two calls, and a flooding tenant's quota does not grow back to the whole
-   * queue each time the other's call is answered.
-   */
-  active: boolean;
 }
 
 interface PoolState {
   readonly name: string;
   readonly fairSize: number;
   readonly tenants: Map<string, TenantState>;
-  /** Sum of the weights of the tenants using the pool (see `TenantState.active`). */
-  activeWeight: number;
   queuedCost: number;
   queuedCalls: number;
   othersQueuedCost: number;
@@ -156,10 +144,14 @@ const zeroFigures = (): TenantFigures => ({
  *    held cost, over the pool's measured service rate in cost/s) must not exceed the call's
  *    remaining deadline; else OVERLOADED with the time the backlog needs to shrink enough. No
  *    shedding while the service rate is unknown (no worker took a call of a backlogged pool yet);
- * 4. fair hold: when the tenant's queued cost (all replicas) plus this call's would pass its quota
+ * 4. sparse: a tenant under its share (start tags, see `admit`) holding nothing skips the hold and
+ *    its call is queued at `high`;
+ * 5. fair hold: when the pool's fair queue has no room for the call (about FAIR_ROOM_MS of work,
+ *    this replica's part of it), or the tenant's queued cost (all replicas) would pass its quota
  *    (`fairQueue.size x weight / sum of the weights of tenants with work waiting`), or it already
- *    has calls held, the call waits here in the tenant's FIFO; a tenant with nothing queued always
- *    gets one call in, so a call costing more than the quota is not held forever.
+ *    has calls held, the call waits here in the tenant's FIFO; held calls leave in start-time fair
+ *    queueing order (`pump`). A tenant with nothing queued always gets one call in, so a call
+ *    costing more than the room is not held forever.
  * A refused call counts in no figure but the demand; a token is taken only when the call passed
  * the concurrency and shedding checks too.
  */
@@ -181,7 +173,6 @@ export class Admission {
         name,
         fairSize: size,
         tenants: new Map(),
-        activeWeight: 0,
         queuedCost: 0,
         queuedCalls: 0,
         othersQueuedCost: 0,
@@ -216,7 +207,6 @@ export class Admission {
     const t = this.tenantState(pool, request.tenant);
     const now = this.now();
     t.demandCount += 1;
-    this.touch(t);
     const limits = t.limits;
     if (limits?.concurrency !== undefined) {
       const cap = this.ledgerUp
@@ -293,7 +283,6 @@ export class Admission {
       else if (pool.fairSize > 0) this.stamp(t, ticket.cost);
       this.toQueued(t, ticket);
     }
-    this.touch(t);
     return ticket;
   }
 
@@ -419,7 +408,6 @@ export class Admission {
       { pool: t.pool.name, tenant: t.label },
       Math.max(0, this.now() - ticket.sinceMs) / 1000,
     );
-    this.touch(t);
     this.pump(t.pool);
   }
 
@@ -435,7 +423,6 @@ export class Admission {
     ticket.state = 'ended';
     t.inFlight -= 1;
     if (answered) this.metrics.tenantCostServed.inc({ pool: t.pool.name, tenant: t.label }, ticket.cost);
-    this.touch(t);
     this.pump(t.pool);
   }
 
@@ -478,18 +465,6 @@ export class Admission {
     }
   }
 
-  /** Updates `t.active` and its pool's sum of active weights. */
-  private touch(t: TenantState): void {
-    const active =
-      t.inFlight > 0 ||
-      t.demandCount > 0 ||
-      t.demandPerS >= ACTIVE_DEMAND_PER_S ||
-      (this.ledgerUp && (t.others.inFlight > 0 || t.others.demandPerS >= ACTIVE_DEMAND_PER_S));
-    if (active === t.active) return;
-    t.active = active;
-    t.pool.activeWeight += active ? t.weight : -t.weight;
-  }
-
   private refuse(t: TenantState, reason: 'rate' | 'concurrency' | 'overloaded', error: ClusterError) {
     this.metrics.tenantRejected.inc({ pool: t.pool.name, tenant: t.label, reason });
     return error;
@@ -521,7 +496,6 @@ export class Admission {
       others: zeroFigures(),
       demandCount: 0,
       demandPerS: 0,
-      active: false,
     };
     if (limits?.rate !== undefined) {
       const share = this.rateShare(t);
@@ -653,15 +627,11 @@ export class Admission {
   private refresh(): void {
     const now = this.now();
     for (const pool of this.pools.values()) {
-      pool.activeWeight = 0;
       for (const [name, t] of pool.tenants) {
-        t.active = false;
-        this.touch(t);
         const idle =
           t.inFlight === 0 &&
           t.demandCount === 0 &&
           t.demandPerS === 0 &&
-          !t.active &&
           t.others.inFlight === 0 &&
           t.others.demandPerS === 0;
         if (idle) {
