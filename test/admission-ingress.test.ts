@@ -52,7 +52,7 @@ const envelope = {
   'io.modelcontextprotocol/clientCapabilities': {},
 };
 
-/** Another replica's entry in the ledger, as it would publish it (see admission/shares.ts). */
+/** Another replica's entry in the ledger, as it would publish it (see services/core/queue/share-entry.ts). */
 function otherReplica(tenants: Record<string, { queuedCost: number; inFlight?: number }>, costPerS = 0) {
   return {
     v: 1,
@@ -331,8 +331,10 @@ tenants:
       (await clusterMetrics().queueEnqueued.get()).values
         .filter((v) => v.labels.pool === 'inference' && v.labels.priority === priority)
         .reduce((n, v) => n + v.value, 0);
-    // Another replica's flood: the acme tenant has calls queued in the pool.
-    await publishOther(otherReplica({ acme: { queuedCost: 400 } }));
+    // Another replica's flood: the acme tenant has calls queued in the pool and more held there.
+    const flood = otherReplica({ acme: { queuedCost: 400 } });
+    Object.assign(flood.pools.inference.tenants.acme ?? {}, { heldCalls: 10, heldCost: 60 });
+    await publishOther(flood);
     const flooder = await connectClient('v2', url, { headers: headersOf('acme') });
     const calm = await connectClient('v1', url, { headers: headersOf('calm') });
     try {
@@ -344,7 +346,7 @@ tenants:
       ]);
       expect(a.isError).toBeFalsy();
       expect(c.isError).toBeFalsy();
-      // acme has calls queued (at the other replica): its call is normal; calm has none: high.
+      // acme has calls queued and held (at the other replica): its call is normal; calm has none: high.
       expect(await byPriority('high')).toBe(high + 1);
       expect(await byPriority('normal')).toBe(normal + 1);
     } finally {

@@ -262,8 +262,12 @@ export class Admission {
     // and nothing queued or held at other replicas is sparse: its call skips the hold and is queued at high, so it waits for a free
     // slot, not behind the backlog of a tenant that floods (whose finish runs ahead of the pool's
     // virtual time with every call it sends).
+    // Only while the pool is contended (calls held somewhere): otherwise the queue is short anyway
+    // and every call stays at its own priority.
+    const contended = pool.heldTenants.size > 0 || (this.ledgerUp && pool.othersHeldCost > 0);
     const sparse =
       pool.fairSize > 0 &&
+      contended &&
       t.heldCalls === 0 &&
       this.startTag(t) + request.cost / t.weight <=
         pool.vtime + (SPARSE_BURST_CALLS * request.cost) / t.weight &&
