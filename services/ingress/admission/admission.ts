@@ -7,18 +7,21 @@ import {
   readEntry,
   type TenantFigures,
 } from '../../core/index.js';
-import type { AdmissionTicket } from '../call-registry.js';
+import {
+  newPoolState,
+  nextHeld,
+  type PoolLimits,
+  type PoolState,
+  stamp,
+  startTag,
+  type TenantState,
+  waitingCalls,
+  zeroFigures,
+} from './state.js';
+import { Ticket, type TicketOwner } from './ticket.js';
 import { TokenBucket } from './token-bucket.js';
 
-/** A tenant's limits on one pool (config `tenants.<name>.limits.<pool>`); each optional. */
-export interface PoolLimits {
-  /** Calls/s over all replicas. */
-  rate?: number | undefined;
-  /** Calls above the rate at once; default `rate` rounded up, at least 1. */
-  burst?: number | undefined;
-  /** Calls admitted and not answered at once, over all replicas. */
-  concurrency?: number | undefined;
-}
+export type { PoolLimits } from './state.js';
 
 /** A tenant's settings (config `tenants.<name>`). */
 export interface TenantSettings {
@@ -72,64 +75,6 @@ export const SPARSE_BURST_CALLS = 4;
 /** Retry-After of a refusal for concurrency: when a call ends is unknown; 1 s is the header's granularity. */
 export const CONCURRENCY_RETRY_MS = 1_000;
 
-type TicketState = 'held' | 'queued' | 'accepted' | 'ended';
-
-interface TenantState {
-  readonly tenant: string;
-  readonly label: string;
-  readonly pool: PoolState;
-  readonly weight: number;
-  readonly limits: PoolLimits | undefined;
-  bucket: TokenBucket | undefined;
-  queuedCost: number;
-  queuedCalls: number;
-  inFlight: number;
-  heldCalls: number;
-  heldCost: number;
-  /** Held calls in arrival order; ended ones are skipped when they reach the head. */
-  held: Ticket[];
-  /**
-   * Virtual finish of the tenant's last call released or queued here (start-time fair queueing):
-   * its start (the pool's virtual time, or this if later) plus its cost over the tenant's weight.
-   */
-  finish: number;
-  /** The sum of the other replicas' figures (zero while the ledger is unreachable). */
-  others: TenantFigures;
-  demandCount: number;
-  demandPerS: number;
-}
-
-interface PoolState {
-  readonly name: string;
-  readonly fairSize: number;
-  readonly tenants: Map<string, TenantState>;
-  queuedCost: number;
-  queuedCalls: number;
-  othersQueuedCost: number;
-  /** The other replicas' held cost, all tenants (as last published). */
-  othersHeldCost: number;
-  othersCostPerS: number;
-  othersCallsPerS: number;
-  /** Taken by workers since the last tick, and whether calls were queued at the last tick. */
-  acceptedCalls: number;
-  acceptedCost: number;
-  backlogged: boolean;
-  callsPerS: number;
-  costPerS: number;
-  heldTenants: Set<TenantState>;
-  /** Virtual time: the start tag of the call released last (start-time fair queueing). */
-  vtime: number;
-}
-
-const zeroFigures = (): TenantFigures => ({
-  queuedCost: 0,
-  queuedCalls: 0,
-  inFlight: 0,
-  heldCalls: 0,
-  heldCost: 0,
-  demandPerS: 0,
-});
-
 /**
  * The admission layer's state and decisions, on an injected clock and with no I/O: the ingress
  * runs one per replica and feeds it the ledger's entries (see publisher.ts).
@@ -155,7 +100,7 @@ const zeroFigures = (): TenantFigures => ({
  * A refused call counts in no figure but the demand; a token is taken only when the call passed
  * the concurrency and shedding checks too.
  */
-export class Admission {
+export class Admission implements TicketOwner {
   private readonly pools = new Map<string, PoolState>();
   private readonly now: () => number;
   private readonly metrics = clusterMetrics();
@@ -169,24 +114,7 @@ export class Admission {
     this.now = options.now ?? Date.now;
     this.lastTickMs = this.now();
     for (const [name, size] of Object.entries(options.fairQueueSizes)) {
-      this.pools.set(name, {
-        name,
-        fairSize: size,
-        tenants: new Map(),
-        queuedCost: 0,
-        queuedCalls: 0,
-        othersQueuedCost: 0,
-        othersHeldCost: 0,
-        othersCostPerS: 0,
-        othersCallsPerS: 0,
-        acceptedCalls: 0,
-        acceptedCost: 0,
-        backlogged: false,
-        callsPerS: 0,
-        costPerS: 0,
-        heldTenants: new Set(),
-        vtime: 0,
-      });
+      this.pools.set(name, newPoolState(name, size));
     }
   }
 
@@ -259,19 +187,19 @@ export class Admission {
     // A tenant under its share (start-time fair queueing: its virtual finish runs ahead of the
     // pool's virtual time by no more than SPARSE_BURST_CALLS such calls, so it has used no more
     // than its share lately; an agent team's few calls at once keep it) with nothing held here
-    // and nothing queued or held at other replicas is sparse: its call skips the hold and is queued at high, so it waits for a free
-    // slot, not behind the backlog of a tenant that floods (whose finish runs ahead of the pool's
-    // virtual time with every call it sends).
-    // Only while the pool is contended (calls held somewhere): otherwise the queue is short anyway
-    // and every call stays at its own priority.
+    // and nothing waiting at other replicas is sparse: its call skips the hold and is queued at
+    // high, so it waits for a free slot, not behind the backlog of a tenant that floods (whose
+    // finish runs ahead of the pool's virtual time with every call it sends). Only while the pool
+    // is contended (calls held somewhere): otherwise the queue is short anyway and every call
+    // stays at its own priority.
     const contended = pool.heldTenants.size > 0 || (this.ledgerUp && pool.othersHeldCost > 0);
+    const waitingElsewhere = waitingCalls(t, this.ledgerUp) - waitingCalls(t, false);
     const sparse =
       pool.fairSize > 0 &&
       contended &&
       t.heldCalls === 0 &&
-      this.startTag(t) + request.cost / t.weight <=
-        pool.vtime + (SPARSE_BURST_CALLS * request.cost) / t.weight &&
-      (!this.ledgerUp || (t.others.heldCalls === 0 && t.others.queuedCalls === 0));
+      waitingElsewhere === 0 &&
+      startTag(t) + request.cost / t.weight <= pool.vtime + (SPARSE_BURST_CALLS * request.cost) / t.weight;
     if (pool.fairSize > 0 && !sparse && (t.heldCalls > 0 || this.mustWait(t, request.cost))) {
       ticket.state = 'held';
       t.held.push(ticket);
@@ -283,8 +211,8 @@ export class Admission {
       ticket.sparse = sparse;
       // A sparse call moves its tenant's finish, never the pool's virtual time: that advances with
       // the backlog's releases only, so a flood cannot pass itself off as sparse call after call.
-      if (sparse) t.finish = this.startTag(t) + ticket.cost / t.weight;
-      else if (pool.fairSize > 0) this.stamp(t, ticket.cost);
+      if (sparse) t.finish = startTag(t) + ticket.cost / t.weight;
+      else if (pool.fairSize > 0) stamp(t, ticket.cost);
       this.toQueued(t, ticket);
     }
     return ticket;
@@ -316,12 +244,7 @@ export class Admission {
   private quota(t: TenantState): number {
     let weights = t.weight;
     for (const other of t.pool.tenants.values()) {
-      if (other === t) continue;
-      const waiting =
-        other.queuedCalls +
-        other.heldCalls +
-        (this.ledgerUp ? other.others.queuedCalls + other.others.heldCalls : 0);
-      if (waiting > 0) weights += other.weight;
+      if (other !== t && waitingCalls(other, this.ledgerUp) > 0) weights += other.weight;
     }
     return (t.pool.fairSize * t.weight) / weights;
   }
@@ -371,18 +294,6 @@ export class Admission {
   private overQuota(t: TenantState, cost: number): boolean {
     const queued = t.queuedCost + (this.ledgerUp ? t.others.queuedCost : 0);
     return queued > 0 && queued + cost > this.quota(t);
-  }
-
-  /** The start tag a call of `t` would get now. */
-  private startTag(t: TenantState): number {
-    return Math.max(t.pool.vtime, t.finish);
-  }
-
-  /** Stamps a call of `cost` of `t` as released: its start becomes the pool's virtual time. */
-  private stamp(t: TenantState, cost: number): void {
-    const start = this.startTag(t);
-    t.pool.vtime = start;
-    t.finish = start + cost / t.weight;
   }
 
   private toQueued(t: TenantState, ticket: Ticket): void {
@@ -437,34 +348,20 @@ export class Admission {
    * a tenant at its quota is passed over. Each tenant's calls leave in arrival order.
    */
   private pump(pool: PoolState): void {
-    while (pool.heldTenants.size > 0) {
-      let next: TenantState | undefined;
-      let head: Ticket | undefined;
-      for (const t of [...pool.heldTenants]) {
-        while (t.held[0] && t.held[0].state !== 'held') t.held.shift();
-        const first = t.held[0];
-        if (!first || t.heldCalls === 0) {
-          t.held.length = 0;
-          pool.heldTenants.delete(t);
-          continue;
-        }
-        if (this.overQuota(t, first.cost)) continue;
-        if (!next || this.startTag(t) < this.startTag(next)) {
-          next = t;
-          head = first;
-        }
+    for (;;) {
+      const next = nextHeld(pool, (t, head) => this.overQuota(t, head.cost));
+      if (!next || !this.poolHasRoom(pool, next.head.cost)) return;
+      const { t, head } = next;
+      t.held.shift();
+      t.heldCalls -= 1;
+      t.heldCost = t.heldCalls === 0 ? 0 : t.heldCost - head.cost;
+      this.metrics.tenantHeldCalls.dec({ pool: pool.name, tenant: t.label });
+      if (t.heldCalls === 0) {
+        t.held.length = 0;
+        pool.heldTenants.delete(t);
       }
-      if (!next || !head || !this.poolHasRoom(pool, head.cost)) return;
-      next.held.shift();
-      next.heldCalls -= 1;
-      next.heldCost = next.heldCalls === 0 ? 0 : next.heldCost - head.cost;
-      this.metrics.tenantHeldCalls.dec({ pool: pool.name, tenant: next.label });
-      if (next.heldCalls === 0) {
-        next.held.length = 0;
-        pool.heldTenants.delete(next);
-      }
-      this.stamp(next, head.cost);
-      this.toQueued(next, head);
+      stamp(t, head.cost);
+      this.toQueued(t, head);
       head.release();
     }
   }
@@ -668,51 +565,5 @@ export class Admission {
       quota: this.quota(t),
       others: { ...t.others },
     };
-  }
-}
-
-/**
- * One admitted call as the admission follows it: held at the ingress, queued in the broker,
- * accepted by a worker, ended. The call registry reports the transitions; each counts once.
- */
-export class Ticket implements AdmissionTicket {
-  state: TicketState = 'queued';
-  /** Queued at once while its tenant was under its share: it goes ahead of backlogs (at high). */
-  sparse = false;
-  private onRelease: (() => void) | undefined;
-  private released = false;
-
-  constructor(
-    private readonly admission: Admission,
-    readonly tenantState: TenantState | undefined,
-    readonly cost: number,
-    /** When the call was admitted (enqueued or held), ms since the epoch. */
-    readonly sinceMs: number,
-  ) {}
-
-  get held(): boolean {
-    return this.state === 'held';
-  }
-
-  whenReleased(enqueue: () => void): void {
-    if (this.released) enqueue();
-    else this.onRelease = enqueue;
-  }
-
-  /** Called by the admission when the held call may go to the broker. */
-  release(): void {
-    this.released = true;
-    const enqueue = this.onRelease;
-    this.onRelease = undefined;
-    enqueue?.();
-  }
-
-  accepted(): void {
-    this.admission.onAccepted(this);
-  }
-
-  ended(answered: boolean): void {
-    this.onRelease = undefined;
-    this.admission.onEnded(this, answered);
   }
 }

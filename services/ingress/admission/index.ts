@@ -10,7 +10,7 @@ import {
 import { type SharePublisher, startSharePublisher } from './publisher.js';
 
 export type { AdmissionOptions, AdmitRequest, PoolLimits, TenantSettings } from './admission.js';
-export { Admission, CONCURRENCY_RETRY_MS, FAIR_ROOM_MS, SPARSE_BURST_CALLS, Ticket } from './admission.js';
+export { Admission, CONCURRENCY_RETRY_MS, FAIR_ROOM_MS, SPARSE_BURST_CALLS } from './admission.js';
 export type { CostEstimator } from './cost.js';
 export {
   COST_ESTIMATORS,
@@ -20,6 +20,7 @@ export {
 } from './cost.js';
 export type { SharePublisher } from './publisher.js';
 export { ENTRY_TTL_MS, PUBLISH_INTERVAL_MS, startSharePublisher } from './publisher.js';
+export { Ticket } from './ticket.js';
 export { TokenBucket } from './token-bucket.js';
 
 /** The admission layer of one ingress replica, as the call path uses it. */

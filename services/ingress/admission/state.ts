@@ -1,0 +1,140 @@
+import type { TenantFigures } from '../../core/index.js';
+import type { Ticket } from './ticket.js';
+import type { TokenBucket } from './token-bucket.js';
+
+// What the admission keeps per pool and per tenant on one replica, and the start-time fair
+// queueing order over it (start tags, virtual time).
+
+/** A tenant's limits on one pool (config `tenants.<name>.limits.<pool>`); each optional. */
+export interface PoolLimits {
+  /** Calls/s over all replicas. */
+  rate?: number | undefined;
+  /** Calls above the rate at once; default `rate` rounded up, at least 1. */
+  burst?: number | undefined;
+  /** Calls admitted and not answered at once, over all replicas. */
+  concurrency?: number | undefined;
+}
+
+/** One tenant on one pool, as this replica sees it. */
+export interface TenantState {
+  readonly tenant: string;
+  readonly label: string;
+  readonly pool: PoolState;
+  readonly weight: number;
+  readonly limits: PoolLimits | undefined;
+  bucket: TokenBucket | undefined;
+  queuedCost: number;
+  queuedCalls: number;
+  inFlight: number;
+  heldCalls: number;
+  heldCost: number;
+  /** Held calls in arrival order; ended ones are skipped when they reach the head. */
+  held: Ticket[];
+  /**
+   * Virtual finish of the tenant's last call released or queued here (start-time fair queueing):
+   * its start (the pool's virtual time, or this if later) plus its cost over the tenant's weight.
+   */
+  finish: number;
+  /** The sum of the other replicas' figures (zero while the ledger is unreachable). */
+  others: TenantFigures;
+  demandCount: number;
+  demandPerS: number;
+}
+
+/** One pool with fair-queue state, as this replica sees it. */
+export interface PoolState {
+  readonly name: string;
+  /** Fair queue size in the pool's cost units; 0: fair queueing off. */
+  readonly fairSize: number;
+  readonly tenants: Map<string, TenantState>;
+  queuedCost: number;
+  queuedCalls: number;
+  othersQueuedCost: number;
+  /** The other replicas' held cost, all tenants (as last published). */
+  othersHeldCost: number;
+  othersCostPerS: number;
+  othersCallsPerS: number;
+  /** Taken by workers since the last tick, and whether calls were queued at the last tick. */
+  acceptedCalls: number;
+  acceptedCost: number;
+  backlogged: boolean;
+  callsPerS: number;
+  costPerS: number;
+  heldTenants: Set<TenantState>;
+  /** Virtual time: the start tag of the call released last (start-time fair queueing). */
+  vtime: number;
+}
+
+export function newPoolState(name: string, fairSize: number): PoolState {
+  return {
+    name,
+    fairSize,
+    tenants: new Map(),
+    queuedCost: 0,
+    queuedCalls: 0,
+    othersQueuedCost: 0,
+    othersHeldCost: 0,
+    othersCostPerS: 0,
+    othersCallsPerS: 0,
+    acceptedCalls: 0,
+    acceptedCost: 0,
+    backlogged: false,
+    callsPerS: 0,
+    costPerS: 0,
+    heldTenants: new Set(),
+    vtime: 0,
+  };
+}
+
+export const zeroFigures = (): TenantFigures => ({
+  queuedCost: 0,
+  queuedCalls: 0,
+  inFlight: 0,
+  heldCalls: 0,
+  heldCost: 0,
+  demandPerS: 0,
+});
+
+/**
+ * Calls `t` has waiting (queued in the broker or held at an ingress): here, and at the other
+ * replicas as last published when `withOthers` (false while the ledger is unreachable).
+ */
+export function waitingCalls(t: TenantState, withOthers: boolean): number {
+  const here = t.queuedCalls + t.heldCalls;
+  return withOthers ? here + t.others.queuedCalls + t.others.heldCalls : here;
+}
+
+/** The start tag a call of `t` would get now: the pool's virtual time, or `t`'s finish if later. */
+export function startTag(t: TenantState): number {
+  return Math.max(t.pool.vtime, t.finish);
+}
+
+/** Stamps a call of `cost` of `t` as released: its start becomes the pool's virtual time. */
+export function stamp(t: TenantState, cost: number): void {
+  const start = startTag(t);
+  t.pool.vtime = start;
+  t.finish = start + cost / t.weight;
+}
+
+/**
+ * The held tenant of `pool` whose next call goes first (the smallest start tag), with that call;
+ * tenants `passOver` rules out (at their quota) are skipped. Drops tenants with nothing held.
+ */
+export function nextHeld(
+  pool: PoolState,
+  passOver: (t: TenantState, head: Ticket) => boolean,
+): { t: TenantState; head: Ticket } | undefined {
+  let next: { t: TenantState; head: Ticket } | undefined;
+  for (const t of [...pool.heldTenants]) {
+    while (t.held[0] && t.held[0].state !== 'held') t.held.shift();
+    const head = t.held[0];
+    if (!head || t.heldCalls === 0) {
+      t.held.length = 0;
+      pool.heldTenants.delete(t);
+      continue;
+    }
+    if (passOver(t, head)) continue;
+    if (!next || startTag(t) < startTag(next.t)) next = { t, head };
+  }
+  return next;
+}
