@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
-import { connectClient } from './support/mcp-clients.js';
+import { connectClient, open2025Session, post2025 } from './support/mcp-clients.js';
 import { metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
@@ -31,23 +31,8 @@ describe.each([
   const extra: RoleProcess[] = [];
 
   /** Opens a 2025-era session with a raw initialize and returns the signed session id. */
-  const initializeRaw = async (
-    url: string,
-    headers: Record<string, string>,
-    name: string,
-  ): Promise<string> => {
-    const res = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name, version: '1' } },
-      }),
-    });
-    await res.text();
-    const session = res.headers.get('mcp-session-id') ?? '';
+  const initializeRaw = async (url: string, name: string): Promise<string> => {
+    const session = await open2025Session(url, name);
     expect(session).toMatch(/^s1\./);
     return session;
   };
@@ -265,50 +250,40 @@ tools:
 
   it('a 2025-era notifications/cancelled sent to the other replica reaches the worker and withdraws the request', async () => {
     const before = await simStats();
-    const headers = {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-    };
-    const session = await initializeRaw(ingressUrl(0), headers, 'raw');
-    const withSession = { ...headers, 'mcp-session-id': session };
-    const running = fetch(ingressUrl(0), {
-      method: 'POST',
-      headers: withSession,
-      body: JSON.stringify({
+    const session = await initializeRaw(ingressUrl(0), 'raw');
+    const running = post2025(
+      ingressUrl(0),
+      {
         jsonrpc: '2.0',
         id: 42,
         method: 'tools/call',
         params: { name: 'generate_text', arguments: { prompt: 'cancel me', max_tokens: 400 } },
-      }),
-    }).then((r) => r.text());
+      },
+      session,
+    ).then((r) => r.text());
     await waitFor(
       'the call to reach the backend',
       async () => (await simStats()).chatRequests > before.chatRequests,
       15_000,
     );
     // Same request id from another session must not cancel it: ids are small per-client counters.
-    const otherSession = await initializeRaw(ingressUrl(1), headers, 'raw2');
-    const wrong = await fetch(ingressUrl(1), {
-      method: 'POST',
-      headers: { ...headers, 'mcp-session-id': otherSession },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        method: 'notifications/cancelled',
-        params: { requestId: 42, reason: 'not yours' },
-      }),
-    });
+    const otherSession = await initializeRaw(ingressUrl(1), 'raw2');
+    const wrong = await post2025(
+      ingressUrl(1),
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 42, reason: 'not yours' } },
+      otherSession,
+    );
     expect(wrong.status).toBe(202);
 
-    const cancel = await fetch(ingressUrl(1), {
-      method: 'POST',
-      headers: withSession,
-      body: JSON.stringify({
+    const cancel = await post2025(
+      ingressUrl(1),
+      {
         jsonrpc: '2.0',
         method: 'notifications/cancelled',
         params: { requestId: 42, reason: 'user pressed stop' },
-      }),
-    });
+      },
+      session,
+    );
     expect(cancel.status).toBe(202);
     await waitFor(
       'the sim to see the abort',
