@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
+import { startNatsServer, startRedisServer } from './support/brokers.js';
+import { type SimCluster, startSimCluster } from './support/cluster.js';
 import { connectClient, open2025Session, post2025 } from './support/mcp-clients.js';
-import { metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
+import { metricValue, type RoleProcess, startRole } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 interface SimStats {
@@ -20,12 +20,9 @@ describe.each([
   ['NATS JetStream', startNatsServer],
   ['BullMQ on Redis', startRedisServer],
 ] as const)('cluster across processes on %s', (_label, startBroker) => {
-  let broker: SpawnedBroker;
-  let sim: RoleProcess;
-  let simUrl = '';
+  let cluster: SimCluster;
   let comfy: RoleProcess;
   let comfyUrl = '';
-  let configPath = '';
   const ingresses: RoleProcess[] = [];
   const workers: RoleProcess[] = [];
   const extra: RoleProcess[] = [];
@@ -43,33 +40,21 @@ describe.each([
       deleted: number;
     }>;
   const simStats = async (): Promise<SimStats> =>
-    (await fetch(`${simUrl}/sim/stats`)).json() as Promise<SimStats>;
+    (await fetch(`${cluster.simUrl}/sim/stats`)).json() as Promise<SimStats>;
   const ingressUrl = (i: number) => String(ingresses[i]?.ready.url);
   const workerMetrics = async (w: RoleProcess) =>
     (await fetch(`http://127.0.0.1:${String(w.ready.port)}/metrics`)).text();
 
   beforeAll(async () => {
-    broker = await startBroker();
-    // 40 tokens/s per sequence: a 120-token answer streams for about 3 s, long enough to
-    // cancel it or kill its worker mid-call.
-    sim = await startRole('sim', [
-      'sim',
-      '--port',
-      '0',
-      '--ttft-ms',
-      '20',
-      '--tokens-per-second',
-      '40',
-      '--max-num-seqs',
-      '16',
-    ]);
-    simUrl = String(sim.ready.url);
     comfy = await startRole('comfy', ['sim', '--kind', 'comfyui', '--port', '0', '--steps-per-second', '10']);
     comfyUrl = String(comfy.ready.url);
-    configPath = writeConfig(`
-cluster: { namespace: e2e${randomUUID().slice(0, 8)} }
-broker: { url: "${broker.url}" }
-ingress: { port: 0, sessionSecret: "e2e-${randomUUID()}" }
+    cluster = await startSimCluster({
+      name: 'e2e',
+      startBroker,
+      // 40 tokens/s per sequence: a 120-token answer streams for about 3 s, long enough to
+      // cancel it or kill its worker mid-call.
+      sim: { ttftMs: 20, tokensPerSecond: 40, maxNumSeqs: 16 },
+      config: (simUrl) => `
 worker: { ackWait: 2s, deliveryConnectTimeout: 2s }
 pools:
   inference: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
@@ -83,15 +68,16 @@ tools:
   - { name: embed, template: embed, pool: embeddings, model: sim-embed }
   - { name: generate_image, template: generate_image, pool: diffusion, model: sim-diffusion, maxImageSize: 512 }
   - { name: generate_text_idle, template: generate_text, pool: idle, model: sim-llm, description: "A pool with no workers running." }
-`);
+`,
+    });
     const started = await Promise.all([
-      startRole('ingress-a', ['ingress', '--config', configPath]),
-      startRole('ingress-b', ['ingress', '--config', configPath]),
-      startRole('worker-inference-1', ['worker', '--pool', 'inference', '--config', configPath]),
-      startRole('worker-inference-2', ['worker', '--pool', 'inference', '--config', configPath]),
-      startRole('worker-embeddings-1', ['worker', '--pool', 'embeddings', '--config', configPath]),
-      startRole('worker-embeddings-2', ['worker', '--pool', 'embeddings', '--config', configPath]),
-      startRole('worker-diffusion-1', ['worker', '--pool', 'diffusion', '--config', configPath]),
+      cluster.ingress('ingress-a'),
+      cluster.ingress('ingress-b'),
+      cluster.worker('worker-inference-1', 'inference'),
+      cluster.worker('worker-inference-2', 'inference'),
+      cluster.worker('worker-embeddings-1', 'embeddings'),
+      cluster.worker('worker-embeddings-2', 'embeddings'),
+      cluster.worker('worker-diffusion-1', 'diffusion'),
     ]);
     ingresses.push(...started.slice(0, 2));
     workers.push(...started.slice(2));
@@ -99,9 +85,8 @@ tools:
 
   afterAll(async () => {
     await Promise.all([...ingresses, ...workers, ...extra].map((p) => p.stop()));
-    await sim?.stop();
     await comfy?.stop();
-    await broker?.stop();
+    await cluster?.stop();
   }, 60_000);
 
   it('serves tools/list, generate_text with progress and embed to the v2 and the v1 client', async () => {
@@ -313,7 +298,7 @@ tools:
     }
     // A worker for the pool appears only now: the expired call must not run. A live call enqueued
     // behind it is delivered after it, so once that one is answered the expired one was dealt with.
-    const late = await startRole('worker-idle', ['worker', '--pool', 'idle', '--config', configPath]);
+    const late = await cluster.worker('worker-idle', 'idle');
     extra.push(late);
     const live = await connectClient('v2', ingressUrl(1));
     try {
@@ -355,7 +340,7 @@ tools:
   });
 
   it('SIGTERM on an ingress mid-call: the open call is answered, then it exits 0', async () => {
-    const replica = await startRole('ingress-drain', ['ingress', '--config', configPath]);
+    const replica = await cluster.ingress('ingress-drain');
     extra.push(replica);
     const client = await connectClient('v2', String(replica.ready.url));
     try {
@@ -379,7 +364,7 @@ tools:
   });
 
   it('an ingress replica that dies mid-call: workers stop the work and count it undeliverable', async () => {
-    const replica = await startRole('ingress-doomed', ['ingress', '--config', configPath]);
+    const replica = await cluster.ingress('ingress-doomed');
     extra.push(replica);
     const inference = workers.filter((w) => w.name.startsWith('worker-inference'));
     const undeliverable = async () => {
