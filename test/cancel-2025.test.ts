@@ -8,6 +8,7 @@ import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
 import { resolveConfig } from './support/families.js';
+import { open2025Session, post2025 } from './support/mcp-clients.js';
 import { waitFor } from './support/wait.js';
 
 // A 2025-era client withdraws a request with `notifications/cancelled`; the MCP spec asks the
@@ -57,31 +58,8 @@ describe('a 2025-era request withdrawn by notifications/cancelled', () => {
   });
 
   const url = (replica: number) => replicas[replica]?.url as string;
-  const post = (replica: number, body: unknown, session: string) =>
-    fetch(url(replica), {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        'mcp-protocol-version': '2025-06-18',
-        ...(session ? { 'mcp-session-id': session } : {}),
-      },
-      body: JSON.stringify(body),
-    });
-  const session = async () => {
-    const res = await post(
-      0,
-      {
-        jsonrpc: '2.0',
-        id: 0,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'c', version: '1' } },
-      },
-      '',
-    );
-    await res.text();
-    return res.headers.get('mcp-session-id') ?? '';
-  };
+  const post = (replica: number, body: unknown, session: string) => post2025(url(replica), body, session);
+  const session = () => open2025Session(url(0), 'c');
   const cancel = (replica: number, sessionId: string, requestId: number, reason = 'user pressed stop') =>
     post(
       replica,

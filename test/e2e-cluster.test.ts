@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
-import { connectClient } from './support/mcp-clients.js';
-import { metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
+import { startNatsServer, startRedisServer } from './support/brokers.js';
+import { type SimCluster, startSimCluster } from './support/cluster.js';
+import { connectClient, open2025Session, post2025 } from './support/mcp-clients.js';
+import { metricValue, type RoleProcess, startRole } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 interface SimStats {
@@ -20,34 +20,16 @@ describe.each([
   ['NATS JetStream', startNatsServer],
   ['BullMQ on Redis', startRedisServer],
 ] as const)('cluster across processes on %s', (_label, startBroker) => {
-  let broker: SpawnedBroker;
-  let sim: RoleProcess;
-  let simUrl = '';
+  let cluster: SimCluster;
   let comfy: RoleProcess;
   let comfyUrl = '';
-  let configPath = '';
   const ingresses: RoleProcess[] = [];
   const workers: RoleProcess[] = [];
   const extra: RoleProcess[] = [];
 
   /** Opens a 2025-era session with a raw initialize and returns the signed session id. */
-  const initializeRaw = async (
-    url: string,
-    headers: Record<string, string>,
-    name: string,
-  ): Promise<string> => {
-    const res = await fetch(url, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name, version: '1' } },
-      }),
-    });
-    await res.text();
-    const session = res.headers.get('mcp-session-id') ?? '';
+  const initializeRaw = async (url: string, name: string): Promise<string> => {
+    const session = await open2025Session(url, name);
     expect(session).toMatch(/^s1\./);
     return session;
   };
@@ -58,33 +40,21 @@ describe.each([
       deleted: number;
     }>;
   const simStats = async (): Promise<SimStats> =>
-    (await fetch(`${simUrl}/sim/stats`)).json() as Promise<SimStats>;
+    (await fetch(`${cluster.simUrl}/sim/stats`)).json() as Promise<SimStats>;
   const ingressUrl = (i: number) => String(ingresses[i]?.ready.url);
   const workerMetrics = async (w: RoleProcess) =>
     (await fetch(`http://127.0.0.1:${String(w.ready.port)}/metrics`)).text();
 
   beforeAll(async () => {
-    broker = await startBroker();
-    // 40 tokens/s per sequence: a 120-token answer streams for about 3 s, long enough to
-    // cancel it or kill its worker mid-call.
-    sim = await startRole('sim', [
-      'sim',
-      '--port',
-      '0',
-      '--ttft-ms',
-      '20',
-      '--tokens-per-second',
-      '40',
-      '--max-num-seqs',
-      '16',
-    ]);
-    simUrl = String(sim.ready.url);
     comfy = await startRole('comfy', ['sim', '--kind', 'comfyui', '--port', '0', '--steps-per-second', '10']);
     comfyUrl = String(comfy.ready.url);
-    configPath = writeConfig(`
-cluster: { namespace: e2e${randomUUID().slice(0, 8)} }
-broker: { url: "${broker.url}" }
-ingress: { port: 0, sessionSecret: "e2e-${randomUUID()}" }
+    cluster = await startSimCluster({
+      name: 'e2e',
+      startBroker,
+      // 40 tokens/s per sequence: a 120-token answer streams for about 3 s, long enough to
+      // cancel it or kill its worker mid-call.
+      sim: { ttftMs: 20, tokensPerSecond: 40, maxNumSeqs: 16 },
+      config: (simUrl) => `
 worker: { ackWait: 2s, deliveryConnectTimeout: 2s }
 pools:
   inference: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 8 }] }
@@ -98,15 +68,16 @@ tools:
   - { name: embed, template: embed, pool: embeddings, model: sim-embed }
   - { name: generate_image, template: generate_image, pool: diffusion, model: sim-diffusion, maxImageSize: 512 }
   - { name: generate_text_idle, template: generate_text, pool: idle, model: sim-llm, description: "A pool with no workers running." }
-`);
+`,
+    });
     const started = await Promise.all([
-      startRole('ingress-a', ['ingress', '--config', configPath]),
-      startRole('ingress-b', ['ingress', '--config', configPath]),
-      startRole('worker-inference-1', ['worker', '--pool', 'inference', '--config', configPath]),
-      startRole('worker-inference-2', ['worker', '--pool', 'inference', '--config', configPath]),
-      startRole('worker-embeddings-1', ['worker', '--pool', 'embeddings', '--config', configPath]),
-      startRole('worker-embeddings-2', ['worker', '--pool', 'embeddings', '--config', configPath]),
-      startRole('worker-diffusion-1', ['worker', '--pool', 'diffusion', '--config', configPath]),
+      cluster.ingress('ingress-a'),
+      cluster.ingress('ingress-b'),
+      cluster.worker('worker-inference-1', 'inference'),
+      cluster.worker('worker-inference-2', 'inference'),
+      cluster.worker('worker-embeddings-1', 'embeddings'),
+      cluster.worker('worker-embeddings-2', 'embeddings'),
+      cluster.worker('worker-diffusion-1', 'diffusion'),
     ]);
     ingresses.push(...started.slice(0, 2));
     workers.push(...started.slice(2));
@@ -114,9 +85,8 @@ tools:
 
   afterAll(async () => {
     await Promise.all([...ingresses, ...workers, ...extra].map((p) => p.stop()));
-    await sim?.stop();
     await comfy?.stop();
-    await broker?.stop();
+    await cluster?.stop();
   }, 60_000);
 
   it('serves tools/list, generate_text with progress and embed to the v2 and the v1 client', async () => {
@@ -265,50 +235,40 @@ tools:
 
   it('a 2025-era notifications/cancelled sent to the other replica reaches the worker and withdraws the request', async () => {
     const before = await simStats();
-    const headers = {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2025-06-18',
-    };
-    const session = await initializeRaw(ingressUrl(0), headers, 'raw');
-    const withSession = { ...headers, 'mcp-session-id': session };
-    const running = fetch(ingressUrl(0), {
-      method: 'POST',
-      headers: withSession,
-      body: JSON.stringify({
+    const session = await initializeRaw(ingressUrl(0), 'raw');
+    const running = post2025(
+      ingressUrl(0),
+      {
         jsonrpc: '2.0',
         id: 42,
         method: 'tools/call',
         params: { name: 'generate_text', arguments: { prompt: 'cancel me', max_tokens: 400 } },
-      }),
-    }).then((r) => r.text());
+      },
+      session,
+    ).then((r) => r.text());
     await waitFor(
       'the call to reach the backend',
       async () => (await simStats()).chatRequests > before.chatRequests,
       15_000,
     );
     // Same request id from another session must not cancel it: ids are small per-client counters.
-    const otherSession = await initializeRaw(ingressUrl(1), headers, 'raw2');
-    const wrong = await fetch(ingressUrl(1), {
-      method: 'POST',
-      headers: { ...headers, 'mcp-session-id': otherSession },
-      body: JSON.stringify({
-        jsonrpc: '2.0',
-        method: 'notifications/cancelled',
-        params: { requestId: 42, reason: 'not yours' },
-      }),
-    });
+    const otherSession = await initializeRaw(ingressUrl(1), 'raw2');
+    const wrong = await post2025(
+      ingressUrl(1),
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 42, reason: 'not yours' } },
+      otherSession,
+    );
     expect(wrong.status).toBe(202);
 
-    const cancel = await fetch(ingressUrl(1), {
-      method: 'POST',
-      headers: withSession,
-      body: JSON.stringify({
+    const cancel = await post2025(
+      ingressUrl(1),
+      {
         jsonrpc: '2.0',
         method: 'notifications/cancelled',
         params: { requestId: 42, reason: 'user pressed stop' },
-      }),
-    });
+      },
+      session,
+    );
     expect(cancel.status).toBe(202);
     await waitFor(
       'the sim to see the abort',
@@ -338,7 +298,7 @@ tools:
     }
     // A worker for the pool appears only now: the expired call must not run. A live call enqueued
     // behind it is delivered after it, so once that one is answered the expired one was dealt with.
-    const late = await startRole('worker-idle', ['worker', '--pool', 'idle', '--config', configPath]);
+    const late = await cluster.worker('worker-idle', 'idle');
     extra.push(late);
     const live = await connectClient('v2', ingressUrl(1));
     try {
@@ -380,7 +340,7 @@ tools:
   });
 
   it('SIGTERM on an ingress mid-call: the open call is answered, then it exits 0', async () => {
-    const replica = await startRole('ingress-drain', ['ingress', '--config', configPath]);
+    const replica = await cluster.ingress('ingress-drain');
     extra.push(replica);
     const client = await connectClient('v2', String(replica.ready.url));
     try {
@@ -404,7 +364,7 @@ tools:
   });
 
   it('an ingress replica that dies mid-call: workers stop the work and count it undeliverable', async () => {
-    const replica = await startRole('ingress-doomed', ['ingress', '--config', configPath]);
+    const replica = await cluster.ingress('ingress-doomed');
     extra.push(replica);
     const inference = workers.filter((w) => w.name.startsWith('worker-inference'));
     const undeliverable = async () => {

@@ -3,6 +3,7 @@ import { openBroker } from '../services/cli/index.js';
 import { type Broker, inProcessDelivery, type QueuedCall } from '../services/core/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
 import { resolveConfig } from './support/families.js';
+import { open2025Session, post2025 } from './support/mcp-clients.js';
 import { waitFor } from './support/wait.js';
 
 // A 2025-era client sends `tools/call` and its `notifications/cancelled` as separate requests; under
@@ -33,35 +34,9 @@ pools: { embeddings: { backend: openai-embeddings } }
     await broker?.close();
   });
 
-  const post = (replica: number, body: unknown, session: string) =>
-    fetch(replicas[replica]?.url as string, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        'mcp-protocol-version': '2025-06-18',
-        ...(session ? { 'mcp-session-id': session } : {}),
-      },
-      body: JSON.stringify(body),
-    });
-  const session = async () => {
-    const res = await post(
-      0,
-      {
-        jsonrpc: '2.0',
-        id: 0,
-        method: 'initialize',
-        params: {
-          protocolVersion: '2025-06-18',
-          capabilities: {},
-          clientInfo: { name: 'early', version: '1' },
-        },
-      },
-      '',
-    );
-    await res.text();
-    return res.headers.get('mcp-session-id') ?? '';
-  };
+  const url = (replica: number) => replicas[replica]?.url as string;
+  const post = (replica: number, body: unknown, session: string) => post2025(url(replica), body, session);
+  const session = () => open2025Session(url(0), 'early');
   const cancel = (replica: number, sessionId: string, requestId: number) =>
     post(
       replica,

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
+import { startNatsServer, startRedisServer } from './support/brokers.js';
+import { type SimCluster, startSimCluster } from './support/cluster.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
-import { metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
+import { metricValue, type RoleProcess } from './support/processes.js';
 import { sleep, waitFor } from './support/wait.js';
 
 // Fair share across processes: three ingress replicas sharing one broker (and its share ledger),
@@ -29,9 +29,7 @@ describe.each([
   ['NATS JetStream', startNatsServer],
   ['BullMQ on Redis', startRedisServer],
 ] as const)('fair share across 3 ingress replicas on %s', (_label, startBroker) => {
-  let broker: SpawnedBroker;
-  let sim: RoleProcess;
-  let simUrl = '';
+  let cluster: SimCluster;
   const ingresses: RoleProcess[] = [];
   let worker: RoleProcess;
   const clients: TestClient[] = [];
@@ -78,11 +76,15 @@ describe.each([
 
   /** The sim's chat requests after `afterSeq`, in arrival order (the sim keeps the last 256). */
   const chatRequests = async (afterSeq = 0): Promise<SimRequest[]> => {
-    const { requests } = (await (await fetch(`${simUrl}/sim/requests`)).json()) as { requests: SimRequest[] };
+    const { requests } = (await (await fetch(`${cluster.simUrl}/sim/requests`)).json()) as {
+      requests: SimRequest[];
+    };
     return requests.filter((r) => r.seq > afterSeq && r.chat !== undefined);
   };
   const lastSeq = async () => {
-    const { requests } = (await (await fetch(`${simUrl}/sim/requests`)).json()) as { requests: SimRequest[] };
+    const { requests } = (await (await fetch(`${cluster.simUrl}/sim/requests`)).json()) as {
+      requests: SimRequest[];
+    };
     return requests.at(-1)?.seq ?? 0;
   };
 
@@ -119,27 +121,13 @@ describe.each([
   };
 
   beforeAll(async () => {
-    broker = await startBroker();
-    // Two sequence slots, 100 tokens/s: one call holds a slot about 40 ms, so the pool serves
-    // about 50 calls/s and any flood saturates it.
-    sim = await startRole('sim', [
-      'sim',
-      '--port',
-      '0',
-      '--ttft-ms',
-      '10',
-      '--tokens-per-second',
-      '100',
-      '--batch-penalty',
-      '0',
-      '--max-num-seqs',
-      '2',
-    ]);
-    simUrl = String(sim.ready.url);
-    const config = writeConfig(`
-cluster: { namespace: fair${randomUUID().slice(0, 8)} }
-broker: { url: "${broker.url}" }
-ingress: { port: 0, sessionSecret: "fair-${randomUUID()}" }
+    cluster = await startSimCluster({
+      name: 'fair',
+      startBroker,
+      // Two sequence slots, 100 tokens/s: one call holds a slot about 40 ms, so the pool serves
+      // about 50 calls/s and any flood saturates it.
+      sim: { ttftMs: 10, tokensPerSecond: 100, batchPenalty: 0, maxNumSeqs: 2 },
+      config: (simUrl) => `
 pools:
   inference:
     backend: openai-chat
@@ -154,20 +142,16 @@ tenants:
       inference: { rate: ${RATE}, burst: ${RATE} }
 tools:
   - { name: generate_text, template: generate_text, pool: inference, model: sim-llm }
-`);
-    ingresses.push(
-      ...(await Promise.all(
-        [1, 2, 3].map((n) => startRole(`ingress-${n}`, ['ingress', '--port', '0', '--config', config])),
-      )),
-    );
-    worker = await startRole('worker-inference', ['worker', '--pool', 'inference', '--config', config]);
+`,
+    });
+    ingresses.push(...(await Promise.all([1, 2, 3].map((n) => cluster.ingress(`ingress-${n}`)))));
+    worker = await cluster.worker('worker-inference', 'inference');
   }, 60_000);
 
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
     await Promise.all([...ingresses, worker].map((p) => p?.stop()));
-    await sim?.stop();
-    await broker?.dispose();
+    await cluster?.stop();
   }, 60_000);
 
   it('admits a rate-limited tenant R calls/s in total over 3 replicas, refusing the rest with 429 and Retry-After', async () => {

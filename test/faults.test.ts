@@ -3,9 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBroker } from '../services/cli/brokers.js';
 import type { Broker } from '../services/core/index.js';
 import { generateTokens } from '../workers/sim/index.js';
-import { type SpawnedBroker, startNatsServer, startRedisServer } from './support/brokers.js';
+import { startNatsServer, startRedisServer } from './support/brokers.js';
+import { type SimCluster, startSimCluster } from './support/cluster.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
-import { metricValue, type RoleProcess, startRole, writeConfig } from './support/processes.js';
+import { metricValue, type RoleProcess } from './support/processes.js';
 import { sleep, waitFor } from './support/wait.js';
 
 // The faults an operator meets, each injected into a cluster of separate OS processes under load
@@ -43,18 +44,14 @@ describe.each([
   // Redis as we ship it: append-only file on (deploy/compose.bullmq.yaml, the Kubernetes overlay).
   ['BullMQ on Redis', () => startRedisServer({ persistent: true })],
 ] as const)('faults across processes on %s', (_label, startBroker) => {
-  let broker: SpawnedBroker;
-  let sim: RoleProcess;
-  let simUrl = '';
-  let configPath = '';
-  let namespace = '';
+  let cluster: SimCluster;
   let observer: Broker | undefined;
   const ingresses: RoleProcess[] = [];
   const workers: RoleProcess[] = [];
   let workerCount = 0;
 
   const simStats = async (): Promise<SimStats> =>
-    (await fetch(`${simUrl}/sim/stats`)).json() as Promise<SimStats>;
+    (await fetch(`${cluster.simUrl}/sim/stats`)).json() as Promise<SimStats>;
   /** Backend requests open right now (running or waiting for a sequence slot). */
   const openRequests = async () => {
     const s = await simStats();
@@ -62,13 +59,7 @@ describe.each([
   };
   const startWorker = async () => {
     workerCount += 1;
-    const worker = await startRole(`worker-inference-${workerCount}`, [
-      'worker',
-      '--pool',
-      'inference',
-      '--config',
-      configPath,
-    ]);
+    const worker = await cluster.worker(`worker-inference-${workerCount}`, 'inference');
     workers.push(worker);
     return worker;
   };
@@ -143,7 +134,11 @@ describe.each([
 
   /** Nothing waits in or is held from the pool's queue, and the backend runs nothing. */
   const expectDrained = async () => {
-    observer ??= await openBroker({ url: broker.url, namespace, pools: ['inference'] });
+    observer ??= await openBroker({
+      url: cluster.broker.url,
+      namespace: cluster.namespace,
+      pools: ['inference'],
+    });
     const queue = observer.queue;
     await waitFor(
       'the inference queue to be empty',
@@ -154,46 +149,28 @@ describe.each([
   };
 
   beforeAll(async () => {
-    broker = await startBroker();
-    // 200 tokens/s per sequence: a 40-token answer takes about 0.2 s, so a load of a few
-    // hundred calls spans the fault; 32 sequences at once.
-    sim = await startRole('sim', [
-      'sim',
-      '--port',
-      '0',
-      '--ttft-ms',
-      '10',
-      '--tokens-per-second',
-      '200',
-      '--max-num-seqs',
-      '32',
-    ]);
-    simUrl = String(sim.ready.url);
-    namespace = `faults${randomUUID().slice(0, 8)}`;
-    configPath = writeConfig(`
-cluster: { namespace: ${namespace} }
-broker: { url: "${broker.url}" }
-ingress: { port: 0, sessionSecret: "faults-${randomUUID()}" }
+    cluster = await startSimCluster({
+      name: 'faults',
+      startBroker,
+      // 200 tokens/s per sequence: a 40-token answer takes about 0.2 s, so a load of a few
+      // hundred calls spans the fault; 32 sequences at once.
+      sim: { ttftMs: 10, tokensPerSecond: 200, maxNumSeqs: 32 },
+      config: (simUrl) => `
 worker: { ackWait: 2s, deliveryConnectTimeout: 2s, drainGrace: ${GRACE_MS}ms }
 pools:
   inference: { backend: openai-chat, endpoints: [{ url: "${simUrl}", maxConcurrency: 16 }] }
 tools:
   - { name: generate_text, template: generate_text, pool: inference, model: sim-llm }
-`);
-    ingresses.push(
-      ...(await Promise.all([
-        startRole('ingress-a', ['ingress', '--config', configPath]),
-        startRole('ingress-b', ['ingress', '--config', configPath]),
-      ])),
-    );
+`,
+    });
+    ingresses.push(...(await Promise.all([cluster.ingress('ingress-a'), cluster.ingress('ingress-b')])));
     await Promise.all([startWorker(), startWorker()]);
   }, 90_000);
 
   afterAll(async () => {
     await observer?.close().catch(() => undefined);
     await Promise.all([...ingresses, ...workers].map((p) => p.kill()));
-    await sim?.stop();
-    await broker?.dispose();
+    await cluster?.stop();
   }, 60_000);
 
   const urls = () => ingresses.map((i) => String(i.ready.url));
@@ -234,8 +211,8 @@ tools:
         const before = (await simStats()).completed;
         await waitFor('calls to flow', async () => (await simStats()).completed >= before + 16, 20_000);
         // SIGKILL: no chance to flush anything the broker has not already made durable.
-        process.kill(broker.pid, 'SIGKILL');
-        await broker.restart();
+        process.kill(cluster.broker.pid, 'SIGKILL');
+        await cluster.broker.restart();
       },
     });
     expectAllRight(outcomes, 96);
@@ -285,7 +262,7 @@ tools:
   }, 90_000);
 
   it('an ingress replica killed under load: its work stops, the other replica answers every call right', async () => {
-    const doomed = await startRole('ingress-doomed', ['ingress', '--config', configPath]);
+    const doomed = await cluster.ingress('ingress-doomed');
     ingresses.push(doomed);
     const survivors = urls().filter((u) => u !== String(doomed.ready.url));
     let doomedOutcomes: Outcome[] = [];

@@ -90,3 +90,40 @@ export async function connectClient(
     close: () => client.close(),
   };
 }
+
+/**
+ * POSTs one JSON-RPC message to the MCP endpoint `url` as a 2025-06-18 client does over raw HTTP
+ * (the answer is JSON or an SSE stream), in session `sessionId` unless that is empty.
+ */
+export function post2025(url: string, message: unknown, sessionId = ''): Promise<Response> {
+  return fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+      ...(sessionId ? { 'mcp-session-id': sessionId } : {}),
+    },
+    body: JSON.stringify(message),
+  });
+}
+
+/**
+ * Opens a 2025-06-18 session at `url` with a raw `initialize` (request id 0, no capabilities,
+ * client `clientName` version 1) and resolves with the session id the server sent; '' when it
+ * sent none.
+ */
+export async function open2025Session(url: string, clientName: string): Promise<string> {
+  const res = await post2025(url, {
+    jsonrpc: '2.0',
+    id: 0,
+    method: 'initialize',
+    params: {
+      protocolVersion: '2025-06-18',
+      capabilities: {},
+      clientInfo: { name: clientName, version: '1' },
+    },
+  });
+  await res.text();
+  return res.headers.get('mcp-session-id') ?? '';
+}
