@@ -55,11 +55,10 @@ const envelope = {
 /** Another replica's entry in the ledger, as it would publish it (see services/core/queue/share-entry.ts). */
 function otherReplica(tenants: Record<string, { queuedCost: number; inFlight?: number }>, costPerS = 0) {
   return {
-    v: 1,
+    v: 2,
     pools: {
       inference: {
-        acceptedCallsPerS: costPerS > 0 ? 1 : 0,
-        acceptedCostPerS: costPerS,
+        servedCostPerS: costPerS,
         tenants: Object.fromEntries(
           Object.entries(tenants).map(([tenant, f]) => [
             tenant,

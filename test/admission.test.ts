@@ -272,17 +272,25 @@ describe('load shedding', () => {
     // No service rate measured yet: nothing is shed, even with a 1 ms deadline.
     const queued = Array.from({ length: 10 }, () => a.admit(call('acme', t, 100)) as Ticket);
     expect(a.admit(call('acme', t, 100, 1))).not.toBeInstanceOf(ClusterError);
-    a.tick();
+    t.advance(250);
+    a.tick(); // calls queued: the next period measures the pool's service rate
+    const finish = (ticket: Ticket | undefined) => {
+      ticket?.accepted();
+      ticket?.ended(true);
+    };
     t.advance(1000);
-    queued[0]?.accepted();
-    queued[1]?.accepted();
-    a.tick(); // 200 cost/s measured while backlogged; 900 cost queued ahead: 4.5 s.
+    for (const ticket of queued.slice(0, 3)) finish(ticket);
+    a.tick(); // 3 calls finished: too few for a rate, still nothing shed
+    expect(a.admit(call('acme', t, 100, 1))).not.toBeInstanceOf(ClusterError);
+    t.advance(1000);
+    finish(queued[3]);
+    a.tick(); // 4 calls (400 cost) finished over 2 s of backlog: 200 cost/s; 800 cost queued: 4 s.
     const refused = a.admit(call('acme', t, 100, 3000)) as ClusterError;
     expect(refused.code).toBe('OVERLOADED');
     expect(refused.message).toMatch(
-      /pool "inference" is overloaded: the expected queue wait is 4500 ms, above the call's remaining deadline of 3000 ms/,
+      /pool "inference" is overloaded: the expected queue wait is 4000 ms, above the call's remaining deadline of 3000 ms/,
     );
-    expect(refused.retryAfterMs).toBe(1500);
+    expect(refused.retryAfterMs).toBe(1000);
     expect(a.admit(call('acme', t, 100, 6000))).not.toBeInstanceOf(ClusterError);
   });
 });

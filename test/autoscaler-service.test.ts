@@ -133,13 +133,12 @@ function rates(pool: string, arrivalPerSec: number, meanServiceMs: number): Pool
 /** An ingress replica's shares-ledger entry holding `held[pool][tenant]` calls for their fair-queue quota. */
 function heldEntry(held: Record<string, Record<string, number>>): ReplicaEntry {
   return {
-    v: 1,
+    v: 2,
     pools: Object.fromEntries(
       Object.entries(held).map(([pool, tenants]) => [
         pool,
         {
-          acceptedCallsPerS: 1,
-          acceptedCostPerS: 100,
+          servedCostPerS: 100,
           tenants: Object.fromEntries(
             Object.entries(tenants).map(([tenant, heldCalls]) => [
               tenant,

@@ -5,7 +5,7 @@
 // held at the ingresses as queue depth. Kept in the kernel so that both read it with one decoder.
 
 /** Version of the entry's shape; entries of another version are ignored (a rolling upgrade). */
-export const ENTRY_VERSION = 1;
+export const ENTRY_VERSION = 2;
 
 /** One tenant's figures on one pool at one replica. Counts in calls, costs in the pool's cost units. */
 export interface TenantFigures {
@@ -24,11 +24,10 @@ export interface TenantFigures {
 /** One pool's figures at one replica. */
 export interface PoolFigures {
   /**
-   * Rate at which workers took this replica's calls of the pool while it had calls queued (its
-   * share of the pool's service rate), calls/s and cost units/s, exponentially weighted.
+   * Rate at which workers finished this replica's calls of the pool while it had calls queued (its
+   * share of the pool's service rate), cost units/s; 0 while not yet measured.
    */
-  acceptedCallsPerS: number;
-  acceptedCostPerS: number;
+  servedCostPerS: number;
   /** Tenants with any figure above 0, by tenant name. */
   tenants: Record<string, TenantFigures>;
 }
@@ -73,8 +72,7 @@ export function readEntry(value: unknown): ReplicaEntry | undefined {
       }
     }
     pools[pool] = {
-      acceptedCallsPerS: figure(raw.acceptedCallsPerS),
-      acceptedCostPerS: figure(raw.acceptedCostPerS),
+      servedCostPerS: figure(raw.servedCostPerS),
       tenants,
     };
   }

@@ -51,8 +51,10 @@ export interface AdmitRequest {
 
 /** Averaging time of a tenant's demand rate (calls/s asked), in ms. */
 export const DEMAND_TAU_MS = 2_000;
-/** Averaging time of a pool's service rate (cost/s taken by workers), in ms. */
+/** Averaging time of a pool's service rate (cost/s of calls workers finished), in ms. */
 export const SERVICE_TAU_MS = 10_000;
+/** Calls that must have finished before a pool's service rate counts as known. */
+export const MIN_MEASURED_CALLS = 4;
 /**
  * Demand (calls/s) every replica is credited with when the rate limit is split by demand share, so
  * a replica that saw no demand yet still refills its bucket a little and the shares sum to 1.
@@ -88,7 +90,7 @@ export const CONCURRENCY_RETRY_MS = 1_000;
  * 3. shedding: the pool's expected queue wait (queued cost ahead, all tenants, plus this tenant's
  *    held cost, over the pool's measured service rate in cost/s) must not exceed the call's
  *    remaining deadline; else OVERLOADED with the time the backlog needs to shrink enough. No
- *    shedding while the service rate is unknown (no worker took a call of a backlogged pool yet);
+ *    shedding while the service rate is unknown (see `measure`);
  * 4. sparse: a tenant under its share (start tags, see `admit`) holding nothing skips the hold and
  *    its call is queued at `high`;
  * 5. fair hold: when the pool's fair queue has no room for the call (about FAIR_ROOM_MS of work,
@@ -317,8 +319,6 @@ export class Admission implements TicketOwner {
     if (!t || ticket.state !== 'queued') return;
     ticket.state = 'accepted';
     this.unqueue(t, ticket.cost);
-    t.pool.acceptedCalls += 1;
-    t.pool.acceptedCost += ticket.cost;
     this.metrics.tenantQueueWait.observe(
       { pool: t.pool.name, tenant: t.label },
       Math.max(0, this.now() - ticket.sinceMs) / 1000,
@@ -335,6 +335,11 @@ export class Admission implements TicketOwner {
       t.heldCost = t.heldCalls === 0 ? 0 : t.heldCost - ticket.cost;
       this.metrics.tenantHeldCalls.dec({ pool: t.pool.name, tenant: t.label });
     } else if (ticket.state === 'queued') this.unqueue(t, ticket.cost);
+    else if (ticket.state === 'accepted') {
+      // A worker took it and is done with it: its slot is free again, whatever the outcome.
+      t.pool.servedCalls += 1;
+      t.pool.servedCost += ticket.cost;
+    }
     ticket.state = 'ended';
     t.inFlight -= 1;
     if (answered) this.metrics.tenantCostServed.inc({ pool: t.pool.name, tenant: t.label }, ticket.cost);
@@ -427,22 +432,12 @@ export class Admission implements TicketOwner {
     const dt = now - this.lastTickMs;
     if (dt <= 0) return;
     this.lastTickMs = now;
-    const decay = (tau: number) => 1 - Math.exp(-dt / tau);
+    const a = 1 - Math.exp(-dt / DEMAND_TAU_MS);
     for (const pool of this.pools.values()) {
-      if (pool.backlogged || pool.acceptedCalls > 0) {
-        const a = decay(SERVICE_TAU_MS);
-        // The first measurement is taken as it is: from 0 the average would need several
-        // periods to come near the real rate, shedding nothing meanwhile.
-        const first = pool.costPerS === 0;
-        const callsPerS = (pool.acceptedCalls / dt) * 1000;
-        const costPerS = (pool.acceptedCost / dt) * 1000;
-        pool.callsPerS = first ? callsPerS : pool.callsPerS + a * (callsPerS - pool.callsPerS);
-        pool.costPerS = first ? costPerS : pool.costPerS + a * (costPerS - pool.costPerS);
-      }
-      pool.acceptedCalls = 0;
-      pool.acceptedCost = 0;
+      if (pool.backlogged) this.measure(pool, dt);
+      pool.servedCalls = 0;
+      pool.servedCost = 0;
       pool.backlogged = pool.queuedCalls > 0;
-      const a = decay(DEMAND_TAU_MS);
       for (const t of pool.tenants.values()) {
         t.demandPerS += a * ((t.demandCount / dt) * 1000 - t.demandPerS);
         t.demandCount = 0;
@@ -450,6 +445,28 @@ export class Admission implements TicketOwner {
       }
     }
     this.refresh();
+  }
+
+  /**
+   * Takes the cost served over the last `dt` ms (the pool had calls queued throughout, so workers
+   * were never short of work) into the pool's service rate. Measured from finished calls, not
+   * from calls taken: a pool that fills its idle slots takes a burst of calls at once, many times
+   * its steady rate. Over the first SERVICE_TAU_MS of backlog the rate is the plain average since
+   * the backlog began (no single period's waves of finishing calls dominate it), then an
+   * exponentially weighted one; it stays unknown (0) until MIN_MEASURED_CALLS calls finished, so
+   * the first few, finishing early, cannot read as a slow pool and shed calls.
+   */
+  private measure(pool: PoolState, dt: number): void {
+    if (pool.measuredMs < SERVICE_TAU_MS) {
+      pool.measuredMs += dt;
+      pool.measuredCalls += pool.servedCalls;
+      pool.measuredCost += pool.servedCost;
+      if (pool.measuredCalls >= MIN_MEASURED_CALLS)
+        pool.costPerS = (pool.measuredCost / pool.measuredMs) * 1000;
+      return;
+    }
+    const costPerS = (pool.servedCost / dt) * 1000;
+    pool.costPerS += (1 - Math.exp(-dt / SERVICE_TAU_MS)) * (costPerS - pool.costPerS);
   }
 
   /** This replica's entry for the ledger: its own figures, tenants with any figure above 0. */
@@ -468,7 +485,7 @@ export class Admission implements TicketOwner {
           demandPerS: t.demandPerS,
         };
       }
-      pools[pool.name] = { acceptedCallsPerS: pool.callsPerS, acceptedCostPerS: pool.costPerS, tenants };
+      pools[pool.name] = { servedCostPerS: pool.costPerS, tenants };
     }
     return { v: ENTRY_VERSION, pools };
   }
@@ -482,7 +499,6 @@ export class Admission implements TicketOwner {
       pool.othersQueuedCost = 0;
       pool.othersHeldCost = 0;
       pool.othersCostPerS = 0;
-      pool.othersCallsPerS = 0;
       for (const t of pool.tenants.values()) t.others = zeroFigures();
     }
     let replicas = 1;
@@ -494,8 +510,7 @@ export class Admission implements TicketOwner {
       for (const [name, figures] of Object.entries(entry.pools)) {
         const pool = this.pools.get(name);
         if (!pool) continue;
-        pool.othersCostPerS += figures.acceptedCostPerS;
-        pool.othersCallsPerS += figures.acceptedCallsPerS;
+        pool.othersCostPerS += figures.servedCostPerS;
         for (const [tenant, f] of Object.entries(figures.tenants)) {
           pool.othersQueuedCost += f.queuedCost;
           pool.othersHeldCost += f.heldCost;

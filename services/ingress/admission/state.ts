@@ -53,12 +53,17 @@ export interface PoolState {
   /** The other replicas' held cost, all tenants (as last published). */
   othersHeldCost: number;
   othersCostPerS: number;
-  othersCallsPerS: number;
-  /** Taken by workers since the last tick, and whether calls were queued at the last tick. */
-  acceptedCalls: number;
-  acceptedCost: number;
+  /** Cost of the calls workers finished (taken, then ended) since the last tick. */
+  servedCost: number;
+  /** Whether calls were queued at the last tick: only then does the served cost measure capacity. */
   backlogged: boolean;
-  callsPerS: number;
+  /** Backlogged time measured so far (ms, up to SERVICE_TAU_MS), and the calls and cost served in it. */
+  measuredMs: number;
+  measuredCalls: number;
+  measuredCost: number;
+  /** Calls finished since the last tick (counted into `measuredCalls`). */
+  servedCalls: number;
+  /** The pool's service rate from this replica's calls, cost units/s; 0 while unknown. */
   costPerS: number;
   heldTenants: Set<TenantState>;
   /** Virtual time: the start tag of the call released last (start-time fair queueing). */
@@ -75,11 +80,12 @@ export function newPoolState(name: string, fairSize: number): PoolState {
     othersQueuedCost: 0,
     othersHeldCost: 0,
     othersCostPerS: 0,
-    othersCallsPerS: 0,
-    acceptedCalls: 0,
-    acceptedCost: 0,
+    servedCost: 0,
     backlogged: false,
-    callsPerS: 0,
+    measuredMs: 0,
+    measuredCalls: 0,
+    measuredCost: 0,
+    servedCalls: 0,
     costPerS: 0,
     heldTenants: new Set(),
     vtime: 0,
