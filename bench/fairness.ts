@@ -1,11 +1,13 @@
 /**
  * `npm run bench -- fairness [--system nats|bullmq|both] [--replicas 1,3] [--seconds 10]
- * [--cases isolation,weights,long-short,limit-cost,rate] [--fair-queue-size N]`: fair share
+ * [--cases isolation,isolation-uniform,weights,long-short,limit-cost,rate] [--fair-queue-size N]`: fair share
  * between tenants on a saturated inference pool, per broker and ingress replica count.
  *
  * - isolation: tenant B's steady small load alone, then with tenant A flooding (10x its fair
  *   share of agents): B's p50/p95 both ways and their ratio (target <= 1.2x), A's throughput.
- *   B calls replica 1 only; A is spread over every replica.
+ *   B calls replica 1 only; A is spread over every replica. A's calls ask for 32 ± 16 tokens.
+ * - isolation-uniform: the same with every call of A asking for 32 tokens, like B's: the pool
+ *   then frees its slots in waves, the worst case for a newly arrived call.
  * - weights: tenants of weight 2 and 1, both backlogged: served cost split (target 2:1 within 10%).
  * - long-short: 128-token against 16-token generations: decode-token split (target equal).
  * - limit-cost: one tenant's p50 with limits configured but not hit against none (target: no
@@ -148,15 +150,17 @@ function report(results: ClusterResult[], flags: Flags, fairShare: boolean): str
     '',
     '### B steady (4 agents, 1 s think, replica 1) alone and with A flooding (160 agents over every replica)',
     '',
-    '| system | replicas | B p50 alone ms | B p95 alone ms | B p50 with A ms | B p95 with A ms | p50 ratio | p95 ratio (target <= 1.2) | B queue wait p95 alone / with A ms | A calls/s | pool use | B failures | A failures |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
+    '| system | replicas | A tokens per call | B p50 alone ms | B p95 alone ms | B p50 with A ms | B p95 with A ms | p50 ratio | p95 ratio (target <= 1.2) | B queue wait p95 alone / with A ms | A calls/s | pool use | B failures | A failures |',
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |',
   ];
   for (const r of results) {
-    const i = r.isolation;
-    if (!i) continue;
-    lines.push(
-      `| ${r.system} | ${r.replicas} | ${f0(i.bAlone.p50)} | ${f0(i.bAlone.p95)} | ${f0(i.bWithA.p50)} | ${f0(i.bWithA.p95)} | ${f2(i.p50Ratio)}x | **${f2(i.p95Ratio)}x** | ${f0(i.bWaitAlone.p95)} / ${f0(i.bWaitWithA.p95)} | ${i.aCallsPerSec.toFixed(1)} | ${(i.poolUse * 100).toFixed(0)}% | ${fails(i.bFailures)} | ${fails(i.aFailures)} |`,
-    );
+    for (const i of [r.isolation, r.isolationUniform]) {
+      if (!i) continue;
+      const lengths = i.aSpread > 0 ? `32 ± ${i.aSpread}` : '32 (all alike)';
+      lines.push(
+        `| ${r.system} | ${r.replicas} | ${lengths} | ${f0(i.bAlone.p50)} | ${f0(i.bAlone.p95)} | ${f0(i.bWithA.p50)} | ${f0(i.bWithA.p95)} | ${f2(i.p50Ratio)}x | **${f2(i.p95Ratio)}x** | ${f0(i.bWaitAlone.p95)} / ${f0(i.bWaitWithA.p95)} | ${i.aCallsPerSec.toFixed(1)} | ${(i.poolUse * 100).toFixed(0)}% | ${fails(i.bFailures)} | ${fails(i.aFailures)} |`,
+      );
+    }
   }
   lines.push(
     '',

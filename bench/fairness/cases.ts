@@ -95,24 +95,32 @@ export function fairShareConfigured(): boolean {
   }
 }
 
+/** B's latency alone and with A flooding, for one length mix of A's calls. */
+export interface Isolation {
+  /** A's calls ask for 32 ± this many tokens. */
+  aSpread: number;
+  bAlone: ReturnType<typeof latencyOf>;
+  bWithA: ReturnType<typeof latencyOf>;
+  /** B's queue wait (the cluster's own figure, worker took the call minus enqueue), alone and with A. */
+  bWaitAlone: ReturnType<typeof queueWaitOf>;
+  bWaitWithA: ReturnType<typeof queueWaitOf>;
+  p50Ratio: number;
+  p95Ratio: number;
+  aCallsPerSec: number;
+  /** Decode tokens/s served (A and B) over the pool's capacity with every slot busy. */
+  poolUse: number;
+  bFailures: Record<string, number>;
+  aFailures: Record<string, number>;
+}
+
 /** What one cluster (system, replicas) measured. */
 export interface ClusterResult {
   system: string;
   replicas: number;
-  isolation?: {
-    bAlone: ReturnType<typeof latencyOf>;
-    bWithA: ReturnType<typeof latencyOf>;
-    /** B's queue wait (the cluster's own figure, worker took the call minus enqueue), alone and with A. */
-    bWaitAlone: ReturnType<typeof queueWaitOf>;
-    bWaitWithA: ReturnType<typeof queueWaitOf>;
-    p50Ratio: number;
-    p95Ratio: number;
-    aCallsPerSec: number;
-    /** Decode tokens/s served (A and B) over the pool's capacity with every slot busy. */
-    poolUse: number;
-    bFailures: Record<string, number>;
-    aFailures: Record<string, number>;
-  };
+  /** A's calls of varied length ({@link A_SPREAD}). */
+  isolation?: Isolation;
+  /** Every call of the same length: the pool finishes calls in waves (see the README). */
+  isolationUniform?: Isolation;
   weights?: { heavyCost: number; lightCost: number; ratio: number; shareOverTime: [number, number][] };
   longShort?: { longTokens: number; shortTokens: number; ratio: number; longCost: number; shortCost: number };
   limitCost?: {
@@ -132,8 +140,22 @@ export interface ClusterResult {
   };
 }
 
-export type CaseName = 'isolation' | 'weights' | 'long-short' | 'limit-cost' | 'rate';
-export const CASE_NAMES: readonly CaseName[] = ['isolation', 'weights', 'long-short', 'limit-cost', 'rate'];
+export type CaseName = 'isolation' | 'isolation-uniform' | 'weights' | 'long-short' | 'limit-cost' | 'rate';
+export const CASE_NAMES: readonly CaseName[] = [
+  'isolation',
+  'isolation-uniform',
+  'weights',
+  'long-short',
+  'limit-cost',
+  'rate',
+];
+
+/**
+ * A's calls in the isolation case ask for 32 ± A_SPREAD tokens, as agents' generations differ in
+ * length. With every call the same length (`isolation-uniform`) the pool's slots free in waves:
+ * calls that start together end together, so a call arriving between waves waits for the next.
+ */
+export const A_SPREAD = 16;
 
 /** Runs the chosen cases on a started cluster; `seconds` is each measured window. */
 export async function runCases(
@@ -149,9 +171,12 @@ export async function runCases(
   const stopAll = (tenants: RunningTenant[]) => Promise.all(tenants.map((t) => t.stop()));
   const label = `${result.system} x${result.replicas}`;
 
-  if (cases.includes('isolation')) {
-    // B: 4 agents on replica 1, 1 s think time (~10% of the pool). A: 160 agents (10x its fair
-    // half of the 32 slots) spread over every replica, no think time.
+  /**
+   * B: 4 agents on replica 1, 1 s think time (~10% of the pool), 32-token calls. A: 160 agents (10x
+   * its fair half of the 32 slots) spread over every replica, no think time, calls of 32 tokens on
+   * average, `±spread`.
+   */
+  const isolation = async (spread: number): Promise<Isolation> => {
     const b = await tenant({
       tenant: TENANTS.b,
       urls: urls.slice(0, 1),
@@ -164,7 +189,13 @@ export async function runCases(
     const t0 = performance.now();
     await sleep(W);
     const t1 = performance.now();
-    const a = await tenant({ tenant: TENANTS.a, agents: 160, maxTokens: 32, prompt: PROMPT });
+    const a = await tenant({
+      tenant: TENANTS.a,
+      agents: 160,
+      maxTokens: 32,
+      maxTokensSpread: spread,
+      prompt: PROMPT,
+    });
     await sleep(4000);
     const t2 = performance.now();
     await sleep(W);
@@ -174,7 +205,8 @@ export async function runCases(
     const bWithA = latencyOf(endedIn(b.records, t2, t3));
     const aDone = endedIn(a.records, t2, t3);
     const tokens = [...a.records, ...b.records].reduce((n, r) => n + tokensIn(r, t2, t3, serviceMs), 0);
-    result.isolation = {
+    const found: Isolation = {
+      aSpread: spread,
       bAlone,
       bWithA,
       bWaitAlone: queueWaitOf(endedIn(b.records, t0, t1)),
@@ -187,9 +219,12 @@ export async function runCases(
       aFailures: failuresOf(aDone),
     };
     log(
-      `${label} isolation: B p50/p95 alone ${bAlone.p50.toFixed(0)}/${bAlone.p95.toFixed(0)} ms, with A ${bWithA.p50.toFixed(0)}/${bWithA.p95.toFixed(0)} ms; A ${result.isolation.aCallsPerSec.toFixed(1)} calls/s; pool use ${(result.isolation.poolUse * 100).toFixed(0)}%`,
+      `${label} isolation (A ${spread > 0 ? `32±${spread}` : '32'} tokens): B p50/p95 alone ${bAlone.p50.toFixed(0)}/${bAlone.p95.toFixed(0)} ms, with A ${bWithA.p50.toFixed(0)}/${bWithA.p95.toFixed(0)} ms; A ${found.aCallsPerSec.toFixed(1)} calls/s; pool use ${(found.poolUse * 100).toFixed(0)}%`,
     );
-  }
+    return found;
+  };
+  if (cases.includes('isolation')) result.isolation = await isolation(A_SPREAD);
+  if (cases.includes('isolation-uniform')) result.isolationUniform = await isolation(0);
 
   if (cases.includes('weights')) {
     // Both backlogged (48 agents each, more than either's share of 32 slots), both spread.
@@ -218,10 +253,13 @@ export async function runCases(
   }
 
   if (cases.includes('long-short')) {
-    // 128-token generations against 16-token ones, equal weights, both backlogged and spread.
+    // 128-token generations against 16-token ones, equal weights, both backlogged and spread. The
+    // window opens after 10 s: until the pool's service rate is measured (the first calls of a
+    // backlog finished), the fair queue's room is half its size and the first backlog goes in
+    // arrival order; the target is the steady state after that.
     const long = await tenant({ tenant: TENANTS.long, agents: 48, maxTokens: 128, prompt: TINY });
     const short = await tenant({ tenant: TENANTS.short, agents: 48, maxTokens: 16, prompt: TINY });
-    await sleep(6000);
+    await sleep(10_000);
     const t0 = performance.now();
     await sleep(W);
     const t1 = performance.now();

@@ -16,8 +16,13 @@ export interface TenantLoad {
   urls: string[];
   /** Concurrent agents (MCP client connections). */
   agents: number;
-  /** `max_tokens` of every call. */
+  /** `max_tokens` of every call, or their mean with {@link maxTokensSpread}. */
   maxTokens: number;
+  /**
+   * Each call's `max_tokens` drawn uniformly from `maxTokens ± maxTokensSpread` (seeded), as agents'
+   * generations differ in length. Default 0: every call asks for `maxTokens`.
+   */
+  maxTokensSpread?: number;
   /** The prompt of every call (its cost counts `prompt.length / 4` tokens). */
   prompt: string;
   /**
@@ -90,12 +95,15 @@ export async function startTenant(load: TenantLoad): Promise<RunningTenant> {
     clients.push(...(await Promise.all(batch)));
   }
   const records: CallRecord[] = [];
-  const params = { name: 'generate_text', arguments: { prompt: load.prompt, max_tokens: load.maxTokens } };
+  const spread = Math.max(0, Math.min(load.maxTokensSpread ?? 0, load.maxTokens - 1));
+  const lengths = seeded(hash(`${load.tenant}/lengths`));
   let running = true;
   let inFlight = 0;
   const settled = new Set<Promise<void>>();
   const one = (agent: number): Promise<void> => {
     const client = clients[agent] as LoadClient;
+    const maxTokens = load.maxTokens - spread + Math.floor(lengths() * (2 * spread + 1));
+    const params = { name: 'generate_text', arguments: { prompt: load.prompt, max_tokens: maxTokens } };
     const startMs = performance.now();
     inFlight += 1;
     let queueWaitMs = Number.NaN;
@@ -119,7 +127,7 @@ export async function startTenant(load: TenantLoad): Promise<RunningTenant> {
           startMs,
           endMs: performance.now(),
           outcome,
-          maxTokens: load.maxTokens,
+          maxTokens,
           promptChars: load.prompt.length,
           queueWaitMs,
         });
