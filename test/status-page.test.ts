@@ -1,0 +1,279 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openBroker } from '../services/cli/index.js';
+import { type Broker, inProcessDelivery, type ResolvedConfig } from '../services/core/index.js';
+import {
+  createApiKey,
+  type Ingress,
+  keysFileEntry,
+  type StatusSnapshot,
+  startIngress,
+} from '../services/ingress/index.js';
+import { embedAdapter } from '../workers/embeddings/index.js';
+import { inferenceAdapters } from '../workers/inference/index.js';
+import { startWorker, type Worker } from '../workers/runtime/index.js';
+import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
+import { launchChromium } from './support/browser.js';
+import { resolveConfig } from './support/families.js';
+import { connectClient, type TestClient } from './support/mcp-clients.js';
+import { removeTempDir, trackTempDir } from './support/process-guard.js';
+
+// The ingress's live status page, in headless Chromium: an embedded cluster (memory queue, a
+// simulated backend, one worker per pool) in this process, auth mode none. The page must show the
+// calls made, and follow new ones without a reload.
+describe('status page (auth none, in Chromium)', () => {
+  let sim: SimBackend;
+  let broker: Broker;
+  let ingress: Ingress;
+  let workers: Worker[] = [];
+  let browser: Browser;
+  let client: TestClient;
+  let base = '';
+
+  beforeAll(async () => {
+    sim = await startSimBackend({ ttftMs: 2, tokensPerSecond: 2000 });
+    const config: ResolvedConfig = resolveConfig(
+      `
+cluster: { namespace: status-page-test }
+ingress: { port: 0, statusPage: { refreshInterval: 300ms } }
+pools:
+  inference: { backend: openai-chat, endpoints: [{ url: "${sim.url}", maxConcurrency: 4 }] }
+  embeddings: { backend: openai-embeddings, endpoints: [{ url: "${sim.url}", maxConcurrency: 4 }] }
+`,
+      {},
+    );
+    broker = await openBroker({
+      url: 'memory:',
+      namespace: 'status-page-test',
+      pools: ['inference', 'embeddings'],
+    });
+    const delivery = inProcessDelivery();
+    ingress = await startIngress(config, broker, delivery);
+    const adapters = { ...inferenceAdapters, embed: embedAdapter };
+    workers = await Promise.all(
+      ['inference', 'embeddings'].map((pool) =>
+        startWorker({ config, pool, broker, adapters, delivery, workerId: `w-${pool}`, serveHttp: false }),
+      ),
+    );
+    base = ingress.url.replace(/\/mcp$/, '');
+    client = await connectClient('v2', ingress.url);
+    browser = await launchChromium();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await client?.close();
+    await ingress?.shutdown();
+    await Promise.all(workers.map((w) => w.shutdown()));
+    await broker?.close();
+    await sim?.close();
+  });
+
+  it('shows the calls made, the pools and the workers, and follows new calls without a reload', async () => {
+    // The metrics registry is the process's: count from what earlier suites in this process left.
+    const before = await callsOf('generate_text');
+    const first = await client.callTool('generate_text', { prompt: 'status page', max_tokens: 8 });
+    expect(first.isError).toBeFalsy();
+
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    let loads = 0;
+    page.on('load', () => {
+      loads += 1;
+    });
+    await page.goto(`${base}/status`);
+    const cell = '#tools tr[data-tool="generate_text"] td.calls';
+    await page.waitForFunction(
+      ([selector, n]) => document.querySelector(selector as string)?.textContent === String(n),
+      [cell, before + 1] as const,
+      { timeout: 15_000 },
+    );
+    // What the page shows of the cluster: every pool's queue by priority, the workers of this process.
+    expect(await page.locator('#pools tr[data-pool="inference"][data-priority="normal"]').count()).toBe(1);
+    expect(await page.locator('#pools tr[data-pool="embeddings"][data-priority="low"]').count()).toBe(1);
+    expect(await page.locator('#workers tr[data-pool="inference"]').textContent()).toContain('1 running');
+    expect(await page.locator('#backends tbody tr').count()).toBe(2);
+    // A marker on this document: it survives only if the page updates in place.
+    await page.evaluate(() => {
+      (window as unknown as { statusMarker: string }).statusMarker = 'same document';
+    });
+
+    const second = await client.callTool('generate_text', { prompt: 'status page again', max_tokens: 8 });
+    expect(second.isError).toBeFalsy();
+    await page.waitForFunction(
+      ([selector, n]) => document.querySelector(selector as string)?.textContent === String(n),
+      [cell, before + 2] as const,
+      { timeout: 15_000 },
+    );
+    expect(await page.evaluate(() => (window as unknown as { statusMarker?: string }).statusMarker)).toBe(
+      'same document',
+    );
+    expect(loads).toBe(1);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('answers bad requests with 4xx and a message, never 5xx', async () => {
+    const bad: [string, RequestInit, number][] = [
+      ['/status/data?tenants=abc', {}, 400],
+      ['/status/data?tenants=101', {}, 400],
+      ['/status/data?tenants=-1', {}, 400],
+      ['/status/data?jobs=1e2', {}, 400],
+      ['/status/data?jobs=', {}, 400],
+      ['/status/data?tenants=1&tenants=2', {}, 400],
+      ['/status/data?verbose=1', {}, 400],
+      [`/status/data?${'x'.repeat(4000)}=1`, {}, 400],
+      ['/status/data?tenants=%ZZ', {}, 400],
+      ['/status/data', { method: 'POST', body: '{}' }, 405],
+      ['/status', { method: 'DELETE' }, 405],
+      ['/status/nothing-here', {}, 404],
+    ];
+    for (const [path, init, status] of bad) {
+      const res = await fetch(`${base}${path}`, init);
+      expect([path, res.status]).toEqual([path, status]);
+      const body = (await res.json()) as { error?: string };
+      expect(body.error?.length).toBeGreaterThan(0);
+    }
+    // A name that resolves here by a rebinding attack reads nothing (fetch cannot set Host).
+    const rebound = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(`${base}/status/data`, { headers: { host: 'evil.example' } }, (res) => {
+        let body = '';
+        res.on('data', (part: Buffer) => {
+          body += part.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(rebound.status).toBe(403);
+    expect(rebound.body).toContain('ingress.allowedHosts');
+
+    const none = await fetch(`${base}/status/data?tenants=0&jobs=0`);
+    expect(none.status).toBe(200);
+    const snapshot = (await none.json()) as StatusSnapshot;
+    expect(snapshot.tenants).toEqual([]);
+    expect(snapshot.pools.map((p) => p.pool)).toEqual(['inference', 'embeddings']);
+  });
+
+  /** The count of answered calls of `tool` that /status/data reports now. */
+  async function callsOf(tool: string): Promise<number> {
+    const res = await fetch(`${base}/status/data`);
+    const snapshot = (await res.json()) as StatusSnapshot;
+    return snapshot.tools.find((t) => t.tool === tool)?.calls ?? 0;
+  }
+});
+
+// With auth on, the figures need the status scope (here a configured one); the page's HTML, script
+// and style carry no figures and are served to anyone.
+describe('status page authentication (api-keys)', () => {
+  let broker: Broker;
+  let ingress: Ingress;
+  let dir = '';
+  let base = '';
+  const admin = createApiKey({ tenant: 'ops', scopes: ['mcp', 'ops:status'] });
+  const caller = createApiKey({ tenant: 'acme', scopes: ['mcp'] });
+  const noBaseScope = createApiKey({ tenant: 'ops', scopes: ['ops:status'] });
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mcp-cluster-status-'));
+    trackTempDir(dir);
+    const keysFile = join(dir, 'keys.yaml');
+    writeFileSync(
+      keysFile,
+      `keys:\n${[admin, caller, noBaseScope].map((k) => keysFileEntry(k.entry)).join('\n')}\n`,
+    );
+    const config = resolveConfig(
+      `
+cluster: { namespace: status-auth-test }
+ingress: { port: 0, statusPage: { scope: "ops:status" } }
+auth: { mode: api-keys, requiredScopes: [mcp], apiKeys: { file: "${keysFile}" } }
+pools:
+  embeddings: { backend: openai-embeddings, endpoints: [{ url: "http://127.0.0.1:9" }] }
+`,
+      {},
+    );
+    broker = await openBroker({ url: 'memory:', namespace: 'status-auth-test', pools: ['embeddings'] });
+    ingress = await startIngress(config, broker, inProcessDelivery());
+    base = ingress.url.replace(/\/mcp$/, '');
+  });
+
+  afterAll(async () => {
+    await ingress?.shutdown();
+    await broker?.close();
+    if (dir) removeTempDir(dir);
+  });
+
+  it('answers 401 without a credential, 403 without the status scope, the figures with it', async () => {
+    const anonymous = await fetch(`${base}/status/data`);
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers.get('www-authenticate')).toMatch(/^Bearer /);
+
+    const wrongKey = await fetch(`${base}/status/data`, { headers: { authorization: 'Bearer mcpk_nope' } });
+    expect(wrongKey.status).toBe(401);
+
+    const plain = await fetch(`${base}/status/data`, { headers: { authorization: `Bearer ${caller.key}` } });
+    expect(plain.status).toBe(403);
+    const challenge = plain.headers.get('www-authenticate') ?? '';
+    expect(challenge).toContain('error="insufficient_scope"');
+    expect(challenge).toContain('ops:status');
+
+    // The scopes every request needs still apply.
+    const partial = await fetch(`${base}/status/data`, { headers: { 'x-api-key': noBaseScope.key } });
+    expect(partial.status).toBe(403);
+
+    const ok = await fetch(`${base}/status/data`, { headers: { authorization: `Bearer ${admin.key}` } });
+    expect(ok.status).toBe(200);
+    const snapshot = (await ok.json()) as StatusSnapshot;
+    expect(snapshot.pools.map((p) => p.pool)).toEqual(['embeddings']);
+    expect(snapshot.tools.map((t) => t.tool)).toContain('embed');
+
+    // Bad input is refused before the credential is looked at: a 400 costs no key check.
+    const bad = await fetch(`${base}/status/data?tenants=many`);
+    expect(bad.status).toBe(400);
+  });
+
+  it('serves the page shell to anyone, with no figures in it', async () => {
+    for (const path of ['/status', '/status/page.js', '/status/page.css']) {
+      const res = await fetch(`${base}${path}`);
+      expect([path, res.status]).toEqual([path, 200]);
+      expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
+      const text = await res.text();
+      expect(text).not.toContain('embeddings');
+    }
+  });
+});
+
+describe('status page settings', () => {
+  it('refuses a refresh interval under 250 ms, naming the setting', () => {
+    expect(() => resolveConfig('ingress: { statusPage: { refreshInterval: 100ms } }', {})).toThrow(
+      /ingress\.statusPage\.refreshInterval: 100ms is too short/,
+    );
+  });
+
+  it('serves no status page when it is turned off', async () => {
+    const config = resolveConfig(
+      'cluster: { namespace: status-off-test }\ningress: { port: 0, statusPage: { enabled: false } }',
+      {},
+    );
+    const broker = await openBroker({
+      url: 'memory:',
+      namespace: 'status-off-test',
+      pools: Object.keys(config.pools),
+    });
+    const ingress = await startIngress(config, broker, inProcessDelivery());
+    try {
+      const base = ingress.url.replace(/\/mcp$/, '');
+      expect((await fetch(`${base}/status`)).status).toBe(404);
+      expect((await fetch(`${base}/status/data`)).status).toBe(404);
+    } finally {
+      await ingress.shutdown();
+      await broker.close();
+    }
+  });
+});
