@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBroker } from '../services/cli/index.js';
-import { type Broker, inProcessDelivery, type ResolvedConfig } from '../services/core/index.js';
+import {
+  type Broker,
+  createLogger,
+  inProcessDelivery,
+  type JobStore,
+  openMemoryJobStore,
+  type ResolvedConfig,
+} from '../services/core/index.js';
 import {
   createApiKey,
   type Ingress,
@@ -13,6 +20,7 @@ import {
   type StatusSnapshot,
   startIngress,
 } from '../services/ingress/index.js';
+import { batchJobDelivery, createBatchJobs } from '../services/jobs/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
 import { inferenceAdapters } from '../workers/inference/index.js';
 import { startWorker, type Worker } from '../workers/runtime/index.js';
@@ -21,10 +29,12 @@ import { launchChromium } from './support/browser.js';
 import { resolveConfig } from './support/families.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 import { removeTempDir, trackTempDir } from './support/process-guard.js';
+import { waitFor } from './support/wait.js';
 
 // The ingress's live status page, in headless Chromium: an embedded cluster (memory queue, a
-// simulated backend, one worker per pool) in this process, auth mode none. The page must show the
-// calls made, and follow new ones without a reload.
+// simulated backend, a worker for each pool but `parked`, whose calls wait) in this process, auth
+// mode none. The page must show the calls made, a waiting tenant, a batch job's progress, and
+// follow new calls without a reload.
 describe('status page (auth none, in Chromium)', () => {
   let sim: SimBackend;
   let broker: Broker;
@@ -32,6 +42,8 @@ describe('status page (auth none, in Chromium)', () => {
   let workers: Worker[] = [];
   let browser: Browser;
   let client: TestClient;
+  let store: JobStore;
+  let jobs: ReturnType<typeof createBatchJobs>;
   let base = '';
 
   beforeAll(async () => {
@@ -40,19 +52,24 @@ describe('status page (auth none, in Chromium)', () => {
       `
 cluster: { namespace: status-page-test }
 ingress: { port: 0, statusPage: { refreshInterval: 300ms } }
+batch: { chunkSize: 2 }
 pools:
   inference: { backend: openai-chat, endpoints: [{ url: "${sim.url}", maxConcurrency: 4 }] }
   embeddings: { backend: openai-embeddings, endpoints: [{ url: "${sim.url}", maxConcurrency: 4 }] }
+  parked: { backend: openai-embeddings, endpoints: [{ url: "${sim.url}" }] }
+tools:
+  - { name: generate_text, template: generate_text, pool: inference, model: sim-llm }
+  - { name: embed, template: embed, pool: embeddings, model: sim-embed, cache: { enabled: false } }
+  - { name: embed_parked, template: embed, pool: parked, model: sim-embed, cache: { enabled: false } }
 `,
       {},
     );
-    broker = await openBroker({
-      url: 'memory:',
-      namespace: 'status-page-test',
-      pools: ['inference', 'embeddings'],
-    });
-    const delivery = inProcessDelivery();
-    ingress = await startIngress(config, broker, delivery);
+    const pools = ['inference', 'embeddings', 'parked'];
+    broker = await openBroker({ url: 'memory:', namespace: 'status-page-test', pools });
+    store = openMemoryJobStore();
+    jobs = createBatchJobs({ store, queue: broker.queue, config });
+    const delivery = batchJobDelivery(inProcessDelivery(), store, createLogger('batch'));
+    ingress = await startIngress(config, broker, delivery, { jobs });
     const adapters = { ...inferenceAdapters, embed: embedAdapter };
     workers = await Promise.all(
       ['inference', 'embeddings'].map((pool) =>
@@ -69,6 +86,8 @@ pools:
     await client?.close();
     await ingress?.shutdown();
     await Promise.all(workers.map((w) => w.shutdown()));
+    await jobs?.close();
+    await store?.close();
     await broker?.close();
     await sim?.close();
   });
@@ -118,6 +137,47 @@ pools:
     await page.close();
   });
 
+  it("shows a tenant's waiting call, its pool's queue and a batch job's progress", async () => {
+    // `parked` has no worker: the call waits in its queue until it is cancelled below.
+    const acme = await connectClient('v2', ingress.url, { headers: { 'mcp-cluster-tenant': 'acme' } });
+    const waiting = new AbortController();
+    const parked = acme
+      .callTool('embed_parked', { texts: ['waits'] }, { signal: waiting.signal })
+      .catch(() => undefined);
+    const items = ['a', 'b', 'c', 'd', 'e'].map((text, i) => ({ id: `item-${i}`, text }));
+    const job = await jobs.submit({ tenant: 'globex', principal: 'test' }, { items });
+    await waitFor(
+      'the batch job to complete',
+      async () => (await jobs.get({ tenant: 'globex', principal: 'test' }, job.id)).status === 'completed',
+    );
+
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${base}/status`);
+      await page.waitForFunction(
+        () =>
+          document.querySelector('#pools tr[data-pool="parked"][data-priority="normal"] td.depth')
+            ?.textContent === '1',
+        undefined,
+        { timeout: 15_000 },
+      );
+      await page.waitForSelector('#tenants tr[data-tenant="acme"]', { timeout: 15_000 });
+      expect(await page.locator('#tenants tr[data-tenant="acme"] td').nth(1).textContent()).toBe('parked');
+      const jobRow = page.locator(`#jobs tr[data-job="${job.id}"]`);
+      await jobRow.waitFor({ timeout: 15_000 });
+      const jobText = (await jobRow.textContent()) ?? '';
+      expect(jobText).toContain('globex');
+      expect(jobText).toContain('completed');
+      expect(jobText).toContain('5 / 5');
+      expect(await jobRow.locator('progress').evaluate((bar) => (bar as HTMLProgressElement).value)).toBe(5);
+    } finally {
+      await page.close();
+      waiting.abort();
+      await parked;
+      await acme.close();
+    }
+  });
+
   it('answers bad requests with 4xx and a message, never 5xx', async () => {
     const bad: [string, RequestInit, number][] = [
       ['/status/data?tenants=abc', {}, 400],
@@ -158,7 +218,7 @@ pools:
     expect(none.status).toBe(200);
     const snapshot = (await none.json()) as StatusSnapshot;
     expect(snapshot.tenants).toEqual([]);
-    expect(snapshot.pools.map((p) => p.pool)).toEqual(['inference', 'embeddings']);
+    expect(snapshot.pools.map((p) => p.pool)).toEqual(['inference', 'embeddings', 'parked']);
   });
 
   /** The count of answered calls of `tool` that /status/data reports now. */
