@@ -85,8 +85,9 @@ th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line
 th { font-weight: 600; color: var(--muted); font-size: 12px; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.empty { color: var(--muted); font-style: italic; }
+td.pool { vertical-align: top; font-weight: 600; }
 .ok { color: var(--ok); } .warn { color: var(--warn); } .bad { color: var(--bad); }
-progress { width: 120px; height: 10px; vertical-align: middle; accent-color: var(--accent); }
+progress { width: 90px; height: 10px; vertical-align: middle; accent-color: var(--accent); }
 .problems { margin: 12px 24px 0; padding: 8px 12px; border: 1px solid #f0c36d; background: #fff8e6; border-radius: 6px; }
 .login { margin: 12px 24px 0; padding: 12px; background: var(--card); border: 1px solid var(--line); border-radius: 6px; }
 .login input { display: block; width: 420px; max-width: 100%; margin: 6px 0; padding: 6px; font: inherit; }
@@ -112,6 +113,7 @@ export const PAGE_SCRIPT = `'use strict';
   }
   function ms(v) {
     if (v === null || v === undefined) return '–';
+    if (v === 0) return '0';
     if (v >= 10000) return (v / 1000).toFixed(1) + ' s';
     if (v >= 100) return Math.round(v) + ' ms';
     return v.toFixed(1) + ' ms';
@@ -155,16 +157,24 @@ export const PAGE_SCRIPT = `'use strict';
       if (!p.priorities) rowsOfPools.push({ pool: p.pool, missing: true, p });
       else for (const q of p.priorities) rowsOfPools.push({ pool: p.pool, q, p });
     }
+    // The pool's name and its queue wait span the pool's priority rows.
     fill('pools', rowsOfPools, (tr, r) => {
       tr.dataset.pool = r.pool;
+      const first = r.missing || r.q === r.p.priorities[0];
+      const span = r.missing ? 1 : r.p.priorities.length;
+      const spanning = (td) => {
+        td.rowSpan = span;
+        return td;
+      };
+      if (first) tr.append(spanning(cell(r.pool, 'pool')));
       if (r.missing) {
-        tr.append(cell(r.pool), cell('broker did not answer', 'bad'), cell(''), cell(''), cell(''));
+        tr.append(cell('broker did not answer', 'bad'), cell(''), cell(''), cell(''));
       } else {
         tr.dataset.priority = r.q.priority;
-        tr.append(cell(r.pool), cell(r.q.priority), cell(num(r.q.depth), 'n depth'), cell(num(r.q.inFlight), 'n'),
+        tr.append(cell(r.q.priority), cell(num(r.q.depth), 'n depth'), cell(num(r.q.inFlight), 'n'),
           cell(ms(r.q.oldestWaitMs), 'n' + (r.q.oldestWaitMs > 5000 ? ' warn' : '')));
       }
-      tr.append(cell(ms(r.p.waitP50Ms), 'n'), cell(ms(r.p.waitP95Ms), 'n'));
+      if (first) tr.append(spanning(cell(ms(r.p.waitP50Ms), 'n')), spanning(cell(ms(r.p.waitP95Ms), 'n')));
     }, 'no pools');
     fill('tools', d.tools, (tr, t) => {
       tr.dataset.tool = t.tool;
@@ -194,7 +204,9 @@ export const PAGE_SCRIPT = `'use strict';
       bar.value = j.completed + j.failed;
       const td = document.createElement('td');
       td.append(bar);
-      tr.append(cell(j.id), cell(j.tenant), cell(j.pool), cell(j.status.replace('_', ' ')), td,
+      const id = cell(j.id.length > 16 ? j.id.slice(0, 15) + '…' : j.id);
+      id.title = j.id;
+      tr.append(id, cell(j.tenant), cell(j.pool), cell(j.status.replace('_', ' ')), td,
         cell(j.completed + (j.failed ? ' + ' + j.failed + ' failed' : '') + ' / ' + j.total, 'n'));
     }, d.jobs ? 'no batch jobs' : 'this replica serves no batch jobs');
     fill('autoscaler', d.autoscaler || [], (tr, a) => {
