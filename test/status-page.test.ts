@@ -29,6 +29,7 @@ import { launchChromium } from './support/browser.js';
 import { resolveConfig } from './support/families.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
 import { removeTempDir, trackTempDir } from './support/process-guard.js';
+import { startUp } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
 // The ingress's live status page, in headless Chromium: an embedded cluster (memory queue, a
@@ -336,4 +337,30 @@ describe('status page settings', () => {
       await broker.close();
     }
   });
+});
+
+// `mcp-cluster up --autoscale` as its own process: its banner names the page, and the page shows the
+// in-process autoscaler's decisions.
+describe('mcp-cluster up and the status page', () => {
+  it('prints the status page URL and shows the autoscaler when it runs', async () => {
+    const up = await startUp(['--autoscale']);
+    try {
+      const status = /status page \(live\):\s+(\S+)/.exec(up.banner)?.[1] ?? '';
+      expect(status).toBe(up.mcpUrl.replace(/\/mcp$/, '/status'));
+      const snapshot = await waitFor(
+        'the autoscaler to decide',
+        async () => {
+          const s = (await (await fetch(`${status}/data`)).json()) as StatusSnapshot;
+          return s.autoscaler?.every((a) => a.desired !== null) && s.autoscaler.length > 0 ? s : undefined;
+        },
+        20_000,
+      );
+      expect(snapshot.autoscaler?.map((a) => a.pool).sort()).toEqual(
+        snapshot.pools.map((p) => p.pool).sort(),
+      );
+      expect((await fetch(status)).status).toBe(200);
+    } finally {
+      await up.stop();
+    }
+  }, 60_000);
 });
