@@ -291,8 +291,9 @@ tools:
   });
 
   it('mcp-cluster plan --prometheus plans the pools from what it scraped', async () => {
-    // A window reaching back before Prometheus started: every sample of the load lies in it, and the
-    // figures are ratios of increases that no longer change once the load is over.
+    // A window reaching back before Prometheus started: every sample of the load lies in it. Its
+    // figures still move a little from one instant to the next (increase() extrapolates to the
+    // window's end), hence the comparison below at the instants the plan asked.
     const windowS = Math.ceil((Date.now() - loadStart) / 1000) + 60;
     const result = await runCli([
       'plan',
