@@ -33,6 +33,7 @@ export {
   COST_ESTIMATORS,
   costEstimatorOf,
   DEFAULT_FAIR_QUEUE_SIZE,
+  ENTRY_TTL_MS,
   fairQueueSizes,
   SPARSE_BURST_CALLS,
   startAdmission,
