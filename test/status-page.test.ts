@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
+import { Counter, Histogram } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBroker } from '../services/cli/index.js';
 import {
@@ -17,8 +18,11 @@ import {
   createApiKey,
   type Ingress,
   keysFileEntry,
+  quantileMs,
   type StatusSnapshot,
   startIngress,
+  TOOL_WINDOW_MS,
+  ToolWindow,
 } from '../services/ingress/index.js';
 import { batchJobDelivery, createBatchJobs } from '../services/jobs/index.js';
 import { embedAdapter } from '../workers/embeddings/index.js';
@@ -363,4 +367,66 @@ describe('mcp-cluster up and the status page', () => {
       await up.stop();
     }
   }, 60_000);
+});
+
+// The arithmetic behind the Tools panel, on counters of its own (not the process's registry).
+describe('status page figures', () => {
+  it('interpolates quantiles inside histogram buckets, as histogram_quantile does', () => {
+    // 10 observations: 4 in (0, 0.1], 4 in (0.1, 0.5], 2 above 0.5 s.
+    const bounds = [0.1, 0.5, Number.POSITIVE_INFINITY];
+    expect(quantileMs(bounds, [4, 8, 10], 0.5)).toBeCloseTo(200, 6); // rank 5: 1/4 into (0.1, 0.5]
+    expect(quantileMs(bounds, [4, 8, 10], 0.2)).toBeCloseTo(50, 6);
+    expect(quantileMs(bounds, [4, 8, 10], 0.95)).toBe(500); // in +Inf: the highest finite bound
+    expect(quantileMs(bounds, [0, 0, 0], 0.5)).toBeNull();
+  });
+
+  it('gives calls/s and quantiles over the window, and totals since the start', async () => {
+    const ingressCalls = new Counter({
+      name: 'status_test_calls',
+      help: 'x',
+      labelNames: ['tool', 'outcome', 'tenant'],
+      registers: [],
+    });
+    const callDuration = new Histogram({
+      name: 'status_test_duration',
+      help: 'x',
+      labelNames: ['tool', 'outcome'],
+      buckets: [0.01, 0.1, 1],
+      registers: [],
+    });
+    let now = 1_000_000;
+    const window = new ToolWindow({ ingressCalls, callDuration } as never, () => now);
+    const call = (tool: string, seconds: number, outcome = 'ok') => {
+      ingressCalls.inc({ tool, outcome, tenant: 'default' });
+      callDuration.observe({ tool, outcome }, seconds);
+    };
+    // Before the first reading: 10 slow calls (0.5 s) of embed.
+    for (let i = 0; i < 10; i++) call('embed', 0.5);
+    const first = await window.figures(['embed', 'chat']);
+    expect(first.map((t) => t.tool)).toEqual(['chat', 'embed']);
+    expect(first[1]).toMatchObject({ calls: 10, errors: 0, callsPerS: null });
+    expect(first[0]).toMatchObject({ calls: 0, callsPerS: null, p50Ms: null });
+
+    // 10 s later, 20 fast calls (5 ms) and 2 errors: the window sees only these.
+    now += 10_000;
+    for (let i = 0; i < 20; i++) call('embed', 0.005);
+    call('embed', 0.005, 'timeout');
+    call('embed', 0.005, 'timeout');
+    const second = (await window.figures(['embed'])).find((t) => t.tool === 'embed');
+    expect(second).toMatchObject({ calls: 32, errors: 2 });
+    expect(second?.callsPerS).toBeCloseTo(2.2, 6);
+    expect(second?.p95Ms).toBeLessThanOrEqual(10);
+
+    // After a pause longer than the window (nobody watching), older readings say nothing of now:
+    // no rate until the next reading, and quantiles since the start.
+    now += TOOL_WINDOW_MS + 1;
+    const third = (await window.figures([])).find((t) => t.tool === 'embed');
+    expect(third).toMatchObject({ calls: 32, callsPerS: null });
+    expect(third?.p95Ms).toBeGreaterThan(100); // the 0.5 s calls of before the window count again
+    now += 2_000;
+    call('embed', 0.05);
+    const fourth = (await window.figures([])).find((t) => t.tool === 'embed');
+    expect(fourth?.callsPerS).toBeCloseTo(0.5, 9);
+    expect(fourth?.p50Ms).toBeCloseTo(55, 6); // the one 50 ms call: halfway into (10, 100] ms
+  });
 });

@@ -55,6 +55,8 @@ export { batchObject } from './openai-objects.js';
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
 export type { AutoscalerView, StatusSnapshot } from './status/index.js';
+// The status page's figure arithmetic, for the suite that tests it alone.
+export { quantileMs, TOOL_WINDOW_MS, ToolWindow } from './status/index.js';
 export { ToolValidator } from './tool-validator.js';
 
 /** What an ingress serves beyond the tool calls of its catalog. */

@@ -11,6 +11,7 @@ import { MAX_ROWS, type StatusSource } from './snapshot.js';
 
 export type { AutoscalerView, StatusSnapshot, StatusSources } from './snapshot.js';
 export { StatusSource } from './snapshot.js';
+export { quantileMs, TOOL_WINDOW_MS, type ToolFigures, ToolWindow } from './tool-window.js';
 
 /** What the status routes need. */
 export interface StatusPageOptions {
