@@ -150,7 +150,8 @@ export function callerTraceCarrier(
     : headers.tracestate;
   const carrier: TraceCarrier = {};
   if (traceparent && traceparent.length <= MAX_TRACEPARENT) carrier.traceparent = traceparent;
-  if (carrier.traceparent && tracestate && tracestate.length <= MAX_TRACESTATE) carrier.tracestate = tracestate;
+  if (carrier.traceparent && tracestate && tracestate.length <= MAX_TRACESTATE)
+    carrier.tracestate = tracestate;
   return carrier;
 }
 
@@ -171,7 +172,9 @@ export function carrierOf(ctx: Context): Record<string, string> {
 }
 
 /** `headers` with the active context's `traceparent` added, for a request to a backend. */
-export function withTraceHeaders(headers: Record<string, string> | undefined): Record<string, string> | undefined {
+export function withTraceHeaders(
+  headers: Record<string, string> | undefined,
+): Record<string, string> | undefined {
   const active = context.active();
   if (!trace.getSpan(active)?.isRecording()) return headers;
   return { ...headers, ...carrierOf(active) };

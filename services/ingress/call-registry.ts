@@ -4,11 +4,11 @@ import {
   type CallQueue,
   type ChunkReceived,
   ClusterError,
-  clusterMetrics,
-  finalToJson,
   callAttributes,
   callTracer,
   carrierOf,
+  clusterMetrics,
+  finalToJson,
   type Logger,
   type MessagingTarget,
   markFailed,
@@ -231,7 +231,10 @@ export class CallRegistry {
     const { call } = entry;
     const producer = this.tracer.startSpan(
       `send ${this.messaging.destinationOf(call.pool, call.priority)}`,
-      { kind: SpanKind.PRODUCER, attributes: { ...messagingAttributes(this.messaging, call, 'send'), ...callAttributes(call) } },
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: { ...messagingAttributes(this.messaging, call, 'send'), ...callAttributes(call) },
+      },
       entry.trace,
     );
     if (producer.isRecording() && entry.trace) {

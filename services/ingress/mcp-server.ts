@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { SpanKind, trace } from '@opentelemetry/api';
 import { type CallToolResult, ProtocolError, Server } from '@modelcontextprotocol/server';
+import { SpanKind, trace } from '@opentelemetry/api';
 import {
   ATTR,
   ClusterError,
@@ -189,11 +189,19 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       const args = request.arguments ?? {};
       const problem = deps.validator.check(tool.name, args);
       if (problem)
-        return finish(failed(new ClusterError('INVALID_ARGUMENTS', problem)), 'rejected', 'INVALID_ARGUMENTS');
+        return finish(
+          failed(new ClusterError('INVALID_ARGUMENTS', problem)),
+          'rejected',
+          'INVALID_ARGUMENTS',
+        );
 
       const deadline = deadlineOf(meta, tool.deadlineMs, deps.maxDeadlineMs);
       if (typeof deadline === 'string')
-        return finish(failed(new ClusterError('INVALID_ARGUMENTS', deadline)), 'rejected', 'INVALID_ARGUMENTS');
+        return finish(
+          failed(new ClusterError('INVALID_ARGUMENTS', deadline)),
+          'rejected',
+          'INVALID_ARGUMENTS',
+        );
       const wantsProgress = meta.progressToken !== undefined && request.onProgress !== undefined;
       const now = Date.now();
       callId = newCallId();
@@ -235,7 +243,11 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       if (outcome.kind === 'result')
         return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');
       if (outcome.kind === 'withdrawn') {
-        finish(failed(new ClusterError('CANCELLED', 'the caller cancelled the request')), 'cancelled', 'CANCELLED');
+        finish(
+          failed(new ClusterError('CANCELLED', 'the caller cancelled the request')),
+          'cancelled',
+          'CANCELLED',
+        );
         return undefined;
       }
       return finish(failed(outcome.error), outcomeOf(outcome.error.code), outcome.error.code);
