@@ -198,6 +198,47 @@ tools:
     expect(Math.abs(durationMs(received) - (timing.deliveryMs ?? Number.NaN))).toBeLessThanOrEqual(1);
   });
 
+  it('shows a redelivered call as a new attempt: a second CONSUMER span in the same trace', async () => {
+    const traceId = hex(16);
+    // The backend answers the next request 503: the worker hands the call back, the broker redelivers it.
+    const fail = await fetch(`${cluster.simUrl}/sim/fail`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ mode: '5xx', count: 1 }),
+    });
+    expect(fail.status).toBe(200);
+    const client = await connectClient('v2', ingressUrl, {
+      headers: { traceparent: `00-${traceId}-${hex(8)}-01` },
+    });
+    try {
+      const result = await client.callTool('generate_text', { prompt: 'retry me', max_tokens: 4 });
+      expect(result.isError).toBeFalsy();
+    } finally {
+      await client.close();
+    }
+    const spans = await traceOf(
+      traceId,
+      (s) =>
+        s.filter((x) => x.kind === KIND.consumer && x.attributes['mcp_cluster.outcome'] !== undefined)
+          .length >= 2,
+    );
+    const producer = one(spans, (s) => s.kind === KIND.producer, 'producer');
+    const attempts = spans
+      .filter((s) => s.kind === KIND.consumer)
+      .sort(
+        (a, b) => Number(a.attributes['mcp_cluster.attempt']) - Number(b.attributes['mcp_cluster.attempt']),
+      );
+    expect(attempts.map((a) => a.attributes['mcp_cluster.attempt'])).toEqual([1, 2]);
+    expect(attempts.map((a) => a.attributes['mcp_cluster.outcome'])).toEqual(['retried', 'ok']);
+    expect(attempts[0]?.attributes['error.type']).toBe('BACKEND_UNAVAILABLE');
+    expect(attempts[0]?.statusCode).toBe(2);
+    for (const attempt of attempts) expect(attempt.parentSpanId).toBe(producer.spanId);
+    // Each attempt made its own backend request, the failed one marked with its error code.
+    const backends = spans.filter((s) => s.name === 'backend generate_text');
+    expect(backends.map((b) => b.parentSpanId).sort()).toEqual(attempts.map((a) => a.spanId).sort());
+    expect(backends.filter((b) => b.attributes['error.type'] === 'BACKEND_UNAVAILABLE')).toHaveLength(1);
+  });
+
   it('continues a traceparent from params._meta and links a micro-batch to every call in it', async () => {
     const traces = [hex(16), hex(16), hex(16)];
     const callerSpans = traces.map(() => hex(8));
