@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { trace } from '@opentelemetry/api';
+import { type ProxyTracerProvider, trace } from '@opentelemetry/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTracing, tracingSettingsOf } from '../services/cli/tracing.js';
-import { sessionKeyHash } from '../services/core/index.js';
+import {
+  callerTraceCarrier,
+  callTracer,
+  carrierOf,
+  contextOf,
+  sessionKeyHash,
+} from '../services/core/index.js';
 import { startNatsServer, startRedisServer } from './support/brokers.js';
 import { type SimCluster, startSimCluster } from './support/cluster.js';
 import { connectClient } from './support/mcp-clients.js';
@@ -287,15 +293,21 @@ tools:
 });
 
 describe('tracing settings', () => {
-  it('is off without OTEL_* settings: no provider, no exporter, the API hands out non-recording spans', () => {
-    expect(startTracing('test', {})).toBeUndefined();
+  it('is off without OTEL_* settings: no provider, no exporter, the API hands out non-recording spans', async () => {
+    expect(await startTracing('test', {})).toBeUndefined();
     expect(
-      startTracing('test', { OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://x:4318' }),
-    ).toBe(undefined);
-    expect(startTracing('test', { OTEL_TRACES_EXPORTER: 'none' })).toBeUndefined();
-    const span = trace.getTracer('mcp-cluster').startSpan('probe');
+      await startTracing('test', { OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://x:4318' }),
+    ).toBeUndefined();
+    expect(await startTracing('test', { OTEL_TRACES_EXPORTER: 'none' })).toBeUndefined();
+    // Nothing was registered: the global provider still delegates to the API's no-op provider.
+    const provider = trace.getTracerProvider() as ProxyTracerProvider;
+    expect(provider.getDelegate().constructor.name).toBe('NoopTracerProvider');
+    const span = callTracer().startSpan('probe');
     expect(span.isRecording()).toBe(false);
     span.end();
+    // The call path then passes the caller's context through untouched and builds nothing more.
+    const carrier = callerTraceCarrier({}, { traceparent: `00-${hex(16)}-${hex(8)}-01`, tracestate: 'a=1' });
+    expect(carrierOf(trace.setSpan(contextOf(carrier), span))).toEqual({});
   });
 
   it('turns on with an endpoint or OTEL_TRACES_EXPORTER=otlp', () => {

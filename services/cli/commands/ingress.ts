@@ -18,7 +18,7 @@ export async function ingress(args: string[]): Promise<ExitCode> {
   if (deliveryPort) env.MCP_CLUSTER_DELIVERY_PORT = deliveryPort;
   const config = configFrom(values, env);
   // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
-  const tracing = startTracing('ingress');
+  const tracing = await startTracing('ingress');
   requireSharedBroker('ingress', values);
   const broker = await brokerFor(config);
   const jobStore = await jobStoreFor(config);

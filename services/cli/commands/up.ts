@@ -36,7 +36,7 @@ export async function up(args: string[]): Promise<ExitCode> {
   const port = portFlag(values.port, '--port');
   let config = configFrom(values, port ? { MCP_CLUSTER_INGRESS_PORT: port } : {});
   // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
-  const tracing = startTracing('up');
+  const tracing = await startTracing('up');
   const sims: { url: string; close(): Promise<void> }[] = [];
   const pools: Record<string, ResolvedConfig['pools'][string]> = {};
   for (const [name, pool] of Object.entries(config.pools)) {

@@ -24,7 +24,7 @@ export async function worker(args: string[]): Promise<ExitCode> {
   }
   requireSharedBroker('worker', values);
   // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
-  const tracing = startTracing('worker');
+  const tracing = await startTracing('worker');
   const broker = await brokerFor(config);
   const jobStore = await jobStoreFor(config);
   const running = await startWorker({
