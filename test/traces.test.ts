@@ -80,6 +80,10 @@ tools:
       const spans = receiver.spans.filter((s) => s.traceId === traceId);
       return done(spans) ? spans : undefined;
     });
+  /** Whether `spans` hold the ingress's SERVER and PRODUCER spans (exported apart from the worker's). */
+  const hasIngressSpans = (spans: ReceivedSpan[]) =>
+    spans.some((x) => x.kind === KIND.server && x.name.startsWith('tools/call')) &&
+    spans.some((x) => x.kind === KIND.producer);
   const one = (spans: ReceivedSpan[], match: (s: ReceivedSpan) => boolean, what: string): ReceivedSpan => {
     const found = spans.filter(match);
     expect(found, what).toHaveLength(1);
@@ -111,7 +115,7 @@ tools:
     const spans = await traceOf(
       traceId,
       (s) =>
-        s.some((x) => x.kind === KIND.server && x.name.startsWith('tools/call')) &&
+        hasIngressSpans(s) &&
         s.some((x) => x.kind === KIND.consumer && x.attributes['mcp_cluster.outcome'] !== undefined) &&
         s.some((x) => x.service === 'mcp-cluster-ingress' && x.name === 'mcpcluster.v1.Delivery/Connect'),
     );
@@ -225,6 +229,7 @@ tools:
     const spans = await traceOf(
       traceId,
       (s) =>
+        hasIngressSpans(s) &&
         s.filter((x) => x.kind === KIND.consumer && x.attributes['mcp_cluster.outcome'] !== undefined)
           .length >= 2,
     );
@@ -265,8 +270,11 @@ tools:
     }
     const backends: ReceivedSpan[] = [];
     for (const [i, traceId] of traces.entries()) {
-      const spans = await traceOf(traceId, (s) =>
-        s.some((x) => x.kind === KIND.consumer && x.attributes['mcp_cluster.outcome'] !== undefined),
+      const spans = await traceOf(
+        traceId,
+        (s) =>
+          hasIngressSpans(s) &&
+          s.some((x) => x.kind === KIND.consumer && x.attributes['mcp_cluster.outcome'] !== undefined),
       );
       const server = one(spans, (s) => s.kind === KIND.server && s.name.startsWith('tools/call'), 'server');
       expect(server.name).toBe('tools/call embed');
