@@ -250,6 +250,27 @@ tools:
     expect(backends.filter((b) => b.attributes['error.type'] === 'BACKEND_UNAVAILABLE')).toHaveLength(1);
   });
 
+  it('starts a new trace for a malformed caller context and still answers the call', async () => {
+    const client = await connectClient('v2', ingressUrl, { headers: { traceparent: 'not-a-traceparent' } });
+    try {
+      const result = await client.callTool(
+        'generate_text',
+        { prompt: 'malformed context', max_tokens: 4 },
+        { meta: { traceparent: `00-${'0'.repeat(32)}-${hex(8)}-01`, tracestate: 42 } },
+      );
+      expect(result.isError).toBeFalsy();
+    } finally {
+      await client.close();
+    }
+    // An all-zero trace id is invalid: the SERVER span is the root of a trace of its own.
+    const root = await waitFor('the root SERVER span', () =>
+      receiver.spans.find((s) => s.name === 'tools/call generate_text' && s.parentSpanId === ''),
+    );
+    expect(root.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(root.traceId).not.toBe('0'.repeat(32));
+    expect(root.attributes['mcp_cluster.outcome']).toBe('ok');
+  });
+
   it('continues a traceparent from params._meta and links a micro-batch to every call in it', async () => {
     const traces = [hex(16), hex(16), hex(16)];
     const callerSpans = traces.map(() => hex(8));

@@ -47,7 +47,6 @@ export const ATTR = {
   rpcMethod: 'rpc.method',
   serverAddress: 'server.address',
   serverPort: 'server.port',
-  httpMethod: 'http.request.method',
   pool: 'mcp_cluster.pool',
   tenant: 'mcp_cluster.tenant',
   /** First 16 hex digits of the SHA-256 of the session key: groups a conversation's calls, reveals nothing. */
