@@ -5,6 +5,7 @@ import { startTracing, tracingSettingsOf } from '../services/cli/tracing.js';
 import {
   callerTraceCarrier,
   callTracer,
+  callTracingOn,
   carrierOf,
   contextOf,
   sessionKeyHash,
@@ -328,7 +329,8 @@ describe('tracing settings', () => {
       await startTracing('test', { OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://x:4318' }),
     ).toBeUndefined();
     expect(await startTracing('test', { OTEL_TRACES_EXPORTER: 'none' })).toBeUndefined();
-    // Nothing was registered: the global provider still delegates to the API's no-op provider.
+    // Nothing was registered: the call path starts no span, and the global provider is still the API's no-op one.
+    expect(callTracingOn()).toBe(false);
     const provider = trace.getTracerProvider() as ProxyTracerProvider;
     expect(provider.getDelegate().constructor.name).toBe('NoopTracerProvider');
     const span = callTracer().startSpan('probe');

@@ -28,7 +28,7 @@ import {
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
-import type { Logger } from '../core/index.js';
+import { enableCallTracing, type Logger } from '../core/index.js';
 import {
   bspNumber,
   type Env,
@@ -148,6 +148,7 @@ export function startTracingSdk(
   context.setGlobalContextManager(new AsyncLocalContextManager());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
+  enableCallTracing();
   for (const warning of warnings) logger.warn(warning);
   logger.info('tracing on', {
     endpoint: settings.endpoint ?? 'http://localhost:4318/v1/traces',

@@ -15,10 +15,22 @@ import type { Priority, ToolCall } from './envelope.js';
 
 /**
  * Tracing on the call path, written against the OpenTelemetry API only. Until the composition root
- * (services/cli) registers the SDK, the API hands out its no-op tracer and propagator: spans do not
- * record, `isRecording()` is false, and every helper here returns before building attributes, so a
- * cluster without `OTEL_*` settings pays a few function calls per call and allocates nothing more.
+ * (services/cli) registers the SDK and calls `enableCallTracing`, the call path checks
+ * `callTracingOn()` and starts no span at all (not even the API's no-op ones): a cluster without
+ * `OTEL_*` settings pays one boolean test per hop.
  */
+
+let tracingOn = false;
+
+/** Whether the process registered an OpenTelemetry SDK (see `enableCallTracing`). Default false. */
+export function callTracingOn(): boolean {
+  return tracingOn;
+}
+
+/** Turns the call path's spans on; called by the composition root once it registered the SDK. */
+export function enableCallTracing(): void {
+  tracingOn = true;
+}
 
 /** Instrumentation scope of every span mcp-cluster creates. */
 export const TRACER_NAME = 'mcp-cluster';

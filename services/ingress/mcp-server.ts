@@ -8,6 +8,7 @@ import {
   callAttributes,
   callerTraceCarrier,
   callTracer,
+  callTracingOn,
   clusterMetrics,
   contextOf,
   encodeArguments,
@@ -135,21 +136,26 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       const started = performance.now();
       const { identity, meta, scope } = request;
       const tool = byName.get(request.name);
-      // The SERVER span of the call, continuing the caller's trace (`_meta`, else the headers).
-      const callerTrace = callerTraceCarrier(meta, {
-        traceparent: scope?.traceparent,
-        tracestate: scope?.tracestate,
-      });
-      const span = tracer.startSpan(
-        'tools/call',
-        { kind: SpanKind.SERVER, attributes: { [ATTR.mcpMethod]: 'tools/call' } },
-        contextOf(callerTrace),
-      );
+      // The caller's W3C context (`_meta`, else the headers), passed on in the envelope even when
+      // this replica does not trace; and the call's SERVER span continuing it when it does.
+      const callerTrace =
+        meta.traceparent !== undefined || scope?.traceparent !== undefined
+          ? callerTraceCarrier(meta, { traceparent: scope?.traceparent, tracestate: scope?.tracestate })
+          : {};
+      const span = callTracingOn()
+        ? tracer.startSpan(
+            'tools/call',
+            { kind: SpanKind.SERVER, attributes: { [ATTR.mcpMethod]: 'tools/call' } },
+            contextOf(callerTrace),
+          )
+        : undefined;
       // A tool the caller's scopes hide is as unknown to them as one the catalog lacks.
       if (!tool || !allows(tool, identity.scopes)) {
-        markFailed(span, 'UNKNOWN_TOOL');
-        span.setAttribute(ATTR.outcome, 'rejected');
-        span.end();
+        if (span) {
+          markFailed(span, 'UNKNOWN_TOOL');
+          span.setAttribute(ATTR.outcome, 'rejected');
+          span.end();
+        }
         metrics.ingressCalls.inc({
           tool: 'unknown',
           outcome: 'rejected',
@@ -161,10 +167,10 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
           `unknown tool "${request.name}"; tools/list names the tools this cluster serves you (${names.join(', ')})`,
         );
       }
-      span.updateName(`tools/call ${tool.name}`);
+      span?.updateName(`tools/call ${tool.name}`);
       let callId = '';
       const finish = (result: ToolResultText, outcome: string, code?: string): ToolResultText => {
-        if (span.isRecording()) {
+        if (span) {
           span.setAttribute(ATTR.outcome, outcome);
           if (code) markFailed(span, code);
           span.end();
@@ -227,7 +233,7 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       };
       // Before anything is queued: over a limit, or in a pool too backlogged for the deadline, the
       // request itself is refused (HTTP 429 / 503 with Retry-After, a JSON-RPC error).
-      if (span.isRecording()) span.setAttributes({ ...callAttributes(call), [ATTR.callId]: callId });
+      if (span?.isRecording()) span.setAttributes({ ...callAttributes(call), [ATTR.callId]: callId });
       const ticket = deps.admission?.admit(tool, args, identity.tenant, call.deadlineUnixMs);
       if (ticket instanceof ClusterError) {
         finish(failed(ticket), 'rejected', ticket.code);
@@ -235,7 +241,7 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       }
       const outcome = await deps.registry.run(call, {
         signal: request.signal,
-        ...(span.isRecording() ? { trace: trace.setSpan(contextOf(callerTrace), span) } : {}),
+        ...(span?.isRecording() ? { trace: trace.setSpan(contextOf(callerTrace), span) } : {}),
         ...(ticket ? { ticket } : {}),
         ...(scope?.sessionId ? { cancelKey: cancelKeyOf(scope.sessionId, request.requestIdJson) } : {}),
         ...(wantsProgress ? { onProgress: request.onProgress } : {}),

@@ -5,7 +5,14 @@
  */
 
 import { type Context, context, type Link, type Span, SpanKind, trace } from '@opentelemetry/api';
-import { ATTR, ClusterError, callTracer, markFailed, toClusterError } from '../../services/core/index.js';
+import {
+  ATTR,
+  ClusterError,
+  callTracer,
+  callTracingOn,
+  markFailed,
+  toClusterError,
+} from '../../services/core/index.js';
 import { type BatchPolicy, closeReason, estimateTokens, fits, type OpenBatchState } from './batch-policy.js';
 
 /** Sends one backend request for `texts` and resolves with one vector per text, in order. */
@@ -147,8 +154,8 @@ interface PendingCall {
   unlisten(): void;
   /** Called once, when the first batch holding a text of this call is sent. */
   onFirstDispatch: (() => void) | undefined;
-  /** The context the call was submitted in (its backend span when tracing is on). */
-  trace: Context;
+  /** The context the call was submitted in (its backend span), when tracing is on. */
+  trace: Context | undefined;
 }
 
 interface Item {
@@ -215,10 +222,11 @@ const cancelled = () => new ClusterError('CANCELLED', 'the call was cancelled');
  * (a batch serves many traces; links, not parents, tie it to the others). Undefined when off.
  */
 function batchSpan(calls: readonly PendingCall[], texts: number): Span | undefined {
+  if (!callTracingOn()) return undefined;
   const links: Link[] = [];
   for (const call of calls) {
-    const spanContext = trace.getSpan(call.trace)?.spanContext();
-    if (spanContext && trace.getSpan(call.trace)?.isRecording()) links.push({ context: spanContext });
+    const span = call.trace ? trace.getSpan(call.trace) : undefined;
+    if (span?.isRecording()) links.push({ context: span.spanContext() });
   }
   const first = calls[0];
   if (links.length === 0 || !first) return undefined;
@@ -286,7 +294,7 @@ export class MicroBatcher {
         reject,
         unlisten: () => {},
         onFirstDispatch,
-        trace: context.active(),
+        trace: callTracingOn() ? context.active() : undefined,
       };
       if (signal) {
         const onAbort = () => this.#fail(call, cancelled());

@@ -1,8 +1,9 @@
-import { type Context, context, type Span, SpanKind, trace } from '@opentelemetry/api';
+import { type Context, context, ROOT_CONTEXT, type Span, SpanKind, trace } from '@opentelemetry/api';
 import {
   ATTR,
   callAttributes,
   callTracer,
+  callTracingOn,
   contextOf,
   type MessagingTarget,
   markFailed,
@@ -22,21 +23,34 @@ import {
  *   `batch wait` is the part spent waiting for a micro-batch to close (`batchWaitMs`).
  * - `mcpcluster.v1.Delivery/Connect` CLIENT, from sending the terminal chunk to the ingress's word.
  *
- * With tracing off every span is the API's non-recording span and each method returns at once.
+ * With tracing off `AttemptTrace.start` hands out one shared instance whose methods return at once.
  */
 export class AttemptTrace {
-  private readonly consumer: Span;
+  /** The trace of one delivery of `call`, taken at `takenUnixMs`; a shared inert one when tracing is off. */
+  static start(call: ToolCall, target: MessagingTarget, workerId: string, takenUnixMs: number): AttemptTrace {
+    return callTracingOn() ? new AttemptTrace(call, target, workerId, takenUnixMs) : AttemptTrace.OFF;
+  }
+
+  /** The inert trace of every delivery while tracing is off. */
+  private static readonly OFF = new AttemptTrace(undefined);
+
+  private readonly consumer: Span | undefined;
   private readonly on: boolean;
   private readonly ctx: Context;
   private backend: Span | undefined;
   private delivery: Span | undefined;
 
-  constructor(
-    private readonly call: ToolCall,
-    target: MessagingTarget,
-    workerId: string,
-    takenUnixMs: number,
+  private constructor(
+    private readonly call: ToolCall | undefined,
+    target?: MessagingTarget,
+    workerId?: string,
+    takenUnixMs?: number,
   ) {
+    if (!call || !target) {
+      this.on = false;
+      this.ctx = ROOT_CONTEXT;
+      return;
+    }
     const tracer = callTracer();
     const parent = contextOf(call.traceContext);
     this.consumer = tracer.startSpan(
@@ -51,7 +65,7 @@ export class AttemptTrace {
       ...messagingAttributes(target, call, 'process'),
       ...callAttributes(call),
       [ATTR.attempt]: call.attempt,
-      [ATTR.worker]: workerId,
+      [ATTR.worker]: workerId ?? '',
     });
     tracer
       .startSpan(
@@ -59,7 +73,7 @@ export class AttemptTrace {
         { startTime: call.enqueuedUnixMs, attributes: { [ATTR.attempt]: call.attempt } },
         this.ctx,
       )
-      .end(Math.max(call.enqueuedUnixMs, takenUnixMs));
+      .end(Math.max(call.enqueuedUnixMs, takenUnixMs ?? 0));
   }
 
   /**
@@ -67,7 +81,7 @@ export class AttemptTrace {
    * at `startedMs` (`performance.now()`), so its backend requests carry the span's `traceparent`.
    */
   runBackend<T>(endpointUrl: string, backend: string, startedMs: number, work: () => Promise<T>): Promise<T> {
-    if (!this.on) return work();
+    if (!this.on || !this.call) return work();
     const url = new URL(endpointUrl);
     this.backend = callTracer().startSpan(
       `backend ${this.call.tool}`,
@@ -134,7 +148,7 @@ export class AttemptTrace {
 
   /** Ends the attempt: `outcome` as the worker's metrics count it, `errorCode` when it failed. */
   end(outcome: string, errorCode?: string): void {
-    if (!this.on) return;
+    if (!this.on || !this.consumer) return;
     this.delivered('abandoned');
     this.consumer.setAttribute(ATTR.outcome, outcome);
     if (errorCode) markFailed(this.consumer, errorCode);

@@ -272,7 +272,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   const runCall = async (message: QueuedCall): Promise<void> => {
     const takenUnixMs = Date.now();
-    const attempt = new AttemptTrace(message.call, messaging, workerId, takenUnixMs);
+    const attempt = AttemptTrace.start(message.call, messaging, workerId, takenUnixMs);
     let ended: Ended = { outcome: 'internal', code: 'INTERNAL' };
     try {
       ended = await runAttempt(message, takenUnixMs, attempt);
