@@ -124,4 +124,21 @@ export type { Resolved, SettingsShape, ToolSettingsOf, ToolSettingsSpec } from '
 export { duration, resolvedAs, section, size, toolSettings } from './settings.js';
 export type { ToolResult } from './tool-result.js';
 export { finalToJson, toFinal } from './tool-result.js';
+export type { MessagingSystem, MessagingTarget, TraceCarrier } from './tracing.js';
+export {
+  ATTR,
+  callAttributes,
+  callerTraceCarrier,
+  callTracer,
+  callTracingOn,
+  carrierOf,
+  contextOf,
+  enableCallTracing,
+  markFailed,
+  messagingAttributes,
+  messagingTargetOf,
+  sessionKeyHash,
+  TRACER_NAME,
+  withTraceHeaders,
+} from './tracing.js';
 export { parseDurationMs, parseSizeBytes } from './units.js';

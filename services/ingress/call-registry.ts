@@ -1,10 +1,19 @@
+import { type Context, SpanKind, trace } from '@opentelemetry/api';
 import {
+  ATTR,
   type CallQueue,
   type ChunkReceived,
   ClusterError,
+  callAttributes,
+  callTracer,
+  carrierOf,
   clusterMetrics,
   finalToJson,
   type Logger,
+  type MessagingTarget,
+  markFailed,
+  messagingAttributes,
+  messagingTargetOf,
   parseErrorCode,
   type ToolCall,
   type WorkerLink,
@@ -67,10 +76,14 @@ interface PendingCall {
   link: WorkerLink | undefined;
   /** Attempt number of the accepting delivery (a redelivery replaces the link). */
   attempt: number;
+  /** Id of the worker that accepted the call, for the delivery span. */
+  workerId: string;
   /** Set once the broker took the call (its enqueue resolved). */
   queued: boolean;
   cancelKey: string | undefined;
   onProgress: ((p: CallProgress) => void) | undefined;
+  /** The call's SERVER span as a context, when tracing records it. */
+  trace: Context | undefined;
   settle: (outcome: CallOutcome) => void;
   timer: NodeJS.Timeout;
 }
@@ -98,10 +111,16 @@ export class CallRegistry {
    */
   private readonly earlyCancels = new Map<string, { reason: string; source: string; untilMs: number }>();
   private readonly metrics = clusterMetrics();
+  private readonly tracer = callTracer();
 
+  /**
+   * @param messaging where calls go on the broker, for the PRODUCER span's messaging attributes
+   *   (default: the memory broker's names).
+   */
   constructor(
     private readonly queue: CallQueue,
     private readonly log: Logger,
+    private readonly messaging: MessagingTarget = messagingTargetOf('memory:', ''),
   ) {}
 
   /** Calls waited on right now. */
@@ -123,6 +142,12 @@ export class CallRegistry {
       cancelKey?: string;
       /** The call's admission; a held call is enqueued when the ticket releases it, if ever. */
       ticket?: AdmissionTicket;
+      /**
+       * The context of the call's SERVER span, when tracing records it: the enqueue becomes its
+       * PRODUCER child (whose context travels in `call.traceContext`), the delivery of the answer
+       * another child.
+       */
+      trace?: Context;
     },
   ): Promise<CallOutcome> {
     return new Promise<CallOutcome>((resolve) => {
@@ -133,9 +158,11 @@ export class CallRegistry {
         enqueued: false,
         link: undefined,
         attempt: 0,
+        workerId: '',
         queued: false,
         cancelKey: options.cancelKey,
         onProgress: options.onProgress,
+        trace: options.trace,
         settle: (outcome) => {
           clearTimeout(entry.timer);
           options.signal?.removeEventListener('abort', onAbort);
@@ -170,11 +197,13 @@ export class CallRegistry {
   private enqueue(entry: PendingCall): void {
     if (entry.ticket?.sparse && entry.call.priority === 'normal')
       entry.call = { ...entry.call, priority: 'high' };
+    const producer = entry.trace ? this.startProducer(entry) : undefined;
     const { call } = entry;
     entry.enqueued = true;
     this.queue.enqueue(call).then(
       () => {
         entry.queued = true;
+        producer?.end();
         this.metrics.queueEnqueued.inc({ pool: call.pool, priority: call.priority });
       },
       (err: unknown) => {
@@ -184,10 +213,62 @@ export class CallRegistry {
             : new ClusterError('QUEUE_UNAVAILABLE', `could not enqueue the call: ${(err as Error).message}`, {
                 cause: err,
               });
+        if (producer) {
+          markFailed(producer, error.code);
+          producer.end();
+        }
         this.log.warn('enqueue failed', { callId: call.callId, err: error });
         this.pending.get(call.callId)?.settle({ kind: 'error', error });
       },
     );
+  }
+
+  /**
+   * Starts the PRODUCER span of the enqueue, a child of the call's SERVER span, and puts its
+   * context in the envelope: the worker's CONSUMER span continues from it, across the broker.
+   */
+  private startProducer(entry: PendingCall) {
+    const { call } = entry;
+    const producer = this.tracer.startSpan(
+      `send ${this.messaging.destinationOf(call.pool, call.priority)}`,
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: { ...messagingAttributes(this.messaging, call, 'send'), ...callAttributes(call) },
+      },
+      entry.trace,
+    );
+    if (producer.isRecording() && entry.trace) {
+      const carrier = carrierOf(trace.setSpan(entry.trace, producer));
+      if (carrier.traceparent) entry.call = { ...call, traceContext: carrier };
+    }
+    return producer;
+  }
+
+  /**
+   * The span of the answer's trip from the worker to this replica over the Delivery stream: from
+   * when the worker sent the terminal chunk to now, the `delivery` of `_meta["mcp-cluster/timing"]`.
+   */
+  private traceDelivery(entry: PendingCall, chunk: ChunkReceived, timing: CallTiming): void {
+    const now = Date.now();
+    const span = this.tracer.startSpan(
+      'mcpcluster.v1.Delivery/Connect',
+      {
+        kind: SpanKind.SERVER,
+        startTime: now - timing.deliveryMs,
+        attributes: {
+          [ATTR.rpcSystem]: 'grpc',
+          [ATTR.rpcService]: 'mcpcluster.v1.Delivery',
+          [ATTR.rpcMethod]: 'Connect',
+          [ATTR.callId]: chunk.callId,
+          [ATTR.attempt]: chunk.attempt,
+          ...(entry.workerId ? { [ATTR.worker]: entry.workerId } : {}),
+          [ATTR.outcome]: chunk.body === 'final' ? 'result' : 'error',
+        },
+      },
+      entry.trace,
+    );
+    if (chunk.body === 'error') markFailed(span, parseErrorCode(chunk.error?.code ?? ''));
+    span.end(now);
   }
 
   /** Handles one chunk from a worker stream. */
@@ -203,6 +284,7 @@ export class CallRegistry {
         }
         entry.link = link;
         entry.attempt = chunk.attempt;
+        entry.workerId = chunk.accepted?.workerId ?? '';
         entry.ticket?.accepted();
         return;
       case 'progress':
@@ -223,6 +305,7 @@ export class CallRegistry {
         if (!entry) return;
         const timing = timingOf(chunk.timing);
         if (timing) this.observePhases(entry.call.tool, timing);
+        if (timing && entry.trace) this.traceDelivery(entry, chunk, timing);
         if (chunk.body === 'final') {
           const final = chunk.final;
           // The worker's JSON with the timing spliced into its `_meta`: never parsed here.

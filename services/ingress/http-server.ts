@@ -206,6 +206,7 @@ export function createMcpFrontDoor(
       signal: abort.signal,
       sessionKeyHeader: headerValue(req, 'mcp-cluster-session-key')?.slice(0, 256),
       traceparent: headerValue(req, 'traceparent'),
+      tracestate: headerValue(req, 'tracestate'),
       withdraw: () => withdrawResponse(res),
     };
     try {

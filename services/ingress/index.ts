@@ -9,6 +9,7 @@ import {
   type DeliveryTransport,
   Lifecycle,
   listenRole,
+  messagingTargetOf,
   QUEUE_STATS_TIMEOUT_MS,
   type ResolvedConfig,
   roleRoutes,
@@ -119,7 +120,7 @@ export async function startIngress(
   // First, so that a configuration that must not serve (no auth on a public address, an
   // unreadable keys file) stops the replica before it listens.
   const auth = createFrontDoorAuth(config, tasks?.tool ? [...tools, tasks.tool] : tools, log);
-  const registry = new CallRegistry(broker.queue, log);
+  const registry = new CallRegistry(broker.queue, log, messagingTargetOf(broker.url, config.namespace));
   const life = new Lifecycle();
   // The tenant label is bounded in every mode: without auth the tenant is a header anyone writes.
   const tenantLabel = tenantLabelOf([...config.auth.tenants, ...Object.keys(config.tenants)]);

@@ -1,12 +1,20 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { type CallToolResult, ProtocolError, Server } from '@modelcontextprotocol/server';
+import { SpanKind, trace } from '@opentelemetry/api';
 import {
+  ATTR,
   ClusterError,
   type ClusterErrorCode,
+  callAttributes,
+  callerTraceCarrier,
+  callTracer,
+  callTracingOn,
   clusterMetrics,
+  contextOf,
   encodeArguments,
   isProtocolError,
   type Logger,
+  markFailed,
   newCallId,
   type ToolCall,
   type ToolDefinition,
@@ -28,7 +36,10 @@ export interface RequestScope {
   signal: AbortSignal;
   /** Explicit affinity key from the `Mcp-Cluster-Session-Key` header. */
   sessionKeyHeader: string | undefined;
+  /** The W3C `traceparent` header (`params._meta.traceparent` wins over it). */
   traceparent: string | undefined;
+  /** The W3C `tracestate` header, read with `traceparent`. */
+  tracestate?: string | undefined;
   /**
    * Ends the HTTP response without answering the request: its caller withdrew it with
    * `notifications/cancelled`. An SSE stream already open ends after the notifications it carried;
@@ -118,14 +129,33 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
   const allows = deps.allows ?? (() => true);
   const tenantLabel = deps.tenantLabel ?? ((tenant: string) => tenant);
   const metrics = clusterMetrics();
+  const tracer = callTracer();
   return {
     knows: (name) => byName.has(name),
     async call(request) {
       const started = performance.now();
-      const { identity } = request;
+      const { identity, meta, scope } = request;
       const tool = byName.get(request.name);
+      // The caller's W3C context (`_meta`, else the headers), passed on in the envelope even when
+      // this replica does not trace; and the call's SERVER span continuing it when it does.
+      const callerTrace =
+        meta.traceparent !== undefined || scope?.traceparent !== undefined
+          ? callerTraceCarrier(meta, { traceparent: scope?.traceparent, tracestate: scope?.tracestate })
+          : {};
+      const span = callTracingOn()
+        ? tracer.startSpan(
+            'tools/call',
+            { kind: SpanKind.SERVER, attributes: { [ATTR.mcpMethod]: 'tools/call' } },
+            contextOf(callerTrace),
+          )
+        : undefined;
       // A tool the caller's scopes hide is as unknown to them as one the catalog lacks.
       if (!tool || !allows(tool, identity.scopes)) {
+        if (span) {
+          markFailed(span, 'UNKNOWN_TOOL');
+          span.setAttribute(ATTR.outcome, 'rejected');
+          span.end();
+        }
         metrics.ingressCalls.inc({
           tool: 'unknown',
           outcome: 'rejected',
@@ -137,8 +167,14 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
           `unknown tool "${request.name}"; tools/list names the tools this cluster serves you (${names.join(', ')})`,
         );
       }
+      span?.updateName(`tools/call ${tool.name}`);
       let callId = '';
-      const finish = (result: ToolResultText, outcome: string): ToolResultText => {
+      const finish = (result: ToolResultText, outcome: string, code?: string): ToolResultText => {
+        if (span) {
+          span.setAttribute(ATTR.outcome, outcome);
+          if (code) markFailed(span, code);
+          span.end();
+        }
         metrics.ingressCalls.inc({ tool: tool.name, outcome, tenant: tenantLabel(identity.tenant) });
         metrics.callDuration.observe({ tool: tool.name, outcome }, (performance.now() - started) / 1000);
         deps.audit?.info('call', {
@@ -158,12 +194,20 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       // Validation completes the arguments with schema defaults in place: the request owns them.
       const args = request.arguments ?? {};
       const problem = deps.validator.check(tool.name, args);
-      if (problem) return finish(failed(new ClusterError('INVALID_ARGUMENTS', problem)), 'rejected');
+      if (problem)
+        return finish(
+          failed(new ClusterError('INVALID_ARGUMENTS', problem)),
+          'rejected',
+          'INVALID_ARGUMENTS',
+        );
 
-      const { meta, scope } = request;
       const deadline = deadlineOf(meta, tool.deadlineMs, deps.maxDeadlineMs);
       if (typeof deadline === 'string')
-        return finish(failed(new ClusterError('INVALID_ARGUMENTS', deadline)), 'rejected');
+        return finish(
+          failed(new ClusterError('INVALID_ARGUMENTS', deadline)),
+          'rejected',
+          'INVALID_ARGUMENTS',
+        );
       const wantsProgress = meta.progressToken !== undefined && request.onProgress !== undefined;
       const now = Date.now();
       callId = newCallId();
@@ -179,7 +223,8 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         deadlineUnixMs: now + deadline,
         attempt: 0,
         replyTo: deps.replyTo(),
-        traceContext: scope?.traceparent ? { traceparent: scope.traceparent } : {},
+        // The caller's context; the registry replaces it with its PRODUCER span's when tracing is on.
+        traceContext: { ...callerTrace },
         enqueuedUnixMs: now,
         wantsProgress,
         // The verified identity, never the credential: tokens and keys stay here.
@@ -188,13 +233,15 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       };
       // Before anything is queued: over a limit, or in a pool too backlogged for the deadline, the
       // request itself is refused (HTTP 429 / 503 with Retry-After, a JSON-RPC error).
+      if (span?.isRecording()) span.setAttributes({ ...callAttributes(call), [ATTR.callId]: callId });
       const ticket = deps.admission?.admit(tool, args, identity.tenant, call.deadlineUnixMs);
       if (ticket instanceof ClusterError) {
-        finish(failed(ticket), 'rejected');
+        finish(failed(ticket), 'rejected', ticket.code);
         throw ticket;
       }
       const outcome = await deps.registry.run(call, {
         signal: request.signal,
+        ...(span?.isRecording() ? { trace: trace.setSpan(contextOf(callerTrace), span) } : {}),
         ...(ticket ? { ticket } : {}),
         ...(scope?.sessionId ? { cancelKey: cancelKeyOf(scope.sessionId, request.requestIdJson) } : {}),
         ...(wantsProgress ? { onProgress: request.onProgress } : {}),
@@ -202,10 +249,14 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
       if (outcome.kind === 'result')
         return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');
       if (outcome.kind === 'withdrawn') {
-        finish(failed(new ClusterError('CANCELLED', 'the caller cancelled the request')), 'cancelled');
+        finish(
+          failed(new ClusterError('CANCELLED', 'the caller cancelled the request')),
+          'cancelled',
+          'CANCELLED',
+        );
         return undefined;
       }
-      return finish(failed(outcome.error), outcomeOf(outcome.error.code));
+      return finish(failed(outcome.error), outcomeOf(outcome.error.code), outcome.error.code);
     },
   };
 }

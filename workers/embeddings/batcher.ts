@@ -4,7 +4,15 @@
  * back exactly its own vectors, in order.
  */
 
-import { ClusterError, toClusterError } from '../../services/core/index.js';
+import { type Context, context, type Link, type Span, SpanKind, trace } from '@opentelemetry/api';
+import {
+  ATTR,
+  ClusterError,
+  callTracer,
+  callTracingOn,
+  markFailed,
+  toClusterError,
+} from '../../services/core/index.js';
 import { type BatchPolicy, closeReason, estimateTokens, fits, type OpenBatchState } from './batch-policy.js';
 
 /** Sends one backend request for `texts` and resolves with one vector per text, in order. */
@@ -146,6 +154,8 @@ interface PendingCall {
   unlisten(): void;
   /** Called once, when the first batch holding a text of this call is sent. */
   onFirstDispatch: (() => void) | undefined;
+  /** The context the call was submitted in (its backend span), when tracing is on. */
+  trace: Context | undefined;
 }
 
 interface Item {
@@ -207,6 +217,31 @@ class Batch implements OpenBatchState {
 const cancelled = () => new ClusterError('CANCELLED', 'the call was cancelled');
 
 /**
+ * The span of one batched backend request, when tracing records the calls: a CLIENT span in the
+ * trace of the batch's first call, linked to the backend span of every call whose texts it carries
+ * (a batch serves many traces; links, not parents, tie it to the others). Undefined when off.
+ */
+function batchSpan(calls: readonly PendingCall[], texts: number): Span | undefined {
+  if (!callTracingOn()) return undefined;
+  const links: Link[] = [];
+  for (const call of calls) {
+    const span = call.trace ? trace.getSpan(call.trace) : undefined;
+    if (span?.isRecording()) links.push({ context: span.spanContext() });
+  }
+  const first = calls[0];
+  if (links.length === 0 || !first) return undefined;
+  return callTracer().startSpan(
+    'embeddings batch',
+    {
+      kind: SpanKind.CLIENT,
+      links,
+      attributes: { [ATTR.batchCalls]: calls.length, [ATTR.batchTexts]: texts },
+    },
+    first.trace,
+  );
+}
+
+/**
  * Merges texts of concurrent calls into backend requests. A batch closes when it holds
  * `maxSize` distinct texts or `maxTokens` estimated tokens, or once its first text waited
  * `maxWaitMs` (see batch-policy.ts); a call with more texts than fit is spread over several
@@ -259,6 +294,7 @@ export class MicroBatcher {
         reject,
         unlisten: () => {},
         onFirstDispatch,
+        trace: callTracingOn() ? context.active() : undefined,
       };
       if (signal) {
         const onAbort = () => this.#fail(call, cancelled());
@@ -358,11 +394,25 @@ export class MicroBatcher {
     }
     this.#running.add(batch);
     this.options.onSend?.(texts.length, batch.liveCalls().length);
+    const span = batchSpan(batch.liveCalls(), texts.length);
+    const signal = batch.abort.signal;
     let outcome: Promise<number[][]>;
     try {
-      outcome = this.options.send(texts, batch.abort.signal);
+      // The request carries the batch span's traceparent (see backendRequest).
+      outcome = span
+        ? context.with(trace.setSpan(context.active(), span), () => this.options.send(texts, signal))
+        : this.options.send(texts, signal);
     } catch (err) {
       outcome = Promise.reject(err);
+    }
+    if (span) {
+      outcome.then(
+        () => span.end(),
+        (err: unknown) => {
+          markFailed(span, toClusterError(err).code);
+          span.end();
+        },
+      );
     }
     outcome
       .then(

@@ -6,7 +6,7 @@ import {
 } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { StringDecoder } from 'node:string_decoder';
-import { ClusterError } from '../../services/core/index.js';
+import { ClusterError, withTraceHeaders } from '../../services/core/index.js';
 
 // Backend requests go through node:http with one keep-alive agent per worker process rather than
 // the built-in fetch: per call, fetch's web streams, AbortSignal.any and its abort machinery cost
@@ -97,10 +97,10 @@ export function backendRequest(url: string, init: BackendRequestInit): Promise<B
   return new Promise<BackendResponse>((resolve, reject) => {
     const https = url.startsWith('https:');
     const body = init.body;
+    // The active span's `traceparent` (the call's backend span or its batch's), when tracing is on.
+    const traced = withTraceHeaders(init.headers);
     const headers =
-      body === undefined
-        ? init.headers
-        : { ...init.headers, 'content-length': String(Buffer.byteLength(body)) };
+      body === undefined ? traced : { ...traced, 'content-length': String(Buffer.byteLength(body)) };
     let req: ClientRequest;
     try {
       req = https

@@ -14,6 +14,7 @@ import {
   isRetryable,
   Lifecycle,
   type Logger,
+  messagingTargetOf,
   PRIORITIES,
   parseArguments,
   type QueuedCall,
@@ -30,6 +31,7 @@ import {
 } from '../../services/core/index.js';
 import { BackendActor } from './backend-actor.js';
 import { runWhenAvailable } from './backend-wait.js';
+import { AttemptTrace } from './call-trace.js';
 
 export type { ToolResult };
 
@@ -102,6 +104,9 @@ export interface Worker extends Stoppable {
 
 /** What the owning ingress said about a final chunk. */
 type DeliveryAnswer = 'confirmed' | 'unknown' | 'lost' | 'timeout';
+
+/** How one delivery of a call ended, for its CONSUMER span: the outcome and the error code, if any. */
+type Ended = { outcome: string; code?: string };
 
 /** Why a running call was stopped. */
 type StopReason = 'cancelled' | 'deadline' | 'lost' | 'shutdown';
@@ -247,6 +252,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   const settling = new Set<Promise<void>>();
   const life = new Lifecycle((from, to) => metrics.moveWorkerState(pool, from, to));
   const settleFailures = new SettleFailures(log);
+  const messaging = messagingTargetOf(broker.url, config.namespace);
 
   /** The log of one call; made only when something about the call is logged. */
   const callLog = (call: ToolCall): Logger =>
@@ -274,20 +280,35 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
   };
 
   const runCall = async (message: QueuedCall): Promise<void> => {
+    const takenUnixMs = Date.now();
+    const attempt = AttemptTrace.start(message.call, messaging, workerId, takenUnixMs);
+    let ended: Ended = { outcome: 'internal', code: 'INTERNAL' };
+    try {
+      ended = await runAttempt(message, takenUnixMs, attempt);
+    } finally {
+      attempt.end(ended.outcome, ended.code);
+    }
+  };
+
+  const runAttempt = async (
+    message: QueuedCall,
+    takenUnixMs: number,
+    attempt: AttemptTrace,
+  ): Promise<Ended> => {
     const { call } = message;
     const tool = tools.get(call.tool);
     if (!tool) {
       callLog(call).error('call for a tool this pool does not serve');
       await sendTerminalError(call, 'INVALID_ARGUMENTS', `pool ${pool} does not serve tool ${call.tool}`);
       await message.term('unknown tool');
-      return;
+      return { outcome: 'rejected', code: 'INVALID_ARGUMENTS' };
     }
     if (isExpired(call)) {
       // Shed: the caller has already been answered with a timeout; running it would waste a GPU.
       metrics.workerShed.inc({ pool, priority: call.priority });
       callLog(call).info('shed: deadline passed before dispatch');
       await message.term('expired');
-      return;
+      return { outcome: 'shed', code: 'DEADLINE_EXCEEDED' };
     }
     let args: Record<string, unknown>;
     try {
@@ -297,9 +318,8 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       callLog(call).error('call arguments do not parse', { err });
       await sendTerminalError(call, 'INVALID_ARGUMENTS', `the call's arguments are not a JSON object`);
       await message.term('bad arguments');
-      return;
+      return { outcome: 'rejected', code: 'INVALID_ARGUMENTS' };
     }
-    const takenUnixMs = Date.now();
     metrics.queueWait.observe({ pool }, Math.max(0, takenUnixMs - call.enqueuedUnixMs) / 1000);
     let batchWaitMs = 0;
 
@@ -310,7 +330,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       metrics.workerUndeliverable.inc({ pool });
       callLog(call).warn('owning ingress unreachable; dropping the call', { err, replyTo: call.replyTo });
       await message.term('undeliverable');
-      return;
+      return { outcome: 'lost', code: 'UNDELIVERABLE' };
     }
 
     const lastAttempt = call.attempt >= config.worker.maxDeliveries;
@@ -359,28 +379,31 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           { untilUnixMs: waitUntilUnixMs, signal: entry.abort.signal },
           (actor) =>
             actor.run((endpointUrl) => {
-              started = performance.now();
-              return adapter.run({
-                call,
-                arguments: args,
-                tool,
-                endpointUrl,
-                backend: poolConfig.backend,
-                signal: entry.abort.signal,
-                backendTimeoutMs: poolConfig.backendTimeoutMs,
-                noteBatchWait: (ms) => {
-                  batchWaitMs = ms;
-                },
-                progress: call.wantsProgress
-                  ? (p) => {
-                      channel.send({
-                        callId: call.callId,
-                        attempt: call.attempt,
-                        progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
-                      });
-                    }
-                  : ignoreProgress,
-              });
+              const startedMs = performance.now();
+              started = startedMs;
+              return attempt.runBackend(endpointUrl, poolConfig.backend, startedMs, () =>
+                adapter.run({
+                  call,
+                  arguments: args,
+                  tool,
+                  endpointUrl,
+                  backend: poolConfig.backend,
+                  signal: entry.abort.signal,
+                  backendTimeoutMs: poolConfig.backendTimeoutMs,
+                  noteBatchWait: (ms) => {
+                    batchWaitMs = ms;
+                  },
+                  progress: call.wantsProgress
+                    ? (p) => {
+                        channel.send({
+                          callId: call.callId,
+                          attempt: call.attempt,
+                          progress: { progress: p.progress, total: p.total ?? 0, message: p.message ?? '' },
+                        });
+                      }
+                    : ignoreProgress,
+                }),
+              );
             }),
         );
         outcome = ran;
@@ -388,7 +411,15 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         outcome = { error: toClusterError(err) };
       }
       const backendMs = started === undefined ? 0 : performance.now() - started;
-      if (started !== undefined) metrics.backendDuration.observe({ pool, tool: tool.name }, backendMs / 1000);
+      if (started !== undefined) {
+        metrics.backendDuration.observe({ pool, tool: tool.name }, backendMs / 1000);
+        attempt.endBackend(
+          started,
+          backendMs,
+          batchWaitMs,
+          outcome && 'error' in outcome ? outcome.error.code : undefined,
+        );
+      }
 
       if (entry.reason) {
         // The work was stopped from outside; the caller has its answer or is gone.
@@ -396,13 +427,16 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         if (entry.reason === 'lost') metrics.workerUndeliverable.inc({ pool });
         if (entry.reason === 'shutdown') await message.nack(0);
         else await message.term(entry.reason);
-        return;
+        return {
+          outcome: entry.reason,
+          code: entry.reason === 'deadline' ? 'DEADLINE_EXCEEDED' : 'CANCELLED',
+        };
       }
       if (!outcome && !lastAttempt) {
         // No backend came back within this delivery's back-off, waited here: hand the call back
         // at once, for a worker whose backend may be up.
         await message.nack(0);
-        return;
+        return { outcome: 'retried', code: 'BACKEND_UNAVAILABLE' };
       }
       if (!outcome) {
         outcome = {
@@ -417,7 +451,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         callLog(call).warn('backend failed; handing the call back', { err: outcome.error });
         metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'retried' });
         await message.nack(retryDelayMs(call.attempt));
-        return;
+        return { outcome: 'retried', code: outcome.error.code };
       }
       const timing = {
         queueWaitMs: Math.max(0, takenUnixMs - call.enqueuedUnixMs),
@@ -432,6 +466,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           resolve(answer);
         };
       });
+      attempt.delivering(call.replyTo);
       if ('result' in outcome) {
         // Media as raw bytes, `_meta` apart: the ingress splices its timing in without parsing.
         channel.send({ callId: call.callId, attempt: call.attempt, final: toFinal(outcome.result), timing });
@@ -444,6 +479,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         });
       }
       const answer = await wait;
+      attempt.delivered(answer);
       metrics.workerCalls.inc({ pool, tool: tool.name, outcome: 'result' in outcome ? 'ok' : 'tool_error' });
       switch (answer) {
         case 'confirmed':
@@ -461,6 +497,9 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           await message.nack(0);
           break;
       }
+      return 'result' in outcome
+        ? { outcome: outcome.result.isError ? 'tool_error' : 'ok' }
+        : { outcome: 'tool_error', code: outcome.error.code };
     } finally {
       clearTimeout(deadlineTimer);
       unwatch();

@@ -2,6 +2,7 @@ import { createLogger, exitOnSignals } from '../../core/index.js';
 import { startIngress } from '../../ingress/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
 import { batchJobsFor, brokerFor, deliveryFor, jobStoreFor, requireSharedBroker } from '../compose.js';
+import { startTracing } from '../tracing.js';
 import { help } from '../usage.js';
 
 const log = createLogger('cli');
@@ -16,6 +17,8 @@ export async function ingress(args: string[]): Promise<ExitCode> {
   if (port) env.MCP_CLUSTER_INGRESS_PORT = port;
   if (deliveryPort) env.MCP_CLUSTER_DELIVERY_PORT = deliveryPort;
   const config = configFrom(values, env);
+  // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
+  const tracing = await startTracing('ingress');
   requireSharedBroker('ingress', values);
   const broker = await brokerFor(config);
   const jobStore = await jobStoreFor(config);
@@ -34,6 +37,7 @@ export async function ingress(args: string[]): Promise<ExitCode> {
           await jobs.close();
           await jobStore.close();
           await broker.close();
+          await tracing?.shutdown();
         },
       },
     ],

@@ -20,6 +20,7 @@ import { startIngress } from '../../ingress/index.js';
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
 import { batchJobsFor, brokerFor, deliveryFor, jobStoreFor, workerDeliveryFor } from '../compose.js';
 import { families } from '../families.js';
+import { startTracing } from '../tracing.js';
 import { help } from '../usage.js';
 
 const log = createLogger('cli');
@@ -34,6 +35,8 @@ export async function up(args: string[]): Promise<ExitCode> {
   if (values.help) return help();
   const port = portFlag(values.port, '--port');
   let config = configFrom(values, port ? { MCP_CLUSTER_INGRESS_PORT: port } : {});
+  // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
+  const tracing = await startTracing('up');
   const sims: { url: string; close(): Promise<void> }[] = [];
   const pools: Record<string, ResolvedConfig['pools'][string]> = {};
   for (const [name, pool] of Object.entries(config.pools)) {
@@ -120,6 +123,7 @@ export async function up(args: string[]): Promise<ExitCode> {
           await jobStore.close();
           await broker.close();
           await Promise.all(sims.map((s) => s.close()));
+          await tracing?.shutdown();
         },
       },
     ],

@@ -3,6 +3,7 @@ import { ClusterError, createLogger, exitOnSignals, processId } from '../../core
 import { COMMON, configFrom, type ExitCode, parse, portFlag, SERVING } from '../args.js';
 import { brokerFor, deliveryFor, jobStoreFor, requireSharedBroker, workerDeliveryFor } from '../compose.js';
 import { families } from '../families.js';
+import { startTracing } from '../tracing.js';
 import { help } from '../usage.js';
 
 const log = createLogger('cli');
@@ -22,6 +23,8 @@ export async function worker(args: string[]): Promise<ExitCode> {
     );
   }
   requireSharedBroker('worker', values);
+  // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
+  const tracing = await startTracing('worker');
   const broker = await brokerFor(config);
   const jobStore = await jobStoreFor(config);
   const running = await startWorker({
@@ -44,6 +47,7 @@ export async function worker(args: string[]): Promise<ExitCode> {
           await families.close();
           await jobStore.close();
           await broker.close();
+          await tracing?.shutdown();
         },
       },
     ],

@@ -49,7 +49,9 @@ export interface ToolCall {
    */
   replyTo: string;
   /**
-   * W3C trace context (traceparent, tracestate) of the caller's request.
+   * W3C trace context as header name -> value (traceparent, tracestate): the ingress's PRODUCER
+   * span when it traces (the worker's CONSUMER span continues it), else the caller's own context.
+   * Empty or absent (an envelope from before tracing): the worker starts a new trace.
    */
   traceContext: Record<string, string>;
   /**
