@@ -218,6 +218,25 @@ tools:
     }
   });
 
+  it("lists every tenant's jobs for operators, unfinished first, each with its tenant", async () => {
+    const running = await jobs.submit(ACME, { items: [{ id: 'o2', text: 'o2' }] });
+    const done = await jobs.submit(GLOBEX, { items: [{ id: 'o1', text: 'o1' }] });
+    await jobs.cancel(GLOBEX, done.id);
+    const all = await jobs.overview(100);
+    const ids = all.map((j) => j.id);
+    expect(all.find((j) => j.id === running.id)?.tenant).toBe('acme');
+    expect(all.find((j) => j.id === done.id)?.tenant).toBe('globex');
+    // No worker runs here: the older job is unfinished, the newer one cancelled, and final ones come last.
+    expect(ids.indexOf(running.id)).toBeLessThan(ids.indexOf(done.id));
+    const firstFinal = all.findIndex((j) =>
+      ['completed', 'failed', 'cancelled', 'expired'].includes(j.status),
+    );
+    expect(
+      all.slice(firstFinal).every((j) => ['completed', 'failed', 'cancelled', 'expired'].includes(j.status)),
+    ).toBe(true);
+    expect(await jobs.overview(1)).toHaveLength(1);
+  });
+
   it('expires a job past its completion window, keeping what is done', async () => {
     const job = await jobs.submit(
       ACME,

@@ -509,47 +509,6 @@ describe('mcp-cluster plan (flags and failures)', () => {
     }
   });
 
-  it('--prometheus reads one window of rates from the query API', async () => {
-    const queries: string[] = [];
-    const prom = await serve((req, res) => {
-      const query = new URL(req.url ?? '/', 'http://x').searchParams.get('query') ?? '';
-      queries.push(query);
-      // 20 arrivals/s and a 100 ms mean (increase of sum 120 s over 1200 calls) for inference only.
-      const value = query.includes('enqueued_total')
-        ? '20'
-        : query.includes('_sum[')
-          ? '120'
-          : query.includes('_count[')
-            ? '1200'
-            : query.includes('worker_replicas')
-              ? '2'
-              : '0';
-      res.setHeader('content-type', 'application/json');
-      res.end(
-        JSON.stringify({
-          status: 'success',
-          data: { resultType: 'vector', result: [{ metric: { pool: 'inference' }, value: [1, value] }] },
-        }),
-      );
-    });
-    try {
-      const result = await runCli(['plan', '--prometheus', prom.url, '--window', '2m', '--json']);
-      expect(result.code, result.stderr).toBe(0);
-      expect(queries).toContain(
-        'sum by (pool) (rate(mcp_cluster_queue_enqueued_total{priority!="low"}[120s]))',
-      );
-      const plan = JSON.parse(result.stdout) as PlanJson;
-      expect(plan.windowMs).toBe(120_000);
-      const inference = plan.pools.find((p) => p.pool === 'inference')!;
-      expect(inference).toMatchObject({ arrivalPerSec: 20, meanServiceMs: 100, replicas: 2 });
-      expect(inference.neededReplicas).toBe(
-        replicasForWait(20, 100, inference.replicaConcurrency, plan.targetWaitMs, plan.percentile),
-      );
-    } finally {
-      await stop(prom.server);
-    }
-  });
-
   it('--batch-deadline plans each batch backlog for it, in the table and in --json', async () => {
     // One worker of embeddings with a job's backlog: 28 000 chunks queued, 800 in flight, 2 replicas;
     // every scrape shows 100 more calls of exactly 500 ms each.
@@ -599,6 +558,8 @@ describe('mcp-cluster plan (flags and failures)', () => {
     }
   });
 
+  // A real Prometheus answers `plan --prometheus` in test/prometheus.test.ts; this stand-in is for
+  // what one cannot be made to do on cue: refuse a valid query.
   it('a Prometheus that answers an error exits 1 with its message', async () => {
     const prom = await serve((_req, res) => {
       res.writeHead(422, { 'content-type': 'application/json' });

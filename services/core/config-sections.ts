@@ -66,6 +66,23 @@ export const authSchema = section({
   }).prefault({}),
 }).prefault({});
 
+/**
+ * The ingress's live status page (`/status`, its figures at `/status/data`): queues, workers and
+ * backends, calls per tool, busiest tenants, batch jobs and the autoscaler, for operators.
+ */
+export const statusPageSchema = section({
+  /** Serve the page; false: `/status` answers 404 like any unknown path. */
+  enabled: z.boolean().default(true),
+  /**
+   * Scope a caller needs to read the figures when `auth.mode` is not `none` (besides
+   * `auth.requiredScopes`); without it 403 `insufficient_scope`. The page's HTML, script and
+   * style carry no figures and are served to anyone.
+   */
+  scope: scopeToken.default('mcp-cluster:admin'),
+  /** How often the page asks for new figures; also how long one gathering is shared between viewers. */
+  refreshInterval: duration('2s'),
+}).prefault({});
+
 /** Batch embedding jobs (`mcp-cluster batch`, `/v1/batches`, the `embed_batch` tool). */
 export const batchSchema = section({
   /** Pool whose embed tool runs a job that names no pool. */

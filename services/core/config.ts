@@ -10,6 +10,7 @@ import {
   fairQueueSchema,
   httpUrl,
   scopeToken,
+  statusPageSchema,
   tenantsSchema,
 } from './config-sections.js';
 import { ClusterError } from './errors.js';
@@ -305,6 +306,7 @@ function buildConfigSchema(families: ConfigFamilies) {
       maxDeadline: duration('10m'),
       /** How long SIGTERM waits for open calls before closing. */
       drainGrace: duration('30s'),
+      statusPage: statusPageSchema,
     })
       // Read flat (`deliveryHost`) where the ingress starts its delivery server.
       .transform(({ delivery, ...ingress }) => ({
@@ -710,6 +712,12 @@ function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): voi
   if (headersTimeoutMs > requestTimeoutMs && requestTimeoutMs > 0) {
     problems.push(
       `  ingress.headersTimeout: ${headersTimeoutMs}ms is above ingress.requestTimeout (${requestTimeoutMs}ms), which includes the headers; lower headersTimeout or raise requestTimeout`,
+    );
+  }
+  // Each refresh reads the broker's queue figures once: faster than this only loads the broker.
+  if (c.ingress.statusPage.refreshIntervalMs < 250) {
+    problems.push(
+      `  ingress.statusPage.refreshInterval: ${c.ingress.statusPage.refreshIntervalMs}ms is too short; use 250ms or more (e.g. 2s)`,
     );
   }
   // A shorter interval would only re-read the same broker figures; at 0 the loop would spin.

@@ -69,7 +69,7 @@ export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';
 export { createLogger } from './logger.js';
 export type { ClusterMetrics } from './metrics.js';
-export { clusterMetrics } from './metrics.js';
+export { clusterMetrics, QUEUE_STATS_TIMEOUT_MS } from './metrics.js';
 export type {
   Broker,
   BrokerOptions,

@@ -9,6 +9,7 @@ import {
   type DeliveryTransport,
   Lifecycle,
   listenRole,
+  QUEUE_STATS_TIMEOUT_MS,
   type ResolvedConfig,
   roleRoutes,
   type Stoppable,
@@ -22,6 +23,7 @@ import { CallRegistry } from './call-registry.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
+import { type AutoscalerView, createStatusRoutes, StatusSource } from './status/index.js';
 import { createMcpTasks } from './tasks.js';
 import { ToolValidator } from './tool-validator.js';
 
@@ -31,6 +33,7 @@ export {
   COST_ESTIMATORS,
   costEstimatorOf,
   DEFAULT_FAIR_QUEUE_SIZE,
+  ENTRY_TTL_MS,
   fairQueueSizes,
   SPARSE_BURST_CALLS,
   startAdmission,
@@ -51,6 +54,9 @@ export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } fro
 export { batchObject } from './openai-objects.js';
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
+export type { AutoscalerView, StatusSnapshot } from './status/index.js';
+// The status page's figure arithmetic, for the suite that tests it alone.
+export { quantileMs, TOOL_WINDOW_MS, ToolWindow } from './status/index.js';
 export { ToolValidator } from './tool-validator.js';
 
 /** What an ingress serves beyond the tool calls of its catalog. */
@@ -60,6 +66,11 @@ export interface IngressOptions {
    * composition root. Without it the replica serves no batch jobs.
    */
   jobs?: BatchJobs;
+  /**
+   * The last decisions of an autoscaler running in this process (`up --autoscale`), for the status
+   * page; undefined while there is none.
+   */
+  autoscaler?: () => readonly AutoscalerView[] | undefined;
 }
 
 /** A running ingress replica. */
@@ -176,6 +187,28 @@ export async function startIngress(
   });
 
   const pools = [...new Set(tools.map((t) => t.pool))];
+  // Figures are gathered when the status page asks, never on the call path.
+  const statusPage = config.ingress.statusPage.enabled
+    ? createStatusRoutes({
+        source: new StatusSource(
+          {
+            queue: broker.queue,
+            metrics,
+            pools,
+            tools: tasks?.tool ? [...tools, tasks.tool].map((t) => t.name) : tools.map((t) => t.name),
+            tenants: () => admission.state.overview(),
+            jobs: options.jobs,
+            autoscaler: options.autoscaler,
+            statsTimeoutMs: QUEUE_STATS_TIMEOUT_MS,
+          },
+          config.ingress.statusPage.refreshIntervalMs,
+        ),
+        auth,
+        scope: config.ingress.statusPage.scope,
+        allowedHosts: config.ingress.allowedHosts,
+        log,
+      })
+    : undefined;
   const http = await listenRole(
     roleRoutes({
       lifecycle: life,
@@ -186,12 +219,14 @@ export async function startIngress(
       refreshMetrics: () => metrics.refreshQueueGauges(broker.queue, pools),
       routes: {
         '/mcp': (req, res) => mcp.serve(req, res),
+        ...(statusPage ? { '/status': statusPage } : {}),
         ...Object.fromEntries(auth.routes.map((route) => [route.path, metadataRoute(route.body)])),
       },
       // The OpenAI-compatible Files and Batch API subset, behind the same authentication.
-      ...(options.jobs
-        ? {
-            prefixRoutes: {
+      prefixRoutes: {
+        ...(statusPage ? { '/status/': statusPage } : {}),
+        ...(options.jobs
+          ? {
               '/v1/': createBatchApi({
                 jobs: options.jobs,
                 auth,
@@ -203,9 +238,9 @@ export async function startIngress(
                 accepting: () => life.running,
                 log,
               }),
-            },
-          }
-        : {}),
+            }
+          : {}),
+      },
       notFoundHint: options.jobs
         ? 'the MCP endpoint is /mcp, the batch API is under /v1/'
         : 'the MCP endpoint is /mcp',

@@ -333,15 +333,8 @@ export function createBatchJobs(options: BatchJobsOptions): BatchJobs & { close(
     get: async (owner, id) => viewOf(await jobOf(owner, id)),
     async list(owner, listOptions = {}) {
       const limit = Math.max(1, Math.min(100, Math.floor(listOptions.limit ?? 20)));
-      const records: JobRecord[] = [];
-      for (const key of await store.keys('job.')) {
-        const found = await store.get(key);
-        if (!found) continue;
-        const record = decodeRecord(found.value);
-        if (record.owner.tenant === owner.tenant) records.push(record);
-      }
-      const createdOf = (r: JobRecord) => r.createdMs ?? r.times.created * 1000;
-      records.sort((a, b) => createdOf(b) - createdOf(a) || (a.id < b.id ? 1 : -1));
+      const records = (await allJobs()).filter((r) => r.owner.tenant === owner.tenant);
+      records.sort(newestFirst);
       let from = 0;
       if (listOptions.after) {
         // A page after a job that is gone (or never was) is empty, not the first page again:
@@ -352,11 +345,28 @@ export function createBatchJobs(options: BatchJobsOptions): BatchJobs & { close(
       }
       return records.slice(from, from + limit).map(viewOf);
     },
+    async overview(limit = 20) {
+      const records = await allJobs();
+      records.sort((a, b) => Number(FINAL.has(a.status)) - Number(FINAL.has(b.status)) || newestFirst(a, b));
+      return records
+        .slice(0, Math.max(1, Math.min(100, Math.floor(limit))))
+        .map((r) => ({ ...viewOf(r), tenant: r.owner.tenant }));
+    },
     cancel,
     async close() {
       clearInterval(sweeper);
     },
   };
+
+  /** Every job record in the store, every tenant's (each read once). */
+  async function allJobs(): Promise<JobRecord[]> {
+    const records: JobRecord[] = [];
+    for (const key of await store.keys('job.')) {
+      const found = await store.get(key);
+      if (found) records.push(decodeRecord(found.value));
+    }
+    return records;
+  }
 
   /** The job behind an output or error file id, when `fileId` is one. */
   async function virtualFileJob(owner: JobOwner, fileId: string): Promise<JobRecord | undefined> {
@@ -368,6 +378,10 @@ export function createBatchJobs(options: BatchJobsOptions): BatchJobs & { close(
     return job;
   }
 }
+
+const createdOf = (r: JobRecord) => r.createdMs ?? r.times.created * 1000;
+/** Orders job records newest first (ties by id, so pages are stable). */
+const newestFirst = (a: JobRecord, b: JobRecord) => createdOf(b) - createdOf(a) || (a.id < b.id ? 1 : -1);
 
 function viewOfFile(file: FileRecord): FileView {
   return {

@@ -121,6 +121,12 @@ export interface BatchJobs {
   get(owner: JobOwner, jobId: string): Promise<JobView>;
   /** The tenant's jobs, newest first, at most `limit` (default 20, at most 100), after job `after`. */
   list(owner: JobOwner, options?: { limit?: number; after?: string }): Promise<JobView[]>;
+  /**
+   * Jobs of every tenant, for operators (the ingress's status page, behind its admin scope; never
+   * for callers, as it crosses tenants): unfinished jobs first, then finished ones, newest first in
+   * each, at most `limit` (default 20, at most 100), each with its tenant.
+   */
+  overview(limit?: number): Promise<(JobView & { tenant: string })[]>;
   /** Stops the job: queued chunks are dropped, rows already done are kept; returns it `cancelling` or `cancelled`. */
   cancel(owner: JobOwner, jobId: string): Promise<JobView>;
 }

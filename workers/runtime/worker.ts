@@ -14,6 +14,7 @@ import {
   isRetryable,
   Lifecycle,
   type Logger,
+  PRIORITIES,
   parseArguments,
   type QueuedCall,
   type ResolvedConfig,
@@ -216,6 +217,14 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   const log = createLogger('worker', { pool, worker: workerId });
   const metrics = clusterMetrics();
+  // The pool's counters of trouble start at 0, so that their first increment is an increase that
+  // `increase()` and `rate()` can see (a series born at 1 shows none, and the dead-letter alert would
+  // miss a single dead letter), and so that dashboards chart a healthy pool as 0 rather than nothing.
+  for (const priority of PRIORITIES) {
+    metrics.workerShed.inc({ pool, priority }, 0);
+    metrics.workerRedelivered.inc({ pool, priority }, 0);
+    metrics.queueDeadLettered.inc({ pool, priority }, 0);
+  }
   const delivery = options.delivery.client({ connectTimeoutMs: config.worker.deliveryConnectTimeoutMs });
   const actors = poolConfig.endpoints.map(
     (endpoint, index) =>

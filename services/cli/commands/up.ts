@@ -59,10 +59,22 @@ export async function up(args: string[]): Promise<ExitCode> {
   const jobs = batchJobsFor(config, broker, jobStore);
   // Workers write batch chunks to the job store; calls from the ingress go back over `delivery`.
   const delivery = workerDeliveryFor(deliveryFor(config, true), jobStore);
-  const front = await startIngress(config, broker, delivery, { jobs });
+  let scaler: Autoscaler | undefined;
+  const front = await startIngress(config, broker, delivery, {
+    jobs,
+    // The status page shows the in-process autoscaler's decisions (with --autoscale).
+    autoscaler: () =>
+      scaler?.status().map((p) => ({
+        pool: p.pool,
+        desired: p.desired,
+        current: p.observation?.currentReplicas ?? null,
+        reason: p.reason,
+        error: p.error,
+        changes: p.changes,
+      })),
+  });
   const adapters = families.adapters(config);
   let workers: Worker[] = [];
-  let scaler: Autoscaler | undefined;
   let rates: MetricsSource | undefined;
   if (values.autoscale) {
     // Pools start at their scaling.minReplicas (0 by default: the first queued call wakes the pool
@@ -123,6 +135,7 @@ export async function up(args: string[]): Promise<ExitCode> {
       `  tools:                           ${config.tools.map((t) => t.name).join(', ')}${config.tools.some((t) => t.template === 'embed') ? ', embed_batch' : ''}`,
       `  batch jobs (OpenAI Batch API):   ${base}/v1/batches  (or mcp-cluster batch submit FILE)`,
       `  health / metrics:                ${base}/readyz  ${base}/metrics`,
+      ...(config.ingress.statusPage.enabled ? [`  status page (live):              ${base}/status`] : []),
       ...(scaler
         ? [
             `  autoscaler (in-process workers): ${scaler.url}/status  (pools start at scaling.minReplicas;`,

@@ -14,14 +14,16 @@ import {
   type PoolState,
   stamp,
   startTag,
+  type TenantOverview,
   type TenantState,
+  tenantOverview,
   waitingCalls,
   zeroFigures,
 } from './state.js';
 import { Ticket, type TicketOwner } from './ticket.js';
 import { TokenBucket } from './token-bucket.js';
 
-export type { PoolLimits } from './state.js';
+export type { PoolLimits, TenantOverview } from './state.js';
 
 /** A tenant's settings (config `tenants.<name>`). */
 export interface TenantSettings {
@@ -561,6 +563,11 @@ export class Admission implements TicketOwner {
       }
       this.pump(pool);
     }
+  }
+
+  /** Every tracked tenant of every pool over all replicas, for the status page. */
+  overview(): TenantOverview[] {
+    return tenantOverview(this.pools.values());
   }
 
   /** Figures for tests and diagnostics: a tenant's state on a pool, as this replica sees it. */

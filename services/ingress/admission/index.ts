@@ -9,7 +9,13 @@ import {
 } from './cost.js';
 import { type SharePublisher, startSharePublisher } from './publisher.js';
 
-export type { AdmissionOptions, AdmitRequest, PoolLimits, TenantSettings } from './admission.js';
+export type {
+  AdmissionOptions,
+  AdmitRequest,
+  PoolLimits,
+  TenantOverview,
+  TenantSettings,
+} from './admission.js';
 export { Admission, CONCURRENCY_RETRY_MS, FAIR_ROOM_MS, SPARSE_BURST_CALLS } from './admission.js';
 export type { CostEstimator } from './cost.js';
 export {

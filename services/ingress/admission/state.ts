@@ -144,3 +144,32 @@ export function nextHeld(
   }
   return next;
 }
+
+/** One tenant on one pool over every replica: this replica's figures plus the others' as last published. */
+export interface TenantOverview {
+  readonly tenant: string;
+  readonly pool: string;
+  /** Calls admitted and not yet answered. */
+  readonly inFlight: number;
+  /** Calls queued in the broker or held at an ingress for the tenant's fair-queue quota. */
+  readonly waiting: number;
+  /** Calls asked for per second, averaged over about two seconds. */
+  readonly demandPerS: number;
+}
+
+/** Every tenant the admission tracks on `pools` (an idle one is dropped within a publish period). */
+export function tenantOverview(pools: Iterable<PoolState>): TenantOverview[] {
+  const rows: TenantOverview[] = [];
+  for (const pool of pools) {
+    for (const t of pool.tenants.values()) {
+      rows.push({
+        tenant: t.tenant,
+        pool: pool.name,
+        inFlight: t.inFlight + t.others.inFlight,
+        waiting: waitingCalls(t, true),
+        demandPerS: t.demandPerS + t.others.demandPerS,
+      });
+    }
+  }
+  return rows;
+}

@@ -69,6 +69,11 @@ export interface FrontDoorAuth {
    * batch) whose tool needs scopes `authInfo` lacks, naming every scope needed; else undefined.
    */
   challengeFor(body: unknown, authInfo: AuthInfo): Promise<Response | undefined>;
+  /**
+   * The 403 `insufficient_scope` answer (counted and audited like the others) when `authInfo`
+   * lacks `scope`, e.g. the status page's admin scope; undefined when it holds it, and in mode `none`.
+   */
+  requireScope(authInfo: AuthInfo, scope: string): Response | undefined;
   /** The RFC 9728 protected-resource metadata documents (path-aware and root forms); none without OAuth. */
   readonly routes: AuthRoute[];
   /** Re-reads the API keys file (SIGHUP); false when it was refused and the old keys stay. */
@@ -121,6 +126,7 @@ export function createFrontDoorAuth(
       },
       allows: () => true,
       challengeFor: async () => undefined,
+      requireScope: () => undefined,
       routes: [],
       reload: () => true,
       close: () => undefined,
@@ -243,6 +249,15 @@ export function createFrontDoorAuth(
         return refuse(undefined, error, needed, identityOfInfo(authInfo));
       }
       return undefined;
+    },
+    requireScope(authInfo, scope) {
+      if (authInfo.scopes.includes(scope)) return undefined;
+      const error = new AuthRefusal(
+        'scope',
+        `this needs scope ${scope}; the credential lacks it`,
+        OAuthErrorCode.InsufficientScope,
+      );
+      return refuse(undefined, error, [...new Set([...baseScopes, scope])], identityOfInfo(authInfo));
     },
     routes,
     reload: () => keys?.reload() ?? true,
