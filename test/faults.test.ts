@@ -230,17 +230,21 @@ tools:
         Array.from({ length: 100 }, async (_, i) => {
           const abort = new AbortController();
           const client = clients[i % clients.length] as TestClient;
-          const call = client.callTool(
-            'generate_text',
-            { prompt: `cancel storm ${i} ${randomUUID()}`, max_tokens: 2000 },
-            { signal: abort.signal, timeoutMs: 45_000 },
-          );
+          // The outcome is taken at once: a call refused while this one sleeps (an OVERLOADED
+          // admission) would otherwise be a rejection nobody handles yet.
+          const outcome = client
+            .callTool(
+              'generate_text',
+              { prompt: `cancel storm ${i} ${randomUUID()}`, max_tokens: 2000 },
+              { signal: abort.signal, timeoutMs: 45_000 },
+            )
+            .then(
+              () => 'answered',
+              () => 'cancelled',
+            );
           await sleep(50 + ((i * 37) % 451));
           abort.abort('the user pressed stop');
-          return call.then(
-            () => 'answered',
-            () => 'cancelled',
-          );
+          return outcome;
         }),
       );
       expect(outcomes.filter((o) => o === 'answered')).toEqual([]);

@@ -244,6 +244,57 @@ describe('ingress rejects bad input before it reaches a worker', () => {
     expect((await rpc(res)).error?.message).toMatch(/exceeds 65536 bytes/);
   });
 
+  it('an oversized body gets its 413 on a connection that stays usable, declared or chunked', async () => {
+    // The rest of a refused body is read and dropped: closing the connection under a client still
+    // sending would make its kernel reset it, and a client that had not read the 413 yet loses it.
+    const socket = connect(ingress.port, '127.0.0.1');
+    const state = { received: '', closed: false };
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      state.received += chunk;
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      state.closed = true;
+    });
+    // A status line follows the previous answer's last byte directly (a JSON body ends without a newline).
+    const statuses = () => [...state.received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    const head = (framing: string) =>
+      [
+        'POST /mcp HTTP/1.1',
+        'Host: 127.0.0.1',
+        'Content-Type: application/json',
+        'Accept: application/json, text/event-stream',
+        'Mcp-Protocol-Version: 2025-06-18',
+        `Mcp-Session-Id: ${sessionId}`,
+        framing,
+        '',
+        '',
+      ].join('\r\n');
+    const list = JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'tools/list' });
+    const oversized = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 7,
+      method: 'tools/call',
+      params: { name: 'generate_text', arguments: { prompt: 'x'.repeat(1024 * 1024) } },
+    });
+    try {
+      // Declared: refused on its Content-Length; then chunked: refused as it is counted.
+      socket.write(head(`Content-Length: ${Buffer.byteLength(oversized)}`) + oversized);
+      socket.write(head(`Content-Length: ${Buffer.byteLength(list)}`) + list);
+      await waitFor('two answers or a closed connection', () => state.closed || statuses().length >= 2);
+      const hex = Buffer.byteLength(oversized).toString(16);
+      socket.write(`${head('Transfer-Encoding: chunked')}${hex}\r\n${oversized}\r\n0\r\n\r\n`);
+      socket.write(head(`Content-Length: ${Buffer.byteLength(list)}`) + list);
+      await waitFor('four answers or a closed connection', () => state.closed || statuses().length >= 4);
+      expect(statuses()).toEqual([413, 200, 413, 200]);
+      expect(state.closed).toBe(false);
+      expect(state.received).toMatch(/exceeds 65536 bytes/);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('a wrong Host header gets 403 (DNS rebinding)', async () => {
     // fetch will not send a forged Host header, so speak HTTP directly.
     const { request } = await import('node:http');

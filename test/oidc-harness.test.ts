@@ -79,15 +79,24 @@ describe('oidc harness', () => {
 
   it('serves the flow the MCP client runs: OpenID discovery, then client credentials with resource', async () => {
     expect(as.issuer).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    // RFC 8414 metadata is not served (a 404 makes the MCP client fall back to OpenID discovery).
-    expect((await fetch(`${as.issuer}/.well-known/oauth-authorization-server`)).status).toBe(404);
-    const metadata = (await (await fetch(`${as.issuer}/.well-known/openid-configuration`)).json()) as {
+    type Metadata = {
       issuer: string;
       token_endpoint: string;
       jwks_uri: string;
       grant_types_supported: string[];
       token_endpoint_auth_methods_supported: string[];
     };
+    // The MCP client asks for RFC 8414 metadata first and OpenID discovery after it: both name the
+    // same endpoints, so either path the client takes ends at the same token endpoint and keys.
+    const rfc8414 = await fetch(`${as.issuer}/.well-known/oauth-authorization-server`);
+    expect(rfc8414.status).toBe(200);
+    const oauthMetadata = (await rfc8414.json()) as Metadata;
+    const metadata = (await (
+      await fetch(`${as.issuer}/.well-known/openid-configuration`)
+    ).json()) as Metadata;
+    expect(oauthMetadata.issuer).toBe(metadata.issuer);
+    expect(oauthMetadata.token_endpoint).toBe(metadata.token_endpoint);
+    expect(oauthMetadata.jwks_uri).toBe(metadata.jwks_uri);
     expect(metadata.issuer).toBe(as.issuer);
     expect(metadata.token_endpoint).toBe(as.tokenEndpoint);
     expect(metadata.jwks_uri).toBe(as.jwksUri);

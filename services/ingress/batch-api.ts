@@ -10,7 +10,7 @@ import {
 } from '../core/index.js';
 import type { BatchJobs, FileView, JobOwner, JobView, SubmitOptions } from '../jobs/index.js';
 import { type FrontDoorAuth, identityOf } from './auth/index.js';
-import { hostnameOf, originAllowed, readBody, writeResponse } from './http-server.js';
+import { discardBody, hostnameOf, originAllowed, readBody, writeResponse } from './http-server.js';
 import { batchObject, EMBEDDINGS, fileObject } from './openai-objects.js';
 
 /** What the OpenAI-compatible batch API needs. */
@@ -100,10 +100,9 @@ export function createBatchApi(options: BatchApiOptions): RouteHandler {
         return;
       }
       const apiError = toApiError(err, log);
-      if (apiError.status === 413 || apiError.status === 415) res.setHeader('connection', 'close');
       sendApiError(res, apiError);
-      // A refused body is not read: what the client still sends is discarded until the connection closes.
-      if (!req.readableEnded) req.resume();
+      // A refused body is not read: what the client still sends is dropped, so it reads this answer.
+      discardBody(req);
     }
   };
 

@@ -142,7 +142,6 @@ export function createMcpFrontDoor(
       }
       const read = await readBody(req, options.maxBodyBytes);
       if (read === 'too_large') {
-        res.setHeader('connection', 'close');
         return reject(
           res,
           413,
@@ -341,13 +340,36 @@ export function originAllowed(origin: string, allowed: string[]): boolean {
 }
 
 /**
+ * How long the rest of a refused request's body is still read and dropped, in ms (10 s). Closing a
+ * connection the client is still sending on makes its kernel reset the connection, and a client that
+ * has not read the answer by then gets the reset instead (Node 24's fetch does, for a 413 to a large
+ * upload); a client still sending after this long has its connection closed.
+ */
+export const REFUSED_BODY_LINGER_MS = 10_000;
+
+/**
+ * Reads and drops what is left of a refused request's body, so the client finishes sending and reads
+ * the answer on a connection that stays usable; closes the connection after
+ * {@link REFUSED_BODY_LINGER_MS} if the body has not ended by then.
+ */
+export function discardBody(req: IncomingMessage): void {
+  if (req.readableEnded || req.destroyed) return;
+  const timer = setTimeout(() => req.socket.destroy(), REFUSED_BODY_LINGER_MS);
+  timer.unref();
+  const stop = () => clearTimeout(timer);
+  req.once('end', stop);
+  req.once('close', stop);
+  req.resume();
+}
+
+/**
  * Reads a request body of at most `limit` bytes: refused on its Content-Length before a byte is
- * read, or counted as it arrives (the rest is then read and dropped, so the answer still gets out).
+ * read, or counted as it arrives (the rest is then dropped, see {@link discardBody}).
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too_large' | 'aborted'> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
+    discardBody(req);
     return Promise.resolve('too_large');
   }
   return new Promise((resolve) => {
@@ -359,7 +381,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 
       size += part.length;
       if (size > limit) {
         done = true;
-        req.resume();
+        discardBody(req);
         resolve('too_large');
         return;
       }

@@ -1,4 +1,4 @@
-// oidc-provider 8 ships no types and there is no @types package for it: this declares the part of
+// oidc-provider (9) ships no types and there is no @types package for it: this declares the part of
 // its API that test/support/oidc.ts uses (the provider is a test dependency only), so that file
 // compiles under strict mode without `any`. Names follow node_modules/oidc-provider/lib.
 declare module 'oidc-provider' {

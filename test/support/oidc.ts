@@ -70,12 +70,12 @@ export interface SignTokenOptions {
 }
 
 /**
- * A running authorization server (oidc-provider 8) on 127.0.0.1, HTTP, for client-credentials tokens.
+ * A running authorization server (oidc-provider 9) on 127.0.0.1, HTTP, for client-credentials tokens.
  *
- * What it serves: discovery at `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery;
- * it does NOT serve RFC 8414's `/.well-known/oauth-authorization-server`, which answers 404, so an
- * OAuth client must fall back to the OpenID document, as the MCP client does), the JWKS at
- * {@link jwksUri}, the token endpoint at {@link tokenEndpoint}.
+ * What it serves: discovery at RFC 8414's `{issuer}/.well-known/oauth-authorization-server` and at
+ * `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery), the two naming the same
+ * issuer, token endpoint and JWKS; the JWKS at {@link jwksUri}, the token endpoint at
+ * {@link tokenEndpoint}.
  *
  * Access tokens are JWTs only when the token request names a `resource` (RFC 8707): any absolute http(s)
  * URI is accepted as a resource (another scheme, e.g. `urn:`, is `invalid_target`), and becomes the
@@ -102,7 +102,7 @@ export interface AuthorizationServer {
    * registered scope; `''` sends no scope, which yields a token without a `scope` claim. Rejects with an
    * Error whose message holds the AS's error body text (e.g. `{"error":"invalid_scope",...}`) on failure.
    *
-   * Scope handling (oidc-provider 8.8): a requested scope that some client of this AS registers but
+   * Scope handling (oidc-provider 9): a requested scope that some client of this AS registers but
    * this client does not is refused with HTTP 400 `invalid_scope` ("requested scope is not allowed",
    * and no token); a scope no client registers is silently dropped from the token (which may then have
    * no `scope` claim at all). So a client that over-asks for a known scope gets no token rather than a

@@ -55,7 +55,11 @@ const DEPLOYMENT_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9](
 /** A DNS-1123 label: what Kubernetes accepts as a namespace. */
 const NAMESPACE_NAME = /^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-/** Connection failures worth another try: the API server restarting, a load balancer dropping idle sockets. */
+/**
+ * Connection failures worth another try: the API server restarting, a load balancer dropping idle
+ * sockets. The `UND_ERR_` codes are undici's (the client's fetch) for a socket closed under a request
+ * and a connect that timed out.
+ */
 const TRANSIENT_NETWORK_CODES = new Set([
   'ECONNRESET',
   'ECONNREFUSED',
@@ -65,6 +69,8 @@ const TRANSIENT_NETWORK_CODES = new Set([
   'EAI_AGAIN',
   'EHOSTUNREACH',
   'ENETUNREACH',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
 /** Node's codes for a server certificate the kubeconfig's certificate authority does not vouch for. */
@@ -283,9 +289,8 @@ class KubernetesScaler implements ScalingProvider {
   private isTransient(err: unknown): boolean {
     if (this.closing.signal.aborted) return false;
     if (err instanceof this.k8s.ApiException) return err.code >= 500 || err.code === 429;
-    if (err instanceof this.k8s.AbortError) return true; // our per-attempt timeout
-    if (err instanceof this.k8s.FetchError) return TRANSIENT_NETWORK_CODES.has(err.code ?? '');
-    return false;
+    if (isAbort(err)) return true; // our per-attempt timeout
+    return TRANSIENT_NETWORK_CODES.has(networkCode(err) ?? '');
   }
 
   /** One line for a log: status and the API server's message, or the network error. */
@@ -353,15 +358,15 @@ class KubernetesScaler implements ScalingProvider {
           );
       }
     }
-    if (err instanceof this.k8s.AbortError) {
+    if (isAbort(err)) {
       return new ClusterError(
         'BACKEND_UNAVAILABLE',
         `the Kubernetes API at ${this.server} did not answer ${verb} of ${where} within ${this.requestTimeoutMs} ms${tries}`,
         { cause: err },
       );
     }
-    if (err instanceof this.k8s.FetchError && err.type === 'system') {
-      const code = err.code ?? '';
+    const code = networkCode(err);
+    if (code !== undefined) {
       if (TLS_CODE.test(code)) {
         return new ClusterError(
           'INVALID_CONFIG',
@@ -372,7 +377,7 @@ class KubernetesScaler implements ScalingProvider {
       }
       return new ClusterError(
         'BACKEND_UNAVAILABLE',
-        `cannot reach the Kubernetes API at ${this.server} (${code || err.message})${tries}; check that it runs ` +
+        `cannot reach the Kubernetes API at ${this.server} (${code})${tries}; check that it runs ` +
           'and is reachable from here (in a pod: network policies; elsewhere: the current context of KUBECONFIG ' +
           'or ~/.kube/config)',
         { cause: err },
@@ -470,6 +475,31 @@ function loadKubeConfig(
     );
   }
   return { kubeConfig, source };
+}
+
+/**
+ * Whether a request was aborted: the per-attempt timeout fired (or the provider closed). The client's
+ * fetch (undici) rejects with the signal's reason, a DOMException named AbortError.
+ */
+function isAbort(err: unknown): boolean {
+  return err instanceof Error && err.name === 'AbortError';
+}
+
+/**
+ * The code of the network or TLS failure behind a request, when that is why it failed. The client's
+ * fetch (undici) rejects with `TypeError('fetch failed')` whose `cause` is the socket's error
+ * (ECONNREFUSED, a certificate verification code, UND_ERR_SOCKET…), an AggregateError when every
+ * address of the server's name failed.
+ */
+function networkCode(err: unknown): string | undefined {
+  if (!(err instanceof TypeError)) return undefined;
+  let cause: unknown = err.cause;
+  for (let depth = 0; depth < 4 && cause instanceof Error; depth++) {
+    const code: unknown = (cause as { code?: unknown }).code;
+    if (typeof code === 'string' && code !== '') return code;
+    cause = cause instanceof AggregateError ? cause.errors[0] : cause.cause;
+  }
+  return undefined;
 }
 
 /** The `message` of a Kubernetes `Status` body (the client hands it over as text), bounded. */

@@ -301,10 +301,20 @@ export function workerProcessLauncher(options: WorkerProcessOptions): ReplicaLau
         child.kill('SIGKILL');
         // The worker's own message (`mcp-cluster: INVALID_CONFIG: ...`) is the one a person can act on.
         const own = /mcp-cluster: ([A-Z_]+): (.*)/.exec(stderrTail);
+        // Else a crash's own line (`Error: Cannot find module …`): Node prints it above a stack whose
+        // length depends on the release, so the last lines alone may not hold it.
+        const crash = /^\w*(?:Error|Exception)(?: \[\w+\])?: .*$/m.exec(stderrTail)?.[0];
+        const said = own
+          ? `: ${own[1]}: ${own[2]}`
+          : crash
+            ? `; it failed with ${crash.slice(0, 500)}`
+            : stderrTail
+              ? `; its last output: ${stderrTail.trim().slice(-500)}`
+              : '';
         reject(
           new ClusterError(
             own?.[1] === 'INVALID_CONFIG' ? 'INVALID_CONFIG' : 'INTERNAL',
-            `worker of pool ${pool} ${why}${own ? `: ${own[1]}: ${own[2]}` : stderrTail ? `; its last output: ${stderrTail.trim().slice(-500)}` : ''}`,
+            `worker of pool ${pool} ${why}${said}`,
             { cause },
           ),
         );
