@@ -28,10 +28,11 @@ const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 // One tool call across separate OS processes (ingress, worker, the simulated vLLM backend and a
 // real broker), each role exporting its spans over OTLP/HTTP to a receiver the test runs: the
 // spans must form one trace that continues the caller's traceparent, hop by hop.
+// NATS runs with the default OTLP encoding (protobuf), BullMQ with http/json: both reach the receiver.
 describe.each([
-  ['NATS JetStream', startNatsServer, 'nats'],
-  ['BullMQ on Redis', startRedisServer, 'redis'],
-] as const)('traces across processes on %s', (_label, startBroker, messagingSystem) => {
+  ['NATS JetStream', startNatsServer, 'nats', undefined],
+  ['BullMQ on Redis', startRedisServer, 'redis', 'http/json'],
+] as const)('traces across processes on %s', (_label, startBroker, messagingSystem, protocol) => {
   let receiver: OtlpReceiver;
   let cluster: SimCluster;
   const roles: RoleProcess[] = [];
@@ -54,7 +55,7 @@ tools:
     });
     const otel = {
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      ...(protocol ? { OTEL_EXPORTER_OTLP_PROTOCOL: protocol } : {}),
       OTEL_BSP_SCHEDULE_DELAY: '50',
       OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=test',
     };
@@ -164,6 +165,12 @@ tools:
     );
     expect(ofCall.length).toBeGreaterThanOrEqual(4);
     expect(new Set(ofCall.map((s) => s.traceId))).toEqual(new Set([traceId]));
+    // Every export arrived in the encoding the roles were set to, and decoded.
+    const [used, unused] =
+      protocol === 'http/json' ? (['json', 'protobuf'] as const) : (['protobuf', 'json'] as const);
+    expect(receiver.refused).toBe(0);
+    expect(receiver.byEncoding[used]).toBeGreaterThan(0);
+    expect(receiver.byEncoding[unused]).toBe(0);
 
     // The backend request carried the backend span's context to the sim.
     const seen = (await (await fetch(`${cluster.simUrl}/sim/requests`)).json()) as {
@@ -353,9 +360,14 @@ describe('tracing settings', () => {
       enabled: true,
       endpoint: undefined,
     });
+    expect(tracingSettingsOf({ OTEL_TRACES_EXPORTER: 'otlp' })).toMatchObject({ protocol: 'http/protobuf' });
     expect(
-      tracingSettingsOf({ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf' }),
-    ).toMatchObject({ enabled: true, warnings: [expect.stringContaining('http/json')] });
+      tracingSettingsOf({
+        OTEL_TRACES_EXPORTER: 'otlp',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      }),
+    ).toMatchObject({ enabled: true, protocol: 'http/json', warnings: [] });
   });
 
   it.each([

@@ -1,16 +1,8 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import {
-  type Context,
-  type ContextManager,
-  context,
-  DiagLogLevel,
-  diag,
-  propagation,
-  ROOT_CONTEXT,
-  trace,
-} from '@opentelemetry/api';
+import { context, DiagLogLevel, diag, propagation, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as ProtobufExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import {
   defaultResource,
   detectResources,
@@ -56,42 +48,6 @@ function samplerFor(setting: SamplerSetting): Sampler {
   }
 }
 
-/**
- * Carries the active OpenTelemetry context across `await`s with Node's AsyncLocalStorage, so a
- * backend request made deep in an adapter carries the span of the call that made it.
- */
-class AsyncLocalContextManager implements ContextManager {
-  private readonly storage = new AsyncLocalStorage<Context>();
-
-  active(): Context {
-    return this.storage.getStore() ?? ROOT_CONTEXT;
-  }
-
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    ctx: Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    return this.storage.run(ctx, () => fn.apply(thisArg, args));
-  }
-
-  bind<T>(ctx: Context, target: T): T {
-    if (typeof target !== 'function') return target;
-    const run = (...args: unknown[]) => this.storage.run(ctx, () => target.apply(undefined, args));
-    return run as T;
-  }
-
-  enable(): this {
-    return this;
-  }
-
-  disable(): this {
-    this.storage.disable();
-    return this;
-  }
-}
-
 /** Builds and registers the SDK for `settings` (see `startTracing`). */
 export function startTracingSdk(
   role: string,
@@ -127,7 +83,11 @@ export function startTracingSdk(
       }),
     )
     .merge(detected);
-  const exporter = new OTLPTraceExporter(settings.endpoint ? { url: settings.endpoint } : {});
+  const exporterOptions = settings.endpoint ? { url: settings.endpoint } : {};
+  const exporter =
+    settings.protocol === 'http/json'
+      ? new JsonExporter(exporterOptions)
+      : new ProtobufExporter(exporterOptions);
   const scheduledDelayMillis = bspNumber(env, 'OTEL_BSP_SCHEDULE_DELAY', warnings);
   const maxQueueSize = bspNumber(env, 'OTEL_BSP_MAX_QUEUE_SIZE', warnings);
   const maxExportBatchSize = bspNumber(env, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', warnings);
@@ -145,13 +105,15 @@ export function startTracingSdk(
       }),
     ],
   });
-  context.setGlobalContextManager(new AsyncLocalContextManager());
+  // Carries the active span across `await`s, so a backend request deep in an adapter has its call's span.
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
   enableCallTracing();
   for (const warning of warnings) logger.warn(warning);
   logger.info('tracing on', {
     endpoint: settings.endpoint ?? 'http://localhost:4318/v1/traces',
+    protocol: settings.protocol,
     serviceName: String(resource.attributes[ATTR_SERVICE_NAME] ?? ''),
   });
   return {

@@ -15,6 +15,8 @@ export type TracingSettings =
       enabled: true;
       /** The exporter's URL when set (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces`). */
       endpoint: string | undefined;
+      /** OTLP/HTTP encoding (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`; default http/protobuf). */
+      protocol: 'http/protobuf' | 'http/json';
       /** `OTEL_TRACES_SAMPLER` (default parentbased_always_on) and its ratio (`OTEL_TRACES_SAMPLER_ARG`, default 1). */
       sampler: SamplerSetting;
       /** Warnings to log at start (settings read but not honoured as written). */
@@ -82,18 +84,15 @@ export function tracingSettingsOf(env: Env): TracingSettings {
   const protocolName = value('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL')
     ? 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'
     : 'OTEL_EXPORTER_OTLP_PROTOCOL';
-  const protocol = value(protocolName);
-  if (protocol === 'http/protobuf') {
-    // Every OTLP/HTTP receiver takes both encodings on the same path.
-    warnings.push(`${protocolName}=http/protobuf: this build exports OTLP/HTTP as JSON (http/json)`);
-  } else if (protocol !== undefined && protocol !== 'http/json') {
+  const protocol = value(protocolName) ?? 'http/protobuf';
+  if (protocol !== 'http/protobuf' && protocol !== 'http/json') {
     throw new ClusterError(
       'INVALID_CONFIG',
-      `${protocolName}=${protocol} is not supported: traces are exported over OTLP/HTTP (http/json; http/protobuf is read as http/json)`,
+      `${protocolName}=${protocol} is not supported: traces are exported over OTLP/HTTP (http/protobuf, the default, or http/json)`,
     );
   }
   const endpoint = specific ?? (general ? `${general.replace(/\/+$/, '')}/v1/traces` : undefined);
-  return { enabled: true, endpoint, sampler: samplerOf(env), warnings };
+  return { enabled: true, endpoint, protocol, sampler: samplerOf(env), warnings };
 }
 
 /** The sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name (default parentbased_always_on). */

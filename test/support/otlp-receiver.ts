@@ -1,10 +1,55 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import protobuf from 'protobufjs';
 
 // A test OTLP/HTTP trace receiver: what a collector's `otlphttp` receiver does, for one suite. It
-// takes `POST /v1/traces` in the JSON encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/json, the
-// encoding the roles export in) and keeps every span, flattened with its resource's service name.
-// A protobuf body is answered 415, so an exporter sending something else fails visibly.
+// takes `POST /v1/traces` in both OTLP/HTTP encodings (protobuf, the default, and JSON) and keeps
+// every span, flattened with its resource's service name. Any other body is answered 415, so an
+// exporter sending something else fails visibly.
+
+/**
+ * The part of OTLP's ExportTraceServiceRequest the tests read (field numbers from
+ * opentelemetry/proto/collector/trace/v1 and trace/v1): decoded to the same shape as the JSON
+ * encoding, ids as hex.
+ */
+const OTLP = protobuf
+  .parse(`
+syntax = "proto3";
+message AnyValue { oneof value { string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4; } }
+message KeyValue { string key = 1; AnyValue value = 2; }
+message Resource { repeated KeyValue attributes = 1; }
+message Link { bytes trace_id = 1; bytes span_id = 2; }
+message Status { int32 code = 3; }
+message Span {
+  bytes trace_id = 1; bytes span_id = 2; bytes parent_span_id = 4; string name = 5; int32 kind = 6;
+  fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
+  repeated Link links = 13; Status status = 15;
+}
+message ScopeSpans { repeated Span spans = 2; }
+message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
+message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+`)
+  .root.lookupType('ExportTraceServiceRequest');
+
+/** Decodes a protobuf export request to the JSON encoding's shape (ids as hex, times as strings). */
+function fromProtobuf(body: Buffer): ExportRequest {
+  const hexOf = (value: unknown) => Buffer.from((value as Uint8Array | undefined) ?? []).toString('hex');
+  const request = OTLP.toObject(OTLP.decode(body), { longs: String }) as ExportRequest;
+  for (const resourceSpans of request.resourceSpans ?? []) {
+    for (const scope of resourceSpans.scopeSpans ?? []) {
+      for (const span of scope.spans ?? []) {
+        span.traceId = hexOf(span.traceId);
+        span.spanId = hexOf(span.spanId);
+        span.parentSpanId = hexOf(span.parentSpanId);
+        for (const link of span.links ?? []) {
+          link.traceId = hexOf(link.traceId);
+          link.spanId = hexOf(link.spanId);
+        }
+      }
+    }
+  }
+  return request;
+}
 
 /** One received span, as the OTLP JSON encoding carries it (ids as hex, times as nanoseconds). */
 export interface ReceivedSpan {
@@ -38,6 +83,8 @@ export interface OtlpReceiver {
   /** Export requests received, and of those the ones refused (not JSON, not an export request). */
   readonly requests: number;
   readonly refused: number;
+  /** Export requests taken, by OTLP/HTTP encoding. */
+  readonly byEncoding: { json: number; protobuf: number };
   close(): Promise<void>;
 }
 
@@ -88,6 +135,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
   let requests = 0;
   let refused = 0;
+  let jsonRequests = 0;
+  let protobufRequests = 0;
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -98,14 +147,19 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
         res.writeHead(404).end();
         return;
       }
-      if (!String(req.headers['content-type']).startsWith('application/json')) {
+      const type = String(req.headers['content-type']);
+      const json = type.startsWith('application/json');
+      if (!json && !type.startsWith('application/x-protobuf')) {
         refused += 1;
         res.writeHead(415).end();
         return;
       }
       let body: ExportRequest;
       try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ExportRequest;
+        const raw = Buffer.concat(chunks);
+        body = json ? (JSON.parse(raw.toString('utf8')) as ExportRequest) : fromProtobuf(raw);
+        if (json) jsonRequests += 1;
+        else protobufRequests += 1;
       } catch {
         refused += 1;
         res.writeHead(400).end();
@@ -144,6 +198,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     },
     get refused() {
       return refused;
+    },
+    get byEncoding() {
+      return { json: jsonRequests, protobuf: protobufRequests };
     },
     close: () =>
       new Promise<void>((resolve) => {
