@@ -117,11 +117,16 @@ tools:
       [cell, before + 1] as const,
       { timeout: 15_000 },
     );
-    // What the page shows of the cluster: every pool's queue by priority, the workers of this process.
+    // What the page shows of the cluster: every pool's queue by priority, every worker (here those of
+    // this process, through the roles ledger like any other) and their backends.
     expect(await page.locator('#pools tr[data-pool="inference"][data-priority="normal"]').count()).toBe(1);
     expect(await page.locator('#pools tr[data-pool="embeddings"][data-priority="low"]').count()).toBe(1);
-    expect(await page.locator('#workers tr[data-pool="inference"]').textContent()).toContain('1 running');
-    expect(await page.locator('#backends tbody tr').count()).toBe(2);
+    const inferenceWorker = page.locator('#workers tr[data-worker="w-inference"]');
+    expect(await inferenceWorker.textContent()).toContain('running');
+    expect(await inferenceWorker.getAttribute('data-pool')).toBe('inference');
+    expect(await page.locator('#backends tbody tr[data-worker]').count()).toBe(2);
+    // Healthy and its breaker closed: both cells marked ok.
+    expect(await page.locator('#backends tr[data-worker="w-embeddings"] td.ok').count()).toBe(2);
     // A marker on this document: it survives only if the page updates in place.
     await page.evaluate(() => {
       (window as unknown as { statusMarker: string }).statusMarker = 'same document';
@@ -344,7 +349,7 @@ describe('status page settings', () => {
 });
 
 // `mcp-cluster up --autoscale` as its own process: its banner names the page, and the page shows the
-// in-process autoscaler's decisions.
+// in-process autoscaler's decisions (published to the memory broker's roles ledger, as any autoscaler).
 describe('mcp-cluster up and the status page', () => {
   it('prints the status page URL and shows the autoscaler when it runs', async () => {
     const up = await startUp(['--autoscale']);
