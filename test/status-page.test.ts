@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBroker } from '../services/cli/index.js';
 import {
   type Broker,
+  ClusterError,
   createLogger,
   inProcessDelivery,
   type JobStore,
@@ -346,6 +347,63 @@ describe('status page settings', () => {
       await broker.close();
     }
   });
+});
+
+// The roles ledger unreadable (a broker that lost its ledger bucket, or an outage of the ledger
+// alone): the page says so where the workers, backends and autoscaler would be, and the rest of it
+// still shows.
+describe('status page without the roles ledger (in Chromium)', () => {
+  it('says the workers, backends and autoscaler are unavailable, answering 200', async () => {
+    const config = resolveConfig('cluster: { namespace: status-noroles-test }\ningress: { port: 0 }', {});
+    const broker = await openBroker({
+      url: 'memory:',
+      namespace: 'status-noroles-test',
+      pools: Object.keys(config.pools),
+    });
+    const reads: string[] = [];
+    const failing: Broker = {
+      ...broker,
+      roles: {
+        publish: (replica, value, ttlMs) => broker.roles.publish(replica, value, ttlMs),
+        withdraw: (replica) => broker.roles.withdraw(replica),
+        close: () => broker.roles.close(),
+        read: async () => {
+          reads.push('read');
+          throw new ClusterError('QUEUE_UNAVAILABLE', 'roles bucket unreachable');
+        },
+      },
+    };
+    const ingress = await startIngress(config, failing, inProcessDelivery());
+    const browser = await launchChromium();
+    try {
+      const base = ingress.url.replace(/\/mcp$/, '');
+      const res = await fetch(`${base}/status/data`);
+      expect(res.status).toBe(200);
+      const snapshot = (await res.json()) as StatusSnapshot;
+      expect(reads.length).toBeGreaterThan(0);
+      expect([snapshot.workers, snapshot.backends, snapshot.autoscaler]).toEqual([null, null, null]);
+      expect(snapshot.problems.join(' ')).toContain('roles bucket unreachable');
+      // Still there: the queues of every pool.
+      expect(snapshot.pools.map((p) => p.priorities !== null)).toEqual(snapshot.pools.map(() => true));
+
+      const page = await browser.newPage();
+      await page.goto(`${base}/status`);
+      await page.waitForFunction(
+        () => document.querySelector('#workers td.empty')?.textContent === 'figures unavailable',
+        undefined,
+        { timeout: 15_000 },
+      );
+      expect(await page.locator('#backends td.empty').textContent()).toBe('figures unavailable');
+      expect(await page.locator('#autoscaler td.empty').textContent()).toBe('figures unavailable');
+      expect(await page.locator('#workers-hint').textContent()).toContain('roles ledger');
+      expect(await page.locator('#problems').textContent()).toContain('roles bucket unreachable');
+      await page.close();
+    } finally {
+      await browser.close();
+      await ingress.shutdown();
+      await broker.close();
+    }
+  }, 30_000);
 });
 
 // `mcp-cluster up --autoscale` as its own process: its banner names the page, and the page shows the
