@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openBroker } from '../services/cli/index.js';
 import {
   type Broker,
+  ClusterError,
   createLogger,
   inProcessDelivery,
   type JobStore,
@@ -117,11 +118,16 @@ tools:
       [cell, before + 1] as const,
       { timeout: 15_000 },
     );
-    // What the page shows of the cluster: every pool's queue by priority, the workers of this process.
+    // What the page shows of the cluster: every pool's queue by priority, every worker (here those of
+    // this process, through the roles ledger like any other) and their backends.
     expect(await page.locator('#pools tr[data-pool="inference"][data-priority="normal"]').count()).toBe(1);
     expect(await page.locator('#pools tr[data-pool="embeddings"][data-priority="low"]').count()).toBe(1);
-    expect(await page.locator('#workers tr[data-pool="inference"]').textContent()).toContain('1 running');
-    expect(await page.locator('#backends tbody tr').count()).toBe(2);
+    const inferenceWorker = page.locator('#workers tr[data-worker="w-inference"]');
+    expect(await inferenceWorker.textContent()).toContain('running');
+    expect(await inferenceWorker.getAttribute('data-pool')).toBe('inference');
+    expect(await page.locator('#backends tbody tr[data-worker]').count()).toBe(2);
+    // Healthy and its breaker closed: both cells marked ok.
+    expect(await page.locator('#backends tr[data-worker="w-embeddings"] td.ok').count()).toBe(2);
     // A marker on this document: it survives only if the page updates in place.
     await page.evaluate(() => {
       (window as unknown as { statusMarker: string }).statusMarker = 'same document';
@@ -343,8 +349,65 @@ describe('status page settings', () => {
   });
 });
 
+// The roles ledger unreadable (a broker that lost its ledger bucket, or an outage of the ledger
+// alone): the page says so where the workers, backends and autoscaler would be, and the rest of it
+// still shows.
+describe('status page without the roles ledger (in Chromium)', () => {
+  it('says the workers, backends and autoscaler are unavailable, answering 200', async () => {
+    const config = resolveConfig('cluster: { namespace: status-noroles-test }\ningress: { port: 0 }', {});
+    const broker = await openBroker({
+      url: 'memory:',
+      namespace: 'status-noroles-test',
+      pools: Object.keys(config.pools),
+    });
+    const reads: string[] = [];
+    const failing: Broker = {
+      ...broker,
+      roles: {
+        publish: (replica, value, ttlMs) => broker.roles.publish(replica, value, ttlMs),
+        withdraw: (replica) => broker.roles.withdraw(replica),
+        close: () => broker.roles.close(),
+        read: async () => {
+          reads.push('read');
+          throw new ClusterError('QUEUE_UNAVAILABLE', 'roles bucket unreachable');
+        },
+      },
+    };
+    const ingress = await startIngress(config, failing, inProcessDelivery());
+    const browser = await launchChromium();
+    try {
+      const base = ingress.url.replace(/\/mcp$/, '');
+      const res = await fetch(`${base}/status/data`);
+      expect(res.status).toBe(200);
+      const snapshot = (await res.json()) as StatusSnapshot;
+      expect(reads.length).toBeGreaterThan(0);
+      expect([snapshot.workers, snapshot.backends, snapshot.autoscaler]).toEqual([null, null, null]);
+      expect(snapshot.problems.join(' ')).toContain('roles bucket unreachable');
+      // Still there: the queues of every pool.
+      expect(snapshot.pools.map((p) => p.priorities !== null)).toEqual(snapshot.pools.map(() => true));
+
+      const page = await browser.newPage();
+      await page.goto(`${base}/status`);
+      await page.waitForFunction(
+        () => document.querySelector('#workers td.empty')?.textContent === 'figures unavailable',
+        undefined,
+        { timeout: 15_000 },
+      );
+      expect(await page.locator('#backends td.empty').textContent()).toBe('figures unavailable');
+      expect(await page.locator('#autoscaler td.empty').textContent()).toBe('figures unavailable');
+      expect(await page.locator('#workers-hint').textContent()).toContain('roles ledger');
+      expect(await page.locator('#problems').textContent()).toContain('roles bucket unreachable');
+      await page.close();
+    } finally {
+      await browser.close();
+      await ingress.shutdown();
+      await broker.close();
+    }
+  }, 30_000);
+});
+
 // `mcp-cluster up --autoscale` as its own process: its banner names the page, and the page shows the
-// in-process autoscaler's decisions.
+// in-process autoscaler's decisions (published to the memory broker's roles ledger, as any autoscaler).
 describe('mcp-cluster up and the status page', () => {
   it('prints the status page URL and shows the autoscaler when it runs', async () => {
     const up = await startUp(['--autoscale']);

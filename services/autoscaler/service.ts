@@ -1,4 +1,5 @@
 import {
+  autoscalerRoleKey,
   type Broker,
   ClusterError,
   type ClusterErrorCode,
@@ -6,10 +7,17 @@ import {
   createLogger,
   heldCallsByPool,
   Lifecycle,
+  MAX_ROLE_POOLS,
+  MAX_ROLE_TEXT,
   type PoolConfig,
+  type PoolDecision,
+  processId,
   type ResolvedConfig,
+  ROLE_ENTRY_VERSION,
+  type RolePublisher,
   type RoleServer,
   type Stoppable,
+  startRolePublisher,
   startRoleServer,
   toClusterError,
 } from '../core/index.js';
@@ -36,9 +44,10 @@ export interface AutoscalerOptions {
    * tenant's fair-queue quota count as interactive queue depth too: fair queueing keeps a flood at
    * the ingresses, and the broker's queue alone never shows more than the pools' fair-queue size.
    * Without it, or while the ledger cannot be read (logged once per outage), no held calls are
-   * counted. Not closed by `shutdown()`.
+   * counted. With `roles` (the roles ledger), the last decision of every pool is published there
+   * every second, for the ingress's status page. Not closed by `shutdown()`.
    */
-  broker: Pick<Broker, 'queue'> & Partial<Pick<Broker, 'shares'>>;
+  broker: Pick<Broker, 'queue'> & Partial<Pick<Broker, 'shares' | 'roles'>>;
   /** Where decisions land. Owned by the autoscaler: `shutdown()` closes it (the local provider drains its workers). */
   provider: ScalingProvider;
   /**
@@ -397,6 +406,23 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
   const url = http?.url ?? '';
 
   life.started();
+  // The last decisions, for the status page of any ingress (decisions change once per interval;
+  // the entry is republished every second so that it outlives no autoscaler by more than its TTL).
+  const id = processId();
+  const roleStatus: RolePublisher | undefined = broker.roles
+    ? startRolePublisher({
+        ledger: broker.roles,
+        key: autoscalerRoleKey(id),
+        log,
+        entry: () => ({
+          v: ROLE_ENTRY_VERSION,
+          role: 'autoscaler',
+          autoscaler: id,
+          provider: provider.kind,
+          pools: [...statuses.values()].slice(0, MAX_ROLE_POOLS).map(decisionOf),
+        }),
+      })
+    : undefined;
   log.info('autoscaler started', { pools, intervalMs, url, rates: source ? 'source' : 'none' });
   // The first look happens at once, so a backlog that is already there is acted on without a wait.
   schedule(0);
@@ -423,10 +449,23 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
           await provider.close();
         },
         close: async () => {
+          await roleStatus?.stop();
           await http?.close();
           log.info('autoscaler stopped');
         },
       }),
+  };
+}
+
+/** A pool's last decision as the roles ledger carries it. */
+function decisionOf(status: PoolStatus): PoolDecision {
+  return {
+    pool: status.pool,
+    desired: status.desired,
+    current: status.observation?.currentReplicas ?? null,
+    reason: status.reason,
+    error: status.error === null ? null : status.error.slice(0, MAX_ROLE_TEXT),
+    changes: status.changes,
   };
 }
 

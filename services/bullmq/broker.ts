@@ -9,8 +9,8 @@ import { RedisShareLedger } from './share-ledger.js';
 /**
  * Opens the BullMQ broker on Redis: two queues per pool under the key prefix `<namespace>`,
  * `calls-<pool>` for high and normal calls and `calls-<pool>.low` for low ones, job id = call id, failed jobs as the dead-letter set, and cancel orders on
- * the pub/sub channel `<namespace>:cancels`, and the shares ledger in the hash `<namespace>:shares`
- * (see `RedisShareLedger`). Rejects with `ClusterError('QUEUE_UNAVAILABLE')`
+ * the pub/sub channel `<namespace>:cancels`, the shares ledger in the hash `<namespace>:shares`
+ * and the roles ledger in the hash `<namespace>:roles` (see `RedisShareLedger`). Rejects with `ClusterError('QUEUE_UNAVAILABLE')`
  * naming the URL when Redis cannot be reached within a few seconds; afterwards every
  * connection reconnects by itself. The key `<namespace>:epoch` tells whether a reconnected Redis
  * still has its data (see `RedisEpoch` and `CallQueue.onDataLost`).
@@ -34,16 +34,19 @@ export async function openBullmqBroker(options: BrokerOptions): Promise<Broker> 
   for (const pool of options.pools) for (const lane of LANES) queue.queueFor(pool, lane);
   const cancels = new RedisCancelBus(options.url, `${options.namespace}:cancels`, producer);
   // On the producer connection; no I/O until first used.
-  const shares = new RedisShareLedger(options.url, options.namespace, producer);
+  const shares = new RedisShareLedger(options.url, options.namespace, producer, 'shares');
+  const roles = new RedisShareLedger(options.url, options.namespace, producer, 'roles');
   let closing: Promise<void> | undefined;
   return {
     url: options.url,
     queue,
     cancels,
     shares,
+    roles,
     close: () => {
       closing ??= (async () => {
         await shares.close();
+        await roles.close();
         await queue.close();
         await cancels.close();
         producer.disconnect();

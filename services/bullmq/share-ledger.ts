@@ -49,9 +49,10 @@ return live
 `;
 
 /**
- * The shares ledger on Redis: one hash `<namespace>:shares`, field = replica id (any string: fields
- * are binary-safe), value = `<expires at> <value JSON>`, on the broker's producer connection (no
- * connection of its own).
+ * A ledger of the {@link ShareLedger} contract on Redis: one hash `<namespace>:<ledger>` (the broker
+ * opens two: `shares`, the ingress replicas' admission figures, and `roles`, workers' and the
+ * autoscaler's status), field = replica id (any string: fields are binary-safe), value =
+ * `<expires at> <value JSON>`, on the broker's producer connection (no connection of its own).
  *
  * Why one hash and scripts rather than a key per replica with `PX` and a set as index: a read is one
  * round trip either way, but the hash needs no index to keep in step with keys that expire on their
@@ -68,12 +69,14 @@ return live
 export class RedisShareLedger implements ShareLedger {
   private readonly key: string;
 
+  /** @param ledger the ledger's name, the hash key's suffix: `shares` or `roles`. */
   constructor(
     private readonly url: string,
     namespace: string,
     private readonly client: Redis,
+    ledger: 'shares' | 'roles' = 'shares',
   ) {
-    this.key = `${namespace}:shares`;
+    this.key = `${namespace}:${ledger}`;
   }
 
   async publish(replica: string, value: unknown, ttlMs: number): Promise<void> {
@@ -95,8 +98,8 @@ export class RedisShareLedger implements ShareLedger {
         logEvent(
           'warn',
           'share_entry_undecodable',
-          { url: this.url, replica, error: messageOf(err) },
-          'shares',
+          { url: this.url, key: this.key, replica, error: messageOf(err) },
+          this.key,
         );
       }
     }
@@ -109,7 +112,12 @@ export class RedisShareLedger implements ShareLedger {
       if (this.client.status !== 'ready') return;
       await withTimeout(this.client.hdel(this.key, replica), COMMAND_TIMEOUT_MS);
     } catch (err) {
-      logEvent('warn', 'share_withdraw_failed', { url: this.url, replica, error: messageOf(err) });
+      logEvent('warn', 'share_withdraw_failed', {
+        url: this.url,
+        key: this.key,
+        replica,
+        error: messageOf(err),
+      });
     }
   }
 
@@ -127,7 +135,7 @@ export class RedisShareLedger implements ShareLedger {
       if (!(await awaitReady(this.client, Math.max(0, until - Date.now())))) {
         throw new ClusterError(
           'QUEUE_UNAVAILABLE',
-          `share ledger ${what} (${replica}): Redis at ${this.url} is unreachable (no connection for ${BROKER_RECONNECT_GRACE_MS} ms, ${this.client.status})`,
+          `ledger ${this.key} ${what} (${replica}): Redis at ${this.url} is unreachable (no connection for ${BROKER_RECONNECT_GRACE_MS} ms, ${this.client.status})`,
         );
       }
       try {
@@ -136,7 +144,7 @@ export class RedisShareLedger implements ShareLedger {
         if (this.client.status !== 'ready' && Date.now() < until) continue;
         throw new ClusterError(
           'QUEUE_UNAVAILABLE',
-          `share ledger ${what} (${replica}) on Redis at ${this.url} failed: ${messageOf(err)}`,
+          `ledger ${this.key} ${what} (${replica}) on Redis at ${this.url} failed: ${messageOf(err)}`,
           { cause: err },
         );
       }

@@ -100,6 +100,28 @@ export {
   queueLog,
   withTimeout,
 } from './queue/queue-support.js';
+export type {
+  AutoscalerRoleEntry,
+  BackendStatus,
+  BreakerState,
+  PoolDecision,
+  RoleEntry,
+  WorkerRoleEntry,
+} from './queue/role-entry.js';
+export {
+  autoscalerRoleKey,
+  endpointOf,
+  MAX_ROLE_BACKENDS,
+  MAX_ROLE_POOLS,
+  MAX_ROLE_TEXT,
+  ROLE_ENTRY_TTL_MS,
+  ROLE_ENTRY_VERSION,
+  ROLE_PUBLISH_INTERVAL_MS,
+  readRoleEntry,
+  workerRoleKey,
+} from './queue/role-entry.js';
+export type { RolePublisher } from './queue/role-publisher.js';
+export { startRolePublisher } from './queue/role-publisher.js';
 export type { PoolFigures, ReplicaEntry, TenantFigures } from './queue/share-entry.js';
 export { ENTRY_VERSION, heldCallsByPool, readEntry, ZERO_TENANT } from './queue/share-entry.js';
 export type { ShareLedger } from './queue/share-ledger.js';

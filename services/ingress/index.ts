@@ -24,7 +24,7 @@ import { CallRegistry } from './call-registry.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
-import { type AutoscalerView, createStatusRoutes, StatusSource } from './status/index.js';
+import { createStatusRoutes, StatusSource } from './status/index.js';
 import { createMcpTasks } from './tasks.js';
 import { ToolValidator } from './tool-validator.js';
 
@@ -55,7 +55,7 @@ export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } fro
 export { batchObject } from './openai-objects.js';
 export { stampModernResult } from './result-json.js';
 export { SessionIds } from './session-id.js';
-export type { AutoscalerView, StatusSnapshot } from './status/index.js';
+export type { AutoscalerView, BackendView, StatusSnapshot, WorkerView } from './status/index.js';
 // The status page's figure arithmetic, for the suite that tests it alone.
 export { quantileMs, TOOL_WINDOW_MS, ToolWindow } from './status/index.js';
 export { ToolValidator } from './tool-validator.js';
@@ -67,11 +67,6 @@ export interface IngressOptions {
    * composition root. Without it the replica serves no batch jobs.
    */
   jobs?: BatchJobs;
-  /**
-   * The last decisions of an autoscaler running in this process (`up --autoscale`), for the status
-   * page; undefined while there is none.
-   */
-  autoscaler?: () => readonly AutoscalerView[] | undefined;
 }
 
 /** A running ingress replica. */
@@ -199,7 +194,8 @@ export async function startIngress(
             tools: tasks?.tool ? [...tools, tasks.tool].map((t) => t.name) : tools.map((t) => t.name),
             tenants: () => admission.state.overview(),
             jobs: options.jobs,
-            autoscaler: options.autoscaler,
+            // Every worker and autoscaler of the cluster publishes its status there.
+            roles: broker.roles,
             statsTimeoutMs: QUEUE_STATS_TIMEOUT_MS,
           },
           config.ingress.statusPage.refreshIntervalMs,

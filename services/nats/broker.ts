@@ -11,8 +11,9 @@ import { Topology } from './topology.js';
 
 /**
  * Opens the NATS JetStream broker: the call queue on the streams and consumers of
- * {@link Topology}, cancel orders on the core subject `<ns>.cancels`, and the shares ledger on the
- * KV bucket `<ns>_shares` ({@link NatsShareLedger}, created on first use). Creates or updates the
+ * {@link Topology}, cancel orders on the core subject `<ns>.cancels`, the shares ledger on the
+ * KV bucket `<ns>_shares` and the roles ledger on `<ns>_roles` ({@link NatsShareLedger}, each
+ * created on first use). Creates or updates the
  * streams (the calls stream's `max_age` from `options.callRetentionMs`) and the consumers of
  * `options.pools` idempotently, so concurrent opens are safe, and removes answered calls a crashed
  * broker brought back, at open and after every reconnect ({@link AnsweredSweep}).
@@ -38,17 +39,20 @@ export async function openNatsBroker(options: BrokerOptions): Promise<Broker> {
     const queue = new NatsCallQueue(link, topology, new DeadLetters(link, js, topology));
     const cancels = new NatsCancelBus(link, `${namespace}.cancels`);
     // Sets nothing up on the broker until first used (workers never use it).
-    const shares = new NatsShareLedger(link, namespace);
+    const shares = new NatsShareLedger(link, namespace, 'shares');
+    const roles = new NatsShareLedger(link, namespace, 'roles');
     let closing: Promise<void> | undefined;
     return {
       url,
       queue,
       cancels,
       shares,
+      roles,
       close: () => {
         closing ??= (async () => {
           sweep.close();
           await shares.close();
+          await roles.close();
           await queue.close();
           await cancels.close();
           await link.close();

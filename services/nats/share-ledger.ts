@@ -34,9 +34,11 @@ interface CachedShare {
 }
 
 /**
- * The shares ledger on a JetStream KV bucket `<namespace>_shares` (stream `KV_<namespace>_shares`),
- * on the broker's own connection. Nothing happens on the broker until the first call: a worker
- * that never reads the ledger creates no bucket and no consumer.
+ * A ledger of the {@link ShareLedger} contract on a JetStream KV bucket `<namespace>_<ledger>`
+ * (stream `KV_<namespace>_<ledger>`), on the broker's own connection: the broker opens two, `shares`
+ * (the ingress replicas' admission figures) and `roles` (workers' and the autoscaler's status).
+ * Nothing happens on the broker until the first call: a role that never uses a ledger creates no
+ * bucket and no consumer for it.
  *
  * - Key: the replica id with every character but `A-Z a-z 0-9 _ -` escaped as `=XX` (the bytes of its
  *   UTF-8), so any id makes a valid key, distinct ids make distinct keys, and keys stay readable
@@ -71,11 +73,16 @@ export class NatsShareLedger implements ShareLedger {
   private generation = 0;
   private closed = false;
 
+  /**
+   * @param ledger the ledger's name, the bucket's suffix: `shares` or `roles` (letters only, so that
+   *   `<namespace>_<ledger>` stays a valid bucket name for every namespace `assertName` accepts).
+   */
   constructor(
     private readonly link: NatsLink,
     namespace: string,
+    ledger: 'shares' | 'roles' = 'shares',
   ) {
-    this.bucketName = `${namespace}_shares`;
+    this.bucketName = `${namespace}_${ledger}`;
   }
 
   async publish(replica: string, value: unknown, ttlMs: number): Promise<void> {
@@ -132,7 +139,12 @@ export class NatsShareLedger implements ShareLedger {
         API_TIMEOUT_MS,
       );
     } catch (err) {
-      logEvent('warn', 'share_withdraw_failed', { url: this.link.url, replica, error: messageOf(err) });
+      logEvent('warn', 'share_withdraw_failed', {
+        url: this.link.url,
+        bucket: this.bucketName,
+        replica,
+        error: messageOf(err),
+      });
     }
   }
 
@@ -145,7 +157,10 @@ export class NatsShareLedger implements ShareLedger {
   /** Runs one operation once the connection is up, mapping failures to QUEUE_UNAVAILABLE. */
   private async run(what: string, replica: string, op: () => Promise<void>): Promise<void> {
     if (this.closed) {
-      throw new ClusterError('QUEUE_UNAVAILABLE', `the share ledger on NATS at ${this.link.url} is closed`);
+      throw new ClusterError(
+        'QUEUE_UNAVAILABLE',
+        `the ledger ${this.bucketName} on NATS at ${this.link.url} is closed`,
+      );
     }
     try {
       if (!this.link.isConnected) await this.link.awaitConnected(RECONNECT_GRACE_MS);
@@ -154,7 +169,7 @@ export class NatsShareLedger implements ShareLedger {
       if (err instanceof RangeError) throw err;
       throw new ClusterError(
         'QUEUE_UNAVAILABLE',
-        `share ledger ${what} (${replica}) on NATS at ${this.link.url} failed: ${messageOf(err)}`,
+        `ledger ${this.bucketName} ${what} (${replica}) on NATS at ${this.link.url} failed: ${messageOf(err)}`,
         { cause: err },
       );
     }
@@ -212,7 +227,12 @@ export class NatsShareLedger implements ShareLedger {
           if (entry.delta === 0) replayed();
         }
       } catch (err) {
-        logEvent('warn', 'share_watch_failed', { url: this.link.url, error: messageOf(err) }, 'share-watch');
+        logEvent(
+          'warn',
+          'share_watch_failed',
+          { url: this.link.url, bucket: this.bucketName, error: messageOf(err) },
+          `share-watch-${this.bucketName}`,
+        );
       } finally {
         replayed();
         // Ended by the server or the client (not by us): the next read opens a new one.
@@ -239,7 +259,12 @@ export class NatsShareLedger implements ShareLedger {
     }
     const share = decodeShare(entry);
     if (!share) {
-      logEvent('warn', 'share_entry_undecodable', { url: this.link.url, key: entry.key }, 'share-decode');
+      logEvent(
+        'warn',
+        'share_entry_undecodable',
+        { url: this.link.url, bucket: this.bucketName, key: entry.key },
+        `share-decode-${this.bucketName}`,
+      );
       this.cache.delete(entry.key);
       return;
     }

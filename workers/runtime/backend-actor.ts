@@ -6,7 +6,15 @@ import {
   circuitBreaker,
   handleWhen,
 } from 'cockatiel';
-import { ClusterError, clusterMetrics, type Logger, toClusterError } from '../../services/core/index.js';
+import {
+  type BackendStatus,
+  type BreakerState,
+  ClusterError,
+  clusterMetrics,
+  endpointOf,
+  type Logger,
+  toClusterError,
+} from '../../services/core/index.js';
 import { BackendRefusal } from './backend-http.js';
 import type { BackendView } from './router.js';
 
@@ -49,6 +57,14 @@ const BREAKER_GAUGE: Record<CircuitState, number> = {
   [CircuitState.HalfOpen]: 1,
   [CircuitState.Open]: 2,
   [CircuitState.Isolated]: 2,
+};
+
+/** The status page's name of each breaker state (isolated is open, as on the gauge). */
+const BREAKER_STATE: Record<CircuitState, BreakerState> = {
+  [CircuitState.Closed]: 'closed',
+  [CircuitState.HalfOpen]: 'half-open',
+  [CircuitState.Open]: 'open',
+  [CircuitState.Isolated]: 'open',
 };
 
 /**
@@ -197,6 +213,18 @@ export class BackendActor {
 
   get isHealthy(): boolean {
     return this.healthy;
+  }
+
+  /** What the worker publishes of this endpoint to the roles ledger (its URL only as `host:port`). */
+  status(): BackendStatus {
+    return {
+      index: this.options.index,
+      endpoint: endpointOf(this.options.url),
+      healthy: this.healthy,
+      breaker: BREAKER_STATE[this.breaker.state],
+      inFlight: this.running,
+      maxConcurrency: this.options.maxConcurrency,
+    };
   }
 
   /**

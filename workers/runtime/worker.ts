@@ -32,6 +32,7 @@ import {
 import { BackendActor } from './backend-actor.js';
 import { runWhenAvailable } from './backend-wait.js';
 import { AttemptTrace } from './call-trace.js';
+import { publishWorkerStatus } from './role-status.js';
 
 export type { ToolResult };
 
@@ -567,6 +568,17 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     });
   }
   const port = http?.port ?? 0;
+  // What the status page of any ingress shows of this worker and its backends.
+  const roleStatus = publishWorkerStatus({
+    ledger: broker.roles,
+    worker: workerId,
+    pool,
+    actors,
+    maxInFlight,
+    state: () => life.state,
+    inFlight: () => running.size,
+    log,
+  });
   log.info('worker started', { maxInFlight, backends: poolConfig.endpoints.map((e) => e.url), port });
 
   return {
@@ -583,6 +595,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   async function drain(): Promise<void> {
     log.info('draining', { inFlight: running.size });
+    void roleStatus.publish();
     await Promise.all((consumers ?? []).map((c) => c.stop()));
     consumers = undefined;
     // Running calls get the grace period to finish; the rest are handed back to the queue.
@@ -608,6 +621,8 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
 
   async function close(): Promise<void> {
     clearInterval(heartbeat);
+    // Gone from the status page at once, rather than after the entry's TTL.
+    await roleStatus.stop();
     for (const actor of actors) actor.stop();
     await delivery.close();
     await http?.close();

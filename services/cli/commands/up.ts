@@ -63,19 +63,9 @@ export async function up(args: string[]): Promise<ExitCode> {
   // Workers write batch chunks to the job store; calls from the ingress go back over `delivery`.
   const delivery = workerDeliveryFor(deliveryFor(config, true), jobStore);
   let scaler: Autoscaler | undefined;
-  const front = await startIngress(config, broker, delivery, {
-    jobs,
-    // The status page shows the in-process autoscaler's decisions (with --autoscale).
-    autoscaler: () =>
-      scaler?.status().map((p) => ({
-        pool: p.pool,
-        desired: p.desired,
-        current: p.observation?.currentReplicas ?? null,
-        reason: p.reason,
-        error: p.error,
-        changes: p.changes,
-      })),
-  });
+  // The status page shows the in-process workers and autoscaler as any other: through the broker's
+  // roles ledger, where they publish their status.
+  const front = await startIngress(config, broker, delivery, { jobs });
   const adapters = families.adapters(config);
   let workers: Worker[] = [];
   let rates: MetricsSource | undefined;

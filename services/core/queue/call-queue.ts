@@ -153,7 +153,10 @@ export interface CancelOrder {
   reason: string;
 }
 
-/** What a broker URL opens: the call queue, the cancel bus and the shares ledger on the same connection(s). */
+/**
+ * What a broker URL opens: the call queue, the cancel bus and the two soft-state ledgers (shares,
+ * roles) on the same connection(s).
+ */
 export interface Broker {
   readonly url: string;
   readonly queue: CallQueue;
@@ -164,6 +167,13 @@ export interface Broker {
    * it (workers, the autoscaler) pay nothing for it. Closed by `close`.
    */
   readonly shares: ShareLedger;
+  /**
+   * The roles ledger: the same contract as `shares`, in a bucket of its own (NATS KV
+   * `<namespace>_roles`, Redis hash `<namespace>:roles`), where each worker publishes its state and
+   * backends and the autoscaler its last decisions (entries of `role-entry.ts`), for the ingress's
+   * status page. Nothing is set up until first used; closed by `close`.
+   */
+  readonly roles: ShareLedger;
   close(): Promise<void>;
 }
 

@@ -12,8 +12,9 @@ interface MemoryShare {
 }
 
 /**
- * The in-process shares ledger of the `memory:` broker: one map per broker namespace, so every
- * ingress opened on that namespace in this process (the embedded mode, tests) sees the others.
+ * An in-process ledger of the `memory:` broker (its `shares` and its `roles`, one instance each):
+ * one map per broker namespace, so every role opened on that namespace in this process (the embedded
+ * mode, tests) sees the others' entries.
  * Entries expire by timestamp, checked at read; nothing runs in the background.
  */
 export class MemoryShareLedger implements ShareLedger {

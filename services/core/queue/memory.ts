@@ -250,7 +250,7 @@ const brokers = new Map<string, Broker>();
 /**
  * Opens the in-process broker. Every caller in one process with the same namespace shares it,
  * which is what lets the embedded mode run ingress and workers side by side (and lets in-process
- * ingress replicas see each other's entries in `shares`).
+ * ingress replicas see each other's entries in `shares`, and the ingress the workers' in `roles`).
  */
 export function openMemoryBroker(options: BrokerOptions): Broker {
   const existing = brokers.get(options.namespace);
@@ -258,16 +258,19 @@ export function openMemoryBroker(options: BrokerOptions): Broker {
   const queue = new MemoryCallQueue();
   const cancels = new MemoryCancelBus();
   const shares = new MemoryShareLedger();
+  const roles = new MemoryShareLedger();
   const broker: Broker = {
     url: options.url,
     queue,
     cancels,
     shares,
+    roles,
     close: async () => {
       brokers.delete(options.namespace);
       await queue.close();
       await cancels.close();
       shares.clear();
+      roles.clear();
     },
   };
   brokers.set(options.namespace, broker);

@@ -9,7 +9,13 @@ import { MAX_ROWS, type StatusSource } from './snapshot.js';
 // figures in any of them, served to anyone), and `/status/data` (the figures as JSON, behind the
 // admin scope when auth is on), which the page polls.
 
-export type { AutoscalerView, StatusSnapshot, StatusSources } from './snapshot.js';
+export type {
+  AutoscalerView,
+  BackendView,
+  StatusSnapshot,
+  StatusSources,
+  WorkerView,
+} from './snapshot.js';
 export { StatusSource } from './snapshot.js';
 export { quantileMs, TOOL_WINDOW_MS, type ToolFigures, ToolWindow } from './tool-window.js';
 

@@ -42,9 +42,9 @@ export const PAGE_HTML = `<!doctype html>
     <th class="n">p50</th><th class="n">p95</th></tr></thead><tbody></tbody></table>
   </section>
   <section><h2>Workers and backends</h2>
-    <p class="hint" id="workers-hint">Workers running in this process.</p>
-    <table id="workers"><thead><tr><th>pool</th><th>replicas</th><th class="n">calls held</th></tr></thead><tbody></tbody></table>
-    <table id="backends"><thead><tr><th>pool</th><th>backend</th><th>health</th><th>breaker</th>
+    <p class="hint" id="workers-hint">Every worker of the cluster.</p>
+    <table id="workers"><thead><tr><th>worker</th><th>pool</th><th>state</th><th class="n">calls held</th></tr></thead><tbody></tbody></table>
+    <table id="backends"><thead><tr><th>pool</th><th>worker</th><th>backend</th><th>health</th><th>breaker</th>
     <th class="n">in flight</th></tr></thead><tbody></tbody></table>
   </section>
   <section><h2>Busiest tenants</h2>
@@ -57,8 +57,9 @@ export const PAGE_HTML = `<!doctype html>
     <th class="n">rows</th></tr></thead><tbody></tbody></table>
   </section>
   <section><h2>Autoscaler</h2>
+    <p class="hint">The last decision per pool of every autoscaler running, whichever process it runs in.</p>
     <table id="autoscaler"><thead><tr><th>pool</th><th class="n">replicas</th><th class="n">desired</th><th>reason</th>
-    <th class="n">changes</th><th>error</th></tr></thead><tbody></tbody></table>
+    <th class="n">changes</th><th>error</th><th>autoscaler</th></tr></thead><tbody></tbody></table>
   </section>
 </main>
 </body>
@@ -181,18 +182,25 @@ export const PAGE_SCRIPT = `'use strict';
       tr.append(cell(t.tool), cell(num(t.calls), 'n calls'), cell(num(t.errors), 'n' + (t.errors ? ' warn' : '')),
         cell(num(t.callsPerS, 2), 'n rate'), cell(ms(t.p50Ms), 'n'), cell(ms(t.p95Ms), 'n'));
     }, 'no tools');
-    $('workers-hint').textContent = d.workers.length
-      ? 'Workers and backend endpoints running in this process (backend: endpoint index).'
-      : 'No worker runs in this process: see each worker\\'s /metrics and /readyz. ' + d.replica.workerStreams + ' worker stream(s) are open to this replica.';
-    fill('workers', d.workers, (tr, w) => {
+    // Workers, backends and autoscaler come from the roles ledger; null when it cannot be read.
+    const unavailable = d.workers === null;
+    $('workers-hint').textContent = unavailable
+      ? 'Figures unavailable: the roles ledger on the broker cannot be read (see above).'
+      : 'Every worker of the cluster, whichever process it runs in, and each backend endpoint as that worker sees it (#index host:port).';
+    fill('workers', d.workers || [], (tr, w) => {
       tr.dataset.pool = w.pool;
-      const states = Object.entries(w.states).filter(([, n]) => n > 0).map(([s, n]) => n + ' ' + s).join(', ');
-      tr.append(cell(w.pool), cell(states || '0'), cell(num(w.inFlight), 'n'));
-    }, 'none in this process');
-    fill('backends', d.backends, (tr, b) => {
-      tr.append(cell(b.pool), cell('#' + b.backend), cell(b.healthy ? 'healthy' : 'unhealthy', b.healthy ? 'ok' : 'bad'),
-        cell(b.breaker, b.breaker === 'closed' ? 'ok' : b.breaker === 'open' ? 'bad' : 'warn'), cell(num(b.inFlight), 'n'));
-    }, 'none in this process');
+      tr.dataset.worker = w.worker;
+      tr.append(cell(w.worker), cell(w.pool), cell(w.state, w.state === 'running' ? 'ok' : 'warn'),
+        cell(num(w.inFlight) + ' / ' + num(w.maxInFlight), 'n'));
+    }, unavailable ? 'figures unavailable' : 'no worker runs');
+    fill('backends', d.backends || [], (tr, b) => {
+      tr.dataset.pool = b.pool;
+      tr.dataset.worker = b.worker;
+      tr.append(cell(b.pool), cell(b.worker), cell('#' + b.backend + ' ' + b.endpoint),
+        cell(b.healthy ? 'healthy' : 'unhealthy', b.healthy ? 'ok' : 'bad'),
+        cell(b.breaker, b.breaker === 'closed' ? 'ok' : b.breaker === 'open' ? 'bad' : 'warn'),
+        cell(num(b.inFlight) + ' / ' + num(b.maxConcurrency), 'n'));
+    }, unavailable ? 'figures unavailable' : 'no backend');
     fill('tenants', d.tenants, (tr, t) => {
       tr.dataset.tenant = t.tenant;
       tr.append(cell(t.tenant), cell(t.pool), cell(num(t.inFlight), 'n'), cell(num(t.waiting), 'n'), cell(num(t.demandPerS, 1), 'n'));
@@ -210,9 +218,10 @@ export const PAGE_SCRIPT = `'use strict';
         cell(j.completed + (j.failed ? ' + ' + j.failed + ' failed' : '') + ' / ' + j.total, 'n'));
     }, d.jobs ? 'no batch jobs' : 'this replica serves no batch jobs');
     fill('autoscaler', d.autoscaler || [], (tr, a) => {
+      tr.dataset.pool = a.pool;
       tr.append(cell(a.pool), cell(num(a.current), 'n'), cell(num(a.desired), 'n'), cell(a.reason || '–'),
-        cell(num(a.changes), 'n'), cell(a.error || '', a.error ? 'bad' : ''));
-    }, d.autoscaler ? 'no decision yet' : 'no autoscaler runs in this process (see the autoscaler\\'s /status)');
+        cell(num(a.changes), 'n'), cell(a.error || '', a.error ? 'bad' : ''), cell(a.autoscaler + ' (' + a.provider + ')'));
+    }, d.autoscaler ? 'no autoscaler runs' : 'figures unavailable');
     const problems = $('problems');
     problems.hidden = d.problems.length === 0;
     problems.textContent = d.problems.join('; ');

@@ -1,26 +1,49 @@
-import type { CallQueue, ClusterMetrics, Priority } from '../../core/index.js';
+import {
+  type BackendStatus,
+  type CallQueue,
+  type ClusterMetrics,
+  type LifecycleState,
+  type PoolDecision,
+  type Priority,
+  readRoleEntry,
+  type ShareLedger,
+} from '../../core/index.js';
 import type { BatchJobs, JobStatus } from '../../jobs/index.js';
 import type { TenantOverview } from '../admission/index.js';
 import { bucketBound, quantileMs, type ToolFigures, ToolWindow } from './tool-window.js';
 
 // What the status page shows, gathered when a viewer asks (at most once per refresh interval,
-// shared by every viewer) from what the replica already holds: the broker's queue figures, the
-// process's metrics registry, the admission layer's tenant figures, the batch job store and, when
-// it runs in this process, the autoscaler. Nothing here runs on the call path.
+// shared by every viewer): the broker's queue figures, the process's metrics registry, the
+// admission layer's tenant figures, the batch job store, and the roles ledger, where every worker
+// and autoscaler of the cluster publishes its status, whichever process it runs in (this one
+// included: one path). Nothing here runs on the call path.
 
-/** The autoscaler's last decision for one pool, when one runs in this process (`up --autoscale`). */
-export interface AutoscalerView {
+/** The autoscaler's last decision for one pool, as an autoscaler published it to the roles ledger. */
+export interface AutoscalerView extends PoolDecision {
+  /** The autoscaler that decided (`<host>-<pid>`): two autoscalers on one cluster show as two rows. */
+  autoscaler: string;
+  /** Where its decisions land: `kubernetes`, `local` or `metrics`. */
+  provider: string;
+}
+
+/** One worker of the cluster, as it published itself to the roles ledger. */
+export interface WorkerView {
+  /** The worker's id (`<host>-<pid>-<pool>` for the CLI's workers). */
+  worker: string;
   pool: string;
-  /** Replicas the law wants; null before its first decision. */
-  desired: number | null;
-  /** Replicas the pool had at the last observation; null before the first one. */
-  current: number | null;
-  /** The law's reason for the last decision (e.g. `backlog`, `idle`, `steady`). */
-  reason: string | null;
-  /** The last error observing or scaling the pool; null when none. */
-  error: string | null;
-  /** Decisions that changed the pool's replicas since the start. */
-  changes: number;
+  state: LifecycleState;
+  /** Calls it holds now. */
+  inFlight: number;
+  /** Most calls it takes at once. */
+  maxInFlight: number;
+}
+
+/** One backend endpoint as one worker sees it (each worker probes and breaks on its own). */
+export interface BackendView extends Omit<BackendStatus, 'index'> {
+  pool: string;
+  worker: string;
+  /** The endpoint's index in the pool's `endpoints`. */
+  backend: string;
 }
 
 /** Where the status page's figures come from. */
@@ -35,9 +58,9 @@ export interface StatusSources {
   tenants: () => readonly TenantOverview[];
   /** The batch engine, when this replica serves batch jobs. */
   jobs?: Pick<BatchJobs, 'overview'> | undefined;
-  /** The autoscaler's decisions, when one runs in this process; undefined otherwise. */
-  autoscaler?: (() => readonly AutoscalerView[] | undefined) | undefined;
-  /** Longest wait for one pool's queue figures, in ms (a slow broker leaves that pool marked). */
+  /** The roles ledger (`Broker.roles`): workers, their backends and the autoscaler's decisions. */
+  roles: Pick<ShareLedger, 'read'>;
+  /** Longest wait for one pool's queue figures (and for the roles ledger), in ms. */
   statsTimeoutMs: number;
 }
 
@@ -73,16 +96,13 @@ export interface StatusSnapshot {
     waitP50Ms: number | null;
     waitP95Ms: number | null;
   }[];
-  /** Workers of this process by pool (embedded mode); empty for an ingress on its own. */
-  workers: { pool: string; states: Record<string, number>; inFlight: number }[];
-  /** Backend endpoints of this process's workers (embedded mode): `backend` is the endpoint index. */
-  backends: {
-    pool: string;
-    backend: string;
-    healthy: boolean;
-    breaker: 'closed' | 'half-open' | 'open';
-    inFlight: number;
-  }[];
+  /**
+   * Every live worker of the cluster (roles ledger), by pool then id, at most {@link MAX_WORKERS};
+   * null when the roles ledger could not be read (`problems` says why).
+   */
+  workers: WorkerView[] | null;
+  /** Every worker's backend endpoints, by pool, worker and index; null as `workers`. */
+  backends: BackendView[] | null;
   tools: ToolFigures[];
   /** Busiest tenants first (in flight plus waiting, then demand). */
   tenants: TenantOverview[];
@@ -99,7 +119,10 @@ export interface StatusSnapshot {
         createdAt: number;
       }[]
     | null;
-  /** The autoscaler's last decisions; null when none runs in this process. */
+  /**
+   * The last decisions of every live autoscaler, by pool; empty when none runs (none published within
+   * the entry TTL, 3 s); null when the roles ledger could not be read.
+   */
   autoscaler: AutoscalerView[] | null;
   /** Sections that could not be read this time, with why (e.g. the broker timed out). */
   problems: string[];
@@ -107,6 +130,8 @@ export interface StatusSnapshot {
 
 /** Most tenants and jobs one snapshot keeps; a request asks for fewer. */
 export const MAX_ROWS = 100;
+/** Most workers one snapshot lists (their backends with them); more are counted in `problems`. */
+export const MAX_WORKERS = 500;
 
 /**
  * Gathers snapshots, one at a time, and hands the latest to every request within `refreshMs / 2`
@@ -140,11 +165,12 @@ export class StatusSource {
   private async gather(): Promise<StatusSnapshot> {
     const { sources } = this;
     const problems: string[] = [];
-    const [pools, tools, gauges, jobs] = await Promise.all([
+    const [pools, tools, gauges, jobs, roles] = await Promise.all([
       this.pools(problems),
       this.window.figures(sources.tools),
       this.gauges(),
       this.jobs(problems),
+      this.roles(problems),
     ]);
     const tenants = [...sources.tenants()]
       .sort(
@@ -154,18 +180,17 @@ export class StatusSource {
           a.tenant.localeCompare(b.tenant),
       )
       .slice(0, MAX_ROWS);
-    const autoscaler = sources.autoscaler?.();
     return {
       generatedAt: new Date(this.now()).toISOString(),
       refreshMs: this.refreshMs,
       replica: { broker: sources.queue.kind, inFlight: gauges.inFlight, workerStreams: gauges.workerStreams },
       pools,
-      workers: gauges.workers,
-      backends: gauges.backends,
+      workers: roles?.workers ?? null,
+      backends: roles?.backends ?? null,
       tools,
       tenants,
       jobs,
-      autoscaler: autoscaler ? [...autoscaler] : null,
+      autoscaler: roles?.autoscaler ?? null,
       problems,
     };
   }
@@ -204,59 +229,82 @@ export class StatusSource {
     );
   }
 
-  /** The gauges workers of this process set, and the replica's own. */
+  /** The replica's own gauges. */
   private async gauges() {
     const { metrics } = this.sources;
-    const [inFlight, streams, replicas, workerInFlight, healthy, breaker, backendInFlight] =
-      await Promise.all([
-        metrics.ingressInFlight.get(),
-        metrics.deliveryStreams.get(),
-        metrics.workerReplicas.get(),
-        metrics.workerInFlight.get(),
-        metrics.backendHealthy.get(),
-        metrics.backendBreaker.get(),
-        metrics.backendInFlight.get(),
-      ]);
-    const workers = new Map<string, { pool: string; states: Record<string, number>; inFlight: number }>();
-    const workerOf = (pool: string) => {
-      let w = workers.get(pool);
-      if (!w) {
-        w = { pool, states: {}, inFlight: 0 };
-        workers.set(pool, w);
-      }
-      return w;
-    };
-    for (const v of replicas.values) {
-      if (typeof v.labels.pool === 'string' && typeof v.labels.state === 'string')
-        workerOf(v.labels.pool).states[v.labels.state] = v.value;
-    }
-    for (const v of workerInFlight.values) {
-      if (typeof v.labels.pool === 'string') workerOf(v.labels.pool).inFlight = v.value;
-    }
-    const key = (labels: Partial<Record<string, string | number>>) => `${labels.pool}\u0000${labels.backend}`;
-    const breakers = new Map(breaker.values.map((v) => [key(v.labels), v.value]));
-    const inFlights = new Map(backendInFlight.values.map((v) => [key(v.labels), v.value]));
-    const backends = healthy.values
-      .filter((v) => v.labels.pool !== undefined && v.labels.backend !== undefined)
-      .map((v) => {
-        const state = breakers.get(key(v.labels)) ?? 0;
-        return {
-          pool: String(v.labels.pool),
-          backend: String(v.labels.backend),
-          healthy: v.value === 1,
-          breaker: state >= 2 ? ('open' as const) : state >= 1 ? ('half-open' as const) : ('closed' as const),
-          inFlight: inFlights.get(key(v.labels)) ?? 0,
-        };
-      })
-      .sort(
-        (a, b) => a.pool.localeCompare(b.pool) || a.backend.localeCompare(b.backend, 'en', { numeric: true }),
-      );
+    const [inFlight, streams] = await Promise.all([
+      metrics.ingressInFlight.get(),
+      metrics.deliveryStreams.get(),
+    ]);
     return {
       inFlight: inFlight.values[0]?.value ?? 0,
       workerStreams: streams.values.find((v) => v.labels.side === 'ingress')?.value ?? 0,
-      workers: [...workers.values()].sort((a, b) => a.pool.localeCompare(b.pool)),
-      backends,
     };
+  }
+
+  /**
+   * Workers, backends and autoscaler decisions from the roles ledger; undefined (and a problem) when
+   * it cannot be read in time. Entries that are not of this version are skipped.
+   */
+  private async roles(problems: string[]): Promise<
+    | {
+        workers: WorkerView[];
+        backends: BackendView[];
+        autoscaler: AutoscalerView[];
+      }
+    | undefined
+  > {
+    const { roles, statsTimeoutMs } = this.sources;
+    let entries: Map<string, unknown>;
+    try {
+      entries = await within(roles.read(), statsTimeoutMs);
+    } catch (err) {
+      problems.push(
+        `workers, backends and autoscaler: figures unavailable, the roles ledger cannot be read (${err instanceof Error ? err.message : String(err)})`,
+      );
+      return undefined;
+    }
+    const workers: WorkerView[] = [];
+    const backends: BackendView[] = [];
+    const autoscaler: AutoscalerView[] = [];
+    const byPoolThen = (a: { pool: string }, b: { pool: string }) => a.pool.localeCompare(b.pool);
+    const seen: { worker: WorkerView; backends: BackendView[] }[] = [];
+    for (const value of entries.values()) {
+      const entry = readRoleEntry(value);
+      if (entry?.role === 'worker') {
+        const { worker, pool } = entry;
+        if (entry.backendsOmitted > 0) {
+          problems.push(
+            `worker ${worker} lists ${entry.backends.length} of its ${entry.backends.length + entry.backendsOmitted} backends`,
+          );
+        }
+        seen.push({
+          worker: {
+            worker,
+            pool,
+            state: entry.state,
+            inFlight: entry.inFlight,
+            maxInFlight: entry.maxInFlight,
+          },
+          backends: entry.backends.map(({ index, ...b }) => ({ pool, worker, backend: String(index), ...b })),
+        });
+      } else if (entry?.role === 'autoscaler') {
+        for (const decision of entry.pools) {
+          autoscaler.push({ ...decision, autoscaler: entry.autoscaler, provider: entry.provider });
+        }
+      }
+    }
+    seen.sort((a, b) => byPoolThen(a.worker, b.worker) || a.worker.worker.localeCompare(b.worker.worker));
+    if (seen.length > MAX_WORKERS) {
+      problems.push(`showing ${MAX_WORKERS} of the ${seen.length} workers (the first by pool and id)`);
+    }
+    for (const { worker, backends: theirs } of seen.slice(0, MAX_WORKERS)) {
+      workers.push(worker);
+      theirs.sort((a, b) => Number(a.backend) - Number(b.backend));
+      backends.push(...theirs);
+    }
+    autoscaler.sort((a, b) => byPoolThen(a, b) || a.autoscaler.localeCompare(b.autoscaler));
+    return { workers, backends, autoscaler };
   }
 
   private async jobs(problems: string[]): Promise<StatusSnapshot['jobs']> {
