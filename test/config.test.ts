@@ -404,10 +404,22 @@ describe('resolveConfig rejections', () => {
       '"ftp://x"',
     ],
     [['pools:', '  inference:', '    backend: grpc'], 'pools.inference.backend', '"grpc"'],
+    [
+      [
+        'pools:',
+        '  inference:',
+        '    backend: openai-chat',
+        '    endpoints:',
+        '      - url: http://u:s3cret@vllm:8000',
+      ],
+      'pools.inference.endpoints.0.url',
+      '"http://***@vllm:8000"',
+    ],
   ])('reports %j by path %s with the value %s', (lines, path, found) => {
     const message = configError(() => resolveConfig(yaml(lines)));
     expect(message).toContain(`${path}: `);
     expect(message).toContain(`(found ${found})`);
+    expect(message).not.toContain('s3cret');
   });
 
   it('lists every offending setting at once', () => {

@@ -65,7 +65,10 @@ export type ConfigFamilies = Pick<
 const oneOf = (names: readonly string[]) => z.enum(names as [string, ...string[]]);
 
 const endpointSchema = section({
-  url: httpUrl,
+  /** The backend's base URL; without a user name or password (fetch refuses them, and URLs reach logs). */
+  url: httpUrl.refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), {
+    error: 'must not carry a user name or password: put the backend behind a network policy instead',
+  }),
   /**
    * Calls this endpoint takes at once. Default the pool's `scaling.replicaConcurrency`, else the
    * backend kind's endpoint concurrency: 16 on openai-chat (match vLLM `--max-num-seqs`), 1 on
@@ -586,9 +589,13 @@ function isMapping(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** A found value for an error message; YAML aliases can make it circular (JSON.stringify throws). */
+/**
+ * A found value for an error message; YAML aliases can make it circular (JSON.stringify throws). A
+ * URL's user name and password are shown as `***`: errors reach logs.
+ */
 function show(value: unknown): string {
   if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  if (typeof value === 'string') value = value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#@\s]*@/i, '$1***@');
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {
