@@ -3,6 +3,7 @@
  * Tool families (inference, embeddings) plug in as adapters.
  */
 
+export type { AdapterContext, ToolAdapter, ToolProgress, ToolResult } from './adapter.js';
 export type { BackendActorOptions } from './backend-actor.js';
 export { BackendActor } from './backend-actor.js';
 export type { BackendRequestInit, BackendResponse } from './backend-http.js';
@@ -18,12 +19,5 @@ export {
 } from './backend-http.js';
 export type { BackendView } from './router.js';
 export { AFFINITY_LOAD_FACTOR, pickBackend, rendezvousOrder } from './router.js';
-export type {
-  AdapterContext,
-  ToolAdapter,
-  ToolProgress,
-  ToolResult,
-  Worker,
-  WorkerOptions,
-} from './worker.js';
+export type { Worker, WorkerOptions } from './worker.js';
 export { retryDelayMs, startWorker } from './worker.js';
