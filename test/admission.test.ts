@@ -259,6 +259,11 @@ describe('fair hold', () => {
     });
     held.ended(false);
     expect(a.figures('inference', 'acme')).toMatchObject({ heldCalls: 1, inFlight: 2 });
+    // The oldest call still held (the ended one no longer counts) has waited since it was admitted:
+    // its age goes to the ledger, where the autoscaler reads it as the pool's oldest wait.
+    t.advance(700);
+    expect(a.figures('inference', 'acme')?.oldestHeldMs).toBe(700);
+    expect(a.entry().pools.inference?.tenants.acme?.oldestHeldMs).toBe(700);
     first.accepted();
     expect([released, nextReleased]).toEqual([0, 1]);
     expect(a.figures('inference', 'acme')).toMatchObject({ heldCalls: 0, queuedCalls: 1, queuedCost: 30 });

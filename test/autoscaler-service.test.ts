@@ -131,7 +131,11 @@ function rates(pool: string, arrivalPerSec: number, meanServiceMs: number): Pool
 }
 
 /** An ingress replica's shares-ledger entry holding `held[pool][tenant]` calls for their fair-queue quota. */
-function heldEntry(held: Record<string, Record<string, number>>): ReplicaEntry {
+function heldEntry(
+  held: Record<string, Record<string, number>>,
+  /** Age of each pool's oldest held call, ms (default 0). */
+  oldestMs: Record<string, number> = {},
+): ReplicaEntry {
   return {
     v: 2,
     pools: Object.fromEntries(
@@ -150,6 +154,7 @@ function heldEntry(held: Record<string, Record<string, number>>): ReplicaEntry {
                 inFlight: 5,
                 heldCalls,
                 heldCost: heldCalls * 100,
+                oldestHeldMs: heldCalls > 0 ? (oldestMs[pool] ?? 0) : 0,
               },
             ]),
           ),
@@ -314,7 +319,7 @@ describe('autoscaler service loop', () => {
     await broker.queue.enqueue(makeCall('alpha', 'low'));
     await broker.shares.publish(
       'ingress-a',
-      heldEntry({ alpha: { acme: 4, other: 3 }, beta: { acme: 2 } }),
+      heldEntry({ alpha: { acme: 4, other: 3 }, beta: { acme: 2 } }, { alpha: 60_000, beta: 200 }),
       60_000,
     );
     await broker.shares.publish('ingress-b', heldEntry({ alpha: { acme: 3, default: 0 } }), 60_000);
@@ -340,7 +345,11 @@ describe('autoscaler service loop', () => {
     const alpha = scaler.status().find((s) => s.pool === 'alpha');
     expect(alpha?.observation).toMatchObject({ queueDepth: 11, batchQueueDepth: 1 });
     expect(alpha?.required).toBe(6);
-    expect(scaler.status().find((s) => s.pool === 'beta')?.observation?.queueDepth).toBe(2);
+    // A held call waits like a queued one: the oldest held (a minute at ingress-a) is the pool's
+    // oldest wait, far above the broker's own call, queued at the start of this test.
+    expect(alpha?.observation?.oldestWaitMs).toBe(60_000);
+    const beta = scaler.status().find((s) => s.pool === 'beta')?.observation;
+    expect(beta).toMatchObject({ queueDepth: 2, oldestWaitMs: 200 });
 
     // The flood is served: the replicas hold nothing more, and the depth is the broker's again.
     await broker.shares.publish('ingress-a', heldEntry({}), 60_000);

@@ -5,7 +5,8 @@ import {
   type ClusterErrorCode,
   clusterMetrics,
   createLogger,
-  heldCallsByPool,
+  type HeldFigures,
+  heldByPool,
   Lifecycle,
   MAX_ROLE_POOLS,
   MAX_ROLE_TEXT,
@@ -221,7 +222,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
 
   // Calls held at the ingress replicas per pool, read from the shares ledger once per tick (one read
   // covers every pool). The entries live ~1.5 s, so a dead ingress's held calls drop out on their own.
-  let held: ReadonlyMap<string, number> = new Map();
+  let held: ReadonlyMap<string, HeldFigures> = new Map();
   let readingHeld: Promise<void> | undefined;
   let ledgerFailing = false;
   const refreshHeld = async (budgetMs: number) => {
@@ -229,7 +230,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     if (!ledger) return;
     readingHeld ??= ledger
       .read()
-      .then(heldCallsByPool)
+      .then(heldByPool)
       .then(
         (next) => {
           held = next;
@@ -254,7 +255,7 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     await within(readingHeld, budgetMs);
   };
 
-  const observe = async (pool: string, heldCalls: number): Promise<PoolObservation> => {
+  const observe = async (pool: string, held: HeldFigures): Promise<PoolObservation> => {
     const [stats, current] = await Promise.all([
       deadline(broker.queue.stats(pool), 'QUEUE_UNAVAILABLE', `queue figures of pool ${pool}`),
       deadline(
@@ -275,9 +276,10 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
     const r = ratesOf(pool);
     return {
       atMs: clock(),
-      // Held calls are interactive: batch chunks (priority low) are never held at the ingress.
-      queueDepth: interactive.depth + heldCalls,
-      oldestWaitMs: interactive.oldestMs,
+      // Held calls are interactive: batch chunks (priority low) are never held at the ingress. A
+      // held call waits as a queued one does, so its age counts in the oldest wait too.
+      queueDepth: interactive.depth + held.calls,
+      oldestWaitMs: Math.max(interactive.oldestMs, held.oldestMs),
       arrivalRatePerSec: r ? interactiveArrivalPerSec(r) : 0,
       serviceTimeMs: r ? r.meanServiceMs : Number.NaN,
       inFlight: interactive.inFlight,
@@ -291,9 +293,10 @@ export async function startAutoscaler(options: AutoscalerOptions): Promise<Autos
   const step = async (pool: string) => {
     const policy = policies.get(pool) as ScalingPolicy;
     let obs: PoolObservation;
-    const heldCalls = held.get(pool) ?? 0;
+    const heldFigures = held.get(pool) ?? { calls: 0, oldestMs: 0 };
+    const heldCalls = heldFigures.calls;
     try {
-      obs = await observe(pool, heldCalls);
+      obs = await observe(pool, heldFigures);
     } catch (err) {
       const error = toClusterError(err);
       log.warn('observing the pool failed; trying again next interval', { pool, err: error });

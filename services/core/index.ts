@@ -122,8 +122,8 @@ export {
 } from './queue/role-entry.js';
 export type { RolePublisher } from './queue/role-publisher.js';
 export { startRolePublisher } from './queue/role-publisher.js';
-export type { PoolFigures, ReplicaEntry, TenantFigures } from './queue/share-entry.js';
-export { ENTRY_VERSION, heldCallsByPool, readEntry, ZERO_TENANT } from './queue/share-entry.js';
+export type { HeldFigures, PoolFigures, ReplicaEntry, TenantFigures } from './queue/share-entry.js';
+export { ENTRY_VERSION, heldByPool, readEntry, ZERO_TENANT } from './queue/share-entry.js';
 export type { ShareLedger } from './queue/share-ledger.js';
 export {
   assertReplicaId,

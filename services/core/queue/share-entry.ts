@@ -17,6 +17,8 @@ export interface TenantFigures {
   /** Calls waiting at the replica for the tenant's fair share, and their cost. */
   heldCalls: number;
   heldCost: number;
+  /** Age of the tenant's oldest held call when the entry was built, ms; 0 when none is held. */
+  oldestHeldMs: number;
   /** Calls asked per second (admitted and refused), an exponentially weighted average. */
   demandPerS: number;
 }
@@ -44,6 +46,7 @@ export const ZERO_TENANT: Readonly<TenantFigures> = {
   inFlight: 0,
   heldCalls: 0,
   heldCost: 0,
+  oldestHeldMs: 0,
   demandPerS: 0,
 };
 
@@ -83,21 +86,33 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The calls held at the ingress replicas on one pool: how many, and the oldest one's age. */
+export interface HeldFigures {
+  calls: number;
+  /** Age of the oldest held call, ms, as of its replica's last publish. */
+  oldestMs: number;
+}
+
 /**
- * Calls held at the ingress replicas for their tenant's fair-queue quota, per pool: the sum over the
- * live entries in `entries` (as `ShareLedger.read()` returns them) and over tenants. Each replica
- * publishes only its own held calls, so the sum counts every held call once. Entries that are not of
- * this version are skipped (see {@link readEntry}); a pool absent from the result holds none.
+ * Calls held at the ingress replicas for their tenant's fair share, per pool: the sum of the calls
+ * and the oldest age over the live entries in `entries` (as `ShareLedger.read()` returns them) and
+ * over tenants. Each replica publishes only its own held calls, so the sum counts every held call
+ * once. Entries that are not of this version are skipped (see {@link readEntry}); a pool absent
+ * from the result holds none.
  */
-export function heldCallsByPool(entries: ReadonlyMap<string, unknown>): Map<string, number> {
-  const held = new Map<string, number>();
+export function heldByPool(entries: ReadonlyMap<string, unknown>): Map<string, HeldFigures> {
+  const held = new Map<string, HeldFigures>();
   for (const value of entries.values()) {
     const entry = readEntry(value);
     if (!entry) continue;
     for (const [pool, figures] of Object.entries(entry.pools)) {
-      let calls = 0;
-      for (const tenant of Object.values(figures.tenants)) calls += tenant.heldCalls;
-      if (calls > 0) held.set(pool, (held.get(pool) ?? 0) + calls);
+      for (const tenant of Object.values(figures.tenants)) {
+        if (tenant.heldCalls <= 0) continue;
+        const sum = held.get(pool) ?? { calls: 0, oldestMs: 0 };
+        sum.calls += tenant.heldCalls;
+        sum.oldestMs = Math.max(sum.oldestMs, tenant.oldestHeldMs);
+        held.set(pool, sum);
+      }
     }
   }
   return held;

@@ -10,6 +10,7 @@ import {
 import {
   newPoolState,
   nextHeld,
+  oldestHeldMs,
   type PoolLimits,
   type PoolState,
   stamp,
@@ -473,6 +474,7 @@ export class Admission implements TicketOwner {
 
   /** This replica's entry for the ledger: its own figures, tenants with any figure above 0. */
   entry(): ReplicaEntry {
+    const now = this.now();
     const pools: Record<string, PoolFigures> = {};
     for (const pool of this.pools.values()) {
       const tenants: Record<string, TenantFigures> = {};
@@ -484,6 +486,7 @@ export class Admission implements TicketOwner {
           inFlight: t.inFlight,
           heldCalls: t.heldCalls,
           heldCost: t.heldCost,
+          oldestHeldMs: oldestHeldMs(t, now),
           demandPerS: t.demandPerS,
         };
       }
@@ -583,6 +586,7 @@ export class Admission implements TicketOwner {
       inFlight: t.inFlight,
       heldCalls: t.heldCalls,
       heldCost: t.heldCost,
+      oldestHeldMs: oldestHeldMs(t, this.now()),
       demandPerS: t.demandPerS,
       quota: this.quota(t),
       others: { ...t.others },

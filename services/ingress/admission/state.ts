@@ -1,4 +1,4 @@
-import type { TenantFigures } from '../../core/index.js';
+import { type TenantFigures, ZERO_TENANT } from '../../core/index.js';
 import type { Ticket } from './ticket.js';
 import type { TokenBucket } from './token-bucket.js';
 
@@ -92,14 +92,7 @@ export function newPoolState(name: string, fairSize: number): PoolState {
   };
 }
 
-export const zeroFigures = (): TenantFigures => ({
-  queuedCost: 0,
-  queuedCalls: 0,
-  inFlight: 0,
-  heldCalls: 0,
-  heldCost: 0,
-  demandPerS: 0,
-});
+export const zeroFigures = (): TenantFigures => ({ ...ZERO_TENANT });
 
 /**
  * Calls `t` has waiting (queued in the broker or held at an ingress): here, and at the other
@@ -108,6 +101,12 @@ export const zeroFigures = (): TenantFigures => ({
 export function waitingCalls(t: TenantState, withOthers: boolean): number {
   const here = t.queuedCalls + t.heldCalls;
   return withOthers ? here + t.others.queuedCalls + t.others.heldCalls : here;
+}
+
+/** Age of `t`'s oldest held call at `now` (ms since the epoch), in ms; 0 when it holds none. */
+export function oldestHeldMs(t: TenantState, now: number): number {
+  const oldest = t.held.find((ticket) => ticket.state === 'held');
+  return oldest ? Math.max(0, now - oldest.sinceMs) : 0;
 }
 
 /** The start tag a call of `t` would get now: the pool's virtual time, or `t`'s finish if later. */
