@@ -13,6 +13,7 @@ import {
   statusPageSchema,
   tenantsSchema,
 } from './config-sections.js';
+import { promptsSchema, resourcesSchema, resourceTemplatesSchema } from './content-catalog.js';
 import { ClusterError } from './errors.js';
 import type { ToolFamilies } from './family.js';
 import { duration, type Resolved, resolvedAs, resolvedKeys, section, size } from './settings.js';
@@ -323,6 +324,10 @@ function buildConfigSchema(families: ConfigFamilies) {
     /** Per-tenant weights and limits (see `tenantsSchema`); `default` applies to unnamed tenants. */
     tenants: tenantsSchema,
     batch: batchSchema,
+    /** Resources, resource templates and prompts every ingress serves from this file (see content-catalog.ts). */
+    resources: resourcesSchema,
+    resourceTemplates: resourceTemplatesSchema,
+    prompts: promptsSchema,
     worker: section({
       /** Health and metrics HTTP port of a worker process (0: any free port). */
       port: port.default(0),

@@ -22,6 +22,14 @@ export type {
 } from './config.js';
 export { backendsVariable, ENV_OVERRIDES, processId } from './config.js';
 export type {
+  CatalogPrompt,
+  CatalogPromptContent,
+  CatalogResource,
+  CatalogResourceTemplate,
+  ContentCatalog,
+} from './content-catalog.js';
+export { fillPlaceholders, placeholdersOf, templateVariables } from './content-catalog.js';
+export type {
   CallSignal,
   ChunkHandler,
   DeliveryChannel,

@@ -21,6 +21,7 @@ import { startAdmission } from './admission/index.js';
 import { createFrontDoorAuth } from './auth/index.js';
 import { createBatchApi } from './batch-api.js';
 import { CallRegistry } from './call-registry.js';
+import { createCatalogServing } from './content-catalog.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
 import { SessionIds } from './session-id.js';
@@ -163,6 +164,7 @@ export async function startIngress(
     auth,
     tenantLabel,
     admission,
+    catalog: createCatalogServing(config),
     ...(auth.enforced ? { allows: auth.allows, audit: log.child({ audit: true }) } : {}),
     ...(tasks ? { tasks } : {}),
     allowedHosts: config.ingress.allowedHosts,

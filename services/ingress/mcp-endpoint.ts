@@ -31,6 +31,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     audit,
     tasks,
     admission,
+    catalog,
     ...door
   } = options;
   const deps: McpServerDeps = {
@@ -44,6 +45,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     ...(audit ? { audit } : {}),
     ...(tasks ? { tasks } : {}),
     ...(admission ? { admission } : {}),
+    ...(catalog ? { catalog } : {}),
   };
   const caller = createToolCaller(deps);
   const handler = createMcpHandler(createMcpServerFactory(deps, caller), {

@@ -25,6 +25,7 @@ import {
 import type { IngressAdmission } from './admission/index.js';
 import { type CallerIdentity, identityOf } from './auth/index.js';
 import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
+import type { CatalogServing } from './content-catalog.js';
 import type { McpTasks } from './tasks.js';
 import type { ToolValidator } from './tool-validator.js';
 
@@ -87,6 +88,8 @@ export interface McpServerDeps {
   tasks?: McpTasks;
   /** Per-tenant limits, fair queueing and load shedding (see admission/); absent: every call is admitted. */
   admission?: Pick<IngressAdmission, 'admit'>;
+  /** Resources, prompts and completions from the config (see content-catalog.ts); absent: none. */
+  catalog?: CatalogServing;
 }
 
 /** The server identity answered on `initialize` and stamped on 2026-07-28 results. */
@@ -280,8 +283,9 @@ export function createMcpServerFactory(
   const { allows, tasks } = deps;
 
   return () => {
-    const options = { capabilities: { tools: { listChanged: false } } };
+    const options = { capabilities: { tools: { listChanged: false }, ...deps.catalog?.capabilities } };
     const server = tasks ? tasks.createServer(SERVER_INFO, options) : new Server(SERVER_INFO, options);
+    deps.catalog?.register(server);
     server.setRequestHandler('tools/list', (_request, ctx) => {
       if (!allows && !tasks) return listing as never;
       // Callers see only the tools their scopes let them call.
