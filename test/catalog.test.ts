@@ -258,6 +258,58 @@ describe('catalog: resources, templates, prompts and completions from the config
     });
   });
 
+  describe.each(['2025-06-18', MODERN])('malformed params on %s', (revision) => {
+    const post = async (method: string, params: Record<string, unknown>) => {
+      const modern = revision === MODERN;
+      const res = await fetch(ingress.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': revision,
+          ...(modern ? { 'mcp-method': method } : {}),
+          ...(modern && typeof (params.name ?? params.uri) === 'string'
+            ? { 'mcp-name': String(params.name ?? params.uri) }
+            : {}),
+        },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 9,
+          method,
+          params: modern
+            ? {
+                ...params,
+                _meta: {
+                  'io.modelcontextprotocol/protocolVersion': MODERN,
+                  'io.modelcontextprotocol/clientInfo': { name: 'catalog-raw', version: '1' },
+                  'io.modelcontextprotocol/clientCapabilities': {},
+                },
+              }
+            : params,
+        }),
+      });
+      const text = await res.text();
+      const data = text.split('\n').find((l) => l.startsWith('data:')) ?? `data:${text}`;
+      return { status: res.status, body: JSON.parse(data.slice(5)) as { error?: unknown } };
+    };
+    const cases: [string, Record<string, unknown>, string][] = [
+      ['resources/read', {}, 'uri'],
+      ['resources/read', { uri: 42 }, 'uri'],
+      ['prompts/get', { name: 'test_prompt_with_arguments', arguments: { arg1: 5, arg2: 'x' } }, 'arg1'],
+      ['prompts/get', {}, 'name'],
+      ['completion/complete', { ref: { type: 'ref/prompt', name: 'test_simple_prompt' } }, 'argument'],
+      ['completion/complete', { ref: { type: 'ref/other' }, argument: { name: 'a', value: '' } }, 'ref'],
+    ];
+    it.each(cases)('%s %j gets Invalid params naming %s, not a 5xx', async (method, params, field) => {
+      const answer = await post(method, params);
+      expect(answer.status).toBeLessThan(500);
+      expect(answer.body.error).toMatchObject({
+        code: INVALID_PARAMS,
+        message: expect.stringContaining(field),
+      });
+    });
+  });
+
   it('advertises no resources, prompts or completions when none are configured (both eras)', async () => {
     const v1 = await connectV1(bare.url);
     const v2 = await connectV2(bare.url);

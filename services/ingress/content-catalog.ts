@@ -5,6 +5,7 @@ import {
   type Server,
   UriTemplate,
 } from '@modelcontextprotocol/server';
+import { z } from 'zod';
 import {
   type CatalogPrompt,
   type CatalogPromptContent,
@@ -35,6 +36,22 @@ export interface CatalogServing {
 }
 
 const invalid = (message: string) => new ProtocolError(ProtocolErrorCode.InvalidParams, message);
+
+// Params schemas handed to the SDK: with them it answers malformed params with Invalid params
+// naming the field (its built-in validation of a spec method answers Internal error instead).
+const uriParams = { params: z.object({ uri: z.string() }) };
+const promptParams = {
+  params: z.object({ name: z.string(), arguments: z.record(z.string(), z.string()).optional() }),
+};
+const completeParams = {
+  params: z.object({
+    ref: z.union([
+      z.object({ type: z.literal('ref/prompt'), name: z.string() }),
+      z.object({ type: z.literal('ref/resource'), uri: z.string() }),
+    ]),
+    argument: z.object({ name: z.string(), value: z.string() }),
+  }),
+};
 
 export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
   const { resources, resourceTemplates, prompts } = catalog;
@@ -160,12 +177,9 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
         };
         server.setRequestHandler('resources/list', () => listing as never);
         server.setRequestHandler('resources/templates/list', () => templateListing as never);
-        server.setRequestHandler(
-          'resources/read',
-          (request) => ({ contents: [read(request.params.uri)] }) as never,
-        );
-        server.setRequestHandler('resources/subscribe', (request) => known(request.params.uri) as never);
-        server.setRequestHandler('resources/unsubscribe', (request) => known(request.params.uri) as never);
+        server.setRequestHandler('resources/read', uriParams, (p) => ({ contents: [read(p.uri)] }) as never);
+        server.setRequestHandler('resources/subscribe', uriParams, (p) => known(p.uri) as never);
+        server.setRequestHandler('resources/unsubscribe', uriParams, (p) => known(p.uri) as never);
       }
       if (capabilities.prompts) {
         const listing = {
@@ -182,18 +196,15 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
         server.setRequestHandler('prompts/list', () => listing as never);
         server.setRequestHandler(
           'prompts/get',
-          (request) => render(request.params.name, request.params.arguments ?? {}) as never,
+          promptParams,
+          (p) => render(p.name, p.arguments ?? {}) as never,
         );
       }
       if (capabilities.completions) {
         server.setRequestHandler(
           'completion/complete',
-          (request) =>
-            complete(
-              request.params.ref as { type: string; name?: string; uri?: string },
-              request.params.argument.name,
-              request.params.argument.value,
-            ) as never,
+          completeParams,
+          (p) => complete(p.ref, p.argument.name, p.argument.value) as never,
         );
       }
     },
