@@ -611,6 +611,8 @@ describe('GPU servers as sidecars of the worker pods', () => {
       'openai-embeddings': '/health',
       tei: '/health',
       comfyui: '/system_stats',
+      // The conformance fixtures' pool (opt-in, no GPU): its endpoint only answers the probe.
+      conformance: '/health',
     });
   });
 

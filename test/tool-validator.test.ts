@@ -143,3 +143,42 @@ describe('ToolValidator: unknown tools', () => {
     expect(validator.check('nope', {})).toBe('no schema for tool nope');
   });
 });
+
+describe('ToolValidator: schemas declaring JSON Schema 2020-12', () => {
+  // `prefixItems` is a 2020-12 keyword (draft-07 ignores it): checking it shows the dialect used.
+  const schema2020 = {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    type: 'object',
+    $defs: { id: { type: 'integer', minimum: 1 } },
+    properties: {
+      pair: { type: 'array', prefixItems: [{ type: 'string' }, { $ref: '#/$defs/id' }], items: false },
+    },
+    required: ['pair'],
+    additionalProperties: false,
+  };
+  const yamlTools = [
+    'pools: { inference: { backend: openai-chat } }',
+    'tools:',
+    '  - name: paired',
+    '    template: generate_text',
+    '    pool: inference',
+    '    model: m',
+    `    inputSchema: ${JSON.stringify(schema2020)}`,
+    '  - { name: plain, template: generate_text, pool: inference, model: m }',
+  ].join('\n');
+
+  it('a configured 2020-12 input schema is accepted and checked in its dialect', () => {
+    const v = new ToolValidator(buildCatalog(resolveConfig(yamlTools).tools));
+    expect(v.check('paired', { pair: ['a', 2] })).toBeUndefined();
+    expect(v.check('paired', { pair: ['a', 'b'] })).toContain('arguments.pair.1 must be integer');
+    expect(v.check('paired', { pair: ['a', 0] })).toContain('arguments.pair.1 must be >= 1');
+    expect(v.check('paired', { pair: ['a', 2, 3] })).toContain('arguments.pair');
+    // The draft-07 tools beside it are checked as before.
+    expect(v.check('plain', {})).toContain('missing required property "prompt"');
+  });
+
+  it('a 2020-12 schema the meta-schema refuses is a config error naming the tool', () => {
+    const bad = yamlTools.replace('"minimum":1', '"minimum":"one"');
+    expect(() => resolveConfig(bad)).toThrow(/tools\.0\.inputSchema.*not a valid JSON Schema/s);
+  });
+});

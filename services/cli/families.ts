@@ -1,3 +1,4 @@
+import { conformanceFamily } from '../../workers/conformance/index.js';
 import { diffusionFamily } from '../../workers/diffusion/index.js';
 import { embeddingsFamily } from '../../workers/embeddings/index.js';
 import { inferenceFamily } from '../../workers/inference/index.js';
@@ -13,4 +14,5 @@ export const families: ToolFamilies<ToolAdapter> = registerFamilies([
   inferenceFamily,
   embeddingsFamily,
   diffusionFamily,
+  conformanceFamily,
 ]);

@@ -2,10 +2,12 @@
 export const USAGE = `mcp-cluster: serve GPU-backed MCP tools to AI agents at scale
 
 Usage:
-  mcp-cluster up [--config FILE] [--port N] [--autoscale]
+  mcp-cluster up [--config FILE] [--port N] [--autoscale] [--conformance]
                                                      everything in one process (memory queue, simulated
                                                      backends for pools without endpoints); --autoscale
-                                                     sizes each pool's in-process workers by its load
+                                                     sizes each pool's in-process workers by its load;
+                                                     --conformance adds the MCP conformance suite's
+                                                     fixture tools (pool conformance)
   mcp-cluster ingress [--config FILE] [--broker URL] [--port N] [--delivery-port N]
   mcp-cluster worker --pool NAME [--config FILE] [--broker URL] [--port N]
   mcp-cluster autoscaler [--config FILE] [--broker URL] [--port N]

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { JsonSchema } from './catalog.js';
@@ -16,6 +15,7 @@ import {
 import { promptsSchema, resourcesSchema, resourceTemplatesSchema } from './content-catalog.js';
 import { ClusterError } from './errors.js';
 import type { ToolFamilies } from './family.js';
+import { ajvFor, schemaDialect } from './json-schema.js';
 import { duration, type Resolved, resolvedAs, resolvedKeys, section, size } from './settings.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -28,7 +28,7 @@ function schemaProblem(schema: Record<string, unknown>): string | undefined {
   if (schema.type !== 'object')
     return `must be a JSON Schema with "type": "object" (MCP tool schemas describe an object)`;
   try {
-    new Ajv({ strict: false }).compile(schema);
+    ajvFor(schemaDialect(schema), { strict: false }).compile(schema);
   } catch (err) {
     return `is not a valid JSON Schema: ${(err as Error).message}`;
   }
@@ -60,7 +60,8 @@ export type ConfigFamilies = Pick<
   | 'backend'
   | 'defaultPools'
   | 'defaultTools'
->;
+> &
+  Partial<Pick<ToolFamilies, 'optInPools'>>;
 
 /** Names a family declares, as a zod enum whose message lists them. */
 const oneOf = (names: readonly string[]) => z.enum(names as [string, ...string[]]);
@@ -463,6 +464,8 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   MCP_CLUSTER_AUTOSCALER_PORT: ['autoscaler', 'port'],
   MCP_CLUSTER_PROMETHEUS_URL: ['autoscaler', 'prometheusUrl'],
   MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],
+  /** `true` switches on the opt-in `conformance` pool and its fixture tools (`up --conformance`). */
+  MCP_CLUSTER_CONFORMANCE: ['conformance', 'enabled'],
 };
 
 /**
@@ -478,7 +481,7 @@ export type ConfigEnv = Record<string, string | undefined>;
 
 const NUMERIC_LEAVES = new Set(['port']);
 /** Settings whose environment override is `true` or `false`. */
-const BOOLEAN_LEAVES = new Set(['allowUnauthenticated']);
+const BOOLEAN_LEAVES = new Set(['allowUnauthenticated', 'enabled']);
 
 /**
  * Reads, overrides and validates a configuration against the registered tool `families` (they
@@ -506,6 +509,7 @@ export function resolveConfig(
   }
   const doc = raw as Record<string, unknown>;
   applyEnv(doc, env, families);
+  applyOptIn(doc, families, origin);
 
   const result = configSchema(families).safeParse(doc);
   if (!result.success) {
@@ -579,7 +583,9 @@ function applyEnv(doc: Record<string, unknown>, env: ConfigEnv, families: Config
     if (!isMapping(pools) || (found != null && !isMapping(found))) continue;
     doc.pools = pools;
     // A pool only the environment names runs on the first registered kind (openai-chat).
-    const existing = found ?? { backend: families.defaultPools[pool] ?? families.backendKinds[0] };
+    const existing = found ?? {
+      backend: families.defaultPools[pool] ?? families.optInPools?.[pool] ?? families.backendKinds[0],
+    };
     existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
     Object.defineProperty(pools, pool, {
       value: existing,
@@ -587,6 +593,46 @@ function applyEnv(doc: Record<string, unknown>, env: ConfigEnv, families: Config
       writable: true,
       configurable: true,
     });
+  }
+}
+
+/**
+ * Opt-in pools (a family's `defaults.optIn`, e.g. `conformance`) switched on by a top-level
+ * `<pool>: { enabled: true }`: the pool is added to the declared (or built-in) pools with its
+ * backend kind, and when the file lists `tools`, the pool's tools it does not name are added.
+ * The switch itself is removed before validation; anything but `{ enabled: boolean }` is refused.
+ */
+function applyOptIn(doc: Record<string, unknown>, families: ConfigFamilies, origin: string): void {
+  for (const [pool, backend] of Object.entries(families.optInPools ?? {})) {
+    if (!Object.hasOwn(doc, pool)) continue;
+    const value = doc[pool];
+    const keys = isMapping(value) ? Object.keys(value) : [];
+    if (!isMapping(value) || typeof value.enabled !== 'boolean' || keys.some((k) => k !== 'enabled')) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `${origin} is invalid:\n  ${pool}: expected { enabled: true } or { enabled: false } (found ${show(value)})`,
+      );
+    }
+    delete doc[pool];
+    if (!value.enabled) continue;
+    const pools = doc.pools ?? defaultPoolsDoc(families);
+    // A `pools` that is not a mapping is left for validation to report by path.
+    if (!isMapping(pools)) continue;
+    if (!Object.hasOwn(pools, pool)) {
+      Object.defineProperty(pools, pool, {
+        value: { backend },
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+    doc.pools = pools;
+    if (Array.isArray(doc.tools)) {
+      const named = new Set(doc.tools.map((t) => (isMapping(t) ? t.name : undefined)));
+      for (const tool of families.defaultTools) {
+        if (tool.pool === pool && !named.has(tool.name)) doc.tools.push({ ...tool });
+      }
+    }
   }
 }
 

@@ -70,8 +70,12 @@ export interface ToolFamily<Adapter = unknown> {
    * tool of this family takes no other key. See ToolSettingsSpec for why it is per family.
    */
   settings?: ToolSettingsSpec;
-  /** The pool (and its tools) the built-in configuration declares for this family. */
-  defaults?: { pool: string; backend: string; tools: readonly DefaultTool[] };
+  /**
+   * The pool (and its tools) the built-in configuration declares for this family. With `optIn`,
+   * the pool is left out of the built-in pools: a file switches it on by declaring the pool (its
+   * tools then come with it unless the file lists `tools`) or with `<pool>: { enabled: true }`.
+   */
+  defaults?: { pool: string; backend: string; tools: readonly DefaultTool[]; optIn?: boolean };
   /**
    * Releases what the family's adapters hold for the whole process (e.g. result caches). Called
    * once by the composition root after every worker of the process stopped.
@@ -92,8 +96,10 @@ export interface ToolFamilies<Adapter = unknown> {
   backend(kind: string): BackendKindSpec | undefined;
   /** Pools of the built-in configuration: pool name → backend kind. */
   readonly defaultPools: Readonly<Record<string, string>>;
-  /** Tools of the built-in configuration, with their pool. */
+  /** Tools of the built-in configuration, with their pool (opt-in pools' tools included). */
   readonly defaultTools: readonly (DefaultTool & { pool: string })[];
+  /** Opt-in pools (`defaults.optIn`): pool name → backend kind; not among `defaultPools`. */
+  readonly optInPools: Readonly<Record<string, string>>;
   /** `resolveConfig` of the kernel against these families (see config.ts). */
   resolveConfig(source: string, env?: ConfigEnv, origin?: string): ResolvedConfig;
   /** `loadConfig` of the kernel against these families. */
@@ -115,6 +121,7 @@ export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>
   const owner = new Map<string, string>();
   const familyOf = new Map<string, ToolFamily<Adapter>>();
   const defaultPools: Record<string, string> = {};
+  const optInPools: Record<string, string> = {};
   const defaultTools: (DefaultTool & { pool: string })[] = [];
   for (const family of families) {
     for (const [kind, spec] of Object.entries(family.backends)) {
@@ -152,7 +159,7 @@ export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>
       }
     }
     if (family.defaults) {
-      defaultPools[family.defaults.pool] = family.defaults.backend;
+      (family.defaults.optIn ? optInPools : defaultPools)[family.defaults.pool] = family.defaults.backend;
       for (const tool of family.defaults.tools) defaultTools.push({ ...tool, pool: family.defaults.pool });
     }
   }
@@ -175,6 +182,7 @@ export function registerFamilies<Adapter>(families: readonly ToolFamily<Adapter>
     backend: (kind) => backends.get(kind),
     defaultPools,
     defaultTools,
+    optInPools,
     resolveConfig: (source, env, origin) => resolveConfig(registry, source, env, origin),
     loadConfig: (path, env) => loadConfig(registry, path, env),
     adapters: (config) =>

@@ -72,6 +72,8 @@ export type { CallError, Final, Timing } from './generated/mcp_cluster.js';
 export type { JobStore, JobStoreOptions, StoredRecord } from './jobs/job-store.js';
 export { assertStoreName, assertStorePrefix } from './jobs/job-store.js';
 export { openMemoryJobStore } from './jobs/memory-store.js';
+export type { SchemaDialect } from './json-schema.js';
+export { ajvFor, JSON_SCHEMA_2020_12, schemaDialect } from './json-schema.js';
 export type { LifecycleState, ShutdownSteps, Stoppable } from './lifecycle.js';
 export { exitOnSignals, LIFECYCLE_STATES, Lifecycle } from './lifecycle.js';
 export type { LogFields, Logger, LogLevel } from './logger.js';

@@ -1,13 +1,19 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import type { ToolDefinition } from '../core/index.js';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
+import { ajvFor, schemaDialect, type ToolDefinition } from '../core/index.js';
 
 /** Validates tool arguments against each tool's input schema, filling in schema defaults. */
 export class ToolValidator {
   private readonly validators = new Map<string, ValidateFunction>();
 
   constructor(tools: ToolDefinition[]) {
-    const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
-    for (const tool of tools) this.validators.set(tool.name, ajv.compile(tool.inputSchema));
+    // A schema's `$schema` picks the dialect (draft-07 or 2020-12); one Ajv per dialect.
+    const ajvs = new Map<string, Ajv>();
+    for (const tool of tools) {
+      const dialect = schemaDialect(tool.inputSchema);
+      const ajv = ajvs.get(dialect) ?? ajvFor(dialect, { allErrors: true, useDefaults: true, strict: false });
+      ajvs.set(dialect, ajv);
+      this.validators.set(tool.name, ajv.compile(tool.inputSchema));
+    }
   }
 
   /**

@@ -31,10 +31,18 @@ const log = createLogger('cli');
  * in-process workers by its load instead of running one worker per pool.
  */
 export async function up(args: string[]): Promise<ExitCode> {
-  const { values } = parse(args, { ...COMMON, autoscale: { type: 'boolean' } });
+  const { values } = parse(args, {
+    ...COMMON,
+    autoscale: { type: 'boolean' },
+    conformance: { type: 'boolean' },
+  });
   if (values.help) return help();
   const port = portFlag(values.port, '--port');
-  let config = configFrom(values, port ? { MCP_CLUSTER_INGRESS_PORT: port } : {});
+  let config = configFrom(values, {
+    ...(port ? { MCP_CLUSTER_INGRESS_PORT: port } : {}),
+    // The MCP conformance suite's fixture tools, in their own pool (off unless asked for).
+    ...(values.conformance ? { MCP_CLUSTER_CONFORMANCE: 'true' } : {}),
+  });
   // Before anything serves: a bad OTEL_* setting stops the role here, with its name.
   const tracing = await startTracing('up');
   const sims: { url: string; close(): Promise<void> }[] = [];

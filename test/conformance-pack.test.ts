@@ -1,0 +1,283 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CONFORMANCE_PNG,
+  CONFORMANCE_TEXT,
+  CONFORMANCE_TOOLS,
+  CONFORMANCE_WAV,
+  JSON_SCHEMA_2020_12_INPUT,
+} from '../workers/conformance/index.js';
+import { readResults, SCORED } from './conformance/run.js';
+import { type SpawnedBroker, startNatsServer, uniqueNamespace } from './support/brokers.js';
+import { resolveConfig } from './support/families.js';
+import { connectClient, type TestClient } from './support/mcp-clients.js';
+import { startUp, type UpProcess, writeConfig } from './support/processes.js';
+
+// The `conformance` family's fixtures (the tools the official MCP conformance suite calls) through
+// the whole path: `mcp-cluster up --conformance` on NATS JetStream, so each call goes ingress →
+// JetStream → worker → gRPC delivery → ingress, asked by the official clients of both protocol eras
+// (v2 client on 2026-07-28, v1 SDK client with a 2025-11-25 session). Content blocks are compared
+// exactly, media bytes included. The pool is off by default.
+
+const base64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
+
+describe('conformance fixtures through ingress, NATS, worker and gRPC delivery', () => {
+  let broker: SpawnedBroker;
+  let up: UpProcess;
+  const clients: Record<'v1' | 'v2', TestClient | undefined> = { v1: undefined, v2: undefined };
+
+  beforeAll(async () => {
+    broker = await startNatsServer();
+    const config = writeConfig(`cluster: { namespace: ${uniqueNamespace('conf')} }\n`);
+    up = await startUp(['--conformance', '--broker', broker.url, '--config', config]);
+    clients.v1 = await connectClient('v1', up.mcpUrl);
+    clients.v2 = await connectClient('v2', up.mcpUrl);
+  });
+  afterAll(async () => {
+    await clients.v1?.close();
+    await clients.v2?.close();
+    await up?.stop();
+    await broker?.dispose();
+  });
+
+  it('runs on the gRPC delivery path (a shared broker, not the in-process shortcut)', () => {
+    expect(up.banner).toContain(`embedded: ${broker.url} queue`);
+    expect(up.banner).toContain('test_simple_text');
+  });
+
+  describe.each(['v1', 'v2'] as const)('%s client', (kind) => {
+    const client = (): TestClient => clients[kind] as TestClient;
+
+    it('lists every fixture, the 2020-12 schema as written', async () => {
+      const tools = await client().listTools();
+      const names = tools.map((t) => t.name);
+      for (const name of CONFORMANCE_TOOLS) expect(names).toContain(name);
+      const schemaTool = tools.find((t) => t.name === 'json_schema_2020_12_tool');
+      expect(schemaTool?.inputSchema).toEqual(JSON_SCHEMA_2020_12_INPUT);
+    });
+
+    it('test_simple_text: one text block', async () => {
+      const result = await client().callTool('test_simple_text', {});
+      expect(result.content).toEqual([{ type: 'text', text: CONFORMANCE_TEXT.simple }]);
+      expect(result.isError).not.toBe(true);
+    });
+
+    it('test_image_content: the PNG bytes, base64, with their mimeType', async () => {
+      const result = await client().callTool('test_image_content', {});
+      expect(result.content).toEqual([
+        { type: 'image', data: base64(CONFORMANCE_PNG()), mimeType: 'image/png' },
+      ]);
+      const png = Buffer.from((result.content[0] as { data: string }).data, 'base64');
+      expect(png.subarray(1, 4).toString('ascii')).toBe('PNG');
+    });
+
+    it('test_audio_content: the WAV bytes, base64, audio/wav', async () => {
+      const result = await client().callTool('test_audio_content', {});
+      expect(result.content).toEqual([
+        { type: 'audio', data: base64(CONFORMANCE_WAV()), mimeType: 'audio/wav' },
+      ]);
+      const wav = Buffer.from((result.content[0] as { data: string }).data, 'base64');
+      expect(wav.subarray(0, 4).toString('ascii')).toBe('RIFF');
+      expect(wav.subarray(8, 12).toString('ascii')).toBe('WAVE');
+    });
+
+    it('test_embedded_resource: the resource with uri, mimeType and text', async () => {
+      const result = await client().callTool('test_embedded_resource', {});
+      expect(result.content).toEqual([
+        {
+          type: 'resource',
+          resource: {
+            uri: 'test://embedded-resource',
+            mimeType: 'text/plain',
+            text: CONFORMANCE_TEXT.embedded,
+          },
+        },
+      ]);
+    });
+
+    it('test_multiple_content_types: text, image and resource, in order', async () => {
+      const result = await client().callTool('test_multiple_content_types', {});
+      expect(result.content).toEqual([
+        { type: 'text', text: CONFORMANCE_TEXT.mixed },
+        { type: 'image', data: base64(CONFORMANCE_PNG()), mimeType: 'image/png' },
+        {
+          type: 'resource',
+          resource: {
+            uri: 'test://mixed-content-resource',
+            mimeType: 'application/json',
+            text: CONFORMANCE_TEXT.mixedResource,
+          },
+        },
+      ]);
+    });
+
+    it('test_error_handling: a tool error (isError) with its message', async () => {
+      const result = await client().callTool('test_error_handling', {});
+      expect(result.isError).toBe(true);
+      expect(result.content).toEqual([{ type: 'text', text: CONFORMANCE_TEXT.error }]);
+    });
+
+    it('test_tool_with_progress: progress 0, 50, 100 of 100 reach the caller, then the result', async () => {
+      const progress: { progress: number; total?: number }[] = [];
+      const result = await client().callTool(
+        'test_tool_with_progress',
+        {},
+        { onProgress: (p) => progress.push({ progress: p.progress, total: p.total }) },
+      );
+      expect(progress).toEqual([
+        { progress: 0, total: 100 },
+        { progress: 50, total: 100 },
+        { progress: 100, total: 100 },
+      ]);
+      expect(result.content).toEqual([{ type: 'text', text: CONFORMANCE_TEXT.progress }]);
+    });
+
+    it('json_schema_2020_12_tool: arguments are checked against the 2020-12 schema', async () => {
+      const ok = await client().callTool('json_schema_2020_12_tool', { name: 'a', address: { city: 'b' } });
+      expect(ok.content).toEqual([{ type: 'text', text: CONFORMANCE_TEXT.schema }]);
+      // additionalProperties: false refuses an unknown argument, naming it: a tool error, as MCP wants.
+      const unknown = await client().callTool('json_schema_2020_12_tool', { bogus: 1 });
+      expect(unknown.isError).toBe(true);
+      expect(unknown.content).toEqual([
+        {
+          type: 'text',
+          text: 'INVALID_ARGUMENTS: invalid arguments for json_schema_2020_12_tool: arguments has unknown property "bogus"',
+        },
+      ]);
+      // The `$ref` into `$defs` is followed.
+      const nested = await client().callTool('json_schema_2020_12_tool', { address: { city: 5 } });
+      expect(nested.isError).toBe(true);
+      expect(JSON.stringify(nested.content)).toContain('arguments.address.city must be string');
+    });
+  });
+});
+
+describe('conformance pool off by default', () => {
+  let up: UpProcess;
+  let client: TestClient | undefined;
+  beforeAll(async () => {
+    up = await startUp([]);
+    client = await connectClient('v2', up.mcpUrl);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await up?.stop();
+  });
+
+  it('serves no fixture tool and refuses a call to one', async () => {
+    const names = (await (client as TestClient).listTools()).map((t) => t.name);
+    for (const name of CONFORMANCE_TOOLS) expect(names).not.toContain(name);
+    expect(names.length).toBeGreaterThan(0);
+    const answer = await (client as TestClient).callTool('test_simple_text', {}).then(
+      (r) => JSON.stringify(r),
+      (err: Error) => err.message,
+    );
+    expect(answer).toMatch(/test_simple_text/);
+    expect(answer).not.toContain(CONFORMANCE_TEXT.simple);
+  });
+});
+
+describe('switching the conformance pool on in the configuration', () => {
+  const conformanceTools = (yaml: string) =>
+    resolveConfig(yaml)
+      .tools.filter((t) => t.pool === 'conformance')
+      .map((t) => t.name);
+
+  it('is absent from the built-in configuration', () => {
+    const config = resolveConfig('');
+    expect(Object.keys(config.pools)).not.toContain('conformance');
+    expect(conformanceTools('')).toEqual([]);
+  });
+
+  it('conformance: { enabled: true } adds the pool beside the built-in ones, with every fixture', () => {
+    const config = resolveConfig('conformance: { enabled: true }\n');
+    expect(Object.keys(config.pools).sort()).toEqual(['conformance', 'diffusion', 'embeddings', 'inference']);
+    expect(config.pools.conformance?.backend).toBe('conformance');
+    expect(conformanceTools('conformance: { enabled: true }\n')).toEqual([...CONFORMANCE_TOOLS]);
+    expect(conformanceTools('conformance: { enabled: false }\n')).toEqual([]);
+  });
+
+  it('adds the fixtures to a file that lists its own tools, keeping a fixture the file declares', () => {
+    const yaml = [
+      'conformance: { enabled: true }',
+      'pools: { inference: { backend: openai-chat } }',
+      'tools:',
+      '  - { name: chat, template: chat, pool: inference, model: m }',
+      '  - { name: test_simple_text, template: test_simple_text, pool: conformance, model: mine }',
+    ].join('\n');
+    const config = resolveConfig(yaml);
+    expect(config.tools.map((t) => t.name)).toEqual(['chat', ...CONFORMANCE_TOOLS]);
+    expect(config.tools.find((t) => t.name === 'test_simple_text')?.model).toBe('mine');
+  });
+
+  it('declaring the pool brings its fixtures', () => {
+    expect(conformanceTools('pools: { conformance: { backend: conformance } }\n')).toEqual([
+      ...CONFORMANCE_TOOLS,
+    ]);
+  });
+
+  it('MCP_CLUSTER_CONFORMANCE=true (what up --conformance sets) switches it on', () => {
+    expect(Object.keys(resolveConfig('', { MCP_CLUSTER_CONFORMANCE: 'true' }).pools)).toContain(
+      'conformance',
+    );
+  });
+
+  it.each([
+    ['conformance: yes\n', 'found "yes"'],
+    ['conformance: { enabled: "on" }\n', 'found {"enabled":"on"}'],
+    ['conformance: { enabled: true, extra: 1 }\n', 'found {"enabled":true,"extra":1}'],
+  ])('refuses a malformed switch %j with a message naming it', (yaml, found) => {
+    expect(() => resolveConfig(yaml)).toThrow(
+      /conformance: expected \{ enabled: true \} or \{ enabled: false \}/,
+    );
+    expect(() => resolveConfig(yaml)).toThrow(found);
+  });
+});
+
+describe('the conformance runner reading the suite results', () => {
+  it('scores the fixtures the family serves', () => {
+    for (const scenario of [
+      'tools-call-simple-text',
+      'tools-call-image',
+      'tools-call-audio',
+      'tools-call-embedded-resource',
+      'tools-call-mixed-content',
+      'tools-call-error',
+      'tools-call-with-progress',
+      'json-schema-2020-12',
+    ]) {
+      expect(SCORED).toContain(scenario);
+    }
+  });
+
+  it('counts FAILURE checks per scenario folder and ignores other entries', async () => {
+    const { mkdtempSync, mkdirSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'conf-results-'));
+    const write = (folder: string, checks: unknown[]) => {
+      mkdirSync(join(dir, folder));
+      writeFileSync(join(dir, folder, 'checks.json'), JSON.stringify(checks));
+    };
+    write('server-tools-call-image-2026-12-05T23-41-11-866Z', [{ id: 'a', status: 'SUCCESS' }]);
+    write('server-json-schema-2020-12-2026-12-05T23-41-12-001Z', [
+      { id: 'b', status: 'SUCCESS' },
+      { id: 'c', status: 'FAILURE', errorMessage: '$defs missing' },
+      { id: 'd', status: 'WARNING' },
+    ]);
+    mkdirSync(join(dir, 'unrelated'));
+    const results = readResults(dir);
+    expect([...results.keys()].sort()).toEqual(['json-schema-2020-12', 'tools-call-image']);
+    expect(results.get('tools-call-image')).toEqual({
+      scenario: 'tools-call-image',
+      passed: 1,
+      failed: 0,
+      failures: [],
+    });
+    expect(results.get('json-schema-2020-12')).toEqual({
+      scenario: 'json-schema-2020-12',
+      passed: 1,
+      failed: 1,
+      failures: ['c: $defs missing'],
+    });
+  });
+});

@@ -1,0 +1,170 @@
+/**
+ * The `conformance` family: the fixture tools the official MCP conformance suite
+ * (`@modelcontextprotocol/conformance`) calls, served like every tool (ingress → queue → worker →
+ * gRPC delivery), so the suite scores the whole path: text, image and audio bytes, embedded
+ * resources, mixed content, tool errors, progress notifications and a JSON Schema 2020-12 input
+ * schema. Off by default: a pool `conformance` in the file, `conformance: { enabled: true }`, or
+ * `mcp-cluster up --conformance` switches it on. The tools need no GPU; the pool's backend kind
+ * `conformance` only has to answer its health probe (under `up`, the simulated backend does).
+ */
+
+import { ClusterError, type JsonSchema, type ToolFamily } from '../../services/core/index.js';
+import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
+import { CONFORMANCE_PNG, CONFORMANCE_WAV } from './media.js';
+
+export { CONFORMANCE_PNG, CONFORMANCE_WAV } from './media.js';
+
+/** Texts the fixtures answer with (the suite's documented examples). */
+export const CONFORMANCE_TEXT = {
+  simple: 'This is a simple text response for testing.',
+  error: 'This tool intentionally returns an error for testing',
+  embedded: 'This is an embedded resource content.',
+  mixed: 'Multiple content types test:',
+  mixedResource: '{"test":"data","value":123}',
+  progress: 'Progress test completed',
+  schema: 'JSON Schema 2020-12 tool called',
+} as const;
+
+/** Pause between the progress fixture's notifications, in milliseconds (the suite asks for ~50). */
+const PROGRESS_STEP_MS = 50;
+
+const NO_ARGUMENTS: JsonSchema = { type: 'object', properties: {}, additionalProperties: false };
+
+/**
+ * The input schema of `json_schema_2020_12_tool`: the suite checks that `$schema`, `$defs` and
+ * `additionalProperties` reach `tools/list` as written.
+ */
+export const JSON_SCHEMA_2020_12_INPUT: JsonSchema = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  type: 'object',
+  $defs: {
+    address: {
+      type: 'object',
+      properties: { street: { type: 'string' }, city: { type: 'string' } },
+    },
+  },
+  properties: { name: { type: 'string' }, address: { $ref: '#/$defs/address' } },
+  additionalProperties: false,
+};
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new ClusterError('CANCELLED', 'the call was cancelled'));
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(new ClusterError('CANCELLED', 'the call was cancelled'));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** An adapter answering every call with `result` (fresh per call: media bytes are not shared). */
+function fixed(result: () => ToolResult): ToolAdapter {
+  return { run: async () => result() };
+}
+
+const progressAdapter: ToolAdapter = {
+  async run(ctx: AdapterContext): Promise<ToolResult> {
+    // 0, 50, 100 of 100 with pauses between, as the suite's progress scenario expects.
+    for (const progress of [0, 50, 100]) {
+      if (progress > 0) await sleep(PROGRESS_STEP_MS, ctx.signal);
+      ctx.progress({ progress, total: 100 });
+    }
+    return { content: [{ type: 'text', text: CONFORMANCE_TEXT.progress }] };
+  },
+};
+
+/** Fixture adapters by template (and tool) name. */
+const adapters: Record<string, { description: string; input?: JsonSchema; adapter: ToolAdapter }> = {
+  test_simple_text: {
+    description: 'Conformance fixture: returns one text block.',
+    adapter: fixed(() => ({ content: [{ type: 'text', text: CONFORMANCE_TEXT.simple }] })),
+  },
+  test_image_content: {
+    description: 'Conformance fixture: returns a 1x1 red PNG image block.',
+    // Raw bytes: they travel as media bytes to the ingress, which writes them base64.
+    adapter: fixed(() => ({ content: [{ type: 'image', data: CONFORMANCE_PNG(), mimeType: 'image/png' }] })),
+  },
+  test_audio_content: {
+    description: 'Conformance fixture: returns a short WAV audio block.',
+    adapter: fixed(() => ({ content: [{ type: 'audio', data: CONFORMANCE_WAV(), mimeType: 'audio/wav' }] })),
+  },
+  test_embedded_resource: {
+    description: 'Conformance fixture: returns an embedded text resource.',
+    adapter: fixed(() => ({
+      content: [
+        {
+          type: 'resource',
+          resource: {
+            uri: 'test://embedded-resource',
+            mimeType: 'text/plain',
+            text: CONFORMANCE_TEXT.embedded,
+          },
+        },
+      ],
+    })),
+  },
+  test_multiple_content_types: {
+    description: 'Conformance fixture: returns text, image and embedded resource blocks.',
+    adapter: fixed(() => ({
+      content: [
+        { type: 'text', text: CONFORMANCE_TEXT.mixed },
+        { type: 'image', data: CONFORMANCE_PNG(), mimeType: 'image/png' },
+        {
+          type: 'resource',
+          resource: {
+            uri: 'test://mixed-content-resource',
+            mimeType: 'application/json',
+            text: CONFORMANCE_TEXT.mixedResource,
+          },
+        },
+      ],
+    })),
+  },
+  test_error_handling: {
+    description: 'Conformance fixture: always answers with a tool error (isError).',
+    adapter: fixed(() => ({ isError: true, content: [{ type: 'text', text: CONFORMANCE_TEXT.error }] })),
+  },
+  test_tool_with_progress: {
+    description: 'Conformance fixture: reports progress 0, 50 and 100 of 100, then returns text.',
+    adapter: progressAdapter,
+  },
+  json_schema_2020_12_tool: {
+    description: 'Tool with JSON Schema 2020-12 features',
+    input: JSON_SCHEMA_2020_12_INPUT,
+    adapter: fixed(() => ({ content: [{ type: 'text', text: CONFORMANCE_TEXT.schema }] })),
+  },
+};
+
+/** Names of the fixture tools (each served by the template of the same name). */
+export const CONFORMANCE_TOOLS: readonly string[] = Object.keys(adapters);
+
+/** The pool (and backend kind) the fixture tools run in. */
+export const CONFORMANCE_POOL = 'conformance';
+
+export const conformanceFamily: ToolFamily<ToolAdapter> = {
+  name: 'conformance',
+  // Nothing is sent to the endpoint; it only has to answer the worker's health probe.
+  backends: { conformance: { healthPath: '/health', endpointConcurrency: 64 } },
+  templates: Object.fromEntries(
+    Object.entries(adapters).map(([name, spec]) => [
+      name,
+      {
+        description: spec.description,
+        backends: ['conformance'],
+        inputSchema: () => spec.input ?? NO_ARGUMENTS,
+        adapter: () => spec.adapter,
+      },
+    ]),
+  ),
+  defaults: {
+    pool: CONFORMANCE_POOL,
+    backend: 'conformance',
+    optIn: true,
+    tools: CONFORMANCE_TOOLS.map((name) => ({ name, template: name, model: 'conformance', deadline: '30s' })),
+  },
+};
