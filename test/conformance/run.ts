@@ -19,7 +19,8 @@ export const SPEC_VERSION = '2025-11-25';
 
 /**
  * Scenarios a failure of which fails the run: the tool scenarios the `conformance` family's
- * fixtures serve, and the protocol basics every MCP server answers.
+ * fixtures serve, the resources, prompts and completions of deploy/conformance/catalog.yaml, and
+ * the protocol basics every MCP server answers.
  */
 export const SCORED: readonly string[] = [
   'server-initialize',
@@ -35,6 +36,18 @@ export const SCORED: readonly string[] = [
   'json-schema-2020-12',
   'server-sse-multiple-streams',
   'dns-rebinding-protection',
+  'resources-list',
+  'resources-read-text',
+  'resources-read-binary',
+  'resources-templates-read',
+  'resources-subscribe',
+  'resources-unsubscribe',
+  'prompts-list',
+  'prompts-get-simple',
+  'prompts-get-with-args',
+  'prompts-get-embedded-resource',
+  'prompts-get-with-image',
+  'completion-complete',
 ];
 
 /** Outcome of one scenario, from its checks.json. */
@@ -47,6 +60,8 @@ export interface ScenarioResult {
 }
 
 const CLI = fileURLToPath(new URL('../../services/cli/main.js', import.meta.url));
+/** The suite's `test://` resources, resource template and `test_*` prompts, served from the catalog. */
+const CATALOG = fileURLToPath(new URL('../../../deploy/conformance/catalog.yaml', import.meta.url));
 /** A result folder is `server-<scenario>-<ISO time with - for : and .>`. */
 const RESULT_DIR = /^server-(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$/;
 
@@ -73,9 +88,9 @@ export function readResults(dir: string): Map<string, ScenarioResult> {
   return results;
 }
 
-/** Starts `mcp-cluster up --conformance --port 0`; resolves with its MCP URL once it printed its banner. */
+/** Starts `mcp-cluster up --conformance --config deploy/conformance/catalog.yaml --port 0`; resolves with its MCP URL once it printed its banner. */
 function startCluster(): Promise<{ child: ChildProcess; url: string; logs: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'up', '--conformance', '--port', '0'], {
+  const child = spawn(process.execPath, [CLI, 'up', '--conformance', '--config', CATALOG, '--port', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, MCP_CLUSTER_LOG_LEVEL: process.env.MCP_CLUSTER_LOG_LEVEL ?? 'warn' },
   });
