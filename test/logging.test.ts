@@ -12,10 +12,19 @@ import {
   CALL_LOG_BURST,
   CALL_LOG_PER_SECOND,
   CallLogGate,
+  encodeArguments,
   inProcessDelivery,
   MCP_LOG_LEVELS,
+  type ToolCall,
 } from '../services/core/index.js';
+import { grpcDelivery } from '../services/grpc/index.js';
 import { type Ingress, startIngress } from '../services/ingress/index.js';
+import {
+  decodeToolCall,
+  deserializeChunk,
+  encodeToolCall,
+  serializeChunk,
+} from '../services/protobuf/index.js';
 import { startWorker, type ToolAdapter, type Worker } from '../workers/runtime/index.js';
 import { type SimBackend, startSimBackend } from '../workers/sim/index.js';
 import { resolveConfig } from './support/families.js';
@@ -24,7 +33,7 @@ import { open2025Session, post2025 } from './support/mcp-clients.js';
 // Log notifications from a running call: the caller asks for a level (a 2025-era session with
 // `logging/setLevel`, a 2026-07-28 request in `_meta`), the worker's adapter logs through
 // `ctx.log`, and the ingress forwards what the level admits on the call's response stream,
-// before the result. A memory broker, one ingress and one worker in this process; the tool
+// before the result. A memory broker, one ingress and one worker in this process (over in-process and gRPC delivery); the tool
 // `generate_text` is served by a test adapter that logs instead of calling a backend.
 
 const LOG_LEVEL_KEY = 'io.modelcontextprotocol/logLevel';
@@ -49,7 +58,13 @@ interface Seen {
   data: unknown;
 }
 
-describe('log notifications from a running call', () => {
+/** Both delivery transports: log chunks in process, and encoded over a real gRPC stream. */
+const TRANSPORTS = [
+  { name: 'in-process delivery', make: inProcessDelivery },
+  { name: 'gRPC delivery', make: () => grpcDelivery() },
+];
+
+describe.each(TRANSPORTS)('log notifications from a running call ($name)', ({ make }) => {
   let sim: SimBackend;
   let broker: Broker;
   let worker: Worker;
@@ -69,7 +84,7 @@ describe('log notifications from a running call', () => {
       {},
     );
     broker = await openBroker({ url: 'memory:', namespace: 'logging', pools: ['inference'] });
-    const delivery = inProcessDelivery();
+    const delivery = make();
     ingress = await startIngress(config, broker, delivery);
     worker = await startWorker({
       config,
@@ -273,5 +288,42 @@ describe('CallLogGate', () => {
     admitted = 0;
     for (let i = 0; i < CALL_LOG_BURST * 2; i++) if (gate.admit('info')) admitted++;
     expect(admitted).toBe(CALL_LOG_PER_SECOND);
+  });
+});
+
+describe('call logging on the wire', () => {
+  const call: ToolCall = {
+    callId: 'c-1',
+    tool: 'generate_text',
+    pool: 'inference',
+    argumentsJson: encodeArguments({ prompt: 'x' }),
+    tenant: 't',
+    sessionKey: '',
+    priority: 'normal',
+    deadlineUnixMs: 2_000_000_000_000,
+    attempt: 1,
+    replyTo: 'h:1',
+    traceContext: {},
+    enqueuedUnixMs: 1_999_999_999_000,
+    wantsProgress: false,
+    principal: 'anonymous',
+    scopes: [],
+  };
+
+  it('carries the level a caller asked for in the envelope, and none when it asked for none', () => {
+    expect(decodeToolCall(encodeToolCall({ ...call, logLevel: 'warning' })).logLevel).toBe('warning');
+    // An envelope without the field (one written before call logging) decodes with no level.
+    expect('logLevel' in decodeToolCall(encodeToolCall(call))).toBe(false);
+  });
+
+  it('round-trips a log chunk through gRPC delivery encoding', () => {
+    const bytes = serializeChunk({
+      callId: 'c-1',
+      attempt: 1,
+      log: { level: 'error', logger: 'tool', dataJson: '{"a":[1,2]}' },
+    });
+    const chunk = deserializeChunk(bytes);
+    expect(chunk.body).toBe('log');
+    expect(chunk.log).toMatchObject({ level: 'error', logger: 'tool', dataJson: '{"a":[1,2]}' });
   });
 });
