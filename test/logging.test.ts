@@ -33,8 +33,9 @@ import { open2025Session, post2025 } from './support/mcp-clients.js';
 // Log notifications from a running call: the caller asks for a level (a 2025-era session with
 // `logging/setLevel`, a 2026-07-28 request in `_meta`), the worker's adapter logs through
 // `ctx.log`, and the ingress forwards what the level admits on the call's response stream,
-// before the result. A memory broker, one ingress and one worker in this process (over in-process and gRPC delivery); the tool
-// `generate_text` is served by a test adapter that logs instead of calling a backend.
+// before the result. A memory broker, one ingress and one worker in this process, over in-process
+// and gRPC delivery; the tool `generate_text` is served by a test adapter that logs instead of
+// calling a backend.
 
 const LOG_LEVEL_KEY = 'io.modelcontextprotocol/logLevel';
 /** How many messages the `flood` prompt logs: far more than a call's burst. */
