@@ -252,6 +252,10 @@ describe.each(TRANSPORTS)('log notifications from a running call ($name)', ({ ma
     expect(logs.slice(0, CALL_LOG_BURST).map((l) => l.data)).toEqual(
       Array.from({ length: CALL_LOG_BURST }, (_, i) => ({ i })),
     );
+    // The last message says how many were dropped: all the flood did not deliver.
+    const notice = logs.at(-1) as Seen;
+    expect(notice).toMatchObject({ level: 'warning', logger: 'mcp-cluster' });
+    expect((notice.data as { dropped: number }).dropped).toBe(FLOOD - (logs.length - 1));
     await client.close();
   });
 });
@@ -289,6 +293,15 @@ describe('CallLogGate', () => {
     admitted = 0;
     for (let i = 0; i < CALL_LOG_BURST * 2; i++) if (gate.admit('info')) admitted++;
     expect(admitted).toBe(CALL_LOG_PER_SECOND);
+    // Both rounds' refusals: the burst's overflow, then all but the refill.
+    expect(gate.dropped).toBe(CALL_LOG_BURST + (CALL_LOG_BURST * 2 - CALL_LOG_PER_SECOND));
+    expect(gate.droppedNotice()?.data).toMatchObject({ dropped: gate.dropped });
+    // A caller that asked for errors only is not told about dropped infos.
+    const quiet = new CallLogGate('error', () => now);
+    for (let i = 0; i < CALL_LOG_BURST * 2; i++) quiet.admit('error');
+    expect(quiet.dropped).toBe(CALL_LOG_BURST);
+    expect(quiet.droppedNotice()).toBeUndefined();
+    expect(new CallLogGate('debug').droppedNotice()).toBeUndefined();
   });
 });
 

@@ -17,6 +17,7 @@ export const MCP_LOG_LEVELS = [
 export type McpLogLevel = (typeof MCP_LOG_LEVELS)[number];
 
 const SEVERITY = new Map<string, number>(MCP_LOG_LEVELS.map((level, index) => [level, index]));
+const WARNING = SEVERITY.get('warning') as number;
 
 /** Whether `value` names an MCP log level. */
 export function isMcpLogLevel(value: unknown): value is McpLogLevel {
@@ -63,6 +64,25 @@ export class CallLogGate {
   /** Whether the caller asked for any log messages at all. */
   get wanted(): boolean {
     return this.threshold !== undefined;
+  }
+
+  /**
+   * The message that tells the caller how many messages the rate limit dropped, sent once after the
+   * call's last log (it bypasses the bucket); undefined when none were dropped or the caller's level
+   * is above `warning`.
+   */
+  droppedNotice(): CallLogMessage | undefined {
+    if (this.dropped === 0 || (this.threshold ?? Number.POSITIVE_INFINITY) > WARNING) return undefined;
+    return {
+      level: 'warning',
+      logger: 'mcp-cluster',
+      data: {
+        message:
+          `${this.dropped} log messages of this call were dropped by its rate limit ` +
+          `(${CALL_LOG_BURST} at once, then ${CALL_LOG_PER_SECOND} a second)`,
+        dropped: this.dropped,
+      },
+    };
   }
 
   /** Whether a message at `level` goes to the caller; spends a token when it does. */

@@ -441,6 +441,15 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         };
       });
       attempt.delivering(call.replyTo);
+      const notice = logGate.droppedNotice();
+      if (notice) {
+        const { level, logger = '', data } = notice;
+        channel.send({
+          callId: call.callId,
+          attempt: call.attempt,
+          log: { level, logger, dataJson: logDataJson(data) },
+        });
+      }
       if ('result' in outcome) {
         // Media as raw bytes, `_meta` apart: the ingress splices its timing in without parsing.
         channel.send({ callId: call.callId, attempt: call.attempt, final: toFinal(outcome.result), timing });
