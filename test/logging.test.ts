@@ -234,6 +234,43 @@ describe.each(TRANSPORTS)('log notifications from a running call ($name)', ({ ma
     await client.close();
   });
 
+  it('2026-07-28 on the SDK path (a request the fast path leaves to the SDK): the same notifications', async () => {
+    const res = await fetch(ingress.url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-protocol-version': '2026-07-28',
+        'mcp-method': 'tools/call',
+        'mcp-name': 'generate_text',
+      },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 3,
+        method: 'tools/call',
+        params: {
+          name: 'generate_text',
+          arguments: { prompt: 'levels' },
+          // An extra param the fast path does not know sends the request to the SDK's server.
+          'x-extension': true,
+          _meta: {
+            'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+            'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+            'io.modelcontextprotocol/clientCapabilities': {},
+            [LOG_LEVEL_KEY]: 'alert',
+          },
+        },
+      }),
+    });
+    const messages = (await sseMessages(res)) as { method?: string; params?: Seen; id?: number }[];
+    expect(messages.map((m) => m.method ?? `response ${m.id}`)).toEqual([
+      'notifications/message',
+      'notifications/message',
+      'response 3',
+    ]);
+    expect(messages.slice(0, 2).map((m) => m.params?.level)).toEqual(['alert', 'emergency']);
+  });
+
   it('2026-07-28: an unknown level in `_meta` is a JSON-RPC invalid-params error', async () => {
     const { client, events, call } = await v2Client();
     await expect(call('levels', 'loud')).rejects.toMatchObject({ code: -32602 });

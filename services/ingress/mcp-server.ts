@@ -329,7 +329,14 @@ export function createMcpServerFactory(
     server.setRequestHandler('tools/call', async (request, ctx) => {
       if (tasks?.handles(request.params.name)) return (await tasks.call(request, ctx)) as never;
       const scope = requestScope.getStore();
-      const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
+      // The SDK lifts the 2026-07-28 envelope's keys out of `_meta`; the log level goes back in.
+      const envelopeLevel = (ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[
+        LOG_LEVEL_META_KEY
+      ];
+      const meta = {
+        ...ctx.mcpReq._meta,
+        ...(envelopeLevel !== undefined ? { [LOG_LEVEL_META_KEY]: envelopeLevel } : {}),
+      } as Record<string, unknown>;
       const progressToken = meta.progressToken as string | number | undefined;
       try {
         const answer = await caller.call({
