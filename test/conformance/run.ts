@@ -35,6 +35,7 @@ export const SCORED: readonly string[] = [
   'json-schema-2020-12',
   'server-sse-multiple-streams',
   'dns-rebinding-protection',
+  'logging-set-level',
 ];
 
 /** Outcome of one scenario, from its checks.json. */
