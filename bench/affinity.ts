@@ -218,6 +218,7 @@ async function runRouting(routing: Routing, settings: Settings, simOptions: Part
                 progress: () => {
                   firstTokenAt ??= performance.now();
                 },
+                log: () => {},
               }),
             );
             const reply = (result.content[0] as { text?: string } | undefined)?.text ?? '';

@@ -377,6 +377,7 @@ function context(tool: ToolConfig, texts: string[], endpointUrl: string): Adapte
     signal: new AbortController().signal,
     backendTimeoutMs: 30_000,
     progress: () => {},
+    log: () => {},
   };
 }
 

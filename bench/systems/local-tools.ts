@@ -95,6 +95,7 @@ export function localTools(config: ResolvedConfig): LocalTools {
           signal,
           backendTimeoutMs: pool.backendTimeoutMs,
           progress: options.onProgress ?? (() => {}),
+          log: () => {},
         });
       } catch (err) {
         const error =

@@ -7,6 +7,14 @@
  * nowhere deeper (biome.json holds both rules).
  */
 
+export type { CallLogMessage, McpLogLevel } from './call-log.js';
+export {
+  CALL_LOG_BURST,
+  CALL_LOG_PER_SECOND,
+  CallLogGate,
+  isMcpLogLevel,
+  MCP_LOG_LEVELS,
+} from './call-log.js';
 export type { JsonSchema, ToolDefinition } from './catalog.js';
 export { buildCatalog } from './catalog.js';
 export type {

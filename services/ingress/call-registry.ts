@@ -1,6 +1,7 @@
 import { type Context, SpanKind, trace } from '@opentelemetry/api';
 import {
   ATTR,
+  type CallLogMessage,
   type CallQueue,
   type ChunkReceived,
   ClusterError,
@@ -9,6 +10,7 @@ import {
   carrierOf,
   clusterMetrics,
   finalToJson,
+  isMcpLogLevel,
   type Logger,
   type MessagingTarget,
   markFailed,
@@ -82,6 +84,7 @@ interface PendingCall {
   queued: boolean;
   cancelKey: string | undefined;
   onProgress: ((p: CallProgress) => void) | undefined;
+  onLog: ((message: CallLogMessage) => void) | undefined;
   /** The call's SERVER span as a context, when tracing records it. */
   trace: Context | undefined;
   settle: (outcome: CallOutcome) => void;
@@ -139,6 +142,8 @@ export class CallRegistry {
     options: {
       signal?: AbortSignal;
       onProgress?: (p: CallProgress) => void;
+      /** Called with each log message the worker sends (it sends only those `call.logLevel` admits). */
+      onLog?: (message: CallLogMessage) => void;
       cancelKey?: string;
       /** The call's admission; a held call is enqueued when the ticket releases it, if ever. */
       ticket?: AdmissionTicket;
@@ -162,6 +167,7 @@ export class CallRegistry {
         queued: false,
         cancelKey: options.cancelKey,
         onProgress: options.onProgress,
+        onLog: options.onLog,
         trace: options.trace,
         settle: (outcome) => {
           clearTimeout(entry.timer);
@@ -295,6 +301,19 @@ export class CallRegistry {
             ...(p.total > 0 ? { total: p.total } : {}),
             ...(p.message ? { message: p.message } : {}),
           });
+        }
+        return;
+      case 'log':
+        if (entry?.onLog && chunk.log && isMcpLogLevel(chunk.log.level)) {
+          const { level, logger, dataJson } = chunk.log;
+          let data: unknown;
+          try {
+            data = JSON.parse(dataJson);
+          } catch {
+            // A worker sends JSON text; anything else is passed on as the text it is.
+            data = dataJson;
+          }
+          entry.onLog({ level, data, ...(logger ? { logger } : {}) });
         }
         return;
       case 'partial':

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createMcpHandler } from '@modelcontextprotocol/server';
 import { createMcpFrontDoor, type FrontDoorOptions } from './http-server.js';
+import { SessionLogLevels } from './log-levels.js';
 import { createMcpServerFactory, createToolCaller, type McpServerDeps, SERVER_INFO } from './mcp-server.js';
 import { createToolCallFastPath } from './tool-call-fast-path.js';
 
@@ -46,6 +47,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     ...(tasks ? { tasks } : {}),
     ...(admission ? { admission } : {}),
     ...(catalog ? { catalog } : {}),
+    logLevels: new SessionLogLevels(),
   };
   const caller = createToolCaller(deps);
   const handler = createMcpHandler(createMcpServerFactory(deps, caller), {

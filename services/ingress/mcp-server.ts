@@ -1,8 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { type CallToolResult, ProtocolError, Server } from '@modelcontextprotocol/server';
+import { type CallToolResult, LOG_LEVEL_META_KEY, ProtocolError, Server } from '@modelcontextprotocol/server';
 import { SpanKind, trace } from '@opentelemetry/api';
+import { z } from 'zod';
 import {
   ATTR,
+  type CallLogMessage,
   ClusterError,
   type ClusterErrorCode,
   callAttributes,
@@ -12,8 +14,11 @@ import {
   clusterMetrics,
   contextOf,
   encodeArguments,
+  isMcpLogLevel,
   isProtocolError,
   type Logger,
+  MCP_LOG_LEVELS,
+  type McpLogLevel,
   markFailed,
   newCallId,
   type ToolCall,
@@ -26,6 +31,7 @@ import type { IngressAdmission } from './admission/index.js';
 import { type CallerIdentity, identityOf } from './auth/index.js';
 import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
 import type { CatalogServing } from './content-catalog.js';
+import type { SessionLogLevels } from './log-levels.js';
 import type { McpTasks } from './tasks.js';
 import type { ToolValidator } from './tool-validator.js';
 
@@ -90,7 +96,15 @@ export interface McpServerDeps {
   admission?: Pick<IngressAdmission, 'admit'>;
   /** Resources, prompts and completions from the config (see content-catalog.ts); absent: none. */
   catalog?: CatalogServing;
+  /**
+   * The levels 2025-era sessions set with `logging/setLevel`; absent: such a session's level is
+   * not remembered (a 2026-07-28 request names its level in `_meta` and needs no store).
+   */
+  logLevels?: SessionLogLevels;
 }
+
+/** `logging/setLevel` params: one of the MCP levels. */
+const SET_LEVEL_SCHEMAS = { params: z.object({ level: z.enum(MCP_LOG_LEVELS) }) };
 
 /** The server identity answered on `initialize` and stamped on 2026-07-28 results. */
 export const SERVER_INFO = { name: 'mcp-cluster', version: '0.1.0' };
@@ -110,6 +124,11 @@ export interface ToolCallRequest {
   signal: AbortSignal;
   /** Called with each progress report when `meta.progressToken` is set. */
   onProgress: ((progress: CallProgress) => void) | undefined;
+  /**
+   * Called with each log message of the running call, when the caller asked for logs (the
+   * request's `_meta` level, else its session's `logging/setLevel`); absent: no logs are sent.
+   */
+  onLog?: ((message: CallLogMessage) => void) | undefined;
 }
 
 /** Runs `tools/call` for both serving paths: the SDK's per-request server and the fast path. */
@@ -212,6 +231,8 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
           'INVALID_ARGUMENTS',
         );
       const wantsProgress = meta.progressToken !== undefined && request.onProgress !== undefined;
+      // Absent unless the caller asked: the worker then sends no log chunks at all.
+      const logLevel = request.onLog ? logLevelOf(meta, scope, deps.logLevels) : undefined;
       const now = Date.now();
       callId = newCallId();
       const call: ToolCall = {
@@ -233,6 +254,7 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         // The verified identity, never the credential: tokens and keys stay here.
         principal: identity.principal,
         scopes: [...identity.scopes],
+        ...(logLevel ? { logLevel } : {}),
       };
       // Before anything is queued: over a limit, or in a pool too backlogged for the deadline, the
       // request itself is refused (HTTP 429 / 503 with Retry-After, a JSON-RPC error).
@@ -248,6 +270,7 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         ...(ticket ? { ticket } : {}),
         ...(scope?.sessionId ? { cancelKey: cancelKeyOf(scope.sessionId, request.requestIdJson) } : {}),
         ...(wantsProgress ? { onProgress: request.onProgress } : {}),
+        ...(logLevel ? { onLog: request.onLog } : {}),
       });
       if (outcome.kind === 'result')
         return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');
@@ -283,7 +306,9 @@ export function createMcpServerFactory(
   const { allows, tasks } = deps;
 
   return () => {
-    const options = { capabilities: { tools: { listChanged: false }, ...deps.catalog?.capabilities } };
+    const options = {
+      capabilities: { tools: { listChanged: false }, logging: {}, ...deps.catalog?.capabilities },
+    };
     const server = tasks ? tasks.createServer(SERVER_INFO, options) : new Server(SERVER_INFO, options);
     deps.catalog?.register(server);
     server.setRequestHandler('tools/list', (_request, ctx) => {
@@ -293,10 +318,25 @@ export function createMcpServerFactory(
       const catalog = allows ? deps.tools.filter((t) => allows(t, scopes)).map(entryOf) : listing.tools;
       return { tools: tasks ? [...catalog, ...tasks.list(scopes)] : catalog } as never;
     });
+    // Replaces the SDK's handler, whose levels live in this per-request server and die with it.
+    // Its own params schema makes an unknown level a JSON-RPC invalid-params error (the SDK's
+    // built-in validation answers an internal error).
+    server.setRequestHandler('logging/setLevel', SET_LEVEL_SCHEMAS, (params) => {
+      const sessionId = requestScope.getStore()?.sessionId;
+      if (sessionId) deps.logLevels?.set(sessionId, params.level);
+      return {} as never;
+    });
     server.setRequestHandler('tools/call', async (request, ctx) => {
       if (tasks?.handles(request.params.name)) return (await tasks.call(request, ctx)) as never;
       const scope = requestScope.getStore();
-      const meta = (ctx.mcpReq._meta ?? {}) as Record<string, unknown>;
+      // The SDK lifts the 2026-07-28 envelope's keys out of `_meta`; the log level goes back in.
+      const envelopeLevel = (ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[
+        LOG_LEVEL_META_KEY
+      ];
+      const meta = {
+        ...ctx.mcpReq._meta,
+        ...(envelopeLevel !== undefined ? { [LOG_LEVEL_META_KEY]: envelopeLevel } : {}),
+      } as Record<string, unknown>;
       const progressToken = meta.progressToken as string | number | undefined;
       try {
         const answer = await caller.call({
@@ -313,6 +353,11 @@ export function createMcpServerFactory(
                 method: 'notifications/progress',
                 params: { progressToken: progressToken as never, ...p },
               })
+              .catch(() => undefined);
+          },
+          onLog: (message) => {
+            ctx.mcpReq
+              .notify({ method: 'notifications/message', params: message as never })
               .catch(() => undefined);
           },
         });
@@ -363,6 +408,20 @@ function deadlineOf(meta: Record<string, unknown>, toolDefaultMs: number, maxMs:
   if (asked > maxMs)
     return `_meta["${TIMEOUT_META_KEY}"] is ${asked} ms, above this cluster's limit of ${maxMs} ms`;
   return asked;
+}
+
+/**
+ * The lowest log level the caller of one request asked for: the 2026-07-28 `_meta` level, else
+ * the level its 2025-era session set with `logging/setLevel`; undefined when it asked for none.
+ */
+export function logLevelOf(
+  meta: Record<string, unknown>,
+  scope: RequestScope | undefined,
+  levels: SessionLogLevels | undefined,
+): McpLogLevel | undefined {
+  const asked = meta[LOG_LEVEL_META_KEY];
+  if (isMcpLogLevel(asked)) return asked;
+  return scope?.sessionId ? levels?.get(scope.sessionId) : undefined;
 }
 
 function sessionKeyOf(meta: Record<string, unknown>, scope: RequestScope | undefined): string {

@@ -1,7 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { classifyInboundRequest, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/server';
+import {
+  classifyInboundRequest,
+  LOG_LEVEL_META_KEY,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from '@modelcontextprotocol/server';
 import {
   httpStatusOf,
+  isMcpLogLevel,
   type Logger,
   retryAfterSeconds,
   toClusterError,
@@ -52,6 +57,8 @@ const ENVELOPE_KEYS = new Set([
   'io.modelcontextprotocol/protocolVersion',
   'io.modelcontextprotocol/clientInfo',
   'io.modelcontextprotocol/clientCapabilities',
+  // Checked below: a level the SDK would refuse goes to the SDK, which answers the error.
+  LOG_LEVEL_META_KEY,
 ]);
 const PARAM_KEYS = new Set(['name', 'arguments', '_meta']);
 /** 2025-era revisions a stateless request may name in `MCP-Protocol-Version`. */
@@ -87,6 +94,8 @@ export function createToolCallFastPath(options: {
     if (!isPlainObject(meta)) return undefined;
     for (const key in meta)
       if (key.startsWith(RESERVED_META_PREFIX) && !ENVELOPE_KEYS.has(key)) return undefined;
+    const logLevel = meta[LOG_LEVEL_META_KEY];
+    if (logLevel !== undefined && !isMcpLogLevel(logLevel)) return undefined;
     const progressToken = meta.progressToken as string | number | undefined;
     if (
       progressToken !== undefined &&
@@ -116,7 +125,8 @@ export function createToolCallFastPath(options: {
         return undefined;
       // The SDK streams progress whatever Accept says; a caller that cannot read a stream gets
       // whatever the SDK does for it.
-      if (progressToken !== undefined && !accept.includes('text/event-stream')) return undefined;
+      if ((progressToken !== undefined || logLevel !== undefined) && !accept.includes('text/event-stream'))
+        return undefined;
       era = 'modern';
     } else if (route.kind === 'legacy' && route.reason === 'no-claim') {
       // The stateless 2025 transport's checks: both media types accepted, a known revision.
@@ -145,6 +155,12 @@ export function createToolCallFastPath(options: {
       keepAlive.unref();
     };
     const { progressToken } = call;
+    /** Writes one notification on the response's SSE stream, opening it first if need be. */
+    const notify = (method: string, params: unknown) => {
+      if (gone()) return;
+      if (!res.headersSent) openStream();
+      res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method, params })}\n\n`);
+    };
     try {
       let message: string;
       /** A refusal at admission: answered with its own HTTP status and Retry-After. */
@@ -161,16 +177,8 @@ export function createToolCallFastPath(options: {
           onProgress:
             progressToken === undefined
               ? undefined
-              : (p) => {
-                  if (gone()) return;
-                  if (!res.headersSent) openStream();
-                  const note = {
-                    jsonrpc: '2.0',
-                    method: 'notifications/progress',
-                    params: { progressToken, ...p },
-                  };
-                  res.write(`event: message\ndata: ${JSON.stringify(note)}\n\n`);
-                },
+              : (p) => notify('notifications/progress', { progressToken, ...p }),
+          onLog: (message) => notify('notifications/message', message),
         });
         if (!answer) {
           // Withdrawn by its caller: the stream ends without a response.

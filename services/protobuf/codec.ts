@@ -43,6 +43,8 @@ export function decodeToolCall(bytes: Uint8Array): ToolCall {
     wantsProgress: m.wantsProgress,
     principal: m.principal,
     scopes: m.scopes,
+    // Absent in envelopes from before call logging (and when the caller asked for no logs).
+    ...(m.logLevel ? { logLevel: m.logLevel } : {}),
   };
 }
 

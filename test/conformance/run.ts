@@ -48,6 +48,7 @@ export const SCORED: readonly string[] = [
   'prompts-get-embedded-resource',
   'prompts-get-with-image',
   'completion-complete',
+  'logging-set-level',
 ];
 
 /** Outcome of one scenario, from its checks.json. */

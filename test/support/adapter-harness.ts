@@ -135,6 +135,7 @@ export function adapterContext(
     signal: options.signal ?? new AbortController().signal,
     backendTimeoutMs: options.backendTimeoutMs ?? 10_000,
     progress: options.onProgress ?? (() => {}),
+    log: () => {},
   };
 }
 

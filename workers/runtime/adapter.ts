@@ -1,4 +1,10 @@
-import type { BackendKind, ToolCall, ToolConfig, ToolResult } from '../../services/core/index.js';
+import type {
+  BackendKind,
+  McpLogLevel,
+  ToolCall,
+  ToolConfig,
+  ToolResult,
+} from '../../services/core/index.js';
 
 // The contract between the worker runtime and a tool family's adapters: what an adapter gets for
 // one call and what it gives back.
@@ -32,6 +38,15 @@ export interface AdapterContext {
   backendTimeoutMs: number;
   /** Reports progress; rate-limiting is the adapter's job. */
   progress(update: ToolProgress): void;
+  /**
+   * Sends an MCP log notification (`notifications/message`) to the caller, on the call's response
+   * stream before its result. A no-op unless the caller asked for logs at `level` or above
+   * (`logging/setLevel`, or the 2026-07-28 request's `_meta` level), and rate-limited per call
+   * (a burst of 50, then 20 a second; the rest is dropped), so adapters call it freely.
+   * @param data any JSON value (the notification's `data`)
+   * @param logger the logger's name, shown to the caller; omitted when absent
+   */
+  log(level: McpLogLevel, data: unknown, logger?: string): void;
   /** Reports how long the call waited for its micro-batch to close, in milliseconds (batching adapters). */
   noteBatchWait?(ms: number): void;
 }

@@ -3,6 +3,7 @@ import {
   type Broker,
   backendsVariable,
   type CallConsumer,
+  CallLogGate,
   ClusterError,
   type ClusterErrorCode,
   clusterMetrics,
@@ -83,6 +84,15 @@ function stopCall(entry: RunningCall, reason: StopReason): void {
 }
 
 const ignoreProgress = (): void => {};
+
+/** A log message's `data` as JSON text; what JSON cannot hold (a cycle, a BigInt) goes as its string form. */
+function logDataJson(data: unknown): string {
+  try {
+    return JSON.stringify(data) ?? 'null';
+  } catch {
+    return JSON.stringify(String(data));
+  }
+}
 
 /** Back-off after an unexpected failure in the worker itself, in milliseconds. */
 const INTERNAL_RETRY_MS = 1000;
@@ -320,6 +330,8 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       'deadline' satisfies StopReason,
     );
 
+    // Filtered here, so a call whose caller asked for no logs (or not at that level) sends none.
+    const logGate = new CallLogGate(call.logLevel);
     try {
       channel.send({ callId: call.callId, attempt: call.attempt, accepted: { workerId } });
       let started: number | undefined;
@@ -356,6 +368,14 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
                         });
                       }
                     : ignoreProgress,
+                  log: (level, data, logger) => {
+                    if (!logGate.admit(level)) return;
+                    channel.send({
+                      callId: call.callId,
+                      attempt: call.attempt,
+                      log: { level, logger: logger ?? '', dataJson: logDataJson(data) },
+                    });
+                  },
                 }),
               );
             }),
@@ -421,6 +441,15 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
         };
       });
       attempt.delivering(call.replyTo);
+      const notice = logGate.droppedNotice();
+      if (notice) {
+        const { level, logger = '', data } = notice;
+        channel.send({
+          callId: call.callId,
+          attempt: call.attempt,
+          log: { level, logger, dataJson: logDataJson(data) },
+        });
+      }
       if ('result' in outcome) {
         // Media as raw bytes, `_meta` apart: the ingress splices its timing in without parsing.
         channel.send({ callId: call.callId, attempt: call.attempt, final: toFinal(outcome.result), timing });

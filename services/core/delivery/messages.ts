@@ -24,7 +24,9 @@ export function receivedChunk(chunk: Chunk): ChunkReceived {
           ? 'final'
           : chunk.error
             ? 'error'
-            : undefined;
+            : chunk.log
+              ? 'log'
+              : undefined;
   return { ...chunk, timing: chunk.timing ?? null, body };
 }
 

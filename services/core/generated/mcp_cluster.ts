@@ -72,6 +72,15 @@ export interface ToolCall {
    * The scopes the caller's credential grants (empty when the ingress does not authenticate).
    */
   scopes: string[];
+  /**
+   * The lowest MCP log level ("debug" ... "emergency") the caller asked to receive from the
+   * running call (`logging/setLevel` for its 2025-era session, or the 2026-07-28 request's
+   * `_meta` level). Absent or empty: the caller asked for no log notifications, and the worker
+   * sends none.
+   */
+  logLevel?: string | null;
+  /** Which member of `_logLevel` is set; filled in by the decoder. */
+  readonly _logLevel?: 'logLevel';
 }
 
 /**
@@ -163,9 +172,31 @@ export interface Chunk {
   partial?: Partial | null;
   final?: Final | null;
   error?: CallError | null;
+  /**
+   * A log message of the running call, at or above the call's `log_level`.
+   */
+  log?: LogMessage | null;
   timing?: Timing | null;
   /** Which member of `body` is set; filled in by the decoder. */
-  readonly body?: 'accepted' | 'progress' | 'partial' | 'final' | 'error';
+  readonly body?: 'accepted' | 'progress' | 'partial' | 'final' | 'error' | 'log';
+}
+
+/**
+ * One MCP `notifications/message` from a running call.
+ */
+export interface LogMessage {
+  /**
+   * An MCP log level: "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency".
+   */
+  level: string;
+  /**
+   * The logger's name; empty when the tool gave none.
+   */
+  logger: string;
+  /**
+   * The message's `data` as JSON text (any JSON value).
+   */
+  dataJson: string;
 }
 
 export interface Accepted {
