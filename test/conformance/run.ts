@@ -33,6 +33,7 @@ export const SCORED: readonly string[] = [
   'tools-call-mixed-content',
   'tools-call-error',
   'tools-call-with-progress',
+  'tools-call-with-logging',
   'json-schema-2020-12',
   'server-sse-multiple-streams',
   'dns-rebinding-protection',

@@ -2,7 +2,7 @@
  * The `conformance` family: the fixture tools the official MCP conformance suite
  * (`@modelcontextprotocol/conformance`) calls, served like every tool (ingress → queue → worker →
  * gRPC delivery), so the suite scores the whole path: text, image and audio bytes, embedded
- * resources, mixed content, tool errors, progress notifications and a JSON Schema 2020-12 input
+ * resources, mixed content, tool errors, progress and log notifications and a JSON Schema 2020-12 input
  * schema. Off by default: a pool `conformance` in the file, `conformance: { enabled: true }`, or
  * `mcp-cluster up --conformance` switches it on. The tools need no GPU; the pool's backend kind
  * `conformance` only has to answer its health probe (under `up`, the simulated backend does).
@@ -22,6 +22,7 @@ export const CONFORMANCE_TEXT = {
   mixed: 'Multiple content types test:',
   mixedResource: '{"test":"data","value":123}',
   progress: 'Progress test completed',
+  logging: 'Logging test completed',
   schema: 'JSON Schema 2020-12 tool called',
 } as const;
 
@@ -75,6 +76,18 @@ const progressAdapter: ToolAdapter = {
       ctx.progress({ progress, total: 100 });
     }
     return { content: [{ type: 'text', text: CONFORMANCE_TEXT.progress }] };
+  },
+};
+
+const loggingAdapter: ToolAdapter = {
+  async run(ctx: AdapterContext): Promise<ToolResult> {
+    // Three info messages ~50 ms apart while the call runs, as the suite's logging scenario expects.
+    const messages = ['Tool execution started', 'Tool processing data', 'Tool execution completed'];
+    for (const [i, message] of messages.entries()) {
+      if (i > 0) await sleep(PROGRESS_STEP_MS, ctx.signal);
+      ctx.log('info', message);
+    }
+    return { content: [{ type: 'text', text: CONFORMANCE_TEXT.logging }] };
   },
 };
 
@@ -132,6 +145,10 @@ const adapters: Record<string, { description: string; input?: JsonSchema; adapte
   test_tool_with_progress: {
     description: 'Conformance fixture: reports progress 0, 50 and 100 of 100, then returns text.',
     adapter: progressAdapter,
+  },
+  test_tool_with_logging: {
+    description: 'Conformance fixture: sends three info log messages while it runs, then returns text.',
+    adapter: loggingAdapter,
   },
   json_schema_2020_12_tool: {
     description: 'Tool with JSON Schema 2020-12 features',
