@@ -3,6 +3,8 @@ import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { JsonSchema } from './catalog.js';
+import { check } from './config-check.js';
+import { applyEnv, applyOptIn, type ConfigEnv, defaultPoolsDoc, show } from './config-doc.js';
 import {
   authSchema,
   batchSchema,
@@ -12,6 +14,10 @@ import {
   statusPageSchema,
   tenantsSchema,
 } from './config-sections.js';
+
+export type { ConfigEnv } from './config-doc.js';
+export { backendsVariable, ENV_OVERRIDES } from './config-doc.js';
+
 import { promptsSchema, resourcesSchema, resourceTemplatesSchema } from './content-catalog.js';
 import { ClusterError } from './errors.js';
 import type { ToolFamilies } from './family.js';
@@ -439,51 +445,6 @@ function configSchema(families: ConfigFamilies): ReturnType<typeof buildConfigSc
 }
 
 /**
- * Environment variables that override the file, each naming the setting it replaces.
- * `MCP_CLUSTER_BACKENDS_<POOL>` takes a comma-separated list of endpoint URLs ({@link backendsVariable}).
- */
-export const ENV_OVERRIDES: Record<string, string[]> = {
-  MCP_CLUSTER_NAMESPACE: ['cluster', 'namespace'],
-  MCP_CLUSTER_BROKER_URL: ['broker', 'url'],
-  MCP_CLUSTER_CACHE_URL: ['cache', 'url'],
-  MCP_CLUSTER_INGRESS_HOST: ['ingress', 'host'],
-  MCP_CLUSTER_INGRESS_PORT: ['ingress', 'port'],
-  MCP_CLUSTER_DELIVERY_HOST: ['ingress', 'delivery', 'host'],
-  MCP_CLUSTER_DELIVERY_PORT: ['ingress', 'delivery', 'port'],
-  MCP_CLUSTER_DELIVERY_ADVERTISE: ['ingress', 'delivery', 'advertise'],
-  MCP_CLUSTER_SESSION_SECRET: ['ingress', 'sessionSecret'],
-  MCP_CLUSTER_AUTH_MODE: ['auth', 'mode'],
-  MCP_CLUSTER_AUTH_ALLOW_UNAUTHENTICATED: ['auth', 'allowUnauthenticated'],
-  MCP_CLUSTER_AUTH_RESOURCE: ['auth', 'resource'],
-  MCP_CLUSTER_OAUTH_ISSUER: ['auth', 'oauth', 'issuer'],
-  MCP_CLUSTER_API_KEYS_FILE: ['auth', 'apiKeys', 'file'],
-  MCP_CLUSTER_WORKER_HOST: ['worker', 'host'],
-  MCP_CLUSTER_WORKER_PORT: ['worker', 'port'],
-  MCP_CLUSTER_AUTOSCALER_PROVIDER: ['autoscaler', 'provider'],
-  MCP_CLUSTER_AUTOSCALER_HOST: ['autoscaler', 'host'],
-  MCP_CLUSTER_AUTOSCALER_PORT: ['autoscaler', 'port'],
-  MCP_CLUSTER_PROMETHEUS_URL: ['autoscaler', 'prometheusUrl'],
-  MCP_CLUSTER_ACK_WAIT: ['worker', 'ackWait'],
-  /** `true` switches on the opt-in `conformance` pool and its fixture tools (`up --conformance`). */
-  MCP_CLUSTER_CONFORMANCE: ['conformance', 'enabled'],
-};
-
-/**
- * The variable that sets the endpoints of `pool`: `MCP_CLUSTER_BACKENDS_` and the name upper-cased,
- * with `-` as `_` (environment variable names are C identifiers).
- */
-export function backendsVariable(pool: string): string {
-  return `MCP_CLUSTER_BACKENDS_${pool.toUpperCase().replace(/-/g, '_')}`;
-}
-
-/** The environment: variable name → value. */
-export type ConfigEnv = Record<string, string | undefined>;
-
-const NUMERIC_LEAVES = new Set(['port']);
-/** Settings whose environment override is `true` or `false`. */
-const BOOLEAN_LEAVES = new Set(['allowUnauthenticated', 'enabled']);
-
-/**
  * Reads, overrides and validates a configuration against the registered tool `families` (they
  * say which templates and backend kinds exist). `source` is the YAML text (empty for all
  * defaults), `env` the environment. Throws `ClusterError('INVALID_CONFIG')` whose message lists
@@ -549,128 +510,6 @@ export function loadConfig(
   return resolveConfig(families, text, env, path);
 }
 
-function applyEnv(doc: Record<string, unknown>, env: ConfigEnv, families: ConfigFamilies): void {
-  for (const [variable, path] of Object.entries(ENV_OVERRIDES)) {
-    const value = env[variable];
-    if (value === undefined || value === '') continue;
-    const leaf = path[path.length - 1] ?? '';
-    const typed =
-      NUMERIC_LEAVES.has(leaf) && /^\d+$/.test(value)
-        ? Number(value)
-        : BOOLEAN_LEAVES.has(leaf) && /^(true|false)$/.test(value)
-          ? value === 'true'
-          : value;
-    setAt(doc, path, typed);
-  }
-  for (const [variable, value] of Object.entries(env)) {
-    const m = /^MCP_CLUSTER_BACKENDS_([A-Z0-9_]+)$/.exec(variable);
-    if (!m?.[1] || !value) continue;
-    const pools = (doc.pools ?? defaultPoolsDoc(families)) as Record<string, Record<string, unknown>>;
-    // A declared pool whose name has a `-` (Deployment names cannot have `_`) is reached with `_`.
-    const declared = isMapping(pools)
-      ? Object.keys(pools).filter((name) => backendsVariable(name) === variable)
-      : [];
-    if (declared.length > 1) {
-      throw new ClusterError(
-        'INVALID_CONFIG',
-        `${variable} matches pools ${declared.join(' and ')}; rename one of them (a "-" in a pool name reads as "_" here)`,
-      );
-    }
-    const pool = declared[0] ?? m[1].toLowerCase();
-    // Own keys only, so a pool named like `__proto__` is validated, not written onto Object.prototype.
-    const found = isMapping(pools) && Object.hasOwn(pools, pool) ? pools[pool] : undefined;
-    // A `pools` or pool entry that is not a mapping is left for validation to report by path.
-    if (!isMapping(pools) || (found != null && !isMapping(found))) continue;
-    doc.pools = pools;
-    // A pool only the environment names runs on the first registered kind (openai-chat).
-    const existing = found ?? {
-      backend: families.defaultPools[pool] ?? families.optInPools?.[pool] ?? families.backendKinds[0],
-    };
-    existing.endpoints = value.split(',').map((url) => ({ url: url.trim() }));
-    Object.defineProperty(pools, pool, {
-      value: existing,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  }
-}
-
-/**
- * Opt-in pools (a family's `defaults.optIn`, e.g. `conformance`) switched on by a top-level
- * `<pool>: { enabled: true }`: the pool is added to the declared (or built-in) pools with its
- * backend kind, and when the file lists `tools`, the pool's tools it does not name are added.
- * The switch itself is removed before validation; anything but `{ enabled: boolean }` is refused.
- */
-function applyOptIn(doc: Record<string, unknown>, families: ConfigFamilies, origin: string): void {
-  for (const [pool, backend] of Object.entries(families.optInPools ?? {})) {
-    if (!Object.hasOwn(doc, pool)) continue;
-    const value = doc[pool];
-    const keys = isMapping(value) ? Object.keys(value) : [];
-    if (!isMapping(value) || typeof value.enabled !== 'boolean' || keys.some((k) => k !== 'enabled')) {
-      throw new ClusterError(
-        'INVALID_CONFIG',
-        `${origin} is invalid:\n  ${pool}: expected { enabled: true } or { enabled: false } (found ${show(value)})`,
-      );
-    }
-    delete doc[pool];
-    if (!value.enabled) continue;
-    const pools = doc.pools ?? defaultPoolsDoc(families);
-    // A `pools` that is not a mapping is left for validation to report by path.
-    if (!isMapping(pools)) continue;
-    if (!Object.hasOwn(pools, pool)) {
-      Object.defineProperty(pools, pool, {
-        value: { backend },
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    }
-    doc.pools = pools;
-    if (Array.isArray(doc.tools)) {
-      const named = new Set(doc.tools.map((t) => (isMapping(t) ? t.name : undefined)));
-      for (const tool of families.defaultTools) {
-        if (tool.pool === pool && !named.has(tool.name)) doc.tools.push({ ...tool });
-      }
-    }
-  }
-}
-
-function isMapping(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/**
- * A found value for an error message; YAML aliases can make it circular (JSON.stringify throws). A
- * URL's user name and password are shown as `***`: errors reach logs.
- */
-function show(value: unknown): string {
-  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
-  if (typeof value === 'string') value = value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#@\s]*@/i, '$1***@');
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
-
-/** The `pools` of the built-in configuration, as a file would write them. */
-function defaultPoolsDoc(families: ConfigFamilies): Record<string, { backend: string }> {
-  return Object.fromEntries(
-    Object.entries(families.defaultPools).map(([pool, backend]) => [pool, { backend }]),
-  );
-}
-
-function setAt(doc: Record<string, unknown>, path: string[], value: unknown): void {
-  let node = doc;
-  for (const key of path.slice(0, -1)) {
-    const next = node[key];
-    if (typeof next !== 'object' || next === null) node[key] = {};
-    node = node[key] as Record<string, unknown>;
-  }
-  node[path[path.length - 1] ?? ''] = value;
-}
-
 function valueAt(doc: unknown, path: PropertyKey[]): unknown {
   let node: unknown = doc;
   for (const key of path) {
@@ -678,114 +517,6 @@ function valueAt(doc: unknown, path: PropertyKey[]): unknown {
     node = (node as Record<PropertyKey, unknown>)[key];
   }
   return node;
-}
-
-/** Checks across settings (a tool's pool, its backend kind, scaling bounds) that the schema cannot. */
-function check(families: ConfigFamilies, c: ResolvedConfig, origin: string): void {
-  const problems: string[] = [];
-  if (Object.keys(c.pools).length === 0) problems.push('  pools: declare at least one pool');
-  if (c.tools.length === 0) {
-    problems.push(
-      `  tools: no tool to serve; declare tools, or pools named like the defaults (${Object.keys(families.defaultPools).join(', ')})`,
-    );
-  }
-  const toolNames = new Set<string>();
-  c.tools.forEach((tool, i) => {
-    if (toolNames.has(tool.name)) problems.push(`  tools.${i}.name: tool "${tool.name}" is declared twice`);
-    toolNames.add(tool.name);
-    const pool = c.pools[tool.pool];
-    if (!pool) {
-      problems.push(
-        `  tools.${i}.pool: no pool "${tool.pool}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`,
-      );
-    } else {
-      const backends = families.template(tool.template)?.backends ?? [];
-      if (!backends.includes(pool.backend)) {
-        problems.push(
-          `  tools.${i}.template: template "${tool.template}" needs a pool with backend ${backends.join(' or ')}, but pool "${tool.pool}" has backend ${pool.backend}`,
-        );
-      }
-    }
-  });
-  const { auth } = c;
-  if (auth.mode === 'oauth' || auth.mode === 'oauth+api-keys') {
-    if (auth.resource === '')
-      problems.push(
-        `  auth.resource: mode ${auth.mode} needs this server's canonical URL, e.g. https://mcp.example.com/mcp (tokens are checked to be issued for it)`,
-      );
-    if (auth.oauth.issuer === '')
-      problems.push(`  auth.oauth.issuer: mode ${auth.mode} needs the authorization server's issuer URL`);
-  }
-  if ((auth.mode === 'api-keys' || auth.mode === 'oauth+api-keys') && auth.apiKeys.file === '') {
-    problems.push(
-      `  auth.apiKeys.file: mode ${auth.mode} needs the keys file (create keys with \`mcp-cluster keys create\`)`,
-    );
-  }
-  if (c.cacheUrl !== '' && !/^rediss?:\/\//.test(c.cacheUrl)) {
-    problems.push(`  cache.url: "${c.cacheUrl}" must be a redis:// URL, or empty for an in-process cache`);
-  }
-  // Checked here so a bad URL is reported with the other settings, not at first connect.
-  if (!/^(memory:|nats:\/\/|tls:\/\/|redis:\/\/|rediss:\/\/)/.test(c.brokerUrl)) {
-    problems.push(
-      `  broker.url: "${c.brokerUrl}" has an unknown scheme; use nats://host:port, redis://host:port or memory:`,
-    );
-  }
-  for (const [poolName, p] of Object.entries(c.pools)) {
-    if (p.scaling.targetQueueWaitMs <= 0) {
-      problems.push(`  pools.${poolName}.scaling.targetQueueWait: must be above 0 (e.g. 500ms)`);
-    }
-    if (p.scaling.batchDrainTargetMs <= 0) {
-      problems.push(`  pools.${poolName}.scaling.batchDrainTarget: must be above 0 (e.g. 1h)`);
-    }
-    if (p.scaling.minReplicas > p.scaling.maxReplicas) {
-      problems.push(
-        `  pools.${poolName}.scaling.minReplicas: ${p.scaling.minReplicas} is above maxReplicas ${p.scaling.maxReplicas}`,
-      );
-    }
-  }
-  for (const [tenant, t] of Object.entries(c.tenants)) {
-    for (const [poolName, limits] of Object.entries(t.limits)) {
-      if (!c.pools[poolName]) {
-        problems.push(
-          `  tenants.${tenant}.limits.${poolName}: no pool "${poolName}" under pools (have: ${Object.keys(c.pools).join(', ') || 'none'})`,
-        );
-      } else if (limits.burst !== undefined && limits.rate === undefined) {
-        problems.push(
-          `  tenants.${tenant}.limits.${poolName}.burst: a burst needs a rate (calls/s) to refill it; set rate too`,
-        );
-      }
-    }
-  }
-  // 0 would turn Node's timeout off, and Node refuses a headers timeout above the request timeout.
-  const { headersTimeoutMs, requestTimeoutMs } = c.ingress;
-  for (const [key, ms] of [
-    ['headersTimeout', headersTimeoutMs],
-    ['requestTimeout', requestTimeoutMs],
-  ] as const) {
-    if (ms <= 0)
-      problems.push(
-        `  ingress.${key}: must be above 0 (e.g. 10s), or a slow client holds its socket forever`,
-      );
-  }
-  if (headersTimeoutMs > requestTimeoutMs && requestTimeoutMs > 0) {
-    problems.push(
-      `  ingress.headersTimeout: ${headersTimeoutMs}ms is above ingress.requestTimeout (${requestTimeoutMs}ms), which includes the headers; lower headersTimeout or raise requestTimeout`,
-    );
-  }
-  // Each refresh reads the broker's queue figures once: faster than this only loads the broker.
-  if (c.ingress.statusPage.refreshIntervalMs < 250) {
-    problems.push(
-      `  ingress.statusPage.refreshInterval: ${c.ingress.statusPage.refreshIntervalMs}ms is too short; use 250ms or more (e.g. 2s)`,
-    );
-  }
-  // A shorter interval would only re-read the same broker figures; at 0 the loop would spin.
-  if (c.autoscaler.intervalMs < 100) {
-    problems.push(
-      `  autoscaler.interval: ${c.autoscaler.intervalMs}ms is too short; use 100ms or more (e.g. 2s)`,
-    );
-  }
-  if (problems.length > 0)
-    throw new ClusterError('INVALID_CONFIG', `${origin} is invalid:\n${problems.join('\n')}`);
 }
 
 /** A stable id for this process, for logs and delivery (`<host>-<pid>`). */
