@@ -17,7 +17,8 @@ export {
   readJson,
   readSse,
 } from './backend-http.js';
+export { retryDelayMs } from './redelivery.js';
 export type { BackendView } from './router.js';
 export { AFFINITY_LOAD_FACTOR, pickBackend, rendezvousOrder } from './router.js';
 export type { Worker, WorkerOptions } from './worker.js';
-export { retryDelayMs, startWorker } from './worker.js';
+export { startWorker } from './worker.js';
