@@ -32,14 +32,13 @@ export {
 } from './metrics-source.js';
 export {
   type CapacityPlan,
-  formatPlan,
   type PlanOptions,
   type PoolBatchPlan,
   type PoolGpuPlan,
   type PoolPlan,
   planCapacity,
-  planToJson,
 } from './plan.js';
+export { formatPlan, planToJson } from './plan-output.js';
 export {
   MAX_EXPOSITION_LINE_CHARS,
   type PromExposition,
