@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { openBroker } from '../services/cli/index.js';
 import {
@@ -115,6 +117,48 @@ describe('BackendActor recovery', () => {
     await waitFor('the probe to see the backend back', () => actor.view().available);
     expect((await rejection(turn(actor))).code).toBe('BACKEND_UNAVAILABLE');
     expect(actor.view().available).toBe(false);
+  });
+
+  it('counts a failed probe that was already out when the breaker opened', async () => {
+    // A backend whose health check answers only when the test lets it: the probe that the first
+    // failed call brings forward is still out when the second failed call opens the breaker.
+    let up = true;
+    const held: ServerResponse[] = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.url === '/health' && !up) held.push(res);
+      else if (req.url === '/health') res.writeHead(200).end();
+      else res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"down"}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    );
+    const { port } = server.address() as AddressInfo;
+    const actor = startActor(cleanups, log, `http://127.0.0.1:${port}`, {
+      healthIntervalMs: 60_000,
+      recoveryProbeIntervalMs: 50,
+      breakerFailures: 2,
+      breakerHalfOpenMs: 60_000,
+    });
+    actor.startProbe();
+    await waitFor('the first probe', () => actor.isHealthy);
+    up = false;
+    expect((await rejection(turn(actor))).code).toBe('BACKEND_UNAVAILABLE');
+    await waitFor('a probe out', () => held.length === 1);
+    expect((await rejection(turn(actor))).code).toBe('BACKEND_UNAVAILABLE');
+    expect(actor.view().available).toBe(false);
+    (held.shift() as ServerResponse).writeHead(503).end();
+    await waitFor('the probe to see the backend down', () => !actor.isHealthy);
+    up = true;
+    for (const res of held.splice(0)) res.writeHead(200).end();
+    // Without the failed probe counted, only the half-open wait (a minute) would bring it back.
+    await waitFor('the probe to see the backend back', () => actor.view().available);
+    expect(actor.isHealthy).toBe(true);
   });
 
   it('waits the half-open time when the probe never saw the backend down', async () => {

@@ -306,11 +306,15 @@ export class BackendActor {
     const wasAvailable = this.view().available;
     this.healthy = ok;
     this.metrics.backendHealthy.set(this.labels, ok ? 1 : 0);
-    // Only a probe that started after the latest break speaks about it.
     const broken = this.breaker.state === CircuitState.Open || this.breaker.state === CircuitState.HalfOpen;
-    if (breaksAtStart === this.breaks && broken) {
+    if (broken) {
+      // A failed probe counts even when it was already out as the breaker opened (the failing
+      // call that opened it brings a probe forward, so one usually is): the backend was down
+      // around the break. Missing it would leave the breaker to its half-open wait although the
+      // probe watched the backend come back. Only a probe that started after the latest break
+      // may say the backend is back.
       if (!ok) this.downSinceBreak = true;
-      else if (this.downSinceBreak) this.closeAfterRecovery();
+      else if (breaksAtStart === this.breaks && this.downSinceBreak) this.closeAfterRecovery();
     }
     if (this.view().available !== wasAvailable) this.changed();
     this.scheduleProbe(this.recovering ? this.recoveryProbeMs : this.options.healthIntervalMs);
