@@ -32,6 +32,8 @@ const EXPECTED_GRPC: Record<ClusterErrorCode, grpcStatus> = {
   SHUTTING_DOWN: grpcStatus.UNAVAILABLE,
   RATE_LIMITED: grpcStatus.RESOURCE_EXHAUSTED,
   OVERLOADED: grpcStatus.UNAVAILABLE,
+  INVALID_REQUEST_STATE: grpcStatus.INVALID_ARGUMENT,
+  MISSING_CLIENT_CAPABILITY: grpcStatus.FAILED_PRECONDITION,
   INTERNAL: grpcStatus.INTERNAL,
 };
 const CODES = Object.keys(EXPECTED_GRPC) as ClusterErrorCode[];
@@ -56,7 +58,10 @@ describe.each(CODES)('code %s', (code) => {
     const rpc = toJsonRpcError(err);
     expect(Object.values(JSON_RPC)).toContain(rpc.code);
     expect(rpc.code).toBe(
-      code === 'UNKNOWN_TOOL' || code === 'UNKNOWN_JOB' || code === 'INVALID_ARGUMENTS'
+      code === 'UNKNOWN_TOOL' ||
+        code === 'UNKNOWN_JOB' ||
+        code === 'INVALID_ARGUMENTS' ||
+        code === 'INVALID_REQUEST_STATE'
         ? JSON_RPC.INVALID_PARAMS
         : code === 'UNKNOWN_SESSION'
           ? JSON_RPC.SESSION_NOT_FOUND
@@ -64,7 +69,9 @@ describe.each(CODES)('code %s', (code) => {
             ? JSON_RPC.RATE_LIMITED
             : code === 'OVERLOADED'
               ? JSON_RPC.OVERLOADED
-              : JSON_RPC.INTERNAL_ERROR,
+              : code === 'MISSING_CLIENT_CAPABILITY'
+                ? JSON_RPC.MISSING_CLIENT_CAPABILITY
+                : JSON_RPC.INTERNAL_ERROR,
     );
     expect(rpc.message).toBe(err.message);
     expect(rpc.data).toEqual({ code });
@@ -99,18 +106,21 @@ describe('JSON_RPC', () => {
       SESSION_NOT_FOUND: -32001,
       RATE_LIMITED: -32029,
       OVERLOADED: -32053,
+      MISSING_CLIENT_CAPABILITY: -32021,
     });
   });
 });
 
 describe('isProtocolError', () => {
-  it('is true only for unknown tools, sessions and jobs, and the refusals at admission', () => {
+  it('is true only for unknown tools, sessions and jobs, the refusals at admission and bad continuations', () => {
     expect(CODES.filter(isProtocolError)).toEqual([
       'UNKNOWN_TOOL',
       'UNKNOWN_SESSION',
       'UNKNOWN_JOB',
       'RATE_LIMITED',
       'OVERLOADED',
+      'INVALID_REQUEST_STATE',
+      'MISSING_CLIENT_CAPABILITY',
     ]);
   });
 });
@@ -177,6 +187,23 @@ describe('refusals at admission', () => {
     expect(retryAfterSeconds(new ClusterError('OVERLOADED', 'x', { retryAfterMs: 10 }))).toBe('1');
     expect(toJsonRpcError(err).data).toEqual({ code: 'RATE_LIMITED', retryAfterMs: 1201 });
     expect(isProtocolError('RATE_LIMITED') && isProtocolError('OVERLOADED')).toBe(true);
+  });
+});
+
+describe('input the caller cannot give', () => {
+  it('is MCP -32021 with HTTP 400 and the missing capabilities as an object in the data', () => {
+    const err = new ClusterError('MISSING_CLIENT_CAPABILITY', 'needs sampling', {
+      data: { requiredCapabilities: { sampling: {} } },
+    });
+    expect(httpStatusOf('MISSING_CLIENT_CAPABILITY')).toBe(400);
+    expect(toJsonRpcError(err)).toEqual({
+      code: -32021,
+      message: 'needs sampling',
+      data: { code: 'MISSING_CLIENT_CAPABILITY', requiredCapabilities: { sampling: {} } },
+    });
+    // The error's own members never replace the code.
+    const spoof = new ClusterError('INVALID_REQUEST_STATE', 'bad', { data: { code: 'OTHER' } });
+    expect(toJsonRpcError(spoof)).toMatchObject({ code: -32602, data: { code: 'INVALID_REQUEST_STATE' } });
   });
 });
 

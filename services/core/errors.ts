@@ -39,6 +39,17 @@ export type ClusterErrorCode =
    * before anything was queued. HTTP 503 with `Retry-After`; retryable (later, or with a longer deadline).
    */
   | 'OVERLOADED'
+  /**
+   * The `requestState` a caller echoed to continue a call that asked for its input failed its
+   * signature check, expired, or was minted for another tool or caller. JSON-RPC -32602; start
+   * the call again without it.
+   */
+  | 'INVALID_REQUEST_STATE'
+  /**
+   * The tool asked for input (elicitation, sampling, roots) the caller did not declare it can
+   * give in its client capabilities. MCP's -32021 with `data.requiredCapabilities`, HTTP 400.
+   */
+  | 'MISSING_CLIENT_CAPABILITY'
   /** A bug: an invariant did not hold. */
   | 'INTERNAL';
 
@@ -50,11 +61,14 @@ export class ClusterError extends Error {
   constructor(
     readonly code: ClusterErrorCode,
     message: string,
-    options?: { cause?: unknown; retryAfterMs?: number },
+    options?: { cause?: unknown; retryAfterMs?: number; data?: Record<string, unknown> },
   ) {
     super(message, options);
     this.retryAfterMs = options?.retryAfterMs;
+    this.data = options?.data;
   }
+  /** Extra members of the JSON-RPC error's `data` (e.g. `requiredCapabilities`); undefined for most errors. */
+  readonly data: Record<string, unknown> | undefined;
 }
 
 /** Wraps any thrown value as a ClusterError, keeping ClusterErrors as they are. */
@@ -80,6 +94,8 @@ export const JSON_RPC = {
    */
   RATE_LIMITED: -32029,
   OVERLOADED: -32053,
+  /** MCP's code for a request that needs a client capability the caller did not declare (HTTP 400). */
+  MISSING_CLIENT_CAPABILITY: -32021,
 } as const;
 
 /**
@@ -94,7 +110,10 @@ export function isProtocolError(code: ClusterErrorCode): boolean {
     code === 'UNKNOWN_JOB' ||
     // Refusals at admission answer the HTTP request itself (429 / 503 with Retry-After).
     code === 'RATE_LIMITED' ||
-    code === 'OVERLOADED'
+    code === 'OVERLOADED' ||
+    // The caller's continuation or capabilities were wrong, not the tool.
+    code === 'INVALID_REQUEST_STATE' ||
+    code === 'MISSING_CLIENT_CAPABILITY'
   );
 }
 
@@ -105,6 +124,7 @@ export function isProtocolError(code: ClusterErrorCode): boolean {
 export function httpStatusOf(code: ClusterErrorCode): number | undefined {
   if (code === 'RATE_LIMITED') return 429;
   if (code === 'OVERLOADED') return 503;
+  if (code === 'MISSING_CLIENT_CAPABILITY') return 400;
   return undefined;
 }
 
@@ -115,20 +135,22 @@ export function retryAfterSeconds(err: ClusterError): string | undefined {
 
 /**
  * The JSON-RPC error object for a ClusterError; `data.retryAfterMs` when the error says when to
- * retry (RATE_LIMITED, OVERLOADED).
+ * retry (RATE_LIMITED, OVERLOADED), and the error's own `data` members (e.g.
+ * `requiredCapabilities` of MISSING_CLIENT_CAPABILITY).
  */
 export function toJsonRpcError(err: ClusterError): {
   code: number;
   message: string;
-  data: { code: string; retryAfterMs?: number };
+  data: { code: string; retryAfterMs?: number; [member: string]: unknown };
 } {
   return {
     code: jsonRpcCodeOf(err.code),
     message: err.message,
-    data:
-      err.retryAfterMs === undefined
-        ? { code: err.code }
-        : { code: err.code, retryAfterMs: Math.ceil(err.retryAfterMs) },
+    data: {
+      ...err.data,
+      code: err.code,
+      ...(err.retryAfterMs === undefined ? {} : { retryAfterMs: Math.ceil(err.retryAfterMs) }),
+    },
   };
 }
 
@@ -137,7 +159,10 @@ function jsonRpcCodeOf(code: ClusterErrorCode): number {
     case 'UNKNOWN_TOOL':
     case 'UNKNOWN_JOB':
     case 'INVALID_ARGUMENTS':
+    case 'INVALID_REQUEST_STATE':
       return JSON_RPC.INVALID_PARAMS;
+    case 'MISSING_CLIENT_CAPABILITY':
+      return JSON_RPC.MISSING_CLIENT_CAPABILITY;
     case 'UNKNOWN_SESSION':
       return JSON_RPC.SESSION_NOT_FOUND;
     case 'RATE_LIMITED':
@@ -179,6 +204,8 @@ const GRPC_STATUS: Record<ClusterErrorCode, number> = {
   SHUTTING_DOWN: 14, // UNAVAILABLE
   RATE_LIMITED: 8, // RESOURCE_EXHAUSTED
   OVERLOADED: 14, // UNAVAILABLE
+  INVALID_REQUEST_STATE: 3, // INVALID_ARGUMENT
+  MISSING_CLIENT_CAPABILITY: 9, // FAILED_PRECONDITION
   INTERNAL: 13, // INTERNAL
 };
 

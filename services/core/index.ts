@@ -162,8 +162,15 @@ export type {
 export { listenRole, roleRoutes, sendJson, startRoleServer } from './role-server.js';
 export type { Resolved, SettingsShape, ToolSettingsOf, ToolSettingsSpec } from './settings.js';
 export { duration, resolvedAs, section, size, toolSettings } from './settings.js';
-export type { ToolResult } from './tool-result.js';
-export { finalToJson, toFinal } from './tool-result.js';
+export type { InputMethod, InputRequest, InputRequiredResult, ToolResult } from './tool-result.js';
+export {
+  finalToJson,
+  INPUT_CAPABILITY,
+  INPUT_METHODS,
+  inputRequired,
+  isInputRequired,
+  toFinal,
+} from './tool-result.js';
 export type { MessagingSystem, MessagingTarget, TraceCarrier } from './tracing.js';
 export {
   ATTR,

@@ -12,6 +12,55 @@ export interface ToolResult {
   _meta?: Record<string, unknown>;
 }
 
+/** The methods a tool may ask its caller for input with (MCP multi-round-trip input). */
+export const INPUT_METHODS = ['elicitation/create', 'sampling/createMessage', 'roots/list'] as const;
+export type InputMethod = (typeof INPUT_METHODS)[number];
+
+/** The client capability a caller must declare to answer each input method. */
+export const INPUT_CAPABILITY: Readonly<Record<InputMethod, 'elicitation' | 'sampling' | 'roots'>> = {
+  'elicitation/create': 'elicitation',
+  'sampling/createMessage': 'sampling',
+  'roots/list': 'roots',
+};
+
+/** One request for the caller's input: an elicitation, a sampling or a roots request, as MCP writes it. */
+export interface InputRequest {
+  method: InputMethod;
+  params: Record<string, unknown>;
+}
+
+/**
+ * An MCP `InputRequiredResult` as a worker's adapter produces it: the call cannot finish without
+ * the caller's answers to `inputRequests` (keys chosen by the tool). The caller calls again with
+ * its answers (`inputResponses`, same keys) and the `requestState` it got, and the tool runs again
+ * from the start with both (see `AdapterContext.input`). `requestState` is the tool's own state,
+ * as plain text: the ingress signs it (bound to the tool and the caller) before it leaves the
+ * cluster and checks the signature when it comes back, so any replica can resume the call.
+ */
+export interface InputRequiredResult {
+  resultType: 'input_required';
+  inputRequests: Record<string, InputRequest>;
+  requestState?: string;
+  _meta?: Record<string, unknown>;
+}
+
+/** An `InputRequiredResult` asking for `inputRequests`, with `requestState` when given. */
+export function inputRequired(
+  inputRequests: Record<string, InputRequest>,
+  requestState?: string,
+): InputRequiredResult {
+  return {
+    resultType: 'input_required',
+    inputRequests,
+    ...(requestState !== undefined ? { requestState } : {}),
+  };
+}
+
+/** Whether an adapter's result asks for the caller's input. */
+export function isInputRequired(result: ToolResult | InputRequiredResult): result is InputRequiredResult {
+  return (result as { resultType?: unknown }).resultType === 'input_required';
+}
+
 /** Content types whose `data` is media (base64 in MCP's JSON). */
 function isMedia(item: unknown): item is { type: string; data: Uint8Array } {
   if (typeof item !== 'object' || item === null) return false;
@@ -23,7 +72,7 @@ function isMedia(item: unknown): item is { type: string; data: Uint8Array } {
  * Cuts a result into the `Final` chunk's parts: its JSON text without `_meta`, split where the
  * raw media bytes go, and `_meta` as JSON text of its own. Each value is stringified once.
  */
-export function toFinal(result: ToolResult): Final {
+export function toFinal(result: ToolResult | InputRequiredResult): Final {
   const jsonParts: string[] = [];
   const media: Uint8Array[] = [];
   let text = '{';
@@ -36,7 +85,7 @@ export function toFinal(result: ToolResult): Final {
       continue;
     }
     text += `${text.length > 1 ? ',' : ''}"content":[`;
-    result.content.forEach((item, i) => {
+    (result as ToolResult).content.forEach((item, i) => {
       if (i > 0) text += ',';
       if (!isMedia(item)) {
         text += JSON.stringify(item) ?? 'null';
@@ -63,7 +112,14 @@ export function toFinal(result: ToolResult): Final {
   }
   jsonParts.push(`${text}}`);
   const meta = result._meta === undefined ? undefined : JSON.stringify(result._meta);
-  return { jsonParts, media, metaJson: meta ?? '', isError: result.isError === true };
+  const asks = isInputRequired(result);
+  return {
+    jsonParts,
+    media,
+    metaJson: meta ?? '',
+    isError: !asks && result.isError === true,
+    inputRequired: asks,
+  };
 }
 
 /**

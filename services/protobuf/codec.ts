@@ -45,6 +45,10 @@ export function decodeToolCall(bytes: Uint8Array): ToolCall {
     scopes: m.scopes,
     // Absent in envelopes from before call logging (and when the caller asked for no logs).
     ...(m.logLevel ? { logLevel: m.logLevel } : {}),
+    // Absent on a call's first round and in envelopes from before multi-round-trip input.
+    ...(m.inputResponsesJson ? { inputResponsesJson: m.inputResponsesJson } : {}),
+    ...(m.requestState ? { requestState: m.requestState } : {}),
+    ...(m.clientCapabilitiesJson ? { clientCapabilitiesJson: m.clientCapabilitiesJson } : {}),
   };
 }
 

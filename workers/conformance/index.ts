@@ -2,14 +2,16 @@
  * The `conformance` family: the fixture tools the official MCP conformance suite
  * (`@modelcontextprotocol/conformance`) calls, served like every tool (ingress → queue → worker →
  * gRPC delivery), so the suite scores the whole path: text, image and audio bytes, embedded
- * resources, mixed content, tool errors, progress and log notifications and a JSON Schema 2020-12 input
- * schema. Off by default: a pool `conformance` in the file, `conformance: { enabled: true }`, or
+ * resources, mixed content, tool errors, progress and log notifications, a JSON Schema 2020-12 input
+ * schema, and input from the caller (multi-round-trip `InputRequiredResult`; elicitation, sampling
+ * and roots for 2025-era sessions, asked by the ingress: see input.ts). Off by default: a pool `conformance` in the file, `conformance: { enabled: true }`, or
  * `mcp-cluster up --conformance` switches it on. The tools need no GPU; the pool's backend kind
  * `conformance` only has to answer its health probe (under `up`, the simulated backend does).
  */
 
 import { ClusterError, type JsonSchema, type ToolFamily } from '../../services/core/index.js';
-import type { AdapterContext, ToolAdapter, ToolResult } from '../runtime/index.js';
+import type { AdapterContext, InputToolAdapter, ToolAdapter, ToolResult } from '../runtime/index.js';
+import { INPUT_FIXTURES } from './input.js';
 import { CONFORMANCE_PNG, CONFORMANCE_WAV } from './media.js';
 
 export { CONFORMANCE_PNG, CONFORMANCE_WAV } from './media.js';
@@ -92,7 +94,7 @@ const loggingAdapter: ToolAdapter = {
 };
 
 /** Fixture adapters by template (and tool) name. */
-const adapters: Record<string, { description: string; input?: JsonSchema; adapter: ToolAdapter }> = {
+const adapters: Record<string, { description: string; input?: JsonSchema; adapter: InputToolAdapter }> = {
   test_simple_text: {
     description: 'Conformance fixture: returns one text block.',
     adapter: fixed(() => ({ content: [{ type: 'text', text: CONFORMANCE_TEXT.simple }] })),
@@ -150,11 +152,17 @@ const adapters: Record<string, { description: string; input?: JsonSchema; adapte
     description: 'Conformance fixture: sends three info log messages while it runs, then returns text.',
     adapter: loggingAdapter,
   },
+  // The name the 2026-07-28 suite calls it by (it checks no log is sent without a `_meta` level).
+  test_logging_tool: {
+    description: 'Conformance fixture: sends three info log messages while it runs, then returns text.',
+    adapter: loggingAdapter,
+  },
   json_schema_2020_12_tool: {
     description: 'Tool with JSON Schema 2020-12 features',
     input: JSON_SCHEMA_2020_12_INPUT,
     adapter: fixed(() => ({ content: [{ type: 'text', text: CONFORMANCE_TEXT.schema }] })),
   },
+  ...INPUT_FIXTURES,
 };
 
 /** Names of the fixture tools (each served by the template of the same name). */
@@ -163,7 +171,7 @@ export const CONFORMANCE_TOOLS: readonly string[] = Object.keys(adapters);
 /** The pool (and backend kind) the fixture tools run in. */
 export const CONFORMANCE_POOL = 'conformance';
 
-export const conformanceFamily: ToolFamily<ToolAdapter> = {
+export const conformanceFamily: ToolFamily<InputToolAdapter> = {
   name: 'conformance',
   // Nothing is sent to the endpoint; it only has to answer the worker's health probe.
   backends: { conformance: { healthPath: '/health', endpointConcurrency: 64 } },

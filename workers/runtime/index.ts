@@ -3,7 +3,16 @@
  * Tool families (inference, embeddings) plug in as adapters.
  */
 
-export type { AdapterContext, ToolAdapter, ToolProgress, ToolResult } from './adapter.js';
+export type {
+  AdapterContext,
+  CallInput,
+  InputRequiredResult,
+  InputToolAdapter,
+  ToolAdapter,
+  ToolProgress,
+  ToolResult,
+} from './adapter.js';
+export { callInputOf } from './adapter.js';
 export type { BackendActorOptions } from './backend-actor.js';
 export { BackendActor } from './backend-actor.js';
 export type { BackendRequestInit, BackendResponse } from './backend-http.js';

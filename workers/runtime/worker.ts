@@ -23,12 +23,13 @@ import {
   type Stoppable,
   startRoleServer,
   type ToolCall,
+  type InputRequiredResult,
   type ToolResult,
   type ToolTemplate,
   toClusterError,
   toFinal,
 } from '../../services/core/index.js';
-import type { ToolAdapter } from './adapter.js';
+import { type CallInput, callInputOf, type InputToolAdapter } from './adapter.js';
 import { BackendActor } from './backend-actor.js';
 import { runWhenAvailable } from './backend-wait.js';
 import { AttemptTrace } from './call-trace.js';
@@ -40,7 +41,7 @@ export interface WorkerOptions {
   config: ResolvedConfig;
   pool: string;
   broker: Broker;
-  adapters: Partial<Record<ToolTemplate, ToolAdapter>>;
+  adapters: Partial<Record<ToolTemplate, InputToolAdapter>>;
   /** Stable id of this worker in logs and `accepted` chunks. */
   workerId: string;
   /** How chunks reach the owning ingress: in-process when it shares this process, gRPC otherwise. */
@@ -224,9 +225,11 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       return { outcome: 'shed', code: 'DEADLINE_EXCEEDED' };
     }
     let args: Record<string, unknown>;
+    let input: CallInput;
     try {
       // The one parse of the arguments on their way from the caller to the adapter.
       args = parseArguments(call.argumentsJson);
+      input = callInputOf(call);
     } catch (err) {
       callLog(call).error('call arguments do not parse', { err });
       await sendTerminalError(call, 'INVALID_ARGUMENTS', `the call's arguments are not a JSON object`);
@@ -284,9 +287,9 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
     try {
       channel.send({ callId: call.callId, attempt: call.attempt, accepted: { workerId } });
       let started: number | undefined;
-      let outcome: { result: ToolResult } | { error: ClusterError } | undefined;
+      let outcome: { result: ToolResult | InputRequiredResult } | { error: ClusterError } | undefined;
       try {
-        const adapter = options.adapters[tool.template] as ToolAdapter;
+        const adapter = options.adapters[tool.template] as InputToolAdapter;
         // Held in `running` meanwhile: heartbeats keep the delivery alive, cancels reach it.
         const ran = await runWhenAvailable(
           actors,
@@ -300,6 +303,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
                 adapter.run({
                   call,
                   arguments: args,
+                  input,
                   tool,
                   endpointUrl,
                   backend: poolConfig.backend,
@@ -430,7 +434,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
           break;
       }
       return 'result' in outcome
-        ? { outcome: outcome.result.isError ? 'tool_error' : 'ok' }
+        ? { outcome: 'isError' in outcome.result && outcome.result.isError ? 'tool_error' : 'ok' }
         : { outcome: 'tool_error', code: outcome.error.code };
     } finally {
       clearTimeout(deadlineTimer);

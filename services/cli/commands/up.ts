@@ -1,4 +1,4 @@
-import { startWorker, type ToolAdapter, type Worker } from '../../../workers/runtime/index.js';
+import { startWorker, type InputToolAdapter, type Worker } from '../../../workers/runtime/index.js';
 import { startComfySim, startSimBackend } from '../../../workers/sim/index.js';
 import {
   type Autoscaler,
@@ -159,7 +159,7 @@ export async function up(args: string[]): Promise<ExitCode> {
 function inProcessLauncher(
   config: ResolvedConfig,
   broker: Broker,
-  adapters: Record<string, ToolAdapter>,
+  adapters: Record<string, InputToolAdapter>,
   delivery: DeliveryTransport,
 ): ReplicaLauncher {
   let launched = 0;

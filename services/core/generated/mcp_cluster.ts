@@ -79,8 +79,32 @@ export interface ToolCall {
    * sends none.
    */
   logLevel?: string | null;
+  /**
+   * Multi-round-trip input: the caller's answers to the input requests (elicitation, sampling,
+   * roots) an earlier round of this call returned, as the JSON object of its `inputResponses`
+   * (bare results keyed by the keys the tool chose). Absent on a call's first round.
+   */
+  inputResponsesJson?: string | null;
+  /**
+   * Multi-round-trip input: the state the tool returned with its input requests, as the tool
+   * wrote it. The ingress verified the signed `requestState` the caller echoed (it is bound to
+   * the tool and the principal) before unwrapping it here. Absent on a call's first round.
+   */
+  requestState?: string | null;
+  /**
+   * The capabilities the caller declared as a client (`elicitation`, `sampling`, `roots`, ...),
+   * as JSON: a tool asks only for input the caller can give. Absent when the ingress does not
+   * know them (a 2025-era session: its `initialize` is not remembered).
+   */
+  clientCapabilitiesJson?: string | null;
   /** Which member of `_logLevel` is set; filled in by the decoder. */
   readonly _logLevel?: 'logLevel';
+  /** Which member of `_inputResponsesJson` is set; filled in by the decoder. */
+  readonly _inputResponsesJson?: 'inputResponsesJson';
+  /** Which member of `_requestState` is set; filled in by the decoder. */
+  readonly _requestState?: 'requestState';
+  /** Which member of `_clientCapabilitiesJson` is set; filled in by the decoder. */
+  readonly _clientCapabilitiesJson?: 'clientCapabilitiesJson';
 }
 
 /**
@@ -126,6 +150,14 @@ export interface Final {
    * The result's `isError`.
    */
   isError: boolean;
+  /**
+   * The result is an `InputRequiredResult` (`resultType: "input_required"`): the tool needs the
+   * caller's input (its `inputRequests`) before it can answer. The ingress signs its
+   * `requestState`, and asks a 2025-era caller itself.
+   */
+  inputRequired?: boolean | null;
+  /** Which member of `_inputRequired` is set; filled in by the decoder. */
+  readonly _inputRequired?: 'inputRequired';
 }
 
 /**
