@@ -10,6 +10,7 @@ import {
   carrierOf,
   clusterMetrics,
   finalToJson,
+  type InputRequest,
   isMcpLogLevel,
   type Logger,
   type MessagingTarget,
@@ -36,6 +37,13 @@ export interface ToolResultText {
   readonly json: string;
   /** The result's `isError`. */
   readonly isError: boolean;
+  /** The result is an `InputRequiredResult`: the tool needs the caller's input first. */
+  readonly inputRequired?: boolean;
+  /**
+   * Set by the tool caller on an `InputRequiredResult` it checked and signed (see
+   * input-required.ts): what the tool asks for, and its state as the tool wrote it.
+   */
+  readonly asks?: { requests: Record<string, InputRequest>; state: string | undefined };
 }
 
 /**
@@ -332,7 +340,12 @@ export class CallRegistry {
             ? finalToJson(final, timing ? `"${TIMING_META_KEY}":${JSON.stringify(timing)}` : '')
             : undefined;
           if (final && json !== undefined) {
-            entry.settle({ kind: 'result', result: { json, isError: final.isError } });
+            entry.settle({
+              kind: 'result',
+              result: final.inputRequired
+                ? { json, isError: false, inputRequired: true }
+                : { json, isError: final.isError },
+            });
           } else
             entry.settle({
               kind: 'error',

@@ -11,6 +11,7 @@ import {
   toJsonRpcError,
 } from '../core/index.js';
 import { type FrontDoorAuth, identityOf } from './auth/index.js';
+import { clientResponsesOf } from './input-required.js';
 import { nestsDeeperThan } from './json-depth.js';
 import { type RequestScope, requestScope } from './mcp-server.js';
 import { unsupportedProtocolVersion } from './protocol-version.js';
@@ -36,6 +37,11 @@ export interface FrontDoorOptions {
   handler: McpHttpHandler;
   /** Serves plain `tools/call` requests without the SDK; the rest goes to `handler`. */
   fastPath?: ToolCallFastPath;
+  /**
+   * Called for each JSON-RPC response a 2025-era client POSTs (its answer to a server-to-client
+   * request), with the verified session id, the response's id as JSON and `{"result"|"error":...}`.
+   */
+  onClientAnswer?: (sessionId: string, requestIdJson: string, answerJson: string) => void;
   /** Called for a 2025-era `notifications/cancelled`, with the verified session id. */
   onCancelNotification: (sessionId: string, requestId: string | number, reason: string) => void;
   /** False while draining: new MCP requests get 503. */
@@ -190,6 +196,15 @@ export function createMcpFrontDoor(
       const denied = await options.auth.challengeFor(parsed, authInfo);
       if (denied) return writeResponse(res, denied, {});
       if (handleCancels(parsed, sessionId, options)) {
+        res.writeHead(202).end();
+        return;
+      }
+      // A 2025-era client answering what the ingress asked it on a call's stream (elicitation,
+      // sampling, roots). Without a session the answer names nothing: accepted and dropped.
+      const answers = clientResponsesOf(parsed);
+      if (answers) {
+        if (sessionId)
+          for (const a of answers) options.onClientAnswer?.(sessionId, a.requestIdJson, a.answerJson);
         res.writeHead(202).end();
         return;
       }

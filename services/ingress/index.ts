@@ -22,8 +22,10 @@ import { createFrontDoorAuth } from './auth/index.js';
 import { createBatchApi } from './batch-api.js';
 import { CallRegistry } from './call-registry.js';
 import { createCatalogServing } from './content-catalog.js';
+import { ClientRequests } from './input-required.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
+import { RequestStates } from './request-state.js';
 import { SessionIds } from './session-id.js';
 import { createStatusRoutes, StatusSource } from './status/index.js';
 import { createMcpTasks } from './tasks.js';
@@ -137,12 +139,17 @@ export async function startIngress(
 
   if (!config.ingress.sessionSecret) {
     log.warn(
-      'ingress.sessionSecret is empty: using a random secret, so session ids are valid on this replica only; set MCP_CLUSTER_SESSION_SECRET when running several replicas',
+      'ingress.sessionSecret is empty: using a random secret, so session ids and the requestState of calls that ask for input are valid on this replica only; set MCP_CLUSTER_SESSION_SECRET when running several replicas',
     );
   }
-  const sessions = new SessionIds(config.ingress.sessionSecret || randomBytes(32).toString('hex'));
+  const secret = config.ingress.sessionSecret || randomBytes(32).toString('hex');
+  const sessions = new SessionIds(secret);
+  // Signed with a key derived from the same secret: a call that asks for input continues at any replica.
+  const requestStates = new RequestStates(secret);
+  const clientRequests = new ClientRequests();
   const unsubscribeCancels = await broker.cancels.subscribe((order) => {
-    registry.cancelByKey(cancelKeyOf(order.sessionId, order.requestId), order.reason, 'bus');
+    if (order.answer !== undefined) clientRequests.answer(order.sessionId, order.requestId, order.answer);
+    else registry.cancelByKey(cancelKeyOf(order.sessionId, order.requestId), order.reason, 'bus');
   });
   // A broker that lost its data (Redis restarted without persistence) lost the calls queued in
   // it: their callers get a retryable error now rather than a timeout at their deadline.
@@ -172,8 +179,17 @@ export async function startIngress(
     maxBodyBytes: config.ingress.maxBodyBytes,
     maxJsonDepth: config.ingress.maxJsonDepth,
     sessions,
+    requestStates,
     accepting: () => life.running,
     log,
+    clientRequests,
+    onClientAnswer: (sessionId, requestIdJson, answer) => {
+      // The request that asked may wait at this replica or another; try here first, then tell the others.
+      if (clientRequests.answer(sessionId, requestIdJson, answer)) return;
+      broker.cancels
+        .publish({ sessionId, requestId: requestIdJson, reason: 'answer', answer })
+        .catch((err: unknown) => log.warn('client answer broadcast failed', { err }));
+    },
     onCancelNotification: (sessionId, requestId, reason) => {
       // The call may be held by this replica or another; try here first, then tell the others.
       const requestIdJson = JSON.stringify(requestId);

@@ -1,12 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createMcpHandler } from '@modelcontextprotocol/server';
 import { createMcpFrontDoor, type FrontDoorOptions } from './http-server.js';
+import type { ClientRequests } from './input-required.js';
 import { SessionLogLevels } from './log-levels.js';
 import { createMcpServerFactory, createToolCaller, type McpServerDeps, SERVER_INFO } from './mcp-server.js';
 import { createToolCallFastPath } from './tool-call-fast-path.js';
 
 /** Everything the `/mcp` endpoint needs: the front door's settings and the per-call dependencies. */
-export type McpEndpointOptions = Omit<FrontDoorOptions, 'handler' | 'fastPath'> & McpServerDeps;
+export type McpEndpointOptions = Omit<FrontDoorOptions, 'handler' | 'fastPath'> &
+  McpServerDeps & {
+    /** Where 2025-era sessions' answers to the ingress's input requests arrive; absent: such sessions are not asked. */
+    clientRequests?: ClientRequests;
+  };
 
 /** The `/mcp` endpoint of one replica. */
 export interface McpEndpoint {
@@ -33,6 +38,8 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     tasks,
     admission,
     catalog,
+    requestStates,
+    clientRequests,
     ...door
   } = options;
   const deps: McpServerDeps = {
@@ -41,6 +48,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     registry,
     replyTo,
     maxDeadlineMs,
+    requestStates,
     ...(allows ? { allows } : {}),
     ...(tenantLabel ? { tenantLabel } : {}),
     ...(audit ? { audit } : {}),
@@ -58,7 +66,12 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
   const serve = createMcpFrontDoor({
     ...door,
     handler,
-    fastPath: createToolCallFastPath({ caller, serverInfo: SERVER_INFO, log: door.log }),
+    fastPath: createToolCallFastPath({
+      caller,
+      serverInfo: SERVER_INFO,
+      log: door.log,
+      ...(clientRequests ? { clientRequests } : {}),
+    }),
   });
   return { serve, close: () => handler.close() };
 }

@@ -14,6 +14,7 @@ import {
   clusterMetrics,
   contextOf,
   encodeArguments,
+  httpStatusOf,
   isMcpLogLevel,
   isProtocolError,
   type Logger,
@@ -31,7 +32,9 @@ import type { IngressAdmission } from './admission/index.js';
 import { type CallerIdentity, identityOf } from './auth/index.js';
 import type { CallProgress, CallRegistry, ToolResultText } from './call-registry.js';
 import type { CatalogServing } from './content-catalog.js';
+import { checkedInputRequired } from './input-required.js';
 import type { SessionLogLevels } from './log-levels.js';
+import { type ContinuedState, continuedStateFor, type RequestStates } from './request-state.js';
 import type { McpTasks } from './tasks.js';
 import type { ToolValidator } from './tool-validator.js';
 
@@ -54,8 +57,9 @@ export interface RequestScope {
    */
   withdraw(): void;
   /**
-   * Set when the admission refused the request's call (RATE_LIMITED, OVERLOADED): the front door
-   * then answers the SDK's JSON-RPC error with the refusal's HTTP status and `Retry-After`.
+   * Set when the request's call was refused with an HTTP status of its own (RATE_LIMITED and
+   * OVERLOADED at admission, MISSING_CLIENT_CAPABILITY): the front door then answers the SDK's
+   * JSON-RPC error with that status and any `Retry-After`.
    */
   refused?: ClusterError;
 }
@@ -65,6 +69,8 @@ export const requestScope = new AsyncLocalStorage<RequestScope>();
 
 /** `_meta` key a caller may set to shorten its call's deadline, in milliseconds from now. */
 export const TIMEOUT_META_KEY = 'mcp-cluster/timeout-ms';
+/** `_meta` key of the client capabilities a 2026-07-28 request declares. */
+export const CLIENT_CAPABILITIES_META_KEY = 'io.modelcontextprotocol/clientCapabilities';
 /** `_meta` key a caller may set to choose its backend-affinity key (e.g. a conversation id). */
 export const SESSION_KEY_META_KEY = 'mcp-cluster/session-key';
 
@@ -101,6 +107,8 @@ export interface McpServerDeps {
    * not remembered (a 2026-07-28 request names its level in `_meta` and needs no store).
    */
   logLevels?: SessionLogLevels;
+  /** Signs and checks the `requestState` of multi-round-trip input; every replica must share its secret. */
+  requestStates: RequestStates;
 }
 
 /** `logging/setLevel` params: one of the MCP levels. */
@@ -129,6 +137,13 @@ export interface ToolCallRequest {
    * request's `_meta` level, else its session's `logging/setLevel`); absent: no logs are sent.
    */
   onLog?: ((message: CallLogMessage) => void) | undefined;
+  /**
+   * Multi-round-trip input: the caller's answers (`inputResponses`) and the verified
+   * `requestState` of the round before; absent on a first round.
+   */
+  input?: { responses: Record<string, unknown>; state?: ContinuedState | undefined } | undefined;
+  /** The client capabilities the request declared (2026-07-28 `_meta`); absent when unknown. */
+  clientCapabilities?: Record<string, unknown> | undefined;
 }
 
 /** Runs `tools/call` for both serving paths: the SDK's per-request server and the fast path. */
@@ -152,6 +167,7 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
   const tenantLabel = deps.tenantLabel ?? ((tenant: string) => tenant);
   const metrics = clusterMetrics();
   const tracer = callTracer();
+  const states = deps.requestStates;
   return {
     knows: (name) => byName.has(name),
     async call(request) {
@@ -230,6 +246,17 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
           'rejected',
           'INVALID_ARGUMENTS',
         );
+      // A continued call's state names its tool and caller: checked before anything is queued.
+      let continued: string | undefined;
+      try {
+        if (request.input?.state)
+          continued = continuedStateFor(request.input.state, tool.name, identity.principal);
+      } catch (err) {
+        const error = toClusterError(err);
+        finish(failed(error), 'rejected', error.code);
+        throw error;
+      }
+      const responses = request.input?.responses;
       const wantsProgress = meta.progressToken !== undefined && request.onProgress !== undefined;
       // Absent unless the caller asked: the worker then sends no log chunks at all.
       const logLevel = request.onLog ? logLevelOf(meta, scope, deps.logLevels) : undefined;
@@ -255,6 +282,13 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         principal: identity.principal,
         scopes: [...identity.scopes],
         ...(logLevel ? { logLevel } : {}),
+        ...(responses && Object.keys(responses).length > 0
+          ? { inputResponsesJson: JSON.stringify(responses) }
+          : {}),
+        ...(continued !== undefined ? { requestState: continued } : {}),
+        ...(request.clientCapabilities
+          ? { clientCapabilitiesJson: JSON.stringify(request.clientCapabilities) }
+          : {}),
       };
       // Before anything is queued: over a limit, or in a pool too backlogged for the deadline, the
       // request itself is refused (HTTP 429 / 503 with Retry-After, a JSON-RPC error).
@@ -272,6 +306,24 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
         ...(wantsProgress ? { onProgress: request.onProgress } : {}),
         ...(logLevel ? { onLog: request.onLog } : {}),
       });
+      if (outcome.kind === 'result' && outcome.result.inputRequired) {
+        let asked: ToolResultText;
+        try {
+          asked = await checkedInputRequired(
+            outcome.result,
+            tool.name,
+            identity.principal,
+            request.clientCapabilities,
+            states,
+          );
+        } catch (err) {
+          const error = toClusterError(err);
+          if (!isProtocolError(error.code)) return finish(failed(error), 'tool_error', error.code);
+          finish(failed(error), 'rejected', error.code);
+          throw error;
+        }
+        return finish(asked, 'input_required');
+      }
       if (outcome.kind === 'result')
         return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');
       if (outcome.kind === 'withdrawn') {
@@ -308,6 +360,8 @@ export function createMcpServerFactory(
   return () => {
     const options = {
       capabilities: { tools: { listChanged: false }, logging: {}, ...deps.catalog?.capabilities },
+      // A forged, altered or expired `requestState` is answered -32602 before any handler runs.
+      requestState: { verify: (state: string) => deps.requestStates.verify(state) },
     };
     const server = tasks ? tasks.createServer(SERVER_INFO, options) : new Server(SERVER_INFO, options);
     deps.catalog?.register(server);
@@ -330,9 +384,9 @@ export function createMcpServerFactory(
       if (tasks?.handles(request.params.name)) return (await tasks.call(request, ctx)) as never;
       const scope = requestScope.getStore();
       // The SDK lifts the 2026-07-28 envelope's keys out of `_meta`; the log level goes back in.
-      const envelopeLevel = (ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[
-        LOG_LEVEL_META_KEY
-      ];
+      const envelope = ctx.mcpReq.envelope as Record<string, unknown> | undefined;
+      const envelopeLevel = envelope?.[LOG_LEVEL_META_KEY];
+      const capabilities = envelope?.[CLIENT_CAPABILITIES_META_KEY];
       const meta = {
         ...ctx.mcpReq._meta,
         ...(envelopeLevel !== undefined ? { [LOG_LEVEL_META_KEY]: envelopeLevel } : {}),
@@ -360,6 +414,15 @@ export function createMcpServerFactory(
               .notify({ method: 'notifications/message', params: message as never })
               .catch(() => undefined);
           },
+          // Verified by the `requestState` hook above; the caller checks it names this tool and caller.
+          input: {
+            responses: ctx.mcpReq.inputResponses ?? {},
+            state: ctx.mcpReq.requestState<ContinuedState>(),
+          },
+          clientCapabilities:
+            typeof capabilities === 'object' && capabilities !== null
+              ? (capabilities as Record<string, unknown>)
+              : undefined,
         });
         if (!answer) {
           // The front door ends the response here; what the SDK then writes goes nowhere.
@@ -368,11 +431,26 @@ export function createMcpServerFactory(
             new ClusterError('CANCELLED', 'the caller cancelled the request'),
           ) as never;
         }
+        if (answer.asks && envelope === undefined) {
+          // A 2025-era request here (not the plain tools/call the fast path serves) has no stream
+          // this replica can ask its client on.
+          return toToolErrorResult(
+            new ClusterError(
+              'INVALID_ARGUMENTS',
+              `tool ${request.params.name} needs the caller's input (${Object.values(answer.asks.requests)
+                .map((r) => r.method)
+                .join(
+                  ', ',
+                )}); call it as a plain tools/call in an initialized session, or on protocol revision 2026-07-28`,
+            ),
+          ) as never;
+        }
         return JSON.parse(answer.json) as CallToolResult;
       } catch (err) {
         const error = toClusterError(err);
         if (!isProtocolError(error.code)) throw err;
-        if (scope && error.retryAfterMs !== undefined) scope.refused = error;
+        // Refusals with an HTTP status of their own (429, 503, 400 for a missing capability).
+        if (scope && httpStatusOf(error.code) !== undefined) scope.refused = error;
         const rpc = toJsonRpcError(error);
         throw new ProtocolError(rpc.code, rpc.message, rpc.data);
       }

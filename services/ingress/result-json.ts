@@ -30,6 +30,20 @@ export function stampModernResult(json: string, serverInfoJson: string): string 
   return `{${resultType},${json.slice(open + 1, at)}${info}${json.slice(at)}`;
 }
 
+/**
+ * Stamps an `InputRequiredResult` for the 2026-07-28 wire: `_meta["io.modelcontextprotocol/serverInfo"]`
+ * as on every result of that revision, its `resultType` kept. Such results are small: parsed.
+ */
+export function stampInputRequired(json: string, serverInfoJson: string): string {
+  const result = JSON.parse(json) as Record<string, unknown>;
+  const meta = isPlainObject(result._meta) ? result._meta : {};
+  if (meta[SERVER_INFO_META_KEY] !== undefined) return json;
+  return JSON.stringify({
+    ...result,
+    _meta: { ...meta, [SERVER_INFO_META_KEY]: JSON.parse(serverInfoJson) },
+  });
+}
+
 /** `_meta` key of the server's identity on 2026-07-28 results. */
 const SERVER_INFO_META_KEY = 'io.modelcontextprotocol/serverInfo';
 

@@ -5,17 +5,28 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from '@modelcontextprotocol/server';
 import {
+  ClusterError,
+  type ClusterErrorCode,
   httpStatusOf,
   isMcpLogLevel,
   type Logger,
   retryAfterSeconds,
   toClusterError,
   toJsonRpcError,
+  toToolErrorResult,
 } from '../core/index.js';
 import type { CallerIdentity } from './auth/index.js';
+import type { ToolResultText } from './call-registry.js';
 import { SSE_HEADERS } from './http-server.js';
-import type { RequestScope, ToolCaller } from './mcp-server.js';
-import { stampModernResult } from './result-json.js';
+import { type ClientAnswer, type ClientRequests, MAX_INPUT_ROUNDS } from './input-required.js';
+import {
+  CLIENT_CAPABILITIES_META_KEY,
+  type RequestScope,
+  type ToolCaller,
+  type ToolCallRequest,
+} from './mcp-server.js';
+import { ownState } from './request-state.js';
+import { stampInputRequired, stampModernResult } from './result-json.js';
 
 /**
  * Serves the common `tools/call` without the SDK's per-request machinery (a `Server` and a
@@ -73,14 +84,18 @@ interface PlainCall {
   arguments: Record<string, unknown> | undefined;
   meta: Record<string, unknown>;
   progressToken: string | number | undefined;
+  /** The client capabilities a 2026-07-28 request declared; undefined for a 2025-era one. */
+  clientCapabilities: Record<string, unknown> | undefined;
 }
 
 export function createToolCallFastPath(options: {
   caller: ToolCaller;
   serverInfo: { name: string; version: string };
   log: Logger;
+  /** Where a 2025-era session's answers to input requests arrive; absent: such calls get a tool error. */
+  clientRequests?: ClientRequests;
 }): ToolCallFastPath {
-  const { caller, log } = options;
+  const { caller, log, clientRequests } = options;
   const serverInfoJson = JSON.stringify(options.serverInfo);
 
   const plainCallOf = (req: IncomingMessage, parsed: unknown): PlainCall | undefined => {
@@ -135,7 +150,9 @@ export function createToolCallFastPath(options: {
       era = 'legacy';
     } else return undefined;
     const id = (parsed as { id: string | number }).id;
-    return { era, id, name, arguments: args, meta, progressToken };
+    const capabilities = era === 'modern' ? meta[CLIENT_CAPABILITIES_META_KEY] : undefined;
+    const clientCapabilities = isPlainObject(capabilities) ? capabilities : undefined;
+    return { era, id, name, arguments: args, meta, progressToken, clientCapabilities };
   };
 
   const serve = async (
@@ -166,27 +183,44 @@ export function createToolCallFastPath(options: {
       /** A refusal at admission: answered with its own HTTP status and Retry-After. */
       let refusal: { status: number; retryAfter: string | undefined } | undefined;
       try {
-        const answer = await caller.call({
-          name: call.name,
-          arguments: call.arguments,
-          meta: call.meta,
-          requestIdJson: idJson,
-          scope,
-          identity,
-          signal: scope.signal,
-          onProgress:
-            progressToken === undefined
-              ? undefined
-              : (p) => notify('notifications/progress', { progressToken, ...p }),
-          onLog: (message) => notify('notifications/message', message),
-        });
+        const round = (input?: ToolCallRequest['input']) =>
+          caller.call({
+            name: call.name,
+            arguments: call.arguments,
+            meta: call.meta,
+            requestIdJson: idJson,
+            scope,
+            identity,
+            signal: scope.signal,
+            onProgress:
+              progressToken === undefined
+                ? undefined
+                : (p) => notify('notifications/progress', { progressToken, ...p }),
+            onLog: (message) => notify('notifications/message', message),
+            ...(input ? { input } : {}),
+            ...(call.clientCapabilities ? { clientCapabilities: call.clientCapabilities } : {}),
+          });
+        let answer = await round();
+        if (answer?.asks && call.era === 'legacy') {
+          // A 2025-era client is asked on this stream, and the tool runs again with its answers.
+          answer = await askClient(answer, call.name, scope, identity, round, (message) => {
+            if (gone()) return;
+            if (!res.headersSent) openStream();
+            res.write(`event: message\ndata: ${message}\n\n`);
+          });
+        }
         if (!answer) {
           // Withdrawn by its caller: the stream ends without a response.
           scope.withdraw();
           return;
         }
         const json = oneLine(answer.json);
-        const result = call.era === 'modern' ? stampModernResult(json, serverInfoJson) : json;
+        const result =
+          call.era === 'legacy'
+            ? json
+            : answer.asks
+              ? stampInputRequired(json, serverInfoJson)
+              : stampModernResult(json, serverInfoJson);
         message = `{"result":${result},"jsonrpc":"2.0","id":${idJson}}`;
       } catch (err) {
         const error = toClusterError(err);
@@ -219,6 +253,60 @@ export function createToolCallFastPath(options: {
     } finally {
       clearInterval(keepAlive);
     }
+  };
+
+  /**
+   * Asks a 2025-era session's client for what the tool needs (each input request written on the
+   * call's stream with `write`), calls the tool again with the answers and the tool's state, and
+   * so on for at most MAX_INPUT_ROUNDS rounds. A refused or unanswered request ends the call with a
+   * tool error; undefined when the caller withdrew the request meanwhile.
+   */
+  const askClient = async (
+    first: ToolResultText,
+    tool: string,
+    scope: RequestScope,
+    identity: CallerIdentity,
+    round: (input: ToolCallRequest['input']) => Promise<ToolResultText | undefined>,
+    write: (message: string) => void,
+  ): Promise<ToolResultText | undefined> => {
+    const toolError = (code: ClusterErrorCode, message: string): ToolResultText => ({
+      json: JSON.stringify(toToolErrorResult(new ClusterError(code, message))),
+      isError: true,
+    });
+    const { sessionId } = scope;
+    if (!sessionId || !clientRequests) {
+      return toolError(
+        'INVALID_ARGUMENTS',
+        `tool ${tool} needs the caller's input (elicitation, sampling or roots); a 2025-era client must initialize a session to be asked`,
+      );
+    }
+    let answer: ToolResultText | undefined = first;
+    for (let rounds = 0; answer?.asks; rounds++) {
+      if (rounds === MAX_INPUT_ROUNDS)
+        return toolError('INTERNAL', `tool ${tool} asked for input more than ${MAX_INPUT_ROUNDS} times`);
+      const asked = Object.entries(answer.asks.requests);
+      let answers: ClientAnswer[];
+      try {
+        answers = await Promise.all(
+          asked.map(([, request]) => clientRequests.ask(sessionId, request, write, scope.signal)),
+        );
+      } catch (err) {
+        const error = toClusterError(err);
+        return toolError(error.code, error.message);
+      }
+      const responses: Record<string, unknown> = {};
+      for (const [i, [key, request]] of asked.entries()) {
+        const reply = answers[i] as ClientAnswer;
+        if ('error' in reply)
+          return toolError(
+            'INVALID_ARGUMENTS',
+            `the client refused ${request.method} (${reply.error.code}: ${reply.error.message}); tool ${tool} needs it`,
+          );
+        responses[key] = reply.result;
+      }
+      answer = await round({ responses, state: ownState(tool, identity.principal, answer.asks.state) });
+    }
+    return answer;
   };
 
   return {

@@ -92,221 +92,238 @@ const adapter = (run: (ctx: AdapterContext) => Answer): InputToolAdapter => ({
 });
 
 /** Fixture tools by name: what each asks for and how it answers once it has it. */
-export const INPUT_FIXTURES: Record<string, { description: string; input?: JsonSchema; adapter: InputToolAdapter }> =
-  {
-    test_input_required_result_elicitation: {
-      description: 'Conformance fixture: asks the caller for a name (elicitation), then greets it.',
-      adapter: adapter((ctx) => {
-        const form = accepted(ctx, 'user_name', ['name']);
-        return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
-      }),
-    },
-    test_streaming_elicitation: {
-      description: 'Conformance fixture: asks the caller for a name (elicitation) in its result, never on the stream.',
-      adapter: adapter((ctx) => {
-        const form = accepted(ctx, 'user_name', ['name']);
-        return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
-      }),
-    },
-    test_input_required_result_sampling: {
-      description: "Conformance fixture: asks the caller's model a question (sampling), then returns its answer.",
-      adapter: adapter((ctx) => {
-        const answer = sampled(ctx, 'capital_question');
-        return answer !== undefined
-          ? text(`The model answered: ${answer}`)
-          : inputRequired({ capital_question: sample('What is the capital of France?') });
-      }),
-    },
-    test_input_required_result_list_roots: {
-      description: "Conformance fixture: asks for the caller's roots, then lists them.",
-      adapter: adapter((ctx) => {
-        const roots = rootsOf(ctx, 'client_roots');
-        return roots ? text(`Client roots: ${roots.join(', ')}`) : inputRequired({ client_roots: LIST_ROOTS });
-      }),
-    },
-    test_input_required_result_request_state: {
-      description: 'Conformance fixture: asks for a confirmation and checks the state it returned comes back.',
-      adapter: adapter((ctx) => {
-        const form = accepted(ctx, 'confirm', ['ok']) ?? acceptedAny(ctx, 'confirm');
-        if (form && ctx.input?.state === 'awaiting-confirmation') return text('state-ok: confirmed');
-        return inputRequired({ confirm: elicit('Please confirm', { ok: 'Anything' }) }, 'awaiting-confirmation');
-      }),
-    },
-    test_input_required_result_tampered_state: {
-      description: 'Conformance fixture: like the request-state fixture; a changed state never reaches it.',
-      adapter: adapter((ctx) => {
-        if (acceptedAny(ctx, 'confirm') && ctx.input?.state === 'awaiting-confirmation') return text('state-ok');
-        return inputRequired({ confirm: elicit('Please confirm', { ok: 'Anything' }) }, 'awaiting-confirmation');
-      }),
-    },
-    test_input_required_result_multiple_inputs: {
-      description: 'Conformance fixture: asks for a name, a model answer and the roots at once.',
-      adapter: adapter((ctx) => {
-        const form = accepted(ctx, 'user_name', ['name']);
-        const answer = sampled(ctx, 'greeting');
-        const roots = rootsOf(ctx, 'client_roots');
-        if (form && answer !== undefined && roots && ctx.input?.state === 'all-three')
-          return text(`${form.name}; the model said: ${answer}; roots: ${roots.join(', ')}`);
+export const INPUT_FIXTURES: Record<
+  string,
+  { description: string; input?: JsonSchema; adapter: InputToolAdapter }
+> = {
+  test_input_required_result_elicitation: {
+    description: 'Conformance fixture: asks the caller for a name (elicitation), then greets it.',
+    adapter: adapter((ctx) => {
+      const form = accepted(ctx, 'user_name', ['name']);
+      return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
+    }),
+  },
+  test_streaming_elicitation: {
+    description:
+      'Conformance fixture: asks the caller for a name (elicitation) in its result, never on the stream.',
+    adapter: adapter((ctx) => {
+      const form = accepted(ctx, 'user_name', ['name']);
+      return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
+    }),
+  },
+  test_input_required_result_sampling: {
+    description:
+      "Conformance fixture: asks the caller's model a question (sampling), then returns its answer.",
+    adapter: adapter((ctx) => {
+      const answer = sampled(ctx, 'capital_question');
+      return answer !== undefined
+        ? text(`The model answered: ${answer}`)
+        : inputRequired({ capital_question: sample('What is the capital of France?') });
+    }),
+  },
+  test_input_required_result_list_roots: {
+    description: "Conformance fixture: asks for the caller's roots, then lists them.",
+    adapter: adapter((ctx) => {
+      const roots = rootsOf(ctx, 'client_roots');
+      return roots ? text(`Client roots: ${roots.join(', ')}`) : inputRequired({ client_roots: LIST_ROOTS });
+    }),
+  },
+  test_input_required_result_request_state: {
+    description: 'Conformance fixture: asks for a confirmation and checks the state it returned comes back.',
+    adapter: adapter((ctx) => {
+      const form = accepted(ctx, 'confirm', ['ok']) ?? acceptedAny(ctx, 'confirm');
+      if (form && ctx.input?.state === 'awaiting-confirmation') return text('state-ok: confirmed');
+      return inputRequired(
+        { confirm: elicit('Please confirm', { ok: 'Anything' }) },
+        'awaiting-confirmation',
+      );
+    }),
+  },
+  test_input_required_result_tampered_state: {
+    description: 'Conformance fixture: like the request-state fixture; a changed state never reaches it.',
+    adapter: adapter((ctx) => {
+      if (acceptedAny(ctx, 'confirm') && ctx.input?.state === 'awaiting-confirmation')
+        return text('state-ok');
+      return inputRequired(
+        { confirm: elicit('Please confirm', { ok: 'Anything' }) },
+        'awaiting-confirmation',
+      );
+    }),
+  },
+  test_input_required_result_multiple_inputs: {
+    description: 'Conformance fixture: asks for a name, a model answer and the roots at once.',
+    adapter: adapter((ctx) => {
+      const form = accepted(ctx, 'user_name', ['name']);
+      const answer = sampled(ctx, 'greeting');
+      const roots = rootsOf(ctx, 'client_roots');
+      if (form && answer !== undefined && roots && ctx.input?.state === 'all-three')
+        return text(`${form.name}; the model said: ${answer}; roots: ${roots.join(', ')}`);
+      return inputRequired(
+        { user_name: NAME, greeting: sample('Say hello.'), client_roots: LIST_ROOTS },
+        'all-three',
+      );
+    }),
+  },
+  test_input_required_result_multi_round: {
+    description: 'Conformance fixture: asks for a name, then (a second round) for a colour.',
+    adapter: adapter((ctx) => {
+      const state = ctx.input?.state;
+      if (state?.startsWith('round-2:')) {
+        const form = accepted(ctx, 'step2', ['color']);
+        const name = state.slice('round-2:'.length);
+        if (form) return text(`${name} likes ${form.color}.`);
         return inputRequired(
-          { user_name: NAME, greeting: sample('Say hello.'), client_roots: LIST_ROOTS },
-          'all-three',
+          { step2: elicit('Step 2: What is your favorite color?', { color: 'A colour' }) },
+          state,
         );
-      }),
+      }
+      const form = state === 'round-1' ? accepted(ctx, 'step1', ['name']) : undefined;
+      if (form)
+        return inputRequired(
+          { step2: elicit('Step 2: What is your favorite color?', { color: 'A colour' }) },
+          `round-2:${form.name}`,
+        );
+      return inputRequired({ step1: elicit('Step 1: What is your name?', { name: 'Your name' }) }, 'round-1');
+    }),
+  },
+  test_input_required_result_capabilities: {
+    description: 'Conformance fixture: asks only for the input the caller declared it can give.',
+    adapter: adapter((ctx) => {
+      if (ctx.input && Object.keys(ctx.input.responses).length > 0) return text('Thanks for the input.');
+      const requests: Record<string, InputRequest> = {};
+      if (ctx.input?.canAsk('elicitation/create') !== false) requests.user_name = NAME;
+      if (ctx.input?.canAsk('sampling/createMessage') !== false) requests.greeting = sample('Say hello.');
+      if (Object.keys(requests).length === 0)
+        return text('Nothing to ask: the caller declared neither elicitation nor sampling.');
+      return inputRequired(requests);
+    }),
+  },
+  test_missing_capability: {
+    description: "Conformance fixture: needs the caller's model (sampling) whatever the caller declared.",
+    adapter: adapter((ctx) => {
+      const answer = sampled(ctx, 'question');
+      return answer !== undefined
+        ? text(`The model answered: ${answer}`)
+        : inputRequired({ question: sample('What is 2 + 2?') });
+    }),
+  },
+  test_sampling: {
+    description:
+      "Conformance fixture: sends the prompt to the caller's model (sampling) and returns its answer.",
+    input: {
+      type: 'object',
+      properties: { prompt: { type: 'string', description: 'The prompt to send to the model' } },
+      required: ['prompt'],
     },
-    test_input_required_result_multi_round: {
-      description: 'Conformance fixture: asks for a name, then (a second round) for a colour.',
-      adapter: adapter((ctx) => {
-        const state = ctx.input?.state;
-        if (state?.startsWith('round-2:')) {
-          const form = accepted(ctx, 'step2', ['color']);
-          const name = state.slice('round-2:'.length);
-          if (form) return text(`${name} likes ${form.color}.`);
-          return inputRequired({ step2: elicit('Step 2: What is your favorite color?', { color: 'A colour' }) }, state);
-        }
-        const form = state === 'round-1' ? accepted(ctx, 'step1', ['name']) : undefined;
-        if (form)
-          return inputRequired(
-            { step2: elicit('Step 2: What is your favorite color?', { color: 'A colour' }) },
-            `round-2:${form.name}`,
-          );
-        return inputRequired({ step1: elicit('Step 1: What is your name?', { name: 'Your name' }) }, 'round-1');
-      }),
+    adapter: adapter((ctx) => {
+      const answer = sampled(ctx, 'llm');
+      return answer !== undefined
+        ? text(`LLM response: ${answer}`)
+        : inputRequired({ llm: sample(String(ctx.arguments.prompt)) });
+    }),
+  },
+  test_elicitation: {
+    description: 'Conformance fixture: asks the user for a username and an email (elicitation).',
+    input: {
+      type: 'object',
+      properties: { message: { type: 'string', description: 'The message to show the user' } },
+      required: ['message'],
     },
-    test_input_required_result_capabilities: {
-      description: 'Conformance fixture: asks only for the input the caller declared it can give.',
-      adapter: adapter((ctx) => {
-        if (ctx.input && Object.keys(ctx.input.responses).length > 0) return text('Thanks for the input.');
-        const requests: Record<string, InputRequest> = {};
-        if (ctx.input?.canAsk('elicitation/create') !== false) requests.user_name = NAME;
-        if (ctx.input?.canAsk('sampling/createMessage') !== false) requests.greeting = sample('Say hello.');
-        if (Object.keys(requests).length === 0)
-          return text('Nothing to ask: the caller declared neither elicitation nor sampling.');
-        return inputRequired(requests);
-      }),
-    },
-    test_missing_capability: {
-      description: "Conformance fixture: needs the caller's model (sampling) whatever the caller declared.",
-      adapter: adapter((ctx) => {
-        const answer = sampled(ctx, 'question');
-        return answer !== undefined
-          ? text(`The model answered: ${answer}`)
-          : inputRequired({ question: sample('What is 2 + 2?') });
-      }),
-    },
-    test_sampling: {
-      description: "Conformance fixture: sends the prompt to the caller's model (sampling) and returns its answer.",
-      input: {
-        type: 'object',
-        properties: { prompt: { type: 'string', description: 'The prompt to send to the model' } },
-        required: ['prompt'],
-      },
-      adapter: adapter((ctx) => {
-        const answer = sampled(ctx, 'llm');
-        return answer !== undefined
-          ? text(`LLM response: ${answer}`)
-          : inputRequired({ llm: sample(String(ctx.arguments.prompt)) });
-      }),
-    },
-    test_elicitation: {
-      description: 'Conformance fixture: asks the user for a username and an email (elicitation).',
-      input: {
-        type: 'object',
-        properties: { message: { type: 'string', description: 'The message to show the user' } },
-        required: ['message'],
-      },
-      adapter: adapter(
-        (ctx) =>
-          elicitationOutcome(ctx, 'user', 'User response') ??
-          inputRequired({
-            user: elicit(String(ctx.arguments.message), {
-              username: "User's response",
-              email: "User's email address",
-            }),
+    adapter: adapter(
+      (ctx) =>
+        elicitationOutcome(ctx, 'user', 'User response') ??
+        inputRequired({
+          user: elicit(String(ctx.arguments.message), {
+            username: "User's response",
+            email: "User's email address",
           }),
-      ),
-    },
-    test_elicitation_sep1034_defaults: {
-      description: 'Conformance fixture: an elicitation whose fields all have default values (SEP-1034).',
-      adapter: adapter(
-        (ctx) =>
-          elicitationOutcome(ctx, 'form', 'Elicitation completed') ??
-          inputRequired({
-            form: {
-              method: 'elicitation/create',
-              params: {
-                message: 'Please review your details',
-                requestedSchema: {
-                  type: 'object',
-                  properties: {
-                    name: { type: 'string', description: 'Your name', default: 'John Doe' },
-                    age: { type: 'integer', description: 'Your age', default: 30 },
-                    score: { type: 'number', description: 'Your score', default: 95.5 },
-                    status: {
-                      type: 'string',
-                      description: 'Your status',
-                      enum: ['active', 'inactive', 'pending'],
-                      default: 'active',
-                    },
-                    verified: { type: 'boolean', description: 'Verified', default: true },
+        }),
+    ),
+  },
+  test_elicitation_sep1034_defaults: {
+    description: 'Conformance fixture: an elicitation whose fields all have default values (SEP-1034).',
+    adapter: adapter(
+      (ctx) =>
+        elicitationOutcome(ctx, 'form', 'Elicitation completed') ??
+        inputRequired({
+          form: {
+            method: 'elicitation/create',
+            params: {
+              message: 'Please review your details',
+              requestedSchema: {
+                type: 'object',
+                properties: {
+                  name: { type: 'string', description: 'Your name', default: 'John Doe' },
+                  age: { type: 'integer', description: 'Your age', default: 30 },
+                  score: { type: 'number', description: 'Your score', default: 95.5 },
+                  status: {
+                    type: 'string',
+                    description: 'Your status',
+                    enum: ['active', 'inactive', 'pending'],
+                    default: 'active',
                   },
+                  verified: { type: 'boolean', description: 'Verified', default: true },
                 },
               },
             },
-          }),
-      ),
-    },
-    test_elicitation_sep1330_enums: {
-      description: 'Conformance fixture: an elicitation with every enum form (SEP-1330).',
-      adapter: adapter(
-        (ctx) =>
-          elicitationOutcome(ctx, 'form', 'Elicitation completed') ??
-          inputRequired({
-            form: {
-              method: 'elicitation/create',
-              params: {
-                message: 'Pick your options',
-                requestedSchema: {
-                  type: 'object',
-                  properties: {
-                    untitledSingle: { type: 'string', enum: ['option1', 'option2', 'option3'] },
-                    titledSingle: {
-                      type: 'string',
-                      oneOf: [
-                        { const: 'value1', title: 'First Option' },
-                        { const: 'value2', title: 'Second Option' },
-                        { const: 'value3', title: 'Third Option' },
+          },
+        }),
+    ),
+  },
+  test_elicitation_sep1330_enums: {
+    description: 'Conformance fixture: an elicitation with every enum form (SEP-1330).',
+    adapter: adapter(
+      (ctx) =>
+        elicitationOutcome(ctx, 'form', 'Elicitation completed') ??
+        inputRequired({
+          form: {
+            method: 'elicitation/create',
+            params: {
+              message: 'Pick your options',
+              requestedSchema: {
+                type: 'object',
+                properties: {
+                  untitledSingle: { type: 'string', enum: ['option1', 'option2', 'option3'] },
+                  titledSingle: {
+                    type: 'string',
+                    oneOf: [
+                      { const: 'value1', title: 'First Option' },
+                      { const: 'value2', title: 'Second Option' },
+                      { const: 'value3', title: 'Third Option' },
+                    ],
+                  },
+                  legacyEnum: {
+                    type: 'string',
+                    enum: ['opt1', 'opt2', 'opt3'],
+                    enumNames: ['Option One', 'Option Two', 'Option Three'],
+                  },
+                  untitledMulti: {
+                    type: 'array',
+                    items: { type: 'string', enum: ['option1', 'option2', 'option3'] },
+                  },
+                  titledMulti: {
+                    type: 'array',
+                    items: {
+                      anyOf: [
+                        { const: 'value1', title: 'First Choice' },
+                        { const: 'value2', title: 'Second Choice' },
+                        { const: 'value3', title: 'Third Choice' },
                       ],
                     },
-                    legacyEnum: {
-                      type: 'string',
-                      enum: ['opt1', 'opt2', 'opt3'],
-                      enumNames: ['Option One', 'Option Two', 'Option Three'],
-                    },
-                    untitledMulti: {
-                      type: 'array',
-                      items: { type: 'string', enum: ['option1', 'option2', 'option3'] },
-                    },
-                    titledMulti: {
-                      type: 'array',
-                      items: {
-                        anyOf: [
-                          { const: 'value1', title: 'First Choice' },
-                          { const: 'value2', title: 'Second Choice' },
-                          { const: 'value3', title: 'Third Choice' },
-                        ],
-                      },
-                    },
                   },
                 },
               },
             },
-          }),
-      ),
-    },
-  };
+          },
+        }),
+    ),
+  },
+};
 
 /** The content of any accepted elicitation answering `key` (whatever its fields). */
 function acceptedAny(ctx: AdapterContext, key: string): Record<string, unknown> | undefined {
   const answer = ctx.input?.responses[key];
-  return isObject(answer) && answer.action === 'accept' && isObject(answer.content) ? answer.content : undefined;
+  return isObject(answer) && answer.action === 'accept' && isObject(answer.content)
+    ? answer.content
+    : undefined;
 }

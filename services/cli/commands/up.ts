@@ -1,4 +1,4 @@
-import { startWorker, type InputToolAdapter, type Worker } from '../../../workers/runtime/index.js';
+import { type InputToolAdapter, startWorker, type Worker } from '../../../workers/runtime/index.js';
 import { startComfySim, startSimBackend } from '../../../workers/sim/index.js';
 import {
   type Autoscaler,

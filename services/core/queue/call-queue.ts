@@ -145,12 +145,19 @@ export interface CancelBus {
   close(): Promise<void>;
 }
 
-/** Identifies a call by who asked for it: the signed MCP session id and the JSON-RPC request id. */
+/**
+ * Identifies a call by who asked for it: the signed MCP session id and the JSON-RPC request id.
+ * The bus carries one other message of a 2025-era session that may reach any replica: a client's
+ * answer to a server-to-client request (elicitation, sampling, roots), with `answer` set and
+ * `requestId` naming the server's request.
+ */
 export interface CancelOrder {
   sessionId: string;
   /** The JSON-RPC request id in its JSON form (`1` and `"1"` are different ids). */
   requestId: string;
   reason: string;
+  /** Set on a client's answer instead of a cancel: `{"result":...}` or `{"error":...}` as JSON text. */
+  answer?: string;
 }
 
 /**

@@ -69,7 +69,12 @@ export function assertName(name: string, what: string, usedFor: string): void {
 
 /** A cancel order as it travels on a cancel bus: JSON text. */
 export function encodeCancelOrder(order: CancelOrder): string {
-  return JSON.stringify({ sessionId: order.sessionId, requestId: order.requestId, reason: order.reason });
+  return JSON.stringify({
+    sessionId: order.sessionId,
+    requestId: order.requestId,
+    reason: order.reason,
+    ...(order.answer !== undefined ? { answer: order.answer } : {}),
+  });
 }
 
 /** Parses a cancel order read from a cancel bus, or `undefined` when the payload is not one. */
@@ -77,10 +82,11 @@ export function parseCancelOrder(text: string): CancelOrder | undefined {
   try {
     const value: unknown = JSON.parse(text);
     if (typeof value !== 'object' || value === null) return undefined;
-    const { sessionId, requestId, reason } = value as Record<string, unknown>;
+    const { sessionId, requestId, reason, answer } = value as Record<string, unknown>;
     if (typeof sessionId !== 'string' || typeof requestId !== 'string' || typeof reason !== 'string')
       return undefined;
-    return { sessionId, requestId, reason };
+    if (answer !== undefined && typeof answer !== 'string') return undefined;
+    return { sessionId, requestId, reason, ...(answer !== undefined ? { answer } : {}) };
   } catch {
     return undefined;
   }
