@@ -112,6 +112,13 @@ const argumentSchema = section({
   required: z.boolean().default(false),
   /** Values `completion/complete` offers for it (prefix-filtered). */
   completions: completions.default([]),
+  /**
+   * A question that asks for the argument when a 2026-07-28 caller leaves it out: the prompt
+   * answers with an elicitation (multi-round-trip input, one form for every such argument left
+   * out) instead of refusing, and is rendered once the caller answers. 2025-era callers must pass
+   * it as usual. Default: none (a missing required argument is refused).
+   */
+  ask: z.string().min(1).optional(),
 });
 
 /** Prompt message content: the MCP content blocks a prompt may carry. */

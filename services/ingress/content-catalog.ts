@@ -3,6 +3,7 @@ import {
   ProtocolErrorCode,
   ResourceNotFoundError,
   type Server,
+  type ServerContext,
   UriTemplate,
 } from '@modelcontextprotocol/server';
 import { z } from 'zod';
@@ -100,21 +101,24 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
     return { uri, ...typeOf(matched.entry.mimeType), ...bodyOf(matched.entry, matched.values) };
   };
 
-  const render = (name: string, args: Record<string, string>) => {
+  const render = (name: string, given: Record<string, string>, ctx?: ServerContext) => {
     const prompt = promptsByName.get(name);
     if (!prompt)
       throw invalid(
         `unknown prompt "${name}"; prompts/list names the prompts this server serves (${[...promptsByName.keys()].join(', ')})`,
       );
     const declared = prompt.arguments.map((a) => a.name);
-    const extra = Object.keys(args).filter((k) => !declared.includes(k));
+    const extra = Object.keys(given).filter((k) => !declared.includes(k));
     if (extra.length > 0)
       throw invalid(
         `prompt "${name}" takes no argument ${extra.map((k) => `"${k}"`).join(', ')}; its arguments: ${declared.join(', ') || 'none'}`,
       );
-    const missing = prompt.arguments
-      .filter((a) => a.required && args[a.name] === undefined)
-      .map((a) => a.name);
+    // Arguments the caller answered in an elicitation of an earlier round fill in what it left out.
+    const args = { ...answeredArguments(ctx), ...given };
+    const unasked = prompt.arguments.filter((a) => a.required && args[a.name] === undefined);
+    const askable = unasked.filter((a) => a.ask !== undefined);
+    if (askable.length > 0 && canElicit(ctx)) return askFor(askable);
+    const missing = unasked.map((a) => a.name);
     if (missing.length > 0)
       throw invalid(`prompt "${name}" needs argument ${missing.map((k) => `"${k}"`).join(', ')}`);
     // An optional argument left out reads as empty text.
@@ -197,7 +201,7 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
         server.setRequestHandler(
           'prompts/get',
           promptParams,
-          (p) => render(p.name, p.arguments ?? {}) as never,
+          (p, ctx) => render(p.name, p.arguments ?? {}, ctx) as never,
         );
       }
       if (capabilities.completions) {
@@ -209,6 +213,57 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
       }
     },
   };
+}
+
+/** Key of the elicitation a prompt asks its left-out arguments with (multi-round-trip input). */
+const ARGUMENTS_INPUT_KEY = 'prompt_arguments';
+
+/** An `InputRequiredResult` asking for `args` in one form (each a string field, all required). */
+function askFor(args: { name: string; ask?: string | undefined }[]) {
+  return {
+    resultType: 'input_required',
+    inputRequests: {
+      [ARGUMENTS_INPUT_KEY]: {
+        method: 'elicitation/create',
+        params: {
+          message: args.map((a) => a.ask).join('\n'),
+          requestedSchema: {
+            type: 'object',
+            properties: Object.fromEntries(args.map((a) => [a.name, { type: 'string', description: a.ask }])),
+            required: args.map((a) => a.name),
+          },
+        },
+      },
+    },
+  };
+}
+
+/**
+ * Whether the request may be answered with an elicitation: a 2026-07-28 request (its envelope
+ * set) whose caller declared `elicitation`. A 2025-era request has no stream a prompt can ask on.
+ */
+function canElicit(ctx: ServerContext | undefined): boolean {
+  const envelope = ctx?.mcpReq.envelope as Record<string, unknown> | undefined;
+  if (!envelope) return false;
+  const capabilities = envelope['io.modelcontextprotocol/clientCapabilities'];
+  return (
+    typeof capabilities === 'object' &&
+    capabilities !== null &&
+    typeof (capabilities as Record<string, unknown>).elicitation === 'object'
+  );
+}
+
+/** The arguments an accepted answer to `askFor` holds (strings; numbers and booleans as text). */
+function answeredArguments(ctx: ServerContext | undefined): Record<string, string> {
+  const answer = ctx?.mcpReq.inputResponses?.[ARGUMENTS_INPUT_KEY] as Record<string, unknown> | undefined;
+  if (typeof answer !== 'object' || answer === null || answer.action !== 'accept') return {};
+  const content = answer.content;
+  if (typeof content !== 'object' || content === null) return {};
+  const values: Record<string, string> = {};
+  for (const [name, value] of Object.entries(content))
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean')
+      values[name] = String(value);
+  return values;
 }
 
 function argumentProblem(prompt: CatalogPrompt, argName: string): string {
