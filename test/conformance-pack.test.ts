@@ -132,10 +132,17 @@ describe('conformance fixtures through ingress, NATS, worker and gRPC delivery',
     });
 
     it('json_schema_2020_12_tool: arguments are checked against the 2020-12 schema', async () => {
-      const ok = await client().callTool('json_schema_2020_12_tool', { name: 'a', address: { city: 'b' } });
+      const ok = await client().callTool('json_schema_2020_12_tool', {
+        name: 'a',
+        address: { city: 'b' },
+        email: 'a@example.com',
+      });
       expect(ok.content).toEqual([{ type: 'text', text: CONFORMANCE_TEXT.schema }]);
       // additionalProperties: false refuses an unknown argument, naming it: a tool error, as MCP wants.
-      const unknown = await client().callTool('json_schema_2020_12_tool', { bogus: 1 });
+      const unknown = await client().callTool('json_schema_2020_12_tool', {
+        bogus: 1,
+        email: 'a@example.com',
+      });
       expect(unknown.isError).toBe(true);
       expect(unknown.content).toEqual([
         {
@@ -144,9 +151,26 @@ describe('conformance fixtures through ingress, NATS, worker and gRPC delivery',
         },
       ]);
       // The `$ref` into `$defs` is followed.
-      const nested = await client().callTool('json_schema_2020_12_tool', { address: { city: 5 } });
+      const nested = await client().callTool('json_schema_2020_12_tool', {
+        address: { city: 5 },
+        email: 'a@example.com',
+      });
       expect(nested.isError).toBe(true);
       expect(JSON.stringify(nested.content)).toContain('arguments.address.city must be string');
+      // if/then/else: contactMethod "phone" makes phone required, which an email alone does not meet.
+      const conditional = await client().callTool('json_schema_2020_12_tool', {
+        contactMethod: 'phone',
+        email: 'a@example.com',
+      });
+      expect(conditional.isError).toBe(true);
+      expect((conditional.content[0] as { text: string }).text).toContain(
+        'arguments is missing required property "phone"',
+      );
+      const phone = await client().callTool('json_schema_2020_12_tool', {
+        contactMethod: 'phone',
+        phone: '1',
+      });
+      expect(phone.isError).not.toBe(true);
     });
   });
 });
