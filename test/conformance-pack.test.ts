@@ -6,7 +6,15 @@ import {
   CONFORMANCE_WAV,
   JSON_SCHEMA_2020_12_INPUT,
 } from '../workers/conformance/index.js';
-import { readResults, SCORED } from './conformance/run.js';
+import {
+  REVISIONS,
+  type Requirements,
+  readRequirements,
+  readResults,
+  type ScenarioResult,
+  score,
+  suiteRevisions,
+} from './conformance/run.js';
 import { type SpawnedBroker, startNatsServer, uniqueNamespace } from './support/brokers.js';
 import { resolveConfig } from './support/families.js';
 import { connectClient, type TestClient } from './support/mcp-clients.js';
@@ -132,10 +140,17 @@ describe('conformance fixtures through ingress, NATS, worker and gRPC delivery',
     });
 
     it('json_schema_2020_12_tool: arguments are checked against the 2020-12 schema', async () => {
-      const ok = await client().callTool('json_schema_2020_12_tool', { name: 'a', address: { city: 'b' } });
+      const ok = await client().callTool('json_schema_2020_12_tool', {
+        name: 'a',
+        address: { city: 'b' },
+        email: 'a@example.com',
+      });
       expect(ok.content).toEqual([{ type: 'text', text: CONFORMANCE_TEXT.schema }]);
       // additionalProperties: false refuses an unknown argument, naming it: a tool error, as MCP wants.
-      const unknown = await client().callTool('json_schema_2020_12_tool', { bogus: 1 });
+      const unknown = await client().callTool('json_schema_2020_12_tool', {
+        bogus: 1,
+        email: 'a@example.com',
+      });
       expect(unknown.isError).toBe(true);
       expect(unknown.content).toEqual([
         {
@@ -144,9 +159,26 @@ describe('conformance fixtures through ingress, NATS, worker and gRPC delivery',
         },
       ]);
       // The `$ref` into `$defs` is followed.
-      const nested = await client().callTool('json_schema_2020_12_tool', { address: { city: 5 } });
+      const nested = await client().callTool('json_schema_2020_12_tool', {
+        address: { city: 5 },
+        email: 'a@example.com',
+      });
       expect(nested.isError).toBe(true);
       expect(JSON.stringify(nested.content)).toContain('arguments.address.city must be string');
+      // if/then/else: contactMethod "phone" makes phone required, which an email alone does not meet.
+      const conditional = await client().callTool('json_schema_2020_12_tool', {
+        contactMethod: 'phone',
+        email: 'a@example.com',
+      });
+      expect(conditional.isError).toBe(true);
+      expect((conditional.content[0] as { text: string }).text).toContain(
+        'arguments is missing required property "phone"',
+      );
+      const phone = await client().callTool('json_schema_2020_12_tool', {
+        contactMethod: 'phone',
+        phone: '1',
+      });
+      expect(phone.isError).not.toBe(true);
     });
   });
 });
@@ -234,8 +266,14 @@ describe('switching the conformance pool on in the configuration', () => {
 });
 
 describe('the conformance runner reading the suite results', () => {
-  it('scores the fixtures the family serves', () => {
+  it('runs every revision the pinned suite has a requirement set for', () => {
+    expect([...REVISIONS]).toEqual(suiteRevisions());
+  });
+
+  it.each(REVISIONS)('takes what %s scores from the suite, the fixture tools included', (revision) => {
+    const requirements = readRequirements(revision);
     for (const scenario of [
+      'tools-list',
       'tools-call-simple-text',
       'tools-call-image',
       'tools-call-audio',
@@ -243,10 +281,63 @@ describe('the conformance runner reading the suite results', () => {
       'tools-call-mixed-content',
       'tools-call-error',
       'tools-call-with-progress',
-      'json-schema-2020-12',
+      'resources-read-text',
+      'prompts-get-simple',
+      'completion-complete',
     ]) {
-      expect(SCORED).toContain(scenario);
+      expect(requirements.scored).toContain(scenario);
     }
+    // Pending in the suite at both revisions: run and listed, never scored.
+    expect(requirements.scored).not.toContain('json-schema-2020-12');
+    expect(requirements.notScored).toContainEqual(
+      expect.objectContaining({ scenario: 'json-schema-2020-12', reason: 'pending' }),
+    );
+    // Only the server leg: a client scenario is nothing a server run can produce.
+    expect(requirements.notScored.map((n) => n.scenario)).not.toContain('json-schema-2020-12-preservation');
+  });
+
+  it('scores each revision at its own wire: 2025-11-25 the stateful handshake, 2026-07-28 stateless', () => {
+    expect(readRequirements('2025-11-25').scored).toContain('server-initialize');
+    expect(readRequirements('2026-07-28').scored).not.toContain('server-initialize');
+    expect(readRequirements('2026-07-28').scored).toContain('server-stateless');
+    expect(
+      readRequirements('2026-07-28').notScored.filter((n) => n.reason === 'extension').length,
+    ).toBeGreaterThan(0);
+  });
+
+  it('fails on a FAILURE in a scored scenario or a scored one without result, never on an unscored one', () => {
+    const requirements: Requirements = {
+      revision: 'r',
+      scored: ['a', 'b', 'c'],
+      notScored: [
+        { scenario: 'x', reason: 'pending' },
+        { scenario: 'y', reason: 'extension', note: 'why' },
+        { scenario: 'z', reason: 'added-after-release' },
+      ],
+    };
+    const result = (scenario: string, passed: number, failures: string[] = []): [string, ScenarioResult] => [
+      scenario,
+      { scenario, passed, failed: failures.length, failures },
+    ];
+    const verdict = score(
+      requirements,
+      new Map([result('a', 3), result('b', 2, ['b1: wrong']), result('x', 0, ['x1: no']), result('y', 1)]),
+    );
+    expect(verdict.scored.map((s) => [s.scenario, s.ok])).toEqual([
+      ['a', true],
+      ['b', false],
+      ['c', false],
+    ]);
+    expect([verdict.passed, verdict.failed]).toEqual([1, 2]);
+    expect(verdict.unscored.map((u) => [u.scenario, u.reason, u.state])).toEqual([
+      ['x', 'pending', 'fail'],
+      ['y', 'extension', 'pass'],
+      ['z', 'added-after-release', 'none'],
+    ]);
+    expect(
+      score(requirements, new Map([result('a', 1), result('b', 1), result('c', 1), result('x', 0, ['x1'])]))
+        .failed,
+    ).toBe(0);
   });
 
   it('counts FAILURE checks per scenario folder and ignores other entries', async () => {

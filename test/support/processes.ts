@@ -5,8 +5,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { trackChild } from './process-guard.js';
 
-/** The built CLI; `npm test` builds it before running the suites. */
-export const CLI = fileURLToPath(new URL('../../dist/services/cli/main.js', import.meta.url));
+/**
+ * The built CLI; `npm test` builds it before running the suites. Found from the sources (the
+ * suites) and from `dist/` (the conformance runner, `dist/test/conformance/run.js`) alike.
+ */
+export const CLI = fileURLToPath(
+  new URL(
+    import.meta.url.endsWith('/dist/test/support/processes.js')
+      ? '../../services/cli/main.js'
+      : '../../dist/services/cli/main.js',
+    import.meta.url,
+  ),
+);
 
 /** A cluster role running as its own OS process. */
 export interface RoleProcess {

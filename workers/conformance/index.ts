@@ -34,19 +34,35 @@ const PROGRESS_STEP_MS = 50;
 const NO_ARGUMENTS: JsonSchema = { type: 'object', properties: {}, additionalProperties: false };
 
 /**
- * The input schema of `json_schema_2020_12_tool`: the suite checks that `$schema`, `$defs` and
- * `additionalProperties` reach `tools/list` as written.
+ * The input schema of `json_schema_2020_12_tool`, the suite's `JSON_SCHEMA_2020_12_FIXTURE` key for
+ * key: its `json-schema-2020-12` scenario checks that `$schema`, `$defs` (with `address`) and
+ * `additionalProperties: false` reach `tools/list` as written (SEP-1613), and on 2026-07-28 also
+ * `allOf` holding an `anyOf`, `if`/`then`/`else` and the `$anchor` inside `$defs.address`
+ * (SEP-2106). A valid call therefore names `phone` or `email`, and `email` unless `contactMethod`
+ * is `phone`.
  */
 export const JSON_SCHEMA_2020_12_INPUT: JsonSchema = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',
   type: 'object',
   $defs: {
     address: {
+      $anchor: 'addressDef',
       type: 'object',
       properties: { street: { type: 'string' }, city: { type: 'string' } },
     },
   },
-  properties: { name: { type: 'string' }, address: { $ref: '#/$defs/address' } },
+  properties: {
+    name: { type: 'string' },
+    address: { $ref: '#/$defs/address' },
+    contactMethod: { type: 'string', enum: ['phone', 'email'] },
+    phone: { type: 'string' },
+    email: { type: 'string' },
+  },
+  allOf: [{ anyOf: [{ required: ['phone'] }, { required: ['email'] }] }],
+  if: { properties: { contactMethod: { const: 'phone' } }, required: ['contactMethod'] },
+  // biome-ignore lint/suspicious/noThenProperty: the JSON Schema keyword; an object, so never a thenable.
+  then: { required: ['phone'] },
+  else: { required: ['email'] },
   additionalProperties: false,
 };
 
