@@ -171,6 +171,7 @@ describe('catalog: resources, templates, prompts and completions from the config
         'test_prompt_with_arguments',
         'test_prompt_with_embedded_resource',
         'test_prompt_with_image',
+        'test_input_required_result_prompt',
       ]);
       expect(prompts[1]?.arguments).toEqual([
         { name: 'arg1', description: 'First test argument', required: true },
@@ -382,6 +383,7 @@ prompts:
     const config = resolveConfig(CATALOG, {});
     expect(config.resources).toHaveLength(3);
     expect(config.resourceTemplates).toHaveLength(1);
-    expect(config.prompts).toHaveLength(4);
+    expect(config.prompts).toHaveLength(5);
+    expect(config.prompts[4]?.arguments[0]?.ask).toBe('What context should the prompt use?');
   });
 });
