@@ -12,8 +12,8 @@ import type { CallQueue } from './queue/call-queue.js';
 export interface ClusterMetrics {
   readonly registry: Registry;
   /**
-   * Calls answered by the ingress, by tool, outcome (ok, tool_error, timeout, cancelled, rejected)
-   * and tenant (bounded: see `tenantLabel`).
+   * Calls answered by the ingress, by tool, outcome (ok, tool_error, timeout, cancelled, rejected,
+   * input_required) and tenant (bounded: see `tenantLabel`).
    */
   ingressCalls: Counter<'tool' | 'outcome' | 'tenant'>;
   /** Wall time from request arrival to answer at the ingress, in seconds. */
