@@ -17,7 +17,7 @@ import {
 } from './conformance/run.js';
 import { type SpawnedBroker, startNatsServer, uniqueNamespace } from './support/brokers.js';
 import { resolveConfig } from './support/families.js';
-import { connectClient, type TestClient } from './support/mcp-clients.js';
+import { connectClient, post2026, type TestClient } from './support/mcp-clients.js';
 import { startUp, type UpProcess, writeConfig } from './support/processes.js';
 
 // The `conformance` family's fixtures (the tools the official MCP conformance suite calls) through
@@ -180,6 +180,38 @@ describe('conformance fixtures through ingress, NATS, worker and gRPC delivery',
       });
       expect(phone.isError).not.toBe(true);
     });
+  });
+
+  it('checks Mcp-Param headers against the x-mcp-header argument on 2026-07-28, not on 2025', async () => {
+    const call = (headers: Record<string, string>) =>
+      post2026(
+        up.mcpUrl,
+        'tools/call',
+        { name: 'test_x_mcp_header', arguments: { region: 'eu-west' } },
+        { headers },
+      );
+    const ok = await call({ 'Mcp-Param-Region': 'eu-west' });
+    expect(ok.status).toBe(200);
+    expect(ok.body.result?.content).toEqual([{ type: 'text', text: 'Region: eu-west' }]);
+    const wrapped = await call({
+      'Mcp-Param-Region': `=?base64?${Buffer.from('eu-west').toString('base64')}?=`,
+    });
+    expect(wrapped.status).toBe(200);
+    const bad: Record<string, string>[] = [
+      {},
+      { 'Mcp-Param-Region': 'us-east' },
+      { 'Mcp-Param-Region': '=?base64?ZXU?=' },
+    ];
+    for (const headers of bad) {
+      const refused = await call(headers);
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toMatchObject({ code: -32020, data: { code: 'HEADER_MISMATCH' } });
+    }
+    // The header predates nothing a 2025 client sends: its calls are not checked.
+    const legacy = await (clients.v1 as TestClient).callTool('test_x_mcp_header', { region: 'eu-west' });
+    expect(legacy.content).toEqual([{ type: 'text', text: 'Region: eu-west' }]);
+    const listed = (await (clients.v2 as TestClient).listTools()).find((t) => t.name === 'test_x_mcp_header');
+    expect(listed?.inputSchema).toMatchObject({ properties: { region: { 'x-mcp-header': 'Region' } } });
   });
 });
 

@@ -34,6 +34,7 @@ const EXPECTED_GRPC: Record<ClusterErrorCode, grpcStatus> = {
   OVERLOADED: grpcStatus.UNAVAILABLE,
   INVALID_REQUEST_STATE: grpcStatus.INVALID_ARGUMENT,
   MISSING_CLIENT_CAPABILITY: grpcStatus.FAILED_PRECONDITION,
+  HEADER_MISMATCH: grpcStatus.INVALID_ARGUMENT,
   INTERNAL: grpcStatus.INTERNAL,
 };
 const CODES = Object.keys(EXPECTED_GRPC) as ClusterErrorCode[];
@@ -71,7 +72,9 @@ describe.each(CODES)('code %s', (code) => {
               ? JSON_RPC.OVERLOADED
               : code === 'MISSING_CLIENT_CAPABILITY'
                 ? JSON_RPC.MISSING_CLIENT_CAPABILITY
-                : JSON_RPC.INTERNAL_ERROR,
+                : code === 'HEADER_MISMATCH'
+                  ? JSON_RPC.HEADER_MISMATCH
+                  : JSON_RPC.INTERNAL_ERROR,
     );
     expect(rpc.message).toBe(err.message);
     expect(rpc.data).toEqual({ code });
@@ -107,6 +110,7 @@ describe('JSON_RPC', () => {
       RATE_LIMITED: -32029,
       OVERLOADED: -32053,
       MISSING_CLIENT_CAPABILITY: -32021,
+      HEADER_MISMATCH: -32020,
     });
   });
 });
@@ -121,6 +125,7 @@ describe('isProtocolError', () => {
       'OVERLOADED',
       'INVALID_REQUEST_STATE',
       'MISSING_CLIENT_CAPABILITY',
+      'HEADER_MISMATCH',
     ]);
   });
 });

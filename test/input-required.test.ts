@@ -9,7 +9,7 @@ import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextpr
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNatsServer } from './support/brokers.js';
 import { type SimCluster, startSimCluster } from './support/cluster.js';
-import { post2025 } from './support/mcp-clients.js';
+import { post2025, post2026 } from './support/mcp-clients.js';
 import type { RoleProcess } from './support/processes.js';
 
 // Multi-round-trip input across processes on NATS JetStream: two ingress replicas sharing one
@@ -22,63 +22,12 @@ import type { RoleProcess } from './support/processes.js';
 const CATALOG = readFileSync(new URL('../deploy/conformance/catalog.yaml', import.meta.url), 'utf8');
 const CAPABILITIES = { elicitation: {}, sampling: {}, roots: {} };
 
-interface RpcAnswer {
-  status: number;
-  body: {
-    result?: Record<string, unknown>;
-    error?: { code: number; message: string; data?: Record<string, unknown> };
-  };
-}
-
-/** One 2026-07-28 request (the per-request envelope and standard headers) to `url`. */
-async function post2026(
-  url: string,
-  method: string,
-  params: Record<string, unknown>,
-  capabilities: Record<string, unknown> = CAPABILITIES,
-): Promise<RpcAnswer> {
-  const name = typeof params.name === 'string' ? params.name : undefined;
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      'mcp-protocol-version': '2026-07-28',
-      'mcp-method': method,
-      ...(name ? { 'mcp-name': name } : {}),
-    },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method,
-      params: {
-        ...params,
-        _meta: {
-          'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-          'io.modelcontextprotocol/clientInfo': { name: 'input-test', version: '1' },
-          'io.modelcontextprotocol/clientCapabilities': capabilities,
-        },
-      },
-    }),
-  });
-  const text = await res.text();
-  // A JSON answer, or an SSE stream whose last event is the response.
-  const json = res.headers.get('content-type')?.includes('text/event-stream')
-    ? (text
-        .split('\n')
-        .filter((l) => l.startsWith('data: '))
-        .map((l) => JSON.parse(l.slice(6)))
-        .find((m) => 'result' in m || 'error' in m) ?? {})
-    : JSON.parse(text);
-  return { status: res.status, body: json };
-}
-
 const call = (
   url: string,
   tool: string,
   extra: Record<string, unknown> = {},
   capabilities: Record<string, unknown> = CAPABILITIES,
-) => post2026(url, 'tools/call', { name: tool, arguments: {}, ...extra }, capabilities);
+) => post2026(url, 'tools/call', { name: tool, arguments: {}, ...extra }, { capabilities });
 
 const textOf = (result: Record<string, unknown> | undefined): string =>
   ((result?.content as { text: string }[] | undefined)?.[0]?.text ?? '') as string;
@@ -213,7 +162,7 @@ ${CATALOG}`,
 
     it('asks for a left-out prompt argument with an elicitation, then renders the prompt', async () => {
       const prompt = 'test_input_required_result_prompt';
-      const asked = await post2026(a, 'prompts/get', { name: prompt });
+      const asked = await post2026(a, 'prompts/get', { name: prompt }, { capabilities: CAPABILITIES });
       const requests = asked.body.result?.inputRequests as Record<
         string,
         { method: string; params: { requestedSchema: object } }
@@ -221,15 +170,20 @@ ${CATALOG}`,
       const [key, request] = Object.entries(requests)[0] ?? [];
       expect(request?.method).toBe('elicitation/create');
       expect(request?.params.requestedSchema).toMatchObject({ properties: { context: { type: 'string' } } });
-      const got = await post2026(b, 'prompts/get', {
-        name: prompt,
-        inputResponses: { [String(key)]: { action: 'accept', content: { context: 'GPU pools' } } },
-      });
+      const got = await post2026(
+        b,
+        'prompts/get',
+        {
+          name: prompt,
+          inputResponses: { [String(key)]: { action: 'accept', content: { context: 'GPU pools' } } },
+        },
+        { capabilities: CAPABILITIES },
+      );
       expect(got.body.result?.messages).toEqual([
         { role: 'user', content: { type: 'text', text: 'Write a short note about GPU pools.' } },
       ]);
       // A caller that cannot be asked is told what is missing.
-      const refused = await post2026(a, 'prompts/get', { name: prompt }, {});
+      const refused = await post2026(a, 'prompts/get', { name: prompt }, { capabilities: {} });
       expect(refused.body.error?.code).toBe(-32602);
       expect(refused.body.error?.message).toMatch(/needs argument "context"/);
     });

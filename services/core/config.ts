@@ -22,6 +22,7 @@ import { promptsSchema, resourcesSchema, resourceTemplatesSchema } from './conte
 import { ClusterError } from './errors.js';
 import type { ToolFamilies } from './family.js';
 import { ajvFor, schemaDialect } from './json-schema.js';
+import { paramHeadersOf } from './param-headers.js';
 import { duration, type Resolved, resolvedAs, resolvedKeys, section, size } from './settings.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -38,7 +39,9 @@ function schemaProblem(schema: Record<string, unknown>): string | undefined {
   } catch (err) {
     return `is not a valid JSON Schema: ${(err as Error).message}`;
   }
-  return undefined;
+  // Its `x-mcp-header` marks: refused at start, not at the first call that carries the header.
+  const headers = paramHeadersOf(schema);
+  return typeof headers === 'string' ? headers : undefined;
 }
 
 const toolJsonSchema = z

@@ -50,6 +50,11 @@ export type ClusterErrorCode =
    * give in its client capabilities. MCP's -32021 with `data.requiredCapabilities`, HTTP 400.
    */
   | 'MISSING_CLIENT_CAPABILITY'
+  /**
+   * An `Mcp-Param-*` header is missing, malformed or disagrees with the argument it mirrors (a
+   * tool's `x-mcp-header`). MCP's -32020 (HeaderMismatch), HTTP 400.
+   */
+  | 'HEADER_MISMATCH'
   /** A bug: an invariant did not hold. */
   | 'INTERNAL';
 
@@ -96,6 +101,8 @@ export const JSON_RPC = {
   OVERLOADED: -32053,
   /** MCP's code for a request that needs a client capability the caller did not declare (HTTP 400). */
   MISSING_CLIENT_CAPABILITY: -32021,
+  /** MCP's code for request headers that disagree with the body (HTTP 400). */
+  HEADER_MISMATCH: -32020,
 } as const;
 
 /**
@@ -113,7 +120,8 @@ export function isProtocolError(code: ClusterErrorCode): boolean {
     code === 'OVERLOADED' ||
     // The caller's continuation or capabilities were wrong, not the tool.
     code === 'INVALID_REQUEST_STATE' ||
-    code === 'MISSING_CLIENT_CAPABILITY'
+    code === 'MISSING_CLIENT_CAPABILITY' ||
+    code === 'HEADER_MISMATCH'
   );
 }
 
@@ -124,7 +132,7 @@ export function isProtocolError(code: ClusterErrorCode): boolean {
 export function httpStatusOf(code: ClusterErrorCode): number | undefined {
   if (code === 'RATE_LIMITED') return 429;
   if (code === 'OVERLOADED') return 503;
-  if (code === 'MISSING_CLIENT_CAPABILITY') return 400;
+  if (code === 'MISSING_CLIENT_CAPABILITY' || code === 'HEADER_MISMATCH') return 400;
   return undefined;
 }
 
@@ -163,6 +171,8 @@ function jsonRpcCodeOf(code: ClusterErrorCode): number {
       return JSON_RPC.INVALID_PARAMS;
     case 'MISSING_CLIENT_CAPABILITY':
       return JSON_RPC.MISSING_CLIENT_CAPABILITY;
+    case 'HEADER_MISMATCH':
+      return JSON_RPC.HEADER_MISMATCH;
     case 'UNKNOWN_SESSION':
       return JSON_RPC.SESSION_NOT_FOUND;
     case 'RATE_LIMITED':
@@ -206,6 +216,7 @@ const GRPC_STATUS: Record<ClusterErrorCode, number> = {
   OVERLOADED: 14, // UNAVAILABLE
   INVALID_REQUEST_STATE: 3, // INVALID_ARGUMENT
   MISSING_CLIENT_CAPABILITY: 9, // FAILED_PRECONDITION
+  HEADER_MISMATCH: 3, // INVALID_ARGUMENT
   INTERNAL: 13, // INTERNAL
 };
 

@@ -88,6 +88,8 @@ export type { LogFields, Logger, LogLevel } from './logger.js';
 export { createLogger } from './logger.js';
 export type { ClusterMetrics } from './metrics.js';
 export { clusterMetrics, QUEUE_STATS_TIMEOUT_MS } from './metrics.js';
+export type { ParamHeader } from './param-headers.js';
+export { checkParamHeaders, paramHeadersOf } from './param-headers.js';
 export type {
   Broker,
   BrokerOptions,

@@ -2,10 +2,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { McpHttpHandler } from '@modelcontextprotocol/server';
 import {
   ClusterError,
+  checkParamHeaders,
   clusterMetrics,
   httpStatusOf,
   JSON_RPC,
   type Logger,
+  type ParamHeader,
   retryAfterSeconds,
   sendJson,
   toJsonRpcError,
@@ -42,6 +44,12 @@ export interface FrontDoorOptions {
    * request), with the verified session id, the response's id as JSON and `{"result"|"error":...}`.
    */
   onClientAnswer?: (sessionId: string, requestIdJson: string, answerJson: string) => void;
+  /**
+   * The `x-mcp-header` declarations of the tools that have any, by tool name: a 2026-07-28
+   * `tools/call` of such a tool must carry `Mcp-Param-*` headers that agree with its arguments
+   * (else HTTP 400, MCP -32020). Absent: no tool declares any.
+   */
+  paramHeaders?: ReadonlyMap<string, readonly ParamHeader[]>;
   /** Called for a 2025-era `notifications/cancelled`, with the verified session id. */
   onCancelNotification: (sessionId: string, requestId: string | number, reason: string) => void;
   /** False while draining: new MCP requests get 503. */
@@ -199,6 +207,15 @@ export function createMcpFrontDoor(
         res.writeHead(202).end();
         return;
       }
+      const headerProblem = paramHeaderProblem(req, parsed, options.paramHeaders);
+      if (headerProblem) {
+        metrics.ingressRejected.inc({ reason: 'param_header' });
+        const id =
+          isObject(parsed) && (typeof parsed.id === 'string' || typeof parsed.id === 'number')
+            ? parsed.id
+            : null;
+        return sendJson(res, 400, { jsonrpc: '2.0', id, error: toJsonRpcError(headerProblem) });
+      }
       // A 2025-era client answering what the ingress asked it on a call's stream (elicitation,
       // sampling, roots). Without a session the answer names nothing: accepted and dropped.
       const answers = clientResponsesOf(parsed);
@@ -313,6 +330,35 @@ function handleCancels(parsed: object, sessionId: string | undefined, options: F
   }
   return true;
 }
+
+/**
+ * The HEADER_MISMATCH of a 2026-07-28 `tools/call` (the envelope's protocol version says so)
+ * whose tool declares `x-mcp-header` arguments its `Mcp-Param-*` headers disagree with; else
+ * undefined. 2025-era requests predate the headers and are not checked.
+ */
+function paramHeaderProblem(
+  req: IncomingMessage,
+  parsed: object,
+  declared: ReadonlyMap<string, readonly ParamHeader[]> | undefined,
+): ClusterError | undefined {
+  if (!declared || declared.size === 0 || !isObject(parsed) || parsed.method !== 'tools/call')
+    return undefined;
+  const params = parsed.params;
+  if (!isObject(params) || typeof params.name !== 'string') return undefined;
+  const headers = declared.get(params.name);
+  if (!headers) return undefined;
+  const meta = isObject(params._meta) ? params._meta : {};
+  const version = meta['io.modelcontextprotocol/protocolVersion'] ?? headerValue(req, 'mcp-protocol-version');
+  if (typeof version !== 'string' || version < MODERN_REVISION) return undefined;
+  // Read as sent: an empty header is a value (an empty string argument), not an absent one.
+  return checkParamHeaders(headers, params.arguments, (name) => {
+    const value = req.headers[name];
+    return Array.isArray(value) ? value.join(', ') : value;
+  });
+}
+
+/** The first protocol revision with `Mcp-Param-*` headers. */
+const MODERN_REVISION = '2026-07-28';
 
 function isInitialize(parsed: unknown): boolean {
   return isObject(parsed) && parsed.method === 'initialize';

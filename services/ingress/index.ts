@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type Broker,
   buildCatalog,
+  ClusterError,
   clusterMetrics,
   createLogger,
   type DeliveryServer,
@@ -10,11 +11,14 @@ import {
   Lifecycle,
   listenRole,
   messagingTargetOf,
+  type ParamHeader,
+  paramHeadersOf,
   QUEUE_STATS_TIMEOUT_MS,
   type ResolvedConfig,
   roleRoutes,
   type Stoppable,
   sendJson,
+  type ToolDefinition,
 } from '../core/index.js';
 import type { BatchJobs } from '../jobs/index.js';
 import { startAdmission } from './admission/index.js';
@@ -164,6 +168,7 @@ export async function startIngress(
 
   const mcp = createMcpEndpoint({
     tools,
+    paramHeaders: paramHeadersByTool(tools),
     validator: new ToolValidator(tools),
     registry,
     replyTo: () => deliveryAddress,
@@ -350,4 +355,19 @@ function metadataRoute(body: unknown): (req: IncomingMessage, res: ServerRespons
     });
     res.end(req.method === 'HEAD' ? undefined : json);
   };
+}
+
+/**
+ * The `x-mcp-header` declarations of each tool that has any (a config schema was checked at load;
+ * a template's is checked here, so a bad one stops the ingress at start).
+ */
+function paramHeadersByTool(tools: readonly ToolDefinition[]): Map<string, ParamHeader[]> {
+  const byTool = new Map<string, ParamHeader[]>();
+  for (const tool of tools) {
+    const declared = paramHeadersOf(tool.inputSchema);
+    if (typeof declared === 'string')
+      throw new ClusterError('INVALID_CONFIG', `tool ${tool.name}: its input schema's ${declared}`);
+    if (declared.length > 0) byTool.set(tool.name, declared);
+  }
+  return byTool;
 }

@@ -127,3 +127,60 @@ export async function open2025Session(url: string, clientName: string): Promise<
   await res.text();
   return res.headers.get('mcp-session-id') ?? '';
 }
+
+/** A JSON-RPC answer of {@link post2026}: the HTTP status and the response message. */
+export interface RpcAnswer {
+  status: number;
+  body: {
+    result?: Record<string, unknown>;
+    error?: { code: number; message: string; data?: Record<string, unknown> };
+  };
+}
+
+/**
+ * One 2026-07-28 request to the MCP endpoint `url` over raw HTTP: the per-request `_meta`
+ * envelope (protocol version, client info, `capabilities`, default none) and the standard
+ * headers (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` from `params.name`), plus `headers`.
+ * Resolves with the status and the response message (the last response event of an SSE answer).
+ */
+export async function post2026(
+  url: string,
+  method: string,
+  params: Record<string, unknown>,
+  options: { capabilities?: Record<string, unknown>; headers?: Record<string, string> } = {},
+): Promise<RpcAnswer> {
+  const name = typeof params.name === 'string' ? params.name : undefined;
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2026-07-28',
+      'mcp-method': method,
+      ...(name ? { 'mcp-name': name } : {}),
+      ...options.headers,
+    },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method,
+      params: {
+        ...params,
+        _meta: {
+          'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+          'io.modelcontextprotocol/clientInfo': { name: 'mcp-cluster-test', version: '1' },
+          'io.modelcontextprotocol/clientCapabilities': options.capabilities ?? {},
+        },
+      },
+    }),
+  });
+  const text = await res.text();
+  const body = res.headers.get('content-type')?.includes('text/event-stream')
+    ? (text
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>)
+        .find((m) => 'result' in m || 'error' in m) ?? {})
+    : JSON.parse(text);
+  return { status: res.status, body };
+}

@@ -178,6 +178,20 @@ const adapters: Record<string, { description: string; input?: JsonSchema; adapte
     input: JSON_SCHEMA_2020_12_INPUT,
     adapter: fixed(() => ({ content: [{ type: 'text', text: CONFORMANCE_TEXT.schema }] })),
   },
+  test_x_mcp_header: {
+    description:
+      'Conformance fixture: its region argument is mirrored in the Mcp-Param-Region header (x-mcp-header), which the ingress checks.',
+    input: {
+      type: 'object',
+      properties: {
+        region: { type: 'string', description: 'Where to run', 'x-mcp-header': 'Region' },
+      },
+      required: ['region'],
+    },
+    adapter: {
+      run: async (ctx) => ({ content: [{ type: 'text', text: `Region: ${String(ctx.arguments.region)}` }] }),
+    },
+  },
   ...INPUT_FIXTURES,
 };
 
