@@ -726,6 +726,34 @@ tools:
       expectSameVectors(result.structuredContent?.vectors, embedded.structuredContent?.vectors as number[][]);
       expect((await b.experimental.tasks.listTasks()).tasks.map((t) => t.taskId)).toContain(taskId);
 
+      // The output file as a resource link, read from the replica that did not create the task.
+      const link = (result.content as { type: string; uri?: string; mimeType?: string }[]).find(
+        (c) => c.type === 'resource_link',
+      );
+      expect(link).toMatchObject({
+        uri: expect.stringMatching(/^mcp-cluster:\/\/files\//),
+        mimeType: 'application/jsonl',
+      });
+      const uri = String(link?.uri);
+      const read = await b.readResource({ uri });
+      const rows = (read.contents[0] as { text: string }).text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(rows).toHaveLength(TEXTS.length);
+      const templates = (await a.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate);
+      expect(templates).toContain('mcp-cluster://files/{file_id}');
+      // Another tenant's file, an unknown one and a malformed id read as not found.
+      for (const missing of [
+        uri,
+        'mcp-cluster://files/file-nothing',
+        'mcp-cluster://files/..%2F..%2Fetc',
+        'mcp-cluster://files/%E0%A4%A',
+      ]) {
+        const reader = missing === uri ? stranger : b;
+        expect(await codeOf(reader.readResource({ uri: missing }))).toBe(-32602);
+      }
+
       expect(await codeOf(stranger.experimental.tasks.getTask(taskId))).toBe(-32602);
       expect(await codeOf(stranger.experimental.tasks.cancelTask(taskId))).toBe(-32602);
       expect(await codeOf(b.experimental.tasks.getTask(UNKNOWN_ID))).toBe(-32602);

@@ -14,6 +14,7 @@ import {
   type ContentCatalog,
   fillPlaceholders,
 } from '../core/index.js';
+import type { ResourceSource } from './file-resources.js';
 
 /** Most values one `completion/complete` answer carries (the MCP limit). */
 const MAX_COMPLETIONS = 100;
@@ -54,12 +55,16 @@ const completeParams = {
   }),
 };
 
-export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
+export function createCatalogServing(
+  catalog: ContentCatalog,
+  sources: readonly ResourceSource[] = [],
+): CatalogServing {
   const { resources, resourceTemplates, prompts } = catalog;
+  const sourceOf = (uri: string) => sources.find((s) => s.owns(uri));
   const byUri = new Map(resources.map((r) => [r.uri, r]));
   const templates = resourceTemplates.map((t) => ({ entry: t, matcher: new UriTemplate(t.uriTemplate) }));
   const promptsByName = new Map(prompts.map((p) => [p.name, p]));
-  const hasResources = resources.length > 0 || templates.length > 0;
+  const hasResources = resources.length > 0 || templates.length > 0 || sources.length > 0;
   const capabilities: CatalogCapabilities = {
     ...(hasResources ? { resources: { subscribe: true, listChanged: false } } : {}),
     ...(prompts.length > 0 ? { prompts: { listChanged: false } } : {}),
@@ -157,7 +162,7 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
 
   /** Subscribing to a URI that exists succeeds; the content never changes, so no update follows. */
   const known = (uri: string) => {
-    if (!byUri.has(uri) && !matchTemplate(uri)) throw notFound(uri);
+    if (!byUri.has(uri) && !matchTemplate(uri) && !sourceOf(uri)) throw notFound(uri);
     return {};
   };
 
@@ -173,15 +178,21 @@ export function createCatalogServing(catalog: ContentCatalog): CatalogServing {
           })),
         };
         const templateListing = {
-          resourceTemplates: resourceTemplates.map((t) => ({
-            uriTemplate: t.uriTemplate,
-            name: t.name,
-            ...optional(t, ['title', 'description', 'mimeType']),
-          })),
+          resourceTemplates: [
+            ...resourceTemplates.map((t) => ({
+              uriTemplate: t.uriTemplate,
+              name: t.name,
+              ...optional(t, ['title', 'description', 'mimeType']),
+            })),
+            ...sources.map((source) => source.template),
+          ],
         };
         server.setRequestHandler('resources/list', () => listing as never);
         server.setRequestHandler('resources/templates/list', () => templateListing as never);
-        server.setRequestHandler('resources/read', uriParams, (p) => ({ contents: [read(p.uri)] }) as never);
+        server.setRequestHandler('resources/read', uriParams, async (p, ctx) => {
+          const source = sourceOf(p.uri);
+          return { contents: [source ? await source.read(p.uri, ctx) : read(p.uri)] } as never;
+        });
         server.setRequestHandler('resources/subscribe', uriParams, (p) => known(p.uri) as never);
         server.setRequestHandler('resources/unsubscribe', uriParams, (p) => known(p.uri) as never);
       }

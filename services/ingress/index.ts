@@ -26,6 +26,7 @@ import { createFrontDoorAuth } from './auth/index.js';
 import { createBatchApi } from './batch-api.js';
 import { CallRegistry } from './call-registry.js';
 import { createCatalogServing } from './content-catalog.js';
+import { createFileResources } from './file-resources.js';
 import { ClientRequests } from './input-required.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
@@ -176,7 +177,8 @@ export async function startIngress(
     auth,
     tenantLabel,
     admission,
-    catalog: createCatalogServing(config),
+    // Batch files are resources too (their results link them), read from the job store by any replica.
+    catalog: createCatalogServing(config, options.jobs ? [createFileResources(options.jobs)] : []),
     ...(auth.enforced ? { allows: auth.allows, audit: log.child({ audit: true }) } : {}),
     ...(tasks ? { tasks } : {}),
     allowedHosts: config.ingress.allowedHosts,

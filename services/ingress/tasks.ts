@@ -30,6 +30,7 @@ import {
 } from '../core/index.js';
 import type { BatchJobs, JobItem, JobOwner, JobView } from '../jobs/types.js';
 import { type CallerIdentity, identityOf } from './auth/index.js';
+import { fileUri } from './file-resources.js';
 import { requestScope, TIMEOUT_META_KEY } from './mcp-server.js';
 import {
   count,
@@ -233,8 +234,23 @@ export function createMcpTasks(options: McpTasksOptions): McpTasks {
       structured.failures = rows.map(errorRow).filter((f) => f !== undefined);
     }
     const isError = isErrorJob(job);
+    // The job's files as resource links: any replica reads them with resources/read.
+    const links = [
+      ...(job.outputFileId && job.counts.completed > 0
+        ? [
+            fileLink(
+              job.outputFileId,
+              `${job.id}_output.jsonl`,
+              'The output rows (one embedding per input row)',
+            ),
+          ]
+        : []),
+      ...(job.errorFileId && job.counts.failed > 0
+        ? [fileLink(job.errorFileId, `${job.id}_errors.jsonl`, 'The rows that failed, with their errors')]
+        : []),
+    ];
     return {
-      content: [{ type: 'text', text: finalText(job, isError) }],
+      content: [{ type: 'text', text: finalText(job, isError) }, ...links],
       structuredContent: structured,
       ...(isError ? { isError: true } : {}),
     };
@@ -585,3 +601,8 @@ const OUTPUT_SCHEMA: JsonSchema = {
   },
   required: ['job_id', 'status', 'pool', 'model', 'counts'],
 };
+
+/** A `resource_link` content block to a batch file (see file-resources.ts). */
+function fileLink(fileId: string, name: string, description: string) {
+  return { type: 'resource_link', uri: fileUri(fileId), name, description, mimeType: 'application/jsonl' };
+}
