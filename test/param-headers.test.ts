@@ -51,6 +51,17 @@ describe('x-mcp-header declarations', () => {
     expect(problem).toMatch(/x-mcp-header/);
   });
 
+  it('names where a misplaced mark sits', () => {
+    expect(
+      paramHeadersOf(schema({ list: { type: 'array', items: { type: 'string', 'x-mcp-header': 'X' } } })),
+    ).toMatch(/property list\.items:/);
+    expect(
+      paramHeadersOf(
+        schema({}, { anyOf: [{}, { properties: { a: { type: 'string', 'x-mcp-header': 'A' } } }] }),
+      ),
+    ).toMatch(/property anyOf\.1\.a:/);
+  });
+
   it('stops a config whose tool schema carries a bad mark at load, naming the tool', () => {
     const yaml = `
 tools:

@@ -70,15 +70,20 @@ export function paramHeadersOf(schema: unknown): ParamHeader[] | string {
         const problem = visit(child, [...path, key], reachable);
         if (problem) return problem;
       }
-    const branches: unknown[] = [
-      ...UNREACHABLE.map((k) => s[k]),
-      ...UNREACHABLE_LISTS.flatMap((k) => (Array.isArray(s[k]) ? (s[k] as unknown[]) : [])),
+    // Each subschema named by where it sits (`region.items`, `anyOf.0`), for the problem's message.
+    const branches: [string, unknown][] = [
+      ...UNREACHABLE.map((k): [string, unknown] => [k, s[k]]),
+      ...UNREACHABLE_LISTS.flatMap((k) =>
+        Array.isArray(s[k]) ? (s[k] as unknown[]).map((b, i): [string, unknown] => [`${k}.${i}`, b]) : [],
+      ),
       ...UNREACHABLE_MAPS.flatMap((k) =>
-        typeof s[k] === 'object' && s[k] !== null ? Object.values(s[k]) : [],
+        typeof s[k] === 'object' && s[k] !== null
+          ? Object.entries(s[k] as object).map(([n, b]): [string, unknown] => [`${k}.${n}`, b])
+          : [],
       ),
     ];
-    for (const branch of branches) {
-      const problem = visit(branch, [...path, '(subschema)'], false);
+    for (const [where, branch] of branches) {
+      const problem = visit(branch, [...path, where], false);
       if (problem) return problem;
     }
     return undefined;
