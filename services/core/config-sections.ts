@@ -83,6 +83,18 @@ export const statusPageSchema = section({
   refreshInterval: duration('2s'),
 }).prefault({});
 
+/** Large media in tool results as resource links (see `ResultLinks` in services/ingress). */
+export const resultLinksSchema = section({
+  /**
+   * Image and audio items of at least this size are kept in the job store and answered as a
+   * `resource_link` (`mcp-cluster://results/<id>`, read with resources/read at any replica).
+   * 0 (default): every item inline.
+   */
+  minSize: size('0'),
+  /** How long a linked item stays readable (at most 24h). */
+  ttl: duration('1h'),
+}).prefault({});
+
 /** Batch embedding jobs (`mcp-cluster batch`, `/v1/batches`, the `embed_batch` tool). */
 export const batchSchema = section({
   /** Pool whose embed tool runs a job that names no pool. */

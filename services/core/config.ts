@@ -10,6 +10,7 @@ import {
   batchSchema,
   fairQueueSchema,
   httpUrl,
+  resultLinksSchema,
   scopeToken,
   statusPageSchema,
   tenantsSchema,
@@ -321,6 +322,7 @@ function buildConfigSchema(families: ConfigFamilies) {
       /** How long SIGTERM waits for open calls before closing. */
       drainGrace: duration('30s'),
       statusPage: statusPageSchema,
+      resultLinks: resultLinksSchema,
     })
       // Read flat (`deliveryHost`) where the ingress starts its delivery server.
       .transform(({ delivery, ...ingress }) => ({

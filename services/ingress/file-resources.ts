@@ -17,8 +17,13 @@ export interface ResourceSource {
   readonly template: { uriTemplate: string; name: string; description: string; mimeType?: string };
   /** Whether `uri` is one of this source's (it then answers it, found or not). */
   owns(uri: string): boolean;
-  /** The resource's contents for the caller of `ctx`; rejects with a resource-not-found error. */
-  read(uri: string, ctx: ServerContext): Promise<{ uri: string; mimeType: string; text: string }>;
+  /** The resource's contents (text, or base64 `blob`) for the caller of `ctx`; rejects with a resource-not-found error. */
+  read(
+    uri: string,
+    ctx: ServerContext,
+  ): Promise<
+    { uri: string; mimeType: string; text: string } | { uri: string; mimeType: string; blob: string }
+  >;
 }
 
 /** URI prefix of batch files as MCP resources. */

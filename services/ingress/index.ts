@@ -8,6 +8,7 @@ import {
   createLogger,
   type DeliveryServer,
   type DeliveryTransport,
+  type JobStore,
   Lifecycle,
   listenRole,
   messagingTargetOf,
@@ -31,6 +32,7 @@ import { ClientRequests } from './input-required.js';
 import { createMcpEndpoint } from './mcp-endpoint.js';
 import { cancelKeyOf } from './mcp-server.js';
 import { RequestStates } from './request-state.js';
+import { ResultLinks } from './result-links.js';
 import { SessionIds } from './session-id.js';
 import { createStatusRoutes, StatusSource } from './status/index.js';
 import { createMcpTasks } from './tasks.js';
@@ -75,6 +77,11 @@ export interface IngressOptions {
    * composition root. Without it the replica serves no batch jobs.
    */
   jobs?: BatchJobs;
+  /**
+   * The job store on the broker, where large result media are kept when `ingress.resultLinks` is
+   * on (see `ResultLinks`); absent: every item inline.
+   */
+  results?: JobStore;
 }
 
 /** A running ingress replica. */
@@ -152,6 +159,12 @@ export async function startIngress(
   // Signed with a key derived from the same secret: a call that asks for input continues at any replica.
   const requestStates = new RequestStates(secret);
   const clientRequests = new ClientRequests();
+  const { minSizeBytes, ttlMs } = config.ingress.resultLinks;
+  const resultLinks =
+    options.results && minSizeBytes > 0
+      ? new ResultLinks(options.results, minSizeBytes, ttlMs, log.child({ component: 'result-links' }))
+      : undefined;
+  resultLinks?.start();
   const unsubscribeCancels = await broker.cancels.subscribe((order) => {
     if (order.answer !== undefined) clientRequests.answer(order.sessionId, order.requestId, order.answer);
     else registry.cancelByKey(cancelKeyOf(order.sessionId, order.requestId), order.reason, 'bus');
@@ -177,8 +190,12 @@ export async function startIngress(
     auth,
     tenantLabel,
     admission,
-    // Batch files are resources too (their results link them), read from the job store by any replica.
-    catalog: createCatalogServing(config, options.jobs ? [createFileResources(options.jobs)] : []),
+    // Batch files and linked result media are resources too, read from the job store by any replica.
+    catalog: createCatalogServing(config, [
+      ...(options.jobs ? [createFileResources(options.jobs)] : []),
+      ...(resultLinks ? [resultLinks.source] : []),
+    ]),
+    ...(resultLinks ? { resultLinks } : {}),
     ...(auth.enforced ? { allows: auth.allows, audit: log.child({ audit: true }) } : {}),
     ...(tasks ? { tasks } : {}),
     allowedHosts: config.ingress.allowedHosts,
@@ -310,6 +327,7 @@ export async function startIngress(
   async function close(): Promise<void> {
     await admission.stop();
     unsubscribeCancels();
+    resultLinks?.stop();
     unwatchDataLoss?.();
     auth.close();
     await mcp.close();

@@ -39,6 +39,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     admission,
     catalog,
     requestStates,
+    resultLinks,
     clientRequests,
     ...door
   } = options;
@@ -49,6 +50,7 @@ export function createMcpEndpoint(options: McpEndpointOptions): McpEndpoint {
     replyTo,
     maxDeadlineMs,
     requestStates,
+    ...(resultLinks ? { resultLinks } : {}),
     ...(allows ? { allows } : {}),
     ...(tenantLabel ? { tenantLabel } : {}),
     ...(audit ? { audit } : {}),

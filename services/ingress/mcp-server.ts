@@ -35,6 +35,7 @@ import type { CatalogServing } from './content-catalog.js';
 import { checkedInputRequired } from './input-required.js';
 import type { SessionLogLevels } from './log-levels.js';
 import { type ContinuedState, continuedStateFor, type RequestStates } from './request-state.js';
+import type { ResultLinks } from './result-links.js';
 import type { McpTasks } from './tasks.js';
 import type { ToolValidator } from './tool-validator.js';
 
@@ -109,6 +110,8 @@ export interface McpServerDeps {
   logLevels?: SessionLogLevels;
   /** Signs and checks the `requestState` of multi-round-trip input; every replica must share its secret. */
   requestStates: RequestStates;
+  /** Large result media as resource links (`ingress.resultLinks`); absent: every item inline. */
+  resultLinks?: ResultLinks;
 }
 
 /** `logging/setLevel` params: one of the MCP levels. */
@@ -323,6 +326,10 @@ export function createToolCaller(deps: McpServerDeps): ToolCaller {
           throw error;
         }
         return finish(asked, 'input_required');
+      }
+      if (outcome.kind === 'result' && deps.resultLinks) {
+        const json = await deps.resultLinks.linkLarge(outcome.result.json, identity.tenant, tool.name);
+        return finish({ ...outcome.result, json }, outcome.result.isError ? 'tool_error' : 'ok');
       }
       if (outcome.kind === 'result')
         return finish(outcome.result, outcome.result.isError ? 'tool_error' : 'ok');

@@ -30,6 +30,8 @@ export interface SimClusterOptions {
    * `worker`, `pools`, `tenants`, `tools`. Given the sim's URL, for the pools' endpoints.
    */
   config: (simUrl: string) => string;
+  /** More `ingress` settings, as YAML flow mapping members (`resultLinks: { minSize: 100 }`). */
+  ingress?: string;
 }
 
 /** A broker, a sim and a config file, ready for roles to start; see {@link startSimCluster}. */
@@ -73,7 +75,7 @@ export async function startSimCluster(options: SimClusterOptions): Promise<SimCl
   const configPath = writeConfig(`
 cluster: { namespace: ${namespace} }
 broker: { url: "${broker.url}" }
-ingress: { port: 0, sessionSecret: "${options.name}-${randomUUID()}" }
+ingress: { port: 0, sessionSecret: "${options.name}-${randomUUID()}"${options.ingress ? `, ${options.ingress}` : ''} }
 ${options.config(simUrl)}`);
   return {
     broker,

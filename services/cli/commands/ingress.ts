@@ -23,7 +23,7 @@ export async function ingress(args: string[]): Promise<ExitCode> {
   const broker = await brokerFor(config);
   const jobStore = await jobStoreFor(config);
   const jobs = batchJobsFor(config, broker, jobStore);
-  const front = await startIngress(config, broker, deliveryFor(config, false), { jobs });
+  const front = await startIngress(config, broker, deliveryFor(config, false), { jobs, results: jobStore });
   // SIGHUP re-reads the API keys file: a revoked key stops working without a restart.
   process.on('SIGHUP', () => front.reloadCredentials());
   exitOnSignals(

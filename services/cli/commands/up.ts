@@ -73,7 +73,7 @@ export async function up(args: string[]): Promise<ExitCode> {
   let scaler: Autoscaler | undefined;
   // The status page shows the in-process workers and autoscaler as any other: through the broker's
   // roles ledger, where they publish their status.
-  const front = await startIngress(config, broker, delivery, { jobs });
+  const front = await startIngress(config, broker, delivery, { jobs, results: jobStore });
   const adapters = families.adapters(config);
   let workers: Worker[] = [];
   let rates: MetricsSource | undefined;
