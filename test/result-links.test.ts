@@ -6,7 +6,7 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, openMemoryJobStore } from '../services/core/index.js';
-import { ResultLinks } from '../services/ingress/result-links.js';
+import { ResultLinks } from '../services/ingress/index.js';
 import { CONFORMANCE_PNG, CONFORMANCE_WAV } from '../workers/conformance/index.js';
 import { startNatsServer } from './support/brokers.js';
 import { type SimCluster, startSimCluster } from './support/cluster.js';

@@ -64,6 +64,7 @@ export { nestsDeeperThan } from './json-depth.js';
 export { cancelKeyOf, requestScope, SESSION_KEY_META_KEY, TIMEOUT_META_KEY } from './mcp-server.js';
 export { batchObject } from './openai-objects.js';
 export { stampModernResult } from './result-json.js';
+export { RESULT_URI_PREFIX, ResultLinks } from './result-links.js';
 export { SessionIds } from './session-id.js';
 export type { AutoscalerView, BackendView, StatusSnapshot, WorkerView } from './status/index.js';
 // The status page's figure arithmetic, for the suite that tests it alone.
