@@ -7,3 +7,5 @@
 export { brokerScheme, openBroker, openJobStore } from './brokers.js';
 export { brokerFor, deliveryFor } from './compose.js';
 export { families } from './families.js';
+export type { CommandRow, FlagRow } from './reference.js';
+export { cliReference, FLAG_HELP } from './reference.js';

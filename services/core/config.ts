@@ -440,7 +440,8 @@ export type ToolConfig = ResolvedConfig['tools'][number];
 /** The schema of each registered set of families, built on first use. */
 const schemas = new WeakMap<ConfigFamilies, ReturnType<typeof buildConfigSchema>>();
 
-function configSchema(families: ConfigFamilies): ReturnType<typeof buildConfigSchema> {
+/** The zod schema of the configuration file for `families` (the configuration reference walks it). */
+export function configSchema(families: ConfigFamilies): ReturnType<typeof buildConfigSchema> {
   let schema = schemas.get(families);
   if (!schema) {
     schema = buildConfigSchema(families);

@@ -29,6 +29,8 @@ export type {
   ToolTemplate,
 } from './config.js';
 export { backendsVariable, ENV_OVERRIDES, processId } from './config.js';
+export type { SettingRow } from './config-reference.js';
+export { configReference } from './config-reference.js';
 export type {
   CatalogPrompt,
   CatalogPromptContent,

@@ -20,7 +20,8 @@ const USAGE = `usage:
 common: --url URL ($MCP_CLUSTER_URL, default ${DEFAULT_CLUSTER_URL}), --api-key KEY ($MCP_CLUSTER_API_KEY)
         or --token TOKEN ($MCP_CLUSTER_TOKEN)`;
 
-const COMMON = {
+/** The flags every `mcp-cluster batch` subcommand takes. */
+export const BATCH_OPTIONS = {
   url: { type: 'string' },
   'api-key': { type: 'string' },
   token: { type: 'string' },
@@ -29,7 +30,7 @@ const COMMON = {
 } as const;
 
 /** What each subcommand takes beyond the common flags, and how many positional arguments. */
-const SUBCOMMANDS = {
+export const BATCH_SUBCOMMANDS = {
   submit: {
     args: ['FILE'],
     flags: { pool: { type: 'string' }, wait: { type: 'boolean' } },
@@ -42,7 +43,7 @@ const SUBCOMMANDS = {
     flags: { output: { type: 'string', short: 'o' }, errors: { type: 'string' } },
   },
 } as const;
-type Subcommand = keyof typeof SUBCOMMANDS;
+type Subcommand = keyof typeof BATCH_SUBCOMMANDS;
 
 /** A usage error: the command line is incomplete (the usage follows the message). */
 const usage = (message: string) => new Failure(2, `${message}\n${USAGE}`);
@@ -69,12 +70,12 @@ async function run(args: string[]): Promise<ExitCode> {
   const [sub, ...rest] = args;
   if (sub === '-h' || sub === '--help' || sub === 'help') return help();
   if (sub === undefined) throw usage('name a subcommand');
-  if (!Object.hasOwn(SUBCOMMANDS, sub)) throw usage(`unknown subcommand "${sub}"`);
-  const spec = SUBCOMMANDS[sub as Subcommand];
+  if (!Object.hasOwn(BATCH_SUBCOMMANDS, sub)) throw usage(`unknown subcommand "${sub}"`);
+  const spec = BATCH_SUBCOMMANDS[sub as Subcommand];
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
   try {
     const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
-      ...COMMON,
+      ...BATCH_OPTIONS,
       ...spec.flags,
     };
     parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: true });

@@ -7,9 +7,12 @@ import { help } from '../usage.js';
 
 const log = createLogger('cli');
 
+/** The flags of `mcp-cluster ingress`. */
+export const INGRESS_OPTIONS = { ...COMMON, 'delivery-port': { type: 'string' } } as const;
+
 /** `mcp-cluster ingress`: one ingress replica; prints `{"role":"ingress","url","delivery"}` once ready. */
 export async function ingress(args: string[]): Promise<ExitCode> {
-  const { values } = parse(args, { ...COMMON, 'delivery-port': { type: 'string' } });
+  const { values } = parse(args, INGRESS_OPTIONS);
   if (values.help) return help();
   const env: Record<string, string> = {};
   const port = portFlag(values.port, '--port');

@@ -8,6 +8,15 @@ const SCOPE = /^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/;
 /** Longest `--expires`: ten years, in days. */
 const MAX_DAYS = 3650;
 
+/** The flags of `mcp-cluster keys create`. */
+export const KEYS_OPTIONS = {
+  tenant: { type: 'string' },
+  scopes: { type: 'string' },
+  expires: { type: 'string' },
+  name: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 /**
  * `mcp-cluster keys create --tenant NAME [--scopes a,b] [--expires 90d] [--name TEXT]`: mints an
  * API key, prints it once on stdout with the entry to add to the keys file (`auth.apiKeys.file`).
@@ -22,13 +31,7 @@ export async function keys(args: string[]): Promise<ExitCode> {
     );
     return 2;
   }
-  const { values } = parse(rest, {
-    tenant: { type: 'string' },
-    scopes: { type: 'string' },
-    expires: { type: 'string' },
-    name: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const { values } = parse(rest, KEYS_OPTIONS);
   if (values.help) return help();
   const tenant = values.tenant;
   if (tenant === undefined || !TENANT.test(tenant)) {

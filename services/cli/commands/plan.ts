@@ -10,7 +10,8 @@ import { ClusterError, parseDurationMs } from '../../core/index.js';
 import { configFrom, type ExitCode, parse } from '../args.js';
 import { help } from '../usage.js';
 
-const PLAN_OPTIONS = {
+/** The flags of `mcp-cluster plan`. */
+export const PLAN_OPTIONS = {
   config: { type: 'string' },
   metrics: { type: 'string', multiple: true },
   prometheus: { type: 'string' },

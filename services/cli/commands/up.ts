@@ -25,17 +25,20 @@ import { help } from '../usage.js';
 
 const log = createLogger('cli');
 
+/** The flags of `mcp-cluster up`. */
+export const UP_OPTIONS = {
+  ...COMMON,
+  autoscale: { type: 'boolean' },
+  conformance: { type: 'boolean' },
+} as const;
+
 /**
  * `mcp-cluster up`: every role in this process on one broker (the memory queue unless configured),
  * with a simulated backend for each pool without endpoints; `--autoscale` sizes each pool's
  * in-process workers by its load instead of running one worker per pool.
  */
 export async function up(args: string[]): Promise<ExitCode> {
-  const { values } = parse(args, {
-    ...COMMON,
-    autoscale: { type: 'boolean' },
-    conformance: { type: 'boolean' },
-  });
+  const { values } = parse(args, UP_OPTIONS);
   if (values.help) return help();
   const port = portFlag(values.port, '--port');
   let config = configFrom(values, {

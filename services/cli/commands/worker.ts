@@ -8,9 +8,12 @@ import { help } from '../usage.js';
 
 const log = createLogger('cli');
 
+/** The flags of `mcp-cluster worker`. */
+export const WORKER_OPTIONS = { ...COMMON, pool: { type: 'string' } } as const;
+
 /** `mcp-cluster worker --pool NAME`: one worker of a pool; prints `{"role":"worker","pool","port"}` once ready. */
 export async function worker(args: string[]): Promise<ExitCode> {
-  const { values } = parse(args, { ...COMMON, pool: { type: 'string' } });
+  const { values } = parse(args, WORKER_OPTIONS);
   if (values.help) return help();
   if (!values.pool)
     throw new ClusterError('INVALID_CONFIG', 'mcp-cluster worker needs --pool NAME (e.g. --pool inference)');
