@@ -38,7 +38,13 @@ export function configReference(families: ConfigFamilies): SettingRow[] {
   return rows;
 }
 
-function walk(schema: AnySchema, path: string[], fallback: unknown, rows: SettingRow[], unit = ''): void {
+function walk(
+  schema: AnySchema,
+  path: string[],
+  fallback: unknown,
+  rows: SettingRow[],
+  unit = '',
+): undefined {
   const def = schema._zod.def;
   switch (def.type) {
     case 'pipe': {
@@ -90,7 +96,13 @@ function isWrappedObject(schema: AnySchema): boolean {
   return false;
 }
 
-function leaf(schema: AnySchema, path: string[], fallback: unknown, rows: SettingRow[], unit: string): void {
+function leaf(
+  schema: AnySchema,
+  path: string[],
+  fallback: unknown,
+  rows: SettingRow[],
+  unit: string,
+): undefined {
   let s = schema;
   let value = fallback;
   // Defaults and optionals around the type itself.
@@ -105,6 +117,7 @@ function leaf(schema: AnySchema, path: string[], fallback: unknown, rows: Settin
     unit,
     env: [],
   });
+  return undefined;
 }
 
 /** A schema's type as a person reads it. */
