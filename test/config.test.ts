@@ -120,6 +120,7 @@ describe('resolveConfig defaults', () => {
       maxDeadlineMs: 600_000,
       drainGraceMs: 30_000,
       statusPage: { enabled: true, scope: 'mcp-cluster:admin', refreshIntervalMs: 2_000 },
+      resultLinks: { minSizeBytes: 0, ttlMs: 3_600_000 },
     });
     expect(c.worker).toEqual({
       host: '127.0.0.1',

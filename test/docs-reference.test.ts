@@ -16,7 +16,7 @@ describe('generated references', () => {
   it('lists every setting, command, metric and error code the code has', () => {
     const docs = references();
     expect(docs['docs/reference/configuration.md']).toContain(
-      '`ingress.resultLinks.minSize` | size | `"0"` | bytes |',
+      '`ingress.resultLinks.minSize` | size | `"0b"` | bytes |',
     );
     expect(docs['docs/reference/configuration.md']).toContain('`MCP_CLUSTER_SESSION_SECRET`');
     expect(docs['docs/reference/metrics.md']).toContain(

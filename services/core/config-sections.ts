@@ -90,7 +90,7 @@ export const resultLinksSchema = section({
    * `resource_link` (`mcp-cluster://results/<id>`, read with resources/read at any replica).
    * 0 (default): every item inline.
    */
-  minSize: size('0'),
+  minSize: size('0b'),
   /** How long a linked item stays readable (at most 24h). */
   ttl: duration('1h'),
 }).prefault({});
