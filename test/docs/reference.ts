@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
 import { cliReference, families } from '../../services/cli/index.js';
 import {
   ClusterError,
@@ -132,6 +133,38 @@ export function errorsReference(): string {
   ].join('\n');
 }
 
+/** docs/reference/alerts.md */
+export function alertsReference(): string {
+  const file = parseYaml(readFileSync(`${ROOT}deploy/prometheus/rules.yaml`, 'utf8')) as {
+    groups: {
+      name: string;
+      rules: {
+        alert: string;
+        for?: string;
+        labels?: { severity?: string };
+        annotations?: Record<string, string>;
+      }[];
+    }[];
+  };
+  const rows: string[] = [];
+  for (const group of file.groups)
+    for (const rule of group.rules)
+      rows.push(
+        `| \`${rule.alert}\` | ${rule.labels?.severity ?? ''} | ${rule.for ?? ''} | ${cell(rule.annotations?.summary ?? '')} | ${cell(rule.annotations?.description ?? '')} |`,
+      );
+  return [
+    HEADER('Alerts and what to do', 'the shipped alerting rules (deploy/prometheus/rules.yaml)'),
+    'The alerting rules mcp-cluster ships, each with what it means and what to do when it fires (its',
+    '`description`). Each fires on its series and stays quiet on healthy ones in',
+    '`deploy/prometheus/rules.test.yaml` (`promtool test rules`, run by the tests).',
+    '',
+    '| alert | severity | for | summary | what it means, what to do |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
 /** Each generated file, relative to the repository root, with its content. */
 export function references(): Record<string, string> {
   return {
@@ -139,6 +172,7 @@ export function references(): Record<string, string> {
     'docs/reference/cli.md': cliReferenceDoc(),
     'docs/reference/metrics.md': metricsReference(),
     'docs/reference/errors.md': errorsReference(),
+    'docs/reference/alerts.md': alertsReference(),
   };
 }
 
