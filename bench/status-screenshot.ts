@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { launchChromium } from '../test/support/browser.js';
 import { connectClient, type TestClient } from '../test/support/mcp-clients.js';
 
-// Takes the README's picture of the status page: starts `mcp-cluster up --autoscale` (every role in
+// Takes the docs' picture of the status page (docs/operations.md): starts `mcp-cluster up --autoscale` (every role in
 // one process, simulated backends), puts a short load on it (agents of three tenants calling
 // generate_text, summarize and embed, and a batch embedding job of another tenant), and
 // screenshots `/status` in headless Chromium while the load runs.

@@ -11,7 +11,7 @@ import { sleep, waitFor } from './support/wait.js';
 
 // The faults an operator meets, each injected into a cluster of separate OS processes under load
 // from a mix of 2025-era (v1) and 2026-era (v2) clients, on both brokers. Each test checks the
-// promises of the README's failure semantics: no call lost, no answer wrong or given twice (the
+// promises of the failure semantics (docs/operations.md): no call lost, no answer wrong or given twice (the
 // simulator's output is a function of the prompt, so every answer is checked word for word),
 // the queue empty afterwards, and every role exiting cleanly within its grace period.
 // (The broker outage with SIGTERM of every role is in broker-outage.test.ts, the backend

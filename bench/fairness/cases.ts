@@ -119,7 +119,7 @@ export interface ClusterResult {
   replicas: number;
   /** A's calls of varied length ({@link A_SPREAD}). */
   isolation?: Isolation;
-  /** Every call of the same length: the pool finishes calls in waves (see the README). */
+  /** Every call of the same length: the pool finishes calls in waves (see docs/fair-share.md). */
   isolationUniform?: Isolation;
   weights?: { heavyCost: number; lightCost: number; ratio: number; shareOverTime: [number, number][] };
   longShort?: { longTokens: number; shortTokens: number; ratio: number; longCost: number; shortCost: number };
