@@ -227,15 +227,22 @@ describe('control law edge cases', () => {
     expect(d.reason).toBe('hold');
   });
 
-  it('zero or unknown service time: one replica while there is demand, no NaN', () => {
+  it('zero or unknown service time: a slot for each call outstanding, one replica for an arrival alone, no NaN', () => {
+    const k = policy.perReplicaConcurrency;
     for (const serviceTimeMs of [0, Number.NaN, -5, Number.POSITIVE_INFINITY]) {
-      const d = decideReplicas(
+      const queued = decideReplicas(
         policy,
         initialScalerState(),
         obs({ serviceTimeMs, arrivalRatePerSec: 100, queueDepth: 3 }),
       );
-      expect(d.replicas).toBe(1);
-      expect(Number.isNaN(d.required)).toBe(false);
+      expect(queued.required).toBe(Math.ceil(3 / k));
+      expect(Number.isNaN(queued.required)).toBe(false);
+      const arriving = decideReplicas(
+        policy,
+        initialScalerState(),
+        obs({ serviceTimeMs, arrivalRatePerSec: 100 }),
+      );
+      expect(arriving.replicas).toBe(1);
     }
   });
 
@@ -475,5 +482,111 @@ describe('batch backlog (priority low)', () => {
     // The same law blind to the backlog's age (as if every call had just been queued) runs late.
     const rolling = finish((o) => ({ ...o, batchOldestWaitMs: 0 }));
     expect(rolling.seconds).toBeGreaterThan(600);
+  });
+});
+
+/**
+ * A closed loop of `agents(t)` agents polled every `intervalS`: each agent has one call outstanding
+ * at all times (it calls again as soon as its answer comes), so a pool of r replicas serves
+ * min(agents, r · k) of them and the rest wait queued; calls complete, and so arrive, at
+ * inFlight / S per second. On the tick agents first appear they arrive as a burst (agents /
+ * interval per second), and the service time is unknown until calls have completed.
+ */
+function simulateClosedLoop(
+  policy: ScalingPolicy,
+  agents: (t: number) => number,
+  polls: number,
+  serviceTimeMs: number,
+  intervalS = 2,
+): Tick[] {
+  let state = initialScalerState();
+  let replicas = policy.minReplicas;
+  let completed = 0;
+  let previousAgents = 0;
+  const ticks: Tick[] = [];
+  for (let i = 0; i < polls; i++) {
+    const t = i * intervalS;
+    const n = agents(t);
+    const inFlight = Math.min(n, replicas * policy.perReplicaConcurrency);
+    const queued = n - inFlight;
+    const lambda =
+      n > previousAgents
+        ? (n - previousAgents) / intervalS + (inFlight * 1000) / serviceTimeMs
+        : (inFlight * 1000) / serviceTimeMs;
+    const obs: PoolObservation = {
+      atMs: t * 1000,
+      queueDepth: queued,
+      oldestWaitMs: queued > 0 ? intervalS * 1000 : 0,
+      arrivalRatePerSec: lambda,
+      serviceTimeMs: completed > 0 ? serviceTimeMs : 0,
+      inFlight,
+      currentReplicas: replicas,
+    };
+    const d = decideReplicas(policy, state, obs);
+    state = d.state;
+    ticks.push({
+      t,
+      lambda,
+      replicas: d.replicas,
+      prevReplicas: replicas,
+      required: d.required,
+      reason: d.reason,
+      depth: queued,
+    });
+    completed += inFlight;
+    previousAgents = n;
+    replicas = d.replicas;
+  }
+  return ticks;
+}
+
+describe('control law in the closed loop of agents waiting for their answers', () => {
+  // 16 slots per replica, 150 ms calls, the defaults' growth cap (x2 or +4), a 2 s poll.
+  const policy = scalingPolicy({
+    minReplicas: 0,
+    maxReplicas: 10,
+    perReplicaConcurrency: 16,
+    targetQueueWaitMs: 1000,
+    idleToZeroMs: 600_000,
+    maxScaleUpPerStep: { factor: 2, absolute: 4 },
+  });
+
+  it('meets a step from idle to 64 agents at the first poll, then holds for a minute without a flap', () => {
+    const ticks = simulateClosedLoop(policy, (t) => (t < 10 ? 0 : 64), 5 + 1 + 30, 150);
+    const step = ticks.findIndex((k) => k.t >= 10);
+    // 64 calls outstanding over 16 slots: 4 replicas on the first observation of the step, although
+    // no call has completed yet (no service time) and the rate reads only the first burst.
+    expect(ticks[step]).toMatchObject({ prevReplicas: 0, replicas: 4, required: 4 });
+    const after = ticks.slice(step + 1);
+    expect(after.length).toBeGreaterThanOrEqual(30);
+    for (const k of after) expect(k.replicas).toBe(4);
+    expect(reversals(ticks)).toBe(0);
+  });
+
+  it('meets a step from 16 to 64 agents on a warm pool in one poll, the growth cap allowing', () => {
+    const ticks = simulateClosedLoop({ ...policy, minReplicas: 1 }, (t) => (t < 20 ? 16 : 64), 40, 150);
+    const step = ticks.findIndex((k) => k.t >= 20);
+    expect(ticks[step - 1]?.replicas).toBe(1);
+    expect(ticks[step]?.replicas).toBe(4);
+    for (const k of ticks.slice(step + 1)) expect(k.replicas).toBe(4);
+  });
+
+  it('is held to the growth cap on a step larger than one step may grow', () => {
+    const ticks = simulateClosedLoop({ ...policy, maxReplicas: 20 }, (t) => (t < 4 ? 0 : 256), 12, 150);
+    expectWithinCaps({ ...policy, maxReplicas: 20 }, ticks);
+    // 256 / 16 = 16 replicas: 0 → 4 → 8 → 16, one capped step per poll.
+    expect(ticks.map((k) => k.replicas).slice(2, 6)).toEqual([4, 8, 16, 16]);
+  });
+
+  it('scales down only after the stabilisation window when the agents go', () => {
+    const ticks = simulateClosedLoop({ ...policy, minReplicas: 1 }, (t) => (t < 60 ? 64 : 16), 400, 150);
+    const drop = ticks.findIndex((k) => k.t >= 60);
+    const firstDown = ticks.findIndex((k, i) => i > drop && k.replicas < k.prevReplicas);
+    expect(firstDown).toBeGreaterThan(drop);
+    expect((ticks[firstDown]!.t - ticks[drop]!.t) * 1000).toBeGreaterThanOrEqual(
+      policy.scaleDownStabilizationMs - 2000,
+    );
+    expect(ticks[ticks.length - 1]?.replicas).toBe(1);
+    expect(reversals(ticks)).toBeLessThanOrEqual(1);
   });
 });

@@ -14,7 +14,8 @@
  *
  *     busySlots    = max(λ · S, inFlight)          Little's law: calls in service on average
  *     drainSlots   = Q · S / T                      slots that clear today's backlog within T
- *     interactive  = ceil((busySlots + drainSlots) / k)
+ *     interactive  = max(ceil((busySlots + drainSlots) / k),
+ *                        ceil((Q + inFlight) / k))  outstanding work: a slot for every call there is
  *     if Q > 0 and oldestWaitMs > T: interactive ≥ current + 1   (the model lags reality: add one)
  *     r            = k / S                          calls/s one replica completes when kept full
  *     batch        = ceil((Qb + Fb) / (r · (D − Ab)))          while Ab < D: done by the oldest's deadline
@@ -24,7 +25,10 @@
  *     required     = min(required, maxReplicas)
  *
  * `inFlight` is a floor on the busy term because a lagging or smoothed arrival rate under-reports a
- * load that is already being served. When S is unknown (0, negative or not finite) only `inFlight`,
+ * load that is already being served. The outstanding term sizes a step at once: agents that wait for
+ * their answers (the closed loop multi-agent orchestrators make) arrive no faster than the pool serves
+ * them, so λ reads low until capacity grows, and a pool woken from zero knows no S yet; 64 agents
+ * against 16 slots per replica are 64 calls queued or running, 4 replicas, at the first poll. When S is unknown (0, negative or not finite) only `inFlight`,
  * the old-call rules and "any demand ⇒ ≥ 1" are used.
  *
  * Batch work is sized on its own because its wait target is not T: a chunk of a million-text job that
@@ -283,6 +287,18 @@ export function batchReplicas(policy: ScalingPolicy, obs: PoolObservation): numb
 }
 
 /**
+ * Replicas the interactive calls outstanding now need, one slot each: ceil((Q + inFlight) / k).
+ * What a queue-depth scaler (KEDA's, RunPod's) reads; `plan` and the ScaledObjects use the same term.
+ */
+export function outstandingReplicas(
+  policy: Pick<ScalingPolicy, 'perReplicaConcurrency'>,
+  obs: Pick<PoolObservation, 'queueDepth' | 'inFlight'>,
+): number {
+  const outstanding = clean(obs.queueDepth) + clean(obs.inFlight);
+  return Math.ceil(outstanding / policy.perReplicaConcurrency - 1e-9);
+}
+
+/**
  * Replicas the load needs right now, before caps and windows (see the module comment for the formula),
  * clamped to [0, maxReplicas]: the larger of the interactive and the batch requirement.
  */
@@ -298,6 +314,10 @@ export function requiredReplicas(policy: ScalingPolicy, obs: PoolObservation): n
   const drainSlots = (depth * serviceSec) / targetSec;
   let required = Math.ceil((busySlots + drainSlots) / policy.perReplicaConcurrency - 1e-9);
   if (!Number.isFinite(required)) required = policy.maxReplicas;
+  // Outstanding work: every call queued or running wants a slot now. Agents that wait for their
+  // answers arrive no faster than the pool serves them, so in that closed loop the rate under-reads
+  // demand until capacity grows; the calls outstanding do not (and need no service time).
+  required = Math.max(required, outstandingReplicas(policy, obs));
   if (depth > 0 && clean(obs.oldestWaitMs) > policy.targetQueueWaitMs)
     required = Math.max(required, current + 1);
   required = Math.max(required, batchReplicas(policy, obs));
