@@ -823,17 +823,22 @@ describe('autoscaling', () => {
       expect(lagTriggers.map((t) => str(obj(t.metadata).consumer)).sort()).toEqual(
         PRIORITIES.map((p) => consumer(pool, p)).sort(),
       );
-      // The calls held at the ingresses for their tenant's fair-queue quota are not in the stream:
-      // one Prometheus trigger adds them to the interactive depth, at the interactive lag threshold.
+      // The interactive outstanding work (queued, running, held at the ingresses for their tenant's
+      // fair-queue quota: the last two not in the stream's lag) over the slots of one replica, the
+      // signal the built-in autoscaler and plan size on; the interactive lag triggers use the same k.
+      const k = String(cluster.pools[pool]?.scaling.replicaConcurrency);
       const held = triggers.filter((t) => t.type === 'prometheus');
       expect(held, pool).toHaveLength(1);
       const heldMeta = obj(held[0]?.metadata);
       expect(str(heldMeta.query), pool).toBe(interactiveDemandQuery(pool, ',priority!="low"'));
       expect(str(heldMeta.serverAddress)).toBe(cluster.autoscaler.prometheusUrl);
-      expect(heldMeta.threshold, pool).toBe(
-        obj(lagTriggers.find((t) => obj(t.metadata).consumer === consumer(pool, 'normal'))?.metadata)
-          .lagThreshold,
-      );
+      expect(heldMeta.threshold, pool).toBe(k);
+      for (const priority of ['high', 'normal'])
+        expect(
+          obj(lagTriggers.find((t) => obj(t.metadata).consumer === consumer(pool, priority))?.metadata)
+            .lagThreshold,
+          `${pool} ${priority}`,
+        ).toBe(k);
       expect(heldMeta.activationThreshold).toBe('0');
       for (const t of lagTriggers) {
         const m = obj(t.metadata);
@@ -872,6 +877,8 @@ describe('autoscaling', () => {
       const interactive = queries.filter((q) => !q.includes('priority="low"'));
       expect(interactive, pool).toHaveLength(1);
       expect(interactive[0]).toBe(interactiveDemandQuery(pool, queries.length > 1 ? ',priority!="low"' : ''));
+      const threshold = triggers.find((t) => str(obj(t.metadata).query) === interactive[0])?.metadata;
+      expect(obj(threshold).threshold, pool).toBe(String(cluster.pools[pool]?.scaling.replicaConcurrency));
       for (const q of queries.filter((x) => x.includes('priority="low"'))) {
         expect(q).not.toContain('mcp_cluster_tenant_held_calls');
       }
@@ -880,15 +887,17 @@ describe('autoscaling', () => {
 });
 
 /**
- * The interactive demand of `pool` as the KEDA Prometheus triggers query it: the broker's queue depth
- * (max across ingress replicas per priority, then summed; `priorities` narrows the selector) plus the
- * calls held at the ingresses for their tenant's fair-queue quota (summed over replicas and tenants).
+ * The interactive outstanding work of `pool` as the KEDA Prometheus triggers query it: the broker's
+ * queue depth and calls in flight (each max across ingress replicas per priority, then summed;
+ * `priorities` narrows the selector) plus the calls held at the ingresses for their tenant's
+ * fair-queue quota (summed over replicas and tenants).
  * Each side `or vector(0)`: in PromQL `A + B` is empty when either side is, and the held-calls gauge
  * has no series until a replica has held a call, so without it KEDA would read no value at all.
  */
 function interactiveDemandQuery(pool: string, priorities: string): string {
   return (
     `(sum(max by (priority) (mcp_cluster_queue_depth{pool="${pool}"${priorities}})) or vector(0))` +
+    ` + (sum(max by (priority) (mcp_cluster_queue_inflight{pool="${pool}"${priorities}})) or vector(0))` +
     ` + (sum(mcp_cluster_tenant_held_calls{pool="${pool}"}) or vector(0))`
   );
 }
