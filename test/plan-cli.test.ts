@@ -159,6 +159,34 @@ pools:
     expect(p.gpu?.costPerHour).toBe(72);
   });
 
+  it("never plans fewer replicas than the interactive work outstanding needs, the autoscaler's and KEDA's signal", () => {
+    // A closed loop read early: 40 interactive calls queued and 8 running, the rate still low, no
+    // call finished yet (S unknown); batch calls do not count. k = 1 for inference here.
+    const early = new Map([
+      [
+        'inference',
+        rates('inference', {
+          arrivalPerSec: 4,
+          queueDepth: 40 + 30,
+          lowQueueDepth: 30,
+          inFlight: 8 + 5,
+          lowInFlight: 5,
+          replicas: 8,
+        }),
+      ],
+    ]);
+    const k = config.pools.inference?.scaling.replicaConcurrency ?? 1;
+    const unknown = planCapacity(early, config).pools.find((p) => p.pool === 'inference')!;
+    expect(unknown.neededReplicas).toBe(Math.ceil(48 / k));
+    // Known service time and a low rate: M/M/c alone would ask for few; the outstanding work wins.
+    const known = new Map([
+      ['inference', { ...early.get('inference')!, meanServiceMs: 100, completedPerSec: 4 }],
+    ]);
+    const withS = planCapacity(known, config).pools.find((p) => p.pool === 'inference')!;
+    expect(withS.neededReplicas).toBe(Math.ceil(48 / k));
+    expect(planCapacity(known, config).assumptions.join('\n')).toContain('work outstanding');
+  });
+
   it('--what-if 2 doubles the arrivals and needs more replicas (and says when past maxReplicas)', () => {
     const base = planCapacity(observed, config);
     const doubled = planCapacity(observed, config, { whatIf: 2 });

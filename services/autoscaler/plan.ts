@@ -4,7 +4,7 @@
  * percentile, and what GPUs and money that takes. Pure: rates in, plan out.
  */
 import type { ResolvedConfig } from '../core/index.js';
-import { perReplicaRate } from './control-law.js';
+import { outstandingReplicas, perReplicaRate } from './control-law.js';
 import { interactiveArrivalPerSec, type PoolRates } from './metrics-source.js';
 import { formatDuration, formatGiB, formatMs, formatRate, percentileLabel } from './plan-output.js';
 import {
@@ -199,7 +199,7 @@ export function planCapacity(
   const assumptions = [
     `${QUEUEING_MODEL}; servers c = replicas × replicaConcurrency (calls one replica serves at once)`,
     'service time S = mean backend time per call over the window; M/M/c takes it as exponential, so calls of steadier length (most LLM and embedding calls) wait less than planned, more variable ones (diffusion with mixed step counts) can wait more',
-    `a = λ·S, ρ = a/c, C = Erlang C(c, a); wait at ${pct}: W = ln(C/(1−p)) / (c/S − λ), 0 when C ≤ 1−p; needed = fewest replicas with W ≤ ${formatMs(targetWaitMs)}`,
+    `a = λ·S, ρ = a/c, C = Erlang C(c, a); wait at ${pct}: W = ln(C/(1−p)) / (c/S − λ), 0 when C ≤ 1−p; needed = fewest replicas with W ≤ ${formatMs(targetWaitMs)}, and at least ceil((queued + in flight) / replicaConcurrency) for the work outstanding when observed (what the autoscaler and the KEDA triggers size on)`,
     `GPU memory per replica = (params × bytesPerParam + kvCachePerToken × contextTokens × concurrentSequences) × ${1 + GPU_MEMORY_OVERHEAD}; tier = smallest GPU that holds it, else the cheapest 2/4/8-GPU tensor-parallel set`,
     fromConfig
       ? 'GPU prices from planner.gpuTiers in the config'
@@ -278,6 +278,20 @@ function planPool(
       notes.push(`pool ${pool.name}: more than ${MAX_PLANNED_SERVERS} concurrent slots needed: not planned`);
     }
   }
+  // The work outstanding when observed (queued and running interactive calls, a slot each): the
+  // signal the autoscaler and the KEDA triggers size on, so the plan never asks for fewer. It is
+  // what was there, not scaled by what-if; without a service time it is all that can be said.
+  const outstanding = observed
+    ? outstandingReplicas(
+        { perReplicaConcurrency: k },
+        {
+          queueDepth: observed.queueDepth - observed.lowQueueDepth,
+          inFlight: Math.max(0, observed.inFlight - observed.lowInFlight),
+        },
+      )
+    : 0;
+  if (outstanding > 0 && (needed === undefined ? Number.isNaN(S) : outstanding > needed))
+    needed = outstanding;
   const then =
     needed === undefined || Number.isNaN(S) ? undefined : mmcWait(needed * k, lambda, S, target.percentile);
   if (needed !== undefined && needed > pool.scaling.maxReplicas) {
