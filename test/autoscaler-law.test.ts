@@ -571,6 +571,27 @@ describe('control law in the closed loop of agents waiting for their answers', (
     for (const k of ticks.slice(step + 1)) expect(k.replicas).toBe(4);
   });
 
+  it('adds nothing for a λ·S over the calls in service when nothing waits and they fit', () => {
+    // 64 agents on 4 replicas of 16 slots: every slot busy, nobody waiting; λ and S averaged over
+    // windows that do not line up read 69 calls in service.
+    const steady = (over: Partial<PoolObservation>): PoolObservation => ({
+      atMs: 0,
+      queueDepth: 0,
+      oldestWaitMs: 0,
+      arrivalRatePerSec: 30,
+      serviceTimeMs: 2300,
+      inFlight: 64,
+      currentReplicas: 4,
+      ...over,
+    });
+    expect(decideReplicas(policy, initialScalerState(), steady({})).required).toBe(4);
+    // A call waiting, or more in flight than the slots hold (replicas gone), and λ·S counts again.
+    expect(
+      decideReplicas(policy, initialScalerState(), steady({ queueDepth: 1, oldestWaitMs: 10 })).required,
+    ).toBe(5);
+    expect(decideReplicas(policy, initialScalerState(), steady({ currentReplicas: 3 })).required).toBe(5);
+  });
+
   it('is held to the growth cap on a step larger than one step may grow', () => {
     const ticks = simulateClosedLoop({ ...policy, maxReplicas: 20 }, (t) => (t < 4 ? 0 : 256), 12, 150);
     expectWithinCaps({ ...policy, maxReplicas: 20 }, ticks);

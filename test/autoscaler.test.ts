@@ -314,6 +314,74 @@ tools:
     expect(up.logs()).not.toMatch(STACK_TRACE);
   });
 
+  it('up --autoscale meets a step from idle to 64 agents with the replicas their calls need, and holds them', async () => {
+    // 16 slots per replica (the openai-chat default), so 64 agents with a call each outstanding need
+    // 4 replicas; the growth cap (x2 or +4) lets one decision reach them from zero. Every slot is then
+    // taken and nothing waits: the Little's-law estimate λ·S, which reads a few calls over the 64 in
+    // service, must not add a fifth.
+    const config = `
+autoscaler: { interval: 500ms }
+pools:
+  inference: { backend: openai-chat, scaling: { minReplicas: 0, maxReplicas: 8, idleToZero: 10m } }
+tools:
+  - { name: generate_text, template: generate_text, pool: inference, model: sim-llm }
+`;
+    const up = await startUp(['--autoscale', '--config', writeConfig(config)]);
+    const stop = new AbortController();
+    try {
+      type Status = {
+        ticks: number;
+        pools: { pool: string; desired: number | null; required: number | null; changes: number }[];
+      };
+      const status = async () => (await (await fetch(String(up.statusUrl))).json()) as Status;
+      await waitFor('two decisions at zero', async () => (await status()).ticks >= 2, 10_000);
+      expect((await status()).pools[0]).toMatchObject({ desired: 0, changes: 0 });
+      // 64 agents, each calling again as soon as its answer came back.
+      const agent = async () => {
+        while (!stop.signal.aborted) {
+          const res = await fetch(up.mcpUrl, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+            body: JSON.stringify({
+              jsonrpc: '2.0',
+              id: 1,
+              method: 'tools/call',
+              params: { name: 'generate_text', arguments: { prompt: 'step', max_tokens: 64 } },
+            }),
+            signal: stop.signal,
+          }).catch(() => undefined);
+          await res?.text().catch(() => undefined);
+        }
+      };
+      const agents = Array.from({ length: 64 }, agent);
+      // Every decision from the step on, as the autoscaler reports them.
+      const seen: { ticks: number; desired: number }[] = [];
+      await waitFor(
+        'the pool to reach 4 replicas',
+        async () => {
+          const s = await status();
+          const desired = s.pools[0]?.desired ?? 0;
+          if (seen[seen.length - 1]?.ticks !== s.ticks) seen.push({ ticks: s.ticks, desired });
+          return desired >= 4;
+        },
+        20_000,
+      );
+      const reached = await status();
+      // At most one step below the target first (agents still arriving when a tick read the queue).
+      expect(reached.pools[0]?.changes).toBeLessThanOrEqual(2);
+      // Held, with no change at all, for the next 20 decisions of the steady load.
+      await waitFor('20 more decisions', async () => (await status()).ticks >= reached.ticks + 20, 30_000);
+      const held = await status();
+      expect(held.pools[0]).toMatchObject({ desired: 4, changes: reached.pools[0]?.changes });
+      expect(Math.max(...seen.map((d) => d.desired))).toBe(4);
+      stop.abort();
+      await Promise.all(agents);
+    } finally {
+      stop.abort();
+      expect(await up.stop()).toBe(0);
+    }
+  }, 90_000);
+
   it.each([
     [['autoscaler', '--bogus'], "Unknown option '--bogus'"],
     [['autoscaler', '--port', 'abc'], '--port must be a port number 0-65535, got "abc"'],

@@ -14,8 +14,9 @@
  *
  *     busySlots    = max(λ · S, inFlight)          Little's law: calls in service on average
  *     drainSlots   = Q · S / T                      slots that clear today's backlog within T
- *     interactive  = max(ceil((busySlots + drainSlots) / k),
- *                        ceil((Q + inFlight) / k))  outstanding work: a slot for every call there is
+ *     little       = ceil((busySlots + drainSlots) / k)
+ *     if Q = 0 and 0 < inFlight ≤ current · k: little ≤ current   (keeping up: λ·S above is noise)
+ *     interactive  = max(little, ceil((Q + inFlight) / k))   outstanding: a slot for every call there is
  *     if Q > 0 and oldestWaitMs > T: interactive ≥ current + 1   (the model lags reality: add one)
  *     r            = k / S                          calls/s one replica completes when kept full
  *     batch        = ceil((Qb + Fb) / (r · (D − Ab)))          while Ab < D: done by the oldest's deadline
@@ -314,6 +315,12 @@ export function requiredReplicas(policy: ScalingPolicy, obs: PoolObservation): n
   const drainSlots = (depth * serviceSec) / targetSec;
   let required = Math.ceil((busySlots + drainSlots) / policy.perReplicaConcurrency - 1e-9);
   if (!Number.isFinite(required)) required = policy.maxReplicas;
+  // Nothing waits and the calls in flight fit the slots there are: the pool keeps up, and a λ·S
+  // above them is the estimate's noise (λ and S averaged over windows that do not line up read 69
+  // calls in service for a closed loop of 64), not demand: it alone grows nothing. A load that
+  // outgrows the pool shows as a queue at the next observation.
+  if (depth === 0 && inFlight > 0 && inFlight <= current * policy.perReplicaConcurrency)
+    required = Math.min(required, current);
   // Outstanding work: every call queued or running wants a slot now. Agents that wait for their
   // answers arrive no faster than the pool serves them, so in that closed loop the rate under-reads
   // demand until capacity grows; the calls outstanding do not (and need no service time).
