@@ -19,6 +19,8 @@ const SCENARIOS: Record<string, string> = {
   queue: 'the queue hop alone: enqueue to delivery on one broker (default nats://127.0.0.1:4222)',
   batch: 'a batch embedding job against the backend capacity; interactive p95 with and without a job',
   'share-ledger': 'what the shares ledger costs a replica: publish and read latency and CPU per broker',
+  'autoscale-step':
+    'up --autoscale from idle to 64 agents: polls to the needed replicas, changes in the next minute',
   fairness:
     'tenants on a saturated inference pool: isolation from a flood, weights, long vs short, limits (NATS, BullMQ; 1 and 3 ingress replicas)',
 };
