@@ -1,0 +1,283 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { mmcWait } from '../services/autoscaler/index.js';
+import { startNatsServer, uniqueNamespace } from '../test/support/brokers.js';
+import { type ChildRole, CLI, jsonLine, spawnRole } from './systems/process.js';
+
+/**
+ * `npm run bench -- plan [--seconds 30] [--target-wait 100]`: `mcp-cluster plan` proven against a
+ * replay. A small cluster on NATS (one ingress; workers of the inference pool, each with its own
+ * simulated vLLM of K = 4 sequences, as one GPU server per replica) takes a load on 3 replicas
+ * while `plan --metrics` observes it and sizes the pool for a p95 queue wait of `--target-wait` ms;
+ * then the same load runs again at the planned size and at one replica fewer, and the queue wait
+ * each call met (`_meta["mcp-cluster/timing"].queueWaitMs`) is measured. Two loads: open loop
+ * (Poisson arrivals at a fixed rate) and closed loop (agents calling back to back). Beside M/M/c's
+ * prediction, M/D/c's by the Allen-Cunneen correction (the M/M/c wait × (1 + Cs²) / 2, Cs² the
+ * measured squared coefficient of variation of the service time): the simulated backend's calls
+ * are of one length, as steady LLM calls are, not exponential. Writes bench/results/plan.json.
+ */
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '30' },
+    'target-wait': { type: 'string', default: '100' },
+    rate: { type: 'string', default: '60' },
+    agents: { type: 'string', default: '14' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const TARGET_MS = Number(values['target-wait']);
+const RATE = Number(values.rate);
+const AGENTS = Number(values.agents);
+const K = 4;
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+
+interface Cluster {
+  ingressUrl: string;
+  metricsUrls: string[];
+  setReplicas(n: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startCluster(): Promise<Cluster> {
+  const broker = await startNatsServer();
+  const dir = mkdtempSync(join(tmpdir(), 'mcp-bench-plan-'));
+  const config = join(dir, 'cluster.yaml');
+  writeFileSync(
+    config,
+    `cluster: { namespace: ${uniqueNamespace('plan')} }
+broker: { url: "${broker.url}" }
+ingress: { port: 0, sessionSecret: "${randomBytes(16).toString('hex')}", maxDeadline: 10m }
+worker: { drainGrace: 1s }
+pools:
+  inference:
+    backend: openai-chat
+    maxInFlight: ${K}
+    scaling: { replicaConcurrency: ${K}, maxReplicas: 16 }
+tools:
+  - { name: generate_text, template: generate_text, pool: inference, model: sim-llm, deadline: 10m }
+`,
+  );
+  const ingress = await spawnRole<Record<string, unknown>>({
+    name: 'ingress',
+    command: process.execPath,
+    args: [CLI, 'ingress', '--config', config, '--port', '0'],
+    ready: jsonLine,
+  });
+  const replicas: { sim: ChildRole<Record<string, unknown>>; worker: ChildRole<Record<string, unknown>> }[] =
+    [];
+  const add = async () => {
+    // One GPU server per replica: its own simulated vLLM, K sequences at once, no batching penalty,
+    // so a call takes the same ~ttft + tokens / rate whatever else runs.
+    const sim = await spawnRole<Record<string, unknown>>({
+      name: 'sim',
+      command: process.execPath,
+      args: [
+        CLI,
+        'sim',
+        '--port',
+        '0',
+        '--max-num-seqs',
+        String(K),
+        '--batch-penalty',
+        '0',
+        '--ttft-ms',
+        '20',
+        '--tokens-per-second',
+        '200',
+      ],
+      ready: jsonLine,
+    });
+    const worker = await spawnRole<Record<string, unknown>>({
+      name: 'worker',
+      command: process.execPath,
+      args: [CLI, 'worker', '--pool', 'inference', '--config', config, '--port', '0'],
+      env: { MCP_CLUSTER_BACKENDS_INFERENCE: String(sim.ready.url) },
+      ready: jsonLine,
+    });
+    replicas.push({ sim, worker });
+  };
+  const remove = async () => {
+    const last = replicas.pop();
+    await last?.worker.stop(3000);
+    await last?.sim.stop(3000);
+  };
+  const ingressUrl = String(ingress.ready.url);
+  return {
+    ingressUrl,
+    get metricsUrls() {
+      return [
+        ingressUrl.replace(/\/mcp$/, '/metrics'),
+        ...replicas.map((r) => `http://127.0.0.1:${Number(r.worker.ready.port)}/metrics`),
+      ];
+    },
+    async setReplicas(n) {
+      while (replicas.length < n) await add();
+      while (replicas.length > n) await remove();
+    },
+    async stop() {
+      while (replicas.length > 0) await remove();
+      await ingress.stop(3000);
+      await broker.dispose();
+    },
+  };
+}
+
+interface CallRecord {
+  queueWaitMs: number;
+  backendMs: number;
+}
+
+async function call(url: string): Promise<CallRecord | undefined> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'generate_text', arguments: { prompt: 'plan', max_tokens: 20 } },
+    }),
+  }).catch(() => undefined);
+  const text = (await res?.text().catch(() => '')) ?? '';
+  const m = /"mcp-cluster\/timing":(\{[^}]*\})/.exec(text);
+  if (!m?.[1]) return undefined;
+  const timing = JSON.parse(m[1]) as { queueWaitMs: number; backendMs: number };
+  return { queueWaitMs: timing.queueWaitMs, backendMs: timing.backendMs };
+}
+
+/** Runs `kind` load for `seconds` against `url`; every finished call's timing. */
+async function load(kind: 'open' | 'closed', url: string, seconds: number): Promise<CallRecord[]> {
+  const records: CallRecord[] = [];
+  const until = performance.now() + seconds * 1000;
+  const pending: Promise<void>[] = [];
+  if (kind === 'open') {
+    // Poisson arrivals: exponential gaps at RATE calls/s.
+    let next = performance.now();
+    while (next < until) {
+      const wait = next - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      pending.push(call(url).then((r) => void (r && records.push(r))));
+      next += (-Math.log(1 - Math.random()) / RATE) * 1000;
+    }
+  } else {
+    for (let i = 0; i < AGENTS; i++)
+      pending.push(
+        (async () => {
+          while (performance.now() < until) {
+            const r = await call(url);
+            if (r) records.push(r);
+          }
+        })(),
+      );
+  }
+  await Promise.all(pending);
+  return records;
+}
+
+function p95(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))] ?? Number.NaN;
+}
+
+/** `mcp-cluster plan --json` over `metricsUrls` for the target: the inference pool's entry. */
+function plan(metricsUrls: string[]): {
+  neededReplicas: number;
+  arrivalPerSec: number;
+  meanServiceMs: number;
+} {
+  const out = spawnSync(
+    process.execPath,
+    [
+      CLI,
+      'plan',
+      '--metrics',
+      metricsUrls.join(','),
+      '--window',
+      '10s',
+      '--target-wait',
+      `${TARGET_MS}ms`,
+      '--percentile',
+      '0.95',
+      '--json',
+    ],
+    { encoding: 'utf8' },
+  );
+  if (out.status !== 0) throw new Error(`plan failed: ${out.stderr}`);
+  const json = JSON.parse(out.stdout) as {
+    pools: { pool: string; neededReplicas: number; arrivalPerSec: number; meanServiceMs: number }[];
+  };
+  const pool = json.pools.find((p) => p.pool === 'inference');
+  if (!pool) throw new Error('plan has no inference pool');
+  return pool;
+}
+
+async function main() {
+  const cluster = await startCluster();
+  const rows: Record<string, unknown>[] = [];
+  try {
+    for (const kind of ['open', 'closed'] as const) {
+      await cluster.setReplicas(3);
+      // Observe: the load runs while plan takes its two scrapes 10 s apart.
+      const observing = load(kind, cluster.ingressUrl, 14);
+      await new Promise((r) => setTimeout(r, 2000));
+      const planned = plan(cluster.metricsUrls);
+      await observing;
+      const sizes = [planned.neededReplicas, Math.max(1, planned.neededReplicas - 1)];
+      for (const replicas of sizes) {
+        await cluster.setReplicas(replicas);
+        const records = await load(kind, cluster.ingressUrl, SECONDS);
+        const waits = records.map((r) => r.queueWaitMs);
+        const service = records.map((r) => r.backendMs);
+        const mean = service.reduce((a, b) => a + b, 0) / Math.max(1, service.length);
+        const cs2 =
+          service.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, service.length) / mean ** 2;
+        const lambda = records.length / SECONDS;
+        const mmc = mmcWait(replicas * K, lambda, mean, 0.95).percentileWaitMs;
+        rows.push({
+          load: kind === 'open' ? `open loop, Poisson ${RATE}/s` : `closed loop, ${AGENTS} agents`,
+          planned: planned.neededReplicas,
+          replicas,
+          calls: records.length,
+          arrivalPerSec: lambda,
+          serviceMs: mean,
+          serviceCs2: cs2,
+          measuredP95Ms: p95(waits),
+          mmcP95Ms: mmc,
+          mdcP95Ms: mmc * ((1 + cs2) / 2),
+          targetHeld: p95(waits) <= TARGET_MS,
+        });
+      }
+    }
+  } finally {
+    await cluster.stop();
+  }
+  const f = (v: unknown) =>
+    typeof v === 'number' ? (Number.isFinite(v) ? v.toFixed(v >= 100 ? 0 : 1) : '∞') : String(v);
+  const lines = [
+    `mcp-cluster plan against a replay: p95 queue-wait target ${TARGET_MS} ms, ${K} slots per replica, ${SECONDS} s per run`,
+    '',
+    '| load | planned | replicas run | calls/s | service ms (Cs²) | measured p95 wait | M/M/c p95 | M/D/c p95 (Allen-Cunneen) | target held |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map(
+      (r) =>
+        `| ${r.load} | ${r.planned} | ${r.replicas} | ${f(r.arrivalPerSec)} | ${f(r.serviceMs)} (${(r.serviceCs2 as number).toFixed(3)}) | ${f(r.measuredP95Ms)} ms | ${f(r.mmcP95Ms)} ms | ${f(r.mdcP95Ms)} ms | ${r.targetHeld ? 'yes' : 'no'} |`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  mkdirSync(join(HERE, '../../bench/results'), { recursive: true });
+  writeFileSync(join(HERE, '../../bench/results/plan.json'), JSON.stringify(rows, null, 2));
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`plan bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
