@@ -1,10 +1,10 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { mmcWait } from '../services/autoscaler/index.js';
 import { startNatsServer, uniqueNamespace } from '../test/support/brokers.js';
 import { type ChildRole, CLI, jsonLine, spawnRole } from './systems/process.js';
@@ -39,6 +39,8 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 interface Cluster {
   ingressUrl: string;
+  /** The config file every role runs with (plan reads the pool's replicaConcurrency from it). */
+  config: string;
   metricsUrls: string[];
   setReplicas(n: number): Promise<void>;
   stop(): Promise<void>;
@@ -110,6 +112,7 @@ tools:
   const ingressUrl = String(ingress.ready.url);
   return {
     ingressUrl,
+    config,
     get metricsUrls() {
       return [
         ingressUrl.replace(/\/mcp$/, '/metrics'),
@@ -146,7 +149,11 @@ async function call(url: string): Promise<CallRecord | undefined> {
   }).catch(() => undefined);
   const text = (await res?.text().catch(() => '')) ?? '';
   const m = /"mcp-cluster\/timing":(\{[^}]*\})/.exec(text);
-  if (!m?.[1]) return undefined;
+  if (!m?.[1]) {
+    if (process.env.PLAN_BENCH_DEBUG)
+      process.stderr.write(`plan bench: a call failed: ${res?.status} ${text.slice(0, 300)}\n`);
+    return undefined;
+  }
   const timing = JSON.parse(m[1]) as { queueWaitMs: number; backendMs: number };
   return { queueWaitMs: timing.queueWaitMs, backendMs: timing.backendMs };
 }
@@ -186,30 +193,27 @@ function p95(values: number[]): number {
 }
 
 /** `mcp-cluster plan --json` over `metricsUrls` for the target: the inference pool's entry. */
-function plan(metricsUrls: string[]): {
-  neededReplicas: number;
-  arrivalPerSec: number;
-  meanServiceMs: number;
-} {
-  const out = spawnSync(
-    process.execPath,
-    [
-      CLI,
-      'plan',
-      '--metrics',
-      metricsUrls.join(','),
-      '--window',
-      '10s',
-      '--target-wait',
-      `${TARGET_MS}ms`,
-      '--percentile',
-      '0.95',
-      '--json',
-    ],
-    { encoding: 'utf8' },
-  );
-  if (out.status !== 0) throw new Error(`plan failed: ${out.stderr}`);
-  const json = JSON.parse(out.stdout) as {
+async function plan(
+  metricsUrls: string[],
+  config: string,
+): Promise<{ neededReplicas: number; arrivalPerSec: number; meanServiceMs: number }> {
+  // Asynchronously: the load must keep running in this process while plan observes it.
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    CLI,
+    'plan',
+    '--config',
+    config,
+    '--metrics',
+    metricsUrls.join(','),
+    '--window',
+    '10s',
+    '--target-wait',
+    `${TARGET_MS}ms`,
+    '--percentile',
+    '0.95',
+    '--json',
+  ]);
+  const json = JSON.parse(stdout) as {
     pools: { pool: string; neededReplicas: number; arrivalPerSec: number; meanServiceMs: number }[];
   };
   const pool = json.pools.find((p) => p.pool === 'inference');
@@ -222,15 +226,20 @@ async function main() {
   const rows: Record<string, unknown>[] = [];
   try {
     for (const kind of ['open', 'closed'] as const) {
+      process.stderr.write(`plan bench: ${kind} loop, observing on 3 replicas\n`);
       await cluster.setReplicas(3);
       // Observe: the load runs while plan takes its two scrapes 10 s apart.
       const observing = load(kind, cluster.ingressUrl, 14);
       await new Promise((r) => setTimeout(r, 2000));
-      const planned = plan(cluster.metricsUrls);
+      const planned = await plan(cluster.metricsUrls, cluster.config);
       await observing;
+      process.stderr.write(
+        `plan bench: planned ${planned.neededReplicas} replicas (λ ${planned.arrivalPerSec}/s, S ${planned.meanServiceMs} ms)\n`,
+      );
       const sizes = [planned.neededReplicas, Math.max(1, planned.neededReplicas - 1)];
       for (const replicas of sizes) {
         await cluster.setReplicas(replicas);
+        process.stderr.write(`plan bench: ${kind} loop on ${replicas} replicas for ${SECONDS} s\n`);
         const records = await load(kind, cluster.ingressUrl, SECONDS);
         const waits = records.map((r) => r.queueWaitMs);
         const service = records.map((r) => r.backendMs);
