@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { callTool2025 } from '../test/support/mcp-clients.js';
 import { lineChartSvg } from './load/plot.js';
 
 /**
@@ -81,17 +82,12 @@ async function runStep(cli: string): Promise<{ cli: string; samples: Sample[] }>
   const stop = new AbortController();
   const agent = async () => {
     while (!stop.signal.aborted) {
-      const res = await fetch(up.mcpUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'tools/call',
-          params: { name: 'generate_text', arguments: { prompt: 'step', max_tokens: 64 } },
-        }),
-        signal: stop.signal,
-      }).catch(() => undefined);
+      const res = await callTool2025(
+        up.mcpUrl,
+        'generate_text',
+        { prompt: 'step', max_tokens: 64 },
+        stop.signal,
+      ).catch(() => undefined);
       await res?.text().catch(() => undefined);
     }
   };

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { mmcWait } from '../services/autoscaler/index.js';
 import { startNatsServer, uniqueNamespace } from '../test/support/brokers.js';
+import { callTool2025 } from '../test/support/mcp-clients.js';
 import { type ChildRole, CLI, jsonLine, spawnRole } from './systems/process.js';
 
 /**
@@ -137,16 +138,9 @@ interface CallRecord {
 }
 
 async function call(url: string): Promise<CallRecord | undefined> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({
-      jsonrpc: '2.0',
-      id: 1,
-      method: 'tools/call',
-      params: { name: 'generate_text', arguments: { prompt: 'plan', max_tokens: 20 } },
-    }),
-  }).catch(() => undefined);
+  const res = await callTool2025(url, 'generate_text', { prompt: 'plan', max_tokens: 20 }).catch(
+    () => undefined,
+  );
   const text = (await res?.text().catch(() => '')) ?? '';
   const m = /"mcp-cluster\/timing":(\{[^}]*\})/.exec(text);
   if (!m?.[1]) {

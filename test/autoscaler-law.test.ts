@@ -4,6 +4,7 @@ import {
   growthLimit,
   initialScalerState,
   type PoolObservation,
+  type ScalerState,
   type ScalingPolicy,
   scalingPolicy,
 } from '../services/autoscaler/index.js';
@@ -17,6 +18,25 @@ interface Tick {
   required: number;
   reason: string;
   depth: number;
+}
+
+/** Feeds one observation to the law and records its tick; the law's state and replicas for the next. */
+function decideTick(
+  policy: ScalingPolicy,
+  state: ScalerState,
+  obs: PoolObservation,
+  ticks: Tick[],
+  at: { t: number; lambda: number; depth: number },
+): { state: ScalerState; replicas: number } {
+  const d = decideReplicas(policy, state, obs);
+  ticks.push({
+    ...at,
+    replicas: d.replicas,
+    prevReplicas: obs.currentReplicas,
+    required: d.required,
+    reason: d.reason,
+  });
+  return { state: d.state, replicas: d.replicas };
 }
 
 /**
@@ -58,18 +78,7 @@ function simulate(
       inFlight: (served * serviceTimeMs) / 1000,
       currentReplicas: replicas,
     };
-    const d = decideReplicas(policy, state, obs);
-    state = d.state;
-    ticks.push({
-      t,
-      lambda,
-      replicas: d.replicas,
-      prevReplicas: replicas,
-      required: d.required,
-      reason: d.reason,
-      depth,
-    });
-    replicas = d.replicas;
+    ({ state, replicas } = decideTick(policy, state, obs, ticks, { t, lambda, depth }));
   }
   return ticks;
 }
@@ -522,20 +531,9 @@ function simulateClosedLoop(
       inFlight,
       currentReplicas: replicas,
     };
-    const d = decideReplicas(policy, state, obs);
-    state = d.state;
-    ticks.push({
-      t,
-      lambda,
-      replicas: d.replicas,
-      prevReplicas: replicas,
-      required: d.required,
-      reason: d.reason,
-      depth: queued,
-    });
+    ({ state, replicas } = decideTick(policy, state, obs, ticks, { t, lambda, depth: queued }));
     completed += inFlight;
     previousAgents = n;
-    replicas = d.replicas;
   }
   return ticks;
 }

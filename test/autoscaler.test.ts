@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type SpawnedBroker, startNatsServer } from './support/brokers.js';
-import { connectClient, type TestClient } from './support/mcp-clients.js';
+import { callTool2025, connectClient, type TestClient } from './support/mcp-clients.js';
 import {
   metricValue,
   type RoleProcess,
@@ -341,17 +341,12 @@ tools:
       // 64 agents, each calling again as soon as its answer came back.
       const agent = async () => {
         while (!stop.signal.aborted) {
-          const res = await fetch(up.mcpUrl, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-            body: JSON.stringify({
-              jsonrpc: '2.0',
-              id: 1,
-              method: 'tools/call',
-              params: { name: 'generate_text', arguments: { prompt: 'step', max_tokens: 64 } },
-            }),
-            signal: stop.signal,
-          }).catch(() => undefined);
+          const res = await callTool2025(
+            up.mcpUrl,
+            'generate_text',
+            { prompt: 'step', max_tokens: 64 },
+            stop.signal,
+          ).catch(() => undefined);
           await res?.text().catch(() => undefined);
         }
       };

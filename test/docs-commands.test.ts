@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from './support/brokers.js';
+import { callTool2025 } from './support/mcp-clients.js';
 import { CLI, cleanEnv, startUp } from './support/processes.js';
 import { waitFor } from './support/wait.js';
 
@@ -45,11 +46,7 @@ afterEach(async () => {
 
 /** Calls `tools/call` over a raw 2025-era stateless request; resolves with the response text. */
 async function callTool(mcpUrl: string, name: string, args: Record<string, unknown>): Promise<string> {
-  const res = await fetch(mcpUrl, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } }),
-  });
+  const res = await callTool2025(mcpUrl, name, args);
   expect(res.status).toBe(200);
   return res.text();
 }

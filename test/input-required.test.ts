@@ -7,10 +7,8 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startNatsServer } from './support/brokers.js';
-import { type SimCluster, startSimCluster } from './support/cluster.js';
+import { type ConformanceCluster, startConformanceCluster } from './support/cluster.js';
 import { post2025, post2026 } from './support/mcp-clients.js';
-import type { RoleProcess } from './support/processes.js';
 
 // Multi-round-trip input across processes on NATS JetStream: two ingress replicas sharing one
 // session secret, one worker of the `conformance` pool, the fixtures that ask for input. A
@@ -33,28 +31,15 @@ const textOf = (result: Record<string, unknown> | undefined): string =>
   ((result?.content as { text: string }[] | undefined)?.[0]?.text ?? '') as string;
 
 describe('multi-round-trip input across processes (two ingress replicas, NATS JetStream)', () => {
-  let cluster: SimCluster;
-  const roles: RoleProcess[] = [];
+  let cluster: ConformanceCluster;
   let a: string;
   let b: string;
 
   beforeAll(async () => {
-    cluster = await startSimCluster({
-      name: 'input',
-      startBroker: startNatsServer,
-      sim: {},
-      config: (simUrl) => `
-pools:
-  conformance: { backend: conformance, endpoints: [{ url: "${simUrl}", maxConcurrency: 64 }] }
-${CATALOG}`,
-    });
-    roles.push(await cluster.ingress('ingress-a'), await cluster.ingress('ingress-b'));
-    roles.push(await cluster.worker('worker', 'conformance'));
-    a = String(roles[0]?.ready.url);
-    b = String(roles[1]?.ready.url);
+    cluster = await startConformanceCluster({ name: 'input', ingresses: 2, catalog: CATALOG });
+    [a, b] = cluster.urls as [string, string];
   });
   afterAll(async () => {
-    await Promise.all(roles.map((r) => r.stop()));
     await cluster?.stop();
   });
 

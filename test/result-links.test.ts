@@ -8,9 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, openMemoryJobStore } from '../services/core/index.js';
 import { ResultLinks } from '../services/ingress/index.js';
 import { CONFORMANCE_PNG, CONFORMANCE_WAV } from '../workers/conformance/index.js';
-import { startNatsServer } from './support/brokers.js';
-import { type SimCluster, startSimCluster } from './support/cluster.js';
-import type { RoleProcess } from './support/processes.js';
+import { type ConformanceCluster, startConformanceCluster } from './support/cluster.js';
 import { waitFor } from './support/wait.js';
 
 // Large result media as resource links, across processes on NATS JetStream: two ingress replicas
@@ -46,29 +44,19 @@ async function codeOf(promise: Promise<unknown>): Promise<number | undefined> {
 }
 
 describe('large result media as resource links (two ingress replicas, NATS JetStream)', () => {
-  let cluster: SimCluster;
-  const roles: RoleProcess[] = [];
+  let cluster: ConformanceCluster;
   let a: string;
   let b: string;
 
   beforeAll(async () => {
-    cluster = await startSimCluster({
+    cluster = await startConformanceCluster({
       name: 'links',
-      startBroker: startNatsServer,
-      sim: {},
+      ingresses: 2,
       ingress: 'resultLinks: { minSize: 100, ttl: 3s }',
-      config: (simUrl) => `
-pools:
-  conformance: { backend: conformance, endpoints: [{ url: "${simUrl}", maxConcurrency: 64 }] }
-`,
     });
-    roles.push(await cluster.ingress('ingress-a'), await cluster.ingress('ingress-b'));
-    roles.push(await cluster.worker('worker', 'conformance'));
-    a = String(roles[0]?.ready.url);
-    b = String(roles[1]?.ready.url);
+    [a, b] = cluster.urls as [string, string];
   });
   afterAll(async () => {
-    await Promise.all(roles.map((r) => r.stop()));
     await cluster?.stop();
   });
 

@@ -34,6 +34,11 @@ export function fileUri(fileId: string): string {
   return `${FILE_URI_PREFIX}${encodeURIComponent(fileId)}`;
 }
 
+/** A `resource_link` content block to a batch file, readable with `resources/read` at any replica. */
+export function fileLink(fileId: string, name: string, description: string) {
+  return { type: 'resource_link', uri: fileUri(fileId), name, description, mimeType: 'application/jsonl' };
+}
+
 /** The largest file `resources/read` returns whole, in bytes (16 MiB); larger ones are read with the Batch API. */
 export const MAX_FILE_READ_BYTES = 16 * 1024 * 1024;
 

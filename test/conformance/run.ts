@@ -6,10 +6,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { startNatsServer } from '../support/brokers.js';
-import { type SimCluster, startSimCluster } from '../support/cluster.js';
+import { startConformanceCluster } from '../support/cluster.js';
 import { trackChild } from '../support/process-guard.js';
-import { type RoleProcess, startUp } from '../support/processes.js';
+import { startUp } from '../support/processes.js';
 
 /**
  * `npm run conformance`: the official MCP conformance suite (`@modelcontextprotocol/conformance`,
@@ -184,32 +183,12 @@ async function startEmbedded(): Promise<Target> {
  * `conformance`, which delivers results to the ingress over gRPC.
  */
 async function startNats(): Promise<Target> {
-  const catalog = readFileSync(CATALOG, 'utf8');
-  const cluster: SimCluster = await startSimCluster({
+  const cluster = await startConformanceCluster({
     name: 'conformance',
-    startBroker: startNatsServer,
-    sim: {},
-    config: (simUrl) => `
-pools:
-  conformance: { backend: conformance, endpoints: [{ url: "${simUrl}", maxConcurrency: 64 }] }
-${catalog}`,
+    ingresses: 1,
+    catalog: readFileSync(CATALOG, 'utf8'),
   });
-  const roles: RoleProcess[] = [];
-  try {
-    roles.push(await cluster.ingress('ingress'));
-    roles.push(await cluster.worker('worker-conformance', 'conformance'));
-  } catch (err) {
-    await Promise.all(roles.map((r) => r.stop()));
-    await cluster.stop();
-    throw err;
-  }
-  return {
-    url: String(roles[0]?.ready.url),
-    stop: async () => {
-      await Promise.all(roles.map((r) => r.stop()));
-      await cluster.stop();
-    },
-  };
+  return { url: cluster.urls[0] as string, stop: () => cluster.stop() };
 }
 
 const START: Record<Mode, () => Promise<Target>> = { embedded: startEmbedded, nats: startNats };

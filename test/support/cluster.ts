@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { SimOptions } from '../../workers/sim/index.js';
-import type { SpawnedBroker } from './brokers.js';
+import { type SpawnedBroker, startNatsServer } from './brokers.js';
 import { type RoleProcess, startRole, writeConfig } from './processes.js';
 
 // A cluster of separate OS processes for the end-to-end suites: a broker spawned for the suite, the
@@ -90,4 +90,49 @@ ${options.config(simUrl)}`);
       await broker.dispose();
     },
   };
+}
+
+/** A {@link startConformanceCluster}: its ingress URLs, first the one the suite talks to. */
+export interface ConformanceCluster {
+  /** `/mcp` URL of each ingress replica. */
+  readonly urls: string[];
+  /** Stops every role, then the sim and the broker. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The `conformance` pool across processes on NATS JetStream: `ingresses` ingress replicas sharing
+ * one session secret and one worker of the pool, the sim as its endpoint (it only answers the
+ * worker's health probe). `catalog` (YAML: resources, prompts) and `ingress` (more ingress settings,
+ * see {@link SimClusterOptions.ingress}) go into the config.
+ */
+export async function startConformanceCluster(options: {
+  name: string;
+  ingresses: number;
+  catalog?: string;
+  ingress?: string;
+}): Promise<ConformanceCluster> {
+  const cluster = await startSimCluster({
+    name: options.name,
+    startBroker: startNatsServer,
+    sim: {},
+    ...(options.ingress ? { ingress: options.ingress } : {}),
+    config: (simUrl) => `
+pools:
+  conformance: { backend: conformance, endpoints: [{ url: "${simUrl}", maxConcurrency: 64 }] }
+${options.catalog ?? ''}`,
+  });
+  const roles: RoleProcess[] = [];
+  const stop = async () => {
+    await Promise.all(roles.map((r) => r.stop()));
+    await cluster.stop();
+  };
+  try {
+    for (let i = 0; i < options.ingresses; i++) roles.push(await cluster.ingress(`ingress-${i + 1}`));
+    roles.push(await cluster.worker('worker-conformance', 'conformance'));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { urls: roles.slice(0, options.ingresses).map((r) => String(r.ready.url)), stop };
 }

@@ -93,11 +93,18 @@ export async function connectClient(
 
 /**
  * POSTs one JSON-RPC message to the MCP endpoint `url` as a 2025-06-18 client does over raw HTTP
- * (the answer is JSON or an SSE stream), in session `sessionId` unless that is empty.
+ * (the answer is JSON or an SSE stream), in session `sessionId` unless that is empty; `signal`
+ * aborts it.
  */
-export function post2025(url: string, message: unknown, sessionId = ''): Promise<Response> {
+export function post2025(
+  url: string,
+  message: unknown,
+  sessionId = '',
+  signal?: AbortSignal,
+): Promise<Response> {
   return fetch(url, {
     method: 'POST',
+    ...(signal ? { signal } : {}),
     headers: {
       'content-type': 'application/json',
       accept: 'application/json, text/event-stream',
@@ -183,4 +190,14 @@ export async function post2026(
         .find((m) => 'result' in m || 'error' in m) ?? {})
     : JSON.parse(text);
   return { status: res.status, body };
+}
+
+/** A stateless 2025-era `tools/call` of `name` with `args`, as {@link post2025} sends it (request id 1). */
+export function callTool2025(url: string, name: string, args: Record<string, unknown>, signal?: AbortSignal) {
+  return post2025(
+    url,
+    { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } },
+    '',
+    signal,
+  );
 }

@@ -91,6 +91,20 @@ const adapter = (run: (ctx: AdapterContext) => Answer): InputToolAdapter => ({
   run: async (ctx) => run(ctx),
 });
 
+/** Asks for a name, then greets it. */
+const GREET = adapter((ctx) => {
+  const form = accepted(ctx, 'user_name', ['name']);
+  return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
+});
+
+/** Asks for a confirmation with a state of its own; answers `reply` once both come back. */
+function confirmed(reply: string): InputToolAdapter {
+  return adapter((ctx) => {
+    if (acceptedAny(ctx, 'confirm') && ctx.input?.state === 'awaiting-confirmation') return text(reply);
+    return inputRequired({ confirm: elicit('Please confirm', { ok: 'Anything' }) }, 'awaiting-confirmation');
+  });
+}
+
 /** Fixture tools by name: what each asks for and how it answers once it has it. */
 export const INPUT_FIXTURES: Record<
   string,
@@ -98,18 +112,12 @@ export const INPUT_FIXTURES: Record<
 > = {
   test_input_required_result_elicitation: {
     description: 'Conformance fixture: asks the caller for a name (elicitation), then greets it.',
-    adapter: adapter((ctx) => {
-      const form = accepted(ctx, 'user_name', ['name']);
-      return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
-    }),
+    adapter: GREET,
   },
   test_streaming_elicitation: {
     description:
       'Conformance fixture: asks the caller for a name (elicitation) in its result, never on the stream.',
-    adapter: adapter((ctx) => {
-      const form = accepted(ctx, 'user_name', ['name']);
-      return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
-    }),
+    adapter: GREET,
   },
   test_input_required_result_sampling: {
     description:
@@ -130,25 +138,11 @@ export const INPUT_FIXTURES: Record<
   },
   test_input_required_result_request_state: {
     description: 'Conformance fixture: asks for a confirmation and checks the state it returned comes back.',
-    adapter: adapter((ctx) => {
-      const form = accepted(ctx, 'confirm', ['ok']) ?? acceptedAny(ctx, 'confirm');
-      if (form && ctx.input?.state === 'awaiting-confirmation') return text('state-ok: confirmed');
-      return inputRequired(
-        { confirm: elicit('Please confirm', { ok: 'Anything' }) },
-        'awaiting-confirmation',
-      );
-    }),
+    adapter: confirmed('state-ok: confirmed'),
   },
   test_input_required_result_tampered_state: {
     description: 'Conformance fixture: like the request-state fixture; a changed state never reaches it.',
-    adapter: adapter((ctx) => {
-      if (acceptedAny(ctx, 'confirm') && ctx.input?.state === 'awaiting-confirmation')
-        return text('state-ok');
-      return inputRequired(
-        { confirm: elicit('Please confirm', { ok: 'Anything' }) },
-        'awaiting-confirmation',
-      );
-    }),
+    adapter: confirmed('state-ok'),
   },
   test_input_required_result_multiple_inputs: {
     description: 'Conformance fixture: asks for a name, a model answer and the roots at once.',
