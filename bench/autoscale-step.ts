@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { callTool2025 } from '../test/support/mcp-clients.js';
+import { runAgents } from '../test/support/mcp-clients.js';
 import { lineChartSvg } from './load/plot.js';
 
 /**
@@ -80,19 +80,14 @@ async function runStep(cli: string): Promise<{ cli: string; samples: Sample[] }>
   // Idle first: two polls at zero.
   while ((await status()).ticks < 2) await new Promise((r) => setTimeout(r, 100));
   const stop = new AbortController();
-  const agent = async () => {
-    while (!stop.signal.aborted) {
-      const res = await callTool2025(
-        up.mcpUrl,
-        'generate_text',
-        { prompt: 'step', max_tokens: 64 },
-        stop.signal,
-      ).catch(() => undefined);
-      await res?.text().catch(() => undefined);
-    }
-  };
   const start = performance.now();
-  const agents = Array.from({ length: AGENTS }, agent);
+  const agents = runAgents(
+    up.mcpUrl,
+    AGENTS,
+    'generate_text',
+    { prompt: 'step', max_tokens: 64 },
+    stop.signal,
+  );
   const samples: Sample[] = [];
   while (performance.now() - start < (HOLD_S + 10) * 1000) {
     const s = await status();
@@ -107,7 +102,7 @@ async function runStep(cli: string): Promise<{ cli: string; samples: Sample[] }>
     await new Promise((r) => setTimeout(r, 250));
   }
   stop.abort();
-  await Promise.all(agents);
+  await agents;
   up.child.kill('SIGTERM');
   await new Promise((r) => up.child.once('exit', r));
   return { cli, samples };

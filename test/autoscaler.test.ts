@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, type SpawnedBroker, startNatsServer } from './support/brokers.js';
-import { callTool2025, connectClient, type TestClient } from './support/mcp-clients.js';
+import { connectClient, runAgents, type TestClient } from './support/mcp-clients.js';
 import {
   metricValue,
   type RoleProcess,
@@ -339,18 +339,13 @@ tools:
       await waitFor('two decisions at zero', async () => (await status()).ticks >= 2, 10_000);
       expect((await status()).pools[0]).toMatchObject({ desired: 0, changes: 0 });
       // 64 agents, each calling again as soon as its answer came back.
-      const agent = async () => {
-        while (!stop.signal.aborted) {
-          const res = await callTool2025(
-            up.mcpUrl,
-            'generate_text',
-            { prompt: 'step', max_tokens: 64 },
-            stop.signal,
-          ).catch(() => undefined);
-          await res?.text().catch(() => undefined);
-        }
-      };
-      const agents = Array.from({ length: 64 }, agent);
+      const agents = runAgents(
+        up.mcpUrl,
+        64,
+        'generate_text',
+        { prompt: 'step', max_tokens: 64 },
+        stop.signal,
+      );
       // Every decision from the step on, as the autoscaler reports them.
       const seen: { ticks: number; desired: number }[] = [];
       await waitFor(
@@ -372,7 +367,7 @@ tools:
       expect(held.pools[0]).toMatchObject({ desired: 4, changes: reached.pools[0]?.changes });
       expect(Math.max(...seen.map((d) => d.desired))).toBe(4);
       stop.abort();
-      await Promise.all(agents);
+      await agents;
     } finally {
       stop.abort();
       expect(await up.stop()).toBe(0);

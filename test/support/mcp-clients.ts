@@ -201,3 +201,24 @@ export function callTool2025(url: string, name: string, args: Record<string, unk
     signal,
   );
 }
+
+/**
+ * `count` agents calling `name` with `args` back to back (each calls again as soon as its answer
+ * came), over {@link callTool2025}, until `signal` aborts; resolves once every agent stopped.
+ * Failed calls are not retried faster: the agent simply calls again.
+ */
+export function runAgents(
+  url: string,
+  count: number,
+  name: string,
+  args: Record<string, unknown>,
+  signal: AbortSignal,
+): Promise<unknown> {
+  const agent = async () => {
+    while (!signal.aborted) {
+      const res = await callTool2025(url, name, args, signal).catch(() => undefined);
+      await res?.text().catch(() => undefined);
+    }
+  };
+  return Promise.all(Array.from({ length: count }, agent));
+}
