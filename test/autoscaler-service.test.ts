@@ -119,6 +119,8 @@ function rates(pool: string, arrivalPerSec: number, meanServiceMs: number): Pool
     completedPerSec: arrivalPerSec,
     meanServiceMs,
     p95ServiceMs: meanServiceMs,
+    serviceCs2: Number.NaN,
+    meanQueueWaitMs: Number.NaN,
     inFlight: 0,
     queueDepth: 0,
     heldCalls: 0,

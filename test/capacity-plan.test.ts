@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  closedLoopWait,
   DEFAULT_GPU_TIERS,
   erlangB,
   erlangC,
@@ -7,6 +8,7 @@ import {
   GIB,
   gpuMemoryPerReplica,
   mmcWait,
+  replicasForClosedLoop,
   replicasForWait,
 } from '../services/autoscaler/index.js';
 
@@ -145,5 +147,147 @@ describe('GPU memory and tiers', () => {
     expect(fit!.gpusPerReplica * fit!.tier.memoryBytes).toBeGreaterThanOrEqual(m.totalBytes);
     expect(fitGpuTier(10_000 * GIB)).toBeUndefined();
     expect(DEFAULT_GPU_TIERS.map((t) => t.name)).toEqual(['L4', 'L40S', 'A100-80GB', 'H100-80GB', 'H200']);
+  });
+});
+
+describe('M/G/c by Allen-Cunneen', () => {
+  it('is M/M/c at Cs² = 1 and scales every wait by (1 + Cs²) / 2', () => {
+    const mmc = mmcWait(8, 60, 118, 0.95);
+    expect(mmcWait(8, 60, 118, 0.95, 1)).toEqual(mmc);
+    const mdc = mmcWait(8, 60, 118, 0.95, 0);
+    expect(mdc.percentileWaitMs).toBeCloseTo(mmc.percentileWaitMs / 2, 9);
+    expect(mdc.meanWaitMs).toBeCloseTo(mmc.meanWaitMs / 2, 9);
+    expect(mmcWait(8, 60, 118, 0.95, 3).percentileWaitMs).toBeCloseTo(mmc.percentileWaitMs * 2, 9);
+    expect(mdc.probabilityOfWaiting).toBe(mmc.probabilityOfWaiting);
+  });
+
+  it('plans fewer replicas for steady calls than for exponential ones, never fewer than stability needs', () => {
+    // 60 calls/s of 118 ms on 4 slots per replica: 7.08 Erlangs, so at least 2 replicas for ρ < 1.
+    // On 3 replicas M/M/c's p95 is 7.1 ms, M/D/c's 3.6 ms; on 2, 331 and 166 ms.
+    expect(replicasForWait(60, 118, 4, 5, 0.95, 1)).toBe(4);
+    expect(replicasForWait(60, 118, 4, 5, 0.95, 0)).toBe(3);
+    expect(replicasForWait(60, 118, 4, 300, 0.95, 1)).toBe(3);
+    expect(replicasForWait(60, 118, 4, 300, 0.95, 0)).toBe(2);
+    expect(replicasForWait(60, 118, 4, 1e6, 0.95, 0)).toBe(2);
+    expect(replicasForWait(60, 118, 4, 5, 0.95, 4)).toBeGreaterThanOrEqual(4);
+    expect(() => replicasForWait(60, 118, 4, 10, 0.95, -1)).toThrow(RangeError);
+    expect(() => mmcWait(8, 60, 118, 0.95, Number.NaN)).toThrow(RangeError);
+  });
+});
+
+/** A seeded uniform generator in (0, 1), so the simulation below is the same on every run. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
+  };
+}
+
+/**
+ * A discrete-event simulation of N agents on c FIFO slots, exponential service (mean S) and think
+ * time (mean Z; 0: back to back): the queue wait of every call after a warm-up.
+ */
+function simulateClosedLoop(agents: number, servers: number, S: number, Z: number, calls: number): number[] {
+  const random = mulberry32(agents * 1000 + servers);
+  const exp = (mean: number) => (mean === 0 ? 0 : -Math.log(random()) * mean);
+  // Events: [time, kind, agent]; kind 0 = the agent's call arrives, 1 = a slot finishes.
+  const events: [number, number][] = [];
+  for (let a = 0; a < agents; a++) events.push([exp(Z), 0]);
+  const queue: number[] = [];
+  let busy = 0;
+  const waits: number[] = [];
+  let served = 0;
+  const push = (time: number, kind: number) => {
+    events.push([time, kind]);
+  };
+  while (served < calls) {
+    let at = 0;
+    for (let i = 1; i < events.length; i++) if ((events[i]?.[0] ?? 0) < (events[at]?.[0] ?? 0)) at = i;
+    const [now, kind] = events.splice(at, 1)[0] as [number, number];
+    if (kind === 0) {
+      if (busy < servers) {
+        busy++;
+        waits.push(0);
+        push(now + exp(S), 1);
+      } else queue.push(now);
+    } else {
+      served++;
+      push(now + exp(Z), 0);
+      const next = queue.shift();
+      if (next === undefined) busy--;
+      else {
+        waits.push(now - next);
+        push(now + exp(S), 1);
+      }
+    }
+  }
+  return waits.slice(Math.floor(waits.length / 10));
+}
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] as number;
+}
+
+describe('closed loop (M/M/c//N)', () => {
+  it('has no wait while every agent has a slot', () => {
+    expect(closedLoopWait(16, 14, 118, 0, 0.95)).toMatchObject({ meanWaitMs: 0, percentileWaitMs: 0 });
+    expect(closedLoopWait(14, 14, 118, 5, 0.95).probabilityOfWaiting).toBe(0);
+  });
+
+  it('one agent more than slots, back to back: every call waits one Exp(c/S) departure', () => {
+    const w = closedLoopWait(12, 13, 120, 0, 0.95);
+    expect(w.probabilityOfWaiting).toBeCloseTo(1, 12);
+    expect(w.meanWaitMs).toBeCloseTo(10, 9);
+    expect(w.percentileWaitMs).toBeCloseTo(Math.log(20) * 10, 4);
+    expect(w.utilization).toBeCloseTo(1, 12);
+  });
+
+  it('matches a discrete-event simulation of agents, slots and think time', () => {
+    for (const [agents, servers, Z] of [
+      [14, 8, 0],
+      [14, 12, 20],
+      [40, 16, 300],
+      [6, 2, 50],
+    ] as const) {
+      const waits = simulateClosedLoop(agents, servers, 100, Z, 40_000);
+      const model = closedLoopWait(servers, agents, 100, Z, 0.95);
+      const mean = waits.reduce((a, b) => a + b, 0) / waits.length;
+      const label = `${agents} agents, ${servers} slots, Z ${Z} ms`;
+      expect(Math.abs(model.meanWaitMs - mean), label).toBeLessThan(0.08 * mean + 0.5);
+      const p95 = quantile(waits, 0.95);
+      expect(Math.abs(model.percentileWaitMs - p95), label).toBeLessThan(0.08 * p95 + 0.5);
+      const waited = waits.filter((w) => w > 0).length / waits.length;
+      expect(Math.abs(model.probabilityOfWaiting - waited), label).toBeLessThan(0.03);
+    }
+  });
+
+  it('plans the fewest replicas that hold the target, never more than a slot per agent', () => {
+    // 14 agents back to back, 118 ms calls, 4 slots per replica: 2 replicas leave 6 calls waiting
+    // (p95 ≈ 155 ms), 3 leave 2 (p95 ≈ 47 ms).
+    expect(replicasForClosedLoop(14, 118, 0, 4, 100, 0.95)).toBe(3);
+    expect(closedLoopWait(8, 14, 118, 0, 0.95).percentileWaitMs).toBeGreaterThan(100);
+    expect(replicasForClosedLoop(14, 118, 0, 4, 0, 0.95)).toBe(4);
+    expect(replicasForClosedLoop(0, 118, 0, 4, 100, 0.95)).toBe(0);
+    // Long think times make the loop sparse: one replica serves 40 agents thinking 10 s.
+    expect(replicasForClosedLoop(40, 100, 10_000, 4, 100, 0.95)).toBe(1);
+    // A thousand agents stay quick and finite.
+    const many = replicasForClosedLoop(1000, 100, 500, 16, 50, 0.99);
+    expect(many).toBeGreaterThan(1);
+    expect(many).toBeLessThanOrEqual(Math.ceil(1000 / 16));
+  });
+
+  it('refuses input that is no closed loop', () => {
+    expect(() => closedLoopWait(4, -1, 100, 0)).toThrow(RangeError);
+    expect(() => closedLoopWait(4, 1.5, 100, 0)).toThrow(RangeError);
+    expect(() => closedLoopWait(4, 3, 100, -5)).toThrow(RangeError);
+    expect(() => closedLoopWait(0, 3, 100, 0)).toThrow(/at least one server/);
+    expect(() => closedLoopWait(4, 3, 100, 0, 1)).toThrow(RangeError);
+    expect(() => replicasForClosedLoop(3, 100, 0, 0, 100)).toThrow(RangeError);
+    expect(() => replicasForClosedLoop(200_000, 100, 0, 4, 100)).toThrow(RangeError);
   });
 });

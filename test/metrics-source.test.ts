@@ -372,6 +372,10 @@ function workerPage(o: {
   draining?: number;
   start?: number;
   depth?: [number, number];
+  /** Σ S² of generate_text, s² (absent: a worker that does not export it). */
+  squares?: number;
+  /** The queue-wait histogram's sum (s) and count. */
+  queueWait?: [number, number];
 }): string {
   const [b01, b05, b1, inf] = o.buckets;
   return [
@@ -394,6 +398,17 @@ function workerPage(o: {
     `mcp_cluster_backend_duration_seconds_bucket{le="+Inf",pool="inference",tool="generate_text"} ${inf}`,
     `mcp_cluster_backend_duration_seconds_sum{pool="inference",tool="generate_text"} ${o.sum}`,
     `mcp_cluster_backend_duration_seconds_count{pool="inference",tool="generate_text"} ${inf}`,
+    ...(o.squares !== undefined
+      ? [
+          `mcp_cluster_backend_duration_squared_seconds_total{pool="inference",tool="generate_text"} ${o.squares}`,
+        ]
+      : []),
+    ...(o.queueWait
+      ? [
+          `mcp_cluster_queue_wait_seconds_sum{pool="inference"} ${o.queueWait[0]}`,
+          `mcp_cluster_queue_wait_seconds_count{pool="inference"} ${o.queueWait[1]}`,
+        ]
+      : []),
     `mcp_cluster_worker_inflight_calls{pool="inference"} ${o.inFlight}`,
     'mcp_cluster_worker_inflight_calls{pool="embeddings"} 0',
     'mcp_cluster_worker_replicas{pool="inference",state="running"} 1',
@@ -418,7 +433,16 @@ describe('scrapeSource over real HTTP targets', () => {
   it('computes per-pool rates from counter increases and combines gauges across processes', async () => {
     const ingress = await startTarget(ingressPage({ normal: 10, high: 2, depth: [3, 1], oldestSec: 0.5 }));
     const worker = await startTarget(
-      workerPage({ ok: 8, retried: 1, buckets: [2, 6, 8, 8], sum: 3, inFlight: 4, depth: [3, 1] }),
+      workerPage({
+        ok: 8,
+        retried: 1,
+        buckets: [2, 6, 8, 8],
+        sum: 3,
+        squares: 1.5,
+        queueWait: [1, 8],
+        inFlight: 4,
+        depth: [3, 1],
+      }),
     );
     const clock = manualClock();
     const source = scrapeSource(() => [ingress.url, worker.url], { clock: clock.read });
@@ -432,6 +456,8 @@ describe('scrapeSource over real HTTP targets', () => {
       completedPerSec: 0,
       meanServiceMs: Number.NaN,
       p95ServiceMs: Number.NaN,
+      serviceCs2: Number.NaN,
+      meanQueueWaitMs: Number.NaN,
       inFlight: 4,
       // Both processes export the broker's figure (3 normal, 1 high): max per priority, then sum.
       queueDepth: 4,
@@ -452,6 +478,9 @@ describe('scrapeSource over real HTTP targets', () => {
       toolError: 2,
       buckets: [4, 16, 30, 30],
       sum: 7.4,
+      // +1.1 s²: E[S²] = 0.05 s² against a mean of 0.2 s, so Var/mean² = 0.01 / 0.04.
+      squares: 2.6,
+      queueWait: [1.44, 30],
       inFlight: 6,
       draining: 1,
       depth: [5, 0],
@@ -466,6 +495,8 @@ describe('scrapeSource over real HTTP targets', () => {
     // Bucket increases 2, 10, 22, 22 (cumulative): rank 0.95 × 22 = 20.9 lies in (0.5, 1] s,
     // 0.5 + 0.5 × (20.9 − 10) / 12 = 0.9541666… s.
     expect(inference.p95ServiceMs).toBeCloseTo((0.5 + (0.5 * 10.9) / 12) * 1000, 9);
+    expect(inference.serviceCs2).toBeCloseTo(0.25, 9);
+    expect(inference.meanQueueWaitMs).toBeCloseTo(20, 9);
     expect(inference).toMatchObject({ inFlight: 6, queueDepth: 5, oldestWaitMs: 1250, replicas: 1 });
     // The embeddings pool had no arrivals and no finished calls: exactly zero, not a tiny number.
     const embeddings = second.get('embeddings') as PoolRates;
@@ -480,6 +511,44 @@ describe('scrapeSource over real HTTP targets', () => {
     expect(idle.completedPerSec).toBe(0);
     expect(idle.meanServiceMs).toBeNaN();
     expect(idle.p95ServiceMs).toBeNaN();
+    expect(idle.serviceCs2).toBeNaN();
+    expect(idle.meanQueueWaitMs).toBeNaN();
+  });
+
+  it('takes Cs² from the workers that export Σ S² only, so an older worker does not bias it', async () => {
+    const page = (tool: string, count: number, sum: number, squares?: number) =>
+      [
+        `mcp_cluster_backend_duration_seconds_bucket{le="+Inf",pool="inference",tool="${tool}"} ${count}`,
+        `mcp_cluster_backend_duration_seconds_sum{pool="inference",tool="${tool}"} ${sum}`,
+        `mcp_cluster_backend_duration_seconds_count{pool="inference",tool="${tool}"} ${count}`,
+        ...(squares === undefined
+          ? []
+          : [
+              `mcp_cluster_backend_duration_squared_seconds_total{pool="inference",tool="${tool}"} ${squares}`,
+            ]),
+        '',
+      ].join('\n');
+    const a = await startTarget(page('generate_text', 0, 0, 0));
+    const b = await startTarget(page('summarize', 0, 0));
+    const clock = manualClock();
+    const source = scrapeSource(() => [a.url, b.url], { clock: clock.read });
+    await source.read();
+    // Worker a: 5 calls of 0.05 s and 5 of 0.15 s: mean 0.1 s, E[S²] 0.0125 s², Cs² 0.25. Worker b,
+    // an older version without the squares: 10 calls of 0.3 s on average, in the mean only.
+    a.text = page('generate_text', 10, 1, 0.125);
+    b.text = page('summarize', 10, 3);
+    clock.now += 1000;
+    const rates = (await source.read()).get('inference') as PoolRates;
+    expect(rates.meanServiceMs).toBeCloseTo(200, 9);
+    expect(rates.serviceCs2).toBeCloseTo(0.25, 9);
+    // Without any worker that exports the squares, Cs² is unknown rather than 0.
+    a.text = page('generate_text', 10, 1);
+    a.text = a.text.replace(/^mcp_cluster_backend_duration_squared.*$/m, '');
+    b.text = page('summarize', 20, 6);
+    clock.now += 1000;
+    const older = (await source.read()).get('inference') as PoolRates;
+    expect(older.meanServiceMs).toBeCloseTo(300, 9);
+    expect(older.serviceCs2).toBeNaN();
   });
 
   it('keeps low-priority (batch) arrivals, depth and in-flight apart from the interactive ones', async () => {
@@ -722,6 +791,11 @@ const EXPECTED_PROMQL = [
   'max by (pool) (mcp_cluster_queue_depth{priority="low"})',
   'max by (pool) (mcp_cluster_queue_inflight{priority="low"})',
   'sum by (pool) (mcp_cluster_tenant_held_calls)',
+  'sum by (pool) (increase(mcp_cluster_backend_duration_squared_seconds_total[60s]))',
+  'sum by (pool) (increase(mcp_cluster_backend_duration_seconds_count[60s]) and increase(mcp_cluster_backend_duration_squared_seconds_total[60s]))',
+  'sum by (pool) (increase(mcp_cluster_backend_duration_seconds_sum[60s]) and increase(mcp_cluster_backend_duration_squared_seconds_total[60s]))',
+  'sum by (pool) (increase(mcp_cluster_queue_wait_seconds_sum[60s]))',
+  'sum by (pool) (increase(mcp_cluster_queue_wait_seconds_count[60s]))',
 ];
 
 type Vector = { metric: Record<string, string>; value: [number, string] }[];
@@ -785,7 +859,17 @@ describe('prometheusSource', () => {
       lowDepth,
       lowInFlight,
       held,
+      squares,
+      squaresCount,
+      squaresSum,
+      queueWaitSum,
+      queueWaitCount,
     ] = EXPECTED_PROMQL as [
+      string,
+      string,
+      string,
+      string,
+      string,
       string,
       string,
       string,
@@ -842,6 +926,12 @@ describe('prometheusSource', () => {
         ['inference', '9'],
         ['diffusion', '4'],
       ]),
+      // 700 of the 720 calls come from workers that export Σ S²; their mean is 50 ms, E[S²] 0.003 s².
+      [squaresCount]: v([['inference', '700']]),
+      [squaresSum]: v([['inference', '35']]),
+      [squares]: v([['inference', '2.1']]),
+      [queueWaitSum]: v([['inference', '7.2']]),
+      [queueWaitCount]: v([['inference', '720']]),
     });
     const rates = await prometheusSource(`${prom.url}/`, 60_000).read();
     expect([...prom.queries].sort()).toEqual([...EXPECTED_PROMQL].sort());
@@ -852,6 +942,8 @@ describe('prometheusSource', () => {
       completedPerSec: 12,
       meanServiceMs: 50,
       p95ServiceMs: 120,
+      serviceCs2: expect.closeTo(0.2, 9),
+      meanQueueWaitMs: 10,
       inFlight: 3,
       // 7 in the broker queue and 9 held at the ingresses: demand waiting either way.
       queueDepth: 16,

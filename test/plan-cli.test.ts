@@ -3,12 +3,15 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  closedLoopWait,
   formatPlan,
   GIB,
   type PoolRates,
   planCapacity,
   planToJson,
   QUEUEING_MODEL,
+  QUEUEING_MODEL_MGC,
+  replicasForClosedLoop,
   replicasForWait,
 } from '../services/autoscaler/index.js';
 import { resolveConfig } from './support/families.js';
@@ -56,6 +59,8 @@ function rates(pool: string, r: Partial<PoolRates>): PoolRates {
     completedPerSec: 0,
     meanServiceMs: Number.NaN,
     p95ServiceMs: Number.NaN,
+    serviceCs2: Number.NaN,
+    meanQueueWaitMs: Number.NaN,
     inFlight: 0,
     queueDepth: 0,
     heldCalls: 0,
@@ -111,8 +116,104 @@ describe('planCapacity', () => {
     expect(embeddings.waitMs).toBeCloseTo(201.2609, 3);
     expect(embeddings.neededReplicas).toBe(3);
 
-    expect(plan.model).toBe(QUEUEING_MODEL);
+    // No worker exported Σ S²: the variability is unknown, so M/G/c falls back to M/M/c and says so.
+    expect(plan.model).toBe(QUEUEING_MODEL_MGC);
+    expect(inference.model).toBe('M/M/c');
+    expect(inference.notes.join('\n')).toContain('service-time variability is unknown');
     expect(plan).toMatchObject({ targetWaitMs: 200, percentile: 0.95, whatIf: 1, windowMs: 10_000 });
+  });
+
+  it('M/G/c takes the measured Cs²: calls of one length wait half as long as M/M/c says', () => {
+    const steady = new Map([
+      ['inference', { ...(observed.get('inference') as PoolRates), serviceCs2: 0 }],
+      ['embeddings', { ...(observed.get('embeddings') as PoolRates), serviceCs2: 3 }],
+    ]);
+    const plan = planCapacity(steady, config);
+    const inference = plan.pools.find((p) => p.pool === 'inference')!;
+    expect(inference.model).toBe('M/G/c');
+    expect(inference.serviceCs2).toBe(0);
+    // M/M/c: 467.30 ms on 7 slots, 201.26 on 8; halved, 8 slots (100.6 ms) hold 200 ms: 8 replicas.
+    expect(inference.waitMs).toBeCloseTo(467.2958 / 2, 3);
+    expect(inference.neededReplicas).toBe(8);
+    expect(inference.waitAtNeededMs).toBeCloseTo(201.2609 / 2, 3);
+    // Cs² = 3 doubles M/M/c's waits: 3 replicas × 4 slots give 2 × 59.55 ms, within 200 ms.
+    const embeddings = plan.pools.find((p) => p.pool === 'embeddings')!;
+    expect(embeddings.waitMs).toBeCloseTo(2 * 201.2609, 3);
+    expect(embeddings.neededReplicas).toBe(3);
+    // --model mmc ignores the measured Cs².
+    const mmc = planCapacity(steady, config, { model: 'mmc' });
+    expect(mmc.model).toBe(QUEUEING_MODEL);
+    expect(mmc.pools.find((p) => p.pool === 'inference')).toMatchObject({
+      model: 'M/M/c',
+      neededReplicas: 9,
+    });
+    expect(formatPlan(plan)).toMatch(/^inference .* 0\.00 +M\/G\/c /m);
+    expect(() => planCapacity(steady, config, { model: 'mdc' as 'mmc' })).toThrow(RangeError);
+  });
+
+  it("plans a closed loop of agents with M/M/c//N, its think time from Little's law", () => {
+    // 14 agents keep 4 slots per replica busy with calls of 118 ms: observed λ = 100 calls/s, a
+    // mean queue wait of 20 ms, so each agent is away 14/100 s − 20 ms − 118 ms = 2 ms per call.
+    const k4 = resolveConfig(`
+planner: { targetWait: 100ms, percentile: 0.95 }
+pools:
+  inference:
+    backend: openai-chat
+    scaling: { replicaConcurrency: 4, maxReplicas: 10 }
+`);
+    const loop = new Map([
+      [
+        'inference',
+        rates('inference', {
+          arrivalPerSec: 100,
+          completedPerSec: 100,
+          meanServiceMs: 118,
+          serviceCs2: 0,
+          meanQueueWaitMs: 20,
+          replicas: 3,
+          inFlight: 12,
+          queueDepth: 2,
+        }),
+      ],
+    ]);
+    const plan = planCapacity(loop, k4, { agents: { '*': 14 } });
+    const inference = plan.pools[0]!;
+    expect(inference.model).toBe('M/M/c//N');
+    expect(inference.agents).toBe(14);
+    expect(inference.thinkTimeMs).toBeCloseTo(2, 9);
+    expect(inference.neededForWait).toBe(replicasForClosedLoop(14, 118, 2, 4, 100, 0.95));
+    expect(inference.neededForWait).toBe(3);
+    expect(inference.waitMs).toBeCloseTo(closedLoopWait(12, 14, 118, 2, 0.95).percentileWaitMs, 9);
+    // The 14 calls outstanding fill 4 replicas' slots, which the autoscaler keeps: the plan says 4, and why.
+    expect(inference.outstandingReplicas).toBe(4);
+    expect(inference.neededReplicas).toBe(4);
+    expect(inference.notes.join('\n')).toContain('3 replicas would hold the wait target; it needs 4');
+    expect(inference.notes.join('\n')).toContain('a closed loop of 14 agents, each away 2.0 ms');
+    expect(plan.model).toContain('M/M/c//N');
+    // Open loop, the same observation reads as 100 calls/s arriving whatever the wait: 4 replicas.
+    expect(planCapacity(loop, k4).pools[0]!.neededForWait).toBe(4);
+    // A given think time wins; what-if scales the agents.
+    const given = planCapacity(loop, k4, { agents: { inference: 14 }, thinkTimeMs: 1000, whatIf: 2 });
+    expect(given.pools[0]).toMatchObject({ agents: 28, thinkTimeMs: 1000 });
+    expect(given.pools[0]!.neededForWait).toBe(replicasForClosedLoop(28, 118, 1000, 4, 100, 0.95));
+    // Fewer agents than the observation needs: said, and planned back to back.
+    const few = planCapacity(loop, k4, { agents: { '*': 5 } }).pools[0]!;
+    expect(few.thinkTimeMs).toBe(0);
+    expect(few.notes.join('\n')).toContain('more agents were calling than --agents says');
+    // No calls observed: the think time is unknown unless given, and so is the plan.
+    const quiet = new Map([['inference', rates('inference', { meanServiceMs: 118, replicas: 1 })]]);
+    const unknown = planCapacity(quiet, k4, { agents: { inference: 14 } }).pools[0]!;
+    expect(unknown.neededForWait).toBeUndefined();
+    expect(unknown.notes.join('\n')).toContain('pass --think-time');
+    const backToBack = planCapacity(quiet, k4, { agents: { inference: 14 }, thinkTimeMs: 0 }).pools[0]!;
+    expect(backToBack.neededForWait).toBe(3);
+    // A bare N is for pools with calls: an idle pool stays idle.
+    expect(planCapacity(quiet, k4, { agents: { '*': 14 } }).pools[0]!.model).toBe('M/M/c');
+    expect(planCapacity(loop, k4, { agents: { nowhere: 3 } }).notes.join('\n')).toContain(
+      '--agents names pool nowhere',
+    );
+    expect(() => planCapacity(loop, k4, { agents: { inference: 0 } })).toThrow(RangeError);
+    expect(() => planCapacity(loop, k4, { agents: { inference: 14 }, thinkTimeMs: -1 })).toThrow(RangeError);
   });
 
   it('sizes GPUs and cost from the gpu section and the price table', () => {
@@ -372,7 +473,7 @@ pools:
     const text = formatPlan(planCapacity(observed, config, { whatIf: 2 }));
     const lines = text.split('\n');
     expect(lines[0]).toContain('queue wait ≤ 200 ms for 95% of calls, arrivals × 2 (what-if)');
-    expect(lines[1]).toBe(`Model: ${QUEUEING_MODEL}`);
+    expect(lines[1]).toBe(`Model: ${QUEUEING_MODEL_MGC}`);
     const header = lines.find((l) => l.startsWith('pool '))!;
     const row = lines.find((l) => l.startsWith('inference '))!;
     const total = lines.find((l) => l.startsWith('total '))!;
@@ -439,6 +540,8 @@ interface PlanJson {
     completedPerSec: number;
     meanServiceMs: number | null;
     p95ServiceMs: number | null;
+    serviceCs2: number | null;
+    model: string;
     replicas: number;
     replicaConcurrency: number;
     utilization: number | null;
@@ -477,6 +580,13 @@ describe('mcp-cluster plan (flags and failures)', () => {
     [['--batch-deadline', 'soon', ...anyTarget], '--batch-deadline'],
     [['--batch-deadline', '0s', ...anyTarget], '--batch-deadline'],
     [['--batch-deadline', '48h', ...anyTarget], '24h'],
+    [['--model', 'mdc', ...anyTarget], '--model must be mgc'],
+    [['--agents', '0', ...anyTarget], '--agents must be POOL=N'],
+    [['--agents', 'inference=many', ...anyTarget], '"inference=many"'],
+    [['--agents', 'inference=2000000', ...anyTarget], '1 to 100000'],
+    [['--agents', 'inference=3,inference=4', ...anyTarget], 'pool inference twice'],
+    [['--think-time', '5s', ...anyTarget], 'pass --agents too'],
+    [['--agents', '8', '--think-time', 'soon', ...anyTarget], '--think-time'],
     [['--metrics', 'ftp://10.0.0.5/metrics'], 'http://'],
     [['--metrics', 'not a url'], '"not a url"'],
     [['--metrics', ''], '--metrics needs a URL'],
@@ -704,7 +814,7 @@ describe('mcp-cluster plan against a running embedded cluster', () => {
   it('reports arrivals, service times and replicas per pool, and plans them', async () => {
     drive();
     const plan = await planJson('--window', '200ms');
-    expect(plan.model).toBe(QUEUEING_MODEL);
+    expect(plan.model).toBe(QUEUEING_MODEL_MGC);
     expect(plan.whatIf).toBe(1);
     expect(plan.windowMs).toBeGreaterThan(0);
     expect(plan.priceTable).toBe('built-in example');
@@ -723,6 +833,9 @@ describe('mcp-cluster plan against a running embedded cluster', () => {
     expect(embeddings.p95ServiceMs).toBeGreaterThan(0);
     expect(embeddings.replicas).toBe(1);
     expect(embeddings.replicaConcurrency).toBe(256);
+    // The workers export Σ S², so the variability of the calls is measured, and M/G/c uses it.
+    expect(embeddings.serviceCs2).toBeGreaterThanOrEqual(0);
+    expect(embeddings.model).toBe('M/G/c');
     const k = embeddings.replicaConcurrency;
     expect(embeddings.utilization).toBeCloseTo(
       (embeddings.arrivalPerSec * (embeddings.meanServiceMs as number)) / 1000 / k,
@@ -735,6 +848,7 @@ describe('mcp-cluster plan against a running embedded cluster', () => {
         k,
         plan.targetWaitMs,
         plan.percentile,
+        embeddings.serviceCs2 as number,
       ),
     );
     expect(embeddings.notes.join('\n')).toContain('no gpu section for pool embeddings');
@@ -775,6 +889,31 @@ describe('mcp-cluster plan against a running embedded cluster', () => {
     await load;
   }, 60_000);
 
+  it('--agents plans the six generate_text agents as a closed loop', async () => {
+    if (!driving) drive();
+    const plan = await planJson('--window', '1s', '--agents', 'inference=6', '--target-wait', '50ms');
+    const inference = plan.pools.find((p) => p.pool === 'inference') as PlanJson['pools'][number] & {
+      agents: number;
+      thinkTimeMs: number;
+      neededForWait: number;
+      outstandingReplicas: number;
+    };
+    expect(inference.model).toBe('M/M/c//N');
+    expect(inference.agents).toBe(6);
+    // Back to back: each agent is away only while its answer and next call travel (≥ 0, finite).
+    expect(Number.isFinite(inference.thinkTimeMs)).toBe(true);
+    expect(inference.thinkTimeMs).toBeGreaterThanOrEqual(0);
+    const S = inference.meanServiceMs as number;
+    expect(inference.neededForWait).toBe(replicasForClosedLoop(6, S, inference.thinkTimeMs, 1, 50, 0.95));
+    // A closed loop never needs more than a slot per agent, which an open-loop model cannot know.
+    expect(inference.neededForWait).toBeLessThanOrEqual(6);
+    expect(inference.neededReplicas).toBe(Math.max(inference.neededForWait, inference.outstandingReplicas));
+    // embeddings has its own agents, not named: still planned open loop.
+    expect(plan.pools.find((p) => p.pool === 'embeddings')?.model).toBe('M/G/c');
+    driving = false;
+    await load;
+  }, 60_000);
+
   it('prints the table for people', async () => {
     const result = await runCli([
       'plan',
@@ -786,7 +925,7 @@ describe('mcp-cluster plan against a running embedded cluster', () => {
       '100ms',
     ]);
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stdout).toContain(`Model: ${QUEUEING_MODEL}`);
+    expect(result.stdout).toContain(`Model: ${QUEUEING_MODEL_MGC}`);
     expect(result.stdout).toMatch(/^inference\s+/m);
     expect(result.stdout).toMatch(/^embeddings\s+/m);
     expect(result.stdout).toContain('Assumptions:');

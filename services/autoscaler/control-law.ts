@@ -296,7 +296,8 @@ export function outstandingReplicas(
   obs: Pick<PoolObservation, 'queueDepth' | 'inFlight'>,
 ): number {
   const outstanding = clean(obs.queueDepth) + clean(obs.inFlight);
-  return Math.ceil(outstanding / policy.perReplicaConcurrency - 1e-9);
+  // 0, not −0, when nothing is outstanding (ceil of −1e-9).
+  return Math.max(0, Math.ceil(outstanding / policy.perReplicaConcurrency - 1e-9));
 }
 
 /**

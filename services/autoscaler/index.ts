@@ -4,6 +4,13 @@
  * processes, metrics-only), the live-metrics reader shared with the capacity planner, and the planner
  * behind `mcp-cluster plan`.
  */
+
+export {
+  CLOSED_LOOP_MODEL,
+  closedLoopWait,
+  MAX_AGENTS,
+  replicasForClosedLoop,
+} from './closed-loop.js';
 export {
   batchReplicas,
   DEFAULT_SCALING_POLICY,
@@ -32,6 +39,7 @@ export {
 } from './metrics-source.js';
 export {
   type CapacityPlan,
+  type PlanModel,
   type PlanOptions,
   type PoolBatchPlan,
   type PoolGpuPlan,
@@ -83,6 +91,7 @@ export {
   mmcWait,
   offeredLoad,
   QUEUEING_MODEL,
+  QUEUEING_MODEL_MGC,
   replicasForWait,
   type WaitEstimate,
 } from './queueing.js';

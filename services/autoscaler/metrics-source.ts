@@ -12,6 +12,8 @@
  * | arrivals | `mcp_cluster_queue_enqueued_total{pool,priority}` (ingress) | sum of increases; priority low also apart |
  * | completions | `mcp_cluster_worker_calls_total{pool,tool,outcome}`, outcome ≠ `retried` | sum of increases |
  * | service time | `mcp_cluster_backend_duration_seconds{pool,tool}` histogram | Δsum / Δcount; p95 from Δbuckets |
+ * | service-time variability | `mcp_cluster_backend_duration_squared_seconds_total{pool,tool}` (Σ S²) | Cs² = (ΔΣS²/Δcount) / mean² − 1, over the series that export it |
+ * | queue wait | `mcp_cluster_queue_wait_seconds{pool}` histogram (worker) | Δsum / Δcount |
  * | in flight | `mcp_cluster_worker_inflight_calls{pool}` | sum |
  * | queue depth | `mcp_cluster_queue_depth{pool,priority}` plus `mcp_cluster_tenant_held_calls{pool,tenant}` (ingress) | depth: max per priority (every process exports the same broker-wide figure), then sum over priorities; priority low also apart. Held calls: sum over processes and tenants (each ingress replica exports only the calls it holds itself), added to the interactive depth (batch calls are never held); also apart |
  * | low-priority in flight | `mcp_cluster_queue_inflight{pool,priority="low"}` | max (a broker-wide figure, like the depth) |
@@ -48,6 +50,14 @@ export interface PoolRates {
    * histogram bucket that holds it (as PromQL's `histogram_quantile`); NaN when no call finished.
    */
   readonly p95ServiceMs: number;
+  /**
+   * Squared coefficient of variation of the backend time over the window, Var[S] / E[S]²: 0 when
+   * every call took as long, 1 for exponential times. NaN when no call finished or no worker exports
+   * `mcp_cluster_backend_duration_squared_seconds_total` (older workers).
+   */
+  readonly serviceCs2: number;
+  /** Mean time calls taken in the window waited in the queue, ms; NaN when no call was taken. */
+  readonly meanQueueWaitMs: number;
   /** Calls workers hold now (taken from the queue, not yet settled), summed over workers. */
   readonly inFlight: number;
   /**
@@ -184,6 +194,12 @@ interface PoolAccumulator {
   completedPerSec: number;
   serviceSumSec: number;
   serviceCount: number;
+  /** Σ S² (s²), and Σ S and the count of the calls it covers: series of workers that export the squares. */
+  squaresSumSec2: number;
+  squaresServiceSumSec: number;
+  squaresCount: number;
+  queueWaitSumSec: number;
+  queueWaitCount: number;
   /** Increase of each cumulative bucket, by upper bound `le`. */
   buckets: Map<number, number>;
   inFlight: number;
@@ -204,6 +220,11 @@ function newAccumulator(): PoolAccumulator {
     completedPerSec: 0,
     serviceSumSec: 0,
     serviceCount: 0,
+    squaresSumSec2: 0,
+    squaresServiceSumSec: 0,
+    squaresCount: 0,
+    queueWaitSumSec: 0,
+    queueWaitCount: 0,
     buckets: new Map(),
     inFlight: 0,
     depthByPriority: new Map(),
@@ -241,6 +262,16 @@ export function histogramQuantile(q: number, buckets: ReadonlyMap<number, number
   return inBucket > 0 ? lower + (upper - lower) * ((rank - below) / inBucket) : upper;
 }
 
+/**
+ * Var[S] / E[S]² from Σ S, Σ S² and the count, in any one unit; NaN without calls or a mean of 0.
+ * Never below 0 (rounding can leave E[S²] a hair under E[S]² when every call took as long).
+ */
+export function serviceCs2(sum: number, sumOfSquares: number, count: number): number {
+  if (!(count > 0) || !(sum > 0)) return Number.NaN;
+  const mean = sum / count;
+  return Math.max(0, sumOfSquares / count / mean ** 2 - 1);
+}
+
 function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): PoolRates {
   let queueDepth = acc.heldCalls;
   for (const depth of acc.depthByPriority.values()) queueDepth += depth;
@@ -255,6 +286,8 @@ function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): Pool
     completedPerSec: acc.completedPerSec > 0 ? acc.completedPerSec : 0,
     meanServiceMs: served ? (acc.serviceSumSec / acc.serviceCount) * 1000 : Number.NaN,
     p95ServiceMs: served ? histogramQuantile(0.95, acc.buckets) * 1000 : Number.NaN,
+    serviceCs2: serviceCs2(acc.squaresServiceSumSec, acc.squaresSumSec2, acc.squaresCount),
+    meanQueueWaitMs: acc.queueWaitCount > 0 ? (acc.queueWaitSumSec / acc.queueWaitCount) * 1000 : Number.NaN,
     inFlight: acc.inFlight,
     queueDepth,
     heldCalls: acc.heldCalls,
@@ -274,6 +307,8 @@ function finishRates(pool: string, acc: PoolAccumulator, windowMs: number): Pool
 export const ENQUEUED = 'mcp_cluster_queue_enqueued_total';
 export const WORKER_CALLS = 'mcp_cluster_worker_calls_total';
 export const SERVICE = 'mcp_cluster_backend_duration_seconds';
+export const SERVICE_SQUARES = 'mcp_cluster_backend_duration_squared_seconds_total';
+export const QUEUE_WAIT = 'mcp_cluster_queue_wait_seconds';
 export const INFLIGHT = 'mcp_cluster_worker_inflight_calls';
 export const DEPTH = 'mcp_cluster_queue_depth';
 export const QUEUE_INFLIGHT = 'mcp_cluster_queue_inflight';
@@ -284,7 +319,16 @@ export const REPLICAS = 'mcp_cluster_worker_replicas';
 /** Calls an ingress replica holds for their tenant's fair-queue quota (services/ingress/admission). */
 export const HELD = 'mcp_cluster_tenant_held_calls';
 
-type CounterKind = 'arrival' | 'lowArrival' | 'completion' | 'serviceSum' | 'serviceCount' | 'serviceBucket';
+type CounterKind =
+  | 'arrival'
+  | 'lowArrival'
+  | 'completion'
+  | 'serviceSum'
+  | 'serviceCount'
+  | 'serviceSquares'
+  | 'serviceBucket'
+  | 'queueWaitSum'
+  | 'queueWaitCount';
 
 /** One counter series of one target, reduced to what the rates need. */
 interface CounterSeries {
@@ -336,6 +380,9 @@ function readingOf(exposition: PromExposition, atMs: number): TargetReading {
     else if (name === WORKER_CALLS) kind = labels.outcome === 'retried' ? undefined : 'completion';
     else if (name === `${SERVICE}_sum`) kind = 'serviceSum';
     else if (name === `${SERVICE}_count`) kind = 'serviceCount';
+    else if (name === SERVICE_SQUARES) kind = 'serviceSquares';
+    else if (name === `${QUEUE_WAIT}_sum`) kind = 'queueWaitSum';
+    else if (name === `${QUEUE_WAIT}_count`) kind = 'queueWaitCount';
     else if (name === `${SERVICE}_bucket`) {
       le = parsePromNumber(labels.le ?? '') ?? Number.NaN;
       kind = Number.isNaN(le) ? undefined : 'serviceBucket';
@@ -493,11 +540,25 @@ export function scrapeSource(urls: () => readonly string[], options: ScrapeOptio
           case 'completion':
             if (targetWindowSec > 0) a.completedPerSec += increase / targetWindowSec;
             break;
+          // A series whose squares (same labels) the worker exports counts for Cs² too.
           case 'serviceSum':
             a.serviceSumSec += increase;
+            if (now.counters.has(key.replace(`${SERVICE}_sum{`, `${SERVICE_SQUARES}{`)))
+              a.squaresServiceSumSec += increase;
             break;
           case 'serviceCount':
             a.serviceCount += increase;
+            if (now.counters.has(key.replace(`${SERVICE}_count{`, `${SERVICE_SQUARES}{`)))
+              a.squaresCount += increase;
+            break;
+          case 'serviceSquares':
+            a.squaresSumSec2 += increase;
+            break;
+          case 'queueWaitSum':
+            a.queueWaitSumSec += increase;
+            break;
+          case 'queueWaitCount':
+            a.queueWaitCount += increase;
             break;
           case 'serviceBucket':
             a.buckets.set(series.le, (a.buckets.get(series.le) ?? 0) + increase);

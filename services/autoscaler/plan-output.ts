@@ -16,6 +16,7 @@ function jsonNumber(value: number | undefined): number | null {
 export function planToJson(plan: CapacityPlan): Record<string, unknown> {
   return {
     model: plan.model,
+    openLoopModel: plan.openLoopModel,
     targetWaitMs: plan.targetWaitMs,
     percentile: plan.percentile,
     whatIf: plan.whatIf,
@@ -34,6 +35,10 @@ export function planToJson(plan: CapacityPlan): Record<string, unknown> {
       completedPerSec: p.completedPerSec,
       meanServiceMs: jsonNumber(p.meanServiceMs),
       p95ServiceMs: jsonNumber(p.p95ServiceMs),
+      serviceCs2: jsonNumber(p.serviceCs2),
+      model: p.model,
+      agents: p.agents ?? null,
+      thinkTimeMs: jsonNumber(p.thinkTimeMs),
       inFlight: p.inFlight,
       queueDepth: p.queueDepth,
       oldestWaitMs: p.oldestWaitMs,
@@ -45,6 +50,8 @@ export function planToJson(plan: CapacityPlan): Record<string, unknown> {
       meanWaitMs: jsonNumber(p.meanWaitMs),
       stableNow: Number.isFinite(p.waitMs),
       neededReplicas: p.neededReplicas ?? null,
+      neededForWait: p.neededForWait ?? null,
+      outstandingReplicas: p.outstandingReplicas,
       utilizationAtNeeded: jsonNumber(p.utilizationAtNeeded),
       waitAtNeededMs: jsonNumber(p.waitAtNeededMs),
       maxReplicas: p.maxReplicas,
@@ -150,6 +157,8 @@ export function formatPlan(plan: CapacityPlan): string {
     plan.whatIf !== 1 ? `arrivals/s ×${plan.whatIf}` : 'arrivals/s',
     'svc mean',
     'svc p95',
+    'Cs²',
+    'model',
     'replicas',
     'slots',
     'util',
@@ -166,6 +175,8 @@ export function formatPlan(plan: CapacityPlan): string {
     formatRate(p.arrivalPerSec),
     formatMs(p.meanServiceMs),
     formatMs(p.p95ServiceMs),
+    Number.isFinite(p.serviceCs2) ? p.serviceCs2.toFixed(2) : '—',
+    p.model === 'M/M/c//N' ? `${p.model}=${p.agents}` : p.model,
     String(p.replicas),
     String(p.replicas * p.replicaConcurrency),
     formatShare(p.utilization),
@@ -192,6 +203,8 @@ export function formatPlan(plan: CapacityPlan): string {
     '',
     '',
     '',
+    '',
+    '',
     String(plan.totalGpus),
     formatMoney(plan.totalCostPerHour),
   ]);
@@ -200,7 +213,7 @@ export function formatPlan(plan: CapacityPlan): string {
       `${plan.whatIf !== 1 ? `, arrivals × ${plan.whatIf} (what-if)` : ''}, rates observed over ${formatMs(plan.windowMs)}`,
     `Model: ${plan.model}`,
     '',
-    ...table(header, rows, new Set([11])),
+    ...table(header, rows, new Set([5, 13])),
     '',
   ];
   const batched = plan.pools.filter((p) => p.batch);

@@ -4,6 +4,7 @@
  * percentile, and what GPUs and money that takes. Pure: rates in, plan out.
  */
 import type { ResolvedConfig } from '../core/index.js';
+import { CLOSED_LOOP_MODEL, closedLoopWait, replicasForClosedLoop } from './closed-loop.js';
 import { outstandingReplicas, perReplicaRate } from './control-law.js';
 import { interactiveArrivalPerSec, type PoolRates } from './metrics-source.js';
 import { formatDuration, formatGiB, formatMs, formatRate, percentileLabel } from './plan-output.js';
@@ -13,12 +14,20 @@ import {
   GPU_MEMORY_OVERHEAD,
   type GpuTier,
   gpuMemoryPerReplica,
-  MAX_PLANNED_SERVERS,
   mmcWait,
   offeredLoad,
   QUEUEING_MODEL,
+  QUEUEING_MODEL_MGC,
   replicasForWait,
+  type WaitEstimate,
 } from './queueing.js';
+
+/**
+ * The open-loop model: `mgc` takes the service-time variability as measured (Allen-Cunneen with the
+ * window's Cs², M/M/c where Cs² is unknown); `mmc` takes every service time as exponential (Cs² = 1),
+ * which over-plans steady calls about twofold in wait.
+ */
+export type PlanModel = 'mgc' | 'mmc';
 
 /** Inputs of {@link planCapacity} beyond rates and config. */
 export interface PlanOptions {
@@ -33,6 +42,19 @@ export interface PlanOptions {
    * `scaling.batchDrainTarget` (1 h unless set).
    */
   readonly batchDeadlineMs?: number;
+  /** Open-loop model, default `mgc`. */
+  readonly model?: PlanModel;
+  /**
+   * Pools whose load is a closed loop: agents that send their next call only after the answer to the
+   * last, by pool (`*`: every pool not named). Such a pool is planned with M/M/c//N for that many
+   * agents (× what-if) instead of an arrival rate.
+   */
+  readonly agents?: Readonly<Record<string, number>>;
+  /**
+   * Mean time an agent is away from the pool between an answer and its next call, ms, for every
+   * closed-loop pool. Default: from the observation, N / λ − S − W (Little's law over the loop).
+   */
+  readonly thinkTimeMs?: number;
 }
 
 /**
@@ -89,9 +111,17 @@ export interface PoolPlan {
   /** Interactive arrivals per second planned for: observed × what-if. */
   readonly arrivalPerSec: number;
   readonly completedPerSec: number;
-  /** Mean backend time per call: the M/M/c service time S. */
+  /** Mean backend time per call: the service time S. */
   readonly meanServiceMs: number;
   readonly p95ServiceMs: number;
+  /** Var[S] / E[S]² over the window; NaN when unknown. */
+  readonly serviceCs2: number;
+  /** The model this pool was sized with: `M/G/c`, `M/M/c` or `M/M/c//N` (closed loop). */
+  readonly model: 'M/G/c' | 'M/M/c' | 'M/M/c//N';
+  /** Closed loop only: the agents planned for (after what-if). */
+  readonly agents: number | undefined;
+  /** Closed loop only: the mean think time Z, ms (given or estimated); NaN otherwise. */
+  readonly thinkTimeMs: number;
   readonly inFlight: number;
   readonly queueDepth: number;
   readonly oldestWaitMs: number;
@@ -107,8 +137,18 @@ export interface PoolPlan {
   readonly waitMs: number;
   /** Mean queue wait now. */
   readonly meanWaitMs: number;
-  /** Fewest replicas that meet the target; undefined when the service time is unknown or the search gave up. */
+  /**
+   * Replicas the pool needs: the more of `neededForWait` and `outstandingReplicas`, which is what the
+   * autoscaler runs. undefined when neither is known.
+   */
   readonly neededReplicas: number | undefined;
+  /** Fewest replicas that meet the wait target by the model; undefined when the service time is unknown or the search gave up. */
+  readonly neededForWait: number | undefined;
+  /**
+   * ceil((queued + in flight interactive calls) / replicaConcurrency) when observed: the autoscaler
+   * and KEDA keep a slot for every outstanding call, so the plan asks for no fewer. 0 without metrics.
+   */
+  readonly outstandingReplicas: number;
   /** ρ at the needed replicas. */
   readonly utilizationAtNeeded: number;
   /** Queue wait at the percentile with the needed replicas. */
@@ -124,8 +164,10 @@ export interface PoolPlan {
 }
 
 export interface CapacityPlan {
-  /** The queueing model the numbers come from. */
+  /** The queueing models the numbers come from, in words. */
   readonly model: string;
+  /** The open-loop model asked for. */
+  readonly openLoopModel: PlanModel;
   readonly targetWaitMs: number;
   readonly percentile: number;
   readonly whatIf: number;
@@ -167,9 +209,20 @@ export function planCapacity(
   if (!(percentile > 0 && percentile < 1)) {
     throw new RangeError(`percentile must be a fraction in (0, 1), got ${percentile}`);
   }
-  const { batchDeadlineMs } = options;
+  const { batchDeadlineMs, thinkTimeMs } = options;
   if (batchDeadlineMs !== undefined && !(Number.isFinite(batchDeadlineMs) && batchDeadlineMs > 0)) {
     throw new RangeError(`batchDeadlineMs must be a finite number above 0, got ${batchDeadlineMs}`);
+  }
+  const model = options.model ?? 'mgc';
+  if (model !== 'mgc' && model !== 'mmc') throw new RangeError(`model must be mgc or mmc, got ${model}`);
+  if (thinkTimeMs !== undefined && !(Number.isFinite(thinkTimeMs) && thinkTimeMs >= 0)) {
+    throw new RangeError(`thinkTimeMs must be a finite number ≥ 0, got ${thinkTimeMs}`);
+  }
+  const agents = options.agents ?? {};
+  for (const [pool, n] of Object.entries(agents)) {
+    if (!Number.isInteger(n) || n < 1) {
+      throw new RangeError(`agents of ${pool} must be a whole number above 0, got ${n}`);
+    }
   }
   const fromConfig = config.planner.gpuTiers.length > 0;
   const tiers: readonly GpuTier[] = fromConfig ? config.planner.gpuTiers : DEFAULT_GPU_TIERS;
@@ -179,9 +232,23 @@ export function planCapacity(
   const pools = Object.values(config.pools).map((pool) => {
     const observed = rates.get(pool.name);
     if (observed) windowMs = Math.max(windowMs, observed.windowMs);
-    return planPool(pool, observed, tiers, { whatIf, targetWaitMs, percentile, batchDeadlineMs });
+    return planPool(pool, observed, tiers, {
+      whatIf,
+      targetWaitMs,
+      percentile,
+      batchDeadlineMs,
+      model,
+      // A bare --agents N is for the pools the agents were seen calling, not idle ones.
+      agents:
+        agents[pool.name] ?? (observed && interactiveArrivalPerSec(observed) > 0 ? agents['*'] : undefined),
+      thinkTimeMs,
+    });
   });
   const notes: string[] = [];
+  for (const pool of Object.keys(agents)) {
+    if (pool !== '*' && !config.pools[pool])
+      notes.push(`--agents names pool ${pool}, which the config lacks`);
+  }
   for (const pool of rates.keys()) {
     if (!config.pools[pool]) {
       notes.push(
@@ -196,18 +263,27 @@ export function planCapacity(
     totalCostPerHour += p.gpu?.costPerHour ?? 0;
   }
   const pct = percentileLabel(percentile);
+  const closed = pools.some((p) => p.model === 'M/M/c//N');
+  const openModel = model === 'mgc' ? QUEUEING_MODEL_MGC : QUEUEING_MODEL;
   const assumptions = [
-    `${QUEUEING_MODEL}; servers c = replicas × replicaConcurrency (calls one replica serves at once)`,
-    'service time S = mean backend time per call over the window; M/M/c takes it as exponential, so calls of steadier length (most LLM and embedding calls) wait less than planned, more variable ones (diffusion with mixed step counts) can wait more',
-    `a = λ·S, ρ = a/c, C = Erlang C(c, a); wait at ${pct}: W = ln(C/(1−p)) / (c/S − λ), 0 when C ≤ 1−p; needed = fewest replicas with W ≤ ${formatMs(targetWaitMs)}, and at least ceil((queued + in flight) / replicaConcurrency) for the work outstanding when observed (what the autoscaler and the KEDA triggers size on)`,
+    `${openModel}; servers c = replicas × replicaConcurrency (calls one replica serves at once)`,
+    model === 'mgc'
+      ? 'service time S = mean backend time per call over the window, Cs² = Var[S]/S² over the same calls (from mcp_cluster_backend_duration_squared_seconds_total); where Cs² is unknown, M/M/c (Cs² = 1)'
+      : 'service time S = mean backend time per call over the window; M/M/c takes it as exponential, so calls of steadier length (most LLM and embedding calls) wait less than planned, more variable ones (diffusion with mixed step counts) can wait more',
+    `a = λ·S, ρ = a/c, C = Erlang C(c, a); wait at ${pct}: W = ln(C/(1−p)) / (c/S − λ)${model === 'mgc' ? ' × (1 + Cs²)/2' : ''}, 0 when C ≤ 1−p; needed = fewest replicas with W ≤ ${formatMs(targetWaitMs)}, and at least ceil((queued + in flight) / replicaConcurrency) for the work outstanding when observed (what the autoscaler and the KEDA triggers size on)`,
     `GPU memory per replica = (params × bytesPerParam + kvCachePerToken × contextTokens × concurrentSequences) × ${1 + GPU_MEMORY_OVERHEAD}; tier = smallest GPU that holds it, else the cheapest 2/4/8-GPU tensor-parallel set`,
     fromConfig
       ? 'GPU prices from planner.gpuTiers in the config'
       : 'GPU prices are the built-in EXAMPLE placeholders, not quotes: set planner.gpuTiers to what you pay',
   ];
+  if (closed) {
+    assumptions.push(
+      `closed loop (--agents): ${CLOSED_LOOP_MODEL}; think time Z ${thinkTimeMs === undefined ? '= N/λ − S − W from the observation (λ arrivals, W mean queue wait)' : `= ${formatMs(thinkTimeMs)} as given`}; exponential service (calls of one length that start together end together, and wait about as long); needed = fewest replicas with the ${pct} wait ≤ ${formatMs(targetWaitMs)}, at most one slot per agent`,
+    );
+  }
   if (whatIf !== 1) {
     assumptions.push(
-      `what-if: observed arrival rates × ${whatIf}, service times as observed${pools.some((p) => p.batch) ? ', batch backlogs as they are' : ''}`,
+      `what-if: observed arrival rates${closed ? ' and agents' : ''} × ${whatIf}, service times as observed${pools.some((p) => p.batch) ? ', batch backlogs as they are' : ''}`,
     );
   }
   if (pools.some((p) => p.batch)) {
@@ -216,7 +292,8 @@ export function planCapacity(
     );
   }
   return {
-    model: QUEUEING_MODEL,
+    model: closed ? `${openModel}; closed loops: ${CLOSED_LOOP_MODEL}` : openModel,
+    openLoopModel: model,
     targetWaitMs,
     percentile,
     whatIf,
@@ -236,7 +313,15 @@ function planPool(
   pool: ResolvedConfig['pools'][string],
   observed: PoolRates | undefined,
   tiers: readonly GpuTier[],
-  target: { whatIf: number; targetWaitMs: number; percentile: number; batchDeadlineMs: number | undefined },
+  target: {
+    whatIf: number;
+    targetWaitMs: number;
+    percentile: number;
+    batchDeadlineMs: number | undefined;
+    model: PlanModel;
+    agents: number | undefined;
+    thinkTimeMs: number | undefined;
+  },
 ): PoolPlan {
   const notes: string[] = [];
   const k = pool.scaling.replicaConcurrency;
@@ -258,24 +343,53 @@ function planPool(
       `pool ${pool.name}: no call finished in the window, so the service time is unknown: observe longer (--window)`,
     );
   }
-  // Without arrivals there is no load whatever the service time; with arrivals and no service time
-  // nothing can be said, and the figures stay NaN.
-  const S = lambda === 0 ? 0 : serviceKnown ? meanServiceMs : Number.NaN;
+  const closedLoop = target.agents !== undefined;
+  // Without arrivals there is no load whatever the service time (unless agents are planned for);
+  // with load and no service time nothing can be said, and the figures stay NaN.
+  const S = lambda === 0 && !closedLoop ? 0 : serviceKnown ? meanServiceMs : Number.NaN;
   const load = Number.isNaN(S) ? Number.NaN : offeredLoad(lambda, S);
-  const now = Number.isNaN(S) ? undefined : mmcWait(replicas * k, lambda, S, target.percentile);
-  if (observed && replicas === 0 && lambda > 0) {
+  if (closedLoop && !serviceKnown && lambda === 0) {
+    notes.push(
+      `pool ${pool.name}: no call finished in the window, so the service time of the ${target.agents} agents' calls is unknown: observe them longer (--window)`,
+    );
+  }
+  // Open loop: M/G/c (Allen-Cunneen) with the measured Cs², or M/M/c.
+  const observedCs2 = observed?.serviceCs2 ?? Number.NaN;
+  const cs2 = target.model === 'mmc' || !Number.isFinite(observedCs2) ? 1 : observedCs2;
+  if (target.model === 'mgc' && lambda > 0 && serviceKnown && !Number.isFinite(observedCs2) && !closedLoop) {
+    notes.push(
+      `pool ${pool.name}: the service-time variability is unknown (workers that do not export mcp_cluster_backend_duration_squared_seconds_total), so it is planned as M/M/c`,
+    );
+  }
+  const agents = closedLoop ? Math.max(1, Math.round((target.agents as number) * target.whatIf)) : undefined;
+  const thinkTimeMs = closedLoop && serviceKnown ? thinkTime(pool.name, observed, target, notes) : Number.NaN;
+  if (closedLoop && Number.isFinite(thinkTimeMs)) {
+    notes.push(
+      `pool ${pool.name}: a closed loop of ${agents} agents, each away ${formatMs(thinkTimeMs)} between an answer and its next call (${target.thinkTimeMs === undefined ? 'estimated from the observation' : '--think-time'})`,
+    );
+  }
+  const wait = (replicaCount: number): WaitEstimate | undefined => {
+    if (Number.isNaN(S) || (closedLoop && Number.isNaN(thinkTimeMs))) return undefined;
+    if (!closedLoop) return mmcWait(replicaCount * k, lambda, S, target.percentile, cs2);
+    if (replicaCount === 0) return unboundedWait(agents as number);
+    return closedLoopWait(replicaCount * k, agents as number, S, thinkTimeMs, target.percentile);
+  };
+  const now = wait(replicas);
+  if (observed && replicas === 0 && (lambda > 0 || closedLoop)) {
     notes.push(
       `pool ${pool.name}: no running replica reported (mcp_cluster_worker_replicas), so the current wait is unbounded`,
     );
   }
 
-  let needed: number | undefined;
-  if (!Number.isNaN(S)) {
+  let neededForWait: number | undefined;
+  if (!Number.isNaN(S) && !(closedLoop && Number.isNaN(thinkTimeMs))) {
     try {
-      needed = replicasForWait(lambda, S, k, target.targetWaitMs, target.percentile);
+      neededForWait = closedLoop
+        ? replicasForClosedLoop(agents as number, S, thinkTimeMs, k, target.targetWaitMs, target.percentile)
+        : replicasForWait(lambda, S, k, target.targetWaitMs, target.percentile, cs2);
     } catch (err) {
       if (!(err instanceof RangeError)) throw err;
-      notes.push(`pool ${pool.name}: more than ${MAX_PLANNED_SERVERS} concurrent slots needed: not planned`);
+      notes.push(`pool ${pool.name}: ${err.message}: not planned`);
     }
   }
   // The work outstanding when observed (queued and running interactive calls, a slot each): the
@@ -290,10 +404,16 @@ function planPool(
         },
       )
     : 0;
-  if (outstanding > 0 && (needed === undefined ? Number.isNaN(S) : outstanding > needed))
+  let needed = neededForWait;
+  if (outstanding > 0 && (needed === undefined ? Number.isNaN(S) : outstanding > needed)) {
     needed = outstanding;
-  const then =
-    needed === undefined || Number.isNaN(S) ? undefined : mmcWait(needed * k, lambda, S, target.percentile);
+    if (neededForWait !== undefined) {
+      notes.push(
+        `pool ${pool.name}: ${neededForWait} replica${neededForWait === 1 ? '' : 's'} would hold the wait target; it needs ${outstanding} because that many replicas' slots were taken by the calls outstanding when observed, and the autoscaler and the KEDA triggers keep a slot for each`,
+      );
+    }
+  }
+  const then = needed === undefined ? undefined : wait(needed);
   if (needed !== undefined && needed > pool.scaling.maxReplicas) {
     notes.push(
       `pool ${pool.name}: needs ${needed} replicas, above scaling.maxReplicas ${pool.scaling.maxReplicas}, where the autoscaler stops`,
@@ -339,6 +459,14 @@ function planPool(
     completedPerSec: observed?.completedPerSec ?? 0,
     meanServiceMs,
     p95ServiceMs: observed?.p95ServiceMs ?? Number.NaN,
+    serviceCs2: observedCs2,
+    model: closedLoop
+      ? 'M/M/c//N'
+      : target.model === 'mmc' || !Number.isFinite(observedCs2)
+        ? 'M/M/c'
+        : 'M/G/c',
+    agents,
+    thinkTimeMs,
     inFlight: observed?.inFlight ?? 0,
     queueDepth: observed?.queueDepth ?? 0,
     oldestWaitMs: observed?.oldestWaitMs ?? 0,
@@ -349,6 +477,8 @@ function planPool(
     waitMs: now?.percentileWaitMs ?? Number.NaN,
     meanWaitMs: now?.meanWaitMs ?? Number.NaN,
     neededReplicas: needed,
+    neededForWait,
+    outstandingReplicas: outstanding,
     utilizationAtNeeded: then?.utilization ?? Number.NaN,
     waitAtNeededMs: then?.percentileWaitMs ?? Number.NaN,
     maxReplicas: pool.scaling.maxReplicas,
@@ -356,6 +486,51 @@ function planPool(
     batch,
     notes,
   };
+}
+
+/** The wait of agents with no replica to serve them: every call waits, for ever. */
+function unboundedWait(agents: number): WaitEstimate {
+  return {
+    servers: 0,
+    offeredLoad: Number.NaN,
+    utilization: Number.POSITIVE_INFINITY,
+    probabilityOfWaiting: agents > 0 ? 1 : 0,
+    meanWaitMs: agents > 0 ? Number.POSITIVE_INFINITY : 0,
+    percentileWaitMs: agents > 0 ? Number.POSITIVE_INFINITY : 0,
+  };
+}
+
+/**
+ * The closed loop's think time Z, ms: as given, else by Little's law over the loop of the N agents
+ * observed, N = λ · (Z + W + S), so Z = N/λ − W − S, with W the mean queue wait (or, unmeasured, the
+ * interactive calls waiting / λ). NaN, with a note, when nothing arrived to estimate it from.
+ */
+function thinkTime(
+  pool: string,
+  observed: PoolRates | undefined,
+  target: { agents: number | undefined; thinkTimeMs: number | undefined },
+  notes: string[],
+): number {
+  if (target.thinkTimeMs !== undefined) return target.thinkTimeMs;
+  const agents = target.agents as number;
+  const lambda = observed ? interactiveArrivalPerSec(observed) : 0;
+  if (!observed || lambda === 0) {
+    notes.push(
+      `pool ${pool}: no calls arrived in the window, so the agents' think time cannot be estimated: pass --think-time (0 for agents calling back to back)`,
+    );
+    return Number.NaN;
+  }
+  const waitMs = Number.isFinite(observed.meanQueueWaitMs)
+    ? observed.meanQueueWaitMs
+    : ((observed.queueDepth - observed.lowQueueDepth) / lambda) * 1000;
+  const z = (agents / lambda) * 1000 - waitMs - observed.meanServiceMs;
+  if (z < 0) {
+    notes.push(
+      `pool ${pool}: ${agents} agents cannot keep ${formatRate(lambda)} calls/s of ${formatMs(observed.meanServiceMs)} going (that takes ${Math.ceil((lambda * (observed.meanServiceMs + waitMs)) / 1000)} at least): more agents were calling than --agents says, or other traffic shares the pool; planned with think time 0`,
+    );
+    return 0;
+  }
+  return z;
 }
 
 /** The ETA and the replicas needed of a pool's low-priority backlog (> 0 calls). */

@@ -13,8 +13,11 @@ import {
   OLDEST,
   type PoolRates,
   QUEUE_INFLIGHT,
+  QUEUE_WAIT,
   REPLICAS,
   SERVICE,
+  SERVICE_SQUARES,
+  serviceCs2,
   WORKER_CALLS,
 } from './metrics-source.js';
 import { parsePromNumber, shown } from './prom-text.js';
@@ -34,6 +37,12 @@ export function prometheusQueries(windowMs: number): Record<string, string> {
     serviceSum: `sum by (pool) (increase(${SERVICE}_sum${w}))`,
     serviceCount: `sum by (pool) (increase(${SERVICE}_count${w}))`,
     serviceP95: `histogram_quantile(0.95, sum by (pool, le) (rate(${SERVICE}_bucket${w})))`,
+    // Σ S², and the calls of the series that export it (`and` matches the same labels), for Cs².
+    serviceSquares: `sum by (pool) (increase(${SERVICE_SQUARES}${w}))`,
+    squaresCount: `sum by (pool) (increase(${SERVICE}_count${w}) and increase(${SERVICE_SQUARES}${w}))`,
+    squaresSum: `sum by (pool) (increase(${SERVICE}_sum${w}) and increase(${SERVICE_SQUARES}${w}))`,
+    queueWaitSum: `sum by (pool) (increase(${QUEUE_WAIT}_sum${w}))`,
+    queueWaitCount: `sum by (pool) (increase(${QUEUE_WAIT}_count${w}))`,
     inFlight: `sum by (pool) (${INFLIGHT})`,
     queueDepth: `sum by (pool) (max by (pool, priority) (${DEPTH}))`,
     // Each ingress replica exports only the calls it holds itself: a sum, not a max. Added to the
@@ -167,6 +176,15 @@ export function prometheusSource(
           completedPerSec: completed > 0 ? completed : 0,
           meanServiceMs: count > 0 ? (finite('serviceSum', pool) / count) * 1000 : Number.NaN,
           p95ServiceMs: count > 0 && p95 !== undefined ? p95 * 1000 : Number.NaN,
+          serviceCs2: serviceCs2(
+            finite('squaresSum', pool),
+            finite('serviceSquares', pool),
+            finite('squaresCount', pool),
+          ),
+          meanQueueWaitMs:
+            finite('queueWaitCount', pool) > 0
+              ? (finite('queueWaitSum', pool) / finite('queueWaitCount', pool)) * 1000
+              : Number.NaN,
           inFlight: finite('inFlight', pool),
           queueDepth: finite('queueDepth', pool) + held,
           heldCalls: held,

@@ -15,8 +15,17 @@
  *     wait at percentile p:  W_p = 0 if C ≤ 1 − p, else ln(C / (1 − p)) / (c·μ − λ)
  *
  * The recursion stays in [0, 1] so it neither overflows nor loses precision for c in the thousands.
- * M/M/c assumes exponential service times; real GPU calls are often less variable (so this is on the
- * safe side) but can be more (diffusion with mixed step counts), which the planner should state.
+ *
+ * ## Model: M/G/c by the Allen-Cunneen approximation
+ *
+ * M/M/c takes service times as exponential (squared coefficient of variation Cs² = 1). Steady LLM and
+ * embedding calls vary far less (Cs² near 0: M/D/c), and then wait about half as long; diffusion with
+ * mixed step counts can vary more. Allen-Cunneen scales the M/M/c wait by (1 + Cs²) / 2, with Cs²
+ * measured from the calls themselves (Var[S] / E[S]²):
+ *
+ *     P(W > t) ≈ C · exp(−(c·μ − λ)·t · 2 / (1 + Cs²))       so every wait figure × (1 + Cs²) / 2
+ *
+ * Cs² = 1 gives M/M/c exactly. `npm run bench -- plan` compares both with measured waits.
  */
 
 /** Offered load a = λ·S in Erlangs. */
@@ -111,25 +120,40 @@ function waitFromC(
 
 /**
  * Wait figures for `servers` concurrent slots at `arrivalPerSec` and mean `serviceTimeMs`;
- * `percentile` is a fraction in (0, 1), e.g. 0.95.
+ * `percentile` is a fraction in (0, 1), e.g. 0.95; `serviceCs2` the squared coefficient of variation of
+ * the service time (default 1: exponential, plain M/M/c; 0: every call alike, M/D/c), applied by the
+ * Allen-Cunneen factor (1 + Cs²) / 2 to the mean and percentile waits.
  */
 export function mmcWait(
   servers: number,
   arrivalPerSec: number,
   serviceTimeMs: number,
   percentile = 0.95,
+  serviceCs2 = 1,
 ): WaitEstimate {
   assertServers(servers);
   assertRate(arrivalPerSec, serviceTimeMs);
   assertPercentile(percentile);
+  const factor = variabilityFactor(serviceCs2);
   const load = offeredLoad(arrivalPerSec, serviceTimeMs);
-  return waitFromC(
+  const w = waitFromC(
     servers,
     arrivalPerSec,
     serviceTimeMs,
     percentile,
     servers === 0 ? 1 : erlangC(servers, load),
   );
+  return factor === 1
+    ? w
+    : { ...w, meanWaitMs: w.meanWaitMs * factor, percentileWaitMs: w.percentileWaitMs * factor };
+}
+
+/** The Allen-Cunneen factor (1 + Cs²) / 2; Cs² must be a finite number ≥ 0. */
+function variabilityFactor(serviceCs2: number): number {
+  if (!Number.isFinite(serviceCs2) || serviceCs2 < 0) {
+    throw new RangeError(`serviceCs2 must be a finite number ≥ 0, got ${serviceCs2}`);
+  }
+  return (1 + serviceCs2) / 2;
 }
 
 /** Upper bound on replicas `replicasForWait` will search, as a guard against absurd inputs. */
@@ -137,7 +161,8 @@ export const MAX_PLANNED_SERVERS = 1_000_000;
 
 /**
  * The fewest replicas (each serving `concurrencyPerReplica` calls at once) for which the M/M/c wait at
- * `percentile` is at most `targetWaitMs`. 0 when there is no load (λ = 0 or S = 0); the caller applies its
+ * `percentile`, times the Allen-Cunneen factor of `serviceCs2` (default 1: none), is at most
+ * `targetWaitMs`. 0 when there is no load (λ = 0 or S = 0); the caller applies its
  * own minimum. Cost O(c): Erlang B is carried forward as c grows.
  * @throws RangeError on negative / non-finite input, percentile outside (0, 1), or more than
  *   {@link MAX_PLANNED_SERVERS} slots needed.
@@ -148,9 +173,11 @@ export function replicasForWait(
   concurrencyPerReplica: number,
   targetWaitMs: number,
   percentile = 0.95,
+  serviceCs2 = 1,
 ): number {
   assertRate(arrivalPerSec, serviceTimeMs);
   assertPercentile(percentile);
+  const factor = variabilityFactor(serviceCs2);
   if (!Number.isInteger(concurrencyPerReplica) || concurrencyPerReplica < 1) {
     throw new RangeError(`concurrencyPerReplica must be an integer ≥ 1, got ${concurrencyPerReplica}`);
   }
@@ -172,12 +199,14 @@ export function replicasForWait(
     }
     if (load >= servers) continue;
     const w = waitFromC(servers, arrivalPerSec, serviceTimeMs, percentile, erlangCFromB(servers, load, b));
-    if (w.percentileWaitMs <= targetWaitMs) return replicas;
+    if (w.percentileWaitMs * factor <= targetWaitMs) return replicas;
   }
 }
 
-/** Human-readable name of the model, for the planner's output. */
+/** Human-readable names of the models, for the planner's output. */
 export const QUEUEING_MODEL = 'M/M/c (Erlang C): Poisson arrivals, exponential service, FIFO';
+export const QUEUEING_MODEL_MGC =
+  'M/G/c (Erlang C × (1 + Cs²)/2, Allen-Cunneen): Poisson arrivals, service-time variability as measured, FIFO';
 
 function assertServers(servers: number) {
   if (!Number.isInteger(servers) || servers < 0) {

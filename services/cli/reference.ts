@@ -48,7 +48,13 @@ export const FLAG_HELP: Record<string, string> = {
   metrics: 'a /metrics URL to observe (repeat for each replica); plan takes two scrapes 10 s apart',
   prometheus: 'a Prometheus base URL to read rates from instead of /metrics pages',
   window: 'observation window (default 10s on /metrics pages, 5m on Prometheus)',
-  'what-if': 'scales the observed load, e.g. 2x or +50%',
+  'what-if': 'multiplies the observed arrival rates (and --agents), e.g. 2 or 1.5x',
+  model:
+    'open-loop queueing model: mgc (default; the service-time variability as measured) or mmc (exponential service times)',
+  agents:
+    'plans a closed loop: POOL=N (or N for every pool with calls) agents that each call again after their answer',
+  'think-time':
+    "the agents' mean time between an answer and their next call (default: estimated from the observation)",
   'target-wait': 'queue-wait target the replicas are sized for (default 1s)',
   percentile: 'the wait percentile held to the target (default 0.95)',
   'batch-deadline': 'deadline batch backlogs are sized to finish by (default 1h)',

@@ -19,10 +19,12 @@ Usage:
                                                      mints an API key; prints it once, with the entry
                                                      to add to the keys file (auth.apiKeys.file)
   mcp-cluster plan [--config FILE] (--metrics URL ... | --prometheus URL) [--window 10s] [--what-if X]
-                   [--target-wait 1s] [--percentile 0.95] [--batch-deadline 1h] [--json]
+                   [--target-wait 1s] [--percentile 0.95] [--batch-deadline 1h] [--model mgc|mmc]
+                   [--agents [POOL=]N ...] [--think-time D] [--json]
                                                      observe per-pool rates, then size each pool for a
-                                                     queue-wait target (M/M/c) with GPUs and cost, and
-                                                     each batch backlog's ETA and replicas for a deadline
+                                                     queue-wait target (M/G/c, or M/M/c//N for agents)
+                                                     with GPUs and cost, and each batch backlog's ETA
+                                                     and replicas for a deadline
   mcp-cluster batch submit FILE [--pool NAME] [--wait] [--json]
   mcp-cluster batch status ID | list [--limit N] | cancel ID  [--json]
   mcp-cluster batch results ID -o FILE [--errors FILE]

@@ -67,6 +67,12 @@ export interface ClusterMetrics {
   queueWait: Histogram<'pool'>;
   /** Time spent in the backend request, in seconds. */
   backendDuration: Histogram<'pool' | 'tool'>;
+  /**
+   * Sum of the squares of the backend times of `backendDuration`, in s². With its `_sum` and `_count`
+   * it gives the variance of the service time, which `mcp-cluster plan` reads for its M/G/c model (a
+   * histogram's buckets are too coarse for it).
+   */
+  backendDurationSquared: Counter<'pool' | 'tool'>;
   /** Requests running on one backend endpoint. */
   backendInFlight: Gauge<'pool' | 'backend'>;
   /** 1 when the endpoint's health probe passes, else 0. */
@@ -266,6 +272,12 @@ export function clusterMetrics(): ClusterMetrics {
       help: 'Time spent in the backend request.',
       labelNames: ['pool', 'tool'],
       buckets: latency,
+      registers,
+    }),
+    backendDurationSquared: new Counter({
+      name: 'mcp_cluster_backend_duration_squared_seconds_total',
+      help: 'Sum of squared backend request times, s² (the service-time variance, with mcp_cluster_backend_duration_seconds).',
+      labelNames: ['pool', 'tool'],
       registers,
     }),
     backendInFlight: new Gauge({

@@ -340,6 +340,7 @@ export async function startWorker(options: WorkerOptions): Promise<Worker> {
       const backendMs = started === undefined ? 0 : performance.now() - started;
       if (started !== undefined) {
         metrics.backendDuration.observe({ pool, tool: tool.name }, backendMs / 1000);
+        metrics.backendDurationSquared.inc({ pool, tool: tool.name }, (backendMs / 1000) ** 2);
         attempt.endBackend(
           started,
           backendMs,

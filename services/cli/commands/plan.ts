@@ -1,6 +1,7 @@
 import {
   formatPlan,
   type MetricsSource,
+  type PlanModel,
   planCapacity,
   planToJson,
   prometheusSource,
@@ -20,6 +21,9 @@ export const PLAN_OPTIONS = {
   'target-wait': { type: 'string' },
   percentile: { type: 'string' },
   'batch-deadline': { type: 'string' },
+  model: { type: 'string' },
+  agents: { type: 'string', multiple: true },
+  'think-time': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -44,6 +48,15 @@ export async function plan(args: string[]): Promise<ExitCode> {
   // When each pool's low-priority backlog should be done; default its scaling.batchDrainTarget.
   const batchDeadlineMs = durationFlag(values['batch-deadline'], '--batch-deadline', 1);
   const windowMs = durationFlag(values.window, '--window', 1);
+  const model = modelFlag(values.model);
+  const agents = agentsFlag(values.agents);
+  const thinkTimeMs = durationFlag(values['think-time'], '--think-time', 0);
+  if (thinkTimeMs !== undefined && agents === undefined) {
+    throw new ClusterError(
+      'INVALID_CONFIG',
+      '--think-time is the think time of the agents of --agents: pass --agents too (e.g. --agents inference=64)',
+    );
+  }
   const metricsFlags = (values.metrics ?? []).flatMap((v) => v.split(',')).map((u) => u.trim());
   if (values.metrics !== undefined && metricsFlags.every((u) => u === '')) {
     throw new ClusterError(
@@ -103,6 +116,9 @@ export async function plan(args: string[]): Promise<ExitCode> {
     ...(targetWaitMs !== undefined ? { targetWaitMs } : {}),
     ...(percentile !== undefined ? { percentile } : {}),
     ...(batchDeadlineMs !== undefined ? { batchDeadlineMs } : {}),
+    model,
+    ...(agents !== undefined ? { agents } : {}),
+    ...(thinkTimeMs !== undefined ? { thinkTimeMs } : {}),
   });
   process.stdout.write(
     values.json ? `${JSON.stringify(planToJson(capacity), null, 2)}\n` : formatPlan(capacity),
@@ -122,6 +138,48 @@ function whatIfFlag(value: string | undefined): number {
     );
   }
   return n;
+}
+
+/** `--model`: mgc (the default) or mmc. */
+function modelFlag(value: string | undefined): PlanModel {
+  if (value === undefined) return 'mgc';
+  const v = value.trim().toLowerCase().replaceAll('/', '');
+  if (v === 'mgc' || v === 'mmc') return v;
+  throw new ClusterError(
+    'INVALID_CONFIG',
+    `--model must be mgc (service-time variability as measured) or mmc (exponential service times), got "${value}"`,
+  );
+}
+
+/** Most agents `--agents` takes for one pool (the closed-loop model's limit). */
+const MAX_AGENTS_FLAG = 100_000;
+
+/**
+ * `--agents`: `POOL=N` (repeatable, or a comma list) or a bare `N` for every pool with calls;
+ * undefined when absent.
+ */
+function agentsFlag(values: string[] | undefined): Record<string, number> | undefined {
+  if (values === undefined) return undefined;
+  const agents: Record<string, number> = {};
+  for (const item of values.flatMap((v) => v.split(',')).map((v) => v.trim())) {
+    const m = /^(?:([A-Za-z0-9_.-]+)=)?(\d+)$/.exec(item);
+    const n = Number(m?.[2]);
+    if (!m || !(n >= 1 && n <= MAX_AGENTS_FLAG)) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `--agents must be POOL=N or N, the agents calling in a closed loop (1 to ${MAX_AGENTS_FLAG}), e.g. --agents inference=64, got "${item}"`,
+      );
+    }
+    const pool = m[1] ?? '*';
+    if (agents[pool] !== undefined) {
+      throw new ClusterError(
+        'INVALID_CONFIG',
+        `--agents gives ${pool === '*' ? 'a bare N' : `pool ${pool}`} twice`,
+      );
+    }
+    agents[pool] = n;
+  }
+  return agents;
 }
 
 /** A duration flag (`250ms`, `10s`, `5m`), at least `minMs`, at most 24h; undefined when absent. */
