@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { mmcWait } from '../services/autoscaler/index.js';
+import { closedLoopWait, mmcWait } from '../services/autoscaler/index.js';
 import { startNatsServer, uniqueNamespace } from '../test/support/brokers.js';
 import { callTool2025 } from '../test/support/mcp-clients.js';
 import { type ChildRole, CLI, jsonLine, spawnRole } from './systems/process.js';
@@ -14,13 +14,15 @@ import { type ChildRole, CLI, jsonLine, spawnRole } from './systems/process.js';
  * `npm run bench -- plan [--seconds 30] [--target-wait 100]`: `mcp-cluster plan` proven against a
  * replay. A small cluster on NATS (one ingress; workers of the inference pool, each with its own
  * simulated vLLM of K = 4 sequences, as one GPU server per replica) takes a load on 3 replicas
- * while `plan --metrics` observes it and sizes the pool for a p95 queue wait of `--target-wait` ms;
- * then the same load runs again at the planned size and at one replica fewer, and the queue wait
- * each call met (`_meta["mcp-cluster/timing"].queueWaitMs`) is measured. Two loads: open loop
- * (Poisson arrivals at a fixed rate) and closed loop (agents calling back to back). Beside M/M/c's
- * prediction, M/D/c's by the Allen-Cunneen correction (the M/M/c wait × (1 + Cs²) / 2, Cs² the
- * measured squared coefficient of variation of the service time): the simulated backend's calls
- * are of one length, as steady LLM calls are, not exponential. Writes bench/results/plan.json.
+ * while `plan --metrics --window 30s` observes it and sizes the pool for a p95 queue wait of
+ * `--target-wait` ms;
+ * then the same load runs again from the planned size down until the target fails (up until it holds,
+ * if it fails there), and the queue wait each call met (`_meta["mcp-cluster/timing"].queueWaitMs`) is
+ * measured: the fewest replicas that held it is what the replay shows is needed. Two loads: open loop
+ * (Poisson arrivals at a fixed rate; plan's default M/G/c) and closed loop (agents calling back to
+ * back; `plan --agents`, M/M/c//N). Beside the measured wait, each model's prediction for the run:
+ * M/M/c, M/G/c (the M/M/c wait × (1 + Cs²) / 2, Cs² of the run's calls; the simulated backend's calls
+ * are of one length, as steady LLM calls are) and the closed loop's. Writes bench/results/plan.json.
  */
 
 const { values } = parseArgs({
@@ -36,6 +38,8 @@ const TARGET_MS = Number(values['target-wait']);
 const RATE = Number(values.rate);
 const AGENTS = Number(values.agents);
 const K = 4;
+/** How long `plan` observes each load, s: long enough that the rate is known to a few percent. */
+const OBSERVE_S = 30;
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 interface Cluster {
@@ -186,11 +190,22 @@ function p95(values: number[]): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))] ?? Number.NaN;
 }
 
-/** `mcp-cluster plan --json` over `metricsUrls` for the target: the inference pool's entry. */
-async function plan(
-  metricsUrls: string[],
-  config: string,
-): Promise<{ neededReplicas: number; arrivalPerSec: number; meanServiceMs: number }> {
+/** What `mcp-cluster plan --json` said about the inference pool. */
+interface Planned {
+  neededReplicas: number;
+  neededForWait: number;
+  neededAtUpperRate: number | null;
+  outstandingReplicas: number;
+  model: string;
+  arrivalPerSec: number;
+  meanServiceMs: number;
+  serviceCs2: number | null;
+  agents: number | null;
+  thinkTimeMs: number | null;
+}
+
+/** `mcp-cluster plan --json` over `metricsUrls` for the target (with `extra` flags): the inference pool. */
+async function plan(metricsUrls: string[], config: string, extra: string[]): Promise<Planned> {
   // Asynchronously: the load must keep running in this process while plan observes it.
   const { stdout } = await promisify(execFile)(process.execPath, [
     CLI,
@@ -200,81 +215,136 @@ async function plan(
     '--metrics',
     metricsUrls.join(','),
     '--window',
-    '10s',
+    `${OBSERVE_S}s`,
     '--target-wait',
     `${TARGET_MS}ms`,
     '--percentile',
     '0.95',
     '--json',
+    ...extra,
   ]);
-  const json = JSON.parse(stdout) as {
-    pools: { pool: string; neededReplicas: number; arrivalPerSec: number; meanServiceMs: number }[];
-  };
+  const json = JSON.parse(stdout) as { pools: (Planned & { pool: string })[] };
   const pool = json.pools.find((p) => p.pool === 'inference');
   if (!pool) throw new Error('plan has no inference pool');
   return pool;
 }
 
+/** One replay of a load at a size: what was measured and what each model predicts for it. */
+interface Replay {
+  replicas: number;
+  calls: number;
+  arrivalPerSec: number;
+  serviceMs: number;
+  serviceCs2: number;
+  measuredP95Ms: number;
+  mmcP95Ms: number;
+  mgcP95Ms: number;
+  closedP95Ms: number;
+  held: boolean;
+}
+
+async function replay(
+  cluster: Cluster,
+  kind: 'open' | 'closed',
+  replicas: number,
+  thinkTimeMs: number,
+): Promise<Replay> {
+  await cluster.setReplicas(replicas);
+  process.stderr.write(`plan bench: ${kind} loop on ${replicas} replicas for ${SECONDS} s\n`);
+  const records = await load(kind, cluster.ingressUrl, SECONDS);
+  const waits = records.map((r) => r.queueWaitMs);
+  const service = records.map((r) => r.backendMs);
+  const mean = service.reduce((a, b) => a + b, 0) / Math.max(1, service.length);
+  const cs2 = service.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, service.length) / mean ** 2;
+  const lambda = records.length / SECONDS;
+  const measured = p95(waits);
+  return {
+    replicas,
+    calls: records.length,
+    arrivalPerSec: lambda,
+    serviceMs: mean,
+    serviceCs2: cs2,
+    measuredP95Ms: measured,
+    mmcP95Ms: mmcWait(replicas * K, lambda, mean, 0.95).percentileWaitMs,
+    mgcP95Ms: mmcWait(replicas * K, lambda, mean, 0.95, cs2).percentileWaitMs,
+    closedP95Ms: closedLoopWait(replicas * K, AGENTS, mean, thinkTimeMs, 0.95).percentileWaitMs,
+    held: measured <= TARGET_MS,
+  };
+}
+
+/**
+ * Replays `kind` from the planned size down until the target fails (or up until it holds, when it
+ * fails at the planned size): the fewest replicas that held it is what the replay shows is needed.
+ */
+async function replays(cluster: Cluster, kind: 'open' | 'closed', planned: Planned): Promise<Replay[]> {
+  const z = planned.thinkTimeMs ?? 0;
+  const runs: Replay[] = [];
+  let size = Math.max(1, planned.neededReplicas);
+  let run = await replay(cluster, kind, size, z);
+  runs.push(run);
+  if (run.held) {
+    while (run.held && size > 1) {
+      size -= 1;
+      run = await replay(cluster, kind, size, z);
+      runs.push(run);
+    }
+  } else {
+    while (!run.held && size < planned.neededReplicas + 2) {
+      size += 1;
+      run = await replay(cluster, kind, size, z);
+      runs.push(run);
+    }
+  }
+  return runs.sort((a, b) => b.replicas - a.replicas);
+}
+
 async function main() {
   const cluster = await startCluster();
-  const rows: Record<string, unknown>[] = [];
+  const results: { kind: 'open' | 'closed'; planned: Planned; runs: Replay[] }[] = [];
   try {
     for (const kind of ['open', 'closed'] as const) {
       process.stderr.write(`plan bench: ${kind} loop, observing on 3 replicas\n`);
       await cluster.setReplicas(3);
-      // Observe: the load runs while plan takes its two scrapes 10 s apart.
-      const observing = load(kind, cluster.ingressUrl, 14);
+      // Observe: the load runs while plan takes its two scrapes OBSERVE_S apart.
+      const observing = load(kind, cluster.ingressUrl, OBSERVE_S + 4);
       await new Promise((r) => setTimeout(r, 2000));
-      const planned = await plan(cluster.metricsUrls, cluster.config);
-      await observing;
-      process.stderr.write(
-        `plan bench: planned ${planned.neededReplicas} replicas (λ ${planned.arrivalPerSec}/s, S ${planned.meanServiceMs} ms)\n`,
+      const planned = await plan(
+        cluster.metricsUrls,
+        cluster.config,
+        kind === 'closed' ? ['--agents', `inference=${AGENTS}`] : [],
       );
-      const sizes = [planned.neededReplicas, Math.max(1, planned.neededReplicas - 1)];
-      for (const replicas of sizes) {
-        await cluster.setReplicas(replicas);
-        process.stderr.write(`plan bench: ${kind} loop on ${replicas} replicas for ${SECONDS} s\n`);
-        const records = await load(kind, cluster.ingressUrl, SECONDS);
-        const waits = records.map((r) => r.queueWaitMs);
-        const service = records.map((r) => r.backendMs);
-        const mean = service.reduce((a, b) => a + b, 0) / Math.max(1, service.length);
-        const cs2 =
-          service.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, service.length) / mean ** 2;
-        const lambda = records.length / SECONDS;
-        const mmc = mmcWait(replicas * K, lambda, mean, 0.95).percentileWaitMs;
-        rows.push({
-          load: kind === 'open' ? `open loop, Poisson ${RATE}/s` : `closed loop, ${AGENTS} agents`,
-          planned: planned.neededReplicas,
-          replicas,
-          calls: records.length,
-          arrivalPerSec: lambda,
-          serviceMs: mean,
-          serviceCs2: cs2,
-          measuredP95Ms: p95(waits),
-          mmcP95Ms: mmc,
-          mdcP95Ms: mmc * ((1 + cs2) / 2),
-          targetHeld: p95(waits) <= TARGET_MS,
-        });
-      }
+      await observing;
+      process.stderr.write(`plan bench: plan says ${JSON.stringify(planned)}\n`);
+      results.push({ kind, planned, runs: await replays(cluster, kind, planned) });
     }
   } finally {
     await cluster.stop();
   }
-  const f = (v: unknown) =>
-    typeof v === 'number' ? (Number.isFinite(v) ? v.toFixed(v >= 100 ? 0 : 1) : '∞') : String(v);
+  const f = (v: number) => (Number.isFinite(v) ? v.toFixed(v >= 100 ? 0 : 1) : '∞');
   const lines = [
     `mcp-cluster plan against a replay: p95 queue-wait target ${TARGET_MS} ms, ${K} slots per replica, ${SECONDS} s per run`,
     '',
-    '| load | planned | replicas run | calls/s | service ms (Cs²) | measured p95 wait | M/M/c p95 | M/D/c p95 (Allen-Cunneen) | target held |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...rows.map(
-      (r) =>
-        `| ${r.load} | ${r.planned} | ${r.replicas} | ${f(r.arrivalPerSec)} | ${f(r.serviceMs)} (${(r.serviceCs2 as number).toFixed(3)}) | ${f(r.measuredP95Ms)} ms | ${f(r.mmcP95Ms)} ms | ${f(r.mdcP95Ms)} ms | ${r.targetHeld ? 'yes' : 'no'} |`,
-    ),
+    '| load | plan: needed (for the wait, model) | replicas run | calls/s | service ms (Cs²) | measured p95 wait | M/M/c p95 | M/G/c p95 | M/M/c//N p95 | target held |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ];
+  const summary: string[] = [];
+  for (const { kind, planned, runs } of results) {
+    const name = kind === 'open' ? `open loop, Poisson ${RATE}/s` : `closed loop, ${AGENTS} agents`;
+    for (const r of runs) {
+      lines.push(
+        `| ${name} | ${planned.neededReplicas} (${planned.neededForWait}, ${planned.model}) | ${r.replicas} | ${f(r.arrivalPerSec)} | ${f(r.serviceMs)} (${r.serviceCs2.toFixed(3)}) | ${f(r.measuredP95Ms)} ms | ${f(r.mmcP95Ms)} ms | ${f(r.mgcP95Ms)} ms | ${f(r.closedP95Ms)} ms | ${r.held ? 'yes' : 'no'} |`,
+      );
+    }
+    const held = runs.filter((r) => r.held).map((r) => r.replicas);
+    const needed = held.length > 0 ? Math.min(...held) : Number.NaN;
+    summary.push(
+      `${name}: the replay needs ${needed} replicas; plan said ${planned.neededReplicas} (${planned.neededForWait} for the wait alone${planned.neededAtUpperRate === null ? '' : `, ${planned.neededAtUpperRate} at the rate's upper 95% bound`}, ${planned.outstandingReplicas} for the work outstanding): off by ${planned.neededReplicas - needed} (${planned.neededForWait - needed} for the wait)`,
+    );
+  }
+  lines.push('', ...summary);
   process.stdout.write(`${lines.join('\n')}\n`);
   mkdirSync(join(HERE, '../../bench/results'), { recursive: true });
-  writeFileSync(join(HERE, '../../bench/results/plan.json'), JSON.stringify(rows, null, 2));
+  writeFileSync(join(HERE, '../../bench/results/plan.json'), JSON.stringify(results, null, 2));
 }
 
 main().then(

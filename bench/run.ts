@@ -21,7 +21,7 @@ const SCENARIOS: Record<string, string> = {
   'share-ledger': 'what the shares ledger costs a replica: publish and read latency and CPU per broker',
   'autoscale-step':
     'up --autoscale from idle to 64 agents: polls to the needed replicas, changes in the next minute',
-  plan: 'mcp-cluster plan against a replay: the planned size and one fewer, open and closed loop, M/M/c and M/D/c',
+  plan: 'mcp-cluster plan against a replay: from the planned size down until the target fails, open and closed loop, M/M/c, M/G/c and M/M/c//N',
   fairness:
     'tenants on a saturated inference pool: isolation from a flood, weights, long vs short, limits (NATS, BullMQ; 1 and 3 ingress replicas)',
 };

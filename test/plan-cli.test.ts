@@ -123,6 +123,24 @@ describe('planCapacity', () => {
     expect(plan).toMatchObject({ targetWaitMs: 200, percentile: 0.95, whatIf: 1, windowMs: 10_000 });
   });
 
+  it('says when the arrival rate is too uncertain for the plan: its upper 95% bound needs more', () => {
+    // 10 calls/s over 1 s is 10 calls: λ is known to ±1.645·√10 / 10 = ±52%.
+    const short = new Map([['inference', { ...(observed.get('inference') as PoolRates), windowMs: 1000 }]]);
+    const inference = planCapacity(short, config).pools.find((p) => p.pool === 'inference')!;
+    expect(inference.neededForWait).toBe(9);
+    const upper = 10 + 1.645 * Math.sqrt(10);
+    expect(inference.neededAtUpperRate).toBe(replicasForWait(upper, 500, 1, 200, 0.95));
+    expect(inference.neededAtUpperRate).toBeGreaterThan(9);
+    expect(inference.notes.join('\n')).toContain(
+      `known to ±52%; at its upper bound (${upper.toFixed(1)}/s) the pool needs ${inference.neededAtUpperRate} replicas`,
+    );
+    // Ten minutes of the same rate: ±1.6%, and the bound needs no more.
+    const long = new Map([['inference', { ...(observed.get('inference') as PoolRates), windowMs: 600_000 }]]);
+    const steady = planCapacity(long, config).pools.find((p) => p.pool === 'inference')!;
+    expect(steady.neededAtUpperRate).toBe(9);
+    expect(steady.notes.join('\n')).not.toContain('upper bound');
+  });
+
   it('M/G/c takes the measured Cs²: calls of one length wait half as long as M/M/c says', () => {
     const steady = new Map([
       ['inference', { ...(observed.get('inference') as PoolRates), serviceCs2: 0 }],
@@ -208,7 +226,7 @@ pools:
     const backToBack = planCapacity(quiet, k4, { agents: { inference: 14 }, thinkTimeMs: 0 }).pools[0]!;
     expect(backToBack.neededForWait).toBe(3);
     // A bare N is for pools with calls: an idle pool stays idle.
-    expect(planCapacity(quiet, k4, { agents: { '*': 14 } }).pools[0]!.model).toBe('M/M/c');
+    expect(planCapacity(quiet, k4, { agents: { '*': 14 } }).pools[0]!.model).toBe('M/G/c');
     expect(planCapacity(loop, k4, { agents: { nowhere: 3 } }).notes.join('\n')).toContain(
       '--agents names pool nowhere',
     );

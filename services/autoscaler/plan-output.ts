@@ -51,6 +51,7 @@ export function planToJson(plan: CapacityPlan): Record<string, unknown> {
       stableNow: Number.isFinite(p.waitMs),
       neededReplicas: p.neededReplicas ?? null,
       neededForWait: p.neededForWait ?? null,
+      neededAtUpperRate: p.neededAtUpperRate ?? null,
       outstandingReplicas: p.outstandingReplicas,
       utilizationAtNeeded: jsonNumber(p.utilizationAtNeeded),
       waitAtNeededMs: jsonNumber(p.waitAtNeededMs),

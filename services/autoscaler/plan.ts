@@ -5,9 +5,10 @@
  */
 import type { ResolvedConfig } from '../core/index.js';
 import { CLOSED_LOOP_MODEL, closedLoopWait, replicasForClosedLoop } from './closed-loop.js';
-import { outstandingReplicas, perReplicaRate } from './control-law.js';
+import { outstandingReplicas } from './control-law.js';
 import { interactiveArrivalPerSec, type PoolRates } from './metrics-source.js';
-import { formatDuration, formatGiB, formatMs, formatRate, percentileLabel } from './plan-output.js';
+import { batchNotes, type PoolBatchPlan, planBatch } from './plan-batch.js';
+import { formatGiB, formatMs, formatRate, percentileLabel } from './plan-output.js';
 import {
   DEFAULT_GPU_TIERS,
   fitGpuTier,
@@ -28,6 +29,7 @@ import {
  * which over-plans steady calls about twofold in wait.
  */
 export type PlanModel = 'mgc' | 'mmc';
+export type { PoolBatchPlan };
 
 /** Inputs of {@link planCapacity} beyond rates and config. */
 export interface PlanOptions {
@@ -55,28 +57,6 @@ export interface PlanOptions {
    * closed-loop pool. Default: from the observation, N / λ − S − W (Little's law over the loop).
    */
   readonly thinkTimeMs?: number;
-}
-
-/**
- * The low-priority (batch) backlog of one pool: when it finishes at the current replicas, and the
- * replicas that finish it by a deadline. Times in ms, rates in calls/s; NaN: unknown (no call finished
- * in the window, so no service time); Infinity: never (no running replica).
- */
-export interface PoolBatchPlan {
-  /** Low-priority calls waiting in the queue. */
-  readonly queued: number;
-  /** Low-priority calls taken by workers and not yet settled. */
-  readonly inFlight: number;
-  /** queued + inFlight: the calls (job chunks) left. */
-  readonly backlog: number;
-  /** Calls one replica completes per second when kept full: replicaConcurrency / mean service time. */
-  readonly perReplicaPerSec: number;
-  /** backlog / (replicas × perReplicaPerSec): when the backlog is done at the current replicas. */
-  readonly etaMs: number;
-  /** The deadline planned for: `--batch-deadline`, else the pool's `scaling.batchDrainTarget`. */
-  readonly deadlineMs: number;
-  /** ceil(backlog / (perReplicaPerSec × deadline)); undefined when the rate is unknown. */
-  readonly neededReplicas: number | undefined;
 }
 
 /** GPU sizing of one pool at the needed replicas. */
@@ -144,6 +124,11 @@ export interface PoolPlan {
   readonly neededReplicas: number | undefined;
   /** Fewest replicas that meet the wait target by the model; undefined when the service time is unknown or the search gave up. */
   readonly neededForWait: number | undefined;
+  /**
+   * Open loop: `neededForWait` at the upper 95% bound of the arrival rate, which the window's count of
+   * calls gives only so precisely (λ + 1.645·√(λ/T), Poisson); undefined when not computed.
+   */
+  readonly neededAtUpperRate: number | undefined;
   /**
    * ceil((queued + in flight interactive calls) / replicaConcurrency) when observed: the autoscaler
    * and KEDA keep a slot for every outstanding call, so the plan asks for no fewer. 0 without metrics.
@@ -392,6 +377,11 @@ function planPool(
       notes.push(`pool ${pool.name}: ${err.message}: not planned`);
     }
   }
+  const neededAtUpperRate = closedLoop
+    ? undefined
+    : upperRateNeed(pool.name, observed, neededForWait, target.whatIf, notes, (upperPerSec) =>
+        replicasForWait(upperPerSec * target.whatIf, S, k, target.targetWaitMs, target.percentile, cs2),
+      );
   // The work outstanding when observed (queued and running interactive calls, a slot each): the
   // signal the autoscaler and the KEDA triggers size on, so the plan never asks for fewer. It is
   // what was there, not scaled by what-if; without a service time it is all that can be said.
@@ -460,9 +450,10 @@ function planPool(
     meanServiceMs,
     p95ServiceMs: observed?.p95ServiceMs ?? Number.NaN,
     serviceCs2: observedCs2,
+    // An idle pool is planned by the model asked for; a loaded one names the model it was sized with.
     model: closedLoop
       ? 'M/M/c//N'
-      : target.model === 'mmc' || !Number.isFinite(observedCs2)
+      : target.model === 'mmc' || (lambda > 0 && !Number.isFinite(observedCs2))
         ? 'M/M/c'
         : 'M/G/c',
     agents,
@@ -478,6 +469,7 @@ function planPool(
     meanWaitMs: now?.meanWaitMs ?? Number.NaN,
     neededReplicas: needed,
     neededForWait,
+    neededAtUpperRate,
     outstandingReplicas: outstanding,
     utilizationAtNeeded: then?.utilization ?? Number.NaN,
     waitAtNeededMs: then?.percentileWaitMs ?? Number.NaN,
@@ -486,6 +478,41 @@ function planPool(
     batch,
     notes,
   };
+}
+
+/** One-sided 95% normal quantile: the rate's upper bound is λ + Z95·√(λ/T). */
+const Z95 = 1.645;
+
+/**
+ * The replicas `need` gives at the upper 95% bound of the observed interactive arrival rate: a window
+ * of T s that counted n = λ·T calls knows λ to about ±√n / T. Near ρ = 1 a few percent of rate are a
+ * replica; a note says so when the bound needs more than the estimate.
+ */
+function upperRateNeed(
+  pool: string,
+  observed: PoolRates | undefined,
+  neededForWait: number | undefined,
+  whatIf: number,
+  notes: string[],
+  need: (arrivalPerSec: number) => number,
+): number | undefined {
+  const lambda = observed ? interactiveArrivalPerSec(observed) : 0;
+  const seconds = (observed?.windowMs ?? 0) / 1000;
+  if (neededForWait === undefined || lambda === 0 || !(seconds > 0)) return undefined;
+  const upper = lambda + Z95 * Math.sqrt(lambda / seconds);
+  let needed: number;
+  try {
+    needed = need(upper);
+  } catch (err) {
+    if (err instanceof RangeError) return undefined;
+    throw err;
+  }
+  if (needed > neededForWait) {
+    notes.push(
+      `pool ${pool}: the arrival rate comes from ${Math.round(lambda * seconds)} calls in ${formatMs(seconds * 1000)}, so it is known to ±${((Z95 * Math.sqrt(lambda / seconds) * 100) / lambda).toFixed(0)}%; at its upper bound (${formatRate(upper)}/s${whatIf !== 1 ? `, × ${whatIf} for the what-if` : ''}) the pool needs ${needed} replicas: observe longer (--window) or plan for ${needed}`,
+    );
+  }
+  return needed;
 }
 
 /** The wait of agents with no replica to serve them: every call waits, for ever. */
@@ -532,57 +559,3 @@ function thinkTime(
   }
   return z;
 }
-
-/** The ETA and the replicas needed of a pool's low-priority backlog (> 0 calls). */
-function planBatch(
-  pool: ResolvedConfig['pools'][string],
-  observed: PoolRates,
-  replicas: number,
-  deadlineMs: number,
-): PoolBatchPlan {
-  const queued = observed.lowQueueDepth;
-  const inFlight = observed.lowInFlight;
-  const backlog = queued + inFlight;
-  const rate = perReplicaRate(
-    { perReplicaConcurrency: pool.scaling.replicaConcurrency },
-    observed.meanServiceMs,
-  );
-  const known = rate > 0;
-  return {
-    queued,
-    inFlight,
-    backlog,
-    perReplicaPerSec: known ? rate : Number.NaN,
-    etaMs: !known
-      ? Number.NaN
-      : replicas > 0
-        ? (backlog / (replicas * rate)) * 1000
-        : Number.POSITIVE_INFINITY,
-    deadlineMs,
-    // The same rounding as the control law's batch term, so the plan and the autoscaler agree.
-    neededReplicas: known ? Math.ceil(backlog / (rate * (deadlineMs / 1000)) - 1e-9) : undefined,
-  };
-}
-
-function batchNotes(pool: ResolvedConfig['pools'][string], batch: PoolBatchPlan, replicas: number): string[] {
-  const notes: string[] = [];
-  if (Number.isNaN(batch.etaMs)) {
-    notes.push(
-      `pool ${pool.name}: a batch backlog of ${batch.backlog} calls, but no call finished in the window, so its rate is unknown: observe longer (--window)`,
-    );
-  } else if (replicas === 0) {
-    notes.push(
-      `pool ${pool.name}: a batch backlog of ${batch.backlog} calls and no running replica: it does not progress until one starts`,
-    );
-  }
-  if (batch.neededReplicas !== undefined && batch.neededReplicas > pool.scaling.maxReplicas) {
-    notes.push(
-      `pool ${pool.name}: the batch backlog needs ${batch.neededReplicas} replicas to finish within ${formatDuration(batch.deadlineMs)}, above scaling.maxReplicas ${pool.scaling.maxReplicas}: at that ceiling it takes ${formatDuration((batch.backlog / (pool.scaling.maxReplicas * batch.perReplicaPerSec)) * 1000)}`,
-    );
-  }
-  return notes;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Output
-// ---------------------------------------------------------------------------------------------------
