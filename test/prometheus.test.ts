@@ -325,6 +325,7 @@ tools:
         replicas: number;
         replicaConcurrency: number;
         neededReplicas: number | null;
+        serviceCs2: number | null;
       }[];
     };
     expect(plan.windowMs).toBe(windowS * 1000);
@@ -338,6 +339,19 @@ tools:
       return instantQuery(prometheus.url, query, time);
     };
     const [sums, counts] = await Promise.all([service('sum'), service('count')]);
+    // Cs² from Σ S² and the sum and count of the series that export it (every worker here does):
+    // the `and` queries must be PromQL a real Prometheus answers, with the same figures.
+    const w = `[${windowS}s]`;
+    const squaresOf = `increase(mcp_cluster_backend_duration_squared_seconds_total${w})`;
+    const again = async (query: string) => {
+      const { time } = asked(query);
+      return instantQuery(prometheus.url, query, time);
+    };
+    const [squares, squaresSum, squaresCount] = await Promise.all([
+      again(`sum by (pool) (${squaresOf})`),
+      again(`sum by (pool) (increase(mcp_cluster_backend_duration_seconds_sum${w}) and ${squaresOf})`),
+      again(`sum by (pool) (increase(mcp_cluster_backend_duration_seconds_count${w}) and ${squaresOf})`),
+    ]);
     const figure = (samples: Sample[], pool: string) =>
       Number(samples.find((s) => s.metric.pool === pool)?.value[1]);
     for (const p of plan.pools) {
@@ -347,8 +361,12 @@ tools:
       const mean = (figure(sums, p.pool) / figure(counts, p.pool)) * 1000;
       expect(mean, p.pool).toBeGreaterThan(0);
       expect(p.meanServiceMs, p.pool).toBeCloseTo(mean, 9);
+      expect(figure(squaresCount, p.pool), p.pool).toBe(figure(counts, p.pool));
+      const m = figure(squaresSum, p.pool) / figure(squaresCount, p.pool);
+      const cs2 = Math.max(0, figure(squares, p.pool) / figure(squaresCount, p.pool) / m ** 2 - 1);
+      expect(p.serviceCs2, p.pool).toBeCloseTo(cs2, 9);
       expect(p.neededReplicas, p.pool).toBe(
-        replicasForWait(p.arrivalPerSec, mean, p.replicaConcurrency, plan.targetWaitMs, plan.percentile),
+        replicasForWait(p.arrivalPerSec, mean, p.replicaConcurrency, plan.targetWaitMs, plan.percentile, cs2),
       );
     }
 
