@@ -11,6 +11,7 @@ import {
   replicasForClosedLoop,
   replicasForWait,
 } from '../services/autoscaler/index.js';
+import { mulberry32 } from './support/random.js';
 
 describe('Erlang C', () => {
   it('reduces to M/M/1: P(wait) = ρ for one server', () => {
@@ -175,25 +176,14 @@ describe('M/G/c by Allen-Cunneen', () => {
   });
 });
 
-/** A seeded uniform generator in (0, 1), so the simulation below is the same on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
-  };
-}
-
 /**
  * A discrete-event simulation of N agents on c FIFO slots, exponential service (mean S) and think
  * time (mean Z; 0: back to back): the queue wait of every call after a warm-up.
  */
 function simulateClosedLoop(agents: number, servers: number, S: number, Z: number, calls: number): number[] {
   const random = mulberry32(agents * 1000 + servers);
-  const exp = (mean: number) => (mean === 0 ? 0 : -Math.log(random()) * mean);
+  // 1 − u lies in (0, 1]: never log(0).
+  const exp = (mean: number) => (mean === 0 ? 0 : -Math.log(1 - random()) * mean);
   // Events: [time, kind, agent]; kind 0 = the agent's call arrives, 1 = a slot finishes.
   const events: [number, number][] = [];
   for (let a = 0; a < agents; a++) events.push([exp(Z), 0]);

@@ -97,6 +97,16 @@ const GREET = adapter((ctx) => {
   return form ? text(`Hello, ${form.name}!`) : inputRequired({ user_name: NAME });
 });
 
+/** Asks the caller's model `question` under `key` (sampling), then returns its answer. */
+function askModel(key: string, question: string): InputToolAdapter {
+  return adapter((ctx) => {
+    const answer = sampled(ctx, key);
+    return answer !== undefined
+      ? text(`The model answered: ${answer}`)
+      : inputRequired({ [key]: sample(question) });
+  });
+}
+
 /** Asks for a confirmation with a state of its own; answers `reply` once both come back. */
 function confirmed(reply: string): InputToolAdapter {
   return adapter((ctx) => {
@@ -122,12 +132,7 @@ export const INPUT_FIXTURES: Record<
   test_input_required_result_sampling: {
     description:
       "Conformance fixture: asks the caller's model a question (sampling), then returns its answer.",
-    adapter: adapter((ctx) => {
-      const answer = sampled(ctx, 'capital_question');
-      return answer !== undefined
-        ? text(`The model answered: ${answer}`)
-        : inputRequired({ capital_question: sample('What is the capital of France?') });
-    }),
+    adapter: askModel('capital_question', 'What is the capital of France?'),
   },
   test_input_required_result_list_roots: {
     description: "Conformance fixture: asks for the caller's roots, then lists them.",
@@ -194,12 +199,7 @@ export const INPUT_FIXTURES: Record<
   },
   test_missing_capability: {
     description: "Conformance fixture: needs the caller's model (sampling) whatever the caller declared.",
-    adapter: adapter((ctx) => {
-      const answer = sampled(ctx, 'question');
-      return answer !== undefined
-        ? text(`The model answered: ${answer}`)
-        : inputRequired({ question: sample('What is 2 + 2?') });
-    }),
+    adapter: askModel('question', 'What is 2 + 2?'),
   },
   test_sampling: {
     description:
